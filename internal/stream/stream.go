@@ -1,0 +1,110 @@
+// Package stream connects eventline services to NATS and provisions the
+// EVENTS stream: file storage, deny delete and purge, a duplicate window and
+// atomic batch publish (ARCHITECTURE §1-3). Provisioning is idempotent and
+// runs on every service start.
+package stream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// DefaultURL is used when NATS_URL is not set (CONTRACT §4).
+const DefaultURL = "nats://127.0.0.1:4222"
+
+// Config is the shape of the EVENTS stream.
+type Config struct {
+	// Replicas is 1 in development and 3 in production. Default 1.
+	Replicas int
+	// Duplicates is the window within which a re-sent event id is
+	// recognised by the stream itself. Default 2 minutes.
+	Duplicates time.Duration
+	// MaxAge drops events older than this; 0 keeps them forever (default).
+	MaxAge time.Duration
+	// MaxBytes caps the stream's size; 0 is unlimited (default). When full,
+	// appends are refused (503), never old events silently dropped.
+	MaxBytes int64
+}
+
+func (c Config) streamConfig() jetstream.StreamConfig {
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates <= 0 {
+		c.Duplicates = 2 * time.Minute
+	}
+	maxBytes := c.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = -1
+	}
+	return jetstream.StreamConfig{
+		Name:               events.StreamName,
+		Description:        "eventline activity events: events.<tenant>.<eventable_type>.<action>",
+		Subjects:           []string{events.SubjectPrefix + ".>"},
+		Storage:            jetstream.FileStorage,
+		Retention:          jetstream.LimitsPolicy,
+		Discard:            jetstream.DiscardNew,
+		MaxAge:             c.MaxAge,
+		MaxBytes:           maxBytes,
+		MaxMsgs:            -1,
+		MaxMsgsPerSubject:  -1,
+		Duplicates:         c.Duplicates,
+		Replicas:           c.Replicas,
+		DenyDelete:         true,
+		DenyPurge:          true,
+		AllowAtomicPublish: true,
+		AllowDirect:        true,
+	}
+}
+
+// Ensure creates the EVENTS stream or updates it to cfg. It fails with a
+// message naming the version found and the version needed when the server
+// is older than events.MinServerVersion.
+func Ensure(ctx context.Context, nc *nats.Conn, cfg Config) (jetstream.Stream, error) {
+	if err := events.CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	s, err := js.CreateOrUpdateStream(ctx, cfg.streamConfig())
+	if err != nil {
+		return nil, fmt.Errorf("create or update stream %s: %w", events.StreamName, err)
+	}
+	return s, nil
+}
+
+// Connect opens a NATS connection that reconnects forever, logging each
+// disconnect and reconnect. name identifies the service in server
+// monitoring.
+func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.RetryOnFailedConnect(false),
+		nats.ReconnectBufSize(64<<20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "error", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "server", c.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("nats error", "error", err)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}

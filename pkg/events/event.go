@@ -1,0 +1,94 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Event is one thing that happened: "card c42 was closed by user u7 on board
+// b1". It is the single record that drives timelines, notifications and
+// webhooks.
+//
+// On input, ID, OccurredAt and Particulars are optional; RecordedAt, Type and
+// Seq are set by the system and rejected by Decode. Normalize fills in the
+// defaults.
+type Event struct {
+	// ID identifies the event. Optional on input (^[A-Za-z0-9_-]{1,64}$); a
+	// client-chosen id makes the append idempotent. Absent: a UUIDv7.
+	ID string `json:"id"`
+	// Tenant owns the event. On HTTP ingest it comes from the API key.
+	Tenant string `json:"tenant"`
+	// Action is what happened to the eventable, e.g. "closed".
+	Action string `json:"action"`
+	// Eventable is the thing the event is about.
+	Eventable Ref `json:"eventable"`
+	// Creator is who did it; system actions use {"type":"system"}.
+	Creator Ref `json:"creator"`
+	// Parents are the containers the event also belongs to, nearest first.
+	Parents []Ref `json:"parents"`
+	// Particulars is a free JSON object of details; "{}" when empty.
+	Particulars json.RawMessage `json:"particulars"`
+	// OccurredAt is when it happened; defaults to the receive time.
+	OccurredAt time.Time `json:"occurred_at"`
+	// RecordedAt is when eventline received it. Set by the system.
+	RecordedAt time.Time `json:"recorded_at"`
+	// Type is "<eventable.type>.<action>". Set by the system.
+	Type string `json:"type"`
+	// Seq is the JetStream stream sequence. Set by the system on reads and
+	// deliveries; it is not part of the message body on the stream.
+	Seq uint64 `json:"seq,omitempty"`
+}
+
+// Ref points at a typed object: {"type": "card", "id": "c42"}.
+type Ref struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+// SystemCreator is the creator type of events recorded by eventline itself
+// or by other automated actors.
+const SystemCreator = "system"
+
+// TypeOf returns the event type "<eventable type>.<action>".
+func TypeOf(eventableType, action string) string {
+	return eventableType + "." + action
+}
+
+// MarshalJSON writes the event in its wire form: timestamps in UTC with
+// RFC 3339 nano precision, parents as [] and particulars as {} when empty.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type wire struct {
+		ID          string          `json:"id"`
+		Tenant      string          `json:"tenant"`
+		Action      string          `json:"action"`
+		Eventable   Ref             `json:"eventable"`
+		Creator     Ref             `json:"creator"`
+		Parents     []Ref           `json:"parents"`
+		Particulars json.RawMessage `json:"particulars"`
+		OccurredAt  string          `json:"occurred_at,omitempty"`
+		RecordedAt  string          `json:"recorded_at,omitempty"`
+		Type        string          `json:"type"`
+		Seq         uint64          `json:"seq,omitempty"`
+	}
+	w := wire{
+		ID: e.ID, Tenant: e.Tenant, Action: e.Action,
+		Eventable: e.Eventable, Creator: e.Creator,
+		Parents: e.Parents, Particulars: e.Particulars,
+		OccurredAt: formatTime(e.OccurredAt), RecordedAt: formatTime(e.RecordedAt),
+		Type: e.Type, Seq: e.Seq,
+	}
+	if w.Parents == nil {
+		w.Parents = []Ref{}
+	}
+	if len(w.Particulars) == 0 {
+		w.Particulars = json.RawMessage("{}")
+	}
+	return json.Marshal(w)
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}

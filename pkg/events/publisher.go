@@ -1,0 +1,317 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// MaxBatch is the largest atomic batch the NATS server accepts by default;
+// AppendBatch splits longer slices into several atomic batches.
+const MaxBatch = 1000
+
+// Headers of the JetStream atomic batch publish protocol (ADR-50).
+const (
+	hdrBatchID     = "Nats-Batch-Id"
+	hdrBatchSeq    = "Nats-Batch-Sequence"
+	hdrBatchCommit = "Nats-Batch-Commit"
+)
+
+// JetStream error codes the publisher acts on.
+const (
+	errCodeBatchDuplicate  jetstream.ErrorCode = 10201 // batch contains an already stored Nats-Msg-Id
+	errCodeBatchIncomplete jetstream.ErrorCode = 10176
+	errCodeBatchInflight   jetstream.ErrorCode = 10210
+	errCodeAtomicDisabled  jetstream.ErrorCode = 10174
+)
+
+// ErrUnavailable wraps every append failure that is not the input's fault:
+// the server is unreachable, the stream is missing or full, or the append
+// timed out. The events may be retried; an event with a client-chosen id is
+// then de-duplicated, one without an id may be stored twice.
+var ErrUnavailable = errors.New("event stream unavailable")
+
+// Result is the outcome of appending one event.
+type Result struct {
+	// ID is the event id (client-chosen or assigned).
+	ID string `json:"id"`
+	// Seq is the stream sequence the event is stored at; for a duplicate,
+	// the sequence of the original.
+	Seq uint64 `json:"seq"`
+	// Duplicate is true when the id was already stored and nothing new was
+	// appended.
+	Duplicate bool `json:"duplicate"`
+}
+
+// Publisher validates events and appends them to the EVENTS stream. It is
+// safe for concurrent use. It does not create the stream: the eventline
+// services provision it on start.
+type Publisher struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	stream  string
+	timeout time.Duration
+	now     func() time.Time
+}
+
+// PublisherOption configures a Publisher.
+type PublisherOption func(*Publisher)
+
+// WithTimeout bounds each append that has no earlier context deadline.
+// Default 10s.
+func WithTimeout(d time.Duration) PublisherOption { return func(p *Publisher) { p.timeout = d } }
+
+// WithClock sets the clock used for receive times. Default time.Now.
+func WithClock(now func() time.Time) PublisherOption { return func(p *Publisher) { p.now = now } }
+
+// WithStream appends to another stream than EVENTS (tests, migrations).
+func WithStream(name string) PublisherOption { return func(p *Publisher) { p.stream = name } }
+
+// NewPublisher returns a Publisher over nc. It fails when the connected NATS
+// server is older than MinServerVersion.
+func NewPublisher(nc *nats.Conn, opts ...PublisherOption) (*Publisher, error) {
+	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	p := &Publisher{nc: nc, js: js, stream: StreamName, timeout: 10 * time.Second, now: time.Now}
+	for _, o := range opts {
+		o(p)
+	}
+	return p, nil
+}
+
+// Append validates e, fills in its system fields and appends it durably. It
+// returns a *ValidationError for invalid input and an error wrapping
+// ErrUnavailable when the stream cannot take it.
+func (p *Publisher) Append(ctx context.Context, e Event) (Result, error) {
+	if err := e.Normalize(p.now()); err != nil {
+		return Result{}, err
+	}
+	ctx, cancel := p.withTimeout(ctx)
+	defer cancel()
+	msg, err := message(e)
+	if err != nil {
+		return Result{}, err
+	}
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(p.stream))
+	if err != nil {
+		return Result{}, unavailable("append event", err)
+	}
+	return Result{ID: e.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// AppendBatch validates every event (all or nothing: one invalid event
+// fails the call with a *ValidationError listing every problem, and nothing
+// is appended), then appends them in order as atomic batches of at most
+// MaxBatch events, each costing about one fsync. Results are in input order.
+func (p *Publisher) AppendBatch(ctx context.Context, es []Event) ([]Result, error) {
+	now := p.now()
+	var verr ValidationError
+	normalized := make([]Event, len(es))
+	for i, e := range es {
+		if err := e.Normalize(now); err != nil {
+			var v *ValidationError
+			if !errors.As(err, &v) {
+				return nil, err
+			}
+			for _, fe := range v.Errors {
+				fe.Index = i
+				verr.Errors = append(verr.Errors, fe)
+			}
+			continue
+		}
+		normalized[i] = e
+	}
+	if err := verr.orNil(); err != nil {
+		return nil, err
+	}
+	return p.AppendNormalized(ctx, normalized)
+}
+
+// AppendNormalized appends events that Normalize has already accepted, in
+// order, as atomic batches of at most MaxBatch events. When the server
+// rejects a batch because it holds an id that is already stored (or the
+// same id twice), that batch's events are appended one by one instead, so
+// the re-sent ids come back Duplicate with their original Seq and the other
+// events are stored. It is the path the ingest service's group commit uses.
+func (p *Publisher) AppendNormalized(ctx context.Context, es []Event) ([]Result, error) {
+	ctx, cancel := p.withTimeout(ctx)
+	defer cancel()
+	results := make([]Result, 0, len(es))
+	for start := 0; start < len(es); start += MaxBatch {
+		chunk := es[start:min(start+MaxBatch, len(es))]
+		res, err := p.appendChunk(ctx, chunk)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, res...)
+	}
+	return results, nil
+}
+
+func (p *Publisher) appendChunk(ctx context.Context, es []Event) ([]Result, error) {
+	msgs := make([]*nats.Msg, len(es))
+	for i, e := range es {
+		m, err := message(e)
+		if err != nil {
+			return nil, err
+		}
+		msgs[i] = m
+	}
+	if len(msgs) == 1 {
+		return p.appendOneByOne(ctx, es, msgs)
+	}
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		last, err := p.publishAtomic(ctx, msgs)
+		if err == nil {
+			first := last - uint64(len(es)) + 1
+			results := make([]Result, len(es))
+			for i, e := range es {
+				results[i] = Result{ID: e.ID, Seq: first + uint64(i)}
+			}
+			return results, nil
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) {
+			switch apiErr.ErrorCode {
+			case errCodeBatchDuplicate:
+				return p.appendOneByOne(ctx, es, msgs)
+			case errCodeBatchIncomplete, errCodeBatchInflight:
+				// Nothing of this batch was stored: safe to send it again.
+				if attempt < attempts {
+					if err := sleepCtx(ctx, time.Duration(attempt)*10*time.Millisecond); err != nil {
+						return nil, unavailable("append batch", err)
+					}
+					continue
+				}
+			case errCodeAtomicDisabled:
+				return nil, unavailable("append batch", fmt.Errorf("stream %s does not allow atomic publish; start an eventline service to update it: %w", p.stream, err))
+			}
+		}
+		return nil, unavailable("append batch", err)
+	}
+}
+
+// publishAtomic sends msgs as one atomic batch and returns the stream
+// sequence of the last one. Every message but the last is published without
+// waiting; the server answers the commit with the outcome of the whole batch.
+func (p *Publisher) publishAtomic(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
+	id := nuid.Next()
+	for i, m := range msgs {
+		m.Header.Set(hdrBatchID, id)
+		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
+		if i == len(msgs)-1 {
+			m.Header.Set(hdrBatchCommit, "1")
+			break
+		}
+		if err := p.nc.PublishMsg(m); err != nil {
+			return 0, fmt.Errorf("publish batch message %d: %w", i+1, err)
+		}
+	}
+	resp, err := p.nc.RequestMsgWithContext(ctx, msgs[len(msgs)-1])
+	for _, m := range msgs { // leave msgs reusable for the one-by-one fallback
+		m.Header.Del(hdrBatchID)
+		m.Header.Del(hdrBatchSeq)
+		m.Header.Del(hdrBatchCommit)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("commit batch: %w", err)
+	}
+	var ack struct {
+		jetstream.PubAck
+		Batch string               `json:"batch"`
+		Count int                  `json:"count"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return 0, fmt.Errorf("decode batch ack %q: %w", resp.Data, err)
+	}
+	if ack.Error != nil {
+		return 0, ack.Error
+	}
+	if ack.Stream != p.stream {
+		return 0, fmt.Errorf("batch stored in stream %q, expected %q", ack.Stream, p.stream)
+	}
+	if ack.Batch != id || ack.Count != len(msgs) {
+		return 0, fmt.Errorf("batch ack for %q with %d messages does not match batch %q of %d; is the server >= %s?", ack.Batch, ack.Count, id, len(msgs), MinServerVersion)
+	}
+	return ack.Sequence, nil
+}
+
+// appendOneByOne publishes each message on its own, pipelined, and waits
+// for every ack. The server processes them in order, so a repeated id within
+// the list is reported as a duplicate of its first occurrence.
+func (p *Publisher) appendOneByOne(ctx context.Context, es []Event, msgs []*nats.Msg) ([]Result, error) {
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithExpectStream(p.stream))
+		if err != nil {
+			return nil, unavailable("append event", err)
+		}
+		futures[i] = f
+	}
+	results := make([]Result, len(es))
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			results[i] = Result{ID: es[i].ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}
+		case err := <-f.Err():
+			return nil, unavailable("append event", err)
+		case <-ctx.Done():
+			return nil, unavailable("append event", ctx.Err())
+		}
+	}
+	return results, nil
+}
+
+// message encodes a normalized event as a stream message.
+func message(e Event) (*nats.Msg, error) {
+	subject, err := Subject(e.Tenant, e.Eventable.Type, e.Action)
+	if err != nil {
+		return nil, err
+	}
+	e.Seq = 0
+	body, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
+	}
+	m := nats.NewMsg(subject)
+	m.Data = body
+	m.Header.Set(jetstream.MsgIDHeader, MsgID(e.Tenant, e.ID))
+	m.Header.Set("Content-Type", "application/json")
+	return m, nil
+}
+
+func (p *Publisher) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok || p.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, p.timeout)
+}
+
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,217 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Limits of CONTRACT §1.
+const (
+	MaxIDLen          = 64        // bytes of an event id
+	MaxTokenLen       = 63        // bytes of a tenant, action or ref type
+	MaxRefIDLen       = 256       // bytes of a ref id
+	MaxParents        = 16        // parents per event
+	MaxParticulars    = 64 << 10  // bytes of encoded particulars
+	MaxFutureSkew     = 24 * time.Hour
+	minOccurredAtUnix = 0 // 1970-01-01T00:00:00Z
+)
+
+// FieldError is one problem with one field of one event. Index is the
+// event's position in its batch (0 for a single event). Field is a JSON path
+// such as "eventable.id" or "parents[2].type"; "event" means the event as a
+// whole.
+type FieldError struct {
+	Index   int    `json:"index"`
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// ValidationError lists every problem found in one or more events. It is
+// returned by Decode and Normalize and means the input must be corrected;
+// retrying it unchanged fails the same way.
+type ValidationError struct {
+	Errors []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	if len(e.Errors) == 0 {
+		return "invalid event"
+	}
+	var b strings.Builder
+	for i, fe := range e.Errors {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "event %d: %s: %s", fe.Index, fe.Field, fe.Message)
+	}
+	return b.String()
+}
+
+func (e *ValidationError) add(index int, field, format string, args ...any) {
+	e.Errors = append(e.Errors, FieldError{Index: index, Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (e *ValidationError) orNil() error {
+	if len(e.Errors) == 0 {
+		return nil
+	}
+	return e
+}
+
+// Normalize checks e against every rule of CONTRACT §1 and, when it is
+// valid, fills in what the system sets: a UUIDv7 ID when absent, OccurredAt
+// (default now), RecordedAt (now, unless already set by the receiver), Type
+// and empty Particulars. Times are converted to UTC. now is the receive time.
+//
+// It returns a *ValidationError naming every invalid field, and leaves e
+// unchanged in that case. Normalizing a normalized event changes nothing.
+func (e *Event) Normalize(now time.Time) error {
+	var verr ValidationError
+	e.check(0, now, &verr)
+	if err := verr.orNil(); err != nil {
+		return err
+	}
+	if e.ID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("generate event id: %w", err)
+		}
+		e.ID = id.String()
+	}
+	now = now.UTC()
+	if e.OccurredAt.IsZero() {
+		e.OccurredAt = now
+	}
+	e.OccurredAt = e.OccurredAt.UTC()
+	if e.RecordedAt.IsZero() {
+		e.RecordedAt = now
+	}
+	e.RecordedAt = e.RecordedAt.UTC()
+	e.Type = TypeOf(e.Eventable.Type, e.Action)
+	if len(e.Particulars) == 0 {
+		e.Particulars = json.RawMessage("{}")
+	}
+	return nil
+}
+
+// check appends every rule violation of e to verr, with the given index.
+func (e *Event) check(index int, now time.Time, verr *ValidationError) {
+	if e.ID != "" && !isEventID(e.ID) {
+		verr.add(index, "id", "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'; omit it to let the server assign one")
+	}
+	switch {
+	case e.Tenant == "":
+		verr.add(index, "tenant", "is required")
+	case !IsTenant(e.Tenant):
+		verr.add(index, "tenant", "must match ^[a-z0-9][a-z0-9_-]{0,62}$")
+	}
+	checkName(index, "action", e.Action, verr)
+	checkRef(index, "eventable", e.Eventable, verr)
+	checkRef(index, "creator", e.Creator, verr)
+	if len(e.Parents) > MaxParents {
+		verr.add(index, "parents", "has %d entries; at most %d are allowed", len(e.Parents), MaxParents)
+	}
+	for i, p := range e.Parents {
+		checkRef(index, fmt.Sprintf("parents[%d]", i), p, verr)
+	}
+	if len(e.Particulars) > 0 {
+		switch {
+		case len(e.Particulars) > MaxParticulars:
+			verr.add(index, "particulars", "is %d bytes encoded; at most %d (64 KiB) are allowed", len(e.Particulars), MaxParticulars)
+		case !isJSONObject(e.Particulars):
+			verr.add(index, "particulars", "must be a JSON object")
+		}
+	}
+	if !e.OccurredAt.IsZero() {
+		switch {
+		case e.OccurredAt.Unix() < minOccurredAtUnix:
+			verr.add(index, "occurred_at", "must not be before 1970-01-01T00:00:00Z")
+		case e.OccurredAt.After(now.Add(MaxFutureSkew)):
+			verr.add(index, "occurred_at", "is more than 24h in the future (server time %s); check the producer's clock", now.UTC().Format(time.RFC3339))
+		}
+	}
+}
+
+func checkName(index int, field, v string, verr *ValidationError) {
+	switch {
+	case v == "":
+		verr.add(index, field, "is required")
+	case !IsName(v):
+		verr.add(index, field, "must match ^[a-z][a-z0-9_]{0,62}$ (lower case letters, digits and '_', starting with a letter)")
+	}
+}
+
+func checkRef(index int, field string, r Ref, verr *ValidationError) {
+	checkName(index, field+".type", r.Type, verr)
+	switch {
+	case r.ID == "":
+		verr.add(index, field+".id", "is required")
+	case len(r.ID) > MaxRefIDLen:
+		verr.add(index, field+".id", "is %d bytes; at most %d are allowed", len(r.ID), MaxRefIDLen)
+	case !utf8.ValidString(r.ID):
+		verr.add(index, field+".id", "must be valid UTF-8")
+	case strings.IndexFunc(r.ID, unicode.IsControl) >= 0:
+		verr.add(index, field+".id", "must not contain control characters")
+	}
+}
+
+// IsTenant reports whether s is a valid tenant token: ^[a-z0-9][a-z0-9_-]{0,62}$.
+func IsTenant(s string) bool {
+	if len(s) == 0 || len(s) > MaxTokenLen || !isLowerOrDigit(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isLowerOrDigit(c) && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// IsName reports whether s is a valid action or ref type: ^[a-z][a-z0-9_]{0,62}$.
+func IsName(s string) bool {
+	if len(s) == 0 || len(s) > MaxTokenLen || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isLowerOrDigit(c) && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isEventID(s string) bool {
+	if len(s) == 0 || len(s) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isLowerOrDigit(c) && (c < 'A' || c > 'Z') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerOrDigit(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') }
+
+func isJSONObject(raw []byte) bool {
+	for _, c := range raw {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return json.Valid(raw)
+		default:
+			return false
+		}
+	}
+	return false
+}
