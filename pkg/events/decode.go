@@ -24,6 +24,17 @@ var systemFields = map[string]bool{"recorded_at": true, "type": true, "seq": tru
 //
 // Decode does not fill in defaults; call Normalize for that.
 func Decode(data []byte, index int, now time.Time) (Event, error) {
+	return decode(data, index, now, "")
+}
+
+// DecodeForTenant is Decode for a request authenticated as tenant (HTTP
+// ingest): an absent tenant field is set to tenant, and a different one is
+// an error on the "tenant" field.
+func DecodeForTenant(data []byte, index int, tenant string, now time.Time) (Event, error) {
+	return decode(data, index, now, tenant)
+}
+
+func decode(data []byte, index int, now time.Time, keyTenant string) (Event, error) {
 	var e Event
 	var verr ValidationError
 	var fields map[string]json.RawMessage
@@ -44,6 +55,16 @@ func Decode(data []byte, index int, now time.Time) (Event, error) {
 	sortFieldErrors(verr.Errors)
 	decodeString(index, "id", fields["id"], &e.ID, &verr)
 	decodeString(index, "tenant", fields["tenant"], &e.Tenant, &verr)
+	if keyTenant != "" {
+		switch e.Tenant {
+		case "":
+			e.Tenant = keyTenant
+		case keyTenant:
+		default:
+			verr.add(index, "tenant", "is %q but the API key belongs to tenant %q; omit the field or send %q", truncate(e.Tenant, 64), keyTenant, keyTenant)
+			e.Tenant = keyTenant // reported once: the rule check below then passes
+		}
+	}
 	decodeString(index, "action", fields["action"], &e.Action, &verr)
 	decodeRef(index, "eventable", fields["eventable"], &e.Eventable, &verr)
 	decodeRef(index, "creator", fields["creator"], &e.Creator, &verr)

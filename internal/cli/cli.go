@@ -1,0 +1,181 @@
+// Package cli is the eventline operator command: schema migrations and API
+// keys, and later dev, replay, dlq and bench (CONTRACT §4).
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/postgres"
+)
+
+const usage = `eventline: operate an eventline installation.
+
+Usage:
+  eventline migrate                 apply the database migrations
+  eventline keys create --tenant T [--scopes ingest,read] [--rate-limit N] [--description D]
+                                    create an API key; the key is the last line of output
+  eventline keys list [--tenant T]  list active keys (never their secrets)
+  eventline keys revoke ID          revoke a key; services stop accepting it within 30s
+
+Every command takes --database-url (env DATABASE_URL, default ` + postgres.DefaultURL + `).
+`
+
+// Run executes one command and returns the process exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	var err error
+	switch args[0] {
+	case "migrate":
+		err = migrate(ctx, args[1:], stdout)
+	case "keys":
+		err = keys(ctx, args[1:], stdout)
+	default:
+		fmt.Fprintf(stderr, "eventline: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	var uerr usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &uerr):
+		fmt.Fprintf(stderr, "eventline: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "eventline: %v\n", err)
+		return 1
+	}
+}
+
+type usageError struct{ msg string }
+
+func (u usageError) Error() string { return u.msg }
+
+func flags(name string, databaseURL *string) *config.Set {
+	set := config.New("eventline " + name)
+	set.String(databaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL")
+	return set
+}
+
+func parse(set *config.Set, args []string) error {
+	set.FlagSet().SetOutput(io.Discard)
+	if err := set.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+func migrate(ctx context.Context, args []string, stdout io.Writer) error {
+	var dbURL string
+	set := flags("migrate", &dbURL)
+	if err := parse(set, args); err != nil {
+		return err
+	}
+	if err := postgres.EnsureDatabase(ctx, dbURL); err != nil {
+		return err
+	}
+	pool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := postgres.Migrate(ctx, pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for _, name := range applied {
+		fmt.Fprintf(stdout, "applied %s\n", name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "schema is at version %d\n", postgres.LatestVersion())
+	return nil
+}
+
+func keys(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"keys: say create, list or revoke"}
+	}
+	var dbURL, tenant, scopes, description string
+	var rateLimit int
+	set := flags("keys "+args[0], &dbURL)
+	switch args[0] {
+	case "create":
+		set.String(&tenant, "tenant", "EVENTLINE_TENANT", "", "tenant the key belongs to (required)")
+		set.String(&scopes, "scopes", "EVENTLINE_SCOPES", "ingest,read", "comma-separated scopes: ingest, read, admin (admin implies the others)")
+		set.Int(&rateLimit, "rate-limit", "EVENTLINE_RATE_LIMIT", 0, "events per second for this key; 0 for the service default")
+		set.String(&description, "description", "EVENTLINE_DESCRIPTION", "", "what the key is for")
+	case "list":
+		set.String(&tenant, "tenant", "EVENTLINE_TENANT", "", "only this tenant's keys")
+	case "revoke":
+	default:
+		return usageError{fmt.Sprintf("keys: unknown subcommand %q; say create, list or revoke", args[0])}
+	}
+	if err := parse(set, args[1:]); err != nil {
+		return err
+	}
+	pool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := postgres.CheckSchema(ctx, pool); err != nil {
+		return err
+	}
+	store := apikey.NewStore(pool, -1)
+	switch args[0] {
+	case "create":
+		if tenant == "" {
+			return usageError{"keys create: --tenant is required"}
+		}
+		sc, err := apikey.ParseScopes(scopes)
+		if err != nil {
+			return usageError{"keys create: --scopes: " + err.Error()}
+		}
+		k, plaintext, err := store.Create(ctx, apikey.CreateParams{Tenant: tenant, Scopes: sc, RateLimit: rateLimit, Description: description})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "created key %s for tenant %s with scopes %s; it is shown once, store it now:\n%s\n",
+			k.ID, k.Tenant, strings.Join(k.Scopes, ","), plaintext)
+	case "list":
+		ks, err := store.List(ctx, tenant)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tTENANT\tSCOPES\tRATE LIMIT\tDESCRIPTION")
+		for _, k := range ks {
+			limit := "default"
+			if k.RateLimit > 0 {
+				limit = fmt.Sprintf("%d/s", k.RateLimit)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Tenant, strings.Join(k.Scopes, ","), limit, k.Description)
+		}
+		return tw.Flush()
+	case "revoke":
+		rest := set.FlagSet().Args()
+		if len(rest) != 1 {
+			return usageError{"keys revoke: give the key id (see `eventline keys list`)"}
+		}
+		if err := store.Revoke(ctx, rest[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked key %s\n", rest[0])
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+// Package httpapi holds what every eventline HTTP API shares: RFC 9457
+// problem responses, JSON bodies, and bearer-key authentication with scopes
+// (CONTRACT §2).
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// Problem is an RFC 9457 problem details body.
+type Problem struct {
+	Type   string              `json:"type"`
+	Title  string              `json:"title"`
+	Status int                 `json:"status"`
+	Detail string              `json:"detail,omitempty"`
+	Errors []events.FieldError `json:"errors,omitempty"`
+}
+
+// Problem types. Generic HTTP conditions use "about:blank" with the status
+// phrase as title, as RFC 9457 suggests.
+const (
+	TypeValidation = "urn:eventline:problem:validation"
+	TypeRateLimit  = "urn:eventline:problem:rate-limited"
+)
+
+// WriteProblem writes p as application/problem+json.
+func WriteProblem(w http.ResponseWriter, p Problem) {
+	if p.Type == "" {
+		p.Type = "about:blank"
+	}
+	if p.Title == "" {
+		p.Title = http.StatusText(p.Status)
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// Error writes a generic problem with a status and a detail saying what to
+// do.
+func Error(w http.ResponseWriter, status int, detail string) {
+	WriteProblem(w, Problem{Status: status, Detail: detail})
+}
+
+// Unavailable writes 503 with a Retry-After.
+func Unavailable(w http.ResponseWriter, retryAfter time.Duration, detail string) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retryAfter.Seconds()+0.999))))
+	Error(w, http.StatusServiceUnavailable, detail)
+}
+
+// ValidationFailed writes 422 listing every field error.
+func ValidationFailed(w http.ResponseWriter, detail string, errs []events.FieldError) {
+	WriteProblem(w, Problem{Type: TypeValidation, Title: "Validation failed", Status: http.StatusUnprocessableEntity, Detail: detail, Errors: errs})
+}
+
+// JSON writes v as an application/json body with status.
+func JSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,227 @@
+// Package ingest is the HTTP front door of eventline: it authenticates
+// producers, validates their events all or nothing, and appends them to the
+// EVENTS stream with group commit, answering 202 only once the append is
+// durable (CONTRACT §2 "Ingest", ARCHITECTURE §2-3).
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// Config is everything the ingest binary reads from flags and environment.
+type Config struct {
+	HTTPAddr        string        // public API; default :8080
+	AdminAddr       string        // /livez, /readyz, /metrics; default :9090
+	NATSURL         string        // default nats://127.0.0.1:4222
+	DatabaseURL     string        // API keys; default postgres://localhost:5432/eventline
+	LogLevel        string        // debug, info, warn, error; default info
+	RateLimit       int           // events/s per key without its own limit; default 10000, 0 = unlimited
+	Batch           CommitterConfig
+	Stream          stream.Config
+	ShutdownTimeout time.Duration // default 30s
+}
+
+// Register binds the settings to flags and environment variables.
+func (c *Config) Register(s *config.Set) {
+	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8080", "public API listen address")
+	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9090", "admin listen address (/livez, /readyz, /metrics)")
+	s.String(&c.NATSURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
+	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL (API keys)")
+	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	s.Int(&c.RateLimit, "rate-limit", "INGEST_RATE_LIMIT", 10000, "events per second per API key without its own limit; 0 for unlimited")
+	s.Int(&c.Batch.MaxBatch, "batch-max", "INGEST_BATCH_MAX", events.MaxBatch, "most events per atomic batch (<= 1000)")
+	s.Duration(&c.Batch.Linger, "batch-linger", "INGEST_BATCH_LINGER", time.Millisecond, "how long a batch waits for more requests while another commits")
+	s.Int(&c.Batch.MaxInflight, "batch-inflight", "INGEST_BATCH_INFLIGHT", 4, "batches committing at once")
+	s.Duration(&c.Batch.Timeout, "append-timeout", "INGEST_APPEND_TIMEOUT", 10*time.Second, "bound on one batch append before answering 503")
+	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
+	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
+	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+}
+
+// Service is the ingest API without its listeners: the handler and the
+// group committer. `eventline dev` mounts it next to the other services.
+type Service struct {
+	committer *Committer
+	handler   http.Handler
+}
+
+// NewService wires the ingest API over a publisher and a key store.
+func NewService(pub Appender, keys httpapi.Authenticator, cfg Config, reg prometheus.Registerer, log *slog.Logger) *Service {
+	m := newMetrics(reg)
+	bc := cfg.Batch
+	bc.Observe = m.batch
+	c := NewCommitter(pub, bc)
+	h := &handler{committer: c, limiter: newLimiter(cfg.RateLimit), metrics: m, log: log, now: time.Now}
+	return &Service{committer: c, handler: httpapi.RequireScope(keys, apikey.ScopeIngest, h)}
+}
+
+// Routes registers POST /v1/events on mux.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.Handle("POST /v1/events", s.handler)
+}
+
+// Run commits batches until Close has been called and every accepted
+// request is answered.
+func (s *Service) Run() { s.committer.Run() }
+
+// Close stops accepting appends; Run returns once the last batch is done.
+func (s *Service) Close() { s.committer.Close() }
+
+// App is the ingest binary: connections, listeners, service and shutdown.
+type App struct {
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	addr      net.Addr
+	adminAddr net.Addr
+	started   chan struct{}
+}
+
+// New returns an App; Run starts it.
+func New(cfg Config, log *slog.Logger) *App {
+	return &App{cfg: cfg, log: log, started: make(chan struct{})}
+}
+
+// Started is closed once the app listens; Addr and AdminAddr are then set.
+func (a *App) Started() <-chan struct{} { return a.started }
+
+// Addr is the bound public address.
+func (a *App) Addr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.addr }
+
+// AdminAddr is the bound admin address.
+func (a *App) AdminAddr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.adminAddr }
+
+// Run starts the service and blocks until ctx is cancelled (SIGTERM), then
+// drains: stop accepting, answer every in-flight request after its batch
+// is durable, close connections. It returns nil after a clean drain.
+func (a *App) Run(ctx context.Context) error {
+	cfg := a.cfg
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := postgres.CheckSchema(ctx, pool); err != nil {
+		return err
+	}
+	nc, err := stream.Connect(cfg.NATSURL, "eventline-ingest", a.log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if _, err := stream.Ensure(ctx, nc, cfg.Stream); err != nil {
+		return err
+	}
+	pub, err := events.NewPublisher(nc, events.WithTimeout(cfg.Batch.Timeout))
+	if err != nil {
+		return err
+	}
+	reg := observe.NewRegistry()
+	svc := NewService(pub, apikey.NewStore(pool, 0), cfg, reg, a.log)
+	mux := http.NewServeMux()
+	svc.Routes(mux)
+
+	admin := observe.NewAdmin(cfg.AdminAddr, reg, readiness(nc, pool))
+	adminL, err := admin.Listen()
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		_ = adminL.Close()
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	a.mu.Lock()
+	a.addr, a.adminAddr = l.Addr(), adminL.Addr()
+	a.mu.Unlock()
+
+	errc := make(chan error, 2)
+	go svc.Run()
+	go func() { errc <- admin.Serve(adminL) }()
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http server: %w", err)
+		}
+	}()
+	a.log.Info("ingest started", "http_addr", l.Addr().String(), "admin_addr", adminL.Addr().String())
+	close(a.started)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	a.log.Info("ingest draining")
+	admin.SetDraining()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil { // waits for in-flight requests
+		runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err))
+	}
+	svc.Close()
+	select {
+	case <-svc.committer.Done():
+	case <-sctx.Done():
+		runErr = errors.Join(runErr, errors.New("timed out waiting for the last batches"))
+	}
+	if err := drain(nc, sctx); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	_ = admin.Shutdown(sctx)
+	a.log.Info("ingest stopped")
+	return runErr
+}
+
+func readiness(nc *nats.Conn, pool *pgxpool.Pool) map[string]observe.Check {
+	return map[string]observe.Check{
+		"nats": func(context.Context) error {
+			if s := nc.Status(); s != nats.CONNECTED {
+				return fmt.Errorf("NATS connection is %s", s)
+			}
+			return nil
+		},
+		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
+	}
+}
+
+// drain flushes and closes the NATS connection, waiting until it is closed.
+func drain(nc *nats.Conn, ctx context.Context) error {
+	if nc.IsClosed() {
+		return nil
+	}
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		// Not connected: nothing is buffered that anyone waits for.
+		nc.Close()
+		return nil
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		return errors.New("timed out draining the NATS connection")
+	}
+}

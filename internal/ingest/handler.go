@@ -1,0 +1,154 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// MaxBody is the largest request body accepted (413 above).
+const MaxBody = 1 << 20
+
+// MaxEventsPerRequest is the most events one request may carry.
+const MaxEventsPerRequest = events.MaxBatch
+
+// handler serves POST /v1/events (CONTRACT §2 "Ingest").
+type handler struct {
+	committer *Committer
+	limiter   *limiter
+	metrics   *metrics
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+type appendResponse struct {
+	Events []events.Result `json:"events"`
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.now()
+	rec := &statusRecorder{ResponseWriter: w}
+	h.serve(rec, r, start)
+	h.metrics.request(rec.status, time.Since(start))
+}
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
+	key, _ := httpapi.KeyFrom(r.Context())
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		httpapi.Error(w, http.StatusUnsupportedMediaType, "send the body as JSON with 'Content-Type: application/json'")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpapi.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes (1 MiB); split the events into several requests", MaxBody))
+			return
+		}
+		httpapi.Error(w, http.StatusBadRequest, "could not read the request body: "+err.Error())
+		return
+	}
+	es, verrs := parseBody(body, key.Tenant, now)
+	if len(verrs) > 0 {
+		h.metrics.rejected(len(verrs))
+		httpapi.ValidationFailed(w, "the request has invalid events; nothing was appended. Fix every listed field and send it again", verrs)
+		return
+	}
+	if ok, wait := h.limiter.allow(key.ID, key.RateLimit, len(es), now); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()))))
+		httpapi.WriteProblem(w, httpapi.Problem{Type: httpapi.TypeRateLimit, Title: "Rate limit exceeded", Status: http.StatusTooManyRequests,
+			Detail: "this API key is over its rate limit; retry after the Retry-After delay or ask for a higher limit"})
+		return
+	}
+	results, err := h.committer.Append(r.Context(), es)
+	if err != nil {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			return // the client went away; its events are still appended
+		}
+		h.log.WarnContext(r.Context(), "append failed", "tenant", key.Tenant, "events", len(es), "error", err)
+		httpapi.Unavailable(w, time.Second, "the event stream cannot take the append right now; nothing is acknowledged. Retry: events with an id are de-duplicated")
+		return
+	}
+	h.metrics.appended(results)
+	httpapi.JSON(w, http.StatusAccepted, appendResponse{Events: results})
+}
+
+// parseBody reads one event or {"events": [...]}, decodes every event for
+// tenant and normalizes it. It returns every field error of every event.
+func parseBody(body []byte, tenant string, now time.Time) ([]events.Event, []events.FieldError) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, []events.FieldError{{Field: "body", Message: "must be a JSON object: one event, or {\"events\": [ ... ]}"}}
+	}
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return nil, []events.FieldError{{Field: "body", Message: "is not valid JSON: " + err.Error()}}
+	}
+	raws := []json.RawMessage{body}
+	if list, ok := probe["events"]; ok {
+		if len(probe) != 1 {
+			return nil, []events.FieldError{{Field: "body", Message: "a batch body has only the field \"events\""}}
+		}
+		if err := json.Unmarshal(list, &raws); err != nil || raws == nil {
+			return nil, []events.FieldError{{Field: "events", Message: "must be an array of events"}}
+		}
+		if len(raws) == 0 || len(raws) > MaxEventsPerRequest {
+			return nil, []events.FieldError{{Field: "events", Message: fmt.Sprintf("has %d events; send 1 to %d per request", len(raws), MaxEventsPerRequest)}}
+		}
+	}
+	var errs []events.FieldError
+	es := make([]events.Event, len(raws))
+	seen := make(map[string]int, len(raws))
+	for i, raw := range raws {
+		e, err := events.DecodeForTenant(raw, i, tenant, now)
+		if err == nil {
+			err = e.Normalize(now)
+		}
+		if err != nil {
+			var verr *events.ValidationError
+			if !errors.As(err, &verr) {
+				errs = append(errs, events.FieldError{Index: i, Field: "event", Message: err.Error()})
+				continue
+			}
+			errs = append(errs, verr.Errors...)
+			continue
+		}
+		if first, dup := seen[e.ID]; dup {
+			errs = append(errs, events.FieldError{Index: i, Field: "id", Message: fmt.Sprintf("repeats the id of event %d in this request; ids must be unique", first)})
+			continue
+		}
+		seen[e.ID] = i
+		es[i] = e
+	}
+	return es, errs
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}

@@ -1,0 +1,206 @@
+package events_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+type bundle struct {
+	nats *testenv.NATS
+	nc   *nats.Conn
+	pub  *events.Publisher
+	str  jetstream.Stream
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	str, err := stream.Ensure(context.Background(), nc, stream.Config{})
+	require.NoError(t, err)
+	pub, err := events.NewPublisher(nc, events.WithTimeout(5*time.Second))
+	require.NoError(t, err)
+	return bundle{nats: n, nc: nc, pub: pub, str: str}
+}
+
+func card(tenant, id string, n int) events.Event {
+	return events.Event{
+		ID:          id,
+		Tenant:      tenant,
+		Action:      "closed",
+		Eventable:   events.Ref{Type: "card", ID: fmt.Sprintf("c%d", n)},
+		Creator:     events.Ref{Type: "user", ID: "u7"},
+		Parents:     []events.Ref{{Type: "board", ID: "b1"}},
+		Particulars: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n)),
+	}
+}
+
+// stored reads every message of the stream.
+func stored(t *testing.T, b bundle) []jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	info, err := b.str.Info(ctx)
+	require.NoError(t, err)
+	var out []jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := b.str.GetMsg(ctx, seq)
+		require.NoError(t, err)
+		out = append(out, *m)
+	}
+	return out
+}
+
+func TestAppendOne(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	res, err := b.pub.Append(ctx, card("acme", "", 1))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), res.Seq)
+	require.False(t, res.Duplicate)
+	require.NotEmpty(t, res.ID)
+
+	msgs := stored(t, b)
+	require.Len(t, msgs, 1)
+	m := msgs[0]
+	require.Equal(t, "events.acme.card.closed", m.Subject)
+	require.Equal(t, "acme:"+res.ID, m.Header.Get("Nats-Msg-Id"))
+	require.Equal(t, "application/json", m.Header.Get("Content-Type"))
+	var body map[string]any
+	require.NoError(t, json.Unmarshal(m.Data, &body))
+	require.NotContains(t, body, "seq", "the stream body carries no seq")
+	require.Equal(t, "card.closed", body["type"])
+	require.Equal(t, res.ID, body["id"])
+}
+
+func TestAppendSameIDIsDuplicate(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first, err := b.pub.Append(ctx, card("acme", "e1", 1))
+	require.NoError(t, err)
+	again, err := b.pub.Append(ctx, card("acme", "e1", 1))
+	require.NoError(t, err)
+	require.True(t, again.Duplicate)
+	require.Equal(t, first.Seq, again.Seq)
+
+	other, err := b.pub.Append(ctx, card("globex", "e1", 1))
+	require.NoError(t, err)
+	require.False(t, other.Duplicate, "another tenant's id e1 is a different event")
+	require.Len(t, stored(t, b), 2)
+}
+
+func TestAppendBatchIsOrderedAndContiguous(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	es := make([]events.Event, 2500) // three atomic batches: 1000, 1000, 500
+	for i := range es {
+		es[i] = card("acme", fmt.Sprintf("e%d", i), i)
+	}
+	res, err := b.pub.AppendBatch(context.Background(), es)
+	require.NoError(t, err)
+	require.Len(t, res, len(es))
+	for i, r := range res {
+		require.Equal(t, fmt.Sprintf("e%d", i), r.ID)
+		require.Equal(t, uint64(i+1), r.Seq)
+		require.False(t, r.Duplicate)
+	}
+	msgs := stored(t, b)
+	require.Len(t, msgs, len(es))
+	for i, m := range msgs {
+		var e events.Event
+		require.NoError(t, json.Unmarshal(m.Data, &e))
+		require.Equal(t, fmt.Sprintf("e%d", i), e.ID, "message %d", i)
+	}
+}
+
+func TestAppendBatchWithStoredIDsFallsBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	old, err := b.pub.AppendBatch(ctx, []events.Event{card("acme", "old1", 1), card("acme", "old2", 2)})
+	require.NoError(t, err)
+
+	mixed := []events.Event{
+		card("acme", "new1", 3), card("acme", "old2", 2), card("acme", "new2", 4),
+		card("acme", "old1", 1), card("acme", "new1", 3), // repeated within the batch
+		card("acme", "", 5),
+	}
+	res, err := b.pub.AppendBatch(ctx, mixed)
+	require.NoError(t, err)
+	require.Len(t, res, len(mixed))
+	require.False(t, res[0].Duplicate)
+	require.True(t, res[1].Duplicate)
+	require.Equal(t, old[1].Seq, res[1].Seq)
+	require.False(t, res[2].Duplicate)
+	require.True(t, res[3].Duplicate)
+	require.Equal(t, old[0].Seq, res[3].Seq)
+	require.True(t, res[4].Duplicate, "second new1 in the same batch")
+	require.Equal(t, res[0].Seq, res[4].Seq)
+	require.False(t, res[5].Duplicate)
+	require.Len(t, stored(t, b), 5, "2 old + new1, new2 and the id-less event")
+}
+
+func TestAppendBatchValidationIsAllOrNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	bad := card("acme", "", 2)
+	bad.Action = "Not Valid"
+	_, err := b.pub.AppendBatch(context.Background(), []events.Event{card("acme", "", 1), bad, card("ac.me", "", 3)})
+	var verr *events.ValidationError
+	require.ErrorAs(t, err, &verr)
+	require.Len(t, verr.Errors, 2)
+	require.Equal(t, 1, verr.Errors[0].Index)
+	require.Equal(t, "action", verr.Errors[0].Field)
+	require.Equal(t, 2, verr.Errors[1].Index)
+	require.Equal(t, "tenant", verr.Errors[1].Field)
+	require.Empty(t, stored(t, b))
+}
+
+func TestAppendWithoutStreamIsUnavailable(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	pub, err := events.NewPublisher(n.Connect(t), events.WithTimeout(time.Second))
+	require.NoError(t, err)
+	_, err = pub.Append(context.Background(), card("acme", "", 1))
+	require.ErrorIs(t, err, events.ErrUnavailable)
+	_, err = pub.AppendBatch(context.Background(), []events.Event{card("acme", "", 1), card("acme", "", 2)})
+	require.ErrorIs(t, err, events.ErrUnavailable)
+}
+
+func TestAppendBatchToStreamWithoutAtomicPublish(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"events.>"}})
+	require.NoError(t, err)
+	pub, err := events.NewPublisher(nc, events.WithTimeout(2*time.Second))
+	require.NoError(t, err)
+	_, err = pub.AppendBatch(context.Background(), []events.Event{card("acme", "", 1), card("acme", "", 2)})
+	require.ErrorIs(t, err, events.ErrUnavailable)
+	require.Contains(t, err.Error(), "atomic publish")
+}
+
+func TestAppendWhileServerDown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.nats.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := b.pub.AppendBatch(ctx, []events.Event{card("acme", "", 1), card("acme", "", 2)})
+	require.True(t, errors.Is(err, events.ErrUnavailable), "got %v", err)
+}
