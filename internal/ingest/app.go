@@ -29,12 +29,12 @@ import (
 
 // Config is everything the ingest binary reads from flags and environment.
 type Config struct {
-	HTTPAddr        string        // public API; default :8080
-	AdminAddr       string        // /livez, /readyz, /metrics; default :9090
-	NATSURL         string        // default nats://127.0.0.1:4222
-	DatabaseURL     string        // API keys; default postgres://localhost:5432/eventline
-	LogLevel        string        // debug, info, warn, error; default info
-	RateLimit       int           // events/s per key without its own limit; default 10000, 0 = unlimited
+	HTTPAddr        string // public API; default :8080
+	AdminAddr       string // /livez, /readyz, /metrics; default :9090
+	NATSURL         string // default nats://127.0.0.1:4222
+	DatabaseURL     string // API keys; default postgres://localhost:5432/eventline
+	LogLevel        string // debug, info, warn, error; default info
+	RateLimit       int    // events/s per key without its own limit; default 10000, 0 = unlimited
 	Batch           CommitterConfig
 	Stream          stream.Config
 	ShutdownTimeout time.Duration // default 30s

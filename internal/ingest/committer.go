@@ -71,8 +71,8 @@ type Committer struct {
 	// waiting counts the requests in the batch being formed (for tests and
 	// metrics).
 	waiting atomic.Int64
-	in     chan *request
-	done   chan struct{} // closed when Run has finished
+	in      chan *request
+	done    chan struct{} // closed when Run has finished
 }
 
 type request struct {

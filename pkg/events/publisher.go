@@ -231,8 +231,8 @@ func (p *Publisher) publishAtomic(ctx context.Context, msgs []*nats.Msg) (uint64
 	}
 	var ack struct {
 		jetstream.PubAck
-		Batch string               `json:"batch"`
-		Count int                  `json:"count"`
+		Batch string              `json:"batch"`
+		Count int                 `json:"count"`
 		Error *jetstream.APIError `json:"error"`
 	}
 	if err := json.Unmarshal(resp.Data, &ack); err != nil {

@@ -13,11 +13,11 @@ import (
 
 // Limits of CONTRACT §1.
 const (
-	MaxIDLen          = 64        // bytes of an event id
-	MaxTokenLen       = 63        // bytes of a tenant, action or ref type
-	MaxRefIDLen       = 256       // bytes of a ref id
-	MaxParents        = 16        // parents per event
-	MaxParticulars    = 64 << 10  // bytes of encoded particulars
+	MaxIDLen          = 64       // bytes of an event id
+	MaxTokenLen       = 63       // bytes of a tenant, action or ref type
+	MaxRefIDLen       = 256      // bytes of a ref id
+	MaxParents        = 16       // parents per event
+	MaxParticulars    = 64 << 10 // bytes of encoded particulars
 	MaxFutureSkew     = 24 * time.Hour
 	minOccurredAtUnix = 0 // 1970-01-01T00:00:00Z
 )
