@@ -326,3 +326,21 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// UnmigratedDatabase returns the URL of a database that does not exist yet
+// on the test server (for testing `eventline migrate` from scratch); it is
+// dropped when the test ends if something created it.
+func UnmigratedDatabase(t testing.TB) string {
+	t.Helper()
+	admin := adminURL(t)
+	name := "t_" + randomHex(8)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, admin); err == nil {
+			_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			_ = c.Close(ctx)
+		}
+	})
+	return withDatabase(t, admin, name)
+}

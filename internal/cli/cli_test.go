@@ -1,0 +1,109 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/cli"
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func run(t *testing.T, dbURL string, args ...string) (int, string, string) {
+	t.Helper()
+	t.Setenv("DATABASE_URL", dbURL)
+	var out, errOut bytes.Buffer
+	code := cli.Run(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
+// Not parallel: t.Setenv.
+func TestMigrateFromScratchAndAgain(t *testing.T) {
+	url := testenv.UnmigratedDatabase(t)
+	code, out, errOut := run(t, url, "migrate")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "applied 0001_api_keys")
+
+	code, out, _ = run(t, url, "migrate")
+	require.Equal(t, 0, code)
+	require.NotContains(t, out, "applied")
+	require.Contains(t, out, "schema is at version")
+
+	pool, err := postgres.Open(context.Background(), url)
+	require.NoError(t, err)
+	defer pool.Close()
+	require.NoError(t, postgres.CheckSchema(context.Background(), pool))
+}
+
+func TestKeysCreateListRevoke(t *testing.T) {
+	url := testenv.Database(t)
+	code, out, errOut := run(t, url, "keys", "create", "--tenant", "acme", "--scopes", "ingest,admin", "--description", "ci")
+	require.Equal(t, 0, code, errOut)
+	key := lastLine(out)
+	require.True(t, strings.HasPrefix(key, "el_"), "the key is the last line: %q", out)
+
+	pool, err := postgres.Open(context.Background(), url)
+	require.NoError(t, err)
+	defer pool.Close()
+	store := apikey.NewStore(pool, -1)
+	k, err := store.Authenticate(context.Background(), key)
+	require.NoError(t, err)
+	require.Equal(t, "acme", k.Tenant)
+	require.ElementsMatch(t, []string{"ingest", "admin"}, k.Scopes)
+	require.True(t, k.Allows(apikey.ScopeRead), "admin implies read")
+
+	var stored []byte
+	require.NoError(t, pool.QueryRow(context.Background(), "SELECT secret_hash FROM auth.api_keys WHERE id = $1", k.ID).Scan(&stored))
+	require.NotContains(t, string(stored), key[len("el_")+17:], "only a hash is stored")
+
+	code, out, _ = run(t, url, "keys", "list", "--tenant", "acme")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, k.ID)
+	require.Contains(t, out, "ingest,admin")
+	require.NotContains(t, out, key, "list never shows the secret")
+
+	code, _, errOut = run(t, url, "keys", "revoke", k.ID)
+	require.Equal(t, 0, code, errOut)
+	_, err = store.Authenticate(context.Background(), key)
+	require.ErrorIs(t, err, apikey.ErrInvalid)
+}
+
+func TestKeysCreateDefaultsAndErrors(t *testing.T) {
+	url := testenv.Database(t)
+	code, out, _ := run(t, url, "keys", "create", "--tenant", "dev")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "scopes ingest,read")
+
+	for _, args := range [][]string{
+		{"keys", "create"},
+		{"keys", "create", "--tenant", "Bad Tenant"},
+		{"keys", "create", "--tenant", "acme", "--scopes", "write"},
+		{"keys", "frobnicate"},
+		{"keys", "revoke"},
+		{"nope"},
+	} {
+		code, _, errOut := run(t, url, args...)
+		require.NotEqual(t, 0, code, "%v", args)
+		require.NotEmpty(t, errOut, "%v", args)
+	}
+}
+
+func TestKeysRefuseOutdatedSchema(t *testing.T) {
+	url := testenv.UnmigratedDatabase(t)
+	require.NoError(t, postgres.EnsureDatabase(context.Background(), url))
+	code, _, errOut := run(t, url, "keys", "create", "--tenant", "acme")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "eventline migrate")
+}
