@@ -94,7 +94,9 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 		nats.RetryOnFailedConnect(false),
 		nats.ReconnectBufSize(64<<20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats disconnected", "error", err)
+			if err != nil { // nil: we closed it
+				log.Warn("nats disconnected", "error", err)
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", "server", c.ConnectedUrlRedacted())

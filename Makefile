@@ -1,0 +1,47 @@
+# eventline — `make help` lists the targets.
+SHELL := /usr/bin/env bash
+GO ?= go
+GOBIN := $(shell $(GO) env GOPATH)/bin
+NATS_SERVER_VERSION := v2.15.2
+GOLANGCI_VERSION := v2.15.0
+FUZZTIME ?= 30s
+BENCHCOUNT ?= 5
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: ## install what the tests need: nats-server $(NATS_SERVER_VERSION) (real-process tests, benchmarks)
+	@test -x $(GOBIN)/nats-server && $(GOBIN)/nats-server --version | grep -q '$(NATS_SERVER_VERSION)' || \
+		$(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
+
+.PHONY: build
+build: ## build every binary into ./bin
+	$(GO) build -o bin/ ./cmd/...
+
+.PHONY: test
+test: tools ## run every test (needs Postgres: DATABASE_URL, localhost:5432 or local initdb)
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzSubject$$' -fuzztime $(FUZZTIME)
+
+.PHONY: lint
+lint: ## gofmt, go vet and golangci-lint
+	@test -x $(GOBIN)/golangci-lint || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GOBIN)/golangci-lint run ./...
+
+.PHONY: bench
+bench: tools ## run the benchmarks (BENCHMARKS.md says how to read them)
+	BENCHCOUNT=$(BENCHCOUNT) scripts/bench.sh
+
+.PHONY: run
+run: tools ## run eventline locally: nats-server (fsync always) + migrate + a dev key + ingest on :8080
+	scripts/run.sh
