@@ -77,6 +77,7 @@ func NewService(pub Appender, keys httpapi.Authenticator, cfg Config, reg promet
 // Routes registers POST /v1/events on mux.
 func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/events", s.handler)
+	mux.Handle("/v1/events", methodNotAllowed(http.MethodPost))
 }
 
 // Run commits batches until Close has been called and every accepted
@@ -140,6 +141,7 @@ func (a *App) Run(ctx context.Context) error {
 	svc := NewService(pub, apikey.NewStore(pool, 0), cfg, reg, a.log)
 	mux := http.NewServeMux()
 	svc.Routes(mux)
+	mux.Handle("/", httpapi.NotFound())
 
 	admin := observe.NewAdmin(cfg.AdminAddr, reg, readiness(nc, pool))
 	adminL, err := admin.Listen()
@@ -151,7 +153,7 @@ func (a *App) Run(ctx context.Context) error {
 		_ = adminL.Close()
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 
 	a.mu.Lock()
 	a.addr, a.adminAddr = l.Addr(), adminL.Addr()

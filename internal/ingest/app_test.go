@@ -88,6 +88,19 @@ func TestAppAdminEndpoints(t *testing.T) {
 	raw, _ := json.Marshal(event("", 1))
 	res := post(t, r.url, r.key, "application/json", raw)
 	require.Equal(t, http.StatusAccepted, res.status)
+
+	resp, err := http.Get(r.url + "/v1/events")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+	require.Equal(t, "POST", resp.Header.Get("Allow"))
+	resp, err = http.Get(r.url + "/v2/nothing")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+
 	code, body = get(t, r.adm+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	for _, want := range []string{

@@ -61,7 +61,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 	}
 	es, verrs := parseBody(body, key.Tenant, now)
 	if len(verrs) > 0 {
-		h.metrics.rejected(len(verrs))
+		h.metrics.rejected(verrs)
 		httpapi.ValidationFailed(w, "the request has invalid events; nothing was appended. Fix every listed field and send it again", verrs)
 		return
 	}
@@ -70,6 +70,11 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 		httpapi.WriteProblem(w, httpapi.Problem{Type: httpapi.TypeRateLimit, Title: "Rate limit exceeded", Status: http.StatusTooManyRequests,
 			Detail: "this API key is over its rate limit; retry after the Retry-After delay or ask for a higher limit"})
 		return
+	}
+	if tp := r.Header.Get("traceparent"); events.IsTraceparent(tp) {
+		for i := range es {
+			es[i].Traceparent = tp
+		}
 	}
 	results, err := h.committer.Append(r.Context(), es)
 	if err != nil {
@@ -151,4 +156,12 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 		s.status = http.StatusOK
 	}
 	return s.ResponseWriter.Write(b)
+}
+
+// methodNotAllowed answers other methods on a route with a problem body.
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", allow)
+		httpapi.Error(w, http.StatusMethodNotAllowed, "use "+allow)
+	}
 }

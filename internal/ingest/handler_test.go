@@ -152,7 +152,21 @@ func streamEvents(t *testing.T, str jetstream.Stream) map[string][]uint64 {
 func TestIngestOneEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	r := postJSON(t, b, b.key, event("", 1))
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	raw, _ := json.Marshal(event("", 1))
+	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/events", bytes.NewReader(raw))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+b.key)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("traceparent", traceparent)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	var r response
+	r.status = resp.StatusCode
+	var body struct{ Events []events.Result }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	resp.Body.Close()
+	r.results = body.Events
 	require.Equal(t, http.StatusAccepted, r.status)
 	require.Len(t, r.results, 1)
 	require.NotEmpty(t, r.results[0].ID)
@@ -162,6 +176,7 @@ func TestIngestOneEvent(t *testing.T) {
 	m, err := b.str.GetMsg(context.Background(), 1)
 	require.NoError(t, err)
 	require.Equal(t, "events.acme.card.closed", m.Subject)
+	require.Equal(t, traceparent, m.Header.Get("traceparent"), "the request's trace context travels in the NATS header")
 	var e events.Event
 	require.NoError(t, json.Unmarshal(m.Data, &e))
 	require.Equal(t, r.results[0].ID, e.ID)

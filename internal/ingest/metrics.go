@@ -52,7 +52,14 @@ func (m *metrics) request(code int, took time.Duration) {
 	m.duration.Observe(took.Seconds())
 }
 
-func (m *metrics) rejected(n int) { m.eventsTotal.WithLabelValues("rejected").Add(float64(n)) }
+// rejected counts the events that had at least one error.
+func (m *metrics) rejected(errs []events.FieldError) {
+	bad := map[int]bool{}
+	for _, fe := range errs {
+		bad[fe.Index] = true
+	}
+	m.eventsTotal.WithLabelValues("rejected").Add(float64(len(bad)))
+}
 
 func (m *metrics) appended(results []events.Result) {
 	var dup int

@@ -206,3 +206,27 @@ func TestMarshalWireForm(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(b), `"seq":1234`)
 }
+
+func TestNormalizeTruncatesToMicroseconds(t *testing.T) {
+	t.Parallel()
+	e := events.Event{Tenant: "acme", Action: "closed", Eventable: events.Ref{Type: "card", ID: "c1"}, Creator: events.Ref{Type: "user", ID: "u1"},
+		OccurredAt: time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.FixedZone("x", 3600))}
+	require.NoError(t, e.Normalize(now.Add(987)))
+	require.Equal(t, time.Date(2026, 1, 2, 2, 4, 5, 123456000, time.UTC), e.OccurredAt)
+	require.Equal(t, now, e.RecordedAt)
+}
+
+func TestIsTraceparent(t *testing.T) {
+	t.Parallel()
+	require.True(t, events.IsTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+	for _, bad := range []string{
+		"", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\n",
+	} {
+		require.False(t, events.IsTraceparent(bad), bad)
+	}
+}

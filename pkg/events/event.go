@@ -37,6 +37,11 @@ type Event struct {
 	// Seq is the JetStream stream sequence. Set by the system on reads and
 	// deliveries; it is not part of the message body on the stream.
 	Seq uint64 `json:"seq,omitempty"`
+
+	// Traceparent is transport metadata, never part of the event JSON: the
+	// W3C trace context of the request that recorded the event, carried in
+	// the stream message's "traceparent" header when set.
+	Traceparent string `json:"-"`
 }
 
 // Ref points at a typed object: {"type": "card", "id": "c42"}.

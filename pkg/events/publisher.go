@@ -291,6 +291,9 @@ func message(e Event) (*nats.Msg, error) {
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, MsgID(e.Tenant, e.ID))
 	m.Header.Set("Content-Type", "application/json")
+	if e.Traceparent != "" {
+		m.Header.Set("traceparent", e.Traceparent)
+	}
 	return m, nil
 }
 

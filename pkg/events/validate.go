@@ -67,7 +67,9 @@ func (e *ValidationError) orNil() error {
 // Normalize checks e against every rule of CONTRACT §1 and, when it is
 // valid, fills in what the system sets: a UUIDv7 ID when absent, OccurredAt
 // (default now), RecordedAt (now, unless already set by the receiver), Type
-// and empty Particulars. Times are converted to UTC. now is the receive time.
+// and empty Particulars. Times are converted to UTC and truncated to
+// microseconds, the precision every read model stores. now is the receive
+// time. A Traceparent that is not a valid W3C traceparent is dropped.
 //
 // It returns a *ValidationError naming every invalid field, and leaves e
 // unchanged in that case. Normalizing a normalized event changes nothing.
@@ -84,15 +86,18 @@ func (e *Event) Normalize(now time.Time) error {
 		}
 		e.ID = id.String()
 	}
-	now = now.UTC()
+	now = now.UTC().Truncate(time.Microsecond)
 	if e.OccurredAt.IsZero() {
 		e.OccurredAt = now
 	}
-	e.OccurredAt = e.OccurredAt.UTC()
+	e.OccurredAt = e.OccurredAt.UTC().Truncate(time.Microsecond)
 	if e.RecordedAt.IsZero() {
 		e.RecordedAt = now
 	}
-	e.RecordedAt = e.RecordedAt.UTC()
+	e.RecordedAt = e.RecordedAt.UTC().Truncate(time.Microsecond)
+	if !IsTraceparent(e.Traceparent) {
+		e.Traceparent = ""
+	}
 	e.Type = TypeOf(e.Eventable.Type, e.Action)
 	if len(e.Particulars) == 0 {
 		e.Particulars = json.RawMessage("{}")
@@ -214,4 +219,22 @@ func isJSONObject(raw []byte) bool {
 		}
 	}
 	return false
+}
+
+// IsTraceparent reports whether s is a W3C trace context traceparent:
+// version-traceid-parentid-flags in lower-case hex, e.g.
+// "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".
+func IsTraceparent(s string) bool {
+	if len(s) != 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if i == 2 || i == 35 || i == 52 {
+			continue
+		}
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return s[:2] != "ff" && s[3:35] != strings.Repeat("0", 32) && s[36:52] != strings.Repeat("0", 16)
 }
