@@ -30,6 +30,7 @@ test: tools ## run every test (needs Postgres: DATABASE_URL, localhost:5432 or l
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzSubject$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/ingest -run '^$$' -fuzz '^FuzzParseBody$$' -fuzztime $(FUZZTIME)
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint
