@@ -92,7 +92,10 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(false),
-		nats.ReconnectBufSize(64<<20),
+		// No reconnect buffer: while disconnected, a publish fails at once
+		// (ingest answers 503) instead of being replayed later, when a
+		// half-sent atomic batch would only occupy a server batch slot.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: we closed it
 				log.Warn("nats disconnected", "error", err)
