@@ -202,3 +202,33 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// ParseStored decodes an event as stored on the stream (system fields
+// included) and checks it against the contract and against the subject it
+// was stored under. Consumers use it; an error means the message is poison
+// and belongs in a dead-letter store.
+func ParseStored(subject string, data []byte, seq uint64) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		return Event{}, fmt.Errorf("decode stored event: %w", err)
+	}
+	if e.ID == "" || e.RecordedAt.IsZero() || e.OccurredAt.IsZero() {
+		return Event{}, errors.New("stored event lacks id, occurred_at or recorded_at")
+	}
+	var verr ValidationError
+	e.check(0, e.RecordedAt, &verr)
+	if err := verr.orNil(); err != nil {
+		return Event{}, err
+	}
+	if want, _ := Subject(e.Tenant, e.Eventable.Type, e.Action); want != subject {
+		return Event{}, fmt.Errorf("stored event belongs on subject %q, found on %q", want, subject)
+	}
+	if e.Type != TypeOf(e.Eventable.Type, e.Action) {
+		return Event{}, fmt.Errorf("stored event has type %q, want %q", e.Type, TypeOf(e.Eventable.Type, e.Action))
+	}
+	if len(e.Particulars) == 0 {
+		e.Particulars = json.RawMessage("{}")
+	}
+	e.Seq = seq
+	return e, nil
+}

@@ -230,3 +230,34 @@ func TestIsTraceparent(t *testing.T) {
 		require.False(t, events.IsTraceparent(bad), bad)
 	}
 }
+
+func TestParticularsRejectNUL(t *testing.T) {
+	t.Parallel()
+	_, err := events.Decode([]byte(with(t, "particulars", `{"a":"x\u0000y"}`)), 0, now)
+	require.ErrorContains(t, err, "NUL")
+}
+
+func TestParseStored(t *testing.T) {
+	t.Parallel()
+	e, err := events.Decode([]byte(valid), 0, now)
+	require.NoError(t, err)
+	require.NoError(t, e.Normalize(now))
+	body, err := json.Marshal(e)
+	require.NoError(t, err)
+
+	got, err := events.ParseStored("events.acme.card.closed", body, 42)
+	require.NoError(t, err)
+	require.Equal(t, uint64(42), got.Seq)
+	require.Equal(t, e.ID, got.ID)
+	require.Equal(t, e.OccurredAt, got.OccurredAt)
+
+	_, err = events.ParseStored("events.globex.card.closed", body, 42)
+	require.ErrorContains(t, err, "subject")
+	_, err = events.ParseStored("events.acme.card.closed", []byte(`{"id":`), 1)
+	require.Error(t, err)
+	_, err = events.ParseStored("events.acme.card.closed", []byte(`{"id":"x","tenant":"acme"}`), 1)
+	require.Error(t, err)
+	bad := strings.Replace(string(body), `"action":"closed"`, `"action":"Closed"`, 1)
+	_, err = events.ParseStored("events.acme.card.closed", []byte(bad), 1)
+	require.Error(t, err)
+}

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -131,6 +132,8 @@ func (e *Event) check(index int, now time.Time, verr *ValidationError) {
 			verr.add(index, "particulars", "is %d bytes encoded; at most %d (64 KiB) are allowed", len(e.Particulars), MaxParticulars)
 		case !isJSONObject(e.Particulars):
 			verr.add(index, "particulars", "must be a JSON object")
+		case bytes.Contains(e.Particulars, []byte(`\u0000`)):
+			verr.add(index, "particulars", "must not contain the NUL character (\\u0000), which the read models cannot store")
 		}
 	}
 	if !e.OccurredAt.IsZero() {
@@ -161,7 +164,7 @@ func checkRef(index int, field string, r Ref, verr *ValidationError) {
 		verr.add(index, field+".id", "is %d bytes; at most %d are allowed", len(r.ID), MaxRefIDLen)
 	case !utf8.ValidString(r.ID):
 		verr.add(index, field+".id", "must be valid UTF-8")
-	case strings.IndexFunc(r.ID, unicode.IsControl) >= 0:
+	case strings.IndexFunc(r.ID, unicode.IsControl) >= 0: // includes NUL
 		verr.add(index, field+".id", "must not contain control characters")
 	}
 }

@@ -1,0 +1,108 @@
+// Package deadletter keeps the stream messages a consumer could not process
+// — undecodable, invalid, or refused by the database — with the reason, so
+// that they never block the messages behind them and an operator can
+// inspect and replay them (`eventline dlq list|replay`).
+package deadletter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Letter is one dead-lettered message.
+type Letter struct {
+	Consumer   string     `json:"consumer"`
+	StreamSeq  uint64     `json:"stream_seq"`
+	Subject    string     `json:"subject"`
+	Data       []byte     `json:"data"`
+	Error      string     `json:"error"`
+	Failures   int        `json:"failures"`
+	FailedAt   time.Time  `json:"failed_at"`
+	ReplayedAt *time.Time `json:"replayed_at,omitempty"`
+}
+
+// Execer is what Add needs: a pool, a connection or a transaction.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Add records a letter, or updates the error of one already recorded for the
+// same consumer and sequence. Call it inside the transaction that commits
+// the rest of the batch so the message is acked only once it is kept.
+func Add(ctx context.Context, db Execer, l Letter) error {
+	_, err := db.Exec(ctx, `INSERT INTO eventline.dead_letters (consumer, stream_seq, subject, data, error)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (consumer, stream_seq) DO UPDATE
+		SET error = excluded.error, failures = dead_letters.failures + 1, failed_at = now(), replayed_at = NULL`,
+		l.Consumer, int64(l.StreamSeq), l.Subject, l.Data, l.Error)
+	if err != nil {
+		return fmt.Errorf("record dead letter %s/%d: %w", l.Consumer, l.StreamSeq, err)
+	}
+	return nil
+}
+
+// Store lists and resolves letters.
+type Store struct{ pool *pgxpool.Pool }
+
+// NewStore returns a Store over pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// ListParams filters List. Zero values list every pending letter.
+type ListParams struct {
+	Consumer        string // "" for all consumers
+	IncludeReplayed bool
+	Limit           int // default 100
+}
+
+// List returns letters, oldest failure first.
+func (s *Store) List(ctx context.Context, p ListParams) ([]Letter, error) {
+	if p.Limit <= 0 {
+		p.Limit = 100
+	}
+	rows, err := s.pool.Query(ctx, `SELECT consumer, stream_seq, subject, data, error, failures, failed_at, replayed_at
+		FROM eventline.dead_letters
+		WHERE ($1 = '' OR consumer = $1) AND ($2 OR replayed_at IS NULL)
+		ORDER BY failed_at, consumer, stream_seq LIMIT $3`, p.Consumer, p.IncludeReplayed, p.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	return pgx.CollectRows(rows, scanLetter)
+}
+
+// Get returns one letter.
+func (s *Store) Get(ctx context.Context, consumer string, seq uint64) (Letter, error) {
+	rows, err := s.pool.Query(ctx, `SELECT consumer, stream_seq, subject, data, error, failures, failed_at, replayed_at
+		FROM eventline.dead_letters WHERE consumer = $1 AND stream_seq = $2`, consumer, int64(seq))
+	if err != nil {
+		return Letter{}, fmt.Errorf("get dead letter: %w", err)
+	}
+	l, err := pgx.CollectExactlyOneRow(rows, scanLetter)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Letter{}, fmt.Errorf("no dead letter for consumer %q at stream sequence %d", consumer, seq)
+	}
+	return l, err
+}
+
+// MarkReplayed records that a letter was processed successfully; call it in
+// the transaction that applied it.
+func MarkReplayed(ctx context.Context, db Execer, consumer string, seq uint64) error {
+	_, err := db.Exec(ctx, `UPDATE eventline.dead_letters SET replayed_at = now() WHERE consumer = $1 AND stream_seq = $2`, consumer, int64(seq))
+	if err != nil {
+		return fmt.Errorf("mark dead letter replayed: %w", err)
+	}
+	return nil
+}
+
+func scanLetter(r pgx.CollectableRow) (Letter, error) {
+	var l Letter
+	var seq int64
+	err := r.Scan(&l.Consumer, &seq, &l.Subject, &l.Data, &l.Error, &l.Failures, &l.FailedAt, &l.ReplayedAt)
+	l.StreamSeq = uint64(seq)
+	return l, err
+}

@@ -1,0 +1,176 @@
+package projector
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// API serves the timeline endpoints of CONTRACT §2 with the read scope.
+type API struct {
+	store *Store
+	auth  httpapi.Authenticator
+	log   *slog.Logger
+}
+
+// NewAPI returns the timeline API.
+func NewAPI(store *Store, auth httpapi.Authenticator, log *slog.Logger) *API {
+	return &API{store: store, auth: auth, log: log}
+}
+
+// Routes registers the endpoints on mux.
+func (a *API) Routes(mux *http.ServeMux) {
+	read := func(h http.HandlerFunc) http.Handler { return httpapi.RequireScope(a.auth, apikey.ScopeRead, h) }
+	mux.Handle("GET /v1/timelines/{type}/{id}", read(a.timeline))
+	mux.Handle("GET /v1/activity", read(a.activity))
+	mux.Handle("GET /v1/events/{id}", read(a.event))
+}
+
+func (a *API) timeline(w http.ResponseWriter, r *http.Request) {
+	obj := events.Ref{Type: r.PathValue("type"), ID: r.PathValue("id")}
+	var errs []events.FieldError
+	if !events.IsName(obj.Type) {
+		errs = append(errs, events.FieldError{Field: "type", Message: "must match ^[a-z][a-z0-9_]{0,62}$"})
+	}
+	if !validRefID(obj.ID) {
+		errs = append(errs, events.FieldError{Field: "id", Message: "must be 1-256 bytes of UTF-8 without control characters"})
+	}
+	a.list(w, r, &obj, errs)
+}
+
+func (a *API) activity(w http.ResponseWriter, r *http.Request) { a.list(w, r, nil, nil) }
+
+func (a *API) list(w http.ResponseWriter, r *http.Request, obj *events.Ref, errs []events.FieldError) {
+	key, _ := httpapi.KeyFrom(r.Context())
+	q, qerrs := parseQuery(r.URL.Query(), key.Tenant)
+	errs = append(errs, qerrs...)
+	if len(errs) > 0 {
+		httpapi.WriteProblem(w, httpapi.Problem{Type: httpapi.TypeValidation, Title: "Invalid parameters", Status: http.StatusBadRequest,
+			Detail: "fix the listed parameters", Errors: errs})
+		return
+	}
+	q.Object = obj
+	page, err := a.store.List(r.Context(), q)
+	if err != nil {
+		a.log.ErrorContext(r.Context(), "timeline query failed", "error", err)
+		httpapi.Unavailable(w, time.Second, "the timeline cannot be read right now; retry")
+		return
+	}
+	if page.Events == nil {
+		page.Events = []events.Event{}
+	}
+	httpapi.JSON(w, http.StatusOK, page)
+}
+
+func (a *API) event(w http.ResponseWriter, r *http.Request) {
+	key, _ := httpapi.KeyFrom(r.Context())
+	e, err := a.store.Get(r.Context(), key.Tenant, r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		httpapi.Error(w, http.StatusNotFound, "no event with this id (events may take a moment to appear after they are appended)")
+	case err != nil:
+		a.log.ErrorContext(r.Context(), "event query failed", "error", err)
+		httpapi.Unavailable(w, time.Second, "the event cannot be read right now; retry")
+	default:
+		httpapi.JSON(w, http.StatusOK, e)
+	}
+}
+
+var queryParams = map[string]bool{"limit": true, "cursor": true, "action": true, "creator": true, "eventable_type": true, "since": true, "until": true}
+
+// parseQuery reads the list parameters, naming every bad one.
+func parseQuery(v url.Values, tenant string) (Query, []events.FieldError) {
+	q := Query{Tenant: tenant, Limit: 50}
+	var errs []events.FieldError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, events.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	for name, vals := range v {
+		if !queryParams[name] {
+			bad(name, "is not a parameter; use limit, cursor, action, creator, eventable_type, since, until")
+		} else if len(vals) > 1 {
+			bad(name, "is given %d times; give it once (action takes a comma-separated list)", len(vals))
+		}
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 200 {
+			bad("limit", "must be a whole number from 1 to 200")
+		} else {
+			q.Limit = n
+		}
+	}
+	if s := v.Get("cursor"); s != "" {
+		c, err := decodeCursor(s, tenant)
+		if err != nil {
+			bad("cursor", "%s", err.Error())
+		} else {
+			q.After = &c
+		}
+	}
+	if s := v.Get("action"); s != "" {
+		for _, a := range strings.Split(s, ",") {
+			a = strings.TrimSpace(a)
+			if typ, act, ok := strings.Cut(a, "."); ok {
+				if !events.IsName(typ) || !events.IsName(act) {
+					bad("action", "%q is neither an action (closed) nor a type.action (card.closed)", a)
+					continue
+				}
+				q.Types = append(q.Types, a)
+			} else if events.IsName(a) {
+				q.Actions = append(q.Actions, a)
+			} else {
+				bad("action", "%q is neither an action (closed) nor a type.action (card.closed)", a)
+			}
+		}
+	}
+	if s := v.Get("creator"); s != "" {
+		typ, id, ok := strings.Cut(s, ":")
+		if !ok || !events.IsName(typ) || !validRefID(id) {
+			bad("creator", "must be type:id, for example user:u7")
+		} else {
+			q.Creator = &events.Ref{Type: typ, ID: id}
+		}
+	}
+	if s := v.Get("eventable_type"); s != "" {
+		if !events.IsName(s) {
+			bad("eventable_type", "must match ^[a-z][a-z0-9_]{0,62}$")
+		} else {
+			q.EventableType = s
+		}
+	}
+	for _, f := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &q.Since}, {"until", &q.Until}} {
+		if s := v.Get(f.name); s != "" {
+			t, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				bad(f.name, "must be an RFC 3339 time such as 2026-11-25T10:00:00Z")
+			} else {
+				*f.dst = t
+			}
+		}
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
+		bad("until", "must be after since")
+	}
+	slices.SortStableFunc(errs, func(a, b events.FieldError) int { return strings.Compare(a.Field, b.Field) })
+	return q, errs
+}
+
+func validRefID(s string) bool {
+	return s != "" && len(s) <= events.MaxRefIDLen && utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0
+}

@@ -1,0 +1,253 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// AppConfig is everything the projector binary reads from flags and
+// environment.
+type AppConfig struct {
+	HTTPAddr        string
+	AdminAddr       string
+	NATSURL         string
+	DatabaseURL     string
+	LogLevel        string
+	Workers         int           // workers in this process sharing the durable; default 2
+	Batch           int           // most messages per transaction; default 500
+	Consumer        ConsumerConfig
+	MaxLag          time.Duration // /readyz fails beyond this lag; default 60s, 0 disables
+	LagEvery        time.Duration // how often lag is measured; default 5s
+	Stream          stream.Config
+	ShutdownTimeout time.Duration
+}
+
+// Register binds the settings to flags and environment variables.
+func (c *AppConfig) Register(s *config.Set) {
+	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8081", "timeline API listen address")
+	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9091", "admin listen address (/livez, /readyz, /metrics)")
+	s.String(&c.NATSURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
+	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL")
+	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	s.Int(&c.Workers, "workers", "PROJECTOR_WORKERS", 2, "projection workers in this process (all share the durable)")
+	s.Int(&c.Batch, "batch", "PROJECTOR_BATCH", 500, "most messages written per transaction")
+	s.String(&c.Consumer.Name, "consumer", "PROJECTOR_CONSUMER", DefaultConsumer, "durable consumer name")
+	s.Duration(&c.Consumer.AckWait, "ack-wait", "PROJECTOR_ACK_WAIT", 30*time.Second, "redeliver a message not acked within this")
+	s.Int(&c.Consumer.MaxDeliver, "max-deliver", "PROJECTOR_MAX_DELIVER", 50, "deliveries of one message before JetStream gives up")
+	s.Int(&c.Consumer.MaxAckPending, "max-ack-pending", "PROJECTOR_MAX_ACK_PENDING", 20000, "messages in flight across all replicas")
+	s.Duration(&c.MaxLag, "max-lag", "PROJECTOR_MAX_LAG", time.Minute, "/readyz fails when the projection is further behind; 0 disables")
+	s.Duration(&c.LagEvery, "lag-interval", "PROJECTOR_LAG_INTERVAL", 5*time.Second, "how often lag is measured")
+	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
+	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
+	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
+}
+
+// Service is the projector without its listeners: workers, lag monitor and
+// the timeline API. `eventline dev` mounts it next to the other services.
+type Service struct {
+	workers []*Projector
+	lag     *lagMonitor
+	api     *API
+}
+
+// NewService provisions the consumer and wires workers and API.
+func NewService(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, cfg AppConfig, m *Metrics, log *slog.Logger) (*Service, error) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
+	if cfg.LagEvery <= 0 {
+		cfg.LagEvery = 5 * time.Second
+	}
+	cons, err := EnsureConsumer(ctx, js, cfg.Consumer)
+	if err != nil {
+		return nil, err
+	}
+	str, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("open stream: %w", err)
+	}
+	s := &Service{
+		lag: &lagMonitor{cons: cons, str: str, every: cfg.LagEvery, maxLag: cfg.MaxLag, metrics: m},
+		api: NewAPI(NewStore(pool), apikey.NewStore(pool, 0), log),
+	}
+	for range cfg.Workers {
+		s.workers = append(s.workers, New(cons, pool, Config{Consumer: cfg.Consumer.withDefaults().Name, BatchSize: cfg.Batch}, m, log))
+	}
+	return s, nil
+}
+
+// Routes registers the timeline API.
+func (s *Service) Routes(mux *http.ServeMux) { s.api.Routes(mux) }
+
+// Ready is the lag readiness check.
+func (s *Service) Ready(ctx context.Context) error { return s.lag.ready(ctx) }
+
+// Run runs the workers and the lag monitor until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(s.workers))
+	wg.Add(1)
+	go func() { defer wg.Done(); s.lag.run(ctx) }()
+	for _, w := range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Run(ctx); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return errors.Join(collect(errc)...)
+}
+
+func collect(c chan error) []error {
+	var out []error
+	for err := range c {
+		out = append(out, err)
+	}
+	return out
+}
+
+// App is the projector binary.
+type App struct {
+	cfg     AppConfig
+	log     *slog.Logger
+	mu      sync.Mutex
+	addr    net.Addr
+	admin   net.Addr
+	started chan struct{}
+}
+
+// NewApp returns an App; Run starts it.
+func NewApp(cfg AppConfig, log *slog.Logger) *App {
+	return &App{cfg: cfg, log: log, started: make(chan struct{})}
+}
+
+// Started is closed once the app listens.
+func (a *App) Started() <-chan struct{} { return a.started }
+
+// Addr is the bound API address.
+func (a *App) Addr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.addr }
+
+// AdminAddr is the bound admin address.
+func (a *App) AdminAddr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.admin }
+
+// Run starts everything and blocks until ctx ends, then stops the workers
+// (unfinished batches are redelivered), the API and the connections.
+func (a *App) Run(ctx context.Context) error {
+	cfg := a.cfg
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := postgres.CheckSchema(ctx, pool); err != nil {
+		return err
+	}
+	nc, err := stream.Connect(cfg.NATSURL, "eventline-projector", a.log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if _, err := stream.Ensure(ctx, nc, cfg.Stream); err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	reg := observe.NewRegistry()
+	svc, err := NewService(ctx, js, pool, cfg, NewMetrics(reg), a.log)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	svc.Routes(mux)
+	mux.Handle("/", httpapi.NotFound())
+	checks := map[string]observe.Check{
+		"nats": func(context.Context) error {
+			if s := nc.Status(); s != nats.CONNECTED {
+				return fmt.Errorf("NATS connection is %s", s)
+			}
+			return nil
+		},
+		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
+		"lag":      svc.Ready,
+	}
+	admin := observe.NewAdmin(cfg.AdminAddr, reg, checks)
+	adminL, err := admin.Listen()
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		_ = adminL.Close()
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	a.mu.Lock()
+	a.addr, a.admin = l.Addr(), adminL.Addr()
+	a.mu.Unlock()
+
+	runCtx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	errc := make(chan error, 3)
+	workersDone := make(chan error, 1)
+	go func() { workersDone <- svc.Run(runCtx) }()
+	go func() { errc <- admin.Serve(adminL) }()
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http server: %w", err)
+		}
+	}()
+	a.log.Info("projector started", "http_addr", l.Addr().String(), "admin_addr", adminL.Addr().String(), "workers", len(svc.workers))
+	close(a.started)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	case runErr = <-workersDone:
+		workersDone <- nil
+	}
+	a.log.Info("projector stopping")
+	admin.SetDraining()
+	stopWorkers()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	select {
+	case err := <-workersDone:
+		runErr = errors.Join(runErr, err)
+	case <-sctx.Done():
+		runErr = errors.Join(runErr, errors.New("timed out waiting for projector workers"))
+	}
+	_ = admin.Shutdown(sctx)
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+	}
+	a.log.Info("projector stopped")
+	return runErr
+}

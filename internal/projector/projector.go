@@ -1,0 +1,306 @@
+// Package projector projects the EVENTS stream into Postgres timelines and
+// serves them (CONTRACT §2 "Timelines", ARCHITECTURE §5-6). Batches are
+// written in one transaction with the consumer's checkpoint and acked only
+// after commit; the event id is a unique key, so redelivery never stores an
+// event twice. Messages that cannot be projected are dead-lettered and never
+// block the others.
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// DefaultConsumer is the durable name the projector replicas share.
+const DefaultConsumer = "projector"
+
+// ConsumerConfig shapes the durable consumer. Zero values take defaults.
+type ConsumerConfig struct {
+	Name          string        // default "projector"
+	AckWait       time.Duration // redelivery after this without an ack; default 30s
+	MaxDeliver    int           // default 50
+	MaxAckPending int           // default 20000
+}
+
+func (c ConsumerConfig) withDefaults() ConsumerConfig {
+	if c.Name == "" {
+		c.Name = DefaultConsumer
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 50
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 20000
+	}
+	return c
+}
+
+// EnsureConsumer creates or updates the durable pull consumer on EVENTS.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, c ConsumerConfig) (jetstream.Consumer, error) {
+	c = c.withDefaults()
+	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+		Durable:       c.Name,
+		Description:   "eventline projector: EVENTS into Postgres timelines",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver,
+		MaxAckPending: c.MaxAckPending,
+		FilterSubject: events.SubjectPrefix + ".>",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create or update consumer %s: %w", c.Name, err)
+	}
+	return cons, nil
+}
+
+// Config tunes one projector worker. Zero values take defaults.
+type Config struct {
+	// Consumer is the durable this worker reads; its name is also the
+	// checkpoint and dead-letter key. Default "projector".
+	Consumer string
+	// Generation pins the timeline generation written to (a rebuild); 0
+	// follows timeline.current.
+	Generation int
+	// BatchSize is the most messages written per transaction. Default 500.
+	BatchSize int
+	// RetryBackoff is the first wait after a failed transaction; it doubles
+	// up to 5s. Default 100ms.
+	RetryBackoff time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Consumer == "" {
+		c.Consumer = DefaultConsumer
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 500
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 100 * time.Millisecond
+	}
+	return c
+}
+
+// Projector is one worker: it reads batches from the durable and writes
+// them. Several workers, in one process or many, may share a durable.
+type Projector struct {
+	cfg     Config
+	cons    jetstream.Consumer
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	metrics *Metrics
+
+	// hook, when set, runs at "before_commit" and "after_commit" (before
+	// the acks); an error stops the worker there, as a crash would. Tests
+	// use it.
+	hook func(stage string, batch int) error
+}
+
+// New returns a worker reading cons and writing into pool.
+func New(cons jetstream.Consumer, pool *pgxpool.Pool, cfg Config, m *Metrics, log *slog.Logger) *Projector {
+	return &Projector{cfg: cfg.withDefaults(), cons: cons, pool: pool, log: log, metrics: m}
+}
+
+// errStopped ends Run after a test hook or shutdown interrupted a batch.
+var errStopped = errors.New("projector stopped")
+
+// Run projects until ctx is cancelled. Messages fetched but not committed
+// when it stops are left unacked and will be redelivered (to this or
+// another replica) after AckWait; on a clean stop they are Nak'ed for
+// immediate redelivery.
+func (p *Projector) Run(ctx context.Context) error {
+	msgs := make(chan jetstream.Msg, p.cfg.BatchSize)
+	cc, err := p.cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-ctx.Done():
+			_ = m.Nak()
+		}
+	},
+		jetstream.PullMaxMessages(p.cfg.BatchSize),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				p.log.Warn("projector consume", "error", err)
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	defer cc.Stop()
+	batch := make([]jetstream.Msg, 0, p.cfg.BatchSize)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			cc.Stop()
+			nakAll(msgs)
+			return nil
+		case m := <-msgs:
+			batch = append(batch, m)
+		}
+		// Take whatever else is already here: large batches under load,
+		// no waiting when idle.
+	fill:
+		for len(batch) < p.cfg.BatchSize {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		if err := p.process(ctx, batch); err != nil {
+			if errors.Is(err, errStopped) || ctx.Err() != nil {
+				cc.Stop()
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// nakAll returns buffered, unprocessed messages for redelivery.
+func nakAll(msgs chan jetstream.Msg) {
+	for {
+		select {
+		case m := <-msgs:
+			_ = m.Nak()
+		default:
+			return
+		}
+	}
+}
+
+// item is one fetched message, parsed or poisoned.
+type item struct {
+	msg   jetstream.Msg
+	seq   uint64
+	event events.Event
+	err   error // why it cannot be projected: dead-letter it
+}
+
+func parse(m jetstream.Msg) item {
+	it := item{msg: m}
+	meta, err := m.Metadata()
+	if err != nil {
+		it.err = fmt.Errorf("read message metadata: %w", err)
+		return it
+	}
+	it.seq = meta.Sequence.Stream
+	it.event, it.err = events.ParseStored(m.Subject(), m.Data(), it.seq)
+	return it
+}
+
+// process writes one batch and acks it after commit, retrying transient
+// failures until ctx ends.
+func (p *Projector) process(ctx context.Context, msgs []jetstream.Msg) error {
+	items := make([]item, len(msgs))
+	for i, m := range msgs {
+		items[i] = parse(m)
+	}
+	start := time.Now()
+	backoff := p.cfg.RetryBackoff
+	if p.hook != nil {
+		if err := p.hook("before_commit", len(items)); err != nil {
+			return errStopped
+		}
+	}
+	for {
+		res, err := p.commit(ctx, items)
+		if err == nil {
+			p.metrics.batch(res, time.Since(start))
+			if p.hook != nil {
+				if err := p.hook("after_commit", len(items)); err != nil {
+					return errStopped
+				}
+			}
+			for _, it := range items {
+				if it.err != nil {
+					_ = it.msg.Term() // kept in the dead-letter table
+				} else {
+					_ = it.msg.Ack()
+				}
+			}
+			return nil
+		}
+		if isDataError(err) && len(items) > 1 {
+			// One message's data is refused by the database: project them one
+			// at a time so the culprit is dead-lettered and the rest pass.
+			p.log.WarnContext(ctx, "batch refused by the database; projecting one by one", "messages", len(items), "error", err)
+			for _, it := range items {
+				if err := p.process(ctx, []jetstream.Msg{it.msg}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if isDataError(err) {
+			items[0].err = fmt.Errorf("refused by the database: %w", err)
+			continue // dead-letter it in the next transaction
+		}
+		p.log.WarnContext(ctx, "projecting batch failed; retrying", "messages", len(items), "error", err, "retry_in", backoff)
+		for _, it := range items {
+			_ = it.msg.InProgress() // keep our claim while we retry
+		}
+		select {
+		case <-ctx.Done():
+			return errStopped
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+type batchResult struct {
+	projected, duplicates, deadLettered int
+}
+
+// commit writes the batch, its dead letters and the checkpoint in one
+// transaction.
+func (p *Projector) commit(ctx context.Context, items []item) (batchResult, error) {
+	var res batchResult
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		g := p.cfg.Generation
+		if g == 0 {
+			var err error
+			if g, err = lockGeneration(ctx, tx); err != nil {
+				return err
+			}
+		}
+		good := make([]events.Event, 0, len(items))
+		var maxSeq uint64
+		for _, it := range items {
+			maxSeq = max(maxSeq, it.seq)
+			if it.err != nil {
+				res.deadLettered++
+				if err := deadletter.Add(ctx, tx, deadletter.Letter{Consumer: p.cfg.Consumer, StreamSeq: it.seq, Subject: it.msg.Subject(), Data: it.msg.Data(), Error: it.err.Error()}); err != nil {
+					return err
+				}
+				p.log.WarnContext(ctx, "dead-lettered a message", "stream_seq", it.seq, "subject", it.msg.Subject(), "error", it.err)
+				continue
+			}
+			good = append(good, it.event)
+		}
+		stored, err := insertEvents(ctx, tx, g, good)
+		if err != nil {
+			return err
+		}
+		res.projected, res.duplicates = stored, len(good)-stored
+		return recordProgress(ctx, tx, g, p.cfg.Consumer, maxSeq)
+	})
+	return res, err
+}
