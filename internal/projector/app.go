@@ -31,8 +31,8 @@ type AppConfig struct {
 	NATSURL         string
 	DatabaseURL     string
 	LogLevel        string
-	Workers         int           // workers in this process sharing the durable; default 2
-	Batch           int           // most messages per transaction; default 500
+	Workers         int // workers in this process sharing the durable; default 2
+	Batch           int // most messages per transaction; default 500
 	Consumer        ConsumerConfig
 	MaxLag          time.Duration // /readyz fails beyond this lag; default 60s, 0 disables
 	LagEvery        time.Duration // how often lag is measured; default 5s

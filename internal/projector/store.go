@@ -81,9 +81,9 @@ func insertEvents(ctx context.Context, tx pgx.Tx, g int, es []events.Event) (int
 	n := len(es)
 	var (
 		tenant, id, typ, action, eType, eID, cType, cID = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		parents, particulars                             = make([]string, n), make([]string, n)
-		seq                                              = make([]int64, n)
-		occurred, recorded                               = make([]time.Time, n), make([]time.Time, n)
+		parents, particulars                            = make([]string, n), make([]string, n)
+		seq                                             = make([]int64, n)
+		occurred, recorded                              = make([]time.Time, n), make([]time.Time, n)
 	)
 	for i, e := range es {
 		tenant[i], id[i], seq[i], typ[i], action[i] = e.Tenant, e.ID, int64(e.Seq), e.Type, e.Action
