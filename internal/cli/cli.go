@@ -25,6 +25,10 @@ Usage:
                                     create an API key; the key is the last line of output
   eventline keys list [--tenant T]  list active keys (never their secrets)
   eventline keys revoke ID          revoke a key; services stop accepting it within 30s
+  eventline dlq list [--consumer C] [--all]
+                                    list dead-lettered messages with their errors
+  eventline dlq replay [--consumer projector] [SEQ ...]
+                                    process dead letters again (all pending, or these stream sequences)
 
 Every command takes --database-url (env DATABASE_URL, default ` + postgres.DefaultURL + `).
 `
@@ -41,6 +45,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = migrate(ctx, args[1:], stdout)
 	case "keys":
 		err = keys(ctx, args[1:], stdout)
+	case "dlq":
+		err = dlq(ctx, args[1:], stdout)
 	default:
 		fmt.Fprintf(stderr, "eventline: unknown command %q\n\n%s", args[0], usage)
 		return 2

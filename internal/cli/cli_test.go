@@ -10,6 +10,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/cli"
+	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/testenv"
 )
@@ -106,4 +107,36 @@ func TestKeysRefuseOutdatedSchema(t *testing.T) {
 	code, _, errOut := run(t, url, "keys", "create", "--tenant", "acme")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "eventline migrate")
+}
+
+func TestDLQListAndReplay(t *testing.T) {
+	url := testenv.Database(t)
+	ctx := context.Background()
+	pool, err := postgres.Open(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	good := `{"id":"e1","tenant":"acme","action":"closed","eventable":{"type":"card","id":"c1"},"creator":{"type":"user","id":"u1"},` +
+		`"parents":[],"particulars":{},"occurred_at":"2026-01-01T00:00:00Z","recorded_at":"2026-01-01T00:00:00Z","type":"card.closed"}`
+	require.NoError(t, deadletter.Add(ctx, pool, deadletter.Letter{Consumer: "projector", StreamSeq: 3, Subject: "events.acme.card.closed", Data: []byte(good), Error: "old bug"}))
+	require.NoError(t, deadletter.Add(ctx, pool, deadletter.Letter{Consumer: "projector", StreamSeq: 4, Subject: "events.acme.card.closed", Data: []byte("junk"), Error: "decode stored event"}))
+
+	code, out, errOut := run(t, url, "dlq", "list")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "old bug")
+	require.Contains(t, out, "decode stored event")
+
+	code, out, _ = run(t, url, "dlq", "replay", "3")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "seq 3: replayed")
+
+	code, out, _ = run(t, url, "dlq", "replay")
+	require.Equal(t, 1, code, "a letter still fails")
+	require.Contains(t, out, "seq 4: still failing")
+
+	code, out, _ = run(t, url, "dlq", "list")
+	require.Equal(t, 0, code)
+	require.NotContains(t, out, "old bug", "replayed letters are hidden without --all")
+	code, out, _ = run(t, url, "dlq", "list", "--all")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "old bug")
 }
