@@ -35,4 +35,3 @@ func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Lett
 		return deadletter.MarkReplayed(ctx, tx, l.Consumer, l.StreamSeq)
 	})
 }
-
