@@ -29,6 +29,9 @@ Usage:
                                     list dead-lettered messages with their errors
   eventline dlq replay [--consumer projector] [SEQ ...]
                                     process dead letters again (all pending, or these stream sequences)
+  eventline rebuild timelines [--keep-old]
+                                    replay the stream into fresh timeline tables while the current
+                                    ones serve, then switch over (needs --nats-url / NATS_URL)
 
 Every command takes --database-url (env DATABASE_URL, default ` + postgres.DefaultURL + `).
 `
@@ -47,6 +50,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = keys(ctx, args[1:], stdout)
 	case "dlq":
 		err = dlq(ctx, args[1:], stdout)
+	case "rebuild":
+		err = rebuild(ctx, args[1:], stdout)
 	default:
 		fmt.Fprintf(stderr, "eventline: unknown command %q\n\n%s", args[0], usage)
 		return 2

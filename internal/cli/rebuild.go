@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/projector"
+	"github.com/eventline/eventline/internal/stream"
+)
+
+func rebuild(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "timelines" {
+		return usageError{"rebuild: say what to rebuild: timelines"}
+	}
+	var dbURL, natsURL string
+	var keepOld bool
+	set := flags("rebuild timelines", &dbURL)
+	set.String(&natsURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
+	set.Bool(&keepOld, "keep-old", "EVENTLINE_KEEP_OLD", false, "keep the previous generation's tables for a rollback")
+	if err := parse(set, args[1:]); err != nil {
+		return err
+	}
+	pool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := postgres.CheckSchema(ctx, pool); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	nc, err := stream.Connect(natsURL, "eventline-rebuild", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	g, err := projector.Rebuild(ctx, js, pool, projector.RebuildConfig{KeepOld: keepOld, Progress: func(g int, pending uint64, switched bool) {
+		phase := "filling"
+		if switched {
+			phase = "switched, catching up"
+		}
+		fmt.Fprintf(stdout, "generation %d: %s, %d messages to go\n", g, phase, pending)
+	}}, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "timelines rebuilt: generation %d serves reads\n", g)
+	return nil
+}
