@@ -3,6 +3,8 @@ package projector
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"io"
+	"log/slog"
 )
 
 func testutilValue(c prometheus.Counter) float64 {
@@ -16,3 +18,5 @@ func gaugeValue(g prometheus.Gauge) float64 {
 	_ = g.Write(&m)
 	return m.GetGauge().GetValue()
 }
+
+func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

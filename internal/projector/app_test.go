@@ -1,0 +1,96 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+func TestAppProjectsServesAndStops(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	n := testenv.StartNATS(t)
+	dbURL := testenv.Database(t)
+	app := NewApp(AppConfig{
+		HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATSURL: n.URL(), DatabaseURL: dbURL,
+		Workers: 2, Batch: 100, MaxLag: time.Minute, LagEvery: 50 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
+	}, testLogger())
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- app.Run(runCtx) }()
+	select {
+	case <-app.Started():
+	case err := <-done:
+		t.Fatalf("projector did not start: %v", err)
+	}
+	defer func() {
+		stop()
+		<-done
+	}()
+
+	pool, err := postgres.Open(ctx, dbURL)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, key, err := apikey.NewStore(pool, 0).Create(ctx, apikey.CreateParams{Tenant: "acme", Scopes: []string{"read"}})
+	require.NoError(t, err)
+	nc := n.Connect(t)
+	_, err = stream.Ensure(ctx, nc, stream.Config{})
+	require.NoError(t, err)
+	pub, err := events.NewPublisher(nc)
+	require.NoError(t, err)
+	for i := range 10 {
+		_, err := pub.Append(ctx, ev("acme", fmt.Sprintf("e%d", i), "card", "c1", "moved", events.Ref{Type: "board", ID: "b1"}))
+		require.NoError(t, err)
+	}
+
+	api := "http://" + app.Addr().String()
+	require.Eventually(t, func() bool {
+		req, _ := http.NewRequest(http.MethodGet, api+"/v1/timelines/board/b1", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && strings.Count(string(body), `"type":"card.moved"`) == 10
+	}, 20*time.Second, 20*time.Millisecond)
+
+	admin := "http://" + app.AdminAddr().String()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"lag":"ok"`)
+	}, 10*time.Second, 20*time.Millisecond)
+	resp, err := http.Get(admin + "/metrics")
+	require.NoError(t, err)
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(metrics), `eventline_projector_events_total{outcome="projected"} 10`)
+	require.Contains(t, string(metrics), "eventline_projector_lag_seconds 0")
+
+	stop()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+		done <- nil
+	case <-time.After(20 * time.Second):
+		t.Fatal("projector did not stop")
+	}
+}
