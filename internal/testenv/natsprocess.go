@@ -156,3 +156,15 @@ func (p *NATSProcess) signal(t testing.TB, sig syscall.Signal) {
 	}
 	p.cmd = nil
 }
+
+// ConnectProcess returns a client connection to p, closed when the test
+// ends.
+func ConnectProcess(t testing.TB, p *NATSProcess) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(p.URL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatalf("testenv: connect to nats-server: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
