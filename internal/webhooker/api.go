@@ -1,0 +1,318 @@
+package webhooker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/pkg/events"
+	"github.com/eventline/eventline/pkg/webhook"
+)
+
+// URLValidator refuses URLs webhooks must not reach (SSRF).
+type URLValidator interface {
+	ValidateURL(ctx context.Context, rawURL string) error
+}
+
+// API serves the webhook endpoints of CONTRACT §2; every route needs the
+// admin scope (endpoints carry secrets).
+type API struct {
+	store     *Store
+	auth      httpapi.Authenticator
+	urls      URLValidator
+	str       jetstream.Stream
+	js        jetstream.JetStream
+	now       func() time.Time
+	log       *slog.Logger
+	maxReplay int
+}
+
+// NewAPI returns the webhook API.
+func NewAPI(store *Store, auth httpapi.Authenticator, urls URLValidator, js jetstream.JetStream, now func() time.Time, log *slog.Logger) *API {
+	if now == nil {
+		now = time.Now
+	}
+	return &API{store: store, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000}
+}
+
+// Routes registers the endpoints on mux.
+func (a *API) Routes(mux *http.ServeMux) {
+	admin := func(h http.HandlerFunc) http.Handler { return httpapi.RequireScope(a.auth, apikey.ScopeAdmin, h) }
+	mux.Handle("POST /v1/webhooks", admin(a.create))
+	mux.Handle("GET /v1/webhooks", admin(a.list))
+	mux.Handle("GET /v1/webhooks/{id}", admin(a.get))
+	mux.Handle("PATCH /v1/webhooks/{id}", admin(a.patch))
+	mux.Handle("DELETE /v1/webhooks/{id}", admin(a.delete))
+	mux.Handle("POST /v1/webhooks/{id}/enable", admin(a.enable))
+	mux.Handle("POST /v1/webhooks/{id}/disable", admin(a.disable))
+	mux.Handle("POST /v1/webhooks/{id}/secret/rotate", admin(a.rotate))
+	mux.Handle("GET /v1/webhooks/{id}/deliveries", admin(a.deliveries))
+	mux.Handle("POST /v1/webhooks/{id}/replay", admin(a.replay))
+	mux.Handle("POST /v1/deliveries/{id}/retry", admin(a.retry))
+}
+
+// endpointInput is the body of POST and PATCH. Pointers tell PATCH which
+// fields were sent.
+type endpointInput struct {
+	URL           *string       `json:"url"`
+	Events        *[]string     `json:"events"`
+	Parents       *[]events.Ref `json:"parents"`
+	Format        *string       `json:"format"`
+	Description   *string       `json:"description"`
+	RateLimit     *int          `json:"rate_limit"`
+	RetrySchedule *[]int        `json:"retry_schedule"`
+}
+
+type endpointView struct {
+	Endpoint
+	Secret string `json:"secret,omitempty"`
+}
+
+func tenantOf(r *http.Request) string {
+	k, _ := httpapi.KeyFrom(r.Context())
+	return k.Tenant
+}
+
+func (a *API) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		httpapi.ValidationFailed(w, "the body is not a valid JSON object of this endpoint: "+err.Error(), []events.FieldError{{Field: "body", Message: err.Error()}})
+		return false
+	}
+	return true
+}
+
+// apply validates in and applies it to e; every problem is returned.
+func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating bool) []events.FieldError {
+	var errs []events.FieldError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, events.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	if in.URL != nil || creating {
+		switch {
+		case in.URL == nil || *in.URL == "":
+			bad("url", "is required")
+		case len(*in.URL) > 2048:
+			bad("url", "is longer than 2048 characters")
+		default:
+			if err := a.urls.ValidateURL(ctx, *in.URL); err != nil {
+				bad("url", "%s", err.Error())
+			} else {
+				e.URL = *in.URL
+			}
+		}
+	}
+	if in.Events != nil || creating {
+		switch {
+		case in.Events == nil || len(*in.Events) == 0:
+			bad("events", `is required: a list of event types such as "card.closed", "comment.*" or "*"`)
+		case len(*in.Events) > 100:
+			bad("events", "has more than 100 patterns")
+		default:
+			for i, p := range *in.Events {
+				if !validPattern(p) {
+					bad(fmt.Sprintf("events[%d]", i), `%q is not an event type pattern: use "type.action", "type.*", "*.action" or "*"`, p)
+				}
+			}
+			e.Events = *in.Events
+		}
+	}
+	if in.Parents != nil {
+		if len(*in.Parents) > events.MaxParents {
+			bad("parents", "has more than %d entries", events.MaxParents)
+		}
+		for i, p := range *in.Parents {
+			if !events.IsName(p.Type) || p.ID == "" || len(p.ID) > events.MaxRefIDLen {
+				bad(fmt.Sprintf("parents[%d]", i), `must be {"type": "board", "id": "b1"} with a valid type and id`)
+			}
+		}
+		e.Parents = *in.Parents
+	}
+	if in.Format != nil {
+		if *in.Format != "json" && *in.Format != "slack" {
+			bad("format", `must be "json" or "slack"`)
+		}
+		e.Format = *in.Format
+	} else if creating {
+		e.Format = "json"
+	}
+	if in.Description != nil {
+		if len(*in.Description) > 1000 {
+			bad("description", "is longer than 1000 bytes")
+		}
+		e.Description = *in.Description
+	}
+	if in.RateLimit != nil {
+		if *in.RateLimit < 0 || *in.RateLimit > 100_000 {
+			bad("rate_limit", "must be deliveries per second from 1 to 100000, or 0 for the default")
+		}
+		e.RateLimit = *in.RateLimit
+	}
+	if in.RetrySchedule != nil {
+		if len(*in.RetrySchedule) > 20 {
+			bad("retry_schedule", "has more than 20 steps")
+		}
+		for i, s := range *in.RetrySchedule {
+			if s < 1 || s > 7*24*3600 {
+				bad(fmt.Sprintf("retry_schedule[%d]", i), "must be seconds from 1 to 604800 (7 days)")
+			}
+		}
+		e.RetrySchedule = *in.RetrySchedule
+	}
+	return errs
+}
+
+func (a *API) create(w http.ResponseWriter, r *http.Request) {
+	var in endpointInput
+	if !a.decode(w, r, &in) {
+		return
+	}
+	e := Endpoint{Tenant: tenantOf(r)}
+	if errs := a.apply(r.Context(), &e, in, true); len(errs) > 0 {
+		httpapi.ValidationFailed(w, "the webhook is not valid; nothing was created", errs)
+		return
+	}
+	secret, err := webhook.GenerateSecret()
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	created, err := a.store.CreateEndpoint(r.Context(), e, secret)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httpapi.JSON(w, http.StatusCreated, endpointView{Endpoint: created, Secret: secret})
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	limit, ok := a.limit(w, r)
+	if !ok {
+		return
+	}
+	eps, err := a.store.ListEndpoints(r.Context(), tenantOf(r), r.URL.Query().Get("cursor"), limit+1)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var next *string
+	if len(eps) > limit {
+		eps = eps[:limit]
+		c := eps[limit-1].ID
+		next = &c
+	}
+	if eps == nil {
+		eps = []Endpoint{}
+	}
+	httpapi.JSON(w, http.StatusOK, map[string]any{"webhooks": eps, "next_cursor": next})
+}
+
+func (a *API) limit(w http.ResponseWriter, r *http.Request) (int, bool) {
+	limit := 50
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 200 {
+			httpapi.WriteProblem(w, httpapi.Problem{Type: httpapi.TypeValidation, Title: "Invalid parameters", Status: http.StatusBadRequest,
+				Detail: "fix the listed parameters", Errors: []events.FieldError{{Field: "limit", Message: "must be a whole number from 1 to 200"}}})
+			return 0, false
+		}
+		limit = n
+	}
+	return limit, true
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request) {
+	e, err := a.store.GetEndpoint(r.Context(), tenantOf(r), r.PathValue("id"))
+	a.respond(w, r, e, err)
+}
+
+func (a *API) patch(w http.ResponseWriter, r *http.Request) {
+	var in endpointInput
+	if !a.decode(w, r, &in) {
+		return
+	}
+	e, err := a.store.GetEndpoint(r.Context(), tenantOf(r), r.PathValue("id"))
+	if err != nil {
+		a.respond(w, r, e, err)
+		return
+	}
+	if errs := a.apply(r.Context(), &e, in, false); len(errs) > 0 {
+		httpapi.ValidationFailed(w, "the change is not valid; nothing was changed", errs)
+		return
+	}
+	e, err = a.store.UpdateEndpoint(r.Context(), e)
+	a.respond(w, r, e, err)
+}
+
+func (a *API) delete(w http.ResponseWriter, r *http.Request) {
+	if err := a.store.DeleteEndpoint(r.Context(), tenantOf(r), r.PathValue("id")); err != nil {
+		a.respond(w, r, Endpoint{}, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) enable(w http.ResponseWriter, r *http.Request) {
+	e, err := a.store.SetEnabled(r.Context(), tenantOf(r), r.PathValue("id"), true, "")
+	a.respond(w, r, e, err)
+}
+
+func (a *API) disable(w http.ResponseWriter, r *http.Request) {
+	e, err := a.store.SetEnabled(r.Context(), tenantOf(r), r.PathValue("id"), false, "disabled by the API")
+	a.respond(w, r, e, err)
+}
+
+func (a *API) rotate(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		GraceSeconds *int `json:"grace_seconds"`
+	}
+	if r.ContentLength != 0 && !a.decode(w, r, &in) {
+		return
+	}
+	grace := 24 * 3600
+	if in.GraceSeconds != nil {
+		grace = *in.GraceSeconds
+	}
+	if grace < 0 || grace > 7*24*3600 {
+		httpapi.ValidationFailed(w, "grace_seconds is out of range", []events.FieldError{{Field: "grace_seconds", Message: "must be from 0 to 604800 (7 days); default 86400"}})
+		return
+	}
+	secret, err := webhook.GenerateSecret()
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	now := a.now()
+	e, err := a.store.RotateSecret(r.Context(), tenantOf(r), r.PathValue("id"), secret, now, now.Add(time.Duration(grace)*time.Second))
+	if err != nil {
+		a.respond(w, r, e, err)
+		return
+	}
+	httpapi.JSON(w, http.StatusOK, endpointView{Endpoint: e, Secret: secret})
+}
+
+func (a *API) respond(w http.ResponseWriter, r *http.Request, e Endpoint, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		httpapi.Error(w, http.StatusNotFound, "no webhook with this id")
+	case err != nil:
+		a.fail(w, r, err)
+	default:
+		httpapi.JSON(w, http.StatusOK, e)
+	}
+}
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	a.log.ErrorContext(r.Context(), "webhook API", "path", r.URL.Path, "error", err)
+	httpapi.Unavailable(w, time.Second, "the request could not be completed right now; retry")
+}

@@ -1,0 +1,209 @@
+package webhooker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/safehttp"
+	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// AppConfig is everything the webhooker binary reads from flags and
+// environment.
+type AppConfig struct {
+	HTTPAddr, AdminAddr, NATSURL, DatabaseURL, LogLevel string
+	Service                                             Config
+	AllowPrivate                                        bool
+	AllowCIDRs                                          string // comma-separated
+	Timeout                                             time.Duration
+	Stream                                              stream.Config
+	ShutdownTimeout                                     time.Duration
+}
+
+// Register binds the settings to flags and environment variables.
+func (c *AppConfig) Register(s *config.Set) {
+	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8082", "webhook API listen address")
+	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9092", "admin listen address (/livez, /readyz, /metrics)")
+	s.String(&c.NATSURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
+	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL")
+	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	s.Bool(&c.AllowPrivate, "allow-private", "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback and private networks (local use only)")
+	s.String(&c.AllowCIDRs, "allow-cidrs", "WEBHOOK_ALLOW_CIDRS", "", "comma-separated CIDRs webhooks may reach although private")
+	s.Duration(&c.Timeout, "timeout", "WEBHOOK_TIMEOUT", 15*time.Second, "bound on one delivery attempt")
+	s.Int(&c.Service.Handlers, "handlers", "WEBHOOK_FANOUT_HANDLERS", 4, "concurrent fan-out handlers")
+	s.Int(&c.Service.Dispatch.Workers, "workers", "WEBHOOK_WORKERS", 512, "attempts in flight in this process")
+	s.Int(&c.Service.Dispatch.PerEndpoint, "per-endpoint", "WEBHOOK_PER_ENDPOINT", 16, "attempts in flight to one endpoint")
+	s.Int(&c.Service.Dispatch.DefaultRate, "default-rate", "WEBHOOK_DEFAULT_RATE", 0, "deliveries per second to an endpoint without its own rate_limit; 0 unlimited")
+	s.Duration(&c.Service.Retention, "retention", "WEBHOOK_RETENTION", 30*24*time.Hour, "how long the delivery log is kept")
+	s.Int(&c.Service.MaxDeliver, "max-deliver", "WEBHOOK_MAX_DELIVER", 20, "deliveries of one event to the fan-out before it is dead-lettered")
+	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
+	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
+	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
+}
+
+// NewClient builds the SSRF-safe delivery client from the settings.
+func (c AppConfig) NewClient() (*safehttp.Client, error) {
+	var cidrs []netip.Prefix
+	for _, s := range strings.Split(c.AllowCIDRs, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("WEBHOOK_ALLOW_CIDRS: %q is not a CIDR: %w", s, err)
+		}
+		cidrs = append(cidrs, p)
+	}
+	return safehttp.New(safehttp.Config{AllowPrivate: c.AllowPrivate, AllowCIDRs: cidrs, Timeout: c.Timeout, UserAgent: c.Service.UserAgent})
+}
+
+// App is the webhooker binary.
+type App struct {
+	cfg     AppConfig
+	log     *slog.Logger
+	mu      sync.Mutex
+	addr    net.Addr
+	admin   net.Addr
+	started chan struct{}
+}
+
+// NewApp returns an App; Run starts it.
+func NewApp(cfg AppConfig, log *slog.Logger) *App {
+	return &App{cfg: cfg, log: log, started: make(chan struct{})}
+}
+
+// Started is closed once the app listens.
+func (a *App) Started() <-chan struct{} { return a.started }
+
+// Addr is the bound API address.
+func (a *App) Addr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.addr }
+
+// AdminAddr is the bound admin address.
+func (a *App) AdminAddr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.admin }
+
+// Run starts everything and blocks until ctx ends, then stops taking
+// events, lets running attempts finish and logs them.
+func (a *App) Run(ctx context.Context) error {
+	cfg := a.cfg
+	if cfg.Service.UserAgent == "" {
+		cfg.Service.UserAgent = "eventline/dev"
+	}
+	client, err := cfg.NewClient()
+	if err != nil {
+		return err
+	}
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := postgres.CheckSchema(ctx, pool); err != nil {
+		return err
+	}
+	nc, err := stream.Connect(cfg.NATSURL, "eventline-webhooker", a.log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if _, err := stream.Ensure(ctx, nc, cfg.Stream); err != nil {
+		return err
+	}
+	fanoutNC, err := stream.Connect(cfg.NATSURL, "eventline-webhooker-fanout", a.log)
+	if err != nil {
+		return err
+	}
+	defer fanoutNC.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	pub, err := events.NewPublisher(nc)
+	if err != nil {
+		return err
+	}
+	reg := observe.NewRegistry()
+	svc, err := NewService(ctx, fanoutNC, js, pool, HTTPPoster{Client: client}, pub, cfg.Service, NewMetrics(reg), a.log)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	NewAPI(svc.Store(), apikey.NewStore(pool, 0), client, js, nil, a.log).Routes(mux)
+	mux.Handle("/", httpapi.NotFound())
+	admin := observe.NewAdmin(cfg.AdminAddr, reg, map[string]observe.Check{
+		"nats": func(context.Context) error {
+			if s := nc.Status(); s != nats.CONNECTED {
+				return fmt.Errorf("NATS connection is %s", s)
+			}
+			return nil
+		},
+		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
+	})
+	adminL, err := admin.Listen()
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		_ = adminL.Close()
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	a.mu.Lock()
+	a.addr, a.admin = l.Addr(), adminL.Addr()
+	a.mu.Unlock()
+
+	runCtx, stopSvc := context.WithCancel(ctx)
+	defer stopSvc()
+	svcDone := make(chan error, 1)
+	go func() { svcDone <- svc.Run(runCtx) }()
+	errc := make(chan error, 2)
+	go func() { errc <- admin.Serve(adminL) }()
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http server: %w", err)
+		}
+	}()
+	a.log.Info("webhooker started", "http_addr", l.Addr().String(), "admin_addr", adminL.Addr().String())
+	close(a.started)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	case runErr = <-svcDone:
+		svcDone <- nil
+	}
+	a.log.Info("webhooker stopping")
+	admin.SetDraining()
+	stopSvc()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	select {
+	case err := <-svcDone:
+		runErr = errors.Join(runErr, err)
+	case <-sctx.Done():
+		runErr = errors.Join(runErr, errors.New("timed out waiting for deliveries in flight"))
+	}
+	_ = admin.Shutdown(sctx)
+	client.CloseIdleConnections()
+	a.log.Info("webhooker stopped")
+	return runErr
+}

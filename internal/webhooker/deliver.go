@@ -1,0 +1,136 @@
+package webhooker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/eventline/eventline/pkg/events"
+	"github.com/eventline/eventline/pkg/webhook"
+)
+
+// Response is what one HTTP attempt got back.
+type Response struct {
+	StatusCode int
+	Header     http.Header
+	Body       []byte // at most the client's response limit
+}
+
+// Poster sends one delivery: a POST with body and header to url, reading
+// at most a bounded part of the response. It classifies failures: see
+// ErrorClassOf.
+type Poster interface {
+	Post(ctx context.Context, url string, header http.Header, body []byte) (Response, error)
+	// ErrorClass names a failed attempt: dns, blocked, timeout, refused,
+	// tls, reset, network, or status (a non-2xx answer).
+	ErrorClass(err error, statusCode int) string
+}
+
+// attempter makes one attempt of a job and reports its outcome.
+type attempter struct {
+	registry  *Registry
+	poster    Poster
+	results   chan<- outcome
+	now       func() time.Time
+	rnd       func() float64
+	userAgent string
+	log       *slog.Logger
+	metrics   *Metrics
+	observe   func(j job, took time.Duration) // first-attempt latency, for metrics and benchmarks
+}
+
+const maxLoggedResponse = 1024
+
+func (a *attempter) attempt(ctx context.Context, j job) {
+	ep, ok := a.registry.Get(j.endpointID)
+	start := a.now()
+	o := outcome{job: j, attempt: Attempt{N: j.attempt, At: start}}
+	if !ok || !ep.Enabled {
+		// Deleted or disabled since the delivery was created: it fails
+		// without a request and stays retryable by hand.
+		o.attempt.ErrorClass, o.attempt.Error = "disabled", "the endpoint is disabled or deleted"
+		o.finishedAt = start
+		a.results <- o
+		return
+	}
+	body, err := a.body(ep, j.event)
+	if err != nil {
+		o.attempt.ErrorClass, o.attempt.Error = "encode", err.Error()
+		o.finishedAt = start
+		a.results <- o
+		return
+	}
+	header := http.Header{}
+	header.Set("Content-Type", "application/json")
+	header.Set("User-Agent", a.userAgent)
+	header.Set(webhook.HeaderID, j.event.ID)
+	header.Set(webhook.HeaderTimestamp, fmt.Sprint(start.Unix()))
+	sig, err := webhook.SignAll(ep.activeSecrets(start), j.event.ID, start, body)
+	if err != nil {
+		o.attempt.ErrorClass, o.attempt.Error = "encode", "sign: "+err.Error()
+		o.finishedAt = start
+		a.results <- o
+		return
+	}
+	header.Set(webhook.HeaderSignature, sig)
+	if j.event.Traceparent != "" {
+		header.Set("traceparent", j.event.Traceparent)
+	}
+	if a.observe != nil && j.attempt == 1 {
+		a.observe(j, time.Since(j.event.RecordedAt))
+	}
+	resp, err := a.poster.Post(ctx, ep.URL, header, body)
+	end := a.now()
+	o.finishedAt = end
+	o.attempt.DurationMS = int(end.Sub(start) / time.Millisecond)
+	o.attempt.StatusCode = resp.StatusCode
+	o.attempt.Response = truncateUTF8(resp.Body, maxLoggedResponse)
+	if err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		o.succeeded = true
+		a.metrics.attempt("success")
+		a.results <- o
+		return
+	}
+	class := a.poster.ErrorClass(err, resp.StatusCode)
+	o.attempt.ErrorClass = class
+	if err != nil {
+		o.attempt.Error = err.Error()
+	} else {
+		o.attempt.Error = fmt.Sprintf("answered %d; only 2xx is success", resp.StatusCode)
+	}
+	a.metrics.attempt(class)
+	if resp.StatusCode == http.StatusGone {
+		o.gone = true
+		a.results <- o
+		return
+	}
+	var retryAfter time.Duration
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		retryAfter = parseRetryAfter(resp.Header, end)
+	}
+	o.retryIn, o.retry = nextAttempt(ep.schedule(), j.attempt, retryAfter, a.rnd)
+	a.results <- o
+}
+
+// body is the delivery payload: the event JSON with seq and type, or a
+// Slack message.
+func (a *attempter) body(ep Endpoint, e events.Event) ([]byte, error) {
+	if ep.Format == "slack" {
+		return slackBody(e)
+	}
+	return json.Marshal(e)
+}
+
+func truncateUTF8(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	for n > 0 && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return string(b[:n])
+}

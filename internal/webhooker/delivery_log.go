@@ -1,0 +1,253 @@
+package webhooker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// ListDeliveries returns an endpoint's deliveries, newest first, with every
+// attempt; status filters when set.
+func (s *Store) ListDeliveries(ctx context.Context, tenant, endpointID, status, after string, limit int) ([]Delivery, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, created_at
+		FROM webhook.deliveries
+		WHERE tenant = $1 AND endpoint_id = $2 AND ($3 = '' OR status = $3) AND ($4 = '' OR id < $4)
+		ORDER BY id DESC LIMIT $5`, tenant, endpointID, status, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Delivery, error) {
+		var d Delivery
+		var seq int64
+		err := r.Scan(&d.ID, &d.EndpointID, &d.EventID, &seq, &d.EventType, &d.Status, &d.n, &d.NextAttemptAt, &d.CreatedAt)
+		d.EventSeq = uint64(seq)
+		if d.Status != "pending" {
+			d.NextAttemptAt = nil
+		}
+		d.Attempts = []Attempt{}
+		return d, err
+	})
+	if err != nil || len(ds) == 0 {
+		return ds, err
+	}
+	ids := make([]string, len(ds))
+	index := map[string]int{}
+	for i, d := range ds {
+		ids[i] = d.ID
+		index[d.ID] = i
+	}
+	rows, err = s.pool.Query(ctx, `SELECT delivery_id, n, at, duration_ms, coalesce(status_code, 0), coalesce(error_class, ''), coalesce(error, ''), coalesce(response, '')
+		FROM webhook.attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, n`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("list attempts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var a Attempt
+		if err := rows.Scan(&id, &a.N, &a.At, &a.DurationMS, &a.StatusCode, &a.ErrorClass, &a.Error, &a.Response); err != nil {
+			return nil, err
+		}
+		ds[index[id]].Attempts = append(ds[index[id]].Attempts, a)
+	}
+	return ds, rows.Err()
+}
+
+// RetryDelivery makes a delivery pending and due now, whatever its state;
+// it keeps its webhook-id (the event id).
+func (s *Store) RetryDelivery(ctx context.Context, tenant, id string, now time.Time) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE webhook.deliveries SET status = 'pending', next_attempt_at = $3 WHERE tenant = $1 AND id = $2`, tenant, id, now)
+	if err != nil {
+		return fmt.Errorf("retry delivery: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// resend makes deliveries of the events to the endpoint due now: new ones
+// are created, existing ones are sent again. It returns how many.
+func (s *Store) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (int, error) {
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	n := len(evs)
+	ids, eventIDs, types := make([]string, n), make([]string, n), make([]string, n)
+	seqs := make([]int64, n)
+	for i, e := range evs {
+		ids[i] = newID()
+		eventIDs[i], types[i], seqs[i] = e.ID, e.Type, int64(e.Seq)
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
+		SELECT d.id, $5, $6, d.event_id, d.seq, d.type, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d(id, event_id, seq, type)
+		ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = excluded.next_attempt_at`,
+		ids, eventIDs, seqs, types, ep.Tenant, ep.ID, now)
+	if err != nil {
+		return 0, fmt.Errorf("schedule replay: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
+	tenant, id := tenantOf(r), r.PathValue("id")
+	if _, err := a.store.GetEndpoint(r.Context(), tenant, id); err != nil {
+		a.respond(w, r, Endpoint{}, err)
+		return
+	}
+	status := r.URL.Query().Get("status")
+	if status != "" && status != "pending" && status != "succeeded" && status != "failed" {
+		httpapi.WriteProblem(w, httpapi.Problem{Type: httpapi.TypeValidation, Title: "Invalid parameters", Status: http.StatusBadRequest,
+			Detail: "fix the listed parameters", Errors: []events.FieldError{{Field: "status", Message: "must be pending, succeeded or failed"}}})
+		return
+	}
+	limit, ok := a.limit(w, r)
+	if !ok {
+		return
+	}
+	ds, err := a.store.ListDeliveries(r.Context(), tenant, id, status, r.URL.Query().Get("cursor"), limit+1)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var next *string
+	if len(ds) > limit {
+		ds = ds[:limit]
+		c := ds[limit-1].ID
+		next = &c
+	}
+	if ds == nil {
+		ds = []Delivery{}
+	}
+	httpapi.JSON(w, http.StatusOK, map[string]any{"deliveries": ds, "next_cursor": next})
+}
+
+func (a *API) retry(w http.ResponseWriter, r *http.Request) {
+	err := a.store.RetryDelivery(r.Context(), tenantOf(r), r.PathValue("id"), a.now())
+	switch {
+	case errors.Is(err, ErrNotFound):
+		httpapi.Error(w, http.StatusNotFound, "no delivery with this id")
+	case err != nil:
+		a.fail(w, r, err)
+	default:
+		httpapi.JSON(w, http.StatusAccepted, map[string]any{"id": r.PathValue("id"), "status": "pending"})
+	}
+}
+
+// replay re-sends the endpoint's matching events recorded in [since,
+// until) from the log, including events that were never attempted (the
+// endpoint did not exist yet, or did not match then).
+func (a *API) replay(w http.ResponseWriter, r *http.Request) {
+	tenant := tenantOf(r)
+	ep, err := a.store.GetEndpoint(r.Context(), tenant, r.PathValue("id"))
+	if err != nil {
+		a.respond(w, r, ep, err)
+		return
+	}
+	var in struct {
+		Since *time.Time `json:"since"`
+		Until *time.Time `json:"until"`
+	}
+	if !a.decode(w, r, &in) {
+		return
+	}
+	now := a.now()
+	until := now
+	if in.Until != nil {
+		until = *in.Until
+	}
+	var errs []events.FieldError
+	if in.Since == nil {
+		errs = append(errs, events.FieldError{Field: "since", Message: "is required (RFC 3339)"})
+	} else if !in.Since.Before(until) {
+		errs = append(errs, events.FieldError{Field: "until", Message: "must be after since"})
+	}
+	if !ep.Enabled {
+		errs = append(errs, events.FieldError{Field: "id", Message: "the webhook is disabled; enable it before replaying"})
+	}
+	if len(errs) > 0 {
+		httpapi.ValidationFailed(w, "the replay cannot start", errs)
+		return
+	}
+	evs, err := a.scan(r.Context(), ep, *in.Since, until)
+	if errors.Is(err, errTooMany) {
+		httpapi.ValidationFailed(w, "the range holds too many events", []events.FieldError{{Field: "since", Message: fmt.Sprintf("the range holds more than %d matching events; replay a shorter range at a time", a.maxReplay)}})
+		return
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	n, err := a.store.resend(r.Context(), ep, evs, now)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httpapi.JSON(w, http.StatusAccepted, map[string]any{"deliveries": n})
+}
+
+var errTooMany = errors.New("too many events")
+
+// scan reads the tenant's events recorded in [since, until) from the
+// stream and keeps those the endpoint matches.
+func (a *API) scan(ctx context.Context, ep Endpoint, since, until time.Time) ([]events.Event, error) {
+	subj, err := events.TenantSubjects(ep.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := a.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the log: %w", err)
+	}
+	var out []events.Event
+	match := ep
+	match.Enabled = true
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read the log: %w", err)
+		}
+		if info.NumPending == 0 {
+			return out, nil
+		}
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("read the log: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if !meta.Timestamp.Before(until) {
+				return out, nil
+			}
+			e, err := events.ParseStored(m.Subject(), m.Data(), meta.Sequence.Stream)
+			if err != nil || !match.Matches(e) {
+				continue
+			}
+			out = append(out, e)
+			if len(out) > a.maxReplay {
+				return nil, errTooMany
+			}
+		}
+		if batch.Error() != nil {
+			return nil, fmt.Errorf("read the log: %w", batch.Error())
+		}
+		if got == 0 {
+			return out, nil
+		}
+	}
+}

@@ -1,0 +1,166 @@
+package webhooker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// DispatchConfig bounds concurrency. Zero values take defaults.
+type DispatchConfig struct {
+	// Workers is the most attempts in flight in this process. Default 512.
+	Workers int
+	// PerEndpoint is the most attempts in flight to one endpoint. Default 16.
+	PerEndpoint int
+	// DefaultRate is deliveries per second to an endpoint without its own
+	// rate_limit; 0 is unlimited. Default 0.
+	DefaultRate int
+	// MaxQueued is how many due jobs one endpoint may hold in memory; past
+	// it, jobs are dropped from memory and picked up again from Postgres
+	// when their claim expires. Default 10,000.
+	MaxQueued int
+}
+
+func (c DispatchConfig) withDefaults() DispatchConfig {
+	if c.Workers <= 0 {
+		c.Workers = 512
+	}
+	if c.PerEndpoint <= 0 {
+		c.PerEndpoint = 16
+	}
+	if c.MaxQueued <= 0 {
+		c.MaxQueued = 10_000
+	}
+	return c
+}
+
+// dispatcher runs attempts with a per-endpoint concurrency cap and rate
+// limit, and a global cap. Each endpoint has its own queue: a slow or dead
+// endpoint fills only its own queue and slots, never the workers that
+// healthy endpoints need.
+type dispatcher struct {
+	cfg     DispatchConfig
+	attempt func(context.Context, job)
+	rateOf  func(endpointID string) int
+
+	mu       sync.Mutex
+	ctx      context.Context
+	queues   map[string]*endpointQueue
+	inflight int
+	waiting  []*endpointQueue // queues with work, blocked on the global cap
+	wg       sync.WaitGroup
+}
+
+type endpointQueue struct {
+	id       string
+	jobs     []job
+	inflight int
+	limiter  *rate.Limiter
+	perSec   int
+	timer    *time.Timer // pending retry when rate limited
+	waiting  bool        // in dispatcher.waiting
+}
+
+func newDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, job), rateOf func(string) int) *dispatcher {
+	return &dispatcher{cfg: cfg.withDefaults(), attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}}
+}
+
+// submit queues jobs; it never blocks.
+func (d *dispatcher) submit(jobs ...job) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ctx.Err() != nil {
+		return // shutting down: the claims expire and another replica takes them
+	}
+	touched := map[*endpointQueue]bool{}
+	for _, j := range jobs {
+		q := d.queue(j.endpointID)
+		if len(q.jobs) >= d.cfg.MaxQueued {
+			continue // stays pending in Postgres
+		}
+		q.jobs = append(q.jobs, j)
+		touched[q] = true
+	}
+	for q := range touched {
+		d.start(q)
+	}
+}
+
+func (d *dispatcher) queue(id string) *endpointQueue {
+	q, ok := d.queues[id]
+	perSec := d.rateOf(id)
+	if perSec <= 0 {
+		perSec = d.cfg.DefaultRate
+	}
+	if !ok || q.perSec != perSec {
+		if !ok {
+			q = &endpointQueue{id: id}
+			d.queues[id] = q
+		}
+		q.perSec = perSec
+		q.limiter = nil
+		if perSec > 0 {
+			q.limiter = rate.NewLimiter(rate.Limit(perSec), max(1, perSec/10))
+		}
+	}
+	return q
+}
+
+// start launches what q may run now; d.mu held.
+func (d *dispatcher) start(q *endpointQueue) {
+	for len(q.jobs) > 0 && q.inflight < d.cfg.PerEndpoint {
+		if d.inflight >= d.cfg.Workers {
+			if !q.waiting {
+				q.waiting = true
+				d.waiting = append(d.waiting, q)
+			}
+			return
+		}
+		if q.limiter != nil {
+			r := q.limiter.Reserve()
+			if delay := r.Delay(); delay > 0 {
+				r.Cancel()
+				if q.timer == nil {
+					q.timer = time.AfterFunc(delay, func() {
+						d.mu.Lock()
+						defer d.mu.Unlock()
+						q.timer = nil
+						d.start(q)
+					})
+				}
+				return
+			}
+		}
+		j := q.jobs[0]
+		q.jobs[0] = job{}
+		q.jobs = q.jobs[1:]
+		q.inflight++
+		d.inflight++
+		d.wg.Add(1)
+		go d.run(q, j)
+	}
+}
+
+func (d *dispatcher) run(q *endpointQueue, j job) {
+	defer d.wg.Done()
+	d.attempt(d.ctx, j)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	q.inflight--
+	d.inflight--
+	d.start(q)
+	for len(d.waiting) > 0 && d.inflight < d.cfg.Workers {
+		w := d.waiting[0]
+		d.waiting = d.waiting[1:]
+		w.waiting = false
+		d.start(w)
+	}
+	if q.inflight == 0 && len(q.jobs) == 0 && q.timer == nil && !q.waiting {
+		delete(d.queues, q.id)
+	}
+}
+
+// wait blocks until every running attempt has finished.
+func (d *dispatcher) wait() { d.wg.Wait() }

@@ -1,0 +1,200 @@
+package webhooker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// outcome is the result of one attempt, to be logged.
+type outcome struct {
+	job        job
+	attempt    Attempt
+	succeeded  bool
+	gone       bool          // 410: disable the endpoint
+	retryIn    time.Duration // when !succeeded and retry: wait before the next attempt
+	retry      bool
+	finishedAt time.Time
+}
+
+// resultWriter logs attempts and moves deliveries and endpoint failure
+// trackers in batches: one transaction per few milliseconds of outcomes,
+// not one per attempt.
+type resultWriter struct {
+	pool      *pgxpool.Pool
+	in        chan outcome
+	log       *slog.Logger
+	disable   DisableRule
+	onDisable func(ctx context.Context, tenant, endpointID, reason string)
+	done      chan struct{}
+}
+
+// DisableRule disables an endpoint that keeps failing: at least Failures
+// consecutive failed attempts spanning at least Span. Default 20 and 24h.
+type DisableRule struct {
+	Failures int
+	Span     time.Duration
+}
+
+func newResultWriter(pool *pgxpool.Pool, rule DisableRule, log *slog.Logger, onDisable func(context.Context, string, string, string)) *resultWriter {
+	if rule.Failures <= 0 {
+		rule.Failures = 20
+	}
+	if rule.Span <= 0 {
+		rule.Span = 24 * time.Hour
+	}
+	return &resultWriter{pool: pool, in: make(chan outcome, 8192), log: log, disable: rule, onDisable: onDisable, done: make(chan struct{})}
+}
+
+// run writes batches until in is closed and drained.
+func (w *resultWriter) run() {
+	defer close(w.done)
+	batch := make([]outcome, 0, 1000)
+	for o := range w.in {
+		batch = append(batch[:0], o)
+	fill:
+		for len(batch) < cap(batch) {
+			select {
+			case o, ok := <-w.in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		for attempt := 0; ; attempt++ {
+			err := w.write(context.Background(), batch)
+			if err == nil {
+				break
+			}
+			w.log.Error("write delivery outcomes", "outcomes", len(batch), "error", err)
+			if attempt >= 5 {
+				// The claims expire and the deliveries are attempted again.
+				break
+			}
+			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+		}
+	}
+}
+
+type endpointTally struct {
+	tenant        string
+	reset         bool      // a success in this batch
+	failuresAfter int       // failures after the last success (or all)
+	firstFailure  time.Time // first of those
+	gone          bool
+}
+
+func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
+	n := len(batch)
+	var (
+		dIDs, dStatus, aTenant, aEndpoint, aClass, aErr, aResp = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+		aN, aDur, aCode                                        = make([]int32, n), make([]int32, n), make([]*int32, n)
+		aAt                                                    = make([]time.Time, n)
+		dNext                                                  = make([]*time.Time, n)
+	)
+	tallies := map[string]*endpointTally{}
+	for i, o := range batch {
+		a := o.attempt
+		dIDs[i], aTenant[i], aEndpoint[i], aN[i], aAt[i], aDur[i] = o.job.deliveryID, o.job.tenant, o.job.endpointID, int32(a.N), a.At, int32(a.DurationMS)
+		if a.StatusCode != 0 {
+			c := int32(a.StatusCode)
+			aCode[i] = &c
+		}
+		aClass[i], aErr[i], aResp[i] = nilIfBlank(a.ErrorClass), nilIfBlank(a.Error), nilIfBlank(a.Response)
+		switch {
+		case o.succeeded:
+			dStatus[i] = "succeeded"
+		case o.retry:
+			dStatus[i] = "pending"
+			next := o.finishedAt.Add(o.retryIn)
+			dNext[i] = &next
+		default:
+			dStatus[i] = "failed"
+		}
+		t := tallies[o.job.endpointID]
+		if t == nil {
+			t = &endpointTally{tenant: o.job.tenant}
+			tallies[o.job.endpointID] = t
+		}
+		if o.succeeded {
+			t.reset, t.failuresAfter, t.firstFailure = true, 0, time.Time{}
+		} else {
+			if t.failuresAfter == 0 {
+				t.firstFailure = a.At
+			}
+			t.failuresAfter++
+		}
+		t.gone = t.gone || o.gone
+	}
+	var disabled [][3]string // tenant, id, reason
+	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
+			SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[])
+			ON CONFLICT DO NOTHING`, dIDs, aN, aTenant, aEndpoint, aAt, aDur, aCode, aClass, aErr, aResp)
+		if err != nil {
+			return fmt.Errorf("insert attempts: %w", err)
+		}
+		_, err = tx.Exec(ctx, `UPDATE webhook.deliveries d SET status = u.status, attempts = GREATEST(d.attempts, u.n),
+				next_attempt_at = u.next, last_attempt_at = u.at
+			FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::timestamptz[]) AS u(id, status, n, next, at)
+			WHERE d.id = u.id AND d.attempts < u.n`, dIDs, dStatus, aN, dNext, aAt)
+		if err != nil {
+			return fmt.Errorf("update deliveries: %w", err)
+		}
+		for id, t := range tallies {
+			var failures int
+			var since *time.Time
+			var enabled bool
+			err := tx.QueryRow(ctx, `UPDATE webhook.endpoints SET
+					consecutive_failures = CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END,
+					failing_since = CASE WHEN $4 = 0 THEN NULL WHEN $3 OR failing_since IS NULL THEN $5 ELSE failing_since END
+				WHERE tenant = $1 AND id = $2
+				RETURNING consecutive_failures, failing_since, enabled`,
+				t.tenant, id, t.reset, t.failuresAfter, t.firstFailure).Scan(&failures, &since, &enabled)
+			if errors.Is(err, pgx.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("track endpoint failures: %w", err)
+			}
+			reason := ""
+			switch {
+			case !enabled:
+			case t.gone:
+				reason = "the endpoint answered 410 Gone"
+			case since != nil && failures >= w.disable.Failures && batch[len(batch)-1].finishedAt.Sub(*since) >= w.disable.Span:
+				reason = fmt.Sprintf("%d consecutive failed attempts since %s", failures, since.UTC().Format(time.RFC3339))
+			}
+			if reason != "" {
+				if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET enabled = false, disabled_reason = $3, updated_at = now(),
+						change_seq = nextval('webhook.endpoint_changes') WHERE tenant = $1 AND id = $2`, t.tenant, id, reason); err != nil {
+					return fmt.Errorf("disable endpoint: %w", err)
+				}
+				disabled = append(disabled, [3]string{t.tenant, id, reason})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, d := range disabled {
+		w.onDisable(ctx, d[0], d[1], d[2])
+	}
+	return nil
+}
+
+func nilIfBlank(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,112 @@
+package webhooker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// scheduler takes due deliveries from Postgres — retries, and first
+// attempts whose claim expired because the replica that made them died —
+// claims them with FOR UPDATE SKIP LOCKED so replicas never take the same
+// one, and hands them to the dispatcher. Retries wait here, never in the
+// hot consumer's ack-pending set (ARCHITECTURE §8).
+type scheduler struct {
+	pool    *pgxpool.Pool
+	str     jetstream.Stream
+	submit  func(...job)
+	now     func() time.Time
+	claim   time.Duration // how long a claimed delivery is ours
+	batch   int
+	log     *slog.Logger
+	metrics *Metrics
+}
+
+// tick claims and submits the deliveries due at now; it returns how many.
+func (s *scheduler) tick(ctx context.Context) (int, error) {
+	now := s.now()
+	type due struct {
+		id, tenant, endpoint string
+		seq                  int64
+		attempts             int
+	}
+	var claimed []due
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id, tenant, endpoint_id, event_seq, attempts FROM webhook.deliveries
+			WHERE status = 'pending' AND next_attempt_at <= $1
+			ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED`, now, s.batch)
+		if err != nil {
+			return err
+		}
+		claimed, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
+			var d due
+			err := r.Scan(&d.id, &d.tenant, &d.endpoint, &d.seq, &d.attempts)
+			return d, err
+		})
+		if err != nil || len(claimed) == 0 {
+			return err
+		}
+		ids := make([]string, len(claimed))
+		for i, d := range claimed {
+			ids[i] = d.id
+		}
+		_, err = tx.Exec(ctx, `UPDATE webhook.deliveries SET next_attempt_at = $2 WHERE id = ANY($1)`, ids, now.Add(s.claim))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("claim due deliveries: %w", err)
+	}
+	jobs := make([]job, 0, len(claimed))
+	for _, d := range claimed {
+		ev, err := s.event(ctx, uint64(d.seq))
+		if err != nil {
+			s.log.WarnContext(ctx, "load event for delivery", "delivery_id", d.id, "event_seq", d.seq, "error", err)
+			continue // retried when the claim expires
+		}
+		jobs = append(jobs, job{deliveryID: d.id, tenant: d.tenant, endpointID: d.endpoint, event: ev, attempt: d.attempts + 1})
+	}
+	s.metrics.scheduled(len(jobs))
+	s.submit(jobs...)
+	return len(claimed), nil
+}
+
+// event reads one event back from the stream by sequence.
+func (s *scheduler) event(ctx context.Context, seq uint64) (events.Event, error) {
+	m, err := s.str.GetMsg(ctx, seq)
+	if err != nil {
+		return events.Event{}, err
+	}
+	e, err := events.ParseStored(m.Subject, m.Data, seq)
+	if err != nil {
+		return events.Event{}, err
+	}
+	e.Traceparent = m.Header.Get("traceparent")
+	return e, nil
+}
+
+// run ticks every interval until ctx ends; a full batch ticks again at once.
+func (s *scheduler) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := s.tick(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "schedule deliveries", "error", err)
+		}
+		if n == s.batch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,227 @@
+package webhooker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// Config tunes the webhooker. Zero values take defaults.
+type Config struct {
+	Consumer      string // durable name; default "webhooker"
+	MaxDeliver    int    // deliveries of one event to the fan-out; default 20
+	Handlers      int    // concurrent fan-out handlers; default 4
+	Dispatch      DispatchConfig
+	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
+	ScheduleEvery time.Duration // how often due retries are looked for; default 250ms
+	RefreshEvery  time.Duration // endpoint cache refresh; default 250ms
+	Disable       DisableRule
+	Retention     time.Duration // delivery log retention; default 30 days
+	UserAgent     string        // default "eventline/dev"
+	// Now and Rand replace the clock and the jitter source (tests).
+	Now  func() time.Time
+	Rand func() float64
+}
+
+func (c Config) withDefaults() Config {
+	if c.Consumer == "" {
+		c.Consumer = DefaultConsumer
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 20
+	}
+	if c.Handlers <= 0 {
+		c.Handlers = 4
+	}
+	if c.Claim <= 0 {
+		c.Claim = time.Minute
+	}
+	if c.ScheduleEvery <= 0 {
+		c.ScheduleEvery = 250 * time.Millisecond
+	}
+	if c.Retention <= 0 {
+		c.Retention = 30 * 24 * time.Hour
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "eventline/dev"
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = defaultRand
+	}
+	return c
+}
+
+// Service is the webhooker without listeners: the fan-out router, the
+// dispatcher, the retry scheduler, the result writer and the registry.
+type Service struct {
+	cfg       Config
+	pool      *pgxpool.Pool
+	fanoutNC  *nats.Conn
+	js        jetstream.JetStream
+	str       jetstream.Stream
+	registry  *Registry
+	store     *Store
+	poster    Poster
+	publisher *events.Publisher
+	log       *slog.Logger
+	metrics   *Metrics
+
+	// set by Run
+	mu         sync.Mutex
+	dispatcher *dispatcher
+	scheduler  *scheduler
+}
+
+// NewService provisions the durable and wires the parts. fanoutNC is a
+// connection of its own: the Watermill subscriber drains it on close.
+func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, poster Poster, pub *events.Publisher, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
+	cfg = cfg.withDefaults()
+	if _, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver); err != nil {
+		return nil, err
+	}
+	str, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("open stream: %w", err)
+	}
+	store := NewStore(pool)
+	return &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, poster: poster, publisher: pub, log: log, metrics: m,
+		registry: NewRegistry(store, cfg.RefreshEvery, log)}, nil
+}
+
+// Store is the endpoint and delivery store the API uses.
+func (s *Service) Store() *Store { return s.store }
+
+// Run runs every part until ctx ends, then stops taking events, lets
+// running attempts finish and writes their outcomes.
+func (s *Service) Run(ctx context.Context) error {
+	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRegistry()
+	go s.registry.Run(regCtx)
+	select {
+	case <-s.registry.Loaded():
+	case <-ctx.Done():
+		return nil
+	}
+
+	rw := newResultWriter(s.pool, s.cfg.Disable, s.log, s.recordDisabled)
+	go rw.run()
+	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand,
+		userAgent: s.cfg.UserAgent, log: s.log, metrics: s.metrics,
+		observe: func(_ job, d time.Duration) { s.metrics.firstAttemptDelay(d) }}
+	// Attempts get their own context: on shutdown they finish (bounded by
+	// the HTTP timeout) and their outcomes are written.
+	attemptCtx, stopAttempts := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAttempts()
+	d := newDispatcher(attemptCtx, s.cfg.Dispatch, att.attempt, func(id string) int {
+		e, _ := s.registry.Get(id)
+		return e.RateLimit
+	})
+	sch := &scheduler{pool: s.pool, str: s.str, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim, batch: 500, log: s.log, metrics: s.metrics}
+	s.mu.Lock()
+	s.dispatcher, s.scheduler = d, sch
+	s.mu.Unlock()
+
+	f := &fanout{pool: s.pool, registry: s.registry, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim,
+		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics}
+	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); sch.run(ctx, s.cfg.ScheduleEvery) }()
+	go func() { defer wg.Done(); s.retain(ctx) }()
+	go func() {
+		<-ctx.Done()
+		_ = router.Close()
+	}()
+	runErr := router.Run(ctx) // returns once ctx ends and handlers stop
+	_ = sub.Close()
+	wg.Wait()
+	d.wait()
+	close(rw.in)
+	<-rw.done
+	return runErr
+}
+
+// ScheduleNow runs one scheduler pass at once (tests with a fake clock).
+func (s *Service) ScheduleNow(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	sch := s.scheduler
+	s.mu.Unlock()
+	if sch == nil {
+		return 0, fmt.Errorf("webhooker is not running")
+	}
+	return sch.tick(ctx)
+}
+
+// recordDisabled appends a webhook.disabled event (creator system) for an
+// endpoint the system disabled.
+func (s *Service) recordDisabled(ctx context.Context, tenant, endpointID, reason string) {
+	s.log.WarnContext(ctx, "disabled webhook endpoint", "tenant", tenant, "endpoint_id", endpointID, "reason", reason)
+	if s.publisher == nil {
+		return
+	}
+	particulars := fmt.Sprintf(`{"reason":%q}`, reason)
+	_, err := s.publisher.Append(ctx, events.Event{
+		ID:          "webhook-disabled-" + endpointID + "-" + fmt.Sprint(s.cfg.Now().Unix()),
+		Tenant:      tenant,
+		Action:      "disabled",
+		Eventable:   events.Ref{Type: "webhook", ID: endpointID},
+		Creator:     events.Ref{Type: events.SystemCreator, ID: "webhooker"},
+		Particulars: []byte(particulars),
+	})
+	if err != nil {
+		s.log.ErrorContext(ctx, "record webhook.disabled event", "endpoint_id", endpointID, "error", err)
+	}
+}
+
+// retain deletes deliveries and attempts older than the retention, in
+// small batches, once a minute.
+func (s *Service) retain(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if _, err := s.PruneLog(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "prune delivery log", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// PruneLog deletes the attempts and finished deliveries older than the
+// retention and returns how many deliveries went.
+func (s *Service) PruneLog(ctx context.Context) (int64, error) {
+	cutoff := s.cfg.Now().Add(-s.cfg.Retention)
+	var total int64
+	for {
+		tag, err := s.pool.Exec(ctx, `WITH old AS (
+				SELECT id FROM webhook.deliveries WHERE created_at < $1 AND status <> 'pending' LIMIT 5000
+			), gone AS (
+				DELETE FROM webhook.attempts a USING old WHERE a.delivery_id = old.id
+			)
+			DELETE FROM webhook.deliveries d USING old WHERE d.id = old.id`, cutoff)
+		if err != nil {
+			return total, fmt.Errorf("prune deliveries: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < 5000 {
+			return total, nil
+		}
+	}
+}
