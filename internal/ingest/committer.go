@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/eventline/eventline/internal/groupcommit"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -63,29 +62,35 @@ func (c *CommitterConfig) withDefaults() {
 // progress; Close stops intake and Run returns once every accepted request
 // has been answered.
 type Committer struct {
-	cfg      CommitterConfig
-	appender Appender
-
-	mu     sync.RWMutex // guards closed against sends on in
-	closed bool
-	// waiting counts the requests in the batch being formed (for tests and
-	// metrics).
-	waiting atomic.Int64
-	in      chan *request
-	done    chan struct{} // closed when Run has finished
-}
-
-type request struct {
-	events  []events.Event
-	results []events.Result
-	err     error
-	ready   chan struct{}
+	b *groupcommit.Batcher[[]events.Event, []events.Result]
 }
 
 // NewCommitter returns a Committer appending through appender.
 func NewCommitter(appender Appender, cfg CommitterConfig) *Committer {
 	cfg.withDefaults()
-	return &Committer{cfg: cfg, appender: appender, in: make(chan *request, 1024), done: make(chan struct{})}
+	commit := func(ctx context.Context, reqs [][]events.Event) ([][]events.Result, error) {
+		var all []events.Event
+		for _, r := range reqs {
+			all = append(all, r...)
+		}
+		results, err := appender.AppendNormalized(ctx, all)
+		if err != nil {
+			return nil, err
+		}
+		if len(results) != len(all) {
+			return nil, fmt.Errorf("append returned %d results for %d events", len(results), len(all))
+		}
+		out := make([][]events.Result, len(reqs))
+		off := 0
+		for i, r := range reqs {
+			out[i] = results[off : off+len(r)]
+			off += len(r)
+		}
+		return out, nil
+	}
+	return &Committer{b: groupcommit.New(commit, func(es []events.Event) int { return len(es) }, groupcommit.Config{
+		MaxBatch: cfg.MaxBatch, Linger: cfg.Linger, MaxInflight: cfg.MaxInflight, Timeout: cfg.Timeout, Observe: cfg.Observe,
+	})}
 }
 
 // Append queues normalized events (at most MaxBatch) for the next batch and
@@ -94,136 +99,19 @@ func (c *Committer) Append(ctx context.Context, es []events.Event) ([]events.Res
 	if len(es) == 0 {
 		return nil, nil
 	}
-	if len(es) > c.cfg.MaxBatch {
-		return nil, fmt.Errorf("%d events in one request exceed the batch limit of %d", len(es), c.cfg.MaxBatch)
-	}
-	req := &request{events: es, ready: make(chan struct{})}
-	c.mu.RLock()
-	if c.closed {
-		c.mu.RUnlock()
+	res, err := c.b.Submit(ctx, es)
+	if errors.Is(err, groupcommit.ErrClosed) {
 		return nil, ErrClosed
 	}
-	select {
-	case c.in <- req:
-		c.mu.RUnlock()
-	case <-ctx.Done():
-		c.mu.RUnlock()
-		return nil, ctx.Err()
-	}
-	// Once queued, the request is committed whatever the caller does: wait
-	// for the outcome, or return early if the caller has gone away.
-	select {
-	case <-req.ready:
-		return req.results, req.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return res, err
 }
 
 // Close stops accepting requests. Requests already accepted are still
-// committed; wait for Run to return.
-func (c *Committer) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.closed {
-		c.closed = true
-		close(c.in)
-	}
-}
+// committed; wait for Done.
+func (c *Committer) Close() { c.b.Close() }
 
 // Done is closed when Run has answered every accepted request and returned.
-func (c *Committer) Done() <-chan struct{} { return c.done }
+func (c *Committer) Done() <-chan struct{} { return c.b.Done() }
 
-// Run forms and commits batches until Close, then drains. It is the only
-// goroutine that reads requests.
-func (c *Committer) Run() {
-	defer close(c.done)
-	var (
-		batch    []*request
-		size     int
-		inflight int
-		finished = make(chan struct{}, c.cfg.MaxInflight)
-		linger   = time.NewTimer(time.Hour)
-		expired  bool
-		in       = c.in
-	)
-	linger.Stop()
-	send := func() {
-		inflight++
-		go c.commit(batch, size, finished)
-		batch, size, expired = nil, 0, false
-		c.waiting.Store(0)
-		linger.Stop()
-	}
-	for {
-		// Send when the batch is full, has waited long enough, or nothing
-		// is committing (so an idle service adds no latency); intake closed
-		// sends whatever is left.
-		if len(batch) > 0 && inflight < c.cfg.MaxInflight &&
-			(size >= c.cfg.MaxBatch || expired || inflight == 0 || in == nil) {
-			send()
-			continue
-		}
-		if in == nil && len(batch) == 0 && inflight == 0 {
-			return
-		}
-		var recv <-chan *request
-		if size < c.cfg.MaxBatch {
-			recv = in
-		}
-		select {
-		case req, ok := <-recv:
-			if !ok {
-				in = nil
-				continue
-			}
-			if size+len(req.events) > c.cfg.MaxBatch {
-				// It does not fit: the current batch is full as it is.
-				for inflight >= c.cfg.MaxInflight {
-					<-finished
-					inflight--
-				}
-				send()
-			}
-			if len(batch) == 0 {
-				linger.Reset(c.cfg.Linger)
-			}
-			batch = append(batch, req)
-			size += len(req.events)
-			c.waiting.Store(int64(len(batch)))
-		case <-linger.C:
-			expired = len(batch) > 0
-		case <-finished:
-			inflight--
-		}
-	}
-}
-
-// commit appends one batch and answers its requests.
-func (c *Committer) commit(batch []*request, size int, finished chan<- struct{}) {
-	defer func() { finished <- struct{}{} }()
-	all := make([]events.Event, 0, size)
-	for _, r := range batch {
-		all = append(all, r.events...)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
-	start := time.Now()
-	results, err := c.appender.AppendNormalized(ctx, all)
-	cancel()
-	if c.cfg.Observe != nil {
-		c.cfg.Observe(size, time.Since(start), err)
-	}
-	if err == nil && len(results) != size {
-		err = fmt.Errorf("append returned %d results for %d events", len(results), size)
-	}
-	off := 0
-	for _, r := range batch {
-		if err != nil {
-			r.err = err
-		} else {
-			r.results = results[off : off+len(r.events)]
-			off += len(r.events)
-		}
-		close(r.ready)
-	}
-}
+// Run forms and commits batches until Close, then drains.
+func (c *Committer) Run() { c.b.Run() }

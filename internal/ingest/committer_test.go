@@ -96,7 +96,7 @@ func TestCommitterDuplicateInSharedBatch(t *testing.T) {
 		}()
 	}
 	sent.Wait()
-	require.Eventually(t, func() bool { return c.waiting.Load() == others+1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return c.b.Waiting.Load() == others+1 }, 5*time.Second, time.Millisecond)
 	close(gate.release)
 	require.NoError(t, <-firstDone)
 

@@ -97,11 +97,9 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	}
 	class := a.poster.ErrorClass(err, resp.StatusCode)
 	o.attempt.ErrorClass = class
-	if err != nil {
-		o.attempt.Error = err.Error()
-	} else {
-		o.attempt.Error = fmt.Sprintf("answered %d; only 2xx is success", resp.StatusCode)
-	}
+	// The log is shown to tenants: say what happened in our words, never
+	// the raw error (it can name internal resolvers and addresses).
+	o.attempt.Error = classMessage(class, resp.StatusCode)
 	a.metrics.attempt(class)
 	if resp.StatusCode == http.StatusGone {
 		o.gone = true
@@ -133,4 +131,26 @@ func truncateUTF8(b []byte, n int) string {
 		n--
 	}
 	return string(b[:n])
+}
+
+// classMessage explains an error class to the endpoint's owner.
+func classMessage(class string, status int) string {
+	switch class {
+	case "status":
+		return fmt.Sprintf("answered %d; only a 2xx answer is a success (redirects are not followed)", status)
+	case "timeout":
+		return "no complete answer within the timeout"
+	case "refused":
+		return "the connection was refused: nothing listens on that address and port"
+	case "reset":
+		return "the connection was reset or closed before an answer"
+	case "dns":
+		return "the host name could not be resolved"
+	case "blocked":
+		return "the host resolves to a private, loopback or otherwise non-public address, which webhooks may not reach"
+	case "tls":
+		return "the TLS handshake failed (certificate or protocol)"
+	default:
+		return "the request failed on the network"
+	}
 }

@@ -100,7 +100,10 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	body, err := json.Marshal(ev)
 	require.NoError(t, err)
 	var submitted atomic.Int64
-	f := &fanout{pool: b.pool, registry: b.svc.registry, submit: func(js ...job) { submitted.Add(int64(len(js))) },
+	inserts := newInserts(b.pool, b.clock.Now, time.Minute)
+	go inserts.Run()
+	defer inserts.Close()
+	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, submit: func(js ...job) { submitted.Add(int64(len(js))) },
 		now: b.clock.Now, claim: time.Minute, consumer: "webhooker", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	msg := message.NewMessage("x", body)
 	msg.Metadata.Set(metaSubject, "events.acme.card.closed")

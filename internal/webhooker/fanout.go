@@ -16,8 +16,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/internal/groupcommit"
 	"github.com/eventline/eventline/pkg/events"
 )
+
+// newInserts returns the group commit of delivery inserts.
+func newInserts(pool *pgxpool.Pool, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, []job] {
+	return groupcommit.New(func(ctx context.Context, items []fanoutItem) ([][]job, error) {
+		return insertDeliveries(ctx, pool, items, now().Add(claim))
+	}, func(it fanoutItem) int { return len(it.endpoints) }, groupcommit.Config{MaxBatch: 5000, MaxInflight: 2})
+}
 
 // DefaultConsumer is the durable name of the fan-out.
 const DefaultConsumer = "webhooker"
@@ -67,7 +75,10 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, name string, ma
 // fanout creates one delivery per matching endpoint for each event and
 // hands the new ones straight to the dispatcher for their first attempt.
 type fanout struct {
-	pool       *pgxpool.Pool
+	pool *pgxpool.Pool
+	// inserts coalesces the delivery inserts of concurrent handlers into
+	// one statement and commit (group commit).
+	inserts    *groupcommit.Batcher[fanoutItem, []job]
 	registry   *Registry
 	submit     func(...job)
 	now        func() time.Time
@@ -94,7 +105,7 @@ func (f *fanout) handle(msg *message.Message) error {
 	if len(eps) == 0 {
 		return nil
 	}
-	jobs, err := insertDeliveries(ctx, f.pool, ev, eps, f.now().Add(f.claim))
+	jobs, err := f.inserts.Submit(ctx, fanoutItem{event: ev, endpoints: eps})
 	if err != nil {
 		return err // retried, then nacked for redelivery
 	}
@@ -142,7 +153,7 @@ func newRouter(nc *nats.Conn, f *fanout, handlers int, log *slog.Logger) (*messa
 			return jetstream.ConsumerConfig{Name: f.consumer}
 		}, ""),
 		NakDelay:       wmjs.NewStaticDelay(time.Second),
-		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(256)},
+		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(32)},
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("watermill subscriber: %w", err)

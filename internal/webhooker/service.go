@@ -39,7 +39,7 @@ func (c Config) withDefaults() Config {
 		c.MaxDeliver = 20
 	}
 	if c.Handlers <= 0 {
-		c.Handlers = 4
+		c.Handlers = 64
 	}
 	if c.Claim <= 0 {
 		c.Claim = time.Minute
@@ -132,7 +132,10 @@ func (s *Service) Run(ctx context.Context) error {
 	s.dispatcher, s.scheduler = d, sch
 	s.mu.Unlock()
 
-	f := &fanout{pool: s.pool, registry: s.registry, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim,
+	inserts := newInserts(s.pool, s.cfg.Now, s.cfg.Claim)
+	go inserts.Run()
+	defer func() { inserts.Close(); <-inserts.Done() }()
+	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim,
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
 	if err != nil {
@@ -147,6 +150,9 @@ func (s *Service) Run(ctx context.Context) error {
 		_ = router.Close()
 	}()
 	runErr := router.Run(ctx) // returns once ctx ends and handlers stop
+	if ctx.Err() != nil {
+		runErr = nil // stopped during start-up: not a failure
+	}
 	_ = sub.Close()
 	wg.Wait()
 	d.wait()

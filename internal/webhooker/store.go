@@ -210,33 +210,51 @@ type job struct {
 	attempt    int          // 1-based number of the attempt to make
 }
 
-// insertDeliveries records one delivery per endpoint for ev, skipping those
-// that exist (a redelivered event), claimed by this replica until
-// claimUntil. It returns the jobs of the deliveries it created.
-func insertDeliveries(ctx context.Context, db interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, ev events.Event, endpoints []Endpoint, claimUntil time.Time) ([]job, error) {
-	if len(endpoints) == 0 {
-		return nil, nil
+// fanoutItem is one event with the endpoints it goes to.
+type fanoutItem struct {
+	event     events.Event
+	endpoints []Endpoint
+}
+
+// insertDeliveries records one delivery per (event, endpoint) of a batch of
+// events in one statement, skipping those that exist (a redelivered event),
+// claimed by this replica until claimUntil. It returns, per item, the jobs
+// of the deliveries it created.
+func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, items []fanoutItem, claimUntil time.Time) ([][]job, error) {
+	var ids, eps, tenants, eventIDs, types []string
+	var seqs []int64
+	owner := map[string]int{} // delivery id -> item
+	for i, it := range items {
+		for _, e := range it.endpoints {
+			id := newID()
+			owner[id] = i
+			ids, eps, tenants, eventIDs, types = append(ids, id), append(eps, e.ID), append(tenants, it.event.Tenant), append(eventIDs, it.event.ID), append(types, it.event.Type)
+			seqs = append(seqs, int64(it.event.Seq))
+		}
 	}
-	ids := make([]string, len(endpoints))
-	eps := make([]string, len(endpoints))
-	for i, e := range endpoints {
-		ids[i] = newID()
-		eps[i] = e.ID
+	out := make([][]job, len(items))
+	if len(ids) == 0 {
+		return out, nil
 	}
-	rows, err := db.Query(ctx, `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
-		SELECT d.id, $3, d.endpoint_id, $4, $5, $6, $7 FROM unnest($1::text[], $2::text[]) AS d(id, endpoint_id)
+	rows, err := pool.Query(ctx, `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
+		SELECT d.id, d.tenant, d.endpoint_id, d.event_id, d.seq, d.type, $7
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS d(id, tenant, endpoint_id, event_id, seq, type)
 		ON CONFLICT (endpoint_id, event_id) DO NOTHING
-		RETURNING id, endpoint_id`, ids, eps, ev.Tenant, ev.ID, int64(ev.Seq), ev.Type, claimUntil)
+		RETURNING id, endpoint_id`, ids, tenants, eps, eventIDs, seqs, types, claimUntil)
 	if err != nil {
 		return nil, fmt.Errorf("insert deliveries: %w", err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (job, error) {
-		j := job{tenant: ev.Tenant, event: ev, attempt: 1}
-		err := r.Scan(&j.deliveryID, &j.endpointID)
-		return j, err
-	})
+	defer rows.Close()
+	for rows.Next() {
+		var id, endpointID string
+		if err := rows.Scan(&id, &endpointID); err != nil {
+			return nil, err
+		}
+		i := owner[id]
+		ev := items[i].event
+		out[i] = append(out[i], job{deliveryID: id, tenant: ev.Tenant, endpointID: endpointID, event: ev, attempt: 1})
+	}
+	return out, rows.Err()
 }
 
 // newID returns a time-ordered id (UUIDv7) for endpoints and deliveries.

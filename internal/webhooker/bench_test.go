@@ -1,0 +1,375 @@
+package webhooker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventline/eventline/internal/safehttp"
+	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/pkg/events"
+	"github.com/eventline/eventline/pkg/webhook"
+)
+
+// benchReceiver is a plain local HTTP receiver that answers 200 at once,
+// except on paths starting with /slow, which answer after slowFor. It
+// counts requests per path prefix and records when each event id first
+// arrived.
+type benchReceiver struct {
+	url     string
+	srv     *http.Server
+	hits    atomic.Int64
+	slow    atomic.Int64
+	slowFor time.Duration
+	mu      sync.Mutex
+	arrived map[string]time.Time
+	record  atomic.Bool
+}
+
+func startBenchReceiver(b *testing.B, slowFor time.Duration) *benchReceiver {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &benchReceiver{url: "http://" + l.Addr().String(), slowFor: slowFor, arrived: map[string]time.Time{}}
+	release := make(chan struct{})
+	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body)
+		if strings.HasPrefix(req.URL.Path, "/slow") {
+			r.slow.Add(1)
+			select {
+			case <-time.After(r.slowFor):
+			case <-release:
+			}
+			return
+		}
+		if r.record.Load() {
+			id := req.Header.Get("webhook-id")
+			now := time.Now()
+			r.mu.Lock()
+			if _, ok := r.arrived[id]; !ok {
+				r.arrived[id] = now
+			}
+			r.mu.Unlock()
+		}
+		r.hits.Add(1)
+	})}
+	go func() { _ = r.srv.Serve(l) }()
+	b.Cleanup(func() { close(release); _ = r.srv.Close() })
+	return r
+}
+
+type benchEnv struct {
+	b     *testing.B
+	pub   *events.Publisher
+	svc   *Service
+	store *Store
+	stop  func()
+}
+
+// startBenchWebhooker runs the webhooker service in process against a
+// nats-server process (sync_interval: always) and a fresh database.
+func startBenchWebhooker(b *testing.B) *benchEnv {
+	b.Helper()
+	ctx := context.Background()
+	p := testenv.StartNATSProcess(b)
+	nc := testenv.ConnectProcess(b, p)
+	if _, err := stream.Ensure(ctx, nc, stream.Config{}); err != nil {
+		b.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub, err := events.NewPublisher(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool := testenv.Pool(b)
+	client, err := safehttp.New(safehttp.Config{AllowPrivate: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc, err := NewService(ctx, testenv.ConnectProcess(b, p), js, pool, HTTPPoster{Client: client}, pub,
+		Config{RefreshEvery: 50 * time.Millisecond}, NewMetrics(prometheus.NewRegistry()), log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	env := &benchEnv{b: b, pub: pub, svc: svc, store: svc.Store(), stop: func() { cancel(); <-done }}
+	b.Cleanup(env.stop)
+	return env
+}
+
+func (e *benchEnv) endpoints(urls []string) {
+	e.b.Helper()
+	ctx := context.Background()
+	for _, u := range urls {
+		secret, _ := webhook.GenerateSecret()
+		ep, err := e.store.CreateEndpoint(ctx, Endpoint{Tenant: "acme", URL: u, Events: []string{"*"}, Format: "json"}, secret)
+		if err != nil {
+			e.b.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, ok := e.svc.registry.Get(ep.ID); ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				e.b.Fatal("endpoint not loaded")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+func benchEvents(n int, prefix string) []events.Event {
+	out := make([]events.Event, n)
+	for i := range out {
+		out[i] = events.Event{ID: fmt.Sprintf("%s-%d", prefix, i), Tenant: "acme", Action: "closed", Eventable: events.Ref{Type: "card", ID: fmt.Sprintf("c%d", i)},
+			Creator: events.Ref{Type: "user", ID: "u7"}, Parents: []events.Ref{{Type: "board", ID: "b1"}}, Particulars: json.RawMessage(`{"column":"Done","title":"A card with a title"}`)}
+	}
+	return out
+}
+
+// waitHits waits until the receiver has counted want requests.
+func waitHits(b *testing.B, counter *atomic.Int64, want int64, within time.Duration) {
+	b.Helper()
+	deadline := time.Now().Add(within)
+	for counter.Load() < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("receiver got %d of %d requests within %v", counter.Load(), want, within)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// rawRate posts n signed event bodies to url with a plain Go HTTP client
+// and 64 concurrent senders: the baseline.
+func rawRate(b *testing.B, urls []string, n int) float64 {
+	b.Helper()
+	secret, _ := webhook.GenerateSecret()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0}, Timeout: 15 * time.Second}
+	evs := benchEvents(n, "raw")
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				e := evs[i]
+				e.RecordedAt, e.OccurredAt, e.Type, e.Seq = start, start, "card.closed", uint64(i+1)
+				body, _ := json.Marshal(e)
+				now := time.Now()
+				sig, _ := webhook.Sign(secret, e.ID, now, body)
+				req, _ := http.NewRequest(http.MethodPost, urls[int(i)%len(urls)], bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set(webhook.HeaderID, e.ID)
+				req.Header.Set(webhook.HeaderTimestamp, fmt.Sprint(now.Unix()))
+				req.Header.Set(webhook.HeaderSignature, sig)
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	client.CloseIdleConnections()
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkFanout1to1: N events to one endpoint, next to the raw client
+// posting the same number of signed bodies to the same receiver.
+func BenchmarkFanout1to1(b *testing.B) {
+	const n = 20_000
+	env := startBenchWebhooker(b)
+	rc := startBenchReceiver(b, 0)
+	env.endpoints([]string{rc.url + "/one"})
+	var raw, ours []float64
+	for i := 0; i < b.N; i++ {
+		rc.hits.Store(0)
+		raw = append(raw, rawRate(b, []string{rc.url + "/raw"}, n))
+		rc.hits.Store(0)
+		start := time.Now()
+		if _, err := env.pub.AppendBatch(context.Background(), benchEvents(n, fmt.Sprintf("r%d", i))); err != nil {
+			b.Fatal(err)
+		}
+		waitHits(b, &rc.hits, n, 5*time.Minute)
+		ours = append(ours, float64(n)/time.Since(start).Seconds())
+	}
+	report(b, raw, ours)
+}
+
+// BenchmarkFanout1to1000: events to 1,000 endpoints (1,000 deliveries per
+// event), next to the raw client posting as many signed bodies across the
+// same 1,000 URLs.
+func BenchmarkFanout1to1000(b *testing.B) {
+	const endpoints, perRun = 1000, 20
+	env := startBenchWebhooker(b)
+	rc := startBenchReceiver(b, 0)
+	urls := make([]string, endpoints)
+	for i := range urls {
+		urls[i] = fmt.Sprintf("%s/e/%d", rc.url, i)
+	}
+	env.endpoints(urls)
+	var raw, ours []float64
+	for i := 0; i < b.N; i++ {
+		rc.hits.Store(0)
+		raw = append(raw, rawRate(b, urls, endpoints*perRun))
+		rc.hits.Store(0)
+		start := time.Now()
+		if _, err := env.pub.AppendBatch(context.Background(), benchEvents(perRun, fmt.Sprintf("r%d", i))); err != nil {
+			b.Fatal(err)
+		}
+		waitHits(b, &rc.hits, endpoints*perRun, 5*time.Minute)
+		ours = append(ours, float64(endpoints*perRun)/time.Since(start).Seconds())
+	}
+	report(b, raw, ours)
+}
+
+// BenchmarkSlowEndpointIsolation: deliveries/s to 100 healthy endpoints,
+// without and then with one more endpoint that answers only after 10 s.
+func BenchmarkSlowEndpointIsolation(b *testing.B) {
+	const healthy, perRun = 100, 100
+	env := startBenchWebhooker(b)
+	rc := startBenchReceiver(b, 10*time.Second)
+	urls := make([]string, healthy)
+	for i := range urls {
+		urls[i] = fmt.Sprintf("%s/h/%d", rc.url, i)
+	}
+	env.endpoints(urls)
+	measure := func(run string) float64 {
+		rc.hits.Store(0)
+		start := time.Now()
+		if _, err := env.pub.AppendBatch(context.Background(), benchEvents(perRun, run)); err != nil {
+			b.Fatal(err)
+		}
+		waitHits(b, &rc.hits, healthy*perRun, 5*time.Minute)
+		return float64(healthy*perRun) / time.Since(start).Seconds()
+	}
+	var without, with []float64
+	for i := 0; i < b.N; i++ {
+		without = append(without, measure(fmt.Sprintf("a%d", i)))
+	}
+	env.endpoints([]string{rc.url + "/slow"})
+	for i := 0; i < b.N; i++ {
+		with = append(with, measure(fmt.Sprintf("b%d", i)))
+	}
+	b.ReportMetric(median(without), "healthy-deliveries/s")
+	b.ReportMetric(median(with), "healthy-with-slow-deliveries/s")
+	b.ReportMetric(median(with)/median(without), "with/without")
+	b.ReportMetric(float64(rc.slow.Load()), "slow-requests")
+}
+
+// BenchmarkFirstAttemptLatency: events appended at a steady 1,000/s for
+// 10 s to one endpoint; latency from the event's recorded_at to its
+// arrival at the receiver.
+func BenchmarkFirstAttemptLatency(b *testing.B) {
+	env := startBenchWebhooker(b)
+	rc := startBenchReceiver(b, 0)
+	env.endpoints([]string{rc.url + "/lat"})
+	var p50s, p99s []float64
+	for i := 0; i < b.N; i++ {
+		rc.mu.Lock()
+		clear(rc.arrived)
+		rc.mu.Unlock()
+		rc.record.Store(true)
+		recorded := map[string]time.Time{}
+		var mu sync.Mutex
+		tick := time.NewTicker(10 * time.Millisecond) // 10 events every 10 ms
+		var wg sync.WaitGroup
+		for k := range 1000 {
+			<-tick.C
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				evs := benchEvents(10, fmt.Sprintf("l%d-%d", i, k))
+				now := time.Now()
+				if _, err := env.pub.AppendBatch(context.Background(), evs); err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				for _, e := range evs {
+					recorded[e.ID] = now
+				}
+				mu.Unlock()
+			}()
+		}
+		tick.Stop()
+		wg.Wait()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			rc.mu.Lock()
+			got := len(rc.arrived)
+			rc.mu.Unlock()
+			if got >= len(recorded) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		rc.record.Store(false)
+		var lat []float64
+		rc.mu.Lock()
+		for id, at := range recorded {
+			if arr, ok := rc.arrived[id]; ok {
+				lat = append(lat, float64(arr.Sub(at))/float64(time.Millisecond))
+			}
+		}
+		rc.mu.Unlock()
+		if len(lat) != len(recorded) {
+			b.Fatalf("%d of %d events arrived", len(lat), len(recorded))
+		}
+		slices.Sort(lat)
+		p50s, p99s = append(p50s, lat[len(lat)/2]), append(p99s, lat[len(lat)*99/100])
+	}
+	b.ReportMetric(median(p50s), "first-attempt-p50-ms")
+	b.ReportMetric(median(p99s), "first-attempt-p99-ms")
+}
+
+func report(b *testing.B, raw, ours []float64) {
+	b.ReportMetric(median(raw), "raw-req/s")
+	b.ReportMetric(median(ours), "deliveries/s")
+	b.ReportMetric(median(ours)/median(raw), "deliveries/raw")
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
