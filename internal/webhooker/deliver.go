@@ -9,7 +9,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
 )
 
@@ -57,7 +56,7 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 		a.results <- o
 		return
 	}
-	body, err := a.body(ep, j.event)
+	body, err := a.body(ep, j)
 	if err != nil {
 		o.attempt.ErrorClass, o.attempt.Error = "encode", err.Error()
 		o.finishedAt = start
@@ -116,11 +115,14 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 
 // body is the delivery payload: the event JSON with seq and type, or a
 // Slack message.
-func (a *attempter) body(ep Endpoint, e events.Event) ([]byte, error) {
-	if ep.Format == "slack" {
-		return slackBody(e)
+func (a *attempter) body(ep Endpoint, j job) ([]byte, error) {
+	switch {
+	case ep.Format == "slack":
+		return slackBody(j.event)
+	case j.body != nil:
+		return j.body, nil
 	}
-	return json.Marshal(e)
+	return json.Marshal(j.event)
 }
 
 func truncateUTF8(b []byte, n int) string {

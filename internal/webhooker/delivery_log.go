@@ -16,8 +16,17 @@ import (
 
 // ListDeliveries returns an endpoint's deliveries, newest first, with every
 // attempt; status filters when set.
-func (s *Store) ListDeliveries(ctx context.Context, tenant, endpointID, status, after string, limit int) ([]Delivery, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, created_at
+func (s *Store) ListDeliveries(ctx context.Context, tenant, endpointID, status, after string, limit int) (out []Delivery, err error) {
+	// One snapshot for deliveries and attempts, so they agree.
+	err = pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		out, err = listDeliveries(ctx, tx, tenant, endpointID, status, after, limit)
+		return err
+	})
+	return out, err
+}
+
+func listDeliveries(ctx context.Context, tx pgx.Tx, tenant, endpointID, status, after string, limit int) ([]Delivery, error) {
+	rows, err := tx.Query(ctx, `SELECT id, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, created_at
 		FROM webhook.deliveries
 		WHERE tenant = $1 AND endpoint_id = $2 AND ($3 = '' OR status = $3) AND ($4 = '' OR id < $4)
 		ORDER BY id DESC LIMIT $5`, tenant, endpointID, status, after, limit)
@@ -44,7 +53,7 @@ func (s *Store) ListDeliveries(ctx context.Context, tenant, endpointID, status, 
 		ids[i] = d.ID
 		index[d.ID] = i
 	}
-	rows, err = s.pool.Query(ctx, `SELECT delivery_id, n, at, duration_ms, coalesce(status_code, 0), coalesce(error_class, ''), coalesce(error, ''), coalesce(response, '')
+	rows, err = tx.Query(ctx, `SELECT delivery_id, n, at, duration_ms, coalesce(status_code, 0), coalesce(error_class, ''), coalesce(error, ''), coalesce(response, '')
 		FROM webhook.attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, n`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("list attempts: %w", err)

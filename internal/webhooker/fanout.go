@@ -2,6 +2,7 @@ package webhooker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -105,7 +106,11 @@ func (f *fanout) handle(msg *message.Message) error {
 	if len(eps) == 0 {
 		return nil
 	}
-	jobs, err := f.inserts.Submit(ctx, fanoutItem{event: ev, endpoints: eps})
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return f.deadLetter(ctx, msg, fmt.Errorf("encode delivery body: %w", err))
+	}
+	jobs, err := f.inserts.Submit(ctx, fanoutItem{event: ev, endpoints: eps, body: body})
 	if err != nil {
 		return err // retried, then nacked for redelivery
 	}

@@ -208,12 +208,16 @@ type job struct {
 	endpointID string
 	event      events.Event // Seq set; body built from it
 	attempt    int          // 1-based number of the attempt to make
+	// body is the event's JSON, shared by every job of one event (one
+	// encoding for a thousand endpoints); nil to encode on attempt.
+	body []byte
 }
 
 // fanoutItem is one event with the endpoints it goes to.
 type fanoutItem struct {
 	event     events.Event
 	endpoints []Endpoint
+	body      []byte // the event's JSON delivery body
 }
 
 // insertDeliveries records one delivery per (event, endpoint) of a batch of
@@ -252,7 +256,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, items []fanoutIte
 		}
 		i := owner[id]
 		ev := items[i].event
-		out[i] = append(out[i], job{deliveryID: id, tenant: ev.Tenant, endpointID: endpointID, event: ev, attempt: 1})
+		out[i] = append(out[i], job{deliveryID: id, tenant: ev.Tenant, endpointID: endpointID, event: ev, attempt: 1, body: items[i].body})
 	}
 	return out, rows.Err()
 }
