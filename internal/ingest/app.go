@@ -7,20 +7,17 @@ package ingest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/stream"
@@ -89,28 +86,15 @@ func (s *Service) Close() { s.committer.Close() }
 
 // App is the ingest binary: connections, listeners, service and shutdown.
 type App struct {
+	*lifecycle.Listening
 	cfg Config
 	log *slog.Logger
-
-	mu        sync.Mutex
-	addr      net.Addr
-	adminAddr net.Addr
-	started   chan struct{}
 }
 
 // New returns an App; Run starts it.
 func New(cfg Config, log *slog.Logger) *App {
-	return &App{cfg: cfg, log: log, started: make(chan struct{})}
+	return &App{Listening: lifecycle.NewListening(), cfg: cfg, log: log}
 }
-
-// Started is closed once the app listens; Addr and AdminAddr are then set.
-func (a *App) Started() <-chan struct{} { return a.started }
-
-// Addr is the bound public address.
-func (a *App) Addr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.addr }
-
-// AdminAddr is the bound admin address.
-func (a *App) AdminAddr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.adminAddr }
 
 // Run starts the service and blocks until ctx is cancelled (SIGTERM), then
 // drains: stop accepting, answer every in-flight request after its batch
@@ -142,74 +126,27 @@ func (a *App) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	svc.Routes(mux)
 	mux.Handle("/", httpapi.NotFound())
-
-	admin := observe.NewAdmin(cfg.AdminAddr, reg, readiness(nc, pool))
-	adminL, err := admin.Listen()
-	if err != nil {
-		return err
+	err = lifecycle.Serve(ctx, lifecycle.Server{
+		Name: "ingest", HTTPAddr: cfg.HTTPAddr, Handler: mux, Log: a.log, Listening: a.Listening,
+		Admin: observe.NewAdmin(cfg.AdminAddr, reg, observe.Checks(nc, pool)), ShutdownTimeout: cfg.ShutdownTimeout,
+	}, func(ctx context.Context) error {
+		// The HTTP server has drained when ctx ends: commit what is left.
+		go svc.Run()
+		<-ctx.Done()
+		svc.Close()
+		<-svc.committer.Done()
+		return nil
+	})
+	if derr := drain(nc); derr != nil {
+		err = errors.Join(err, derr)
 	}
-	l, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		_ = adminL.Close()
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
-
-	a.mu.Lock()
-	a.addr, a.adminAddr = l.Addr(), adminL.Addr()
-	a.mu.Unlock()
-
-	errc := make(chan error, 2)
-	go svc.Run()
-	go func() { errc <- admin.Serve(adminL) }()
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("http server: %w", err)
-		}
-	}()
-	a.log.Info("ingest started", "http_addr", l.Addr().String(), "admin_addr", adminL.Addr().String())
-	close(a.started)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
-	a.log.Info("ingest draining")
-	admin.SetDraining()
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil { // waits for in-flight requests
-		runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err))
-	}
-	svc.Close()
-	select {
-	case <-svc.committer.Done():
-	case <-sctx.Done():
-		runErr = errors.Join(runErr, errors.New("timed out waiting for the last batches"))
-	}
-	if err := drain(nc, sctx); err != nil {
-		runErr = errors.Join(runErr, err)
-	}
-	_ = admin.Shutdown(sctx)
-	a.log.Info("ingest stopped")
-	return runErr
-}
-
-func readiness(nc *nats.Conn, pool *pgxpool.Pool) map[string]observe.Check {
-	return map[string]observe.Check{
-		"nats": func(context.Context) error {
-			if s := nc.Status(); s != nats.CONNECTED {
-				return fmt.Errorf("NATS connection is %s", s)
-			}
-			return nil
-		},
-		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
-	}
+	return err
 }
 
 // drain flushes and closes the NATS connection, waiting until it is closed.
-func drain(nc *nats.Conn, ctx context.Context) error {
+func drain(nc *nats.Conn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	if nc.IsClosed() {
 		return nil
 	}

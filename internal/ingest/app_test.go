@@ -57,7 +57,9 @@ func startApp(t *testing.T, natsURL, dbURL string) running {
 	}
 	t.Cleanup(func() {
 		stop()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("ingest Run: %v", err)
+		}
 	})
 	return running{app: app, url: "http://" + app.Addr().String(), adm: "http://" + app.AdminAddr().String(), key: key, stop: stop, done: done}
 }

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -93,8 +95,9 @@ func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 // Listen binds the admin address, so a port conflict fails start-up.
-func (a *Admin) Listen() (net.Listener, error) {
-	l, err := net.Listen("tcp", a.srv.Addr)
+func (a *Admin) Listen(ctx context.Context) (net.Listener, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", a.srv.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on admin address %s: %w", a.srv.Addr, err)
 	}
@@ -111,3 +114,17 @@ func (a *Admin) Serve(l net.Listener) error {
 
 // Shutdown stops the admin server.
 func (a *Admin) Shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }
+
+// Checks returns the readiness checks every service has: its NATS
+// connection is connected and Postgres answers.
+func Checks(nc *nats.Conn, pool *pgxpool.Pool) map[string]Check {
+	return map[string]Check{
+		"nats": func(context.Context) error {
+			if s := nc.Status(); s != nats.CONNECTED {
+				return fmt.Errorf("NATS connection is %s", s)
+			}
+			return nil
+		},
+		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
+	}
+}

@@ -5,18 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/stream"
@@ -130,27 +129,15 @@ func collect(c chan error) []error {
 
 // App is the projector binary.
 type App struct {
-	cfg     AppConfig
-	log     *slog.Logger
-	mu      sync.Mutex
-	addr    net.Addr
-	admin   net.Addr
-	started chan struct{}
+	*lifecycle.Listening
+	cfg AppConfig
+	log *slog.Logger
 }
 
 // NewApp returns an App; Run starts it.
 func NewApp(cfg AppConfig, log *slog.Logger) *App {
-	return &App{cfg: cfg, log: log, started: make(chan struct{})}
+	return &App{Listening: lifecycle.NewListening(), cfg: cfg, log: log}
 }
-
-// Started is closed once the app listens.
-func (a *App) Started() <-chan struct{} { return a.started }
-
-// Addr is the bound API address.
-func (a *App) Addr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.addr }
-
-// AdminAddr is the bound admin address.
-func (a *App) AdminAddr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.admin }
 
 // Run starts everything and blocks until ctx ends, then stops the workers
 // (unfinished batches are redelivered), the API and the connections.
@@ -184,70 +171,10 @@ func (a *App) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	svc.Routes(mux)
 	mux.Handle("/", httpapi.NotFound())
-	checks := map[string]observe.Check{
-		"nats": func(context.Context) error {
-			if s := nc.Status(); s != nats.CONNECTED {
-				return fmt.Errorf("NATS connection is %s", s)
-			}
-			return nil
-		},
-		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
-		"lag":      svc.Ready,
-	}
-	admin := observe.NewAdmin(cfg.AdminAddr, reg, checks)
-	adminL, err := admin.Listen()
-	if err != nil {
-		return err
-	}
-	l, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		_ = adminL.Close()
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
-	a.mu.Lock()
-	a.addr, a.admin = l.Addr(), adminL.Addr()
-	a.mu.Unlock()
-
-	runCtx, stopWorkers := context.WithCancel(ctx)
-	defer stopWorkers()
-	errc := make(chan error, 3)
-	workersDone := make(chan error, 1)
-	go func() { workersDone <- svc.Run(runCtx) }()
-	go func() { errc <- admin.Serve(adminL) }()
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("http server: %w", err)
-		}
-	}()
-	a.log.Info("projector started", "http_addr", l.Addr().String(), "admin_addr", adminL.Addr().String(), "workers", len(svc.workers))
-	close(a.started)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	case runErr = <-workersDone:
-		workersDone <- nil
-	}
-	a.log.Info("projector stopping")
-	admin.SetDraining()
-	stopWorkers()
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		runErr = errors.Join(runErr, err)
-	}
-	select {
-	case err := <-workersDone:
-		runErr = errors.Join(runErr, err)
-	case <-sctx.Done():
-		runErr = errors.Join(runErr, errors.New("timed out waiting for projector workers"))
-	}
-	_ = admin.Shutdown(sctx)
-	if err := nc.Drain(); err != nil {
-		nc.Close()
-	}
-	a.log.Info("projector stopped")
-	return runErr
+	checks := observe.Checks(nc, pool)
+	checks["lag"] = svc.Ready
+	return lifecycle.Serve(ctx, lifecycle.Server{
+		Name: "projector", HTTPAddr: cfg.HTTPAddr, Handler: mux, Log: a.log, Listening: a.Listening,
+		Admin: observe.NewAdmin(cfg.AdminAddr, reg, checks), ShutdownTimeout: cfg.ShutdownTimeout,
+	}, svc.Run)
 }

@@ -37,7 +37,9 @@ func TestAppProjectsServesAndStops(t *testing.T) {
 	}
 	defer func() {
 		stop()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("projector Run: %v", err)
+		}
 	}()
 
 	pool, err := postgres.Open(ctx, dbURL)

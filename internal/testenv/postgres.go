@@ -119,7 +119,7 @@ func findPostgres() (string, error) {
 	defer cancel()
 	if url := os.Getenv("DATABASE_URL"); url != "" {
 		if err := ping(ctx, url); err != nil {
-			return "", fmt.Errorf("DATABASE_URL is set but unusable (%v)\n%s", err, howToGetPostgres)
+			return "", fmt.Errorf("DATABASE_URL is set but unusable (%w)\n%s", err, howToGetPostgres)
 		}
 		return url, nil
 	}
@@ -136,7 +136,7 @@ func findPostgres() (string, error) {
 	}
 	c, err := startThrowawayCluster()
 	if err != nil {
-		return "", fmt.Errorf("localhost:5432 is not usable (%s) and a throwaway cluster could not be started (%v)\n%s",
+		return "", fmt.Errorf("localhost:5432 is not usable (%s) and a throwaway cluster could not be started (%w)\n%s",
 			strings.Join(tried, "; "), err, howToGetPostgres)
 	}
 	pgCluster = c
@@ -281,11 +281,11 @@ func startThrowawayCluster() (*throwawayCluster, error) {
 	}
 	data := filepath.Join(dir, "data")
 	if out, err := c.run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
-		return nil, fmt.Errorf("initdb: %v: %s", err, out)
+		return nil, fmt.Errorf("initdb: %w: %s", err, out)
 	}
 	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300", port, dir)
 	if out, err := c.run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts, "-w", "-t", "60", "start"); err != nil {
-		return nil, fmt.Errorf("pg_ctl start: %v: %s", err, out)
+		return nil, fmt.Errorf("pg_ctl start: %w: %s", err, out)
 	}
 	c.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 	return c, nil

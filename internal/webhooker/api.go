@@ -29,7 +29,6 @@ type API struct {
 	store     *Store
 	auth      httpapi.Authenticator
 	urls      URLValidator
-	str       jetstream.Stream
 	js        jetstream.JetStream
 	now       func() time.Time
 	log       *slog.Logger

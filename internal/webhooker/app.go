@@ -2,22 +2,19 @@ package webhooker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/safehttp"
@@ -76,27 +73,15 @@ func (c AppConfig) NewClient() (*safehttp.Client, error) {
 
 // App is the webhooker binary.
 type App struct {
-	cfg     AppConfig
-	log     *slog.Logger
-	mu      sync.Mutex
-	addr    net.Addr
-	admin   net.Addr
-	started chan struct{}
+	*lifecycle.Listening
+	cfg AppConfig
+	log *slog.Logger
 }
 
 // NewApp returns an App; Run starts it.
 func NewApp(cfg AppConfig, log *slog.Logger) *App {
-	return &App{cfg: cfg, log: log, started: make(chan struct{})}
+	return &App{Listening: lifecycle.NewListening(), cfg: cfg, log: log}
 }
-
-// Started is closed once the app listens.
-func (a *App) Started() <-chan struct{} { return a.started }
-
-// Addr is the bound API address.
-func (a *App) Addr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.addr }
-
-// AdminAddr is the bound admin address.
-func (a *App) AdminAddr() net.Addr { a.mu.Lock(); defer a.mu.Unlock(); return a.admin }
 
 // Run starts everything and blocks until ctx ends, then stops taking
 // events, lets running attempts finish and logs them.
@@ -109,6 +94,7 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer client.CloseIdleConnections()
 	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
@@ -146,64 +132,8 @@ func (a *App) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	NewAPI(svc.Store(), apikey.NewStore(pool, 0), client, js, nil, a.log).Routes(mux)
 	mux.Handle("/", httpapi.NotFound())
-	admin := observe.NewAdmin(cfg.AdminAddr, reg, map[string]observe.Check{
-		"nats": func(context.Context) error {
-			if s := nc.Status(); s != nats.CONNECTED {
-				return fmt.Errorf("NATS connection is %s", s)
-			}
-			return nil
-		},
-		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
-	})
-	adminL, err := admin.Listen()
-	if err != nil {
-		return err
-	}
-	l, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		_ = adminL.Close()
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
-	a.mu.Lock()
-	a.addr, a.admin = l.Addr(), adminL.Addr()
-	a.mu.Unlock()
-
-	runCtx, stopSvc := context.WithCancel(ctx)
-	defer stopSvc()
-	svcDone := make(chan error, 1)
-	go func() { svcDone <- svc.Run(runCtx) }()
-	errc := make(chan error, 2)
-	go func() { errc <- admin.Serve(adminL) }()
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("http server: %w", err)
-		}
-	}()
-	a.log.Info("webhooker started", "http_addr", l.Addr().String(), "admin_addr", adminL.Addr().String())
-	close(a.started)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	case runErr = <-svcDone:
-		svcDone <- nil
-	}
-	a.log.Info("webhooker stopping")
-	admin.SetDraining()
-	stopSvc()
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	select {
-	case err := <-svcDone:
-		runErr = errors.Join(runErr, err)
-	case <-sctx.Done():
-		runErr = errors.Join(runErr, errors.New("timed out waiting for deliveries in flight"))
-	}
-	_ = admin.Shutdown(sctx)
-	client.CloseIdleConnections()
-	a.log.Info("webhooker stopped")
-	return runErr
+	return lifecycle.Serve(ctx, lifecycle.Server{
+		Name: "webhooker", HTTPAddr: cfg.HTTPAddr, Handler: mux, Log: a.log, Listening: a.Listening,
+		Admin: observe.NewAdmin(cfg.AdminAddr, reg, observe.Checks(nc, pool)), ShutdownTimeout: cfg.ShutdownTimeout,
+	}, svc.Run)
 }

@@ -115,7 +115,7 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx) }()
-	env := &benchEnv{b: b, pub: pub, svc: svc, store: svc.Store(), stop: func() { cancel(); <-done }}
+	env := &benchEnv{b: b, pub: pub, svc: svc, store: svc.Store(), stop: func() { cancel(); _ = <-done }}
 	b.Cleanup(env.stop)
 	return env
 }

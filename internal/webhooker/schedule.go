@@ -28,7 +28,7 @@ func nextAttempt(schedule []time.Duration, n int, retryAfter time.Duration, rnd 
 	return wait, true
 }
 
-func defaultRand() float64 { return rand.Float64() }
+func defaultRand() float64 { return rand.Float64() } //nolint:gosec // retry jitter needs no cryptographic randomness
 
 // parseRetryAfter reads Retry-After as seconds or an HTTP date.
 func parseRetryAfter(h http.Header, now time.Time) time.Duration {

@@ -115,7 +115,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 
 	rw := newResultWriter(s.pool, s.cfg.Disable, s.log, s.recordDisabled)
-	go rw.run()
+	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand,
 		userAgent: s.cfg.UserAgent, log: s.log, metrics: s.metrics,
 		observe: func(_ job, d time.Duration) { s.metrics.firstAttemptDelay(d) }}

@@ -186,8 +186,7 @@ type Delivery struct {
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
 	CreatedAt     time.Time  `json:"created_at"`
 
-	tenant string
-	n      int // attempts made
+	n int // attempts made
 }
 
 // Attempt is one HTTP try of a delivery.

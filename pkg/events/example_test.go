@@ -23,7 +23,7 @@ func ExamplePublisher_Append() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer nc.Drain()
+	defer func() { _ = nc.Drain() }()
 
 	pub, err := events.NewPublisher(nc)
 	if err != nil {
