@@ -123,19 +123,23 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 func (e *benchEnv) endpoints(urls []string) {
 	e.b.Helper()
 	ctx := context.Background()
+	var ids []string
 	for _, u := range urls {
 		secret, _ := webhook.GenerateSecret()
 		ep, err := e.store.CreateEndpoint(ctx, Endpoint{Tenant: "acme", URL: u, Events: []string{"*"}, Format: "json"}, secret)
 		if err != nil {
 			e.b.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
+		ids = append(ids, ep.ID)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, id := range ids {
 		for {
-			if _, ok := e.svc.registry.Get(ep.ID); ok {
+			if _, ok := e.svc.registry.Get(id); ok {
 				break
 			}
 			if time.Now().After(deadline) {
-				e.b.Fatal("endpoint not loaded")
+				e.b.Fatal("endpoints not loaded")
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
