@@ -11,10 +11,10 @@ BENCHCOUNT ?= 5
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F":.*## " "{printf \"  %-16s %s\\n\", \$$1, \$$2}"
 
 .PHONY: tools
-tools: ## install what the tests need: nats-server $(NATS_SERVER_VERSION) (real-process tests, benchmarks)
+tools: ## install what the tests need: nats-server v2.15.2 (real-process tests, benchmarks)
 	@test -x $(GOBIN)/nats-server && $(GOBIN)/nats-server --version | grep -q '$(NATS_SERVER_VERSION)' || \
 		$(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 
@@ -31,6 +31,9 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzSubject$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/ingest -run '^$$' -fuzz '^FuzzParseBody$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/webhook -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzValidateURL$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzParseNumericHost$$' -fuzztime $(FUZZTIME)
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint
@@ -40,8 +43,19 @@ lint: ## gofmt, go vet and golangci-lint
 	$(GOBIN)/golangci-lint run ./...
 
 .PHONY: bench
-bench: tools ## run the benchmarks (BENCHMARKS.md says how to read them)
-	BENCHCOUNT=$(BENCHCOUNT) scripts/bench.sh
+bench: bench-ingest bench-projector bench-webhooker ## run every benchmark (BENCHMARKS.md says how to read them)
+
+.PHONY: bench-ingest
+bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync always
+	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh
+
+.PHONY: bench-projector
+bench-projector: tools ## projection of a 1M-event stream vs raw COPY; timeline page latency
+	$(GO) test ./internal/projector -run '^$$' -bench '^BenchmarkProjection$$' -benchtime 3x -timeout 60m
+
+.PHONY: bench-webhooker
+bench-webhooker: tools ## deliveries/s vs a raw HTTP client; slow-endpoint isolation; first-attempt latency
+	$(GO) test ./internal/webhooker -run '^$$' -bench . -benchtime 3x -timeout 60m
 
 .PHONY: run
 run: tools ## run eventline locally: nats-server (fsync always) + migrate + a dev key + ingest on :8080
