@@ -32,6 +32,8 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzSubject$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/ingest -run '^$$' -fuzz '^FuzzParseBody$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/webhook -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/projector -run '^$$' -fuzz '^FuzzCursor$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/projector -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzValidateURL$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzParseNumericHost$$' -fuzztime $(FUZZTIME)
 

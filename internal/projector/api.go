@@ -99,6 +99,9 @@ func parseQuery(v url.Values, tenant string) (Query, []events.FieldError) {
 	}
 	for name, vals := range v {
 		if !queryParams[name] {
+			if name == "" {
+				name = `""`
+			}
 			bad(name, "is not a parameter; use limit, cursor, action, creator, eventable_type, since, until")
 		} else if len(vals) > 1 {
 			bad(name, "is given %d times; give it once (action takes a comma-separated list)", len(vals))
