@@ -60,5 +60,5 @@ bench-webhooker: tools ## deliveries/s vs a raw HTTP client; slow-endpoint isola
 	$(GO) test ./internal/webhooker -run '^$$' -bench . -benchtime 3x -timeout 60m
 
 .PHONY: run
-run: tools ## run eventline locally: nats-server (fsync always) + migrate + a dev key + ingest on :8080
+run: tools ## run eventline locally: nats-server (fsync always), migrations, a dev key, ingest/projector/webhooker
 	scripts/run.sh

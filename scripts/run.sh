@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
 # Runs eventline locally: a nats-server with JetStream at sync_interval:
 # always (data under ./.eventline), the database migrations, a key for
-# tenant "dev", and the ingest service on HTTP_ADDR (default :8080).
+# tenant "dev", and the services:
+#   ingest     http://127.0.0.1:8080  (admin :9090)
+#   projector  http://127.0.0.1:8081  (admin :9091)
+#   webhooker  http://127.0.0.1:8082  (admin :9092, private webhook URLs allowed)
+# Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GOBIN="$(go env GOPATH)/bin"
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:14222}"
 export DATABASE_URL="${DATABASE_URL:-postgres://localhost:5432/eventline?sslmode=disable}"
-export HTTP_ADDR="${HTTP_ADDR:-:8080}" ADMIN_ADDR="${ADMIN_ADDR:-:9090}"
 mkdir -p .eventline bin
 go build -o bin/ ./cmd/...
 
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
 if [ "$NATS_URL" = "nats://127.0.0.1:14222" ]; then
   "$GOBIN/nats-server" -c deploy/nats-dev.conf >.eventline/nats.log 2>&1 &
-  nats_pid=$!
-  trap 'kill $nats_pid 2>/dev/null || true' EXIT
+  pids+=($!)
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/14222) 2>/dev/null && break; sleep 0.1; done
 fi
 
@@ -23,18 +32,25 @@ if ! bin/eventline migrate; then
   exit 1
 fi
 key=$(bin/eventline keys create --tenant dev --scopes ingest,read,admin --description "make run" | tail -n 1)
-port="${HTTP_ADDR##*:}"
+
+HTTP_ADDR=127.0.0.1:8080 ADMIN_ADDR=127.0.0.1:9090 bin/ingest & pids+=($!)
+HTTP_ADDR=127.0.0.1:8081 ADMIN_ADDR=127.0.0.1:9091 bin/projector & pids+=($!)
+HTTP_ADDR=127.0.0.1:8082 ADMIN_ADDR=127.0.0.1:9092 WEBHOOK_ALLOW_PRIVATE=true bin/webhooker & pids+=($!)
+
 cat <<MSG
 
-eventline ingest on http://127.0.0.1:$port (admin: ${ADMIN_ADDR}) — tenant "dev", key:
+eventline is running for tenant "dev". Key (ingest, read, admin):
   $key
-Try:
-  curl -sS -X POST http://127.0.0.1:$port/v1/events -H "Authorization: Bearer $key" \\
+
+Record an event:
+  curl -sS -X POST http://127.0.0.1:8080/v1/events -H "Authorization: Bearer $key" \\
     -H 'Content-Type: application/json' \\
     -d '{"action":"closed","eventable":{"type":"card","id":"c42"},"creator":{"type":"user","id":"u7"},"parents":[{"type":"board","id":"b1"}]}'
+Read the board's timeline:
+  curl -sS http://127.0.0.1:8081/v1/timelines/board/b1 -H "Authorization: Bearer $key"
+Add a webhook:
+  curl -sS -X POST http://127.0.0.1:8082/v1/webhooks -H "Authorization: Bearer $key" \\
+    -H 'Content-Type: application/json' -d '{"url":"http://127.0.0.1:9999/hook","events":["*"]}'
 
 MSG
-bin/ingest &
-ingest_pid=$!
-trap 'kill -TERM $ingest_pid 2>/dev/null; wait $ingest_pid; kill ${nats_pid:-} 2>/dev/null || true' INT TERM EXIT
-wait $ingest_pid
+wait -n "${pids[@]}"
