@@ -49,7 +49,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Int(&c.Service.Dispatch.PerEndpoint, "per-endpoint", "WEBHOOK_PER_ENDPOINT", 16, "attempts in flight to one endpoint")
 	s.Int(&c.Service.Dispatch.DefaultRate, "default-rate", "WEBHOOK_DEFAULT_RATE", 0, "deliveries per second to an endpoint without its own rate_limit; 0 unlimited")
 	s.Duration(&c.Service.Retention, "retention", "WEBHOOK_RETENTION", 30*24*time.Hour, "how long the delivery log is kept")
-	s.Int(&c.Service.MaxDeliver, "max-deliver", "WEBHOOK_MAX_DELIVER", 20, "deliveries of one event to the fan-out before it is dead-lettered")
+	s.Int(&c.Service.MaxDeliver, "max-deliver", "WEBHOOK_MAX_DELIVER", 100, "deliveries of one event to the fan-out (1s..1m apart) before it is dead-lettered")
 	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
 	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")

@@ -157,7 +157,7 @@ func newRouter(nc *nats.Conn, f *fanout, handlers int, log *slog.Logger) (*messa
 		ResourceInitializer: wmjs.ExistingConsumer(func(string, string) jetstream.ConsumerConfig {
 			return jetstream.ConsumerConfig{Name: f.consumer}
 		}, ""),
-		NakDelay:       wmjs.NewStaticDelay(time.Second),
+		NakDelay:       backoffDelay{},
 		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(32)},
 	})
 	if err != nil {
@@ -177,4 +177,17 @@ func newRouter(nc *nats.Conn, f *fanout, handlers int, log *slog.Logger) (*messa
 		router.AddConsumerHandler(fmt.Sprintf("webhook-fanout-%d", i), events.StreamName, sub, f.handle)
 	}
 	return router, sub, nil
+}
+
+// backoffDelay spaces the redeliveries of an event whose fan-out failed
+// (Postgres down, say): 1 s, 2 s, 4 s ... up to a minute, so the default 100
+// deliveries ride out an outage of more than an hour before dead-lettering.
+type backoffDelay struct{}
+
+// WaitTime implements the watermill-nats Delay.
+func (backoffDelay) WaitTime(delivered uint64) time.Duration {
+	if delivered > 7 {
+		return time.Minute
+	}
+	return min(time.Minute, time.Second<<max(0, int(delivered)-1))
 }

@@ -36,7 +36,7 @@ func (c Config) withDefaults() Config {
 		c.Consumer = DefaultConsumer
 	}
 	if c.MaxDeliver <= 0 {
-		c.MaxDeliver = 20
+		c.MaxDeliver = 100
 	}
 	if c.Handlers <= 0 {
 		c.Handlers = 64

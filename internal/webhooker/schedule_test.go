@@ -1,0 +1,72 @@
+package webhooker
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestNextAttempt(t *testing.T) {
+	t.Parallel()
+	sched := []time.Duration{5 * time.Second, time.Minute, time.Hour}
+	mid := func() float64 { return 0.5 }
+	d, ok := nextAttempt(sched, 1, 0, mid)
+	require.True(t, ok)
+	require.Equal(t, 5*time.Second, d)
+	d, _ = nextAttempt(sched, 1, 0, func() float64 { return 0 })
+	require.Equal(t, 4*time.Second, d, "-20%")
+	d, _ = nextAttempt(sched, 1, 0, func() float64 { return 1 })
+	require.Equal(t, 6*time.Second, d, "+20%")
+	d, _ = nextAttempt(sched, 2, 10*time.Minute, mid)
+	require.Equal(t, 10*time.Minute, d, "Retry-After longer than the step is honoured")
+	d, _ = nextAttempt(sched, 2, 48*time.Hour, mid)
+	require.Equal(t, time.Hour, d, "but not beyond the schedule's longest step")
+	d, _ = nextAttempt(sched, 3, time.Second, mid)
+	require.Equal(t, time.Hour, d, "a shorter Retry-After does not hurry the schedule")
+	_, ok = nextAttempt(sched, 4, 0, mid)
+	require.False(t, ok, "schedule exhausted")
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	h := http.Header{}
+	require.Zero(t, parseRetryAfter(h, now))
+	h.Set("Retry-After", "120")
+	require.Equal(t, 2*time.Minute, parseRetryAfter(h, now))
+	h.Set("Retry-After", now.Add(time.Hour).Format(http.TimeFormat))
+	require.Equal(t, time.Hour, parseRetryAfter(h, now))
+	h.Set("Retry-After", "soon")
+	require.Zero(t, parseRetryAfter(h, now))
+}
+
+func TestBackoffDelay(t *testing.T) {
+	t.Parallel()
+	var d backoffDelay
+	require.Equal(t, time.Second, d.WaitTime(1))
+	require.Equal(t, 8*time.Second, d.WaitTime(4))
+	require.Equal(t, time.Minute, d.WaitTime(7))
+	require.Equal(t, time.Minute, d.WaitTime(1000))
+}
+
+func TestMatchPattern(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		pattern, typ string
+		want         bool
+	}{
+		{"*", "card.closed", true}, {"card.closed", "card.closed", true}, {"card.*", "card.closed", true},
+		{"*.closed", "card.closed", true}, {"card.*", "comment.created", false}, {"*.closed", "card.opened", false},
+		{"card.closed", "card.closed_x", false}, {"card", "card.closed", false},
+	} {
+		require.Equal(t, tc.want, matchPattern(tc.pattern, tc.typ), "%s vs %s", tc.pattern, tc.typ)
+	}
+	for _, p := range []string{"*", "card.*", "*.closed", "card.closed", "*.*"} {
+		require.True(t, validPattern(p), p)
+	}
+	for _, p := range []string{"", "card", "Card.closed", "card.closed.x", "card.", ".closed", "c*rd.closed"} {
+		require.False(t, validPattern(p), p)
+	}
+}
