@@ -17,7 +17,7 @@ import (
 // Config tunes the webhooker. Zero values take defaults.
 type Config struct {
 	Consumer      string // durable name; default "webhooker"
-	MaxDeliver    int    // deliveries of one event to the fan-out; default 20
+	MaxDeliver    int    // deliveries of one event to the fan-out; default 100
 	Handlers      int    // concurrent fan-out handlers; default 4
 	Dispatch      DispatchConfig
 	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
