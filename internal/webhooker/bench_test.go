@@ -115,7 +115,12 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx) }()
-	env := &benchEnv{b: b, pub: pub, svc: svc, store: svc.Store(), stop: func() { cancel(); _ = <-done }}
+	env := &benchEnv{b: b, pub: pub, svc: svc, store: svc.Store(), stop: func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("webhooker: %v", err)
+		}
+	}}
 	b.Cleanup(env.stop)
 	return env
 }
