@@ -21,7 +21,7 @@ type Config struct {
 	// Default 1000.
 	MaxBatch int
 	// Linger is how long a batch waits for more requests while another
-	// batch is committing. Default 1ms. When nothing is committing a batch
+	// batch is committing. Default 5ms. When nothing is committing a batch
 	// is sent at once, so an idle system adds no latency.
 	Linger time.Duration
 	// MaxInflight is how many batches may commit at once. Default 4.
@@ -38,7 +38,7 @@ func (c *Config) withDefaults() {
 		c.MaxBatch = 1000
 	}
 	if c.Linger <= 0 {
-		c.Linger = time.Millisecond
+		c.Linger = 5 * time.Millisecond
 	}
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 4

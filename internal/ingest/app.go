@@ -46,7 +46,7 @@ func (c *Config) Register(s *config.Set) {
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Int(&c.RateLimit, "rate-limit", "INGEST_RATE_LIMIT", 10000, "events per second per API key without its own limit; 0 for unlimited")
 	s.Int(&c.Batch.MaxBatch, "batch-max", "INGEST_BATCH_MAX", events.MaxBatch, "most events per atomic batch (<= 1000)")
-	s.Duration(&c.Batch.Linger, "batch-linger", "INGEST_BATCH_LINGER", time.Millisecond, "how long a batch waits for more requests while another commits")
+	s.Duration(&c.Batch.Linger, "batch-linger", "INGEST_BATCH_LINGER", 5*time.Millisecond, "how long a batch waits for more requests while another commits")
 	s.Int(&c.Batch.MaxInflight, "batch-inflight", "INGEST_BATCH_INFLIGHT", 4, "batches committing at once")
 	s.Duration(&c.Batch.Timeout, "append-timeout", "INGEST_APPEND_TIMEOUT", 10*time.Second, "bound on one batch append before answering 503")
 	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")

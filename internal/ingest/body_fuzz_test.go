@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"bytes"
+	"reflect"
 	"testing"
 	"time"
 
@@ -39,6 +41,41 @@ func FuzzParseBody(f *testing.F) {
 			again := e
 			if err := again.Normalize(now); err != nil {
 				t.Fatalf("accepted event does not validate: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzParseFastAgreesWithStrict: whatever the fast path accepts, the strict
+// parser accepts with the same events.
+func FuzzParseFastAgreesWithStrict(f *testing.F) {
+	f.Add([]byte(`{"action":"closed","eventable":{"type":"card","id":"c1"},"creator":{"type":"user","id":"u1"}}`))
+	f.Add([]byte(`{"events":[{"id":"a","action":"x","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"},"parents":[{"type":"b","id":"3"}],"particulars":{"a":[1,"}"]},"occurred_at":"2026-11-25T09:00:00Z"}]}`))
+	f.Add([]byte(`{"events":[{"id":"a","Action":"x","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"}}]}`))
+	f.Add([]byte(`{"id":"a","action":"x","eventable":{"type":"t","id":"1","x":null},"creator":{"type":"u","id":"2"},"tenant":"acme"}`))
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := parseFast(body, "acme", now)
+		if !ok {
+			return
+		}
+		strict, errs := parseBodySlow(body, "acme", now)
+		if len(errs) > 0 {
+			t.Fatalf("fast accepted, strict rejected %v: %q", errs, body)
+		}
+		if len(fast) != len(strict) {
+			t.Fatalf("fast %d events, strict %d: %q", len(fast), len(strict), body)
+		}
+		for i := range fast {
+			a, b := fast[i], strict[i]
+			if len(a.ID) == 36 && len(b.ID) == 36 && !bytes.Contains(body, []byte(a.ID)) {
+				a.ID, b.ID = "", "" // both generated UUIDv7s
+			}
+			if len(a.Parents) == 0 && len(b.Parents) == 0 {
+				a.Parents, b.Parents = nil, nil
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("event %d differs:\nfast   %+v\nstrict %+v\nbody %q", i, a, b, body)
 			}
 		}
 	})

@@ -25,7 +25,7 @@ type CommitterConfig struct {
 	// events.MaxBatch (1000, the server's limit).
 	MaxBatch int
 	// Linger is how long a batch waits for more requests while another
-	// batch is already being committed. Default 1ms. When nothing is in
+	// batch is already being committed. Default 5ms. When nothing is in
 	// flight a batch is sent at once, so an idle service adds no latency.
 	Linger time.Duration
 	// MaxInflight is how many batches may be committing at once. Default 4
@@ -43,7 +43,7 @@ func (c *CommitterConfig) withDefaults() {
 		c.MaxBatch = events.MaxBatch
 	}
 	if c.Linger <= 0 {
-		c.Linger = time.Millisecond
+		c.Linger = 5 * time.Millisecond
 	}
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 4

@@ -92,6 +92,16 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 // parseBody reads one event or {"events": [...]}, decodes every event for
 // tenant and normalizes it. It returns every field error of every event.
 func parseBody(body []byte, tenant string, now time.Time) ([]events.Event, []events.FieldError) {
+	if es, ok := parseFast(body, tenant, now); ok {
+		return es, nil
+	}
+	return parseBodySlow(body, tenant, now)
+}
+
+// parseBodySlow is the strict parser: it names every problem of every
+// event. parseFast handles the common valid body at half the cost and
+// defers to it for anything it cannot vouch for.
+func parseBodySlow(body []byte, tenant string, now time.Time) ([]events.Event, []events.FieldError) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, []events.FieldError{{Field: "body", Message: "must be a JSON object: one event, or {\"events\": [ ... ]}"}}

@@ -283,7 +283,7 @@ func message(e Event) (*nats.Msg, error) {
 		return nil, err
 	}
 	e.Seq = 0
-	body, err := json.Marshal(e)
+	body, err := e.MarshalJSON() // already compact: skip json.Marshal's re-validation pass
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}

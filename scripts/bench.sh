@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Runs the ingest benchmarks of BENCHMARKS.md in one `go test` invocation
+# (HTTP ingest next to the raw nats.go baselines, all at
+# sync_interval: always) and prints the medians, ratios and targets.
+#
+#   scripts/bench.sh                  # what `make bench` runs
+#   scripts/bench.sh clients          # sweep the batched case's client count
+#
+# Settings (environment):
+#   BENCH_COUNT=5        runs of each benchmark (medians are reported)
+#   BENCH_TIME=5s        load duration of each run (-benchtime)
+#   BENCH_OUT=dir        where to keep the raw output; default
+#                        bench-results/ingest-<UTC time> (ignored by git)
+#   EVENTLINE_BENCH_CLIENTS=n   HTTP clients of IngestBatched100 (default 32)
+#   BENCH_CLIENTS="8 16 24 32 48 64"   client counts of the sweep
+#   NATS_SERVER_BIN      nats-server >= 2.12 (default $(go env GOPATH)/bin/nats-server)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-all}
+case $mode in all | clients) ;; *)
+	echo "usage: $0 [clients]" >&2
+	exit 2
+	;;
+esac
+
+count=${BENCH_COUNT:-5}
+benchtime=${BENCH_TIME:-5s}
+out=${BENCH_OUT:-bench-results/ingest-$(date -u +%Y%m%dT%H%M%SZ)}
+benchstat_version=v0.0.0-20260908200009-22c9c6c9d4da # golang.org/x/perf has no tags
+mkdir -p "$out"
+out=$(cd "$out" && pwd) # go test runs in the package directory
+
+# One ingest binary for every run and every go test invocation, so they all
+# measure the same build.
+go build -o "$out/ingest" ./cmd/ingest
+trap 'rm -f "$out/ingest"' EXIT
+
+nats_bin=${NATS_SERVER_BIN:-$(go env GOPATH)/bin/nats-server}
+{
+	echo "date:         $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "commit:       $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -z "$(git status --porcelain 2>/dev/null)" ] || echo ' (with local changes)')"
+	echo "cpus:         $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+	echo "memory:       $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+	echo "kernel:       $(uname -r)"
+	echo "go:           $(go env GOVERSION)"
+	echo "nats-server:  $("$nats_bin" --version 2>/dev/null || echo "not found at $nats_bin"), jetstream sync_interval: always"
+	echo "overrides:    $(env | grep -E '^(INGEST_|GOGC|GOMEMLIMIT|GOMAXPROCS|EVENTLINE_BENCH_)' | tr '\n' ' ')"
+	echo "load before:  $(cut -d' ' -f1-3 /proc/loadavg)"
+	if [ "$mode" = clients ]; then
+		echo "command:      for each client count: EVENTLINE_BENCH_CLIENTS=n go test ./internal/ingest -run '^\$' -bench '^BenchmarkIngestBatched100\$' -benchtime $benchtime -count 1; $count rounds"
+	else
+		echo "command:      go test ./internal/ingest -run '^\$' -bench '^Benchmark(RawPublishAsync|RawAtomicBatch|IngestBatched100|IngestSingle64)\$' -benchtime $benchtime -count $count"
+	fi
+} | tee "$out/machine.txt"
+
+if [ "$mode" = clients ]; then
+	# Rounds outside, client counts inside, so noise on the machine spreads
+	# over every client count instead of hitting one.
+	for _ in $(seq "$count"); do
+		for c in ${BENCH_CLIENTS:-8 16 24 32 48 64}; do
+			EVENTLINE_INGEST_BIN="$out/ingest" EVENTLINE_BENCH_CLIENTS=$c go test ./internal/ingest -run '^$' \
+				-bench '^BenchmarkIngestBatched100$' -benchtime "$benchtime" -count 1 -timeout 10m | tee -a "$out/clients.txt"
+		done
+	done
+	echo
+	awk '
+	/^Benchmark/ {
+		c = ""; for (i = 3; i < NF; i += 2) if ($(i+1) == "clients") c = $i + 0
+		for (i = 3; i < NF; i += 2) { key = c SUBSEP $(i+1); v[key, ++n[key]] = $i }
+		cs[c] = 1
+	}
+	function median(k,   m, i, j, t, a) {
+		m = n[k]; if (m == 0) return -1
+		for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
+		for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+		return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2
+	}
+	END {
+		printf "IngestBatched100 by client count, medians of %d runs\n", '"$count"'
+		printf "%8s %10s %8s %8s %12s %12s %11s %11s\n", "clients", "events/s", "p50 ms", "p99 ms", "events/batch", "ingest cores", "nats cores", "other cores"
+		for (c in cs) order[++nc] = c + 0
+		for (i = 2; i <= nc; i++) for (j = i; j > 1 && order[j-1] > order[j]; j--) { t = order[j]; order[j] = order[j-1]; order[j-1] = t }
+		for (i = 1; i <= nc; i++) {
+			c = order[i]
+			printf "%8d %10.0f %8.1f %8.1f %12.0f %12.2f %11.2f %11.2f\n", c, median(c SUBSEP "events/s"), median(c SUBSEP "p50-ms"), median(c SUBSEP "p99-ms"),
+				median(c SUBSEP "events/batch"), median(c SUBSEP "ingest-cores"), median(c SUBSEP "nats-cores"), median(c SUBSEP "other-cores")
+		}
+	}' "$out/clients.txt" | tee "$out/clients-summary.txt"
+	echo
+	echo "raw output in $out"
+	exit 0
+fi
+
+EVENTLINE_INGEST_BIN="$out/ingest" go test ./internal/ingest -run '^$' \
+	-bench '^Benchmark(RawPublishAsync|RawAtomicBatch|IngestBatched100|IngestSingle64)$' \
+	-benchtime "$benchtime" -count "$count" -timeout 60m | tee "$out/ingest.txt"
+echo "load after:   $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
+
+echo
+go run "golang.org/x/perf/cmd/benchstat@$benchstat_version" "$out/ingest.txt" | tee "$out/benchstat.txt"
+
+# Medians of every metric per benchmark, the ratios between medians of this
+# run, and the targets of the issue.
+echo
+awk '
+/^Benchmark/ {
+	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
+	for (i = 3; i < NF; i += 2) { k = name SUBSEP $(i+1); v[k, ++n[k]] = $i }
+}
+function median(k,   m, i, j, t, a) {
+	m = n[k]; if (m == 0) return -1
+	for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
+	for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+	return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2
+}
+function med(b, u) { return median(b SUBSEP u) }
+function opt(b, u, f) { return n[b SUBSEP u] ? sprintf(f, med(b, u)) : "-" }
+function verdict(ok) { return ok ? "MET" : "NOT MET" }
+END {
+	async = med("RawPublishAsync", "events/s"); atomic = med("RawAtomicBatch", "events/s")
+	batched = med("IngestBatched100", "events/s"); single = med("IngestSingle64", "events/s")
+	printf "medians of %d runs\n", n["RawAtomicBatch" SUBSEP "events/s"]
+	printf "%-18s %9s %7s %7s %8s %7s %7s %7s %7s %7s\n", "benchmark", "events/s", "p50 ms", "p99 ms", "rss MiB", "clients", "ingest", "nats", "loadgen", "other"
+	printf "%-18s %9s %7s %7s %8s %7s %7s %7s %7s %7s\n", "", "", "", "", "(peak)", "", "cores", "cores", "cores", "cores"
+	split("RawPublishAsync RawAtomicBatch IngestBatched100 IngestSingle64", names, " ")
+	for (i = 1; i <= 4; i++) {
+		b = names[i]
+		printf "%-18s %9.0f %7s %7s %8s %7s %7s %7.2f %7.2f %7.2f\n", b, med(b, "events/s"), opt(b, "p50-ms", "%.2f"), opt(b, "p99-ms", "%.2f"),
+			opt(b, "ingest-peak-rss-MiB", "%.1f"), opt(b, "clients", "%d"), opt(b, "ingest-cores", "%.2f"), med(b, "nats-cores"), med(b, "loadgen-cores"), med(b, "other-cores")
+	}
+	printf "\nratios of medians\n"
+	printf "  ingest batched / raw atomic batch: %.2f  (the issue expects about 0.6)\n", batched / atomic
+	printf "  ingest batched / raw async:        %.2f  (target >= 8)\n", batched / async
+	printf "\ntargets\n"
+	printf "  batched >= 30000 events/s:          %.0f  %s\n", batched, verdict(batched >= 30000)
+	printf "  batched >= 8x raw async:            %.2fx %s\n", batched / async, verdict(batched >= 8 * async)
+	printf "  single (64 clients) >= 5000 ev/s:   %.0f  %s\n", single, verdict(single >= 5000)
+	printf "  single p99 <= 25 ms:                %.2f  %s\n", med("IngestSingle64", "p99-ms"), verdict(med("IngestSingle64", "p99-ms") <= 25)
+}' "$out/ingest.txt" | tee "$out/summary.txt"
+echo
+echo "raw output in $out"
