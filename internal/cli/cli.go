@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/postgres"
@@ -139,14 +141,11 @@ func keys(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parse(set, args[1:]); err != nil {
 		return err
 	}
-	pool, err := postgres.Open(ctx, dbURL)
+	pool, err := openMigrated(ctx, dbURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := postgres.CheckSchema(ctx, pool); err != nil {
-		return err
-	}
 	store := apikey.NewStore(pool, -1)
 	switch args[0] {
 	case "create":
@@ -189,4 +188,17 @@ func keys(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "revoked key %s\n", rest[0])
 	}
 	return nil
+}
+
+// openMigrated opens the database and refuses an out-of-date schema.
+func openMigrated(ctx context.Context, dbURL string) (*pgxpool.Pool, error) {
+	pool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := postgres.CheckSchema(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/deadletter"
-	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/projector"
 )
 
@@ -39,14 +38,11 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parse(set, args[1:]); err != nil {
 		return err
 	}
-	pool, err := postgres.Open(ctx, dbURL)
+	pool, err := openMigrated(ctx, dbURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := postgres.CheckSchema(ctx, pool); err != nil {
-		return err
-	}
 	if args[0] == "list" {
 		letters, err := deadletter.NewStore(pool).List(ctx, deadletter.ListParams{Consumer: consumer, IncludeReplayed: all, Limit: 1000})
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/projector"
 	"github.com/eventline/eventline/internal/stream"
 )
@@ -26,14 +25,11 @@ func rebuild(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parse(set, args[1:]); err != nil {
 		return err
 	}
-	pool, err := postgres.Open(ctx, dbURL)
+	pool, err := openMigrated(ctx, dbURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := postgres.CheckSchema(ctx, pool); err != nil {
-		return err
-	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	nc, err := stream.Connect(natsURL, "eventline-rebuild", log)
 	if err != nil {

@@ -101,22 +101,12 @@ func New(cfg Config, log *slog.Logger) *App {
 // is durable, close connections. It returns nil after a clean drain.
 func (a *App) Run(ctx context.Context) error {
 	cfg := a.cfg
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-ingest", cfg.Stream, a.log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if err := postgres.CheckSchema(ctx, pool); err != nil {
-		return err
-	}
-	nc, err := stream.Connect(cfg.NATSURL, "eventline-ingest", a.log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if _, err := stream.Ensure(ctx, nc, cfg.Stream); err != nil {
-		return err
-	}
+	defer conns.Close()
+	pool, nc := conns.Pool, conns.NC
 	pub, err := events.NewPublisher(nc, events.WithTimeout(cfg.Batch.Timeout))
 	if err != nil {
 		return err

@@ -200,26 +200,11 @@ func (s *keyScan) event() bool {
 		case "eventable", "creator":
 			return s.ref()
 		case "parents":
-			s.ws()
-			if s.b[s.i] != '[' {
-				s.skip()
-				return true
+			found, ok := s.array(s.ref)
+			if !found {
+				s.skip() // null: the struct decode has already typed it
 			}
-			s.i++
-			for {
-				s.ws()
-				if s.b[s.i] == ']' {
-					s.i++
-					return true
-				}
-				if !s.ref() {
-					return false
-				}
-				s.ws()
-				if s.b[s.i] == ',' {
-					s.i++
-				}
-			}
+			return ok
 		case "id", "tenant", "action", "particulars", "occurred_at":
 			s.skip()
 			return true
@@ -234,24 +219,32 @@ func batchKeysOK(body []byte) bool {
 		if k != "events" {
 			return false
 		}
-		s.ws()
-		if s.b[s.i] != '[' {
-			return false
-		}
-		s.i++
-		for {
-			s.ws()
-			if s.b[s.i] == ']' {
-				s.i++
-				return true
-			}
-			if !s.event() {
-				return false
-			}
-			s.ws()
-			if s.b[s.i] == ',' {
-				s.i++
-			}
-		}
+		found, ok := s.array(s.event)
+		return found && ok
 	})
+}
+
+// array walks the array at s.i, calling elem on each element. found is
+// false, and nothing is consumed, when the value is not an array; ok is
+// false when an element fails.
+func (s *keyScan) array(elem func() bool) (found, ok bool) {
+	s.ws()
+	if s.b[s.i] != '[' {
+		return false, true
+	}
+	s.i++
+	for {
+		s.ws()
+		if s.b[s.i] == ']' {
+			s.i++
+			return true, true
+		}
+		if !elem() {
+			return true, false
+		}
+		s.ws()
+		if s.b[s.i] == ',' {
+			s.i++
+		}
+	}
 }

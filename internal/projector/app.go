@@ -143,22 +143,12 @@ func NewApp(cfg AppConfig, log *slog.Logger) *App {
 // (unfinished batches are redelivered), the API and the connections.
 func (a *App) Run(ctx context.Context) error {
 	cfg := a.cfg
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-projector", cfg.Stream, a.log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if err := postgres.CheckSchema(ctx, pool); err != nil {
-		return err
-	}
-	nc, err := stream.Connect(cfg.NATSURL, "eventline-projector", a.log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if _, err := stream.Ensure(ctx, nc, cfg.Stream); err != nil {
-		return err
-	}
+	defer conns.Close()
+	pool, nc := conns.Pool, conns.NC
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)

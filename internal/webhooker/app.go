@@ -95,22 +95,12 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer client.CloseIdleConnections()
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-webhooker", cfg.Stream, a.log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if err := postgres.CheckSchema(ctx, pool); err != nil {
-		return err
-	}
-	nc, err := stream.Connect(cfg.NATSURL, "eventline-webhooker", a.log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if _, err := stream.Ensure(ctx, nc, cfg.Stream); err != nil {
-		return err
-	}
+	defer conns.Close()
+	pool, nc := conns.Pool, conns.NC
 	fanoutNC, err := stream.Connect(cfg.NATSURL, "eventline-webhooker-fanout", a.log)
 	if err != nil {
 		return err
