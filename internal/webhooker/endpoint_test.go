@@ -292,7 +292,11 @@ func TestPruneLogKeepsRecentAndPending(t *testing.T) {
 	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"*"}})
 	b.publish(t, "e1")
 	b.waitStatus(t, id, "succeeded", 1)
-	_, err := b.pool.Exec(context.Background(), "UPDATE webhook.deliveries SET created_at = now() - interval '2 hours'")
+	// Age the first delivery: an id and a created_at from two hours ago.
+	old := uuidV7Floor(time.Now().Add(-2 * time.Hour))
+	ds := b.deliveries(t, id)
+	_, err := b.pool.Exec(context.Background(), `WITH a AS (UPDATE webhook.attempts SET delivery_id = $2 WHERE delivery_id = $1)
+		UPDATE webhook.deliveries SET id = $2, created_at = now() - interval '2 hours' WHERE id = $1`, ds[0].ID, old)
 	require.NoError(t, err)
 	b.publish(t, "e2")
 	b.waitStatus(t, id, "succeeded", 2)
@@ -300,7 +304,7 @@ func TestPruneLogKeepsRecentAndPending(t *testing.T) {
 	n, err := b.svc.PruneLog(context.Background())
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n)
-	ds := b.deliveries(t, id)
+	ds = b.deliveries(t, id)
 	require.Len(t, ds, 1)
 	require.Equal(t, "e2", ds[0].EventID)
 	var attempts int

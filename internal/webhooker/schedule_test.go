@@ -70,3 +70,11 @@ func TestMatchPattern(t *testing.T) {
 		require.False(t, validPattern(p), p)
 	}
 }
+
+func TestUUIDv7FloorOrdersWithIDs(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	id := newID()
+	require.Less(t, uuidV7Floor(now.Add(-time.Second)), id)
+	require.Greater(t, uuidV7Floor(now.Add(time.Second)), id)
+}

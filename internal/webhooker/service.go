@@ -216,12 +216,14 @@ func (s *Service) PruneLog(ctx context.Context) (int64, error) {
 	cutoff := s.cfg.Now().Add(-s.cfg.Retention)
 	var total int64
 	for {
+		// Ids are UUIDv7: every delivery created before cutoff has an id
+		// below the first id of cutoff's millisecond.
 		tag, err := s.pool.Exec(ctx, `WITH old AS (
-				SELECT id FROM webhook.deliveries WHERE created_at < $1 AND status <> 'pending' LIMIT 5000
+				SELECT id FROM webhook.deliveries WHERE id < $1 AND created_at < $2 AND status <> 'pending' ORDER BY id LIMIT 5000
 			), gone AS (
 				DELETE FROM webhook.attempts a USING old WHERE a.delivery_id = old.id
 			)
-			DELETE FROM webhook.deliveries d USING old WHERE d.id = old.id`, cutoff)
+			DELETE FROM webhook.deliveries d USING old WHERE d.id = old.id`, uuidV7Floor(cutoff), cutoff)
 		if err != nil {
 			return total, fmt.Errorf("prune deliveries: %w", err)
 		}
@@ -230,4 +232,10 @@ func (s *Service) PruneLog(ctx context.Context) (int64, error) {
 			return total, nil
 		}
 	}
+}
+
+// uuidV7Floor is the smallest UUIDv7 of t's millisecond, as text.
+func uuidV7Floor(t time.Time) string {
+	ms := uint64(t.UnixMilli())
+	return fmt.Sprintf("%08x-%04x-7000-8000-000000000000", ms>>16, ms&0xffff)
 }

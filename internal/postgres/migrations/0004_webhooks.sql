@@ -45,8 +45,9 @@ CREATE TABLE webhook.deliveries (
     UNIQUE (endpoint_id, event_id)
 );
 CREATE INDEX deliveries_due_idx ON webhook.deliveries (next_attempt_at) WHERE status = 'pending';
-CREATE INDEX deliveries_endpoint_idx ON webhook.deliveries (tenant, endpoint_id, created_at DESC, id);
-CREATE INDEX deliveries_created_idx ON webhook.deliveries (created_at);
+-- Delivery ids are UUIDv7, so id order is creation order: the log is listed
+-- and pruned by id, and no index on created_at is needed.
+CREATE INDEX deliveries_endpoint_idx ON webhook.deliveries (tenant, endpoint_id, id);
 
 CREATE TABLE webhook.attempts (
     delivery_id  text NOT NULL,
@@ -61,4 +62,3 @@ CREATE TABLE webhook.attempts (
     response     text,                      -- at most 1 KiB of the response body
     PRIMARY KEY (delivery_id, n)
 );
-CREATE INDEX attempts_at_idx ON webhook.attempts (at);
