@@ -560,21 +560,15 @@ func startIngestProcess(b *testing.B, natsURL string) *ingestProcess {
 	}
 	p := &ingestProcess{key: key, Service: testenv.StartService(b, bin,
 		"NATS_URL="+natsURL, "DATABASE_URL="+dbURL, "INGEST_RATE_LIMIT=0", "LOG_LEVEL=warn")}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Poll(b, 30*time.Second, "ingest /readyz answers 200\n"+p.Output(), func() bool {
 		resp, err := http.Get(p.AdminURL + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-			err = fmt.Errorf("/readyz answered %s", resp.Status)
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			p.fatal(b, fmt.Errorf("ingest not ready after 30s: %w", err))
-		}
-		time.Sleep(20 * time.Millisecond) // polling a child process: there is no signal to wait on
-	}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return p
 }
 
 // fatal fails the benchmark with err and the ingest process's output.

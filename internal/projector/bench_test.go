@@ -137,12 +137,12 @@ func BenchmarkProjection(b *testing.B) {
 			i+1, raw[i], rate, 100*rate/raw[i], p50, p99, mib)
 	}
 	b.StopTimer()
-	b.ReportMetric(median(raw), "raw-copy-events/s")
-	b.ReportMetric(median(projected), "projected-events/s")
-	b.ReportMetric(median(projected)/median(raw), "projected/raw")
-	b.ReportMetric(median(p50s), "page-p50-ms")
-	b.ReportMetric(median(p99s), "page-p99-ms")
-	b.ReportMetric(median(rss), "projector-peak-rss-MiB")
+	b.ReportMetric(testenv.Median(raw), "raw-copy-events/s")
+	b.ReportMetric(testenv.Median(projected), "projected-events/s")
+	b.ReportMetric(testenv.Median(projected)/testenv.Median(raw), "projected/raw")
+	b.ReportMetric(testenv.Median(p50s), "page-p50-ms")
+	b.ReportMetric(testenv.Median(p99s), "page-p99-ms")
+	b.ReportMetric(testenv.Median(rss), "projector-peak-rss-MiB")
 }
 
 // rawCopyRate COPYs the events and their entries into a fresh database.
@@ -249,16 +249,4 @@ func projectorRun(b *testing.B, js jetstream.JetStream, bin, natsURL string, n, 
 	}
 	slices.Sort(lat)
 	return rate, lat[len(lat)/2], lat[len(lat)*99/100], rssMiB
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -137,18 +137,14 @@ func (e *benchEnv) endpoints(urls []string) {
 		}
 		ids = append(ids, ep.ID)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for _, id := range ids {
-		for {
-			if _, ok := e.svc.registry.Get(id); ok {
-				break
+	testenv.Poll(e.b, 30*time.Second, "endpoints loaded by the registry", func() bool {
+		for _, id := range ids {
+			if _, ok := e.svc.registry.Get(id); !ok {
+				return false
 			}
-			if time.Now().After(deadline) {
-				e.b.Fatal("endpoints not loaded")
-			}
-			time.Sleep(5 * time.Millisecond)
 		}
-	}
+		return true
+	})
 }
 
 func benchEvents(n int, prefix string) []events.Event {
@@ -163,13 +159,7 @@ func benchEvents(n int, prefix string) []events.Event {
 // waitHits waits until the receiver has counted want requests.
 func waitHits(b *testing.B, counter *atomic.Int64, want int64, within time.Duration) {
 	b.Helper()
-	deadline := time.Now().Add(within)
-	for counter.Load() < want {
-		if time.Now().After(deadline) {
-			b.Fatalf("receiver got %d of %d requests within %v", counter.Load(), want, within)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Poll(b, within, fmt.Sprintf("receiver got %d requests", want), func() bool { return counter.Load() >= want })
 }
 
 // rawRate posts n signed event bodies to url with a plain Go HTTP client
@@ -292,16 +282,10 @@ func BenchmarkSlowEndpointIsolation(b *testing.B) {
 		if _, err := env.store.SetEnabled(context.Background(), "acme", slowID, enabled, "benchmark"); err != nil {
 			b.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			if e, ok := env.svc.registry.Get(slowID); ok && e.Enabled == enabled {
-				return
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("registry did not follow the change")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testenv.Poll(b, 10*time.Second, "registry follows the change", func() bool {
+			e, ok := env.svc.registry.Get(slowID)
+			return ok && e.Enabled == enabled
+		})
 	}
 	measure := func(run string) float64 {
 		rc.hits.Store(0)
@@ -319,9 +303,9 @@ func BenchmarkSlowEndpointIsolation(b *testing.B) {
 		setSlow(true)
 		with = append(with, measure(fmt.Sprintf("b%d", i)))
 	}
-	b.ReportMetric(median(without), "healthy-deliveries/s")
-	b.ReportMetric(median(with), "healthy-with-slow-deliveries/s")
-	b.ReportMetric(median(with)/median(without), "with/without")
+	b.ReportMetric(testenv.Median(without), "healthy-deliveries/s")
+	b.ReportMetric(testenv.Median(with), "healthy-with-slow-deliveries/s")
+	b.ReportMetric(testenv.Median(with)/testenv.Median(without), "with/without")
 	b.ReportMetric(float64(slowServer.slow.Load()), "slow-requests")
 }
 
@@ -371,16 +355,11 @@ func BenchmarkFirstAttemptLatency(b *testing.B) {
 		}
 		tick.Stop()
 		wg.Wait()
-		deadline := time.Now().Add(time.Minute)
-		for {
+		testenv.Poll(b, time.Minute, "every event arrived", func() bool {
 			rc.mu.Lock()
-			got := len(rc.arrived)
-			rc.mu.Unlock()
-			if got >= len(recorded) || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			defer rc.mu.Unlock()
+			return len(rc.arrived) >= len(recorded)
+		})
 		rc.record.Store(false)
 		var lat []float64
 		rc.mu.Lock()
@@ -396,24 +375,12 @@ func BenchmarkFirstAttemptLatency(b *testing.B) {
 		slices.Sort(lat)
 		p50s, p99s = append(p50s, lat[len(lat)/2]), append(p99s, lat[len(lat)*99/100])
 	}
-	b.ReportMetric(median(p50s), "first-attempt-p50-ms")
-	b.ReportMetric(median(p99s), "first-attempt-p99-ms")
+	b.ReportMetric(testenv.Median(p50s), "first-attempt-p50-ms")
+	b.ReportMetric(testenv.Median(p99s), "first-attempt-p99-ms")
 }
 
 func report(b *testing.B, raw, ours []float64) {
-	b.ReportMetric(median(raw), "raw-req/s")
-	b.ReportMetric(median(ours), "deliveries/s")
-	b.ReportMetric(median(ours)/median(raw), "deliveries/raw")
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	b.ReportMetric(testenv.Median(raw), "raw-req/s")
+	b.ReportMetric(testenv.Median(ours), "deliveries/s")
+	b.ReportMetric(testenv.Median(ours)/testenv.Median(raw), "deliveries/raw")
 }
