@@ -110,6 +110,7 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := w.Run(ctx); err != nil {
+				w.log.ErrorContext(ctx, "projector worker stopped", "error", err)
 				errc <- err
 			}
 		}()
