@@ -88,6 +88,7 @@ type Service struct {
 	AdminURL string // http://ADMIN_ADDR
 	cmd      *exec.Cmd
 	exited   chan struct{}
+	waitErr  error // set before exited is closed
 	output   *syncBuffer
 }
 
@@ -104,7 +105,7 @@ func StartService(t testing.TB, bin string, env ...string) *Service {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("testenv: start %s: %v", bin, err)
 	}
-	go func() { _ = s.cmd.Wait(); close(s.exited) }()
+	go func() { s.waitErr = s.cmd.Wait(); close(s.exited) }()
 	t.Cleanup(func() { s.Stop(t) })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -146,6 +147,22 @@ func (s *Service) Stop(t testing.TB) {
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 		t.Errorf("testenv: process did not exit within 30s of SIGTERM; killed\n%s", s.output.String())
+	}
+}
+
+// Terminate sends SIGTERM and returns how the process exited (nil for
+// status 0), failing the test if it has not exited within 30s.
+func (s *Service) Terminate(t testing.TB) error {
+	t.Helper()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+		return s.waitErr
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+		t.Fatalf("testenv: process did not exit within 30s of SIGTERM\n%s", s.output.String())
+		return nil
 	}
 }
 
