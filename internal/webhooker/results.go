@@ -149,6 +149,21 @@ func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
 		if err != nil {
 			return fmt.Errorf("update deliveries: %w", err)
 		}
+		// Endpoints that only succeeded: one statement, touching only rows
+		// that have failures to clear (normally none).
+		var healthy []string
+		for id, t := range tallies {
+			if t.reset && t.failuresAfter == 0 && !t.gone {
+				healthy = append(healthy, id)
+				delete(tallies, id)
+			}
+		}
+		if len(healthy) > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
+				WHERE id = ANY($1) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL)`, healthy); err != nil {
+				return fmt.Errorf("reset endpoint failures: %w", err)
+			}
+		}
 		for id, t := range tallies {
 			var failures int
 			var since *time.Time
