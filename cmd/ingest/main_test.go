@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -31,14 +30,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	require.NoError(t, err)
 
 	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), "NATS_URL="+n.URL(), "DATABASE_URL="+dbURL, "LOG_LEVEL=info")
-	testenv.Poll(t, 30*time.Second, "ingest /readyz answers 200", func() bool {
-		resp, err := http.Get(svc.AdminURL + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	svc.WaitReady(t)
 
 	req, _ := http.NewRequest(http.MethodPost, svc.URL+"/v1/events",
 		strings.NewReader(`{"action":"closed","eventable":{"type":"card","id":"c1"},"creator":{"type":"user","id":"u1"}}`))
@@ -49,9 +41,8 @@ func TestBinarySIGTERM(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 
-	require.NoError(t, svc.Terminate(t), "exit status after SIGTERM; logs:\n%s", svc.Output())
-	require.Contains(t, svc.Output(), `"msg":"ingest stopped"`)
 	require.Contains(t, svc.Output(), `"level":"INFO"`, "JSON logs")
+	svc.RequireCleanStop(t, "ingest")
 }
 
 // TestBinaryBadConfig exits 2 with a message naming the variable.

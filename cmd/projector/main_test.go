@@ -1,10 +1,7 @@
 package main_test
 
 import (
-	"net/http"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/eventline/eventline/internal/testenv"
 )
@@ -18,18 +15,6 @@ func TestBinaryReadyThenSIGTERM(t *testing.T) {
 	n := testenv.StartNATS(t)
 	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"),
 		"NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info")
-	testenv.Poll(t, 30*time.Second, "projector /readyz answers 200", func() bool {
-		resp, err := http.Get(svc.AdminURL + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	if err := svc.Terminate(t); err != nil {
-		t.Fatalf("exit after SIGTERM: %v\n%s", err, svc.Output())
-	}
-	if !strings.Contains(svc.Output(), `"msg":"projector stopped"`) {
-		t.Fatalf("no clean stop in the logs:\n%s", svc.Output())
-	}
+	svc.WaitReady(t)
+	svc.RequireCleanStop(t, "projector")
 }

@@ -560,14 +560,7 @@ func startIngestProcess(b *testing.B, natsURL string) *ingestProcess {
 	}
 	p := &ingestProcess{key: key, Service: testenv.StartService(b, bin,
 		"NATS_URL="+natsURL, "DATABASE_URL="+dbURL, "INGEST_RATE_LIMIT=0", "LOG_LEVEL=warn")}
-	testenv.Poll(b, 30*time.Second, "ingest /readyz answers 200\n"+p.Output(), func() bool {
-		resp, err := http.Get(p.AdminURL + "/readyz")
-		if err != nil {
-			return false
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	p.WaitReady(b)
 	return p
 }
 

@@ -166,6 +166,31 @@ func (s *Service) Terminate(t testing.TB) error {
 	}
 }
 
+// WaitReady polls /readyz until it answers 200, failing after 30s.
+func (s *Service) WaitReady(t testing.TB) {
+	t.Helper()
+	Poll(t, 30*time.Second, "/readyz answers 200\n"+s.Output(), func() bool {
+		resp, err := http.Get(s.AdminURL + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// RequireCleanStop sends SIGTERM and fails unless the process exits 0
+// having logged `"msg":"<name> stopped"`.
+func (s *Service) RequireCleanStop(t testing.TB, name string) {
+	t.Helper()
+	if err := s.Terminate(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.Output())
+	}
+	if !strings.Contains(s.Output(), `"msg":"`+name+` stopped"`) {
+		t.Fatalf("no clean stop in the logs of %s:\n%s", name, s.Output())
+	}
+}
+
 // PeakRSSMiB is the process's peak resident set size (VmHWM) in MiB.
 func (s *Service) PeakRSSMiB() (float64, error) { return PeakRSSMiB(s.PID()) }
 
