@@ -22,6 +22,10 @@ import (
 const usage = `eventline: operate an eventline installation.
 
 Usage:
+  eventline dev [--demo] [--http-addr 127.0.0.1:8080] [--dir .eventline]
+                                    every service in one process with an embedded NATS server and
+                                    Postgres from DATABASE_URL, localhost:5432 or ./.eventline/pg;
+                                    prints the URL and a key for tenant "dev"
   eventline migrate                 apply the database migrations
   eventline keys create --tenant T [--scopes ingest,read] [--rate-limit N] [--description D]
                                     create an API key; the key is the last line of output
@@ -48,6 +52,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "migrate":
 		err = migrate(ctx, args[1:], stdout)
+	case "dev":
+		err = devCmd(ctx, args[1:], stdout)
 	case "keys":
 		err = keys(ctx, args[1:], stdout)
 	case "dlq":

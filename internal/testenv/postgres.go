@@ -10,9 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/eventline/eventline/internal/pgcluster"
 	"github.com/eventline/eventline/internal/postgres"
 )
 
@@ -36,7 +34,7 @@ var (
 	pgOnce     sync.Once
 	pgAdminURL string
 	pgErr      error
-	pgCluster  *throwawayCluster
+	pgCluster  *pgcluster.Cluster
 	tplOnce    sync.Once
 	tplName    string
 	tplErr     error
@@ -47,7 +45,7 @@ var (
 func Main(m *testing.M) {
 	code := m.Run()
 	if pgCluster != nil {
-		pgCluster.stop()
+		pgCluster.Remove()
 	}
 	os.Exit(code)
 }
@@ -140,7 +138,7 @@ func findPostgres() (string, error) {
 			strings.Join(tried, "; "), err, howToGetPostgres)
 	}
 	pgCluster = c
-	return c.url, nil
+	return c.URL, nil
 }
 
 func ping(ctx context.Context, url string) error {
@@ -244,78 +242,17 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// throwawayCluster is a private PostgreSQL cluster in a temporary
-// directory, started from the local server binaries.
-type throwawayCluster struct {
-	dir    string
-	bin    string
-	url    string
-	asUser string
-}
-
-func startThrowawayCluster() (*throwawayCluster, error) {
-	bin, err := findPGBin()
-	if err != nil {
-		return nil, err
-	}
+func startThrowawayCluster() (*pgcluster.Cluster, error) {
 	dir, err := os.MkdirTemp("", "eventline-pg-")
 	if err != nil {
 		return nil, err
 	}
-	c := &throwawayCluster{dir: dir, bin: bin}
-	if os.Geteuid() == 0 { // initdb refuses to run as root
-		c.asUser = "postgres"
-		u, err := user.Lookup(c.asUser)
-		if err != nil {
-			return nil, fmt.Errorf("running as root and there is no %q user to run initdb as: %w", c.asUser, err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return nil, err
-		}
-	}
-	port, err := freePort()
+	c, err := pgcluster.Start(pgcluster.Options{Dir: dir, Fast: true})
 	if err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	data := filepath.Join(dir, "data")
-	if out, err := c.run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
-		return nil, fmt.Errorf("initdb: %w: %s", err, out)
-	}
-	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300", port, dir)
-	if out, err := c.run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts, "-w", "-t", "60", "start"); err != nil {
-		return nil, fmt.Errorf("pg_ctl start: %w: %s", err, out)
-	}
-	c.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 	return c, nil
-}
-
-func (c *throwawayCluster) run(tool string, args ...string) ([]byte, error) {
-	path := filepath.Join(c.bin, tool)
-	var cmd *exec.Cmd
-	if c.asUser != "" {
-		cmd = exec.Command("runuser", append([]string{"-u", c.asUser, "--", path}, args...)...)
-	} else {
-		cmd = exec.Command(path, args...)
-	}
-	return cmd.CombinedOutput()
-}
-
-func (c *throwawayCluster) stop() {
-	_, _ = c.run("pg_ctl", "-D", filepath.Join(c.dir, "data"), "-m", "immediate", "stop")
-	_ = os.RemoveAll(c.dir)
-}
-
-func findPGBin() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		return filepath.Dir(p), nil
-	}
-	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	if len(matches) == 0 {
-		return "", errors.New("no initdb binary in PATH or /usr/lib/postgresql/*/bin")
-	}
-	return filepath.Dir(matches[len(matches)-1]), nil
 }
 
 func freePort() (int, error) {

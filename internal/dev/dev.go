@@ -1,0 +1,355 @@
+// Package dev is `eventline dev`: every service in one process, with an
+// embedded NATS server (JetStream, fsync always) and Postgres from
+// DATABASE_URL, localhost:5432 or a private cluster under ./.eventline/pg,
+// behind one HTTP address that routes by path as an ingress would.
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/ingest"
+	"github.com/eventline/eventline/internal/lifecycle"
+	"github.com/eventline/eventline/internal/pgcluster"
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/projector"
+	"github.com/eventline/eventline/internal/webhooker"
+)
+
+// Options configure a dev run.
+type Options struct {
+	Dir         string // state: NATS store, private Postgres, the dev key; default ./.eventline
+	HTTPAddr    string // the one public address; default 127.0.0.1:8080
+	NATSAddr    string // embedded NATS client address; default 127.0.0.1:4223 (":0" for any free port)
+	DatabaseURL string // "" tries localhost:5432, then a private cluster
+	Demo        bool   // generate a Fizzy-like stream of activity
+	DemoRate    float64
+	Stdout      io.Writer // where the URL and key are printed
+	Log         *slog.Logger
+}
+
+// Tenant is the tenant of the dev key.
+const Tenant = "dev"
+
+const howToGetPostgres = `no PostgreSQL for eventline dev. Do one of:
+  - set DATABASE_URL to a server where this user may create a database
+  - start a local server on localhost:5432 (Debian: apt-get install postgresql;
+    pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)
+  - install the PostgreSQL server binaries (initdb, pg_ctl) so eventline dev
+    can run a private cluster under %s`
+
+// Run starts everything, prints where it listens, and blocks until ctx
+// ends; then it drains every service and stops NATS and a private cluster.
+func Run(ctx context.Context, o Options) error {
+	if o.Dir == "" {
+		o.Dir = ".eventline"
+	}
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = "127.0.0.1:8080"
+	}
+	if o.NATSAddr == "" {
+		o.NATSAddr = "127.0.0.1:4223"
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return err
+	}
+	ns, err := startNATS(o)
+	if err != nil {
+		return err
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	natsURL := ns.ClientURL()
+
+	dbURL, cluster, err := findPostgres(ctx, o)
+	if err != nil {
+		return err
+	}
+	if cluster != nil {
+		defer func() {
+			if err := cluster.Stop("fast"); err != nil {
+				o.Log.Warn("stop the private Postgres cluster", "error", err)
+			}
+		}()
+	}
+	key, err := prepareDatabase(ctx, dbURL, filepath.Join(o.Dir, "dev.key"))
+	if err != nil {
+		return err
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	svcs := services(natsURL, dbURL, o.Log)
+	var wg sync.WaitGroup
+	errc := make(chan error, len(svcs))
+	for _, s := range svcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.run(runCtx); err != nil {
+				errc <- fmt.Errorf("%s: %w", s.name, err)
+				stop()
+			}
+		}()
+	}
+	stopAll := func() error {
+		stop()
+		wg.Wait()
+		close(errc)
+		var errs []error
+		for err := range errc {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}
+	for _, s := range svcs {
+		select {
+		case <-s.listening.Started():
+		case <-runCtx.Done():
+			return errors.Join(ctx.Err(), stopAll())
+		}
+	}
+
+	mux := http.NewServeMux()
+	for _, s := range svcs {
+		target := &url.URL{Scheme: "http", Host: s.listening.Addr().String()}
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		proxy.FlushInterval = -1 // Server-Sent Events pass straight through
+		for _, p := range s.routes {
+			mux.Handle(p, proxy)
+		}
+	}
+	sink := newSink()
+	mux.Handle("POST /dev/webhook-sink", sink)
+	mux.Handle("GET /dev/webhook-sink", sink)
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, svcs) })
+	for _, s := range svcs {
+		target := &url.URL{Scheme: "http", Host: s.listening.AdminAddr().String(), Path: "/metrics"}
+		mux.Handle("GET /metrics/"+s.name, http.StripPrefix("/metrics/"+s.name, httputil.NewSingleHostReverseProxy(target)))
+	}
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", o.HTTPAddr)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen on %s (set --http-addr / HTTP_ADDR to another address): %w", o.HTTPAddr, err), stopAll())
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	base := "http://" + l.Addr().String()
+
+	fmt.Fprintf(o.Stdout, "eventline dev is running (state in %s)\n", o.Dir)
+	fmt.Fprintf(o.Stdout, "  api       %s   (ingest, timelines, notifications, webhooks)\n", base)
+	fmt.Fprintf(o.Stdout, "  nats      %s\n", natsURL)
+	fmt.Fprintf(o.Stdout, "  postgres  %s\n", redact(dbURL))
+	fmt.Fprintf(o.Stdout, "  sink      %s/dev/webhook-sink   (a local webhook receiver; GET lists what it got)\n", base)
+	fmt.Fprintf(o.Stdout, "try:\n  curl -X POST %s/v1/events -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' \\\n"+
+		"    -d '{\"action\":\"published\",\"eventable\":{\"type\":\"card\",\"id\":\"c1\"},\"creator\":{\"type\":\"user\",\"id\":\"u1\"},\"parents\":[{\"type\":\"board\",\"id\":\"b1\"}]}'\n"+
+		"  curl %s/v1/timelines/board/b1 -H \"Authorization: Bearer %s\"\n", base, key, base, key)
+	fmt.Fprintf(o.Stdout, "key for tenant %q (scopes ingest,read,admin):\n%s\n", Tenant, key)
+
+	if o.Demo {
+		go func() {
+			if err := RunDemo(runCtx, DemoOptions{BaseURL: base, Key: key, Rate: o.DemoRate, SinkURL: base + "/dev/webhook-sink", Log: o.Log}); err != nil && runCtx.Err() == nil {
+				o.Log.Error("demo stopped", "error", err)
+			}
+		}()
+	}
+
+	<-runCtx.Done()
+	o.Log.Info("eventline dev stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return stopAll()
+}
+
+// service is one eventline service run in this process.
+type service struct {
+	name      string
+	routes    []string // http.ServeMux patterns proxied to it
+	listening *lifecycle.Listening
+	run       func(context.Context) error
+}
+
+// services builds every service with its defaults and environment, on
+// loopback ports of its own.
+func services(natsURL, dbURL string, log *slog.Logger) []*service {
+	const local = "127.0.0.1:0"
+	var (
+		ic ingest.Config
+		pc projector.AppConfig
+		wc webhooker.AppConfig
+	)
+	parseDefaults(ic.Register)
+	parseDefaults(pc.Register)
+	parseDefaults(wc.Register)
+
+	ic.HTTPAddr, ic.AdminAddr, ic.NATSURL, ic.DatabaseURL = local, local, natsURL, dbURL
+	pc.HTTPAddr, pc.AdminAddr, pc.NATSURL, pc.DatabaseURL = local, local, natsURL, dbURL
+	wc.HTTPAddr, wc.AdminAddr, wc.NATSURL, wc.DatabaseURL = local, local, natsURL, dbURL
+	wc.AllowPrivate = true // local receivers are the point of dev
+	wc.Service.UserAgent = "eventline/dev"
+
+	ia := ingest.New(ic, log.With("service", "ingest"))
+	pa := projector.NewApp(pc, log.With("service", "projector"))
+	wa := webhooker.NewApp(wc, log.With("service", "webhooker"))
+	return []*service{
+		{name: "ingest", routes: []string{"POST /v1/events"}, listening: ia.Listening, run: ia.Run},
+		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity"}, listening: pa.Listening, run: pa.Run},
+		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/"}, listening: wa.Listening, run: wa.Run},
+	}
+}
+
+// parseDefaults fills a service's settings from their defaults and the
+// environment (so e.g. PROJECTOR_WORKERS still applies), ignoring flags.
+func parseDefaults(register func(*config.Set)) {
+	set := config.New("dev")
+	register(set)
+	if err := set.Parse(nil); err != nil {
+		// A malformed variable: keep the defaults rather than fail the
+		// whole dev run; the service-specific binary would report it.
+		_ = set.FlagSet().Parse(nil)
+	}
+}
+
+func readyz(w http.ResponseWriter, r *http.Request, svcs []*service) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	var bad []string
+	for _, s := range svcs {
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://"+s.listening.AdminAddr().String()+"/readyz", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			bad = append(bad, s.name+": "+err.Error())
+			continue
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			bad = append(bad, fmt.Sprintf("%s: %d", s.name, resp.StatusCode))
+		}
+	}
+	if len(bad) > 0 {
+		http.Error(w, "not ready: "+strings.Join(bad, "; "), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+func startNATS(o Options) (*server.Server, error) {
+	host, port, err := net.SplitHostPort(o.NATSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--nats-addr %q: %w", o.NATSAddr, err)
+	}
+	var p int
+	if _, err := fmt.Sscan(port, &p); err != nil {
+		return nil, fmt.Errorf("--nats-addr %q: bad port", o.NATSAddr)
+	}
+	if p == 0 {
+		p = server.RANDOM_PORT
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "eventline-dev",
+		Host:       host,
+		Port:       p,
+		JetStream:  true,
+		StoreDir:   filepath.Join(o.Dir, "nats"),
+		SyncAlways: true,
+		NoLog:      true,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS did not start on %s (is the port taken? set --nats-addr)", o.NATSAddr)
+	}
+	return ns, nil
+}
+
+// findPostgres picks DATABASE_URL, else localhost:5432, else a private
+// cluster under Dir/pg.
+func findPostgres(ctx context.Context, o Options) (string, *pgcluster.Cluster, error) {
+	if o.DatabaseURL != "" {
+		return o.DatabaseURL, nil, postgres.EnsureDatabase(ctx, o.DatabaseURL)
+	}
+	var tried []string
+	for _, u := range []string{postgres.DefaultURL, "postgres://postgres@localhost:5432/eventline?sslmode=disable"} {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := postgres.EnsureDatabase(cctx, u)
+		cancel()
+		if err == nil {
+			return u, nil, nil
+		}
+		tried = append(tried, err.Error())
+	}
+	dir := filepath.Join(o.Dir, "pg")
+	c, err := pgcluster.Start(pgcluster.Options{Dir: dir})
+	if err != nil {
+		return "", nil, fmt.Errorf("localhost:5432: %s; private cluster: %w\n"+howToGetPostgres, strings.Join(tried, "; "), err, dir)
+	}
+	u := strings.Replace(c.URL, "/postgres?", "/eventline?", 1)
+	if err := postgres.EnsureDatabase(ctx, u); err != nil {
+		_ = c.Stop("fast")
+		return "", nil, err
+	}
+	return u, c, nil
+}
+
+// prepareDatabase migrates and returns a key for tenant dev with every
+// scope: the one saved in keyFile if it still works, else a new one.
+func prepareDatabase(ctx context.Context, dbURL, keyFile string) (string, error) {
+	pool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		return "", err
+	}
+	defer pool.Close()
+	if _, err := postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+		return "", err
+	}
+	keys := apikey.NewStore(pool, -1)
+	if b, err := os.ReadFile(keyFile); err == nil { //nolint:gosec // our own state directory
+		saved := strings.TrimSpace(string(b))
+		if k, err := keys.Authenticate(ctx, saved); err == nil && k.Tenant == Tenant {
+			return saved, nil
+		}
+	}
+	_, plaintext, err := keys.Create(ctx, apikey.CreateParams{Tenant: Tenant, Scopes: []string{"ingest", "read", "admin"}, Description: "eventline dev"})
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(keyFile, []byte(plaintext+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return plaintext, nil
+}
+
+func redact(dbURL string) string {
+	cfg, err := pgx.ParseConfig(dbURL)
+	if err != nil || cfg.Password == "" {
+		return dbURL
+	}
+	return strings.Replace(dbURL, ":"+cfg.Password+"@", ":***@", 1)
+}

@@ -1,0 +1,203 @@
+package dev_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/pkg/webhook"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// devProcess is `eventline dev` running as a child process.
+type devProcess struct {
+	cmd    *exec.Cmd
+	url    string
+	key    string
+	stderr *bytes.Buffer
+	exited chan error
+}
+
+func startDev(t *testing.T, dir, dbURL string, extra ...string) *devProcess {
+	t.Helper()
+	bin := testenv.BuildBinary(t, "./cmd/eventline")
+	addr := testenv.FreeAddr(t)
+	cmd := exec.Command(bin, append([]string{"dev", "--dir", dir, "--http-addr", addr, "--nats-addr", "127.0.0.1:0"}, extra...)...)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "LOG_LEVEL=info")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	p := &devProcess{cmd: cmd, url: "http://" + addr, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	cmd.Stderr = &lockedWriter{w: p.stderr}
+	require.NoError(t, cmd.Start())
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	keyNext := false
+	timeout := time.After(60 * time.Second)
+	for p.key == "" {
+		select {
+		case line, ok := <-lines:
+			require.True(t, ok, "eventline dev exited before printing its key:\n%s", p.stderr)
+			if keyNext {
+				p.key = strings.TrimSpace(line)
+			}
+			keyNext = strings.HasPrefix(line, "key for tenant")
+		case <-timeout:
+			t.Fatalf("eventline dev printed no key within 60s:\n%s", p.stderr)
+		}
+	}
+	go func() {
+		for range lines { //nolint:revive // drain stdout
+		}
+	}()
+	require.True(t, strings.HasPrefix(p.key, "el_"), "key line %q", p.key)
+	return p
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (p *devProcess) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.exited:
+		require.NoError(t, err, "eventline dev did not exit 0 on SIGTERM:\n%s", p.stderr)
+	case <-time.After(45 * time.Second):
+		t.Fatalf("eventline dev did not stop within 45s of SIGTERM:\n%s", p.stderr)
+	}
+}
+
+func (p *devProcess) do(t *testing.T, method, path, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, p.url+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+p.key)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, b
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// TestDevEndToEnd starts `eventline dev` as a subprocess, posts an event
+// and sees it in a timeline and in a signed webhook delivery to a local
+// receiver; then restarts it on the same state directory and finds the
+// same key and the same data.
+func TestDevEndToEnd(t *testing.T) {
+	t.Parallel()
+	dir, dbURL := t.TempDir(), testenv.Database(t)
+	p := startDev(t, dir, dbURL)
+
+	code, body := p.do(t, http.MethodGet, "/readyz", "")
+	require.Equal(t, http.StatusOK, code, "%s", body)
+
+	type delivery struct {
+		headers http.Header
+		body    []byte
+	}
+	got := make(chan delivery, 16)
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- delivery{r.Header.Clone(), b}
+	}))
+	defer rc.Close()
+	code, body = p.do(t, http.MethodPost, "/v1/webhooks", fmt.Sprintf(`{"url":%q,"events":["card.*"]}`, rc.URL))
+	require.Equal(t, http.StatusCreated, code, "%s", body)
+	var ep struct{ Secret string }
+	require.NoError(t, json.Unmarshal(body, &ep))
+	time.Sleep(1500 * time.Millisecond) // every replica sees a new endpoint within a second
+
+	code, body = p.do(t, http.MethodPost, "/v1/events", `{"id":"close-c42","action":"closed",
+		"eventable":{"type":"card","id":"c42"},"creator":{"type":"user","id":"u7"},
+		"parents":[{"type":"board","id":"b1"}],"particulars":{"column":"Done"}}`)
+	require.Equal(t, http.StatusAccepted, code, "%s", body)
+
+	testenv.Poll(t, 20*time.Second, "the event in board b1's timeline", func() bool {
+		code, body := p.do(t, http.MethodGet, "/v1/timelines/board/b1", "")
+		return code == http.StatusOK && bytes.Contains(body, []byte(`"close-c42"`))
+	})
+	select {
+	case d := <-got:
+		require.Equal(t, "close-c42", d.headers.Get("webhook-id"))
+		require.NoError(t, webhook.Verify(ep.Secret, d.headers, d.body), "the delivery's signature verifies")
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no webhook delivery within 20s:\n%s", p.stderr)
+	}
+	p.stop(t)
+
+	// Same state directory: the saved key still works and the event is
+	// still there.
+	again := startDev(t, dir, dbURL)
+	require.Equal(t, p.key, again.key, "the dev key is kept in the state directory")
+	code, body = again.do(t, http.MethodGet, "/v1/events/close-c42", "")
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	again.stop(t)
+}
+
+// TestDevDemoFillsEveryReadModel runs `eventline dev --demo` and checks
+// that the generated activity reaches the timelines and the dev webhook
+// sink.
+func TestDevDemoFillsEveryReadModel(t *testing.T) {
+	t.Parallel()
+	p := startDev(t, t.TempDir(), testenv.Database(t), "--demo", "--demo-rate", "20")
+	testenv.Poll(t, 30*time.Second, "demo activity and webhook deliveries", func() bool {
+		code, body := p.do(t, http.MethodGet, "/v1/activity?limit=200", "")
+		if code != http.StatusOK {
+			return false
+		}
+		var feed struct{ Events []struct{ Type string } }
+		if json.Unmarshal(body, &feed) != nil || len(feed.Events) < 200 {
+			return false
+		}
+		types := map[string]bool{}
+		for _, e := range feed.Events {
+			types[e.Type] = true
+		}
+		for _, want := range []string{"card.published", "card.assigned", "card.moved", "comment.created"} {
+			if !types[want] {
+				return false
+			}
+		}
+		code, body = p.do(t, http.MethodGet, "/dev/webhook-sink", "")
+		var sink struct{ Total int }
+		return code == http.StatusOK && json.Unmarshal(body, &sink) == nil && sink.Total >= 200
+	})
+	p.stop(t)
+}
