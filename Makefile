@@ -46,7 +46,7 @@ lint: ## gofmt, go vet and golangci-lint
 	$(GOBIN)/golangci-lint run ./...
 
 .PHONY: bench
-bench: bench-ingest bench-projector bench-webhooker ## run every benchmark (BENCHMARKS.md says how to read them)
+bench: bench-ingest bench-projector bench-webhooker bench-pipeline ## run every benchmark (BENCHMARKS.md says how to read them)
 
 .PHONY: bench-ingest
 bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync always
@@ -63,3 +63,8 @@ bench-webhooker: tools ## deliveries/s vs a raw HTTP client; slow-endpoint isola
 .PHONY: run
 run: tools ## run eventline locally: nats-server (fsync always), migrations, a dev key, ingest/projector/webhooker
 	scripts/run.sh
+
+.PHONY: bench-pipeline
+bench-pipeline: ## the whole pipeline (eventline bench): 1,000 events/s, p50/p99 from 202 to timeline and to first webhook
+	$(GO) build -o bin/eventline ./cmd/eventline
+	for i in 1 2 3; do bin/eventline bench --rate 1000 --duration 30s --burst 10s; done

@@ -26,6 +26,9 @@ Usage:
                                     every service in one process with an embedded NATS server and
                                     Postgres from DATABASE_URL, localhost:5432 or ./.eventline/pg;
                                     prints the URL and a key for tenant "dev"
+  eventline bench [--rate 1000] [--duration 30s] [--url URL --key KEY]
+                                    the whole pipeline under load: p50/p99 from 202 to timeline and
+                                    to first webhook attempt; without --url it runs eventline dev in-process
   eventline migrate                 apply the database migrations
   eventline keys create --tenant T [--scopes ingest,read] [--rate-limit N] [--description D]
                                     create an API key; the key is the last line of output
@@ -54,6 +57,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = migrate(ctx, args[1:], stdout)
 	case "dev":
 		err = devCmd(ctx, args[1:], stdout)
+	case "bench":
+		err = benchCmd(ctx, args[1:], stdout)
 	case "keys":
 		err = keys(ctx, args[1:], stdout)
 	case "dlq":

@@ -41,8 +41,16 @@ type Options struct {
 	DatabaseURL string // "" tries localhost:5432, then a private cluster
 	Demo        bool   // generate a Fizzy-like stream of activity
 	DemoRate    float64
-	Stdout      io.Writer // where the URL and key are printed
+	Stdout      io.Writer  // where the URL and key are printed
+	Ready       func(Info) // called once everything serves (optional)
 	Log         *slog.Logger
+}
+
+// Info says where a running dev installation serves.
+type Info struct {
+	URL     string // the one public base URL
+	NATSURL string
+	Key     string // tenant dev, every scope
 }
 
 // Tenant is the tenant of the dev key.
@@ -169,6 +177,9 @@ func Run(ctx context.Context, o Options) error {
 		"  curl %s/v1/timelines/board/b1 -H \"Authorization: Bearer %s\"\n", base, key, base, key)
 	fmt.Fprintf(o.Stdout, "key for tenant %q (scopes ingest,read,admin):\n%s\n", Tenant, key)
 
+	if o.Ready != nil {
+		o.Ready(Info{URL: base, NATSURL: natsURL, Key: key})
+	}
 	if o.Demo {
 		go func() {
 			if err := RunDemo(runCtx, DemoOptions{BaseURL: base, Key: key, Rate: o.DemoRate, SinkURL: base + "/dev/webhook-sink", Log: o.Log}); err != nil && runCtx.Err() == nil {
