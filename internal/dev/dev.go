@@ -304,7 +304,10 @@ func startNATS(o Options) (*server.Server, error) {
 // cluster under Dir/pg.
 func findPostgres(ctx context.Context, o Options) (string, *pgcluster.Cluster, error) {
 	if o.DatabaseURL != "" {
-		return o.DatabaseURL, nil, postgres.EnsureDatabase(ctx, o.DatabaseURL)
+		if err := postgres.EnsureDatabase(ctx, o.DatabaseURL); err != nil {
+			return "", nil, fmt.Errorf("DATABASE_URL: %w\n"+howToGetPostgres, err, filepath.Join(o.Dir, "pg"))
+		}
+		return o.DatabaseURL, nil, nil
 	}
 	var tried []string
 	for _, u := range []string{postgres.DefaultURL, "postgres://postgres@localhost:5432/eventline?sslmode=disable"} {

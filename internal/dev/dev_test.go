@@ -3,6 +3,7 @@ package dev_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/dev"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/webhook"
 )
@@ -200,4 +202,16 @@ func TestDevDemoFillsEveryReadModel(t *testing.T) {
 		return code == http.StatusOK && json.Unmarshal(body, &sink) == nil && sink.Total >= 200
 	})
 	p.stop(t)
+}
+
+// TestDevSaysHowToGetPostgres: an unusable DATABASE_URL ends the run with
+// a message that says how to get a database.
+func TestDevSaysHowToGetPostgres(t *testing.T) {
+	t.Parallel()
+	err := dev.Run(context.Background(), dev.Options{Dir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0",
+		DatabaseURL: "postgres://postgres@" + testenv.FreeAddr(t) + "/eventline?sslmode=disable&connect_timeout=2", Stdout: io.Discard})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "DATABASE_URL")
+	require.Contains(t, err.Error(), "pg_ctlcluster")
+	require.Contains(t, err.Error(), "initdb")
 }
