@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -22,8 +21,8 @@ const AppRole = "eventline_app"
 // to tenant, so row-level security confines every statement of fn to that
 // tenant's rows whatever its WHERE clause says. The role and the setting
 // are SET LOCAL: they end with the transaction and never leak to the next
-// user of the pooled connection. They are sent together with BEGIN, so
-// the transaction costs the same round trips as a plain one.
+// user of the pooled connection. They are pipelined with BEGIN, so the
+// transaction costs the same round trips as a plain one.
 //
 // Cross-tenant work (projection batches, webhook fan-out and scheduling,
 // API key lookup) does not use TenantTx: it runs as the owning role, which
@@ -32,40 +31,78 @@ func TenantTx(ctx context.Context, pool *pgxpool.Pool, tenant string, fn func(pg
 	return TenantTxOptions(ctx, pool, tenant, pgx.TxOptions{}, fn)
 }
 
-// TenantTxOptions is TenantTx with an isolation level, access mode and
-// deferrable mode (opts.BeginQuery must be empty).
+// TenantTxOptions is TenantTx with transaction options (opts.BeginQuery
+// must be empty).
 func TenantTxOptions(ctx context.Context, pool *pgxpool.Pool, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
-	begin, err := tenantBegin(tenant, opts)
+	tx, err := beginTenant(ctx, pool, tenant, opts, nil, nil)
 	if err != nil {
 		return err
 	}
-	opts.BeginQuery = begin
-	return pgx.BeginTxFunc(ctx, pool, opts, fn)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // no-op after Commit
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
-// tenantBegin returns the statements that open a tenant transaction. The
-// tenant is checked against the tenant syntax ([a-z0-9_-] only), so it is
-// safe inside a string literal.
-func tenantBegin(tenant string, opts pgx.TxOptions) (string, error) {
+// TenantBatch is TenantTx for reads that fit in one round trip: b's
+// statements are sent together with BEGIN and the role and tenant
+// settings, read gets their results in order (it must read every one), and
+// the transaction is committed: two round trips in all.
+func TenantBatch(ctx context.Context, pool *pgxpool.Pool, tenant string, opts pgx.TxOptions, b *pgx.Batch, read func(pgx.BatchResults) error) error {
+	tx, err := beginTenant(ctx, pool, tenant, opts, b, read)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	return tx.Commit(ctx)
+}
+
+// beginTenant opens a tenant transaction, sending b's statements with it
+// and handing their results to read.
+func beginTenant(ctx context.Context, pool *pgxpool.Pool, tenant string, opts pgx.TxOptions, b *pgx.Batch, read func(pgx.BatchResults) error) (pgx.Tx, error) {
+	// The tenant comes from an API key and is validated there; checking it
+	// again keeps a mistake from running a query for "no tenant".
 	if !events.IsTenant(tenant) {
-		return "", fmt.Errorf("tenant transaction: %q is not a tenant", tenant)
+		return nil, fmt.Errorf("tenant transaction: %q is not a tenant", tenant)
 	}
 	if opts.BeginQuery != "" {
-		return "", errors.New("tenant transaction: BeginQuery must be empty")
+		return nil, errors.New("tenant transaction: BeginQuery must be empty")
 	}
-	var b strings.Builder
-	b.WriteString("BEGIN")
-	if opts.IsoLevel != "" {
-		b.WriteString(" ISOLATION LEVEL " + string(opts.IsoLevel))
+	full := &pgx.Batch{}
+	full.BeginTx(opts)
+	full.Queue("SET LOCAL ROLE " + AppRole)
+	full.Queue("SELECT set_config('eventline.tenant', $1, true)", tenant)
+	if b != nil {
+		full.QueuedQueries = append(full.QueuedQueries, b.QueuedQueries...)
 	}
-	if opts.AccessMode != "" {
-		b.WriteString(" " + string(opts.AccessMode))
+	br := pool.SendBatch(ctx, full)
+	tx := br.Tx()
+	fail := func(err error) (pgx.Tx, error) {
+		_ = br.Close()
+		if tx != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+		return nil, fmt.Errorf("tenant transaction: %w", err)
 	}
-	if opts.DeferrableMode != "" {
-		b.WriteString(" " + string(opts.DeferrableMode))
+	for range 3 {
+		if _, err := br.Exec(); err != nil {
+			return fail(err)
+		}
 	}
-	b.WriteString("; SET LOCAL ROLE " + AppRole + "; SELECT set_config('eventline.tenant', '" + tenant + "', true)")
-	return b.String(), nil
+	if read != nil {
+		if err := read(br); err != nil {
+			_ = br.Close()
+			if tx != nil {
+				_ = tx.Rollback(context.WithoutCancel(ctx))
+			}
+			return nil, err
+		}
+	}
+	if err := br.Close(); err != nil {
+		return fail(err)
+	}
+	return tx, nil
 }
 
 // CheckAppRole returns an error when the connected role cannot switch to
