@@ -14,6 +14,17 @@ export DATABASE_URL="${DATABASE_URL:-postgres://localhost:5432/eventline?sslmode
 mkdir -p .eventline bin
 go build -o bin/ ./cmd/...
 
+# Webhook secrets are sealed with EVENTLINE_SECRET_KEY. Locally a random key
+# is kept in .eventline/secret.key (mode 600): deleting it makes the stored
+# webhook secrets unreadable.
+if [ -z "${EVENTLINE_SECRET_KEY:-}" ]; then
+  if [ ! -s .eventline/secret.key ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 >.eventline/secret.key)
+  fi
+  EVENTLINE_SECRET_KEY="$(cat .eventline/secret.key)"
+  export EVENTLINE_SECRET_KEY
+fi
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

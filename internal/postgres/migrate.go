@@ -137,7 +137,8 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) ([]strin
 
 // CheckSchema returns an error telling the operator to run `eventline
 // migrate` when the database is behind the schema this binary needs, and an
-// error asking for a newer binary when it is ahead.
+// error asking for a newer binary when it is ahead. It also checks that the
+// connected role may run tenant queries as AppRole.
 func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -161,7 +162,7 @@ func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
 	case current > want:
 		return fmt.Errorf("database schema is at version %d, newer than this binary knows (%d): deploy the newer eventline binaries", current, want)
 	}
-	return nil
+	return CheckAppRole(ctx, pool)
 }
 
 func currentVersion(ctx context.Context, conn *pgx.Conn) (int, error) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -94,18 +95,13 @@ func (q Query) sql(g int) (string, []any) {
 	return sql, args
 }
 
-// List returns one page of q from the current generation.
+// List returns one page of q from the current generation. It runs as the
+// application role confined to q.Tenant by row-level security, on top of
+// the query's own tenant filter (see read).
 func (s *Store) List(ctx context.Context, q Query) (Page, error) {
-	g, err := s.CurrentGeneration(ctx)
-	if err != nil {
-		return Page{}, err
-	}
-	sql, args := q.sql(g)
-	rows, err := s.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return Page{}, fmt.Errorf("query timeline: %w", err)
-	}
-	es, err := pgx.CollectRows(rows, scanEvent(q.Tenant))
+	es, err := read(ctx, s, q.Tenant, func(g int) (string, []any) { return q.sql(g) }, func(rows pgx.Rows) ([]events.Event, error) {
+		return pgx.CollectRows(rows, scanEvent(q.Tenant))
+	})
 	if err != nil {
 		return Page{}, fmt.Errorf("read timeline: %w", err)
 	}
@@ -122,21 +118,70 @@ func (s *Store) List(ctx context.Context, q Query) (Page, error) {
 // ErrNotFound means no event has that id for the tenant.
 var ErrNotFound = errors.New("event not found")
 
-// Get returns one event of the tenant by id.
+// Get returns one event of the tenant by id, under row-level security
+// like List.
 func (s *Store) Get(ctx context.Context, tenant, id string) (events.Event, error) {
-	g, err := s.CurrentGeneration(ctx)
-	if err != nil {
-		return events.Event{}, err
-	}
-	rows, err := s.pool.Query(ctx, fmt.Sprintf("SELECT %s FROM %s.events e WHERE e.tenant = $1 AND e.id = $2", eventColumns, schema(g)), tenant, id)
-	if err != nil {
-		return events.Event{}, fmt.Errorf("query event: %w", err)
-	}
-	e, err := pgx.CollectExactlyOneRow(rows, scanEvent(tenant))
+	e, err := read(ctx, s, tenant, func(g int) (string, []any) {
+		return fmt.Sprintf("SELECT %s FROM %s.events e WHERE e.tenant = $1 AND e.id = $2", eventColumns, schema(g)), []any{tenant, id}
+	}, func(rows pgx.Rows) (events.Event, error) {
+		return pgx.CollectExactlyOneRow(rows, scanEvent(tenant))
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return events.Event{}, ErrNotFound
 	}
-	return e, err
+	if err != nil {
+		return events.Event{}, fmt.Errorf("read event: %w", err)
+	}
+	return e, nil
+}
+
+// read runs one timeline read as the tenant (postgres.TenantBatch) in two
+// round trips, as many as reading the generation and then the rows did
+// before row-level security: the statement for the generation last seen is
+// sent together with BEGIN, the role, the tenant and the read of the
+// current generation. When a rebuild has switched generations meanwhile
+// (the statement may then fail on dropped tables), it is run again for the
+// new one.
+func read[T any](ctx context.Context, s *Store, tenant string, stmt func(g int) (string, []any), scan func(pgx.Rows) (T, error)) (T, error) {
+	var out T
+	g := int(s.generation.Load())
+	if g == 0 {
+		cur, err := s.CurrentGeneration(ctx)
+		if err != nil {
+			return out, err
+		}
+		g = cur
+	}
+	for attempt := 0; ; attempt++ {
+		sql, args := stmt(g)
+		var b pgx.Batch
+		b.Queue(`SELECT generation FROM timeline.current`)
+		b.Queue(sql, args...)
+		cur := g
+		var scanErr error
+		err := postgres.TenantBatch(ctx, s.pool, tenant, pgx.TxOptions{AccessMode: pgx.ReadOnly}, &b, func(br pgx.BatchResults) error {
+			if err := br.QueryRow().Scan(&cur); err != nil {
+				return fmt.Errorf("read current timeline generation: %w", err)
+			}
+			rows, err := br.Query()
+			if err != nil {
+				scanErr = err
+				return nil // the rows of an old generation: retried below
+			}
+			out, scanErr = scan(rows)
+			return nil
+		})
+		if cur != g && attempt == 0 {
+			s.generation.Store(int64(cur))
+			g = cur
+			continue
+		}
+		s.generation.Store(int64(g))
+		if err != nil {
+			return out, err
+		}
+		return out, scanErr
+	}
 }
 
 func scanEvent(tenant string) pgx.RowToFunc[events.Event] {

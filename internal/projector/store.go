@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,6 +19,9 @@ import (
 // timelines back. Every query names its tenant.
 type Store struct {
 	pool *pgxpool.Pool
+	// generation is the timeline generation reads last found current (0:
+	// not known yet).
+	generation atomic.Int64
 }
 
 // NewStore returns a Store over pool.
@@ -28,8 +32,14 @@ func schema(g int) string { return fmt.Sprintf("timeline_g%d", g) }
 
 // CurrentGeneration returns the generation that serves reads.
 func (s *Store) CurrentGeneration(ctx context.Context) (int, error) {
+	return currentGeneration(ctx, s.pool)
+}
+
+func currentGeneration(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (int, error) {
 	var g int
-	if err := s.pool.QueryRow(ctx, `SELECT generation FROM timeline.current`).Scan(&g); err != nil {
+	if err := q.QueryRow(ctx, `SELECT generation FROM timeline.current`).Scan(&g); err != nil {
 		return 0, fmt.Errorf("read current timeline generation: %w", err)
 	}
 	return g, nil

@@ -2,6 +2,7 @@ package webhooker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/safehttp"
+	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -32,6 +34,10 @@ type AppConfig struct {
 	Timeout                                             time.Duration
 	Stream                                              stream.Config
 	ShutdownTimeout                                     time.Duration
+	// SecretKey seals webhook secrets at rest; OldSecretKeys (comma
+	// separated) are keys it replaced, still needed to open secrets sealed
+	// with them until the start-up re-seal has run.
+	SecretKey, OldSecretKeys string
 }
 
 // Register binds the settings to flags and environment variables.
@@ -53,6 +59,29 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
 	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
+	s.String(&c.SecretKey, "secret-key", "EVENTLINE_SECRET_KEY", "", "base64 of 32 random bytes that seals webhook secrets at rest (required; prefer the environment variable, flags show in ps)")
+	s.String(&c.OldSecretKeys, "old-secret-keys", "EVENTLINE_OLD_SECRET_KEYS", "", "comma-separated keys EVENTLINE_SECRET_KEY replaced; secrets sealed with them are re-sealed on start")
+}
+
+// Keyring parses the secret keys. Without EVENTLINE_SECRET_KEY the
+// webhooker refuses to start: there is no insecure default.
+func (c AppConfig) Keyring() (*secretbox.Keyring, error) {
+	if strings.TrimSpace(c.SecretKey) == "" {
+		return nil, errors.New("EVENTLINE_SECRET_KEY is not set: the webhooker seals webhook secrets at rest with it. " +
+			"Generate one with `openssl rand -base64 32`, keep it in your secret store and give the same key to every webhooker replica " +
+			"(without it no stored webhook secret can be read). `make run` keeps a local one in .eventline/secret.key")
+	}
+	var old []string
+	for _, k := range strings.Split(c.OldSecretKeys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			old = append(old, k)
+		}
+	}
+	kr, err := secretbox.NewKeyring(c.SecretKey, old...)
+	if err != nil {
+		return nil, fmt.Errorf("EVENTLINE_SECRET_KEY / EVENTLINE_OLD_SECRET_KEYS: %w", err)
+	}
+	return kr, nil
 }
 
 // NewClient builds the SSRF-safe delivery client from the settings.
@@ -87,8 +116,12 @@ func NewApp(cfg AppConfig, log *slog.Logger) *App {
 // events, lets running attempts finish and logs them.
 func (a *App) Run(ctx context.Context) error {
 	cfg := a.cfg
+	var err error
 	if cfg.Service.UserAgent == "" {
 		cfg.Service.UserAgent = "eventline/dev"
+	}
+	if cfg.Service.Secrets, err = cfg.Keyring(); err != nil {
+		return err
 	}
 	client, err := cfg.NewClient()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -27,7 +28,9 @@ func TestAppDeliversEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	n := testenv.StartNATS(t)
 	dbURL := testenv.Database(t)
-	app := NewApp(AppConfig{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATSURL: n.URL(), DatabaseURL: dbURL,
+	secretKey, err := secretbox.GenerateKey()
+	require.NoError(t, err)
+	app := NewApp(AppConfig{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATSURL: n.URL(), DatabaseURL: dbURL, SecretKey: secretKey,
 		AllowCIDRs: "127.0.0.0/8", Timeout: 5 * time.Second, ShutdownTimeout: 10 * time.Second,
 		Service: Config{RefreshEvery: 20 * time.Millisecond}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	runCtx, stop := context.WithCancel(ctx)

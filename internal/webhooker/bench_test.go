@@ -108,7 +108,7 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc, err := NewService(ctx, testenv.ConnectProcess(b, p), js, pool, HTTPPoster{Client: client}, pub,
-		Config{RefreshEvery: 50 * time.Millisecond}, NewMetrics(prometheus.NewRegistry()), log)
+		Config{RefreshEvery: 50 * time.Millisecond, Secrets: testKeyring(b)}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}

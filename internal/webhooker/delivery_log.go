@@ -11,14 +11,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 )
 
 // ListDeliveries returns an endpoint's deliveries, newest first, with every
-// attempt; status filters when set.
+// attempt; status filters when set. It runs as the tenant under row-level
+// security.
 func (s *Store) ListDeliveries(ctx context.Context, tenant, endpointID, status, after string, limit int) (out []Delivery, err error) {
 	// One snapshot for deliveries and attempts, so they agree.
-	err = pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err = postgres.TenantTxOptions(ctx, s.pool, tenant, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		out, err = listDeliveries(ctx, tx, tenant, endpointID, status, after, limit)
 		return err
 	})
@@ -71,39 +73,45 @@ func listDeliveries(ctx context.Context, tx pgx.Tx, tenant, endpointID, status, 
 }
 
 // RetryDelivery makes a delivery pending and due now, whatever its state;
-// it keeps its webhook-id (the event id).
+// it keeps its webhook-id (the event id). It runs as the tenant.
 func (s *Store) RetryDelivery(ctx context.Context, tenant, id string, now time.Time) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE webhook.deliveries SET status = 'pending', next_attempt_at = $3 WHERE tenant = $1 AND id = $2`, tenant, id, now)
-	if err != nil {
-		return fmt.Errorf("retry delivery: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE webhook.deliveries SET status = 'pending', next_attempt_at = $3 WHERE tenant = $1 AND id = $2`, tenant, id, now)
+		if err != nil {
+			return fmt.Errorf("retry delivery: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
 }
 
 // resend makes deliveries of the events to the endpoint due now: new ones
-// are created, existing ones are sent again. It returns how many.
-func (s *Store) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (int, error) {
+// are created, existing ones are sent again. It returns how many. It runs
+// as the endpoint's tenant.
+func (s *Store) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (n int, err error) {
 	if len(evs) == 0 {
 		return 0, nil
 	}
-	n := len(evs)
-	ids, eventIDs, types := make([]string, n), make([]string, n), make([]string, n)
-	seqs := make([]int64, n)
+	ids, eventIDs, types := make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
+	seqs := make([]int64, len(evs))
 	for i, e := range evs {
 		ids[i] = newID()
 		eventIDs[i], types[i], seqs[i] = e.ID, e.Type, int64(e.Seq)
 	}
-	tag, err := s.pool.Exec(ctx, `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
-		SELECT d.id, $5, $6, d.event_id, d.seq, d.type, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d(id, event_id, seq, type)
-		ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = excluded.next_attempt_at`,
-		ids, eventIDs, seqs, types, ep.Tenant, ep.ID, now)
-	if err != nil {
-		return 0, fmt.Errorf("schedule replay: %w", err)
-	}
-	return int(tag.RowsAffected()), nil
+	err = postgres.TenantTx(ctx, s.pool, ep.Tenant, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
+			SELECT d.id, $5, $6, d.event_id, d.seq, d.type, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d(id, event_id, seq, type)
+			ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = excluded.next_attempt_at`,
+			ids, eventIDs, seqs, types, ep.Tenant, ep.ID, now)
+		if err != nil {
+			return fmt.Errorf("schedule replay: %w", err)
+		}
+		n = int(tag.RowsAffected())
+		return nil
+	})
+	return n, err
 }
 
 func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {

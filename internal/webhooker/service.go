@@ -2,6 +2,7 @@ package webhooker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -26,6 +28,9 @@ type Config struct {
 	Disable       DisableRule
 	Retention     time.Duration // delivery log retention; default 30 days
 	UserAgent     string        // default "eventline/dev"
+	// Secrets seals endpoint secrets at rest (required; see AppConfig's
+	// EVENTLINE_SECRET_KEY).
+	Secrets *secretbox.Keyring
 	// Now and Rand replace the clock and the jitter source (tests).
 	Now  func() time.Time
 	Rand func() float64
@@ -87,6 +92,17 @@ type Service struct {
 // connection of its own: the Watermill subscriber drains it on close.
 func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, poster Poster, pub *events.Publisher, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
 	cfg = cfg.withDefaults()
+	if cfg.Secrets == nil {
+		return nil, errors.New("webhooker: no secret key to seal webhook secrets with (Config.Secrets)")
+	}
+	store := NewStore(pool, cfg.Secrets)
+	// Rows from before sealing existed, or sealed with a rotated-out key,
+	// are sealed with the primary key before anything reads them.
+	if n, err := store.SealSecrets(ctx); err != nil {
+		return nil, err
+	} else if n > 0 {
+		log.InfoContext(ctx, "sealed webhook secrets with the primary key", "endpoints", n, "key_id", cfg.Secrets.PrimaryID())
+	}
 	if _, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver); err != nil {
 		return nil, err
 	}
@@ -94,7 +110,6 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	store := NewStore(pool)
 	return &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, poster: poster, publisher: pub, log: log, metrics: m,
 		registry: NewRegistry(store, cfg.RefreshEvery, log)}, nil
 }

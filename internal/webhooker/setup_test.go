@@ -19,6 +19,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/safehttp"
+	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -72,6 +73,7 @@ func setup(t *testing.T, o options) *bundle {
 	cfg.Rand = func() float64 { return 0.5 } // no jitter: exact schedule
 	cfg.ScheduleEvery = time.Hour            // tests drive the scheduler
 	cfg.RefreshEvery = 20 * time.Millisecond
+	cfg.Secrets = testKeyring(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc, err := NewService(ctx, n.Connect(t), js, pool, HTTPPoster{Client: client}, pub, cfg, NewMetrics(prometheus.NewRegistry()), log)
 	require.NoError(t, err)
@@ -88,6 +90,16 @@ func setup(t *testing.T, o options) *bundle {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &bundle{pool: pool, js: js, pub: pub, svc: svc, clock: clk, api: srv.URL, key: key}
+}
+
+// testKeyring seals webhook secrets with a fresh random key.
+func testKeyring(t testing.TB) *secretbox.Keyring {
+	t.Helper()
+	key, err := secretbox.GenerateKey()
+	require.NoError(t, err)
+	kr, err := secretbox.NewKeyring(key)
+	require.NoError(t, err)
+	return kr
 }
 
 // call sends a JSON request to the webhook API and decodes the answer.

@@ -11,25 +11,47 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/pkg/events"
 )
 
 // Store keeps endpoints, deliveries and attempts in the webhook schema.
-type Store struct{ pool *pgxpool.Pool }
+// Methods that take a tenant serve the API and run as that tenant under
+// row-level security (postgres.TenantTx); the workers' methods run as the
+// owner across tenants. Endpoint secrets are sealed with keys (see
+// secretbox) bound to their row.
+type Store struct {
+	pool *pgxpool.Pool
+	keys *secretbox.Keyring
+}
 
-// NewStore returns a Store over pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+// NewStore returns a Store over pool sealing secrets with keys.
+func NewStore(pool *pgxpool.Pool, keys *secretbox.Keyring) *Store {
+	return &Store{pool: pool, keys: keys}
+}
 
 // ErrNotFound means no such endpoint or delivery for the tenant.
 var ErrNotFound = errors.New("not found")
 
-const endpointColumns = `tenant, id, url, events, parents, format, description, coalesce(rate_limit, 0), retry_schedule, secrets,
+// querier is a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+const endpointColumns = `tenant, id, url, events, parents, format, description, coalesce(rate_limit, 0), retry_schedule, secrets, secrets_sealed,
 	enabled, coalesce(disabled_reason, ''), created_at, updated_at, deleted_at IS NOT NULL, change_seq`
 
-func scanEndpoint(r pgx.CollectableRow) (Endpoint, error) {
+// secretsAAD binds sealed secrets to their row: they open only as the
+// secrets of this tenant's endpoint id.
+func secretsAAD(tenant, id string) []byte {
+	return []byte("webhook.endpoints\x00" + tenant + "\x00" + id)
+}
+
+func (s *Store) scanEndpoint(r pgx.CollectableRow) (Endpoint, error) {
 	var e Endpoint
-	var parents, secrets []byte
-	err := r.Scan(&e.Tenant, &e.ID, &e.URL, &e.Events, &parents, &e.Format, &e.Description, &e.RateLimit, &e.RetrySchedule, &secrets,
+	var parents, plain, sealed []byte
+	err := r.Scan(&e.Tenant, &e.ID, &e.URL, &e.Events, &parents, &e.Format, &e.Description, &e.RateLimit, &e.RetrySchedule, &plain, &sealed,
 		&e.Enabled, &e.DisabledReason, &e.CreatedAt, &e.UpdatedAt, &e.deleted, &e.changeSeq)
 	if err != nil {
 		return e, err
@@ -39,10 +61,24 @@ func scanEndpoint(r pgx.CollectableRow) (Endpoint, error) {
 			return e, fmt.Errorf("decode parents: %w", err)
 		}
 	}
-	if err := json.Unmarshal(secrets, &e.secrets); err != nil {
-		return e, fmt.Errorf("decode secrets: %w", err)
+	if sealed != nil {
+		if plain, err = s.keys.Open(sealed, secretsAAD(e.Tenant, e.ID)); err != nil {
+			return e, fmt.Errorf("open the secrets of webhook %s: %w", e.ID, err)
+		}
+	} // else: a row from before 0006 that SealSecrets has not reached yet
+	if err := json.Unmarshal(plain, &e.secrets); err != nil {
+		return e, fmt.Errorf("decode the secrets of webhook %s: %w", e.ID, err)
 	}
 	return e, nil
+}
+
+// seal encodes and seals an endpoint's secrets for its row.
+func (s *Store) seal(tenant, id string, secrets []secret) ([]byte, error) {
+	plain, err := json.Marshal(secrets) //nolint:gosec // G117: the JSON is sealed right below, never stored or logged in the clear
+	if err != nil {
+		return nil, err
+	}
+	return s.keys.Seal(plain, secretsAAD(tenant, id))
 }
 
 // CreateEndpoint stores a new endpoint with its first secret.
@@ -52,14 +88,22 @@ func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint, firstSecret stri
 	if err != nil {
 		return Endpoint{}, err
 	}
-	secrets, _ := json.Marshal([]secret{{Secret: firstSecret}})
-	rows, err := s.pool.Query(ctx, `INSERT INTO webhook.endpoints (tenant, id, url, events, parents, format, description, rate_limit, retry_schedule, secrets)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, 0), $9, $10) RETURNING `+endpointColumns,
-		e.Tenant, e.ID, e.URL, e.Events, parents, e.Format, e.Description, e.RateLimit, nilIfEmpty(e.RetrySchedule), secrets)
+	sealed, err := s.seal(e.Tenant, e.ID, []secret{{Secret: firstSecret}})
 	if err != nil {
-		return Endpoint{}, fmt.Errorf("insert endpoint: %w", err)
+		return Endpoint{}, err
 	}
-	return pgx.CollectExactlyOneRow(rows, scanEndpoint)
+	var out Endpoint
+	err = postgres.TenantTx(ctx, s.pool, e.Tenant, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `INSERT INTO webhook.endpoints (tenant, id, url, events, parents, format, description, rate_limit, retry_schedule, secrets_sealed, secrets_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, 0), $9, $10, $11) RETURNING `+endpointColumns,
+			e.Tenant, e.ID, e.URL, e.Events, parents, e.Format, e.Description, e.RateLimit, nilIfEmpty(e.RetrySchedule), sealed, s.keys.PrimaryID())
+		if err != nil {
+			return fmt.Errorf("insert endpoint: %w", err)
+		}
+		out, err = pgx.CollectExactlyOneRow(rows, s.scanEndpoint)
+		return err
+	})
+	return out, err
 }
 
 func nilIfEmpty(s []int) []int {
@@ -70,12 +114,20 @@ func nilIfEmpty(s []int) []int {
 }
 
 // GetEndpoint returns a tenant's endpoint that is not deleted.
-func (s *Store) GetEndpoint(ctx context.Context, tenant, id string) (Endpoint, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook.endpoints WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL`, tenant, id)
+func (s *Store) GetEndpoint(ctx context.Context, tenant, id string) (e Endpoint, err error) {
+	err = postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
+		e, err = s.getEndpoint(ctx, tx, tenant, id)
+		return err
+	})
+	return e, err
+}
+
+func (s *Store) getEndpoint(ctx context.Context, q querier, tenant, id string) (Endpoint, error) {
+	rows, err := q.Query(ctx, `SELECT `+endpointColumns+` FROM webhook.endpoints WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL`, tenant, id)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("get endpoint: %w", err)
 	}
-	e, err := pgx.CollectExactlyOneRow(rows, scanEndpoint)
+	e, err := pgx.CollectExactlyOneRow(rows, s.scanEndpoint)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Endpoint{}, ErrNotFound
 	}
@@ -84,13 +136,17 @@ func (s *Store) GetEndpoint(ctx context.Context, tenant, id string) (Endpoint, e
 
 // ListEndpoints returns a tenant's endpoints, newest first, after the
 // cursor id.
-func (s *Store) ListEndpoints(ctx context.Context, tenant, after string, limit int) ([]Endpoint, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook.endpoints
-		WHERE tenant = $1 AND deleted_at IS NULL AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3`, tenant, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list endpoints: %w", err)
-	}
-	return pgx.CollectRows(rows, scanEndpoint)
+func (s *Store) ListEndpoints(ctx context.Context, tenant, after string, limit int) (es []Endpoint, err error) {
+	err = postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT `+endpointColumns+` FROM webhook.endpoints
+			WHERE tenant = $1 AND deleted_at IS NULL AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3`, tenant, after, limit)
+		if err != nil {
+			return fmt.Errorf("list endpoints: %w", err)
+		}
+		es, err = pgx.CollectRows(rows, s.scanEndpoint)
+		return err
+	})
+	return es, err
 }
 
 // UpdateEndpoint replaces the editable fields of an endpoint.
@@ -120,58 +176,126 @@ func (s *Store) DeleteEndpoint(ctx context.Context, tenant, id string) error {
 
 // RotateSecret makes newSecret the signing secret; the previous ones stay
 // valid until now+grace.
-func (s *Store) RotateSecret(ctx context.Context, tenant, id, newSecret string, now, expiresAt time.Time) (Endpoint, error) {
-	cur, err := s.GetEndpoint(ctx, tenant, id)
-	if err != nil {
-		return Endpoint{}, err
-	}
-	next := []secret{{Secret: newSecret}}
-	for _, old := range cur.secrets {
-		if old.ExpiresAt != nil && !now.Before(*old.ExpiresAt) {
-			continue // already expired: drop it
+func (s *Store) RotateSecret(ctx context.Context, tenant, id, newSecret string, now, expiresAt time.Time) (e Endpoint, err error) {
+	err = postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
+		cur, err := s.getEndpoint(ctx, tx, tenant, id)
+		if err != nil {
+			return err
 		}
-		if old.ExpiresAt == nil || old.ExpiresAt.After(expiresAt) {
-			old.ExpiresAt = &expiresAt
+		next := []secret{{Secret: newSecret}}
+		for _, old := range cur.secrets {
+			if old.ExpiresAt != nil && !now.Before(*old.ExpiresAt) {
+				continue // already expired: drop it
+			}
+			if old.ExpiresAt == nil || old.ExpiresAt.After(expiresAt) {
+				old.ExpiresAt = &expiresAt
+			}
+			next = append(next, old)
 		}
-		next = append(next, old)
-	}
-	b, _ := json.Marshal(next)
-	// Guard on change_seq: a concurrent rotation makes this one fail
-	// instead of silently dropping a secret.
-	e, err := s.modifyIf(ctx, tenant, id, `secrets = $3`, `change_seq = $4`, b, cur.changeSeq)
-	if errors.Is(err, ErrNotFound) {
-		return Endpoint{}, errors.New("the endpoint changed while its secret was being rotated; try again")
-	}
+		sealed, err := s.seal(tenant, id, next)
+		if err != nil {
+			return err
+		}
+		// Guard on change_seq: a concurrent rotation makes this one fail
+		// instead of silently dropping a secret.
+		e, err = s.modifyIf(ctx, tx, tenant, id, `secrets = NULL, secrets_sealed = $3, secrets_key = $4`, `change_seq = $5`, sealed, s.keys.PrimaryID(), cur.changeSeq)
+		if errors.Is(err, ErrNotFound) {
+			return errors.New("the endpoint changed while its secret was being rotated; try again")
+		}
+		return err
+	})
 	return e, err
 }
 
 // modify applies a SET clause ($1 tenant, $2 id, then args) and bumps the
-// change sequence.
-func (s *Store) modify(ctx context.Context, tenant, id, set string, args ...any) (Endpoint, error) {
-	return s.modifyIf(ctx, tenant, id, set, "true", args...)
+// change sequence, as the tenant.
+func (s *Store) modify(ctx context.Context, tenant, id, set string, args ...any) (e Endpoint, err error) {
+	err = postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
+		e, err = s.modifyIf(ctx, tx, tenant, id, set, "true", args...)
+		return err
+	})
+	return e, err
 }
 
-// modifyIf is modify with an extra condition on the row.
-func (s *Store) modifyIf(ctx context.Context, tenant, id, set, cond string, args ...any) (Endpoint, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE webhook.endpoints SET `+set+`, updated_at = now(), change_seq = nextval('webhook.endpoint_changes')
+// modifyIf is modify with an extra condition on the row, in q.
+func (s *Store) modifyIf(ctx context.Context, q querier, tenant, id, set, cond string, args ...any) (Endpoint, error) {
+	rows, err := q.Query(ctx, `UPDATE webhook.endpoints SET `+set+`, updated_at = now(), change_seq = nextval('webhook.endpoint_changes')
 		WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL AND (`+cond+`) RETURNING `+endpointColumns, append([]any{tenant, id}, args...)...)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("update endpoint: %w", err)
 	}
-	e, err := pgx.CollectExactlyOneRow(rows, scanEndpoint)
+	e, err := pgx.CollectExactlyOneRow(rows, s.scanEndpoint)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Endpoint{}, ErrNotFound
 	}
 	return e, err
 }
 
-// changedSince returns every endpoint (deleted ones too) changed after seq.
+// changedSince returns every endpoint (deleted ones too) changed after seq,
+// across tenants (the registry of every replica).
 func (s *Store) changedSince(ctx context.Context, seq int64) ([]Endpoint, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook.endpoints WHERE change_seq > $1 ORDER BY change_seq`, seq)
 	if err != nil {
 		return nil, fmt.Errorf("load endpoints: %w", err)
 	}
-	return pgx.CollectRows(rows, scanEndpoint)
+	return pgx.CollectRows(rows, s.scanEndpoint)
+}
+
+// SealSecrets seals the secrets of every endpoint that holds them in
+// plaintext (rows from before migration 0006) or sealed with a key other
+// than the primary one (after a key rotation), in batches, and returns how
+// many it sealed. Every replica runs it on start; concurrent runs are safe
+// (rows are locked and rechecked). It fails, naming the key id, when a
+// row is sealed with a key the keyring does not hold.
+func (s *Store) SealSecrets(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n := 0
+		err := postgres.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, `SELECT tenant, id, secrets, secrets_sealed FROM webhook.endpoints
+				WHERE secrets_sealed IS NULL OR secrets_key <> $1 ORDER BY id LIMIT 500 FOR UPDATE`, s.keys.PrimaryID())
+			if err != nil {
+				return fmt.Errorf("find endpoint secrets to seal: %w", err)
+			}
+			type row struct {
+				tenant, id    string
+				plain, sealed []byte
+			}
+			todo, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+				var x row
+				return x, r.Scan(&x.tenant, &x.id, &x.plain, &x.sealed)
+			})
+			if err != nil {
+				return fmt.Errorf("find endpoint secrets to seal: %w", err)
+			}
+			for _, x := range todo {
+				plain := x.plain
+				if x.sealed != nil {
+					if plain, err = s.keys.Open(x.sealed, secretsAAD(x.tenant, x.id)); err != nil {
+						return fmt.Errorf("re-seal the secrets of webhook %s: %w (configure the key that sealed them in EVENTLINE_OLD_SECRET_KEYS)", x.id, err)
+					}
+				}
+				sealed, err := s.keys.Seal(plain, secretsAAD(x.tenant, x.id))
+				if err != nil {
+					return err
+				}
+				// change_seq stays: the secrets themselves did not change.
+				if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET secrets = NULL, secrets_sealed = $3, secrets_key = $4 WHERE tenant = $1 AND id = $2`,
+					x.tenant, x.id, sealed, s.keys.PrimaryID()); err != nil {
+					return fmt.Errorf("seal the secrets of webhook %s: %w", x.id, err)
+				}
+			}
+			n = len(todo)
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < 500 {
+			return total, nil
+		}
+	}
 }
 
 // Delivery is one event sent to one endpoint, with all its attempts.
