@@ -6,6 +6,8 @@ package dev
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -109,7 +111,11 @@ func Run(ctx context.Context, o Options) error {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	svcs := services(natsURL, dbURL, o.Log)
+	secretKey, err := devSecretKey(filepath.Join(o.Dir, "secret.key"))
+	if err != nil {
+		return err
+	}
+	svcs := services(natsURL, dbURL, secretKey, o.Log)
 	var wg sync.WaitGroup
 	errc := make(chan error, len(svcs))
 	for _, s := range svcs {
@@ -206,7 +212,7 @@ type service struct {
 
 // services builds every service with its defaults and environment, on
 // loopback ports of its own.
-func services(natsURL, dbURL string, log *slog.Logger) []*service {
+func services(natsURL, dbURL, secretKey string, log *slog.Logger) []*service {
 	const local = "127.0.0.1:0"
 	var (
 		ic ingest.Config
@@ -221,6 +227,9 @@ func services(natsURL, dbURL string, log *slog.Logger) []*service {
 	pc.HTTPAddr, pc.AdminAddr, pc.NATSURL, pc.DatabaseURL = local, local, natsURL, dbURL
 	wc.HTTPAddr, wc.AdminAddr, wc.NATSURL, wc.DatabaseURL = local, local, natsURL, dbURL
 	wc.AllowPrivate = true // local receivers are the point of dev
+	if wc.SecretKey == "" {
+		wc.SecretKey = secretKey
+	}
 	wc.Service.UserAgent = "eventline/dev"
 
 	ia := ingest.New(ic, log.With("service", "ingest"))
@@ -358,6 +367,21 @@ func prepareDatabase(ctx context.Context, dbURL, keyFile string) (string, error)
 		return "", err
 	}
 	return plaintext, nil
+}
+
+// devSecretKey returns the key that seals webhook secrets in dev: the one
+// kept in file, else a new random one saved there (EVENTLINE_SECRET_KEY,
+// when set, wins over both).
+func devSecretKey(file string) (string, error) {
+	if b, err := os.ReadFile(file); err == nil { //nolint:gosec // our own state directory
+		return strings.TrimSpace(string(b)), nil
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return "", err
+	}
+	key := base64.StdEncoding.EncodeToString(k)
+	return key, os.WriteFile(file, []byte(key+"\n"), 0o600)
 }
 
 func redact(dbURL string) string {
