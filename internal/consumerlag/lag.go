@@ -182,7 +182,9 @@ func (m *Monitor) Ready(context.Context) error {
 }
 
 // Pending is the pending-messages gauge of consumer.
-func (m *Metrics) Pending(consumer string) prometheus.Gauge { return m.pending.WithLabelValues(consumer) }
+func (m *Metrics) Pending(consumer string) prometheus.Gauge {
+	return m.pending.WithLabelValues(consumer)
+}
 
 // Behind is the lag-seconds gauge of consumer.
 func (m *Metrics) Behind(consumer string) prometheus.Gauge { return m.behind.WithLabelValues(consumer) }
