@@ -182,38 +182,34 @@ sending:
 		}
 		return false
 	})
-	var request, publish, fanout span
+	var request, fanout span
 	testenv.Poll(t, 10*time.Second, "ingest and fan-out spans of the delivered event", func() bool {
 		for _, f := range otlp.find("webhooker", "webhook fanout") {
 			if f.traceID != traceID || f.attributes["eventline.event.id"] != deliver.attributes["eventline.event.id"] {
 				continue
 			}
-			for _, p := range otlp.find("ingest", "publish EVENTS") {
-				if p.id != f.parentID {
-					continue
-				}
-				for _, r := range otlp.find("ingest", "POST /v1/events") {
-					if r.id == p.parentID {
-						request, publish, fanout = r, p, f
-						return true
-					}
+			for _, r := range otlp.find("ingest", "POST /v1/events") {
+				if r.id == f.parentID {
+					request, fanout = r, f
+					return true
 				}
 			}
 		}
 		return false
 	})
-	for _, s := range []span{request, publish, fanout, deliver} {
+	for _, s := range []span{request, fanout, deliver} {
 		require.Equal(t, traceID, s.traceID, "%s/%s is in the caller's trace", s.service, s.name)
 	}
 	require.Equal(t, callerSpan, request.parentID, "the ingest request span continues the incoming traceparent")
 	require.Equal(t, tracepb.Span_SPAN_KIND_SERVER, request.kind)
-	require.Equal(t, tracepb.Span_SPAN_KIND_PRODUCER, publish.kind)
-	require.Equal(t, publish.id, deliver.parentID, "each attempt is a child of the event's span from its NATS header")
+	require.Equal(t, "EVENTS", request.attributes["messaging.destination.name"])
+	require.Equal(t, tracepb.Span_SPAN_KIND_CONSUMER, fanout.kind)
+	require.Equal(t, request.id, deliver.parentID, "each attempt is a child of the event's span from its NATS header")
 	require.Equal(t, tracepb.Span_SPAN_KIND_CLIENT, deliver.kind)
 	require.Equal(t, "200", deliver.attributes["http.response.status_code"])
 	testenv.Poll(t, 10*time.Second, "the projector's span of the delivered event", func() bool {
 		for _, s := range otlp.find("projector", "projector project") {
-			if s.traceID == traceID && s.parentID == publish.id && s.kind == tracepb.Span_SPAN_KIND_CONSUMER {
+			if s.traceID == traceID && s.parentID == request.id && s.kind == tracepb.Span_SPAN_KIND_CONSUMER {
 				return true
 			}
 		}
