@@ -61,6 +61,10 @@ bench-projector: tools ## projection of a 1M-event stream vs raw COPY; timeline 
 bench-webhooker: tools ## deliveries/s vs a raw HTTP client; slow-endpoint isolation; first-attempt latency
 	$(GO) test ./internal/webhooker -run '^$$' -bench . -benchtime 3x -timeout 60m
 
+.PHONY: image
+image: ## build the container image of every binary (eventline:local, as docker-compose.yml uses)
+	docker build -t eventline:local .
+
 .PHONY: run
 run: tools ## run eventline locally: nats-server (fsync always), migrations, a dev key, ingest/projector/webhooker
 	scripts/run.sh

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
@@ -35,6 +36,10 @@ type Config struct {
 	Batch           CommitterConfig
 	Stream          stream.Config
 	ShutdownTimeout time.Duration // default 30s
+	// TracerProvider makes the request and publish spans; the binary sets
+	// it from OTEL_* (observe.StartTracing). Nil: no spans, and an incoming
+	// traceparent is passed on to the events unchanged.
+	TracerProvider trace.TracerProvider
 }
 
 // Register binds the settings to flags and environment variables.
@@ -67,7 +72,7 @@ func NewService(pub Appender, keys httpapi.Authenticator, cfg Config, reg promet
 	bc := cfg.Batch
 	bc.Observe = m.batch
 	c := NewCommitter(pub, bc)
-	h := &handler{committer: c, limiter: newLimiter(cfg.RateLimit), metrics: m, log: log, now: time.Now}
+	h := &handler{committer: c, limiter: newLimiter(cfg.RateLimit), metrics: m, log: log, now: time.Now, tracer: observe.Tracer(cfg.TracerProvider, "ingest")}
 	return &Service{committer: c, handler: httpapi.RequireScope(keys, apikey.ScopeIngest, h)}
 }
 
@@ -101,6 +106,12 @@ func New(cfg Config, log *slog.Logger) *App {
 // is durable, close connections. It returns nil after a clean drain.
 func (a *App) Run(ctx context.Context) error {
 	cfg := a.cfg
+	tracing, err := observe.StartTracing(ctx, "ingest")
+	if err != nil {
+		return err
+	}
+	defer lifecycle.FlushTraces(tracing, a.log)
+	cfg.TracerProvider = tracing.Provider
 	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-ingest", cfg.Stream, a.log)
 	if err != nil {
 		return err

@@ -13,7 +13,12 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -30,6 +35,7 @@ type handler struct {
 	metrics   *metrics
 	log       *slog.Logger
 	now       func() time.Time
+	tracer    trace.Tracer
 }
 
 type appendResponse struct {
@@ -38,9 +44,21 @@ type appendResponse struct {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
+	// The request span continues the caller's trace; the events carry its
+	// context on into the stream.
+	ctx, span := h.tracer.Start(observe.WithHeaderTrace(r.Context(), r.Header), "POST /v1/events",
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(start))
 	rec := &statusRecorder{ResponseWriter: w}
-	h.serve(rec, r, start)
-	h.metrics.request(rec.status, time.Since(start))
+	h.serve(rec, r.WithContext(ctx), start)
+	took := time.Since(start)
+	h.metrics.request(rec.status, took)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("http.response.status_code", rec.status))
+		if rec.status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(rec.status))
+		}
+	}
+	span.End(trace.WithTimestamp(start.Add(took)))
 }
 
 func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
@@ -71,13 +89,22 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 			Detail: "this API key is over its rate limit; retry after the Retry-After delay or ask for a higher limit"})
 		return
 	}
-	if tp := r.Header.Get("traceparent"); events.IsTraceparent(tp) {
+	// One span per request keeps tracing cheap on the hot path: its
+	// context is the events' traceparent in the stream.
+	ctx := r.Context()
+	span := trace.SpanFromContext(ctx)
+	if tp := observe.Traceparent(ctx); tp != "" {
 		for i := range es {
 			es[i].Traceparent = tp
 		}
 	}
-	results, err := h.committer.Append(r.Context(), es)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("messaging.destination.name", events.StreamName),
+			attribute.Int("messaging.batch.message_count", len(es)), attribute.String("eventline.tenant", key.Tenant))
+	}
+	results, err := h.committer.Append(ctx, es)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			return // the client went away; its events are still appended
 		}

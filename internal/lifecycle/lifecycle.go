@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/observe"
@@ -42,5 +43,14 @@ func Main(set *config.Set, logLevel *string, args []string, build func() Service
 		log.Error("exiting on error", "error", err.Error())
 		stop()
 		os.Exit(1)
+	}
+}
+
+// FlushTraces exports the spans a service still buffers, after it drained.
+func FlushTraces(t *observe.Tracing, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("could not export the last spans", "error", err.Error())
 	}
 }

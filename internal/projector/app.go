@@ -11,9 +11,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
@@ -37,6 +39,9 @@ type AppConfig struct {
 	LagEvery        time.Duration // how often lag is measured; default 5s
 	Stream          stream.Config
 	ShutdownTimeout time.Duration
+	// TracerProvider, when set, records a span per projected event in the
+	// event's trace; the binary sets it when OTEL_* configures an exporter.
+	TracerProvider trace.TracerProvider
 }
 
 // Register binds the settings to flags and environment variables.
@@ -63,7 +68,7 @@ func (c *AppConfig) Register(s *config.Set) {
 // the timeline API. `eventline dev` mounts it next to the other services.
 type Service struct {
 	workers []*Projector
-	lag     *lagMonitor
+	lag     *consumerlag.Monitor
 	api     *API
 }
 
@@ -84,11 +89,16 @@ func NewService(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool,
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
 	s := &Service{
-		lag: &lagMonitor{cons: cons, str: str, every: cfg.LagEvery, maxLag: cfg.MaxLag, metrics: m},
+		lag: consumerlag.NewMonitor(cons, str, m.consumer, consumerlag.Config{Consumer: cfg.Consumer.withDefaults().Name,
+			Every: cfg.LagEvery, MaxLag: cfg.MaxLag, OnMeasure: func(l consumerlag.Lag) { m.lagSeconds.Set(l.Behind.Seconds()) }}),
 		api: NewAPI(NewStore(pool), apikey.NewStore(pool, 0), log),
 	}
 	for range cfg.Workers {
-		s.workers = append(s.workers, New(cons, pool, Config{Consumer: cfg.Consumer.withDefaults().Name, BatchSize: cfg.Batch}, m, log))
+		wc := Config{Consumer: cfg.Consumer.withDefaults().Name, BatchSize: cfg.Batch}
+		if cfg.TracerProvider != nil {
+			wc.Tracer = observe.Tracer(cfg.TracerProvider, "projector")
+		}
+		s.workers = append(s.workers, New(cons, pool, wc, m, log))
 	}
 	return s, nil
 }
@@ -97,14 +107,14 @@ func NewService(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool,
 func (s *Service) Routes(mux *http.ServeMux) { s.api.Routes(mux) }
 
 // Ready is the lag readiness check.
-func (s *Service) Ready(ctx context.Context) error { return s.lag.ready(ctx) }
+func (s *Service) Ready(ctx context.Context) error { return s.lag.Ready(ctx) }
 
 // Run runs the workers and the lag monitor until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, len(s.workers))
 	wg.Add(1)
-	go func() { defer wg.Done(); s.lag.run(ctx) }()
+	go func() { defer wg.Done(); s.lag.Run(ctx) }()
 	for _, w := range s.workers {
 		wg.Add(1)
 		go func() {
@@ -144,6 +154,14 @@ func NewApp(cfg AppConfig, log *slog.Logger) *App {
 // (unfinished batches are redelivered), the API and the connections.
 func (a *App) Run(ctx context.Context) error {
 	cfg := a.cfg
+	tracing, err := observe.StartTracing(ctx, "projector")
+	if err != nil {
+		return err
+	}
+	defer lifecycle.FlushTraces(tracing, a.log)
+	if tracing.Exporting {
+		cfg.TracerProvider = tracing.Provider
+	}
 	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-projector", cfg.Stream, a.log)
 	if err != nil {
 		return err

@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -20,11 +22,13 @@ func TestLagAndReadiness(t *testing.T) {
 	ctx := context.Background()
 	str, err := b.js.Stream(ctx, events.StreamName)
 	require.NoError(t, err)
-	mon := &lagMonitor{cons: b.cons, str: str, every: 50 * time.Millisecond, maxLag: 200 * time.Millisecond, metrics: b.metrics}
+	cm := consumerlag.NewMetrics(prometheus.NewRegistry())
+	mon := consumerlag.NewMonitor(b.cons, str, cm, consumerlag.Config{Consumer: "projector", Every: 50 * time.Millisecond, MaxLag: 200 * time.Millisecond,
+		OnMeasure: func(l consumerlag.Lag) { b.metrics.lagSeconds.Set(l.Behind.Seconds()) }})
 
-	mon.measure(ctx)
-	require.NoError(t, mon.ready(ctx), "nothing to project: ready")
-	require.Zero(t, mon.last.Pending)
+	mon.Measure(ctx)
+	require.NoError(t, mon.Ready(ctx), "nothing to project: ready")
+	require.Zero(t, mon.Last().Pending)
 
 	in := make([]events.Event, 120)
 	for i := range in {
@@ -33,23 +37,23 @@ func TestLagAndReadiness(t *testing.T) {
 	_, err = b.pub.AppendBatch(ctx, in)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		mon.measure(ctx)
-		return mon.ready(ctx) != nil
+		mon.Measure(ctx)
+		return mon.Ready(ctx) != nil
 	}, 10*time.Second, 20*time.Millisecond, "not ready once the oldest pending event is older than max lag")
-	require.EqualValues(t, 120, mon.last.Pending)
-	require.Greater(t, mon.last.Behind, 200*time.Millisecond)
-	require.ErrorContains(t, mon.ready(ctx), "behind the stream")
-	require.EqualValues(t, 120, gaugeValue(b.metrics.pending))
+	require.EqualValues(t, 120, mon.Last().Pending)
+	require.Greater(t, mon.Last().Behind, 200*time.Millisecond)
+	require.ErrorContains(t, mon.Ready(ctx), "behind the stream")
+	require.EqualValues(t, 120, gaugeValue(cm.Pending("projector")))
 	require.Greater(t, gaugeValue(b.metrics.lagSeconds), 0.2)
 
 	b.worker(t, Config{}, nil)
 	require.Eventually(t, func() bool {
-		mon.measure(ctx)
-		return mon.ready(ctx) == nil
+		mon.Measure(ctx)
+		return mon.Ready(ctx) == nil
 	}, 10*time.Second, 20*time.Millisecond)
-	require.Zero(t, mon.last.Pending)
+	require.Zero(t, mon.Last().Pending)
 	require.Zero(t, gaugeValue(b.metrics.lagSeconds))
 
-	stale := &lagMonitor{cons: b.cons, str: str, every: time.Millisecond, metrics: b.metrics}
-	require.Error(t, stale.ready(ctx), "never measured: not ready")
+	stale := consumerlag.NewMonitor(b.cons, str, cm, consumerlag.Config{Consumer: "projector", Every: time.Millisecond})
+	require.Error(t, stale.Ready(ctx), "never measured: not ready")
 }

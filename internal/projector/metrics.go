@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventline/eventline/internal/consumerlag"
 )
 
 // Metrics are the projector's Prometheus metrics.
@@ -11,8 +13,8 @@ type Metrics struct {
 	eventsTotal   *prometheus.CounterVec
 	batchSize     prometheus.Histogram
 	batchDuration prometheus.Histogram
-	pending       prometheus.Gauge
 	lagSeconds    prometheus.Gauge
+	consumer      *consumerlag.Metrics
 }
 
 // NewMetrics registers the projector metrics on reg.
@@ -29,14 +31,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "eventline_projector_batch_duration_seconds", Help: "Time to write and commit one batch.",
 			Buckets: []float64{.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 5},
 		}),
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "eventline_projector_pending_messages", Help: "Messages not yet projected: the consumer's num_pending + num_ack_pending.",
-		}),
 		lagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "eventline_projector_lag_seconds", Help: "Age of the oldest event not yet projected (0 when caught up).",
+			Name: "eventline_projector_lag_seconds", Help: "Projection lag: age of the oldest event not yet projected (0 when caught up).",
 		}),
+		consumer: consumerlag.NewMetrics(reg),
 	}
-	reg.MustRegister(m.eventsTotal, m.batchSize, m.batchDuration, m.pending, m.lagSeconds)
+	reg.MustRegister(m.eventsTotal, m.batchSize, m.batchDuration, m.lagSeconds)
 	return m
 }
 

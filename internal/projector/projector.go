@@ -16,8 +16,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -80,6 +84,9 @@ type Config struct {
 	// RetryBackoff is the first wait after a failed transaction; it doubles
 	// up to 5s. Default 100ms.
 	RetryBackoff time.Duration
+	// Tracer, when set, records a span per projected event as a child of
+	// the event's traceparent. Nil: no spans (no per-message cost).
+	Tracer trace.Tracer
 }
 
 func (c Config) withDefaults() Config {
@@ -223,6 +230,7 @@ func (p *Projector) process(ctx context.Context, msgs []jetstream.Msg) error {
 		res, err := p.commit(ctx, items)
 		if err == nil {
 			p.metrics.batch(res, time.Since(start))
+			p.trace(ctx, items, start)
 			if p.hook != nil {
 				if err := p.hook("after_commit", len(items)); err != nil {
 					return errStopped
@@ -262,6 +270,30 @@ func (p *Projector) process(ctx context.Context, msgs []jetstream.Msg) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// trace records, for every item whose message carries a traceparent, a
+// span from the start of its batch to the commit.
+func (p *Projector) trace(ctx context.Context, items []item, start time.Time) {
+	if p.cfg.Tracer == nil {
+		return
+	}
+	for _, it := range items {
+		tp := it.msg.Headers().Get("traceparent")
+		if tp == "" {
+			continue
+		}
+		_, span := p.cfg.Tracer.Start(observe.WithTraceparent(ctx, tp), "projector project",
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(start))
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("eventline.event.id", it.event.ID), attribute.Int("messaging.batch.message_count", len(items)),
+				attribute.Int64("messaging.nats.stream_sequence", int64(it.seq))) //nolint:gosec // stream sequences fit
+			if it.err != nil {
+				span.SetStatus(codes.Error, "dead-lettered: "+it.err.Error())
+			}
+		}
+		span.End()
 	}
 }
 

@@ -128,6 +128,12 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer client.CloseIdleConnections()
+	tracing, err := observe.StartTracing(ctx, "webhooker")
+	if err != nil {
+		return err
+	}
+	defer lifecycle.FlushTraces(tracing, a.log)
+	cfg.Service.TracerProvider = tracing.Provider
 	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-webhooker", cfg.Stream, a.log)
 	if err != nil {
 		return err

@@ -9,6 +9,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/pkg/webhook"
 )
 
@@ -40,6 +46,7 @@ type attempter struct {
 	log       *slog.Logger
 	metrics   *Metrics
 	observe   func(j job, took time.Duration) // first-attempt latency, for metrics and benchmarks
+	tracer    trace.Tracer                    // nil: no spans
 }
 
 const maxLoggedResponse = 1024
@@ -76,14 +83,22 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 		return
 	}
 	header.Set(webhook.HeaderSignature, sig)
-	if j.event.Traceparent != "" {
-		header.Set("traceparent", j.event.Traceparent)
-	}
 	if a.observe != nil && j.attempt == 1 {
 		a.observe(j, time.Since(j.event.RecordedAt))
 	}
+	ctx, span := a.startSpan(ctx, j, ep)
+	defer span.End()
+	if tp := observe.Traceparent(ctx); tp != "" {
+		header.Set("traceparent", tp) // the receiver's work joins the event's trace
+	}
 	resp, err := a.poster.Post(ctx, ep.URL, header, body)
 	end := a.now()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+		if err != nil || resp.StatusCode < 200 || resp.StatusCode >= 300 {
+			span.SetStatus(codes.Error, a.poster.ErrorClass(err, resp.StatusCode))
+		}
+	}
 	o.finishedAt = end
 	o.attempt.DurationMS = int(end.Sub(start) / time.Millisecond)
 	o.attempt.StatusCode = resp.StatusCode
@@ -111,6 +126,20 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	}
 	o.retryIn, o.retry = nextAttempt(ep.schedule(), j.attempt, retryAfter, a.rnd)
 	a.results <- o
+}
+
+// startSpan starts the attempt's client span as a child of the event's
+// trace (its traceparent from the stream).
+func (a *attempter) startSpan(ctx context.Context, j job, ep Endpoint) (context.Context, trace.Span) {
+	if a.tracer == nil {
+		return observe.WithTraceparent(ctx, j.event.Traceparent), noop.Span{}
+	}
+	ctx, span := a.tracer.Start(observe.WithTraceparent(ctx, j.event.Traceparent), "webhook deliver", trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("http.request.method", http.MethodPost), attribute.String("eventline.event.id", j.event.ID),
+			attribute.String("eventline.webhook.endpoint_id", ep.ID), attribute.Int("eventline.webhook.attempt", j.attempt))
+	}
+	return ctx, span
 }
 
 // body is the delivery payload: the event JSON with seq and type, or a

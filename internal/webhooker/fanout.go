@@ -15,9 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/groupcommit"
+	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -88,6 +92,7 @@ type fanout struct {
 	maxDeliver int
 	log        *slog.Logger
 	metrics    *Metrics
+	tracer     trace.Tracer // nil: no spans
 }
 
 func (f *fanout) handle(msg *message.Message) error {
@@ -106,12 +111,25 @@ func (f *fanout) handle(msg *message.Message) error {
 	if len(eps) == 0 {
 		return nil
 	}
+	// The fan-out span joins the event's trace; each attempt is another
+	// child of the event (retries happen long after this span ended).
+	tracer := f.tracer
+	if tracer == nil {
+		tracer = observe.Tracer(nil, "webhooker")
+	}
+	ctx, span := tracer.Start(observe.WithTraceparent(ctx, ev.Traceparent), "webhook fanout", trace.WithSpanKind(trace.SpanKindConsumer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("eventline.event.id", ev.ID), attribute.String("eventline.tenant", ev.Tenant),
+			attribute.Int64("messaging.nats.stream_sequence", int64(seq)), attribute.Int("eventline.webhook.endpoints", len(eps))) //nolint:gosec // stream sequences fit
+	}
 	body, err := json.Marshal(ev)
 	if err != nil {
 		return f.deadLetter(ctx, msg, fmt.Errorf("encode delivery body: %w", err))
 	}
 	jobs, err := f.inserts.Submit(ctx, fanoutItem{event: ev, endpoints: eps, body: body})
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return err // retried, then nacked for redelivery
 	}
 	f.metrics.created(len(jobs))

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventline/eventline/internal/consumerlag"
 )
 
 // Metrics are the webhooker's Prometheus metrics.
@@ -12,6 +14,7 @@ type Metrics struct {
 	fanout       prometheus.Counter
 	firstAttempt prometheus.Histogram
 	due          prometheus.Counter
+	consumer     *consumerlag.Metrics
 }
 
 // NewMetrics registers the webhooker metrics on reg.
@@ -30,6 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		due: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "eventline_webhook_retries_scheduled_total", Help: "Deliveries taken from Postgres for a retry or after an expired claim.",
 		}),
+		consumer: consumerlag.NewMetrics(reg),
 	}
 	reg.MustRegister(m.attempts, m.fanout, m.firstAttempt, m.due)
 	return m

@@ -11,7 +11,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventline/eventline/internal/consumerlag"
+	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -24,6 +27,7 @@ type Config struct {
 	Dispatch      DispatchConfig
 	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
 	ScheduleEvery time.Duration // how often due retries are looked for; default 250ms
+	LagEvery      time.Duration // how often the durable's lag is measured for /metrics; default 5s
 	RefreshEvery  time.Duration // endpoint cache refresh; default 250ms
 	Disable       DisableRule
 	Retention     time.Duration // delivery log retention; default 30 days
@@ -31,6 +35,10 @@ type Config struct {
 	// Secrets seals endpoint secrets at rest (required; see AppConfig's
 	// EVENTLINE_SECRET_KEY).
 	Secrets *secretbox.Keyring
+	// TracerProvider makes the fan-out and delivery-attempt spans; the
+	// binary sets it from OTEL_* (observe.StartTracing). Nil: no spans,
+	// and deliveries carry the event's traceparent unchanged.
+	TracerProvider trace.TracerProvider
 	// Now and Rand replace the clock and the jitter source (tests).
 	Now  func() time.Time
 	Rand func() float64
@@ -81,6 +89,7 @@ type Service struct {
 	publisher *events.Publisher
 	log       *slog.Logger
 	metrics   *Metrics
+	lag       *consumerlag.Monitor // nil without metrics
 
 	// set by Run
 	mu         sync.Mutex
@@ -103,15 +112,20 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	} else if n > 0 {
 		log.InfoContext(ctx, "sealed webhook secrets with the primary key", "endpoints", n, "key_id", cfg.Secrets.PrimaryID())
 	}
-	if _, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver); err != nil {
+	cons, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver)
+	if err != nil {
 		return nil, err
 	}
 	str, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	return &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, poster: poster, publisher: pub, log: log, metrics: m,
-		registry: NewRegistry(store, cfg.RefreshEvery, log)}, nil
+	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, poster: poster, publisher: pub, log: log, metrics: m,
+		registry: NewRegistry(store, cfg.RefreshEvery, log)}
+	if m != nil {
+		s.lag = consumerlag.NewMonitor(cons, str, m.consumer, consumerlag.Config{Consumer: cfg.Consumer, Every: cfg.LagEvery})
+	}
+	return s, nil
 }
 
 // Store is the endpoint and delivery store the API uses.
@@ -132,7 +146,7 @@ func (s *Service) Run(ctx context.Context) error {
 	rw := newResultWriter(s.pool, s.cfg.Disable, s.log, s.recordDisabled)
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand,
-		userAgent: s.cfg.UserAgent, log: s.log, metrics: s.metrics,
+		userAgent: s.cfg.UserAgent, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker"),
 		observe: func(_ job, d time.Duration) { s.metrics.firstAttemptDelay(d) }}
 	// Attempts get their own context: on shutdown they finish (bounded by
 	// the HTTP timeout) and their outcomes are written.
@@ -151,12 +165,16 @@ func (s *Service) Run(ctx context.Context) error {
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
 	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim,
-		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics}
+		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
 	if err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
+	if s.lag != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.lag.Run(ctx) }()
+	}
 	wg.Add(2)
 	go func() { defer wg.Done(); sch.run(ctx, s.cfg.ScheduleEvery) }()
 	go func() { defer wg.Done(); s.retain(ctx) }()

@@ -1,0 +1,151 @@
+// Package deploy_test checks the deployment files offline: the
+// docker-compose.yml at the repository root, the Dockerfile, the NATS
+// configurations and the kustomize tree under deploy/. No Docker engine or
+// cluster is needed.
+package deploy_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/stretchr/testify/require"
+)
+
+// services are the scalable eventline services with their admin ports.
+var services = map[string]string{"ingest": "9090", "projector": "9091", "webhooker": "9092", "notifier": "9093"}
+
+// consumers are the services that read the stream through a durable of
+// their own name.
+var consumers = []string{"projector", "notifier", "webhooker"}
+
+func loadCompose(t *testing.T) *types.Project {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
+		WorkingDir:  root,
+		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(root, "docker-compose.yml")}},
+		Environment: types.Mapping{},
+	}, func(o *loader.Options) { o.SetProjectName("eventline", true) })
+	require.NoError(t, err, "docker-compose.yml must load as the Compose specification")
+	return p
+}
+
+// TestComposeServiceGraph: every part is there, started in the right order
+// with the right conditions, and the consumer services can be scaled.
+func TestComposeServiceGraph(t *testing.T) {
+	t.Parallel()
+	p := loadCompose(t)
+	for _, name := range []string{"nats", "postgres", "migrate", "ingest", "projector", "notifier", "webhooker", "gateway", "mailpit"} {
+		_, err := p.GetService(name)
+		require.NoError(t, err, "service %s", name)
+	}
+
+	migrate, _ := p.GetService("migrate")
+	require.Equal(t, []string{"eventline", "migrate"}, []string(migrate.Command))
+	require.Equal(t, "no", migrate.Restart, "migrate runs once")
+	require.Equal(t, types.ServiceConditionHealthy, migrate.DependsOn["postgres"].Condition)
+
+	for name, adminPort := range services {
+		s, err := p.GetService(name)
+		require.NoError(t, err)
+		require.Equal(t, []string{name}, []string(s.Command), "%s runs its binary", name)
+		require.Equal(t, types.ServiceConditionHealthy, s.DependsOn["nats"].Condition, "%s waits for a healthy NATS", name)
+		require.Equal(t, types.ServiceConditionHealthy, s.DependsOn["postgres"].Condition, "%s waits for a healthy Postgres", name)
+		require.Equal(t, types.ServiceConditionCompletedSuccessfully, s.DependsOn["migrate"].Condition, "%s starts after the migrations", name)
+
+		// Scalable: no fixed host port or container name.
+		require.Empty(t, s.Ports, "%s publishes no host port (docker compose up --scale %s=4 must work)", name, name)
+		require.Empty(t, s.ContainerName, "%s has no container_name", name)
+
+		require.NotNil(t, s.HealthCheck, "%s has a healthcheck", name)
+		require.Equal(t, []string{"CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:" + adminPort + "/readyz"}, []string(s.HealthCheck.Test),
+			"%s is healthy when its /readyz on the admin port answers 2xx", name)
+
+		env := s.Environment
+		require.Equal(t, "nats://nats:4222", *env["NATS_URL"], name)
+		require.Contains(t, *env["DATABASE_URL"], "@postgres:5432/eventline", name)
+		require.Contains(t, env, "OTEL_EXPORTER_OTLP_ENDPOINT", name)
+		require.Equal(t, "eventline:local", s.Image, "%s runs the image the Dockerfile builds", name)
+		require.Equal(t, p.WorkingDir, s.Build.Context, "%s builds the repository Dockerfile", name)
+
+		// The gateway waits for every replica set to be healthy.
+		gw, _ := p.GetService("gateway")
+		require.Equal(t, types.ServiceConditionHealthy, gw.DependsOn[name].Condition)
+	}
+
+	notifier, _ := p.GetService("notifier")
+	require.Equal(t, "smtp://mailpit:1025", *notifier.Environment["SMTP_URL"])
+	require.NotEmpty(t, *notifier.Environment["MAIL_FROM"])
+	require.NotEmpty(t, *notifier.Environment["PUBLIC_URL"])
+	require.Equal(t, types.ServiceConditionHealthy, notifier.DependsOn["mailpit"].Condition)
+
+	postgres, _ := p.GetService("postgres")
+	require.Equal(t, "pg_isready", postgres.HealthCheck.Test[1])
+
+	nats, _ := p.GetService("nats")
+	require.Regexp(t, `^nats:2\.(1[2-9]|[2-9][0-9])-alpine`, nats.Image, "NATS >= 2.12, alpine (the scratch image has no shell or wget for a healthcheck)")
+	require.Equal(t, []string{"CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8222/healthz?js-enabled-only=true"}, []string(nats.HealthCheck.Test))
+	var conf string
+	for _, v := range nats.Volumes {
+		if v.Target == "/etc/nats/eventline.conf" {
+			conf = v.Source
+		}
+	}
+	require.Equal(t, filepath.Join(p.WorkingDir, "deploy", "nats", "nats.conf"), conf, "the NATS config file is mounted")
+	require.Equal(t, []string{"nats-server", "--config", "/etc/nats/eventline.conf"}, []string(nats.Command))
+
+	// The gateway routes every service's API (CONTRACT §2 prefixes).
+	caddy, err := os.ReadFile(filepath.Join(p.WorkingDir, "deploy", "compose", "Caddyfile"))
+	require.NoError(t, err)
+	for name, port := range map[string]string{"ingest": "8080", "projector": "8081", "webhooker": "8082", "notifier": "8083"} {
+		require.Contains(t, string(caddy), "dynamic a "+name+" "+port, "the gateway balances over every %s replica", name)
+	}
+}
+
+// TestNATSConfigFsyncAlways: the compose NATS server runs JetStream with
+// fsync before every acknowledgement and serves monitoring on 8222.
+func TestNATSConfigFsyncAlways(t *testing.T) {
+	t.Parallel()
+	opts, err := server.ProcessConfigFile(filepath.Join("nats", "nats.conf"))
+	require.NoError(t, err)
+	require.True(t, opts.JetStream, "JetStream is enabled")
+	require.True(t, opts.SyncAlways, "jetstream { sync_interval: always }")
+	require.Equal(t, 8222, opts.HTTPPort, "monitoring port for the healthcheck and KEDA")
+	require.Equal(t, 4222, opts.Port)
+}
+
+// TestDockerfile: multi-stage, every binary built without cgo, a non-root
+// runtime user, and a build context that leaves out what is not needed.
+func TestDockerfile(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join("..", "Dockerfile"))
+	require.NoError(t, err)
+	df := string(b)
+	require.Len(t, regexp.MustCompile(`(?m)^FROM `).FindAllString(df, -1), 2, "build and runtime stages")
+	require.Regexp(t, `(?m)^FROM golang:1\.26`, df, "the go.mod toolchain")
+	require.Contains(t, df, "CGO_ENABLED=0")
+	require.Contains(t, df, "./cmd/...", "every binary")
+	user := regexp.MustCompile(`(?m)^USER (\S+)`).FindStringSubmatch(df)
+	require.NotNil(t, user, "a USER line")
+	require.NotContains(t, []string{"root", "0", "0:0"}, user[1], "the runtime user is not root")
+	require.Regexp(t, `(?m)^COPY --from=build /out/ /usr/local/bin/`, df)
+
+	ignore, err := os.ReadFile(filepath.Join("..", ".dockerignore"))
+	require.NoError(t, err)
+	lines := strings.Split(string(ignore), "\n")
+	for _, want := range []string{".git", ".eventline", "bench-results"} {
+		require.True(t, slices.Contains(lines, want), ".dockerignore leaves out %s", want)
+	}
+	for _, l := range lines {
+		require.NotContains(t, []string{"go.mod", "go.sum", "cmd", "internal", "pkg"}, strings.TrimSpace(l), "the build needs %s", l)
+	}
+}
