@@ -20,7 +20,7 @@ func TestBinaryReadyThenSIGTERM(t *testing.T) {
 	n := testenv.StartNATS(t)
 	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"),
 		"NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info",
-		"EVENTLINE_SECRET_KEY=bXkgdGVzdCBrZXkgaXMgMzIgYnl0ZXMgbG9uZyEhISE=")
+		"EVENTLINE_SECRET_KEY="+testenv.SecretKey)
 	svc.WaitReady(t)
 	svc.RequireCleanStop(t, "webhooker")
 }

@@ -138,7 +138,7 @@ func TestOneTraceFromIngestToDelivery(t *testing.T) {
 	defer receiver.Close()
 
 	env := []string{"NATS_URL=" + n.URL(), "DATABASE_URL=" + dbURL, "OTEL_EXPORTER_OTLP_ENDPOINT=" + collector.URL, "OTEL_BSP_SCHEDULE_DELAY=50"}
-	webhooker := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"), append(env, "WEBHOOK_ALLOW_PRIVATE=true")...)
+	webhooker := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"), append(env, "WEBHOOK_ALLOW_PRIVATE=true", "EVENTLINE_SECRET_KEY="+testenv.SecretKey)...)
 	ingest := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), env...)
 	projector := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"), env...)
 	projector.WaitReady(t)
