@@ -267,6 +267,7 @@ func (s *Store) SetPreferences(ctx context.Context, tenant, user string, p Prefe
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("read preferences: %w", err)
 		}
+		err = nil
 		if _, err := tx.Exec(ctx, `INSERT INTO notify.preferences (tenant, user_id, email, digest, timezone, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (tenant, user_id) DO UPDATE SET email = excluded.email, digest = excluded.digest,
