@@ -37,6 +37,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	$(GO) test ./internal/projector -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzValidateURL$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzParseNumericHost$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME)
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint
