@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,9 +51,10 @@ type writer struct {
 type groupKey struct{ tenant, user, gtype, gid string }
 
 type bump struct {
-	count int
-	seq   uint64
-	event []byte
+	count             int
+	seq               uint64
+	event             []byte
+	eventID, eventTyp string
 }
 
 type watchKey struct {
@@ -154,7 +156,7 @@ func (w *writer) apply(ctx context.Context, evs []*events.Event) (applyResult, e
 				}
 				b.count++
 				if e.Seq >= b.seq {
-					b.seq, b.event = e.Seq, body
+					b.seq, b.event, b.eventID, b.eventTyp = e.Seq, body, e.ID, e.Type
 				}
 			}
 		}
@@ -325,18 +327,15 @@ func upsertNotifications(ctx context.Context, tx pgx.Tx, bumps map[groupKey]*bum
 		var c Change
 		var g events.Ref
 		var id int64
-		var last []byte
-		if err := rows.Scan(&id, &c.Tenant, &c.UserID, &g.Type, &g.ID, &c.UnreadCount, &c.UpdatedAt, &last); err != nil {
+		if err := rows.Scan(&id, &c.Tenant, &c.UserID, &g.Type, &g.ID, &c.UnreadCount, &c.UpdatedAt); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		c.Kind, c.ID, c.Group = "notification", fmt.Sprint(id), &g
-		var head struct {
-			ID   string `json:"id"`
-			Type string `json:"type"`
+		b := bumps[groupKey{c.Tenant, c.UserID, g.Type, g.ID}]
+		c.Kind, c.ID, c.Group = "notification", strconv.FormatInt(id, 10), &g
+		if b != nil {
+			c.LastEventID, c.LastEventTyp = b.eventID, b.eventTyp
 		}
-		_ = json.Unmarshal(last, &head)
-		c.LastEventID, c.LastEventTyp = head.ID, head.Type
 		changes = append(changes, c)
 	}
 	if err := rows.Err(); err != nil {
@@ -346,13 +345,15 @@ func upsertNotifications(ctx context.Context, tx pgx.Tx, bumps map[groupKey]*bum
 }
 
 // upsertSQL is the inbox write; BenchmarkNotify compares the notifier
-// against running it alone.
-const upsertSQL = `INSERT INTO notify.notifications AS n (tenant, user_id, group_type, group_id, unread_count, last_event, created_at, updated_at)
+// against running it alone (without RETURNING).
+const upsertSQL = upsertRowsSQL + `
+	RETURNING id, tenant, user_id, group_type, group_id, unread_count, updated_at`
+
+const upsertRowsSQL = `INSERT INTO notify.notifications AS n (tenant, user_id, group_type, group_id, unread_count, last_event, created_at, updated_at)
 	SELECT t, u, gt, gi, c, e::jsonb, $7, $7 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[]) AS x(t, u, gt, gi, c, e)
 	ON CONFLICT (tenant, user_id, group_type, group_id) DO UPDATE
 	SET unread_count = n.unread_count + excluded.unread_count, last_event = excluded.last_event,
-	    read_at = NULL, updated_at = excluded.updated_at
-	RETURNING id, tenant, user_id, group_type, group_id, unread_count, updated_at, last_event`
+	    read_at = NULL, updated_at = excluded.updated_at`
 
 // publishChanges NOTIFYs the changes inside the writing transaction, so
 // listeners in every replica hear of them exactly when they commit.

@@ -28,7 +28,7 @@ import (
 type Config struct {
 	Consumer   string // durable name; default "notifier"
 	MaxDeliver int    // deliveries of one event before it is dead-lettered; default 50
-	Handlers   int    // concurrent Watermill handlers; default 16
+	Handlers   int    // concurrent Watermill handlers; default 128
 	Batch      int    // most events per inbox transaction; default 500
 	// Mailer sends digests; nil disables digest sending (windows are still
 	// recorded and go out once a mailer is configured).
@@ -48,7 +48,7 @@ func (c Config) withDefaults() Config {
 		c.MaxDeliver = 50
 	}
 	if c.Handlers <= 0 {
-		c.Handlers = 16
+		c.Handlers = 128
 	}
 	if c.Batch <= 0 {
 		c.Batch = 500
