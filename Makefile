@@ -47,7 +47,7 @@ lint: ## gofmt, go vet and golangci-lint
 	$(GOBIN)/golangci-lint run ./...
 
 .PHONY: bench
-bench: bench-ingest bench-projector bench-webhooker ## run every benchmark (BENCHMARKS.md says how to read them)
+bench: bench-ingest bench-projector bench-webhooker bench-notifier ## run every benchmark (BENCHMARKS.md says how to read them)
 
 .PHONY: bench-ingest
 bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync always
@@ -61,6 +61,11 @@ bench-projector: tools ## projection of a 1M-event stream vs raw COPY; timeline 
 bench-webhooker: tools ## deliveries/s vs a raw HTTP client; slow-endpoint isolation; first-attempt latency
 	$(GO) test ./internal/webhooker -run '^$$' -bench . -benchtime 3x -timeout 60m
 
+.PHONY: bench-notifier
+bench-notifier: tools ## notifications/s vs a raw batched upsert (10 watchers per card); inbox read latency at 1M notifications
+	$(GO) test ./internal/notifier -run '^$$' -bench '^BenchmarkNotify$$' -benchtime 5x -timeout 60m
+	$(GO) test ./internal/notifier -run '^$$' -bench '^BenchmarkInboxRead$$' -benchtime 3x -timeout 60m
+
 .PHONY: run
-run: tools ## run eventline locally: nats-server (fsync always), migrations, a dev key, ingest/projector/webhooker
+run: tools ## run eventline locally: nats-server (fsync always), migrations, a dev key, ingest/projector/webhooker/notifier
 	scripts/run.sh
