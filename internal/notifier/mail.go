@@ -234,8 +234,12 @@ func (s *digestSender) render(d digest, pref Preferences, items []Notification) 
 		unsub += ", <mailto:" + s.cfg.Mailto + "?subject=unsubscribe>"
 	}
 	mw := multipart.NewWriter(&msg)
+	from := s.cfg.From
+	if a, err := mail.ParseAddress(from); err == nil {
+		from = a.String() // RFC 2047-encodes a non-ASCII name
+	}
 	headers := []struct{ k, v string }{
-		{"From", s.cfg.From},
+		{"From", from},
 		{"To", (&mail.Address{Address: pref.Email}).String()},
 		{"Subject", mime.QEncoding.Encode("utf-8", view.Title)},
 		{"Date", s.now().In(loc).Format(time.RFC1123Z)},

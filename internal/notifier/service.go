@@ -128,7 +128,9 @@ func (s *Service) SendDueDigests(ctx context.Context) (int, error) {
 
 // Run consumes events, runs the digest scheduler and the SSE listener
 // until ctx ends, then stops taking events and lets commits finish.
-func (s *Service) Run(ctx context.Context) error {
+func (s *Service) Run(parent context.Context) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.hub.Run(ctx) }()
@@ -149,9 +151,10 @@ func (s *Service) Run(ctx context.Context) error {
 		_ = router.Close()
 	}()
 	runErr := router.Run(ctx)
-	if ctx.Err() != nil {
+	if parent.Err() != nil {
 		runErr = nil // stopped during start-up: not a failure
 	}
+	cancel() // the router may stop on its own: stop the rest too
 	_ = sub.Close()
 	s.hub.Close()
 	wg.Wait()
