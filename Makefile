@@ -38,6 +38,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzValidateURL$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzParseNumericHost$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/secretbox -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME)
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint
@@ -47,7 +48,7 @@ lint: ## gofmt, go vet and golangci-lint
 	$(GOBIN)/golangci-lint run ./...
 
 .PHONY: bench
-bench: bench-ingest bench-projector bench-webhooker bench-pipeline ## run every benchmark (BENCHMARKS.md says how to read them)
+bench: bench-ingest bench-projector bench-webhooker bench-notifier bench-pipeline ## run every benchmark (BENCHMARKS.md says how to read them)
 
 .PHONY: bench-ingest
 bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync always
@@ -64,9 +65,13 @@ bench-webhooker: tools ## deliveries/s vs a raw HTTP client; slow-endpoint isola
 .PHONY: image
 image: ## build the container image of every binary (eventline:local, as docker-compose.yml uses)
 	docker build -t eventline:local .
+.PHONY: bench-notifier
+bench-notifier: tools ## notifications/s vs a raw batched upsert (10 watchers per card); inbox read latency at 1M notifications
+	$(GO) test ./internal/notifier -run '^$$' -bench '^BenchmarkNotify$$' -benchtime 5x -timeout 60m
+	$(GO) test ./internal/notifier -run '^$$' -bench '^BenchmarkInboxRead$$' -benchtime 3x -timeout 60m
 
 .PHONY: run
-run: tools ## run eventline locally: nats-server (fsync always), migrations, a dev key, ingest/projector/webhooker
+run: tools ## run eventline locally: nats-server (fsync always), migrations, a dev key, ingest/projector/webhooker/notifier
 	scripts/run.sh
 
 .PHONY: bench-pipeline

@@ -5,6 +5,7 @@
 #   ingest     http://127.0.0.1:8080  (admin :9090)
 #   projector  http://127.0.0.1:8081  (admin :9091)
 #   webhooker  http://127.0.0.1:8082  (admin :9092, private webhook URLs allowed)
+#   notifier   http://127.0.0.1:8083  (admin :9093; digests only when SMTP_URL is set)
 # Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,10 @@ key=$(bin/eventline keys create --tenant dev --scopes ingest,read,admin --descri
 HTTP_ADDR=127.0.0.1:8080 ADMIN_ADDR=127.0.0.1:9090 bin/ingest & pids+=($!)
 HTTP_ADDR=127.0.0.1:8081 ADMIN_ADDR=127.0.0.1:9091 bin/projector & pids+=($!)
 HTTP_ADDR=127.0.0.1:8082 ADMIN_ADDR=127.0.0.1:9092 WEBHOOK_ALLOW_PRIVATE=true bin/webhooker & pids+=($!)
+if [ -n "${SMTP_URL:-}" ] && [ -z "${UNSUBSCRIBE_SECRET:-}" ]; then
+  export UNSUBSCRIBE_SECRET="dev-only-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+fi
+HTTP_ADDR=127.0.0.1:8083 ADMIN_ADDR=127.0.0.1:9093 PUBLIC_URL=http://127.0.0.1:8083 bin/notifier & pids+=($!)
 
 cat <<MSG
 
@@ -59,6 +64,10 @@ Record an event:
     -d '{"action":"closed","eventable":{"type":"card","id":"c42"},"creator":{"type":"user","id":"u7"},"parents":[{"type":"board","id":"b1"}]}'
 Read the board's timeline:
   curl -sS http://127.0.0.1:8081/v1/timelines/board/b1 -H "Authorization: Bearer $key"
+Watch the card as user u1, then read u1's inbox (or stream it):
+  curl -sS -X PUT http://127.0.0.1:8083/v1/watches/card/c42/users/u1 -H "Authorization: Bearer $key"
+  curl -sS http://127.0.0.1:8083/v1/users/u1/notifications -H "Authorization: Bearer $key"
+  curl -sSN http://127.0.0.1:8083/v1/users/u1/notifications/stream -H "Authorization: Bearer $key"
 Add a webhook:
   curl -sS -X POST http://127.0.0.1:8082/v1/webhooks -H "Authorization: Bearer $key" \\
     -H 'Content-Type: application/json' -d '{"url":"http://127.0.0.1:9999/hook","events":["*"]}'

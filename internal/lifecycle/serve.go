@@ -50,6 +50,10 @@ type Server struct {
 	ShutdownTimeout time.Duration // default 30s
 	Log             *slog.Logger
 	Listening       *Listening
+	// OnShutdown, when set, runs as the API server starts shutting down:
+	// it ends long-lived responses (event streams) that would otherwise
+	// hold the drain until ShutdownTimeout.
+	OnShutdown func()
 }
 
 // Serve listens on the API and admin addresses and runs work (the
@@ -72,6 +76,9 @@ func Serve(ctx context.Context, s Server, work func(context.Context) error) erro
 		return fmt.Errorf("listen on %s: %w", s.HTTPAddr, err)
 	}
 	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	if s.OnShutdown != nil {
+		srv.RegisterOnShutdown(s.OnShutdown)
+	}
 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()

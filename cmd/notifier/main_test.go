@@ -1,0 +1,39 @@
+package main_test
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/eventline/eventline/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// TestBinaryReadyThenSIGTERM runs the real notifier binary with digests
+// enabled: it becomes ready against real NATS and Postgres (its inbox
+// listener included), and exits 0 on SIGTERM after draining.
+func TestBinaryReadyThenSIGTERM(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/notifier"),
+		"NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info",
+		"SMTP_URL=smtp://"+testenv.FreeAddr(t), "UNSUBSCRIBE_SECRET=0123456789abcdef0123", "PUBLIC_URL=http://127.0.0.1")
+	svc.WaitReady(t)
+	svc.RequireCleanStop(t, "notifier")
+}
+
+// TestBinaryRefusesDigestsWithoutSecret: SMTP without an unsubscribe
+// secret is a configuration error, reported before anything starts.
+func TestBinaryRefusesDigestsWithoutSecret(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	cmd := exec.Command(testenv.BuildBinary(t, "./cmd/notifier"))
+	cmd.Env = append(os.Environ(), "NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "SMTP_URL=smtp://127.0.0.1:1",
+		"UNSUBSCRIBE_SECRET=", "HTTP_ADDR="+testenv.FreeAddr(t), "ADMIN_ADDR="+testenv.FreeAddr(t))
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "UNSUBSCRIBE_SECRET") {
+		t.Fatalf("exit %v, output:\n%s", err, out)
+	}
+}

@@ -1,0 +1,300 @@
+package notifier
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"net"
+	"net/mail"
+	"net/smtp"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// SMTPMailer sends mail over SMTP: smtp://host:port (STARTTLS when the
+// server offers it) or smtps://host:port (TLS from the start), with an
+// optional user:password for AUTH PLAIN (which net/smtp only sends over
+// TLS or to localhost).
+type SMTPMailer struct {
+	addr     string
+	host     string
+	implicit bool
+	auth     smtp.Auth
+	helo     string
+	timeout  time.Duration
+}
+
+// NewSMTPMailer parses SMTP_URL.
+func NewSMTPMailer(raw string, timeout time.Duration) (*SMTPMailer, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Hostname() == "" {
+		return nil, fmt.Errorf("SMTP_URL %q: use smtp://[user:pass@]host:port or smtps://[user:pass@]host:port", redactURL(raw))
+	}
+	m := &SMTPMailer{host: u.Hostname(), implicit: u.Scheme == "smtps", helo: "localhost", timeout: timeout}
+	port := u.Port()
+	if port == "" {
+		port = map[bool]string{true: "465", false: "587"}[m.implicit]
+	}
+	m.addr = net.JoinHostPort(m.host, port)
+	if u.User != nil {
+		pass, _ := u.User.Password()
+		m.auth = smtp.PlainAuth("", u.User.Username(), pass, m.host)
+	}
+	if m.timeout <= 0 {
+		m.timeout = 30 * time.Second
+	}
+	return m, nil
+}
+
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		u.User = url.User(u.User.Username())
+		return u.String()
+	}
+	return raw
+}
+
+// Send delivers msg to every address in to.
+func (m *SMTPMailer) Send(ctx context.Context, from string, to []string, msg []byte) error {
+	deadline := time.Now().Add(m.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	d := net.Dialer{Deadline: deadline}
+	var conn net.Conn
+	var err error
+	if m.implicit {
+		conn, err = (&tls.Dialer{NetDialer: &d, Config: &tls.Config{ServerName: m.host, MinVersion: tls.VersionTLS12}}).DialContext(ctx, "tcp", m.addr)
+	} else {
+		conn, err = d.DialContext(ctx, "tcp", m.addr)
+	}
+	if err != nil {
+		return fmt.Errorf("connect to SMTP server %s: %w", m.addr, err)
+	}
+	_ = conn.SetDeadline(deadline)
+	c, err := smtp.NewClient(conn, m.host)
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("SMTP greeting: %w", err)
+	}
+	defer c.Close()
+	if err := c.Hello(m.helo); err != nil {
+		return fmt.Errorf("SMTP EHLO: %w", err)
+	}
+	if ok, _ := c.Extension("STARTTLS"); ok && !m.implicit {
+		if err := c.StartTLS(&tls.Config{ServerName: m.host, MinVersion: tls.VersionTLS12}); err != nil {
+			return fmt.Errorf("SMTP STARTTLS: %w", err)
+		}
+	}
+	if m.auth != nil {
+		if err := c.Auth(m.auth); err != nil {
+			return fmt.Errorf("SMTP AUTH: %w", err)
+		}
+	}
+	if err := c.Mail(from); err != nil {
+		return fmt.Errorf("SMTP MAIL FROM: %w", err)
+	}
+	for _, rcpt := range to {
+		if err := c.Rcpt(rcpt); err != nil {
+			return fmt.Errorf("SMTP RCPT TO: %w", err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return fmt.Errorf("SMTP DATA: %w", err)
+	}
+	if _, err := w.Write(msg); err != nil {
+		return fmt.Errorf("SMTP DATA: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("SMTP DATA: %w", err)
+	}
+	return c.Quit()
+}
+
+// unsubscribeToken signs (tenant, user) with secret. It does not expire:
+// a link in an old digest keeps working.
+func unsubscribeToken(secret []byte, tenant, user string) string {
+	payload := tenant + "\n" + user
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte("eventline-unsubscribe\n" + payload))
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+var errBadToken = errors.New("this unsubscribe link is not valid; use the link from a recent email")
+
+// parseUnsubscribeToken checks a token and returns its tenant and user.
+func parseUnsubscribeToken(secret []byte, token string) (tenant, user string, err error) {
+	p, sig, ok := strings.Cut(token, ".")
+	if !ok || len(token) > 2048 {
+		return "", "", errBadToken
+	}
+	payload, err1 := base64.RawURLEncoding.DecodeString(p)
+	got, err2 := base64.RawURLEncoding.DecodeString(sig)
+	if err1 != nil || err2 != nil {
+		return "", "", errBadToken
+	}
+	tenant, user, ok = strings.Cut(string(payload), "\n")
+	if !ok || len(secret) == 0 {
+		return "", "", errBadToken
+	}
+	want, _ := base64.RawURLEncoding.DecodeString(strings.SplitN(unsubscribeToken(secret, tenant, user), ".", 2)[1])
+	if !hmac.Equal(got, want) {
+		return "", "", errBadToken
+	}
+	return tenant, user, nil
+}
+
+// unsubscribeURL is the one-click unsubscribe link for a user.
+func (c DigestConfig) unsubscribeURL(tenant, user string) string {
+	return strings.TrimRight(c.PublicURL, "/") + "/v1/unsubscribe/" + unsubscribeToken(c.Secret, tenant, user)
+}
+
+func (c DigestConfig) groupURL(tenant string, g Notification) string {
+	if c.GroupURL == "" {
+		return ""
+	}
+	return strings.NewReplacer("{tenant}", url.PathEscape(tenant), "{type}", url.PathEscape(g.Group.Type), "{id}", url.PathEscape(g.Group.ID)).Replace(c.GroupURL)
+}
+
+// digestLine is one notification rendered for a digest.
+type digestLine struct {
+	Group   string
+	Count   int
+	Summary string
+	When    string
+	URL     string
+}
+
+type digestView struct {
+	Title       string
+	Lines       []digestLine
+	Unsubscribe string
+}
+
+var htmlDigest = template.Must(template.New("digest").Parse(`<!doctype html>
+<html><body style="font-family: sans-serif">
+<h1 style="font-size: 18px">{{.Title}}</h1>
+<ul>{{range .Lines}}
+<li><strong>{{if .URL}}<a href="{{.URL}}">{{.Group}}</a>{{else}}{{.Group}}{{end}}</strong> — {{.Count}} new: {{.Summary}} <small>({{.When}})</small></li>{{end}}
+</ul>
+<p style="font-size: 12px; color: #666">You get this digest because of your notification settings. <a href="{{.Unsubscribe}}">Unsubscribe from these emails</a>.</p>
+</body></html>
+`))
+
+// render builds the digest email: plain text and HTML alternatives,
+// grouped by group, with List-Unsubscribe headers (RFC 2369, RFC 8058).
+func (s *digestSender) render(d digest, pref Preferences, items []Notification) ([]byte, error) {
+	loc := loadLocation(pref.Timezone)
+	sortItems(items)
+	view := digestView{Unsubscribe: s.cfg.unsubscribeURL(d.tenant, d.userID)}
+	total := 0
+	for _, n := range items {
+		total += n.UnreadCount
+		view.Lines = append(view.Lines, digestLine{
+			Group: n.Group.Type + " " + n.Group.ID, Count: n.UnreadCount, Summary: summarize(n.LastEvent),
+			When: n.UpdatedAt.In(loc).Format("Mon 2 Jan 15:04 MST"), URL: s.cfg.groupURL(d.tenant, n),
+		})
+	}
+	view.Title = fmt.Sprintf("%d new notification%s in %d conversation%s", total, plural(total), len(items), plural(len(items)))
+
+	var text strings.Builder
+	text.WriteString(view.Title + "\n\n")
+	for _, l := range view.Lines {
+		fmt.Fprintf(&text, "* %s — %d new: %s (%s)\n", l.Group, l.Count, l.Summary, l.When)
+		if l.URL != "" {
+			fmt.Fprintf(&text, "  %s\n", l.URL)
+		}
+	}
+	fmt.Fprintf(&text, "\nUnsubscribe from these emails: %s\n", view.Unsubscribe)
+	var html bytes.Buffer
+	if err := htmlDigest.Execute(&html, view); err != nil {
+		return nil, err
+	}
+
+	var msg bytes.Buffer
+	host := "eventline"
+	if u, err := url.Parse(s.cfg.PublicURL); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	unsub := "<" + view.Unsubscribe + ">"
+	if s.cfg.Mailto != "" {
+		unsub += ", <mailto:" + s.cfg.Mailto + "?subject=unsubscribe>"
+	}
+	mw := multipart.NewWriter(&msg)
+	from := s.cfg.From
+	if a, err := mail.ParseAddress(from); err == nil {
+		from = a.String() // RFC 2047-encodes a non-ASCII name
+	}
+	headers := []struct{ k, v string }{
+		{"From", from},
+		{"To", (&mail.Address{Address: pref.Email}).String()},
+		{"Subject", mime.QEncoding.Encode("utf-8", view.Title)},
+		{"Date", s.now().In(loc).Format(time.RFC1123Z)},
+		{"Message-ID", fmt.Sprintf("<digest-%d@%s>", d.id, host)},
+		{"MIME-Version", "1.0"},
+		{"Auto-Submitted", "auto-generated"},
+		{"List-Unsubscribe", unsub},
+		{"List-Unsubscribe-Post", "List-Unsubscribe=One-Click"},
+		{"Content-Type", `multipart/alternative; boundary="` + mw.Boundary() + `"`},
+	}
+	for _, h := range headers {
+		fmt.Fprintf(&msg, "%s: %s\r\n", h.k, h.v)
+	}
+	msg.WriteString("\r\n")
+	for _, part := range []struct{ ctype, body string }{{"text/plain; charset=utf-8", text.String()}, {"text/html; charset=utf-8", html.String()}} {
+		pw, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {part.ctype}, "Content-Transfer-Encoding": {"quoted-printable"}})
+		if err != nil {
+			return nil, err
+		}
+		qp := quotedprintable.NewWriter(pw)
+		if _, err := qp.Write([]byte(strings.ReplaceAll(part.body, "\n", "\r\n"))); err != nil {
+			return nil, err
+		}
+		if err := qp.Close(); err != nil {
+			return nil, err
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	return msg.Bytes(), nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// summarize describes an event in a few words: "user u7: comment.created".
+func summarize(raw json.RawMessage) string {
+	var e struct {
+		Type    string `json:"type"`
+		Creator struct {
+			Type string `json:"type"`
+			ID   string `json:"id"`
+		} `json:"creator"`
+		Eventable struct {
+			Type string `json:"type"`
+			ID   string `json:"id"`
+		} `json:"eventable"`
+	}
+	if json.Unmarshal(raw, &e) != nil {
+		return "new activity"
+	}
+	return fmt.Sprintf("%s %s: %s %s %s", e.Creator.Type, e.Creator.ID, e.Type, e.Eventable.Type, e.Eventable.ID)
+}
