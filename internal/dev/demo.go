@@ -25,8 +25,8 @@ type DemoOptions struct {
 // RunDemo posts a Fizzy-like stream of activity until ctx ends: boards get
 // cards that are published, assigned, moved between columns, commented on
 // (with mentions) and closed, by a small team of users. It first registers
-// a webhook endpoint to SinkURL and sets up the team's notification
-// preferences, and starts with a backlog so the timelines, the inbox and the
+// a webhook endpoint to SinkURL and sets the team's notification
+// preferences (emails at example.com, every kind of digest), and starts with a backlog so the timelines, the inbox and the
 // webhook log have something in them at once.
 func RunDemo(ctx context.Context, o DemoOptions) error {
 	if o.Rate <= 0 {
@@ -49,9 +49,12 @@ func RunDemo(ctx context.Context, o DemoOptions) error {
 		case <-time.After(1500 * time.Millisecond):
 		}
 	}
-	for _, hook := range demoSetupHooks {
-		if err := hook(ctx, c); err != nil {
-			return err
+	for i, u := range DemoUsers {
+		digest := []string{"every_few_hours", "daily", "weekly", "never"}[i%4]
+		if err := c.send(ctx, http.MethodPut, "/v1/users/"+u+"/preferences", map[string]any{
+			"email": u + "@example.com", "digest": digest, "timezone": "Europe/Madrid",
+		}, http.StatusOK); err != nil {
+			return fmt.Errorf("set the demo team's preferences: %w", err)
 		}
 	}
 	g := NewDemoGenerator(o.Seed)
@@ -82,10 +85,6 @@ func RunDemo(ctx context.Context, o DemoOptions) error {
 		}
 	}
 }
-
-// demoSetupHooks run once before the stream starts (the notifier adds the
-// team's preferences here).
-var demoSetupHooks []func(context.Context, *demoClient) error
 
 // DemoUsers is the demo team.
 var DemoUsers = []string{"ana", "ben", "chloe", "dev", "eli", "fatima", "gus", "hana"}

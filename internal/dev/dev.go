@@ -29,6 +29,7 @@ import (
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/ingest"
 	"github.com/eventline/eventline/internal/lifecycle"
+	"github.com/eventline/eventline/internal/notifier"
 	"github.com/eventline/eventline/internal/pgcluster"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/projector"
@@ -115,7 +116,15 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	svcs := services(natsURL, dbURL, secretKey, o.Log)
+	// Listen first: the notifier's unsubscribe links need the public URL.
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", o.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (set --http-addr / HTTP_ADDR to another address): %w", o.HTTPAddr, err)
+	}
+	defer l.Close()
+	base := "http://" + l.Addr().String()
+	svcs := services(natsURL, dbURL, secretKey, base, o.Log)
 	var wg sync.WaitGroup
 	errc := make(chan error, len(svcs))
 	for _, s := range svcs {
@@ -164,14 +173,8 @@ func Run(ctx context.Context, o Options) error {
 		target := &url.URL{Scheme: "http", Host: s.listening.AdminAddr().String(), Path: "/metrics"}
 		mux.Handle("GET /metrics/"+s.name, http.StripPrefix("/metrics/"+s.name, httputil.NewSingleHostReverseProxy(target)))
 	}
-	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "tcp", o.HTTPAddr)
-	if err != nil {
-		return errors.Join(fmt.Errorf("listen on %s (set --http-addr / HTTP_ADDR to another address): %w", o.HTTPAddr, err), stopAll())
-	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
-	base := "http://" + l.Addr().String()
 
 	fmt.Fprintf(o.Stdout, "eventline dev is running (state in %s)\n", o.Dir)
 	fmt.Fprintf(o.Stdout, "  api       %s   (ingest, timelines, notifications, webhooks)\n", base)
@@ -212,20 +215,27 @@ type service struct {
 
 // services builds every service with its defaults and environment, on
 // loopback ports of its own.
-func services(natsURL, dbURL, secretKey string, log *slog.Logger) []*service {
+func services(natsURL, dbURL, secretKey, publicURL string, log *slog.Logger) []*service {
 	const local = "127.0.0.1:0"
 	var (
 		ic ingest.Config
 		pc projector.AppConfig
 		wc webhooker.AppConfig
+		nc notifier.AppConfig
 	)
 	parseDefaults(ic.Register)
 	parseDefaults(pc.Register)
 	parseDefaults(wc.Register)
+	parseDefaults(nc.Register)
 
 	ic.HTTPAddr, ic.AdminAddr, ic.NATSURL, ic.DatabaseURL = local, local, natsURL, dbURL
 	pc.HTTPAddr, pc.AdminAddr, pc.NATSURL, pc.DatabaseURL = local, local, natsURL, dbURL
 	wc.HTTPAddr, wc.AdminAddr, wc.NATSURL, wc.DatabaseURL = local, local, natsURL, dbURL
+	nc.HTTPAddr, nc.AdminAddr, nc.NATSURL, nc.DatabaseURL = local, local, natsURL, dbURL
+	nc.Service.Digest.PublicURL = publicURL
+	if nc.UnsubscribeSecret == "" {
+		nc.UnsubscribeSecret = secretKey
+	}
 	wc.AllowPrivate = true // local receivers are the point of dev
 	if wc.SecretKey == "" {
 		wc.SecretKey = secretKey
@@ -235,10 +245,12 @@ func services(natsURL, dbURL, secretKey string, log *slog.Logger) []*service {
 	ia := ingest.New(ic, log.With("service", "ingest"))
 	pa := projector.NewApp(pc, log.With("service", "projector"))
 	wa := webhooker.NewApp(wc, log.With("service", "webhooker"))
+	na := notifier.NewApp(nc, log.With("service", "notifier"))
 	return []*service{
 		{name: "ingest", routes: []string{"POST /v1/events"}, listening: ia.Listening, run: ia.Run},
 		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity"}, listening: pa.Listening, run: pa.Run},
 		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/"}, listening: wa.Listening, run: wa.Run},
+		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/"}, listening: na.Listening, run: na.Run},
 	}
 }
 

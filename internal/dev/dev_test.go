@@ -118,9 +118,9 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	return l.w.Write(b)
 }
 
-// TestDevEndToEnd starts `eventline dev` as a subprocess, posts an event
-// and sees it in a timeline and in a signed webhook delivery to a local
-// receiver; then restarts it on the same state directory and finds the
+// TestDevEndToEnd starts `eventline dev` as a subprocess, posts events
+// and sees them in a timeline, in a notification and in a signed webhook
+// delivery to a local receiver; then restarts it on the same state directory and finds the
 // same key and the same data.
 func TestDevEndToEnd(t *testing.T) {
 	t.Parallel()
@@ -151,17 +151,30 @@ func TestDevEndToEnd(t *testing.T) {
 		"parents":[{"type":"board","id":"b1"}],"particulars":{"column":"Done"}}`)
 	require.Equal(t, http.StatusAccepted, code, "%s", body)
 
+	code, body = p.do(t, http.MethodPost, "/v1/events", `{"id":"publish-c43","action":"published",
+		"eventable":{"type":"card","id":"c43"},"creator":{"type":"user","id":"u7"},
+		"parents":[{"type":"board","id":"b1"}],"particulars":{"assignee_ids":["u8"]}}`)
+	require.Equal(t, http.StatusAccepted, code, "%s", body)
+	testenv.Poll(t, 20*time.Second, "u8's notification for card c43", func() bool {
+		code, body := p.do(t, http.MethodGet, "/v1/users/u8/notifications", "")
+		return code == http.StatusOK && bytes.Contains(body, []byte(`"group":{"type":"card","id":"c43"}`)) && bytes.Contains(body, []byte(`"unread_total":1`))
+	})
+
 	testenv.Poll(t, 20*time.Second, "the event in board b1's timeline", func() bool {
 		code, body := p.do(t, http.MethodGet, "/v1/timelines/board/b1", "")
 		return code == http.StatusOK && bytes.Contains(body, []byte(`"close-c42"`))
 	})
-	select {
-	case d := <-got:
-		require.Equal(t, "close-c42", d.headers.Get("webhook-id"))
-		require.NoError(t, webhook.Verify(ep.Secret, d.headers, d.body), "the delivery's signature verifies")
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no webhook delivery within 20s:\n%s", p.stderr)
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		select {
+		case d := <-got:
+			require.NoError(t, webhook.Verify(ep.Secret, d.headers, d.body), "the delivery's signature verifies")
+			seen[d.headers.Get("webhook-id")] = true
+		case <-time.After(20 * time.Second):
+			t.Fatalf("webhook deliveries within 20s: %v\n%s", seen, p.stderr)
+		}
 	}
+	require.Equal(t, map[string]bool{"close-c42": true, "publish-c43": true}, seen)
 	p.stop(t)
 
 	// Same state directory: the saved key still works and the event is
@@ -174,8 +187,8 @@ func TestDevEndToEnd(t *testing.T) {
 }
 
 // TestDevDemoFillsEveryReadModel runs `eventline dev --demo` and checks
-// that the generated activity reaches the timelines and the dev webhook
-// sink.
+// that the generated activity reaches the timelines, the team's inboxes
+// and the dev webhook sink.
 func TestDevDemoFillsEveryReadModel(t *testing.T) {
 	t.Parallel()
 	p := startDev(t, t.TempDir(), testenv.Database(t), "--demo", "--demo-rate", "20")
@@ -199,8 +212,24 @@ func TestDevDemoFillsEveryReadModel(t *testing.T) {
 		}
 		code, body = p.do(t, http.MethodGet, "/dev/webhook-sink", "")
 		var sink struct{ Total int }
-		return code == http.StatusOK && json.Unmarshal(body, &sink) == nil && sink.Total >= 200
+		if code != http.StatusOK || json.Unmarshal(body, &sink) != nil || sink.Total < 200 {
+			return false
+		}
+		notified := 0
+		for _, u := range dev.DemoUsers {
+			code, body = p.do(t, http.MethodGet, "/v1/users/"+u+"/notifications", "")
+			var inbox struct {
+				UnreadTotal int `json:"unread_total"`
+			}
+			if code == http.StatusOK && json.Unmarshal(body, &inbox) == nil && inbox.UnreadTotal > 0 {
+				notified++
+			}
+		}
+		return notified >= len(dev.DemoUsers)/2
 	})
+	code, body := p.do(t, http.MethodGet, "/v1/users/ana/preferences", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, string(body), "ana@example.com")
 	p.stop(t)
 }
 
