@@ -239,3 +239,33 @@ func TestEveryTenantTableHasRLS(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, missing, "tables with a tenant column but no row-level security: SELECT eventline.enable_tenant_rls('schema.table', 'privileges')")
 }
+
+// TestCheckAppRole: a login role that is not a member of eventline_app is
+// told how to fix it; a member (and the owner) passes.
+func TestCheckAppRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testenv.Database(t)
+	owner, err := postgres.Open(ctx, dbURL)
+	require.NoError(t, err)
+	t.Cleanup(owner.Close)
+	require.NoError(t, postgres.CheckSchema(ctx, owner))
+	require.NoError(t, postgres.CheckAppRole(ctx, appLogin(t, owner, dbURL)))
+
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	role := "el_test_outsider_" + hex.EncodeToString(b)
+	_, err = owner.Exec(ctx, "CREATE ROLE "+role+" LOGIN")
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = owner.Exec(context.Background(), "DROP ROLE "+role) })
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	u.User = url.User(role)
+	outsider, err := postgres.Open(ctx, u.String())
+	require.NoError(t, err)
+	defer outsider.Close()
+	err = postgres.CheckAppRole(ctx, outsider)
+	require.ErrorContains(t, err, "GRANT eventline_app TO")
+	err = postgres.TenantTx(ctx, outsider, "a", func(pgx.Tx) error { return nil })
+	requireDenied(t, err, "SET ROLE without membership")
+}
