@@ -50,15 +50,31 @@ func entriesInsert(s string) string {
 		VALUES ($1, 'card', gen_random_uuid()::text, now(), 1, 'e1', 'card.closed', 'closed', 'card', 'user', 'u1')`
 }
 
+// ownerDB returns a fresh database's URL and a pool on it as the owner.
+func ownerDB(t *testing.T) (string, *pgxpool.Pool) {
+	t.Helper()
+	dbURL := testenv.Database(t)
+	owner, err := postgres.Open(context.Background(), dbURL)
+	require.NoError(t, err)
+	t.Cleanup(owner.Close)
+	return dbURL, owner
+}
+
 // appLogin creates a LOGIN role that is a member of eventline_app (dropped
 // when the test ends) and returns a pool on dbURL connected as it.
 func appLogin(t *testing.T, owner *pgxpool.Pool, dbURL string) *pgxpool.Pool {
+	return login(t, owner, dbURL, "el_test_app_", " IN ROLE "+postgres.AppRole)
+}
+
+// login creates a LOGIN role named prefix+random with the given options,
+// dropped when the test ends, and connects to dbURL as it.
+func login(t *testing.T, owner *pgxpool.Pool, dbURL, prefix, options string) *pgxpool.Pool {
 	t.Helper()
 	ctx := context.Background()
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	role := "el_test_app_" + hex.EncodeToString(b)
-	_, err := owner.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN IN ROLE %s", role, postgres.AppRole))
+	role := prefix + hex.EncodeToString(b)
+	_, err := owner.Exec(ctx, "CREATE ROLE "+role+" LOGIN"+options)
 	require.NoError(t, err)
 	u, err := url.Parse(dbURL)
 	require.NoError(t, err)
@@ -119,11 +135,8 @@ func requireDenied(t *testing.T, err error, what string) {
 func TestTenantIsolation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := testenv.Database(t)
-	owner, err := postgres.Open(ctx, dbURL)
-	require.NoError(t, err)
-	t.Cleanup(owner.Close)
-	_, err = owner.Exec(ctx, "SELECT timeline.create_generation(2)")
+	dbURL, owner := ownerDB(t)
+	_, err := owner.Exec(ctx, "SELECT timeline.create_generation(2)")
 	require.NoError(t, err)
 	for _, tt := range tenantTables {
 		for _, tenant := range []string{"a", "a", "b", "b", "b"} {
@@ -245,26 +258,12 @@ func TestEveryTenantTableHasRLS(t *testing.T) {
 func TestCheckAppRole(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := testenv.Database(t)
-	owner, err := postgres.Open(ctx, dbURL)
-	require.NoError(t, err)
-	t.Cleanup(owner.Close)
+	dbURL, owner := ownerDB(t)
 	require.NoError(t, postgres.CheckSchema(ctx, owner))
 	require.NoError(t, postgres.CheckAppRole(ctx, appLogin(t, owner, dbURL)))
 
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	role := "el_test_outsider_" + hex.EncodeToString(b)
-	_, err = owner.Exec(ctx, "CREATE ROLE "+role+" LOGIN")
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = owner.Exec(context.Background(), "DROP ROLE "+role) })
-	u, err := url.Parse(dbURL)
-	require.NoError(t, err)
-	u.User = url.User(role)
-	outsider, err := postgres.Open(ctx, u.String())
-	require.NoError(t, err)
-	defer outsider.Close()
-	err = postgres.CheckAppRole(ctx, outsider)
+	outsider := login(t, owner, dbURL, "el_test_outsider_", "")
+	err := postgres.CheckAppRole(ctx, outsider)
 	require.ErrorContains(t, err, "GRANT eventline_app TO")
 	err = postgres.TenantTx(ctx, outsider, "a", func(pgx.Tx) error { return nil })
 	requireDenied(t, err, "SET ROLE without membership")
