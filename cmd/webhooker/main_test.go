@@ -19,8 +19,7 @@ func TestBinaryReadyThenSIGTERM(t *testing.T) {
 	t.Parallel()
 	n := testenv.StartNATS(t)
 	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"),
-		"NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info",
-		"EVENTLINE_SECRET_KEY="+testenv.SecretKey)
+		"NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info")
 	svc.WaitReady(t)
 	svc.RequireCleanStop(t, "webhooker")
 }

@@ -50,15 +50,31 @@ func entriesInsert(s string) string {
 		VALUES ($1, 'card', gen_random_uuid()::text, now(), 1, 'e1', 'card.closed', 'closed', 'card', 'user', 'u1')`
 }
 
+// ownerDB returns a fresh database's URL and a pool on it as the owner.
+func ownerDB(t *testing.T) (string, *pgxpool.Pool) {
+	t.Helper()
+	dbURL := testenv.Database(t)
+	owner, err := postgres.Open(context.Background(), dbURL)
+	require.NoError(t, err)
+	t.Cleanup(owner.Close)
+	return dbURL, owner
+}
+
 // appLogin creates a LOGIN role that is a member of eventline_app (dropped
 // when the test ends) and returns a pool on dbURL connected as it.
 func appLogin(t *testing.T, owner *pgxpool.Pool, dbURL string) *pgxpool.Pool {
+	return login(t, owner, dbURL, "el_test_app_", " IN ROLE "+postgres.AppRole)
+}
+
+// login creates a LOGIN role named prefix+random with the given options,
+// dropped when the test ends, and connects to dbURL as it.
+func login(t *testing.T, owner *pgxpool.Pool, dbURL, prefix, options string) *pgxpool.Pool {
 	t.Helper()
 	ctx := context.Background()
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	role := "el_test_app_" + hex.EncodeToString(b)
-	_, err := owner.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN IN ROLE %s", role, postgres.AppRole))
+	role := prefix + hex.EncodeToString(b)
+	_, err := owner.Exec(ctx, "CREATE ROLE "+role+" LOGIN"+options)
 	require.NoError(t, err)
 	u, err := url.Parse(dbURL)
 	require.NoError(t, err)
@@ -76,15 +92,29 @@ func appLogin(t *testing.T, owner *pgxpool.Pool, dbURL string) *pgxpool.Pool {
 	return pool
 }
 
+// emptyTenant stands for eventline.tenant set to the empty string (what a
+// session sees after a transaction that had set it ends).
+const emptyTenant = "<empty>"
+
+// setTenant sets eventline.tenant for tx: "" leaves it unset.
+func setTenant(ctx context.Context, tx pgx.Tx, tenant string) error {
+	switch tenant {
+	case "":
+		return nil
+	case emptyTenant:
+		tenant = ""
+	}
+	_, err := tx.Exec(ctx, "SELECT set_config('eventline.tenant', $1, true)", tenant)
+	return err
+}
+
 // exec runs sql in its own transaction on pool with eventline.tenant set to
-// tenant ("" leaves it unset) and returns the rows it touched.
+// tenant (see setTenant) and returns the rows it touched.
 func exec(ctx context.Context, pool *pgxpool.Pool, tenant, sql string, args ...any) (int64, error) {
 	var n int64
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if tenant != "" {
-			if _, err := tx.Exec(ctx, "SELECT set_config('eventline.tenant', $1, true)", tenant); err != nil {
-				return err
-			}
+		if err := setTenant(ctx, tx, tenant); err != nil {
+			return err
 		}
 		tag, err := tx.Exec(ctx, sql, args...)
 		n = tag.RowsAffected()
@@ -96,10 +126,8 @@ func exec(ctx context.Context, pool *pgxpool.Pool, tenant, sql string, args ...a
 func count(ctx context.Context, pool *pgxpool.Pool, tenant, sql string) (int64, error) {
 	var n int64
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if tenant != "" {
-			if _, err := tx.Exec(ctx, "SELECT set_config('eventline.tenant', $1, true)", tenant); err != nil {
-				return err
-			}
+		if err := setTenant(ctx, tx, tenant); err != nil {
+			return err
 		}
 		return tx.QueryRow(ctx, sql).Scan(&n)
 	})
@@ -119,11 +147,8 @@ func requireDenied(t *testing.T, err error, what string) {
 func TestTenantIsolation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := testenv.Database(t)
-	owner, err := postgres.Open(ctx, dbURL)
-	require.NoError(t, err)
-	t.Cleanup(owner.Close)
-	_, err = owner.Exec(ctx, "SELECT timeline.create_generation(2)")
+	dbURL, owner := ownerDB(t)
+	_, err := owner.Exec(ctx, "SELECT timeline.create_generation(2)")
 	require.NoError(t, err)
 	for _, tt := range tenantTables {
 		for _, tenant := range []string{"a", "a", "b", "b", "b"} {
@@ -150,26 +175,22 @@ func TestTenantIsolation(t *testing.T) {
 			n, err = count(ctx, app, "a", "SELECT count(*) FROM "+tt.name+" WHERE tenant = 'b'")
 			require.NoError(t, err)
 			require.Zero(t, n, "tenant a asking for b's rows by name")
-			for _, unset := range []string{"", "''"} {
-				q := "SELECT count(*) FROM " + tt.name
-				if unset == "''" {
-					q = "SELECT count(*) FROM " + tt.name + ", set_config('eventline.tenant', '', true)"
-				}
-				n, err = count(ctx, app, "", q)
+			for _, unset := range []string{"", emptyTenant} {
+				n, err = count(ctx, app, unset, "SELECT count(*) FROM "+tt.name)
 				require.NoError(t, err)
-				require.Zero(t, n, "no tenant set (%s) sees nothing", unset)
+				require.Zero(t, n, "no tenant set (%q) sees nothing", unset)
+				_, err = exec(ctx, app, unset, tt.insert, "a")
+				requireDenied(t, err, "insert with no tenant")
 			}
 
 			// Writes as tenant a to b's rows, and with no tenant.
 			_, err = exec(ctx, app, "a", tt.insert, "b")
 			requireDenied(t, err, "a inserts a row of b")
-			_, err = exec(ctx, app, "", tt.insert, "a")
-			requireDenied(t, err, "insert with no tenant")
 			_, err = exec(ctx, app, "", tt.insert, "b")
 			requireDenied(t, err, "insert with no tenant")
 			_, err = exec(ctx, app, "a", "UPDATE "+tt.name+" SET tenant = 'b' WHERE tenant = 'a'")
 			requireDenied(t, err, "a moves its rows to b")
-			for _, tenant := range []string{"a", ""} {
+			for _, tenant := range []string{"a", "", emptyTenant} {
 				n, err := exec(ctx, app, tenant, "UPDATE "+tt.name+" SET tenant = tenant WHERE tenant = 'b'")
 				if tt.writable {
 					require.NoError(t, err)
@@ -238,4 +259,20 @@ func TestEveryTenantTableHasRLS(t *testing.T) {
 	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Empty(t, missing, "tables with a tenant column but no row-level security: SELECT eventline.enable_tenant_rls('schema.table', 'privileges')")
+}
+
+// TestCheckAppRole: a login role that is not a member of eventline_app is
+// told how to fix it; a member (and the owner) passes.
+func TestCheckAppRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL, owner := ownerDB(t)
+	require.NoError(t, postgres.CheckSchema(ctx, owner))
+	require.NoError(t, postgres.CheckAppRole(ctx, appLogin(t, owner, dbURL)))
+
+	outsider := login(t, owner, dbURL, "el_test_outsider_", "")
+	err := postgres.CheckAppRole(ctx, outsider)
+	require.ErrorContains(t, err, "GRANT eventline_app TO")
+	err = postgres.TenantTx(ctx, outsider, "a", func(pgx.Tx) error { return nil })
+	requireDenied(t, err, "SET ROLE without membership")
 }

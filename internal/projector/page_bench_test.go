@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -23,9 +24,21 @@ import (
 // over rounds of each round's median page latency, and their ratio.
 func BenchmarkTimelinePage(b *testing.B) {
 	n, pages := envInt(b, "PAGE_BENCH_EVENTS", 200_000), envInt(b, "PAGE_BENCH_PAGES", 2_000)
-	pool := testenv.Pool(b)
-	loadSynthetic(b, pool, n)
 	ctx := context.Background()
+	// Each path has its own pool, so neither finds statements the other
+	// prepared under another role (which would make Postgres re-plan).
+	dbURL := testenv.Database(b)
+	pool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	directPool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer directPool.Close()
+	loadSynthetic(b, pool, n)
 	store := NewStore(pool)
 	queries := []Query{
 		{Tenant: "acme", Object: &events.Ref{Type: "board", ID: "b7"}, Limit: 50},
@@ -33,12 +46,12 @@ func BenchmarkTimelinePage(b *testing.B) {
 		{Tenant: "acme", Object: &events.Ref{Type: "card", ID: "card42"}, Actions: []string{"closed"}, Limit: 50},
 	}
 	directPage := func(q Query) error {
-		g, err := store.CurrentGeneration(ctx)
+		g, err := currentGeneration(ctx, directPool)
 		if err != nil {
 			return err
 		}
 		sql, args := q.sql(g)
-		rows, err := pool.Query(ctx, sql, args...)
+		rows, err := directPool.Query(ctx, sql, args...)
 		if err != nil {
 			return err
 		}

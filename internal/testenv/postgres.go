@@ -236,10 +236,12 @@ func withDatabase(t testing.TB, url, name string) string {
 	return u
 }
 
-func randomHex(n int) string {
+func randomHex(n int) string { return hex.EncodeToString(randomBytes(n)) }
+
+func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return b
 }
 
 func startThrowawayCluster() (*pgcluster.Cluster, error) {

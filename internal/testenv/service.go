@@ -3,6 +3,7 @@ package testenv
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -94,13 +95,15 @@ type Service struct {
 
 // StartService runs bin with the environment plus env ("KEY=value") and
 // free HTTP_ADDR/ADMIN_ADDR, waits until /livez answers, and stops it with
-// SIGTERM when the test ends.
+// SIGTERM when the test ends. EVENTLINE_SECRET_KEY (which the webhooker
+// requires) is a fresh random key unless env sets it.
 func StartService(t testing.TB, bin string, env ...string) *Service {
 	t.Helper()
 	httpAddr, adminAddr := FreeAddr(t), FreeAddr(t)
 	s := &Service{URL: "http://" + httpAddr, AdminURL: "http://" + adminAddr, exited: make(chan struct{}), output: &syncBuffer{}}
 	s.cmd = exec.Command(bin)
-	s.cmd.Env = append(append(os.Environ(), env...), "HTTP_ADDR="+httpAddr, "ADMIN_ADDR="+adminAddr)
+	s.cmd.Env = append(append(os.Environ(), "EVENTLINE_SECRET_KEY="+base64.StdEncoding.EncodeToString(randomBytes(32))), env...)
+	s.cmd.Env = append(s.cmd.Env, "HTTP_ADDR="+httpAddr, "ADMIN_ADDR="+adminAddr)
 	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("testenv: start %s: %v", bin, err)

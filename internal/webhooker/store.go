@@ -114,12 +114,15 @@ func nilIfEmpty(s []int) []int {
 }
 
 // GetEndpoint returns a tenant's endpoint that is not deleted.
-func (s *Store) GetEndpoint(ctx context.Context, tenant, id string) (e Endpoint, err error) {
-	err = postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
-		e, err = s.getEndpoint(ctx, tx, tenant, id)
-		return err
-	})
-	return e, err
+func (s *Store) GetEndpoint(ctx context.Context, tenant, id string) (Endpoint, error) {
+	es, err := s.readEndpoints(ctx, tenant, `SELECT `+endpointColumns+` FROM webhook.endpoints WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL`, tenant, id)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("get endpoint: %w", err)
+	}
+	if len(es) == 0 {
+		return Endpoint{}, ErrNotFound
+	}
+	return es[0], nil
 }
 
 func (s *Store) getEndpoint(ctx context.Context, q querier, tenant, id string) (Endpoint, error) {
@@ -136,12 +139,24 @@ func (s *Store) getEndpoint(ctx context.Context, q querier, tenant, id string) (
 
 // ListEndpoints returns a tenant's endpoints, newest first, after the
 // cursor id.
-func (s *Store) ListEndpoints(ctx context.Context, tenant, after string, limit int) (es []Endpoint, err error) {
-	err = postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT `+endpointColumns+` FROM webhook.endpoints
-			WHERE tenant = $1 AND deleted_at IS NULL AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3`, tenant, after, limit)
+func (s *Store) ListEndpoints(ctx context.Context, tenant, after string, limit int) ([]Endpoint, error) {
+	es, err := s.readEndpoints(ctx, tenant, `SELECT `+endpointColumns+` FROM webhook.endpoints
+		WHERE tenant = $1 AND deleted_at IS NULL AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3`, tenant, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list endpoints: %w", err)
+	}
+	return es, nil
+}
+
+// readEndpoints runs one endpoint query as the tenant, pipelined with the
+// start of its transaction (postgres.TenantBatch).
+func (s *Store) readEndpoints(ctx context.Context, tenant, sql string, args ...any) (es []Endpoint, err error) {
+	var b pgx.Batch
+	b.Queue(sql, args...)
+	err = postgres.TenantBatch(ctx, s.pool, tenant, pgx.TxOptions{AccessMode: pgx.ReadOnly}, &b, func(br pgx.BatchResults) error {
+		rows, err := br.Query()
 		if err != nil {
-			return fmt.Errorf("list endpoints: %w", err)
+			return err
 		}
 		es, err = pgx.CollectRows(rows, s.scanEndpoint)
 		return err

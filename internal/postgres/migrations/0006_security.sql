@@ -72,61 +72,18 @@ ALTER TABLE eventline.dead_letters ENABLE ROW LEVEL SECURITY;
 GRANT USAGE ON SCHEMA timeline TO eventline_app;
 GRANT SELECT ON timeline.current TO eventline_app;
 
--- create_generation(g) as in 0003, plus row-level security on the new
--- tables: the API only reads timelines (the projector writes as owner).
--- progress is not tenant data and the application role gets no access.
-CREATE OR REPLACE FUNCTION timeline.create_generation(g integer) RETURNS void
+-- create_generation(g) now also puts the new tables under row-level
+-- security: 0003's function keeps making the tables, under a new name. The
+-- API only reads timelines (the projector writes as owner); progress is
+-- not tenant data and the application role gets no access to it.
+ALTER FUNCTION timeline.create_generation(integer) RENAME TO create_generation_tables;
+
+CREATE FUNCTION timeline.create_generation(g integer) RETURNS void
 LANGUAGE plpgsql AS $fn$
-DECLARE
-    s text := format('timeline_g%s', g);
 BEGIN
-    EXECUTE format('CREATE SCHEMA %I', s);
-    EXECUTE format($ddl$
-        CREATE TABLE %1$I.events (
-            tenant         text NOT NULL,
-            id             text NOT NULL,
-            seq            bigint NOT NULL,
-            type           text NOT NULL,
-            action         text NOT NULL,
-            eventable_type text NOT NULL,
-            eventable_id   text NOT NULL,
-            creator_type   text NOT NULL,
-            creator_id     text NOT NULL,
-            parents        jsonb NOT NULL,
-            particulars    jsonb NOT NULL,
-            occurred_at    timestamptz NOT NULL,
-            recorded_at    timestamptz NOT NULL,
-            PRIMARY KEY (tenant, id)
-        );
-        CREATE INDEX events_feed_idx ON %1$I.events (tenant, occurred_at, seq);
-        CREATE INDEX events_type_idx ON %1$I.events (tenant, type, occurred_at, seq);
-        CREATE INDEX events_action_idx ON %1$I.events (tenant, action, occurred_at, seq);
-        CREATE INDEX events_creator_idx ON %1$I.events (tenant, creator_type, creator_id, occurred_at, seq);
-        CREATE INDEX events_eventable_type_idx ON %1$I.events (tenant, eventable_type, occurred_at, seq);
-
-        CREATE TABLE %1$I.entries (
-            tenant         text NOT NULL,
-            object_type    text NOT NULL,
-            object_id      text NOT NULL,
-            occurred_at    timestamptz NOT NULL,
-            seq            bigint NOT NULL,
-            event_id       text NOT NULL,
-            type           text NOT NULL,
-            action         text NOT NULL,
-            eventable_type text NOT NULL,
-            creator_type   text NOT NULL,
-            creator_id     text NOT NULL,
-            PRIMARY KEY (tenant, object_type, object_id, occurred_at, seq)
-        );
-
-        CREATE TABLE %1$I.progress (
-            consumer   text PRIMARY KEY,
-            last_seq   bigint NOT NULL,
-            updated_at timestamptz NOT NULL DEFAULT now()
-        );
-    $ddl$, s);
-    PERFORM eventline.enable_tenant_rls(format('%I.events', s)::regclass, 'SELECT');
-    PERFORM eventline.enable_tenant_rls(format('%I.entries', s)::regclass, 'SELECT');
+    PERFORM timeline.create_generation_tables(g);
+    PERFORM eventline.enable_tenant_rls(format('%I.events', format('timeline_g%s', g))::regclass, 'SELECT');
+    PERFORM eventline.enable_tenant_rls(format('%I.entries', format('timeline_g%s', g))::regclass, 'SELECT');
 END
 $fn$;
 

@@ -1,0 +1,263 @@
+package main_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/secretbox"
+	"github.com/eventline/eventline/internal/testenv"
+)
+
+// TestNoSecretInLogs runs the real ingest, projector and webhooker binaries
+// at LOG_LEVEL=debug with credentials in DATABASE_URL and NATS_URL, through
+// a scenario that creates API keys, creates and rotates webhook endpoints
+// (one with credentials in its URL), delivers signed webhooks (some
+// failing first), reads timelines and makes authentication failures with
+// wrong keys; then it scans every line the binaries wrote for every
+// secret involved: API keys and their secret parts, the keys that were
+// tried, webhook secrets (whsec_... and the bare base64), the sealing key,
+// and the passwords.
+func TestNoSecretInLogs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	n := testenv.StartNATS(t)
+	dbURL := testenv.Database(t)
+	pool, err := postgres.Open(ctx, dbURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	keys := apikey.NewStore(pool, 0)
+	_, acmeKey, err := keys.Create(ctx, apikey.CreateParams{Tenant: "acme", Scopes: []string{"ingest", "read", "admin"}})
+	require.NoError(t, err)
+	_, otherKey, err := keys.Create(ctx, apikey.CreateParams{Tenant: "other", Scopes: []string{"admin"}})
+	require.NoError(t, err)
+	sealKey, err := secretbox.GenerateKey()
+	require.NoError(t, err)
+	oldSealKey, err := secretbox.GenerateKey()
+	require.NoError(t, err)
+
+	// Passwords in the URLs (the test server trusts loopback and the
+	// embedded NATS server has no auth, so both are accepted and ignored).
+	const dbPassword, natsPassword, hookPassword = "db-Pa55word-a8f3", "nats-Pa55word-77c1", "hook-Pa55word-19d0"
+	dbu, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	dbu.User = url.UserPassword(dbu.User.Username(), dbPassword)
+	nu, err := url.Parse(n.URL())
+	require.NoError(t, err)
+	nu.User = url.UserPassword("eventline", natsPassword)
+
+	// An endpoint stored in plaintext before secrets were sealed: the
+	// webhooker seals it on start (and logs that it did).
+	const legacySecret = "whsec_bGVnYWN5IHNlY3JldCBzdG9yZWQgaW4gY2xlYXI="
+	_, err = pool.Exec(ctx, `INSERT INTO webhook.endpoints (tenant, id, url, events, secrets) VALUES ('acme', 'legacy', 'https://example.com/h', '{none.none}', $1)`,
+		`[{"secret": "`+legacySecret+`", "expires_at": null}]`)
+	require.NoError(t, err)
+
+	env := []string{"NATS_URL=" + nu.String(), "DATABASE_URL=" + dbu.String(), "LOG_LEVEL=debug",
+		"EVENTLINE_SECRET_KEY=" + sealKey, "EVENTLINE_OLD_SECRET_KEYS=" + oldSealKey, "WEBHOOK_ALLOW_PRIVATE=true"}
+	ingest := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), env...)
+	projector := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"), env...)
+	webhooker := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"), env...)
+	services := map[string]*testenv.Service{"ingest": ingest, "projector": projector, "webhooker": webhooker}
+	for _, s := range services {
+		s.WaitReady(t)
+	}
+
+	call := func(base, method, path, key, body string) (int, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		require.NoError(t, err)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		_ = json.Unmarshal(raw, &out)
+		return resp.StatusCode, out
+	}
+
+	// A receiver that fails the first attempt of each event at each endpoint.
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var delivered []*http.Request
+	var bodies [][]byte
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		k := r.URL.Path + " " + r.Header.Get("webhook-id")
+		seen[k]++
+		if seen[k] == 1 {
+			http.Error(w, "try again", http.StatusServiceUnavailable)
+			return
+		}
+		delivered, bodies = append(delivered, r), append(bodies, body)
+	}))
+	t.Cleanup(rc.Close)
+	// Credentials in a webhook URL's userinfo are refused; in its query
+	// they are the receiver's business and must not be logged either.
+	withUserinfo, err := url.Parse(rc.URL + "/userinfo")
+	require.NoError(t, err)
+	withUserinfo.User = url.UserPassword("hook", hookPassword)
+	code, out := call(webhooker.URL, http.MethodPost, "/v1/webhooks", acmeKey, fmt.Sprintf(`{"url": %q, "events": ["*"]}`, withUserinfo))
+	require.Equal(t, http.StatusUnprocessableEntity, code, "%v", out)
+
+	whSecrets := []string{legacySecret}
+	create := func(u string) string {
+		code, out := call(webhooker.URL, http.MethodPost, "/v1/webhooks", acmeKey, fmt.Sprintf(`{"url": %q, "events": ["*"], "retry_schedule": [1, 1, 1]}`, u))
+		require.Equal(t, http.StatusCreated, code, "%v", out)
+		whSecrets = append(whSecrets, out["secret"].(string))
+		return out["id"].(string)
+	}
+	plain := create(rc.URL + "/plain")
+	creds := create(rc.URL + "/with-creds?token=" + hookPassword)
+	// Nothing listens there: attempts fail with a network error, whose
+	// text (Go's url.Error) carries the whole URL.
+	refused := create("http://" + testenv.FreeAddr(t) + "/refused?token=" + hookPassword)
+	code, out = call(webhooker.URL, http.MethodPost, "/v1/webhooks/"+plain+"/secret/rotate", acmeKey, `{"grace_seconds": 3600}`)
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	whSecrets = append(whSecrets, out["secret"].(string))
+
+	// Authentication failures, each service, several ways.
+	wrong := []string{
+		acmeKey[:len(acmeKey)-4] + "AAAA",             // right id, wrong secret
+		"el_0123456789abcdef_wrong-secret-Zq81xK2pLm", // unknown id
+		"not-even-a-key-Zq81xK2pLm7",
+	}
+	for _, s := range services {
+		for _, k := range wrong {
+			for _, path := range []string{"/v1/events", "/v1/activity", "/v1/webhooks"} {
+				call(s.URL, http.MethodGet, path, k, "")
+				call(s.URL, http.MethodPost, path, k, `{}`)
+			}
+		}
+	}
+	code, _ = call(webhooker.URL, http.MethodGet, "/v1/webhooks/"+plain, otherKey, "")
+	require.Equal(t, http.StatusNotFound, code, "another tenant's webhook")
+	code, _ = call(ingest.URL, http.MethodPost, "/v1/events", otherKey, `{"action":"x", "tenant": "acme"}`)
+	require.Equal(t, http.StatusUnprocessableEntity, code, "an invalid event for another tenant")
+
+	// Events in, timelines and signed deliveries out.
+	for i := range 3 {
+		code, out := call(ingest.URL, http.MethodPost, "/v1/events", acmeKey,
+			fmt.Sprintf(`{"id": "e%d", "action": "closed", "eventable": {"type": "card", "id": "c1"}, "creator": {"type": "user", "id": "u1"}, "particulars": {"n": %d}}`, i, i))
+		require.Equal(t, http.StatusAccepted, code, "%v", out)
+	}
+	testenv.Poll(t, 30*time.Second, "3 events in the timeline", func() bool {
+		code, out := call(projector.URL, http.MethodGet, "/v1/timelines/card/c1", acmeKey, "")
+		evs, _ := out["events"].([]any)
+		return code == http.StatusOK && len(evs) == 3
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			var d, e int
+			_ = pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM webhook.deliveries), (SELECT count(*) FROM webhook.endpoints)").Scan(&d, &e)
+			t.Logf("receiver saw %v; %d deliveries, %d endpoints\nwebhooker:\n%s", seen, d, e, webhooker.Output())
+			mu.Unlock()
+		}
+	})
+	// Replays make the deliveries certain even if the events reached the
+	// fan-out before the webhooker's endpoint cache had the endpoints.
+	for _, id := range []string{plain, creds, refused} {
+		code, out := call(webhooker.URL, http.MethodPost, "/v1/webhooks/"+id+"/replay", acmeKey,
+			fmt.Sprintf(`{"since": %q}`, time.Now().Add(-time.Hour).Format(time.RFC3339)))
+		require.Equal(t, http.StatusAccepted, code, "%v", out)
+	}
+	testenv.Poll(t, 60*time.Second, "6 deliveries after one failure each", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == 6 && len(delivered) >= 6
+	})
+	mu.Lock()
+	for i, r := range delivered {
+		ok := false
+		for _, s := range whSecrets {
+			wh, err := standardwebhooks.NewWebhook(s)
+			require.NoError(t, err)
+			ok = ok || wh.Verify(bodies[i], r.Header) == nil
+		}
+		require.True(t, ok, "delivery %d is signed with one of the endpoint secrets", i)
+	}
+	mu.Unlock()
+	code, out = call(webhooker.URL, http.MethodGet, "/v1/webhooks/"+creds+"/deliveries", acmeKey, "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	testenv.Poll(t, 30*time.Second, "failed attempts to the refusing endpoint", func() bool {
+		code, out := call(webhooker.URL, http.MethodGet, "/v1/webhooks/"+refused+"/deliveries", acmeKey, "")
+		ds, _ := out["deliveries"].([]any)
+		attempts := 0
+		for _, d := range ds {
+			as, _ := d.(map[string]any)["attempts"].([]any)
+			attempts += len(as)
+		}
+		return code == http.StatusOK && attempts >= 3
+	})
+	code, _ = call(webhooker.URL, http.MethodDelete, "/v1/webhooks/"+creds, acmeKey, "")
+	require.Equal(t, http.StatusNoContent, code)
+
+	for name, s := range services {
+		s.RequireCleanStop(t, name)
+	}
+
+	// The needles: every secret in every form it could be printed in.
+	needles := map[string]string{
+		"DATABASE_URL password": dbPassword, "NATS_URL password": natsPassword, "webhook URL password": hookPassword,
+		"sealing key": sealKey, "old sealing key": oldSealKey,
+	}
+	for i, k := range append([]string{acmeKey, otherKey}, wrong...) {
+		needles[fmt.Sprintf("API key %d", i)] = k
+		if parts := strings.SplitN(k, "_", 3); len(parts) == 3 && len(parts[2]) >= 8 {
+			needles[fmt.Sprintf("API key %d secret part", i)] = parts[2]
+		}
+	}
+	for i, s := range whSecrets {
+		raw := strings.TrimPrefix(s, "whsec_")
+		needles[fmt.Sprintf("webhook secret %d", i)] = s
+		needles[fmt.Sprintf("webhook secret %d base64", i)] = raw
+		b, err := base64.StdEncoding.DecodeString(raw)
+		require.NoError(t, err)
+		needles[fmt.Sprintf("webhook secret %d url-base64", i)] = base64.RawURLEncoding.EncodeToString(b)
+	}
+	lines := 0
+	for name, s := range services {
+		for i, line := range strings.Split(s.Output(), "\n") {
+			lines++
+			for what, needle := range needles {
+				if strings.Contains(line, needle) {
+					t.Errorf("%s log line %d contains the %s:\n%s", name, i+1, what, line)
+				}
+			}
+		}
+	}
+	// The scan must have had something to scan: debug output from every
+	// binary, and the failures logged.
+	for name, s := range services {
+		require.Contains(t, s.Output(), `"msg":"`+name+` stopped"`)
+	}
+	require.Contains(t, webhooker.Output(), `"msg":"sealed webhook secrets with the primary key","endpoints":1`)
+	require.Contains(t, webhooker.Output(), `"level":"DEBUG"`)
+	if testing.Verbose() {
+		for name, s := range services {
+			t.Logf("%s:\n%s", name, s.Output())
+		}
+	}
+	t.Logf("scanned %d log lines of 3 binaries for %d secrets", lines, len(needles))
+}
