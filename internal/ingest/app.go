@@ -36,9 +36,9 @@ type Config struct {
 	Batch           CommitterConfig
 	Stream          stream.Config
 	ShutdownTimeout time.Duration // default 30s
-	// TracerProvider makes the request and publish spans; the binary sets
-	// it from OTEL_* (observe.StartTracing). Nil: no spans, and an incoming
-	// traceparent is passed on to the events unchanged.
+	// TracerProvider makes the request spans; the binary sets it when
+	// OTEL_* configures an exporter (observe.StartTracing). Nil: no spans,
+	// and an incoming traceparent is passed on to the events unchanged.
 	TracerProvider trace.TracerProvider
 }
 
@@ -72,7 +72,10 @@ func NewService(pub Appender, keys httpapi.Authenticator, cfg Config, reg promet
 	bc := cfg.Batch
 	bc.Observe = m.batch
 	c := NewCommitter(pub, bc)
-	h := &handler{committer: c, limiter: newLimiter(cfg.RateLimit), metrics: m, log: log, now: time.Now, tracer: observe.Tracer(cfg.TracerProvider, "ingest")}
+	h := &handler{committer: c, limiter: newLimiter(cfg.RateLimit), metrics: m, log: log, now: time.Now}
+	if cfg.TracerProvider != nil {
+		h.tracer = observe.Tracer(cfg.TracerProvider, "ingest")
+	}
 	return &Service{committer: c, handler: httpapi.RequireScope(keys, apikey.ScopeIngest, h)}
 }
 
@@ -111,7 +114,9 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer lifecycle.FlushTraces(tracing, a.log)
-	cfg.TracerProvider = tracing.Provider
+	if tracing.Exporting {
+		cfg.TracerProvider = tracing.Provider
+	}
 	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-ingest", cfg.Stream, a.log)
 	if err != nil {
 		return err

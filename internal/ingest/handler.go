@@ -35,7 +35,7 @@ type handler struct {
 	metrics   *metrics
 	log       *slog.Logger
 	now       func() time.Time
-	tracer    trace.Tracer
+	tracer    trace.Tracer // nil: no spans; an incoming traceparent is passed on
 }
 
 type appendResponse struct {
@@ -44,6 +44,12 @@ type appendResponse struct {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
+	if h.tracer == nil {
+		rec := &statusRecorder{ResponseWriter: w}
+		h.serve(rec, r, start)
+		h.metrics.request(rec.status, time.Since(start))
+		return
+	}
 	// The request span continues the caller's trace; the events carry its
 	// context on into the stream.
 	ctx, span := h.tracer.Start(observe.WithHeaderTrace(r.Context(), r.Header), "POST /v1/events",
@@ -93,7 +99,11 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 	// context is the events' traceparent in the stream.
 	ctx := r.Context()
 	span := trace.SpanFromContext(ctx)
-	if tp := observe.Traceparent(ctx); tp != "" {
+	tp := r.Header.Get("traceparent")
+	if h.tracer != nil {
+		tp = observe.Traceparent(ctx)
+	}
+	if events.IsTraceparent(tp) {
 		for i := range es {
 			es[i].Traceparent = tp
 		}

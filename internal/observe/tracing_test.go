@@ -106,7 +106,7 @@ func (o *otlpReceiver) find(service, name string) []span {
 // webhooker binaries exporting to an OTLP/HTTP receiver: an event posted
 // with a traceparent produces ingest, projector and webhooker spans and a
 // webhook request whose traceparent all carry that trace id, each span the
-// child of the one before it.
+// child of the one before it. The consumers export their lag.
 func TestOneTraceFromIngestToDelivery(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -215,6 +215,20 @@ sending:
 		}
 		return false
 	})
+
+	// Every consumer exports its durable's lag under its own name.
+	for name, svc := range map[string]*testenv.Service{"projector": projector, "webhooker": webhooker} {
+		testenv.Poll(t, 15*time.Second, name+" exports its consumer lag", func() bool {
+			resp, err := http.Get(svc.AdminURL + "/metrics")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return strings.Contains(string(b), `eventline_consumer_pending_messages{consumer="`+name+`"}`) &&
+				strings.Contains(string(b), `eventline_consumer_lag_seconds{consumer="`+name+`"}`)
+		})
+	}
 }
 
 func post(t *testing.T, url, key, traceparent, body string) (int, string) {

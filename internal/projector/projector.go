@@ -288,7 +288,7 @@ func (p *Projector) trace(ctx context.Context, items []item, start time.Time) {
 			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(start))
 		if span.IsRecording() {
 			span.SetAttributes(attribute.String("eventline.event.id", it.event.ID), attribute.Int("messaging.batch.message_count", len(items)),
-				attribute.Int64("messaging.nats.stream_sequence", int64(it.seq))) //nolint:gosec // stream sequences fit
+				attribute.Int64("messaging.nats.stream_sequence", int64(it.seq)))
 			if it.err != nil {
 				span.SetStatus(codes.Error, "dead-lettered: "+it.err.Error())
 			}
