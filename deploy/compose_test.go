@@ -26,17 +26,51 @@ var services = map[string]string{"ingest": "9090", "projector": "9091", "webhook
 // their own name.
 var consumers = []string{"projector", "notifier", "webhooker"}
 
+// composeSecrets are the variables docker-compose.yml requires.
+var composeSecrets = types.Mapping{"EVENTLINE_SECRET_KEY": "a2V5LWZvci10aGUtY29tcG9zZS10ZXN0LTMyLWJ5dGU=", "UNSUBSCRIBE_SECRET": "unsubscribe-test-secret"}
+
 func loadCompose(t *testing.T) *types.Project {
 	t.Helper()
-	root, err := filepath.Abs("..")
-	require.NoError(t, err)
-	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
-		WorkingDir:  root,
-		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(root, "docker-compose.yml")}},
-		Environment: types.Mapping{},
-	}, func(o *loader.Options) { o.SetProjectName("eventline", true) })
+	p, err := loadComposeEnv(composeSecrets)
 	require.NoError(t, err, "docker-compose.yml must load as the Compose specification")
 	return p
+}
+
+func loadComposeEnv(env types.Mapping) (*types.Project, error) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return nil, err
+	}
+	return loader.LoadWithContext(context.Background(), types.ConfigDetails{
+		WorkingDir:  root,
+		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(root, "docker-compose.yml")}},
+		Environment: env,
+	}, func(o *loader.Options) { o.SetProjectName("eventline", true) })
+}
+
+// TestComposeRequiresSecrets: the webhooker's sealing key and the
+// notifier's unsubscribe secret have no default; compose refuses to start
+// without them and says how to make one.
+func TestComposeRequiresSecrets(t *testing.T) {
+	t.Parallel()
+	for name := range composeSecrets {
+		env := types.Mapping{}
+		for k, v := range composeSecrets {
+			if k != name {
+				env[k] = v
+			}
+		}
+		_, err := loadComposeEnv(env)
+		require.ErrorContains(t, err, name, "loading without %s fails naming it", name)
+		require.ErrorContains(t, err, "openssl rand")
+	}
+	p := loadCompose(t)
+	w, err := p.GetService("webhooker")
+	require.NoError(t, err)
+	require.Equal(t, composeSecrets["EVENTLINE_SECRET_KEY"], *w.Environment["EVENTLINE_SECRET_KEY"])
+	n, err := p.GetService("notifier")
+	require.NoError(t, err)
+	require.Equal(t, composeSecrets["UNSUBSCRIBE_SECRET"], *n.Environment["UNSUBSCRIBE_SECRET"])
 }
 
 // TestComposeServiceGraph: every part is there, started in the right order
