@@ -360,3 +360,24 @@ func TestApplyDirectRedelivery(t *testing.T) {
 	raw, _ := json.Marshal(e)
 	require.NotEmpty(t, raw)
 }
+
+// TestPoisonMessageDeadLettered: a stream message that is not a valid
+// event is kept in the dead-letter table with the reason and acked, and
+// the events behind it are processed.
+func TestPoisonMessageDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	b.watch(t, "acme", "card", "c1", "u1")
+	ctx := context.Background()
+	msg := nats.NewMsg("events.acme.card.closed")
+	msg.Data = []byte(`{"not": "an event"`)
+	msg.Header.Set(nats.MsgIdHdr, "acme:poison")
+	_, err := b.js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	b.publish(t, ev("cm1", "comment", "created", "u9", "", card))
+	require.Equal(t, map[string]int{"u1": 1}, b.unread(t, "acme", card))
+	var consumer, reason string
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT consumer, error FROM eventline.dead_letters WHERE stream_seq = 1`).Scan(&consumer, &reason))
+	require.Equal(t, DefaultConsumer, consumer)
+	require.NotEmpty(t, reason)
+}
