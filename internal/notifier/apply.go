@@ -76,6 +76,11 @@ func (w *watcherSet) watchersOf(ref events.Ref) []string { return w.m[watchKey{w
 // to schedule and the NOTIFY of every change. Events already applied (a
 // redelivery) change nothing.
 func (w *writer) apply(ctx context.Context, evs []*events.Event) (applyResult, error) {
+	return w.applyWith(ctx, evs, nil)
+}
+
+// applyWith is apply with also run in the same transaction.
+func (w *writer) applyWith(ctx context.Context, evs []*events.Event, also func(pgx.Tx) error) (applyResult, error) {
 	var res applyResult
 	now := w.now().UTC().Truncate(time.Microsecond)
 	// One copy of each event id, in stream order.
@@ -91,116 +96,129 @@ func (w *writer) apply(ctx context.Context, evs []*events.Event) (applyResult, e
 		seen[k] = true
 		uniq = append(uniq, e)
 	}
+	dups := res.duplicates
 	err := postgres.InTx(ctx, w.pool, func(tx pgx.Tx) error {
-		res = applyResult{duplicates: res.duplicates}
-		// One round trip: the de-duplication keys and the tenants' rules.
-		batch := &pgx.Batch{}
-		queueClaim(batch, uniq)
-		queueRules(batch, uniq)
-		br := tx.SendBatch(ctx, batch)
-		fresh, err := readClaim(br, uniq)
-		var rules map[string]Rules
-		if err == nil {
-			rules, err = readRules(br, uniq)
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		res = applyResult{duplicates: dups}
+		if err := w.applyTx(ctx, tx, uniq, now, &res); err != nil {
 			return err
 		}
-		res.duplicates += len(uniq) - len(fresh)
-		res.applied = len(fresh)
-		if len(fresh) == 0 {
-			return nil
+		if also != nil {
+			return also(tx)
 		}
-		// Which rule applies to each event, and whose watchers it reads.
-		matched := make([]*Rule, len(fresh))
-		need := map[watchKey]bool{}
-		for i, e := range fresh {
-			r, ok := rules[e.Tenant].Match(e.Type)
-			if !ok {
-				continue
-			}
-			matched[i] = &r
-			for _, ref := range append(r.Notify.objects(e), r.Watch.objects(e)...) {
-				need[watchKey{e.Tenant, ref}] = true
-			}
-			need[watchKey{e.Tenant, r.group(e)}] = true
-		}
-		ws, err := loadWatchers(ctx, tx, need)
-		if err != nil {
-			return err
-		}
-		bumps := map[groupKey]*bump{}
-		newWatches := map[watchKey][]string{}
-		for i, e := range fresh {
-			r := matched[i]
-			if r == nil {
-				continue
-			}
-			set := &watcherSet{tenant: e.Tenant, m: ws}
-			out := r.Resolve(e, set)
-			gk := watchKey{e.Tenant, out.Group}
-			for _, u := range out.Watchers {
-				if !slices.Contains(ws[gk], u) {
-					ws[gk] = append(ws[gk], u)
-					newWatches[gk] = append(newWatches[gk], u)
-				}
-			}
-			if len(out.Recipients) == 0 {
-				continue
-			}
-			body, err := json.Marshal(e)
-			if err != nil {
-				return fmt.Errorf("encode event %s: %w", e.ID, err)
-			}
-			for _, u := range out.Recipients {
-				k := groupKey{e.Tenant, u, out.Group.Type, out.Group.ID}
-				b := bumps[k]
-				if b == nil {
-					b = &bump{}
-					bumps[k] = b
-				}
-				b.count++
-				if e.Seq >= b.seq {
-					b.seq, b.event, b.eventID, b.eventTyp = e.Seq, body, e.ID, e.Type
-				}
-			}
-		}
-		// One round trip: the new watches and the inbox upsert.
-		batch = &pgx.Batch{}
-		queueWatches(batch, newWatches, now)
-		upsert := queueUpsert(batch, bumps, now)
-		br = tx.SendBatch(ctx, batch)
-		if len(newWatches) > 0 {
-			if _, err := br.Exec(); err != nil {
-				_ = br.Close()
-				return fmt.Errorf("insert watches: %w", err)
-			}
-		}
-		var changes []Change
-		if upsert {
-			changes, err = readUpsert(br, bumps)
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-		res.notifications = len(bumps)
-		// One round trip: NOTIFY the changes and read who wants digests.
-		batch = &pgx.Batch{}
-		if err := queueChanges(batch, changes); err != nil {
-			return err
-		}
-		return scheduleDigests(ctx, tx, batch, bumps, now)
+		return nil
 	})
 	if err != nil {
 		return applyResult{}, err
 	}
 	return res, nil
+}
+
+// applyTx writes the effects of uniq (one copy of each event, in stream
+// order) in tx.
+func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, now time.Time, res *applyResult) error {
+	// One round trip: the de-duplication keys and the tenants' rules.
+	batch := &pgx.Batch{}
+	queueClaim(batch, uniq)
+	queueRules(batch, uniq)
+	br := tx.SendBatch(ctx, batch)
+	fresh, err := readClaim(br, uniq)
+	var rules map[string]Rules
+	if err == nil {
+		rules, err = readRules(br, uniq)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	res.duplicates += len(uniq) - len(fresh)
+	res.applied = len(fresh)
+	if len(fresh) == 0 {
+		return nil
+	}
+	// Which rule applies to each event, and whose watchers it reads.
+	matched := make([]*Rule, len(fresh))
+	need := map[watchKey]bool{}
+	for i, e := range fresh {
+		r, ok := rules[e.Tenant].Match(e.Type)
+		if !ok {
+			continue
+		}
+		matched[i] = &r
+		for _, ref := range append(r.Notify.objects(e), r.Watch.objects(e)...) {
+			need[watchKey{e.Tenant, ref}] = true
+		}
+		need[watchKey{e.Tenant, r.group(e)}] = true
+	}
+	ws, err := loadWatchers(ctx, tx, need)
+	if err != nil {
+		return err
+	}
+	bumps := map[groupKey]*bump{}
+	newWatches := map[watchKey][]string{}
+	for i, e := range fresh {
+		r := matched[i]
+		if r == nil {
+			continue
+		}
+		set := &watcherSet{tenant: e.Tenant, m: ws}
+		out := r.Resolve(e, set)
+		gk := watchKey{e.Tenant, out.Group}
+		for _, u := range out.Watchers {
+			if !slices.Contains(ws[gk], u) {
+				ws[gk] = append(ws[gk], u)
+				newWatches[gk] = append(newWatches[gk], u)
+			}
+		}
+		if len(out.Recipients) == 0 {
+			continue
+		}
+		body, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode event %s: %w", e.ID, err)
+		}
+		for _, u := range out.Recipients {
+			k := groupKey{e.Tenant, u, out.Group.Type, out.Group.ID}
+			b := bumps[k]
+			if b == nil {
+				b = &bump{}
+				bumps[k] = b
+			}
+			b.count++
+			if e.Seq >= b.seq {
+				b.seq, b.event, b.eventID, b.eventTyp = e.Seq, body, e.ID, e.Type
+			}
+		}
+	}
+	// One round trip: the new watches and the inbox upsert.
+	batch = &pgx.Batch{}
+	queueWatches(batch, newWatches, now)
+	upsert := queueUpsert(batch, bumps, now)
+	br = tx.SendBatch(ctx, batch)
+	if len(newWatches) > 0 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return fmt.Errorf("insert watches: %w", err)
+		}
+	}
+	var changes []Change
+	if upsert {
+		changes, err = readUpsert(br, bumps)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	res.notifications = len(bumps)
+	// One round trip: NOTIFY the changes and read who wants digests.
+	batch = &pgx.Batch{}
+	if err := queueChanges(batch, changes); err != nil {
+		return err
+	}
+	return scheduleDigests(ctx, tx, batch, bumps, now)
 }
 
 // queueClaim records the de-duplication key of each event.

@@ -8,6 +8,7 @@ import (
 
 	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -105,4 +106,20 @@ func newCommits(w *writer, m *Metrics, maxBatch int) *groupcommit.Batcher[*event
 func newRouter(nc *nats.Conn, h *handler, handlers int, log *slog.Logger) (*message.Router, *wmjs.Subscriber, error) {
 	return consume.NewRouter(nc, consume.Config{Consumer: h.consumer, Name: "notifier", Handlers: handlers,
 		MaxDeliver: h.maxDeliver, Handle: h.handle, DeadLetter: h.deadLetter, Log: log})
+}
+
+// ReplayDeadLetter applies a dead-lettered message again (`eventline dlq
+// replay --consumer notifier`). It returns the reason the letter is still
+// poison (recorded on the letter), or an error reaching the database.
+func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Letter) (poison, err error) {
+	e, perr := events.ParseStored(l.Subject, l.Data, l.StreamSeq)
+	if perr != nil {
+		l.Error = perr.Error()
+		return perr, deadletter.Add(ctx, pool, l)
+	}
+	w := &writer{pool: pool, now: time.Now}
+	_, err = w.applyWith(ctx, []*events.Event{&e}, func(tx pgx.Tx) error {
+		return deadletter.MarkReplayed(ctx, tx, l.Consumer, l.StreamSeq)
+	})
+	return nil, err
 }
