@@ -145,3 +145,22 @@ func (Backoff) WaitTime(delivered uint64) time.Duration {
 	}
 	return min(time.Minute, time.Second<<max(0, int(delivered)-1))
 }
+
+// Ensure creates or updates a Watermill-consumed durable on EVENTS:
+// explicit acks, 30 s ack wait, maxDeliver deliveries, 10,000 in flight.
+func Ensure(ctx context.Context, js jetstream.JetStream, name, description string, maxDeliver int) (jetstream.Consumer, error) {
+	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   description,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    maxDeliver,
+		MaxAckPending: 10_000,
+		FilterSubject: events.SubjectPrefix + ".>",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create or update consumer %s: %w", name, err)
+	}
+	return cons, nil
+}

@@ -2,7 +2,6 @@ package notifier
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -24,20 +23,7 @@ const DefaultConsumer = "notifier"
 
 // EnsureConsumer creates or updates the notifier's durable consumer.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, name string, maxDeliver int) (jetstream.Consumer, error) {
-	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "eventline notifier: recipients, watches, inbox and digests",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    maxDeliver,
-		MaxAckPending: 10_000,
-		FilterSubject: events.SubjectPrefix + ".>",
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create or update consumer %s: %w", name, err)
-	}
-	return cons, nil
+	return consume.Ensure(ctx, js, name, "eventline notifier: recipients, watches, inbox and digests", maxDeliver)
 }
 
 // handler applies one message. Concurrent handlers' messages are

@@ -16,7 +16,6 @@ import (
 	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/groupcommit"
-	"github.com/eventline/eventline/pkg/events"
 )
 
 // newInserts returns the group commit of delivery inserts.
@@ -31,20 +30,7 @@ const DefaultConsumer = "webhooker"
 
 // EnsureConsumer creates or updates the fan-out's durable consumer.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, name string, maxDeliver int) (jetstream.Consumer, error) {
-	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "eventline webhooker: fan-out of EVENTS to webhook endpoints",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    maxDeliver,
-		MaxAckPending: 10_000,
-		FilterSubject: events.SubjectPrefix + ".>",
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create or update consumer %s: %w", name, err)
-	}
-	return cons, nil
+	return consume.Ensure(ctx, js, name, "eventline webhooker: fan-out of EVENTS to webhook endpoints", maxDeliver)
 }
 
 // fanout creates one delivery per matching endpoint for each event and
