@@ -1,6 +1,8 @@
 package main_test
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -21,6 +23,17 @@ func TestBinaryReadyThenSIGTERM(t *testing.T) {
 		"NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info",
 		"SMTP_URL=smtp://"+testenv.FreeAddr(t), "UNSUBSCRIBE_SECRET=0123456789abcdef0123", "PUBLIC_URL=http://127.0.0.1")
 	svc.WaitReady(t)
+	resp, err := http.Get(svc.AdminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"eventline_notifier_notifications_written_total", "eventline_notifier_sse_subscribers"} {
+		if !strings.Contains(string(metrics), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
 	svc.RequireCleanStop(t, "notifier")
 }
 

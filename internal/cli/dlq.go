@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/internal/notifier"
 	"github.com/eventline/eventline/internal/projector"
 )
 
@@ -18,6 +19,7 @@ import (
 // reason a letter is still poison, or an error reaching the database.
 var replayers = map[string]func(context.Context, *pgxpool.Pool, deadletter.Letter) (error, error){
 	projector.DefaultConsumer: projector.ReplayDeadLetter,
+	notifier.DefaultConsumer:  notifier.ReplayDeadLetter,
 }
 
 func dlq(ctx context.Context, args []string, stdout io.Writer) error {

@@ -76,6 +76,11 @@ func (w *watcherSet) watchersOf(ref events.Ref) []string { return w.m[watchKey{w
 // to schedule and the NOTIFY of every change. Events already applied (a
 // redelivery) change nothing.
 func (w *writer) apply(ctx context.Context, evs []*events.Event) (applyResult, error) {
+	return w.applyWith(ctx, evs, nil)
+}
+
+// applyWith is apply with also run in the same transaction.
+func (w *writer) applyWith(ctx context.Context, evs []*events.Event, also func(pgx.Tx) error) (applyResult, error) {
 	var res applyResult
 	now := w.now().UTC().Truncate(time.Microsecond)
 	// One copy of each event id, in stream order.
@@ -91,87 +96,16 @@ func (w *writer) apply(ctx context.Context, evs []*events.Event) (applyResult, e
 		seen[k] = true
 		uniq = append(uniq, e)
 	}
+	dups := res.duplicates
 	err := postgres.InTx(ctx, w.pool, func(tx pgx.Tx) error {
-		res = applyResult{duplicates: res.duplicates}
-		fresh, err := claimEvents(ctx, tx, uniq)
-		if err != nil {
+		res = applyResult{duplicates: dups}
+		if err := w.applyTx(ctx, tx, uniq, now, &res); err != nil {
 			return err
 		}
-		res.duplicates += len(uniq) - len(fresh)
-		res.applied = len(fresh)
-		if len(fresh) == 0 {
-			return nil
+		if also != nil {
+			return also(tx)
 		}
-		rules, err := loadRules(ctx, tx, fresh)
-		if err != nil {
-			return err
-		}
-		// Which rule applies to each event, and whose watchers it reads.
-		matched := make([]*Rule, len(fresh))
-		need := map[watchKey]bool{}
-		for i, e := range fresh {
-			r, ok := rules[e.Tenant].Match(e.Type)
-			if !ok {
-				continue
-			}
-			matched[i] = &r
-			for _, ref := range append(r.Notify.objects(e), r.Watch.objects(e)...) {
-				need[watchKey{e.Tenant, ref}] = true
-			}
-			need[watchKey{e.Tenant, r.group(e)}] = true
-		}
-		ws, err := loadWatchers(ctx, tx, need)
-		if err != nil {
-			return err
-		}
-		bumps := map[groupKey]*bump{}
-		newWatches := map[watchKey][]string{}
-		for i, e := range fresh {
-			r := matched[i]
-			if r == nil {
-				continue
-			}
-			set := &watcherSet{tenant: e.Tenant, m: ws}
-			out := r.Resolve(e, set)
-			gk := watchKey{e.Tenant, out.Group}
-			for _, u := range out.Watchers {
-				if !slices.Contains(ws[gk], u) {
-					ws[gk] = append(ws[gk], u)
-					newWatches[gk] = append(newWatches[gk], u)
-				}
-			}
-			if len(out.Recipients) == 0 {
-				continue
-			}
-			body, err := json.Marshal(e)
-			if err != nil {
-				return fmt.Errorf("encode event %s: %w", e.ID, err)
-			}
-			for _, u := range out.Recipients {
-				k := groupKey{e.Tenant, u, out.Group.Type, out.Group.ID}
-				b := bumps[k]
-				if b == nil {
-					b = &bump{}
-					bumps[k] = b
-				}
-				b.count++
-				if e.Seq >= b.seq {
-					b.seq, b.event, b.eventID, b.eventTyp = e.Seq, body, e.ID, e.Type
-				}
-			}
-		}
-		if err := insertWatches(ctx, tx, newWatches, now); err != nil {
-			return err
-		}
-		changes, err := upsertNotifications(ctx, tx, bumps, now)
-		if err != nil {
-			return err
-		}
-		res.notifications = len(bumps)
-		if err := scheduleDigests(ctx, tx, bumps, now); err != nil {
-			return err
-		}
-		return publishChanges(ctx, tx, changes)
+		return nil
 	})
 	if err != nil {
 		return applyResult{}, err
@@ -179,16 +113,128 @@ func (w *writer) apply(ctx context.Context, evs []*events.Event) (applyResult, e
 	return res, nil
 }
 
-// claimEvents records the de-duplication key of each event and returns
-// the events not applied before.
-func claimEvents(ctx context.Context, tx pgx.Tx, evs []*events.Event) ([]*events.Event, error) {
+// applyTx writes the effects of uniq (one copy of each event, in stream
+// order) in tx.
+func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, now time.Time, res *applyResult) error {
+	// One round trip: the de-duplication keys and the tenants' rules.
+	batch := &pgx.Batch{}
+	queueClaim(batch, uniq)
+	queueRules(batch, uniq)
+	br := tx.SendBatch(ctx, batch)
+	fresh, err := readClaim(br, uniq)
+	var rules map[string]Rules
+	if err == nil {
+		rules, err = readRules(br, uniq)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	res.duplicates += len(uniq) - len(fresh)
+	res.applied = len(fresh)
+	if len(fresh) == 0 {
+		return nil
+	}
+	// Which rule applies to each event, and whose watchers it reads.
+	matched := make([]*Rule, len(fresh))
+	need := map[watchKey]bool{}
+	for i, e := range fresh {
+		r, ok := rules[e.Tenant].Match(e.Type)
+		if !ok {
+			continue
+		}
+		matched[i] = &r
+		for _, ref := range append(r.Notify.objects(e), r.Watch.objects(e)...) {
+			need[watchKey{e.Tenant, ref}] = true
+		}
+		need[watchKey{e.Tenant, r.group(e)}] = true
+	}
+	ws, err := loadWatchers(ctx, tx, need)
+	if err != nil {
+		return err
+	}
+	bumps := map[groupKey]*bump{}
+	newWatches := map[watchKey][]string{}
+	for i, e := range fresh {
+		r := matched[i]
+		if r == nil {
+			continue
+		}
+		set := &watcherSet{tenant: e.Tenant, m: ws}
+		out := r.Resolve(e, set)
+		gk := watchKey{e.Tenant, out.Group}
+		for _, u := range out.Watchers {
+			if !slices.Contains(ws[gk], u) {
+				ws[gk] = append(ws[gk], u)
+				newWatches[gk] = append(newWatches[gk], u)
+			}
+		}
+		if len(out.Recipients) == 0 {
+			continue
+		}
+		body, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode event %s: %w", e.ID, err)
+		}
+		for _, u := range out.Recipients {
+			k := groupKey{e.Tenant, u, out.Group.Type, out.Group.ID}
+			b := bumps[k]
+			if b == nil {
+				b = &bump{}
+				bumps[k] = b
+			}
+			b.count++
+			if e.Seq >= b.seq {
+				b.seq, b.event, b.eventID, b.eventTyp = e.Seq, body, e.ID, e.Type
+			}
+		}
+	}
+	// One round trip: the new watches and the inbox upsert.
+	batch = &pgx.Batch{}
+	queueWatches(batch, newWatches, now)
+	upsert := queueUpsert(batch, bumps, now)
+	br = tx.SendBatch(ctx, batch)
+	if len(newWatches) > 0 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return fmt.Errorf("insert watches: %w", err)
+		}
+	}
+	var changes []Change
+	if upsert {
+		changes, err = readUpsert(br, bumps)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	res.notifications = len(bumps)
+	// One round trip: NOTIFY the changes and read who wants digests.
+	batch = &pgx.Batch{}
+	if err := queueChanges(batch, changes); err != nil {
+		return err
+	}
+	return scheduleDigests(ctx, tx, batch, bumps, now)
+}
+
+// queueClaim records the de-duplication key of each event.
+func queueClaim(b *pgx.Batch, evs []*events.Event) {
 	tenants, ids := make([]string, len(evs)), make([]string, len(evs))
 	for i, e := range evs {
 		tenants[i], ids[i] = e.Tenant, e.ID
 	}
-	rows, err := tx.Query(ctx, `INSERT INTO notify.processed (tenant, event_id)
+	b.Queue(`INSERT INTO notify.processed (tenant, event_id)
 		SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1, 2
 		ON CONFLICT DO NOTHING RETURNING tenant, event_id`, tenants, ids)
+}
+
+// readClaim returns the events not applied before.
+func readClaim(br pgx.BatchResults, evs []*events.Event) ([]*events.Event, error) {
+	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("record processed events: %w", err)
 	}
@@ -213,20 +259,29 @@ func claimEvents(ctx context.Context, tx pgx.Tx, evs []*events.Event) ([]*events
 	return out, nil
 }
 
-// loadRules returns the rules of every tenant in evs (the defaults when a
-// tenant has none).
-func loadRules(ctx context.Context, q querier, evs []*events.Event) (map[string]Rules, error) {
+func tenantsOf(evs []*events.Event) []string {
 	var tenants []string
 	for _, e := range evs {
 		if !slices.Contains(tenants, e.Tenant) {
 			tenants = append(tenants, e.Tenant)
 		}
 	}
-	out := make(map[string]Rules, len(tenants))
-	for _, t := range tenants {
+	return tenants
+}
+
+// queueRules reads the stored rules of every tenant in evs.
+func queueRules(b *pgx.Batch, evs []*events.Event) {
+	b.Queue(`SELECT tenant, rules FROM notify.rules WHERE tenant = ANY($1)`, tenantsOf(evs))
+}
+
+// readRules returns the rules of every tenant in evs (the defaults when a
+// tenant has none).
+func readRules(br pgx.BatchResults, evs []*events.Event) (map[string]Rules, error) {
+	out := map[string]Rules{}
+	for _, t := range tenantsOf(evs) {
 		out[t] = DefaultRules()
 	}
-	rows, err := q.Query(ctx, `SELECT tenant, rules FROM notify.rules WHERE tenant = ANY($1)`, tenants)
+	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
 	}
@@ -244,11 +299,6 @@ func loadRules(ctx context.Context, q querier, evs []*events.Event) (map[string]
 		out[t] = rs
 	}
 	return out, rows.Err()
-}
-
-// querier is a pool or a transaction.
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 func loadWatchers(ctx context.Context, tx pgx.Tx, need map[watchKey]bool) (map[watchKey][]string, error) {
@@ -279,9 +329,9 @@ func loadWatchers(ctx context.Context, tx pgx.Tx, need map[watchKey]bool) (map[w
 	return out, rows.Err()
 }
 
-func insertWatches(ctx context.Context, tx pgx.Tx, add map[watchKey][]string, now time.Time) error {
+func queueWatches(b *pgx.Batch, add map[watchKey][]string, now time.Time) {
 	if len(add) == 0 {
-		return nil
+		return
 	}
 	var tenants, types, ids, users []string
 	for k, us := range add {
@@ -289,20 +339,17 @@ func insertWatches(ctx context.Context, tx pgx.Tx, add map[watchKey][]string, no
 			tenants, types, ids, users = append(tenants, k.tenant), append(types, k.ref.Type), append(ids, k.ref.ID), append(users, u)
 		}
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO notify.watches (tenant, object_type, object_id, user_id, created_at)
+	b.Queue(`INSERT INTO notify.watches (tenant, object_type, object_id, user_id, created_at)
 		SELECT t, ot, oi, u, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(t, ot, oi, u) ORDER BY 1, 2, 3, 4
 		ON CONFLICT DO NOTHING`, tenants, types, ids, users, now)
-	if err != nil {
-		return fmt.Errorf("insert watches: %w", err)
-	}
-	return nil
 }
 
-// upsertNotifications bumps one notification per (tenant, user, group),
-// in key order so that concurrent batches lock rows in the same order.
-func upsertNotifications(ctx context.Context, tx pgx.Tx, bumps map[groupKey]*bump, now time.Time) ([]Change, error) {
+// queueUpsert bumps one notification per (tenant, user, group), in key
+// order so that concurrent batches lock rows in the same order. It queues
+// nothing (and returns false) without bumps.
+func queueUpsert(b *pgx.Batch, bumps map[groupKey]*bump, now time.Time) bool {
 	if len(bumps) == 0 {
-		return nil, nil
+		return false
 	}
 	keys := make([]groupKey, 0, len(bumps))
 	for k := range bumps {
@@ -315,14 +362,20 @@ func upsertNotifications(ctx context.Context, tx pgx.Tx, bumps map[groupKey]*bum
 	tenants, users, gtypes, gids, bodies := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	counts := make([]int32, n)
 	for i, k := range keys {
-		b := bumps[k]
-		tenants[i], users[i], gtypes[i], gids[i], counts[i], bodies[i] = k.tenant, k.user, k.gtype, k.gid, int32(b.count), string(b.event)
+		bu := bumps[k]
+		tenants[i], users[i], gtypes[i], gids[i], counts[i], bodies[i] = k.tenant, k.user, k.gtype, k.gid, int32(bu.count), string(bu.event)
 	}
-	rows, err := tx.Query(ctx, upsertSQL, tenants, users, gtypes, gids, counts, bodies, now)
+	b.Queue(upsertSQL, tenants, users, gtypes, gids, counts, bodies, now)
+	return true
+}
+
+// readUpsert returns the inbox changes of the upsert.
+func readUpsert(br pgx.BatchResults, bumps map[groupKey]*bump) ([]Change, error) {
+	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("upsert notifications: %w", err)
 	}
-	changes := make([]Change, 0, n)
+	changes := make([]Change, 0, len(bumps))
 	for rows.Next() {
 		var c Change
 		var g events.Ref
@@ -358,35 +411,49 @@ const upsertRowsSQL = `INSERT INTO notify.notifications AS n (tenant, user_id, g
 // publishChanges NOTIFYs the changes inside the writing transaction, so
 // listeners in every replica hear of them exactly when they commit.
 func publishChanges(ctx context.Context, tx pgx.Tx, changes []Change) error {
+	b := &pgx.Batch{}
+	if err := queueChanges(b, changes); err != nil {
+		return err
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("notify inbox changes: %w", err)
+	}
+	return nil
+}
+
+// queueChanges queues the NOTIFY of changes, in payloads under Postgres's
+// limit.
+func queueChanges(b *pgx.Batch, changes []Change) error {
 	if len(changes) == 0 {
 		return nil
 	}
 	var payloads []string
 	var buf []byte
 	for _, c := range changes {
-		b, err := json.Marshal(c)
+		js, err := json.Marshal(c)
 		if err != nil {
 			return err
 		}
-		if len(buf) > 0 && len(buf)+len(b)+2 > maxNotifyPayload {
+		if len(buf) > 0 && len(buf)+len(js)+2 > maxNotifyPayload {
 			payloads = append(payloads, string(append(buf, ']')))
 			buf = nil
 		}
-		if len(b)+2 > maxNotifyPayload {
-			continue // a huge group id: subscribers reload instead
+		if len(js)+2 > maxNotifyPayload {
+			continue // cannot happen with ids of at most 256 bytes
 		}
 		if len(buf) == 0 {
 			buf = append(buf, '[')
 		} else {
 			buf = append(buf, ',')
 		}
-		buf = append(buf, b...)
+		buf = append(buf, js...)
 	}
 	if len(buf) > 0 {
 		payloads = append(payloads, string(append(buf, ']')))
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, notifyChannel, payloads); err != nil {
-		return fmt.Errorf("notify inbox changes: %w", err)
-	}
+	b.Queue(`SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, notifyChannel, payloads)
 	return nil
 }

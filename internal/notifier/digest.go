@@ -49,8 +49,12 @@ func loadLocation(name string) *time.Location {
 }
 
 // scheduleDigests opens a digest window, starting now, for every notified
-// user who wants digests and has none pending.
-func scheduleDigests(ctx context.Context, tx pgx.Tx, bumps map[groupKey]*bump, now time.Time) error {
+// user who wants digests and has none pending. It sends batch (queued
+// statements to run first, such as the NOTIFY) with its own query.
+func scheduleDigests(ctx context.Context, tx pgx.Tx, batch *pgx.Batch, bumps map[groupKey]*bump, now time.Time) error {
+	if len(bumps) == 0 {
+		return nil // and no changes to NOTIFY
+	}
 	type tu struct{ tenant, user string }
 	seen := map[tu]bool{}
 	var tenants, users []string
@@ -60,13 +64,24 @@ func scheduleDigests(ctx context.Context, tx pgx.Tx, bumps map[groupKey]*bump, n
 			tenants, users = append(tenants, k.tenant), append(users, k.user)
 		}
 	}
-	rows, err := tx.Query(ctx, `SELECT p.tenant, p.user_id, p.digest, p.timezone
+	before := batch.Len()
+	batch.Queue(`SELECT p.tenant, p.user_id, p.digest, p.timezone
 		FROM unnest($1::text[], $2::text[]) AS r(tenant, user_id)
 		JOIN notify.preferences p ON p.tenant = r.tenant AND p.user_id = r.user_id
 		WHERE p.digest <> 'never' AND p.email <> ''
 		  AND NOT EXISTS (SELECT 1 FROM notify.digests d WHERE d.tenant = p.tenant AND d.user_id = p.user_id AND d.status = 'pending')
 		ORDER BY 1, 2`, tenants, users)
+	br := tx.SendBatch(ctx, batch)
+	var err error
+	for range before {
+		if _, err = br.Exec(); err != nil {
+			_ = br.Close()
+			return fmt.Errorf("notify inbox changes: %w", err)
+		}
+	}
+	rows, err := br.Query()
 	if err != nil {
+		_ = br.Close()
 		return fmt.Errorf("load digest preferences: %w", err)
 	}
 	var dt, du []string
@@ -75,11 +90,12 @@ func scheduleDigests(ctx context.Context, tx pgx.Tx, bumps map[groupKey]*bump, n
 		var t, u, digest, tz string
 		if err := rows.Scan(&t, &u, &digest, &tz); err != nil {
 			rows.Close()
+			_ = br.Close()
 			return err
 		}
 		dt, du, ends = append(dt, t), append(du, u), append(ends, windowEnd(now, digest, loadLocation(tz)))
 	}
-	if err := rows.Err(); err != nil {
+	if err := errors.Join(rows.Err(), br.Close()); err != nil {
 		return fmt.Errorf("load digest preferences: %w", err)
 	}
 	if len(dt) == 0 {

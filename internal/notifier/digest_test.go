@@ -246,3 +246,27 @@ func TestTwoReplicasSendEachDigestOnce(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM notify.digests WHERE status = 'sent'`).Scan(&sent))
 	require.Equal(t, users, sent)
 }
+
+// TestFrequencyChangeFlushesPendingDigest: as in Fizzy, changing the
+// frequency sends the pending digest at the next pass; "never" cancels it.
+func TestFrequencyChangeFlushesPendingDigest(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	ctx := context.Background()
+	b.setPrefs(t, "u1", "ana@example.com", "weekly", "UTC")
+	b.setPrefs(t, "u2", "bo@example.com", "weekly", "UTC")
+	b.watch(t, "acme", "card", "c1", "u1")
+	b.watch(t, "acme", "card", "c1", "u2")
+	b.publish(t, ev("cm1", "comment", "created", "u9", "", card))
+	b.clock.Add(time.Minute)
+	b.setPrefs(t, "u1", "ana@example.com", "daily", "UTC")
+	b.setPrefs(t, "u2", "bo@example.com", "never", "UTC")
+	n, err := b.svc.SendDueDigests(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	msgs := waitMail(t, b.smtp, 1)
+	require.Equal(t, []string{"ana@example.com"}, msgs[0].to)
+	var status string
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT status FROM notify.digests WHERE tenant = 'acme' AND user_id = 'u2'`).Scan(&status))
+	require.Equal(t, "skipped", status)
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -359,4 +360,55 @@ func TestApplyDirectRedelivery(t *testing.T) {
 	require.Equal(t, map[string]int{"u1": 1}, b.unread(t, "acme", card))
 	raw, _ := json.Marshal(e)
 	require.NotEmpty(t, raw)
+}
+
+// TestPoisonMessageDeadLettered: a stream message that is not a valid
+// event is kept in the dead-letter table with the reason and acked, and
+// the events behind it are processed.
+func TestPoisonMessageDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	b.watch(t, "acme", "card", "c1", "u1")
+	ctx := context.Background()
+	msg := nats.NewMsg("events.acme.card.closed")
+	msg.Data = []byte(`{"not": "an event"`)
+	msg.Header.Set(nats.MsgIdHdr, "acme:poison")
+	_, err := b.js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	b.publish(t, ev("cm1", "comment", "created", "u9", "", card))
+	require.Equal(t, map[string]int{"u1": 1}, b.unread(t, "acme", card))
+	var consumer, reason string
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT consumer, error FROM eventline.dead_letters WHERE stream_seq = 1`).Scan(&consumer, &reason))
+	require.Equal(t, DefaultConsumer, consumer)
+	require.NotEmpty(t, reason)
+}
+
+// TestReplayDeadLetter: `eventline dlq replay --consumer notifier` applies
+// a dead-lettered event once; a poison one stays a letter.
+func TestReplayDeadLetter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	b.watch(t, "acme", "card", "c1", "u1")
+	ctx := context.Background()
+	e := ev("cm1", "comment", "created", "u9", "", card)
+	require.NoError(t, e.Normalize(time.Now()))
+	data, err := json.Marshal(e)
+	require.NoError(t, err)
+	l := deadletter.Letter{Consumer: DefaultConsumer, StreamSeq: 42, Subject: "events.acme.comment.created", Data: data, Error: "database down"}
+	require.NoError(t, deadletter.Add(ctx, b.pool, l))
+	for range 2 {
+		poison, err := ReplayDeadLetter(ctx, b.pool, l)
+		require.NoError(t, err)
+		require.NoError(t, poison)
+	}
+	require.Equal(t, map[string]int{"u1": 1}, b.unread(t, "acme", card))
+	got, err := deadletter.NewStore(b.pool).Get(ctx, DefaultConsumer, 42)
+	require.NoError(t, err)
+	require.NotNil(t, got.ReplayedAt)
+
+	bad := deadletter.Letter{Consumer: DefaultConsumer, StreamSeq: 43, Subject: "events.acme.card.closed", Data: []byte("{"), Error: "x"}
+	require.NoError(t, deadletter.Add(ctx, b.pool, bad))
+	poison, err := ReplayDeadLetter(ctx, b.pool, bad)
+	require.NoError(t, err)
+	require.Error(t, poison)
 }

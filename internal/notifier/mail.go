@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,8 @@ import (
 // optional user:password for AUTH PLAIN (which net/smtp only sends over
 // TLS or to localhost).
 type SMTPMailer struct {
+	// RootCAs verifies the server's certificate; nil: the system roots.
+	RootCAs  *x509.CertPool
 	addr     string
 	host     string
 	implicit bool
@@ -76,7 +79,7 @@ func (m *SMTPMailer) Send(ctx context.Context, from string, to []string, msg []b
 	var conn net.Conn
 	var err error
 	if m.implicit {
-		conn, err = (&tls.Dialer{NetDialer: &d, Config: &tls.Config{ServerName: m.host, MinVersion: tls.VersionTLS12}}).DialContext(ctx, "tcp", m.addr)
+		conn, err = (&tls.Dialer{NetDialer: &d, Config: m.tlsConfig()}).DialContext(ctx, "tcp", m.addr)
 	} else {
 		conn, err = d.DialContext(ctx, "tcp", m.addr)
 	}
@@ -94,7 +97,7 @@ func (m *SMTPMailer) Send(ctx context.Context, from string, to []string, msg []b
 		return fmt.Errorf("SMTP EHLO: %w", err)
 	}
 	if ok, _ := c.Extension("STARTTLS"); ok && !m.implicit {
-		if err := c.StartTLS(&tls.Config{ServerName: m.host, MinVersion: tls.VersionTLS12}); err != nil {
+		if err := c.StartTLS(m.tlsConfig()); err != nil {
 			return fmt.Errorf("SMTP STARTTLS: %w", err)
 		}
 	}
@@ -122,6 +125,10 @@ func (m *SMTPMailer) Send(ctx context.Context, from string, to []string, msg []b
 		return fmt.Errorf("SMTP DATA: %w", err)
 	}
 	return c.Quit()
+}
+
+func (m *SMTPMailer) tlsConfig() *tls.Config {
+	return &tls.Config{ServerName: m.host, MinVersion: tls.VersionTLS12, RootCAs: m.RootCAs}
 }
 
 // unsubscribeToken signs (tenant, user) with secret. It does not expire:

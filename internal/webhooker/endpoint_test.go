@@ -15,6 +15,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -106,8 +107,8 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, submit: func(js ...job) { submitted.Add(int64(len(js))) },
 		now: b.clock.Now, claim: time.Minute, consumer: "webhooker", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	msg := message.NewMessage("x", body)
-	msg.Metadata.Set(metaSubject, "events.acme.card.closed")
-	msg.Metadata.Set(metaStreamSeq, "1")
+	msg.Metadata.Set(consume.MetaSubject, "events.acme.card.closed")
+	msg.Metadata.Set(consume.MetaStreamSeq, "1")
 	for range 2 {
 		require.NoError(t, f.handle(msg))
 	}

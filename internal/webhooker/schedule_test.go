@@ -42,15 +42,6 @@ func TestParseRetryAfter(t *testing.T) {
 	require.Zero(t, parseRetryAfter(h, now))
 }
 
-func TestBackoffDelay(t *testing.T) {
-	t.Parallel()
-	var d backoffDelay
-	require.Equal(t, time.Second, d.WaitTime(1))
-	require.Equal(t, 8*time.Second, d.WaitTime(4))
-	require.Equal(t, time.Minute, d.WaitTime(7))
-	require.Equal(t, time.Minute, d.WaitTime(1000))
-}
-
 func TestMatchPattern(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

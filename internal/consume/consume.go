@@ -1,0 +1,166 @@
+// Package consume runs Watermill handlers on an eventline durable
+// consumer (ARCHITECTURE §7): a watermill-nats subscriber bound to the
+// pre-provisioned durable (ExistingConsumer, never created or deleted by
+// the library), an unmarshaler that never fails and exposes the stream
+// sequence and delivery count, and a router with recovery, correlation
+// ids, in-process retries and dead-lettering on the last delivery.
+package consume
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// Metadata keys the unmarshaler sets on every Watermill message.
+const (
+	MetaSubject     = "subject"
+	MetaStreamSeq   = "stream_seq"
+	MetaDelivered   = "delivered"
+	MetaTraceparent = "traceparent"
+)
+
+// Unmarshaler turns a JetStream message into a Watermill message. It
+// never fails (the default one can return a nil message, which the
+// subscriber then dereferences): problems are left for the handler to
+// dead-letter.
+type Unmarshaler struct{}
+
+// Unmarshal implements the watermill-nats Unmarshaler.
+func (Unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
+	m := message.NewMessage(msg.Headers().Get(nats.MsgIdHdr), msg.Data())
+	m.Metadata.Set(MetaSubject, msg.Subject())
+	m.Metadata.Set(MetaTraceparent, msg.Headers().Get("traceparent"))
+	if meta, err := msg.Metadata(); err == nil {
+		m.Metadata.Set(MetaStreamSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
+		m.Metadata.Set(MetaDelivered, strconv.FormatUint(meta.NumDelivered, 10))
+	}
+	return m, nil
+}
+
+// StreamSeq is the message's stream sequence (0 when unknown).
+func StreamSeq(msg *message.Message) uint64 {
+	seq, _ := strconv.ParseUint(msg.Metadata.Get(MetaStreamSeq), 10, 64)
+	return seq
+}
+
+// Event parses a message's stored event.
+func Event(msg *message.Message) (events.Event, error) {
+	seq := StreamSeq(msg)
+	ev, err := events.ParseStored(msg.Metadata.Get(MetaSubject), msg.Payload, seq)
+	if err == nil && seq == 0 {
+		err = fmt.Errorf("message without stream metadata")
+	}
+	ev.Traceparent = msg.Metadata.Get(MetaTraceparent)
+	return ev, err
+}
+
+// Config describes a router.
+type Config struct {
+	Consumer   string // the durable, provisioned by the service
+	Name       string // handler name prefix
+	Handlers   int    // concurrent handlers (one message in flight each)
+	MaxDeliver int    // the durable's MaxDeliver: its last delivery is dead-lettered
+	Handle     message.NoPublishHandlerFunc
+	// DeadLetter keeps a message whose handling failed on its last
+	// delivery; when it succeeds the message is acked.
+	DeadLetter func(ctx context.Context, msg *message.Message, cause error) error
+	Log        *slog.Logger
+}
+
+// NewRouter builds the router and its subscriber on nc (a connection of
+// its own: closing the subscriber drains it).
+func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, error) {
+	wlog := watermill.NewSlogLoggerWithLevelMapping(c.Log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
+		Conn:           nc,
+		Logger:         wlog,
+		AckWaitTimeout: 30 * time.Second,
+		AckAsync:       true,
+		Unmarshaler:    Unmarshaler{},
+		ResourceInitializer: wmjs.ExistingConsumer(func(string, string) jetstream.ConsumerConfig {
+			return jetstream.ConsumerConfig{Name: c.Consumer}
+		}, ""),
+		NakDelay:       Backoff{},
+		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(32)},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("watermill subscriber: %w", err)
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
+	if err != nil {
+		return nil, nil, fmt.Errorf("watermill router: %w", err)
+	}
+	router.AddMiddleware(
+		middleware.Recoverer,
+		middleware.CorrelationID,
+		lastDelivery(c.MaxDeliver, c.DeadLetter),
+		middleware.Retry{MaxRetries: 3, InitialInterval: 50 * time.Millisecond, Multiplier: 2, Logger: wlog}.Middleware,
+	)
+	for i := range max(1, c.Handlers) {
+		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.Name, i), events.StreamName, sub, c.Handle)
+	}
+	return router, sub, nil
+}
+
+// lastDelivery dead-letters a message whose handling still fails on its
+// last delivery, instead of letting JetStream drop it silently.
+func lastDelivery(maxDeliver int, deadLetter func(context.Context, *message.Message, error) error) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err == nil {
+				return out, nil
+			}
+			delivered, _ := strconv.Atoi(msg.Metadata.Get(MetaDelivered))
+			if maxDeliver > 0 && delivered >= maxDeliver {
+				if dlErr := deadLetter(msg.Context(), msg, err); dlErr == nil {
+					return nil, nil
+				}
+			}
+			return nil, err
+		}
+	}
+}
+
+// Backoff spaces the redeliveries of a message whose handling failed
+// (Postgres down, say): 1 s, 2 s, 4 s ... up to a minute.
+type Backoff struct{}
+
+// WaitTime implements the watermill-nats Delay.
+func (Backoff) WaitTime(delivered uint64) time.Duration {
+	if delivered > 7 {
+		return time.Minute
+	}
+	return min(time.Minute, time.Second<<max(0, int(delivered)-1))
+}
+
+// Ensure creates or updates a Watermill-consumed durable on EVENTS:
+// explicit acks, 30 s ack wait, maxDeliver deliveries, 10,000 in flight.
+func Ensure(ctx context.Context, js jetstream.JetStream, name, description string, maxDeliver int) (jetstream.Consumer, error) {
+	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   description,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    maxDeliver,
+		MaxAckPending: 10_000,
+		FilterSubject: events.SubjectPrefix + ".>",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create or update consumer %s: %w", name, err)
+	}
+	return cons, nil
+}
