@@ -100,6 +100,12 @@ func (a *App) Run(ctx context.Context) error {
 	} else {
 		cfg.Service.Mailer = mailer
 	}
+	tracing, err := observe.StartTracing(ctx, "notifier")
+	if err != nil {
+		return err
+	}
+	defer lifecycle.FlushTraces(tracing, a.log)
+	cfg.Service.TracerProvider = tracing.Provider
 	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-notifier", cfg.Stream, a.log)
 	if err != nil {
 		return err

@@ -11,10 +11,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/groupcommit"
+	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -36,6 +40,7 @@ type handler struct {
 	maxDeliver int
 	log        *slog.Logger
 	metrics    *Metrics
+	tracer     trace.Tracer
 }
 
 func (h *handler) handle(msg *message.Message) error {
@@ -44,11 +49,22 @@ func (h *handler) handle(msg *message.Message) error {
 	if err != nil {
 		return h.deadLetter(ctx, msg, err)
 	}
-	itemErr, err := h.commits.Submit(ctx, &ev)
-	if err != nil {
-		return err // retried, then nacked for redelivery
+	// The span joins the event's trace: from the handler's start to the
+	// commit of the inbox transaction that carries this event.
+	ctx, span := h.tracer.Start(observe.WithTraceparent(ctx, ev.Traceparent), "notifier notify", trace.WithSpanKind(trace.SpanKindConsumer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("eventline.event.id", ev.ID), attribute.String("eventline.tenant", ev.Tenant),
+			attribute.Int64("messaging.nats.stream_sequence", int64(consume.StreamSeq(msg))))
 	}
-	return itemErr
+	itemErr, err := h.commits.Submit(ctx, &ev)
+	if err == nil {
+		err = itemErr
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err // an error is retried, then nacked for redelivery
 }
 
 func (h *handler) deadLetter(ctx context.Context, msg *message.Message, cause error) error {

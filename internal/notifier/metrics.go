@@ -1,6 +1,10 @@
 package notifier
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventline/eventline/internal/consumerlag"
+)
 
 // Metrics are the notifier's Prometheus metrics. A nil *Metrics records
 // nothing.
@@ -9,6 +13,7 @@ type Metrics struct {
 	notifications prometheus.Counter
 	digests       *prometheus.CounterVec
 	subs          prometheus.Gauge
+	consumer      *consumerlag.Metrics
 }
 
 // NewMetrics registers the notifier metrics on reg.
@@ -28,6 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.events, m.notifications, m.digests, m.subs)
+	m.consumer = consumerlag.NewMetrics(reg)
 	return m
 }
 

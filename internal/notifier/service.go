@@ -20,8 +20,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/pkg/events"
 )
 
 // Config tunes the notifier. Zero values take defaults.
@@ -36,6 +40,11 @@ type Config struct {
 	Digest      DigestConfig
 	DigestEvery time.Duration // how often due digests are looked for; default 30s
 	Heartbeat   time.Duration // SSE heartbeat; default 15s
+	LagEvery    time.Duration // how often the durable's lag is measured for /metrics; default 5s
+	// TracerProvider makes a span per event, child of the event's
+	// traceparent; the binary sets it from OTEL_* (observe.StartTracing).
+	// Nil: no spans.
+	TracerProvider trace.TracerProvider
 	// Now replaces the clock (tests).
 	Now func() time.Time
 }
@@ -83,18 +92,29 @@ type Service struct {
 	digests *digestSender
 	log     *slog.Logger
 	metrics *Metrics
+	lag     *consumerlag.Monitor // nil without metrics
 }
 
 // NewService provisions the durable and wires the parts. nc is a
 // connection of its own: the Watermill subscriber drains it on close.
 func NewService(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, auth httpapi.Authenticator, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
 	cfg = cfg.withDefaults()
-	if _, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver); err != nil {
+	cons, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver)
+	if err != nil {
 		return nil, err
+	}
+	var lag *consumerlag.Monitor
+	if m != nil {
+		str, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			return nil, fmt.Errorf("open stream: %w", err)
+		}
+		lag = consumerlag.NewMonitor(cons, str, m.consumer, consumerlag.Config{Consumer: cfg.Consumer, Every: cfg.LagEvery})
 	}
 	store := NewStore(pool, cfg.Now)
 	hub := NewHub(pool, m, log)
 	return &Service{
+		lag: lag,
 		cfg: cfg, pool: pool, nc: nc, store: store, hub: hub, log: log, metrics: m,
 		api:     NewAPI(store, hub, auth, cfg.Digest.Secret, cfg.Heartbeat, log),
 		digests: &digestSender{pool: pool, mailer: cfg.Mailer, cfg: cfg.Digest, now: cfg.Now, log: log, metrics: m},
@@ -134,6 +154,10 @@ func (s *Service) Run(parent context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.hub.Run(ctx) }()
+	if s.lag != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.lag.Run(ctx) }()
+	}
 	if s.cfg.Mailer != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.schedule(ctx) }()
@@ -141,7 +165,8 @@ func (s *Service) Run(parent context.Context) error {
 	commits := newCommits(&writer{pool: s.pool, now: s.cfg.Now}, s.metrics, s.cfg.Batch)
 	go commits.Run()
 	defer func() { commits.Close(); <-commits.Done() }()
-	h := &handler{pool: s.pool, commits: commits, consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics}
+	h := &handler{pool: s.pool, commits: commits, consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics,
+		tracer: observe.Tracer(s.cfg.TracerProvider, "notifier")}
 	router, sub, err := newRouter(s.nc, h, s.cfg.Handlers, s.log)
 	if err != nil {
 		return err

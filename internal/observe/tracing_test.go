@@ -102,8 +102,8 @@ func (o *otlpReceiver) find(service, name string) []span {
 	return out
 }
 
-// TestOneTraceFromIngestToDelivery runs the real ingest, projector and
-// webhooker binaries exporting to an OTLP/HTTP receiver: an event posted
+// TestOneTraceFromIngestToDelivery runs the real ingest, projector,
+// notifier and webhooker binaries exporting to an OTLP/HTTP receiver: an event posted
 // with a traceparent produces ingest, projector and webhooker spans and a
 // webhook request whose traceparent all carry that trace id, each span the
 // child of the one before it. The consumers export their lag.
@@ -141,7 +141,9 @@ func TestOneTraceFromIngestToDelivery(t *testing.T) {
 	webhooker := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"), append(env, "WEBHOOK_ALLOW_PRIVATE=true", "EVENTLINE_SECRET_KEY="+testenv.SecretKey)...)
 	ingest := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), env...)
 	projector := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"), env...)
+	notifier := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/notifier"), env...)
 	projector.WaitReady(t)
+	notifier.WaitReady(t)
 	webhooker.WaitReady(t)
 	ingest.WaitReady(t)
 
@@ -216,8 +218,17 @@ sending:
 		return false
 	})
 
+	testenv.Poll(t, 10*time.Second, "the notifier's span of the event", func() bool {
+		for _, s := range otlp.find("notifier", "notifier notify") {
+			if s.traceID == traceID && s.parentID == request.id && s.kind == tracepb.Span_SPAN_KIND_CONSUMER {
+				return true
+			}
+		}
+		return false
+	})
+
 	// Every consumer exports its durable's lag under its own name.
-	for name, svc := range map[string]*testenv.Service{"projector": projector, "webhooker": webhooker} {
+	for name, svc := range map[string]*testenv.Service{"projector": projector, "webhooker": webhooker, "notifier": notifier} {
 		testenv.Poll(t, 15*time.Second, name+" exports its consumer lag", func() bool {
 			resp, err := http.Get(svc.AdminURL + "/metrics")
 			if err != nil {
