@@ -102,6 +102,13 @@ func (l *load) ackedIDs() []string {
 	return ids
 }
 
+// record adds an event acknowledged outside the load (a test's own post).
+func (l *load) record(id string, seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.acked[id] = seq
+}
+
 func (l *load) ackedCount() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
