@@ -25,43 +25,53 @@ type timelineModel struct {
 
 func (timelineModel) Name() string { return "timeline" }
 
+// Check reads the whole tenant (whole-table scans and hash aggregates:
+// plans that stay fast on fresh tables without statistics) and compares
+// in Go.
 func (m timelineModel) Check(ctx context.Context, acked []string) (ModelTally, error) {
 	var g int
 	if err := m.pool.QueryRow(ctx, "SELECT generation FROM timeline.current").Scan(&g); err != nil {
 		return ModelTally{}, err
 	}
-	rows, err := m.pool.Query(ctx, fmt.Sprintf(`
-		SELECT e.id, count(*) FILTER (WHERE n.event_id IS NOT NULL),
-		       jsonb_array_length(e.parents) + 1
-		FROM timeline_g%d.events e
-		LEFT JOIN timeline_g%d.entries n ON n.tenant = e.tenant AND n.event_id = e.id
-		WHERE e.tenant = $1 AND e.id = ANY($2)
-		GROUP BY e.id, e.parents`, g, g), m.tenant, acked)
-	if err != nil {
+	want := map[string]int{} // event id -> timeline rows it must have
+	if err := scanCounts(ctx, m.pool, want, fmt.Sprintf(
+		`SELECT id, jsonb_array_length(parents) + 1 FROM timeline_g%d.events WHERE tenant = $1`, g), m.tenant); err != nil {
 		return ModelTally{}, err
 	}
-	defer rows.Close()
+	have := map[string]int{}
+	if err := scanCounts(ctx, m.pool, have, fmt.Sprintf(
+		`SELECT event_id, count(*) FROM timeline_g%d.entries WHERE tenant = $1 GROUP BY event_id`, g), m.tenant); err != nil {
+		return ModelTally{}, err
+	}
 	var t ModelTally
-	found := 0
-	for rows.Next() {
-		var id string
-		var entries, want int
-		if err := rows.Scan(&id, &entries, &want); err != nil {
-			return ModelTally{}, err
-		}
-		found++
-		if entries > want {
+	for _, id := range acked {
+		w, ok := want[id]
+		switch {
+		case !ok, have[id] < w: // no event row, or a timeline lacks it
+			t.Lost++
+		case have[id] > w:
 			t.Duplicated++
 		}
-		if entries < want {
-			t.Lost++ // the event row is there but a timeline lacks it
-		}
 	}
-	if err := rows.Err(); err != nil {
-		return ModelTally{}, err
-	}
-	t.Lost += len(acked) - found
 	return t, nil
+}
+
+// scanCounts runs a query of (text, int) rows into into.
+func scanCounts(ctx context.Context, pool *pgxpool.Pool, into map[string]int, sql string, args ...any) error {
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			return err
+		}
+		into[id] += n
+	}
+	return rows.Err()
 }
 
 // deliveryModel checks the webhooker's delivery log: exactly one delivery
@@ -75,39 +85,24 @@ type deliveryModel struct {
 func (deliveryModel) Name() string { return "webhook.deliveries" }
 
 func (m deliveryModel) Check(ctx context.Context, acked []string) (ModelTally, error) {
-	rows, err := m.pool.Query(ctx, `
-		SELECT event_id, count(*), count(*) FILTER (WHERE status = 'succeeded')
-		FROM webhook.deliveries
-		WHERE tenant = $1 AND endpoint_id = $2 AND event_id = ANY($3)
-		GROUP BY event_id`, m.tenant, m.endpoint, acked)
-	if err != nil {
+	rows, succeeded := map[string]int{}, map[string]int{}
+	if err := scanCounts(ctx, m.pool, rows, `SELECT event_id, count(*) FROM webhook.deliveries
+		WHERE tenant = $1 AND endpoint_id = $2 GROUP BY event_id`, m.tenant, m.endpoint); err != nil {
 		return ModelTally{}, err
 	}
-	defer rows.Close()
+	if err := scanCounts(ctx, m.pool, succeeded, `SELECT event_id, count(*) FROM webhook.deliveries
+		WHERE tenant = $1 AND endpoint_id = $2 AND status = 'succeeded' GROUP BY event_id`, m.tenant, m.endpoint); err != nil {
+		return ModelTally{}, err
+	}
 	var t ModelTally
-	for rows.Next() {
-		var id string
-		var n, ok int
-		if err := rows.Scan(&id, &n, &ok); err != nil {
-			return ModelTally{}, err
-		}
-		if n > 1 {
+	for _, id := range acked {
+		if rows[id] > 1 {
 			t.Duplicated++
 		}
-		if ok == 0 {
-			t.Lost++ // not (yet) delivered
+		if succeeded[id] == 0 {
+			t.Lost++ // no delivery, or not (yet) delivered
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return ModelTally{}, err
-	}
-	// Events without any delivery row.
-	var have int
-	if err := m.pool.QueryRow(ctx, `SELECT count(DISTINCT event_id) FROM webhook.deliveries
-		WHERE tenant = $1 AND endpoint_id = $2 AND event_id = ANY($3)`, m.tenant, m.endpoint, acked).Scan(&have); err != nil {
-		return ModelTally{}, err
-	}
-	t.Lost += len(acked) - have
 	return t, nil
 }
 

@@ -217,6 +217,7 @@ func (s *system) waitConverged(acked []string, within time.Duration) (time.Time,
 	var lastErr error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		began := time.Now()
 		tallies, err := s.check(ctx, acked)
 		cancel()
 		now := time.Now()
@@ -231,6 +232,9 @@ func (s *system) waitConverged(acked []string, within time.Duration) (time.Time,
 			}
 		}
 		last, lastErr = tallies, err
+		if os.Getenv("RELIABILITY_DEBUG") != "" {
+			s.t.Logf("check took %v: %+v %v", now.Sub(began).Round(time.Millisecond), tallies, err)
+		}
 		time.Sleep(200 * time.Millisecond) // poll interval between full checks of the read models
 	}
 	s.t.Errorf("the read models did not converge within %v: %+v (last error: %v)", within, last, lastErr)
