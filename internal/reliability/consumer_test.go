@@ -48,7 +48,8 @@ func TestConsumerKillLoop(t *testing.T) {
 func TestSIGTERMUnderLoad(t *testing.T) {
 	f := newFaultRun(t, "SIGTERM to ingest, projector, webhooker in turn under load; each restarted")
 	p := testenv.StartNATSProcess(t)
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL()})
+	// Info level: the clean-stop line is logged at info.
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), Env: []string{"LOG_LEVEL=info"}})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1500, Batch: 25})
 
 	for _, name := range []string{"projector", "webhooker", "ingest", "projector", "webhooker", "ingest"} {

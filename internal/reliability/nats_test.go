@@ -3,6 +3,7 @@
 package reliability
 
 import (
+	"fmt"
 	"os"
 	"syscall"
 	"testing"
@@ -62,7 +63,13 @@ func TestNATSStop(t *testing.T) {
 // The services keep running: /readyz must say not-ready while NATS is
 // gone and ready again after it is back, without a restart.
 func TestNATSDown3Minutes(t *testing.T) {
-	f := newFaultRun(t, "nats-server down 3 min (SIGTERM), services not restarted")
+	outage := 3 * time.Minute
+	if d := os.Getenv("RELIABILITY_OUTAGE"); d != "" { // shorter while iterating
+		var err error
+		outage, err = time.ParseDuration(d)
+		require.NoError(t, err)
+	}
+	f := newFaultRun(t, fmt.Sprintf("nats-server down %v (SIGTERM) under load; services not restarted; /readyz polled", outage))
 	p := testenv.StartNATSProcess(t)
 	f.s = startSystem(t, systemConfig{NATSURL: p.URL()})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1000, Batch: 20})
@@ -73,12 +80,6 @@ func TestNATSDown3Minutes(t *testing.T) {
 	probe.reset()
 	p.Stop(t)
 	down := time.Now()
-	outage := 3 * time.Minute
-	if d := os.Getenv("RELIABILITY_OUTAGE"); d != "" { // shorter while iterating
-		var err error
-		outage, err = time.ParseDuration(d)
-		require.NoError(t, err)
-	}
 	time.Sleep(outage)
 	ready, notReady := probe.reset()
 	p.Start(t)

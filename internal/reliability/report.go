@@ -111,8 +111,8 @@ func Render(w io.Writer, rows []Row) error {
 		if !r.Passed {
 			result = "**FAIL**"
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | `make reliability RUN=%s` |\n",
-			r.Fault, r.Acked, strings.Join(cells, "<br>"), redelivered, recovery, result, r.Test)
+		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | `make reliability RUN='%s'` |\n",
+			r.Fault, r.Acked, strings.Join(cells, "<br>"), redelivered, recovery, result, runPattern(r.Test))
 	}
 	b.WriteString("\nNotes per test:\n\n")
 	for _, r := range rows {
@@ -123,6 +123,16 @@ func Render(w io.Writer, rows []Row) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// runPattern anchors each level of a test name for go test -run:
+// TestA/sub becomes ^TestA$/^sub$.
+func runPattern(test string) string {
+	parts := strings.Split(test, "/")
+	for i, p := range parts {
+		parts[i] = "^" + p + "$"
+	}
+	return strings.Join(parts, "/")
 }
 
 // Markers delimit the generated table inside RELIABILITY.md.
