@@ -152,7 +152,13 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() {
 		select {
 		case <-ctx.Done():
-			s.drainFanout()
+			// Drain once every handler has subscribed, so the drain covers
+			// every subscription (a stop during start-up).
+			select {
+			case <-router.Running():
+				s.drainFanout()
+			case <-routerCtx.Done():
+			}
 		case <-routerCtx.Done():
 		}
 		_ = router.Close()
