@@ -30,6 +30,7 @@ type faultRun struct {
 	t       *testing.T
 	s       *system
 	l       *load
+	more    []*load // further loads of the test, checked like l
 	row     Row
 	start   time.Time
 	cleared time.Time
@@ -51,7 +52,16 @@ func (f *faultRun) note(format string, args ...any) {
 // clear marks the moment the fault ended.
 func (f *faultRun) clear() {
 	f.cleared = time.Now()
-	f.atClear = f.l.ackedIDs()
+	f.atClear = f.ackedIDs()
+}
+
+// ackedIDs is every event acknowledged by the test's loads.
+func (f *faultRun) ackedIDs() []string {
+	ids := f.l.ackedIDs()
+	for _, l := range f.more {
+		ids = append(ids, l.ackedIDs()...)
+	}
+	return ids
 }
 
 // finish measures recovery (every event acknowledged by the time the fault
@@ -74,7 +84,10 @@ func (f *faultRun) finish(within time.Duration) {
 		f.note("recovery (the %d events acknowledged before the fault cleared, visible in each model): %s", len(f.atClear), strings.Join(each, ", "))
 	}
 	f.l.halt()
-	acked := f.l.ackedIDs()
+	for _, l := range f.more {
+		l.halt()
+	}
+	acked := f.ackedIDs()
 	f.row.Acked = len(acked)
 	f.s.waitConverged(acked, within)
 	tallies, err := f.s.check(f.t.Context(), acked)

@@ -30,9 +30,20 @@ func TestNATSKill(t *testing.T) {
 	p.Start(t)
 	f.l.waitAcked(f.l.ackedCount()+10000, 2*time.Minute)
 
-	// Second kill: halt the load first so the consumers are the ones
-	// cut off, with a backlog in flight.
+	// Second kill: during consumption. Halt the steady load, append a
+	// burst of 20,000 events faster than the consumers take them, and kill
+	// the server while they work through the backlog.
 	f.l.halt()
+	burst := startLoad(t, f.s, loadConfig{Prefix: "burst", Rate: 10000, Batch: 500, Workers: 4, Total: 20000})
+	f.more = append(f.more, burst)
+	select {
+	case <-burst.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the burst was not acknowledged within 2 minutes")
+	}
+	backlog, err := f.s.check(t.Context(), burst.ackedIDs())
+	require.NoError(t, err)
+	f.note("second kill with the consumers behind by: timeline %d, webhook deliveries %d, receiver %d events", backlog[0].Lost, backlog[1].Lost, backlog[2].Lost)
 	p.Kill(t)
 	time.Sleep(3 * time.Second)
 	p.Start(t)

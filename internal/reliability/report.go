@@ -49,7 +49,7 @@ type ModelTally struct {
 // ReadRows reads a results file. When a test appears more than once, the
 // last row wins.
 func ReadRows(path string) ([]Row, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(path) //nolint:gosec // the results file the operator names
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +119,8 @@ func Render(w io.Writer, rows []Row) error {
 		if len(r.Notes) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "- **%s** (%.0f s): %s\n", r.Test, r.DurationSeconds, strings.Join(r.Notes, "; "))
+		note := strings.Join(strings.Fields(strings.Join(r.Notes, "; ")), " ") // one line per test
+		fmt.Fprintf(&b, "- **%s** (%.0f s): %s\n", r.Test, r.DurationSeconds, note)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
