@@ -6,6 +6,8 @@ NATS_SERVER_VERSION := v2.15.2
 GOLANGCI_VERSION := v2.15.0
 FUZZTIME ?= 30s
 BENCHCOUNT ?= 5
+RUN ?= .
+RELIABILITY_RESULTS ?= reliability-results.jsonl
 
 .DEFAULT_GOAL := help
 
@@ -39,6 +41,18 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzParseNumericHost$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/secretbox -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME)
+
+.PHONY: reliability
+reliability: tools ## fault-injection suite, ~20 min (RUN=TestName for one row); writes $(RELIABILITY_RESULTS) and the table of RELIABILITY.md
+	@if [ '$(RUN)' = '.' ]; then rm -f $(RELIABILITY_RESULTS); fi
+	@start=$$(date +%s); \
+	RELIABILITY_RESULTS=$(abspath $(RELIABILITY_RESULTS)) $(GO) test -tags reliability -count=1 -timeout 25m -run '$(RUN)' -v ./internal/reliability/; \
+	status=$$?; echo "make reliability: $$(( $$(date +%s) - start )) s"; \
+	$(MAKE) --no-print-directory reliability-table; exit $$status
+
+.PHONY: reliability-table
+reliability-table: ## render $(RELIABILITY_RESULTS) into the table of RELIABILITY.md
+	$(GO) run scripts/reliability_table.go $(RELIABILITY_RESULTS) RELIABILITY.md
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint

@@ -153,8 +153,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
-			cc.Stop()
-			nakAll(msgs)
+			handBack(cc, msgs)
 			return nil
 		case m := <-msgs:
 			batch = append(batch, m)
@@ -171,13 +170,32 @@ func (p *Projector) Run(ctx context.Context) error {
 			}
 		}
 		if err := p.process(ctx, batch); err != nil {
-			if errors.Is(err, errStopped) || ctx.Err() != nil {
-				cc.Stop()
+			if ctx.Err() != nil {
+				handBack(cc, msgs)
+				return nil
+			}
+			if errors.Is(err, errStopped) {
+				cc.Stop() // a test hook's crash: leave the rest to AckWait
 				return nil
 			}
 			return err
 		}
 	}
+}
+
+// handBack ends consumption on a clean stop and returns every message
+// fetched but not committed for immediate redelivery: Drain passes what
+// the client has buffered to the callback (which Naks it, ctx being done,
+// or queues it in msgs), then msgs is Nak'ed. Stop would discard the
+// client's buffer and leave those messages to AckWait.
+func handBack(cc jetstream.ConsumeContext, msgs chan jetstream.Msg) {
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+	case <-time.After(5 * time.Second):
+		cc.Stop()
+	}
+	nakAll(msgs)
 }
 
 // nakAll returns buffered, unprocessed messages for redelivery.
@@ -249,8 +267,13 @@ func (p *Projector) process(ctx context.Context, msgs []jetstream.Msg) error {
 			// One message's data is refused by the database: project them one
 			// at a time so the culprit is dead-lettered and the rest pass.
 			p.log.WarnContext(ctx, "batch refused by the database; projecting one by one", "messages", len(items), "error", err)
-			for _, it := range items {
+			for i, it := range items {
 				if err := p.process(ctx, []jetstream.Msg{it.msg}); err != nil {
+					if ctx.Err() != nil {
+						for _, rest := range items[i+1:] {
+							_ = rest.msg.Nak()
+						}
+					}
 					return err
 				}
 			}
@@ -266,6 +289,11 @@ func (p *Projector) process(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		select {
 		case <-ctx.Done():
+			// A clean stop (the commit was likely cancelled by it): redeliver
+			// the batch at once rather than after AckWait.
+			for _, it := range items {
+				_ = it.msg.Nak()
+			}
 			return errStopped
 		case <-time.After(backoff):
 		}

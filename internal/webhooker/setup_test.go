@@ -35,6 +35,7 @@ func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return 
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 type bundle struct {
+	nats  *testenv.NATS
 	pool  *pgxpool.Pool
 	js    jetstream.JetStream
 	pub   *events.Publisher
@@ -89,7 +90,7 @@ func setup(t *testing.T, o options) *bundle {
 	NewAPI(svc.Store(), keys, client, js, clk.Now, log).Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &bundle{pool: pool, js: js, pub: pub, svc: svc, clock: clk, api: srv.URL, key: key}
+	return &bundle{nats: n, pool: pool, js: js, pub: pub, svc: svc, clock: clk, api: srv.URL, key: key}
 }
 
 // testKeyring seals webhook secrets with a fresh random key.
