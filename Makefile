@@ -43,7 +43,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME)
 
 .PHONY: reliability
-reliability: tools ## fault-injection suite, ~20 min (RUN=TestName for one row); writes $(RELIABILITY_RESULTS) and the table of RELIABILITY.md
+reliability: tools ## fault-injection suite, ~12-14 min (RUN=TestName for one row); writes $(RELIABILITY_RESULTS) and the table of RELIABILITY.md
 	@if [ '$(RUN)' = '.' ]; then rm -f $(RELIABILITY_RESULTS); fi
 	@start=$$(date +%s); \
 	RELIABILITY_RESULTS=$(abspath $(RELIABILITY_RESULTS)) $(GO) test -tags reliability -count=1 -timeout 25m -run '$(RUN)' -v ./internal/reliability/; \
