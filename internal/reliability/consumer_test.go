@@ -12,11 +12,11 @@ import (
 )
 
 // TestConsumerKillLoop appends 100,000 events in batches while the
-// projector and the webhooker are SIGKILLed in turn every few seconds and
+// projector, the notifier and the webhooker are SIGKILLed in turn every few seconds and
 // started again: redelivered messages must not double anything, and
 // messages in flight at a kill must not be lost.
 func TestConsumerKillLoop(t *testing.T) {
-	f := newFaultRun(t, "projector + webhooker SIGKILLed in turn every 3 s (restarted 0.5 s later) while 100,000 events flow")
+	f := newFaultRun(t, "projector, notifier, webhooker SIGKILLed in turn every 3 s (restarted 0.5 s later) while 100,000 events flow")
 	p := testenv.StartNATSProcess(t)
 	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), Env: []string{"PROJECTOR_ACK_WAIT=5s"}})
 	const total = 100000
@@ -27,7 +27,7 @@ func TestConsumerKillLoop(t *testing.T) {
 		select {
 		case <-f.l.done:
 		case <-time.After(3 * time.Second):
-			name := []string{"projector", "webhooker"}[turn%2]
+			name := []string{"projector", "notifier", "webhooker"}[turn%3]
 			f.s.kill(name)
 			kills[name]++
 			time.Sleep(500 * time.Millisecond)
@@ -37,7 +37,7 @@ func TestConsumerKillLoop(t *testing.T) {
 		break
 	}
 	f.clear()
-	f.note("SIGKILLs: projector %d, webhooker %d", kills["projector"], kills["webhooker"])
+	f.note("SIGKILLs: projector %d, notifier %d, webhooker %d", kills["projector"], kills["notifier"], kills["webhooker"])
 	require.GreaterOrEqual(t, f.l.ackedCount(), total)
 	f.finish(5 * time.Minute)
 }
@@ -46,13 +46,13 @@ func TestConsumerKillLoop(t *testing.T) {
 // flow: each must drain and exit 0 (logging a clean stop), and its
 // replacement must pick up where it left off.
 func TestSIGTERMUnderLoad(t *testing.T) {
-	f := newFaultRun(t, "SIGTERM to ingest, projector, webhooker in turn under load; each restarted")
+	f := newFaultRun(t, "SIGTERM to ingest, projector, notifier, webhooker in turn under load; each restarted")
 	p := testenv.StartNATSProcess(t)
 	// Info level: the clean-stop line is logged at info.
 	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), Env: []string{"LOG_LEVEL=info"}})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1500, Batch: 25})
 
-	for _, name := range []string{"projector", "webhooker", "ingest", "projector", "webhooker", "ingest"} {
+	for _, name := range []string{"projector", "notifier", "webhooker", "ingest", "projector", "notifier", "webhooker", "ingest"} {
 		f.l.waitAcked(f.l.ackedCount()+3000, time.Minute)
 		svc := f.s.svc(name)
 		began := time.Now()
@@ -61,7 +61,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		f.s.start(name)
 	}
 	f.clear()
-	f.note("6 SIGTERMs (2 per service), every one exited 0 with a clean stop logged")
+	f.note("8 SIGTERMs (2 per service), every one exited 0 with a clean stop logged")
 	f.l.waitAcked(f.l.ackedCount()+3000, time.Minute)
 	f.finish(3 * time.Minute)
 }

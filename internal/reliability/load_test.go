@@ -268,6 +268,9 @@ func (l *load) send(ids []string, r int) int {
 
 // newEvent is a card event on one of a few boards: two timeline rows
 // (the card's and the board's) and one webhook delivery.
+// loadBoards is how many boards the load spreads its cards over.
+const loadBoards = 5
+
 func newEvent(id string, n int) map[string]any {
 	actions := []string{"created", "moved", "closed", "commented"}
 	return map[string]any{
@@ -275,7 +278,7 @@ func newEvent(id string, n int) map[string]any {
 		"action":      actions[n%len(actions)],
 		"eventable":   map[string]string{"type": "card", "id": fmt.Sprintf("c%d", n%97)},
 		"creator":     map[string]string{"type": "user", "id": fmt.Sprintf("u%d", n%13)},
-		"parents":     []map[string]string{{"type": "board", "id": fmt.Sprintf("b%d", n%5)}},
+		"parents":     []map[string]string{{"type": "board", "id": fmt.Sprintf("b%d", n%loadBoards)}},
 		"particulars": map[string]any{"n": n},
 	}
 }

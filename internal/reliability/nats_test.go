@@ -95,8 +95,9 @@ func TestNATSDown3Minutes(t *testing.T) {
 	ready, notReady := probe.reset()
 	p.Start(t)
 	f.clear()
-	f.note("down %v; /readyz answers during the outage (not-ready/ready): ingest %d/%d, projector %d/%d, webhooker %d/%d",
-		time.Since(down).Round(time.Second), notReady["ingest"], ready["ingest"], notReady["projector"], ready["projector"], notReady["webhooker"], ready["webhooker"])
+	f.note("down %v; /readyz answers during the outage (not-ready/ready): ingest %d/%d, projector %d/%d, notifier %d/%d, webhooker %d/%d",
+		time.Since(down).Round(time.Second), notReady["ingest"], ready["ingest"], notReady["projector"], ready["projector"],
+		notReady["notifier"], ready["notifier"], notReady["webhooker"], ready["webhooker"])
 	for _, name := range services {
 		require.NotZero(t, notReady[name], "%s never reported not-ready while NATS was down", name)
 		// Allow the first poll (taken as the server went away) to be ready.

@@ -142,8 +142,8 @@ func TestPostgresCrash(t *testing.T) {
 	_, notReady := probe.reset()
 	pg.Start(t)
 	f.clear()
-	f.note("%d ingest requests failed while Postgres was down (API keys are read from it); /readyz not-ready answers during the outage: ingest %d, projector %d, webhooker %d",
-		f.l.failures()-failed, notReady["ingest"], notReady["projector"], notReady["webhooker"])
+	f.note("%d ingest requests failed while Postgres was down (API keys are read from it); /readyz not-ready answers during the outage: ingest %d, projector %d, notifier %d, webhooker %d",
+		f.l.failures()-failed, notReady["ingest"], notReady["projector"], notReady["notifier"], notReady["webhooker"])
 	f.l.waitAcked(f.l.ackedCount()+10000, 2*time.Minute)
 	f.finish(3 * time.Minute)
 }

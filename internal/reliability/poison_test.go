@@ -47,7 +47,7 @@ func TestPoisonMessages(t *testing.T) {
 		seq                       uint64
 	}
 	var letters []letter
-	testenv.Poll(t, time.Minute, "three dead letters (invalid JSON for both consumers, the refused event for the projector)", func() bool {
+	testenv.Poll(t, time.Minute, "four dead letters (invalid JSON for every consumer, the refused event for the projector)", func() bool {
 		rows, err := f.s.pool.Query(ctx, `SELECT consumer, stream_seq, subject, error FROM eventline.dead_letters ORDER BY consumer, stream_seq`)
 		if err != nil {
 			return false
@@ -62,9 +62,9 @@ func TestPoisonMessages(t *testing.T) {
 				letters = append(letters, l)
 			}
 		}
-		return len(letters) >= 3
+		return len(letters) >= 4
 	})
-	require.Len(t, letters, 3, "%+v", letters)
+	require.Len(t, letters, 4, "%+v", letters)
 	var brokenSeq uint64
 	for _, l := range letters {
 		require.NotEmpty(t, l.reason)
@@ -73,7 +73,11 @@ func TestPoisonMessages(t *testing.T) {
 			brokenSeq = l.seq
 		}
 	}
-	require.Equal(t, "projector", letters[0].consumer)
+	var consumers []string
+	for _, l := range letters {
+		consumers = append(consumers, l.consumer)
+	}
+	require.Equal(t, []string{"notifier", "projector", "projector", "webhooker"}, consumers)
 	require.NotZero(t, brokenSeq)
 
 	// The rest keeps flowing meanwhile: everything acknowledged except the

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 const tenant = "rel"
 
 // services are the binaries a system runs, in start order.
-var services = []string{"ingest", "projector", "webhooker"}
+var services = []string{"ingest", "projector", "notifier", "webhooker"}
 
 // systemConfig says where the services find NATS and Postgres; the
 // harness itself always uses the direct addresses.
@@ -82,6 +82,8 @@ func startSystem(t *testing.T, cfg systemConfig) *system {
 		"NATS_URL=" + cfg.SvcNATSURL, "DATABASE_URL=" + cfg.SvcDBURL, "LOG_LEVEL=warn",
 		"WEBHOOK_ALLOW_PRIVATE=true", "WEBHOOK_TIMEOUT=5s", "INGEST_RATE_LIMIT=0",
 		"PROJECTOR_LAG_INTERVAL=1s", "SHUTDOWN_TIMEOUT=20s",
+		// One key for every (re)start: the webhooker must open what it sealed.
+		"EVENTLINE_SECRET_KEY=" + testenv.SecretKey,
 	}, cfg.Env...)
 	for _, name := range services {
 		s.start(name)
@@ -91,8 +93,10 @@ func startSystem(t *testing.T, cfg systemConfig) *system {
 	}
 	s.receiver = newReceiver(t)
 	s.endpoint = s.createEndpoint(s.receiver.url)
+	s.setUpInbox()
 	s.models = []ReadModel{
 		timelineModel{pool: pool, tenant: tenant},
+		inboxModel{pool: pool, tenant: tenant},
 		deliveryModel{pool: pool, tenant: tenant, endpoint: s.endpoint},
 		s.receiver,
 	}

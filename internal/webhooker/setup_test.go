@@ -43,6 +43,9 @@ type bundle struct {
 	clock *clock
 	api   string
 	key   string
+	// secrets is the keyring svc seals endpoint secrets with; another
+	// Service over the same database needs it.
+	secrets *secretbox.Keyring
 }
 
 type options struct {
@@ -90,7 +93,7 @@ func setup(t *testing.T, o options) *bundle {
 	NewAPI(svc.Store(), keys, client, js, clk.Now, log).Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &bundle{nats: n, pool: pool, js: js, pub: pub, svc: svc, clock: clk, api: srv.URL, key: key}
+	return &bundle{nats: n, pool: pool, js: js, pub: pub, svc: svc, clock: clk, api: srv.URL, key: key, secrets: cfg.Secrets}
 }
 
 // testKeyring seals webhook secrets with a fresh random key.

@@ -45,7 +45,7 @@ func TestStopWhileMessagesFlow(t *testing.T) {
 	require.NoError(t, err)
 	for round := range 4 {
 		svc, err := NewService(ctx, b.nats.Connect(t), b.js, b.pool, HTTPPoster{Client: client}, b.pub,
-			Config{Consumer: "webhooker-stop", RefreshEvery: 20 * time.Millisecond, ScheduleEvery: time.Hour},
+			Config{Consumer: "webhooker-stop", RefreshEvery: 20 * time.Millisecond, ScheduleEvery: time.Hour, Secrets: b.secrets},
 			NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		require.NoError(t, err)
 		runCtx, stop := context.WithCancel(ctx)
