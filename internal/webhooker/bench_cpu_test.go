@@ -23,9 +23,15 @@ type cpuMeter struct {
 }
 
 type cpuSample struct {
-	self  time.Duration
-	other map[int]time.Duration // pid -> CPU
+	self time.Duration
+	nats time.Duration
+	pg   map[int]time.Duration // backend pid -> CPU
 }
+
+// cpuUse is the CPU a phase cost, by process.
+type cpuUse struct{ self, nats, pg time.Duration }
+
+func (u cpuUse) total() time.Duration { return u.self + u.nats + u.pg }
 
 // clockTick is the unit of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
 const clockTick = 10 * time.Millisecond
@@ -56,9 +62,9 @@ func (m *cpuMeter) sample(b *testing.B) cpuSample {
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
-	s := cpuSample{self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), other: map[int]time.Duration{}}
+	s := cpuSample{self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), pg: map[int]time.Duration{}}
 	if m.natsPID > 0 {
-		s.other[m.natsPID] = procCPU(m.natsPID)
+		s.nats = procCPU(m.natsPID)
 	}
 	if m.pool != nil {
 		rows, err := m.pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
@@ -70,7 +76,7 @@ func (m *cpuMeter) sample(b *testing.B) cpuSample {
 			if err := rows.Scan(&pid); err != nil {
 				b.Fatal(err)
 			}
-			s.other[pid] = procCPU(pid)
+			s.pg[pid] = procCPU(pid)
 		}
 		if err := rows.Err(); err != nil {
 			b.Fatal(err)
@@ -81,12 +87,12 @@ func (m *cpuMeter) sample(b *testing.B) cpuSample {
 
 // since is the CPU spent between start and now; a process that appeared
 // meanwhile (a new pool connection) counts from zero.
-func (m *cpuMeter) since(b *testing.B, start cpuSample) time.Duration {
+func (m *cpuMeter) since(b *testing.B, start cpuSample) cpuUse {
 	b.Helper()
 	end := m.sample(b)
-	total := end.self - start.self
-	for pid, cpu := range end.other {
-		total += cpu - start.other[pid]
+	u := cpuUse{self: end.self - start.self, nats: end.nats - start.nats}
+	for pid, cpu := range end.pg {
+		u.pg += cpu - start.pg[pid]
 	}
-	return total
+	return u
 }

@@ -214,12 +214,13 @@ func BenchmarkFanout1to1(b *testing.B) {
 	env := startBenchWebhooker(b)
 	rc := startBenchReceiver(b, 0)
 	env.endpoints([]string{rc.url + "/one"})
-	var raw, ours, rawCPU, ourCPU []float64
+	var raw, ours []float64
+	var rawCPU, ourCPU []cpuUse
 	for i := 0; i < b.N; i++ {
 		rc.hits.Store(0)
 		c := env.cpu.sample(b)
 		raw = append(raw, rawRate(b, []string{rc.url + "/raw"}, n))
-		rawCPU = append(rawCPU, perUnit(env.cpu.since(b, c), n))
+		rawCPU = append(rawCPU, env.cpu.since(b, c))
 		rc.hits.Store(0)
 		c = env.cpu.sample(b)
 		start := time.Now()
@@ -228,9 +229,9 @@ func BenchmarkFanout1to1(b *testing.B) {
 		}
 		waitHits(b, &rc.hits, n, 5*time.Minute)
 		ours = append(ours, float64(n)/time.Since(start).Seconds())
-		ourCPU = append(ourCPU, perUnit(env.cpu.since(b, c), n))
+		ourCPU = append(ourCPU, env.cpu.since(b, c))
 	}
-	report(b, raw, ours, rawCPU, ourCPU)
+	report(b, n, raw, ours, rawCPU, ourCPU)
 }
 
 // BenchmarkFanout1to1000: events to 1,000 endpoints (1,000 deliveries per
@@ -245,12 +246,13 @@ func BenchmarkFanout1to1000(b *testing.B) {
 		urls[i] = fmt.Sprintf("%s/e/%d", rc.url, i)
 	}
 	env.endpoints(urls)
-	var raw, ours, rawCPU, ourCPU []float64
+	var raw, ours []float64
+	var rawCPU, ourCPU []cpuUse
 	for i := 0; i < b.N; i++ {
 		rc.hits.Store(0)
 		c := env.cpu.sample(b)
 		raw = append(raw, rawRate(b, urls, endpoints*perRun))
-		rawCPU = append(rawCPU, perUnit(env.cpu.since(b, c), endpoints*perRun))
+		rawCPU = append(rawCPU, env.cpu.since(b, c))
 		rc.hits.Store(0)
 		c = env.cpu.sample(b)
 		start := time.Now()
@@ -259,9 +261,9 @@ func BenchmarkFanout1to1000(b *testing.B) {
 		}
 		waitHits(b, &rc.hits, endpoints*perRun, 5*time.Minute)
 		ours = append(ours, float64(endpoints*perRun)/time.Since(start).Seconds())
-		ourCPU = append(ourCPU, perUnit(env.cpu.since(b, c), endpoints*perRun))
+		ourCPU = append(ourCPU, env.cpu.since(b, c))
 	}
-	report(b, raw, ours, rawCPU, ourCPU)
+	report(b, endpoints*perRun, raw, ours, rawCPU, ourCPU)
 }
 
 // BenchmarkSlowEndpointIsolation: deliveries/s to 100 healthy endpoints
@@ -391,15 +393,23 @@ func BenchmarkFirstAttemptLatency(b *testing.B) {
 // report prints the medians: rates, their ratio, and the CPU (this
 // process + nats-server + the database's Postgres backends) per delivery
 // and per raw request, whose ratio is steadier than the rates' on a shared
-// machine.
-func report(b *testing.B, raw, ours, rawCPU, ourCPU []float64) {
+// machine; the delivery's CPU also by process.
+func report(b *testing.B, n int, raw, ours []float64, rawCPU, ourCPU []cpuUse) {
 	b.ReportMetric(testenv.Median(raw), "raw-req/s")
 	b.ReportMetric(testenv.Median(ours), "deliveries/s")
 	b.ReportMetric(testenv.Median(ours)/testenv.Median(raw), "deliveries/raw")
-	b.ReportMetric(testenv.Median(rawCPU), "raw-cpu-µs/req")
-	b.ReportMetric(testenv.Median(ourCPU), "cpu-µs/delivery")
-	b.ReportMetric(testenv.Median(rawCPU)/testenv.Median(ourCPU), "raw-cpu/cpu")
+	per := func(us []cpuUse, part func(cpuUse) time.Duration) float64 {
+		v := make([]float64, len(us))
+		for i, u := range us {
+			v[i] = float64(part(u)) / float64(time.Microsecond) / float64(n)
+		}
+		return testenv.Median(v)
+	}
+	rawTotal, ourTotal := per(rawCPU, cpuUse.total), per(ourCPU, cpuUse.total)
+	b.ReportMetric(rawTotal, "raw-cpu-µs/req")
+	b.ReportMetric(ourTotal, "cpu-µs/delivery")
+	b.ReportMetric(per(ourCPU, func(u cpuUse) time.Duration { return u.self }), "go-cpu-µs/delivery")
+	b.ReportMetric(per(ourCPU, func(u cpuUse) time.Duration { return u.pg }), "pg-cpu-µs/delivery")
+	b.ReportMetric(per(ourCPU, func(u cpuUse) time.Duration { return u.nats }), "nats-cpu-µs/delivery")
+	b.ReportMetric(rawTotal/ourTotal, "raw-cpu/cpu")
 }
-
-// perUnit is CPU time per unit in microseconds.
-func perUnit(d time.Duration, n int) float64 { return float64(d) / float64(time.Microsecond) / float64(n) }
