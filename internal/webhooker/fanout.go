@@ -2,7 +2,6 @@ package webhooker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -106,7 +105,9 @@ func (f *fanout) handle(msg *message.Message) error {
 	if len(eps) == 0 {
 		return nil
 	}
-	body, err := json.Marshal(ev)
+	// MarshalJSON writes compact JSON already: json.Marshal would only
+	// validate and compact it a second time.
+	body, err := ev.MarshalJSON()
 	if err != nil {
 		return f.deadLetter(ctx, msg, fmt.Errorf("encode delivery body: %w", err))
 	}
@@ -147,7 +148,7 @@ func (f *fanout) lastDelivery(h message.HandlerFunc) message.HandlerFunc {
 // correlation ids, in-process retries, dead-lettering on the last delivery,
 // and handlers concurrent handlers bound to the pre-provisioned durable.
 func newRouter(nc *nats.Conn, f *fanout, handlers int, log *slog.Logger) (*message.Router, *wmjs.Subscriber, error) {
-	wlog := watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wlog := quietLogger{LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}), log: log}
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
 		Conn:           nc,
 		Logger:         wlog,
@@ -177,6 +178,42 @@ func newRouter(nc *nats.Conn, f *fanout, handlers int, log *slog.Logger) (*messa
 		router.AddConsumerHandler(fmt.Sprintf("webhook-fanout-%d", i), events.StreamName, sub, f.handle)
 	}
 	return router, sub, nil
+}
+
+// quietLogger skips Watermill's per-message info ("got msg"), debug and
+// trace lines before their fields are built unless debug logging is on: the
+// subscriber logs several per message.
+type quietLogger struct {
+	watermill.LoggerAdapter
+	log *slog.Logger
+}
+
+func (q quietLogger) on() bool { return q.log.Enabled(context.Background(), slog.LevelDebug) }
+
+// Info implements watermill.LoggerAdapter; Watermill's info is our debug.
+func (q quietLogger) Info(msg string, fields watermill.LogFields) {
+	if q.on() {
+		q.LoggerAdapter.Info(msg, fields)
+	}
+}
+
+// Debug implements watermill.LoggerAdapter.
+func (q quietLogger) Debug(msg string, fields watermill.LogFields) {
+	if q.on() {
+		q.LoggerAdapter.Debug(msg, fields)
+	}
+}
+
+// Trace implements watermill.LoggerAdapter.
+func (q quietLogger) Trace(msg string, fields watermill.LogFields) {
+	if q.on() {
+		q.LoggerAdapter.Trace(msg, fields)
+	}
+}
+
+// With implements watermill.LoggerAdapter.
+func (q quietLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return quietLogger{LoggerAdapter: q.LoggerAdapter.With(fields), log: q.log}
 }
 
 // backoffDelay spaces the redeliveries of an event whose fan-out failed
