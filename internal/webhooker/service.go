@@ -145,11 +145,25 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); sch.run(ctx, s.cfg.ScheduleEvery) }()
 	go func() { defer wg.Done(); s.retain(ctx) }()
+	// The router runs on a context of its own, ended only after the
+	// fan-out connection is drained: watermill-nats closes a subscription's
+	// output channel as soon as its context ends and drains the JetStream
+	// consumer after that, so a message delivered in between panicked
+	// (send on closed channel). Draining first lets the handlers finish
+	// the messages already delivered, then nothing more arrives.
+	routerCtx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRouter()
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-routerCtx.Done():
+			return
+		}
+		s.drainFanout()
+		stopRouter()
 		_ = router.Close()
 	}()
-	runErr := router.Run(ctx) // returns once ctx ends and handlers stop
+	runErr := router.Run(routerCtx) // returns once ctx ends and handlers stop
 	if ctx.Err() != nil {
 		runErr = nil // stopped during start-up: not a failure
 	}
@@ -159,6 +173,18 @@ func (s *Service) Run(ctx context.Context) error {
 	close(rw.in)
 	<-rw.done
 	return runErr
+}
+
+// drainFanout drains the fan-out's NATS connection and waits (bounded by
+// the connection's drain timeout) until it is closed.
+func (s *Service) drainFanout() {
+	if err := s.fanoutNC.Drain(); err != nil {
+		return // already closed
+	}
+	deadline := time.Now().Add(s.fanoutNC.Opts.DrainTimeout + time.Second)
+	for !s.fanoutNC.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // ScheduleNow runs one scheduler pass at once (tests with a fake clock).
