@@ -37,14 +37,18 @@ CREATE INDEX claims_until_idx ON webhook.claims (claimed_until);
 INSERT INTO webhook.due (delivery_id, tenant, due_at)
 SELECT id, tenant, coalesce(next_attempt_at, now()) FROM webhook.deliveries WHERE status = 'pending';
 
--- Row-level security like the other webhook tables once 0006 has put it in
--- place: the API's manual retry and replay write due rows for their tenant.
--- Claims are the fan-out's own business: the application role gets no row.
+-- Row-level security like every tenant table once 0006 has put it in
+-- place: the API's manual retry and replay write due rows for their tenant;
+-- claims are the fan-out's own (it runs as the owner), the application role
+-- may only read its tenant's.
 DO $$
 BEGIN
     IF to_regproc('eventline.enable_tenant_rls') IS NOT NULL THEN
         PERFORM eventline.enable_tenant_rls('webhook.due', 'SELECT, INSERT, UPDATE');
+        PERFORM eventline.enable_tenant_rls('webhook.claims', 'SELECT');
+    ELSE
+        ALTER TABLE webhook.due ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE webhook.claims ENABLE ROW LEVEL SECURITY;
     END IF;
 END
 $$;
-ALTER TABLE webhook.claims ENABLE ROW LEVEL SECURITY;
