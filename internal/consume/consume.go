@@ -82,7 +82,7 @@ type Config struct {
 // NewRouter builds the router and its subscriber on nc (a connection of
 // its own: closing the subscriber drains it).
 func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, error) {
-	wlog := watermill.NewSlogLoggerWithLevelMapping(c.Log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wlog := quietLogger{LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(c.Log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}), log: c.Log}
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
 		Conn:           nc,
 		Logger:         wlog,
@@ -163,4 +163,41 @@ func Ensure(ctx context.Context, js jetstream.JetStream, name, description strin
 		return nil, fmt.Errorf("create or update consumer %s: %w", name, err)
 	}
 	return cons, nil
+}
+
+// quietLogger skips Watermill's per-message info ("got msg"), debug and
+// trace lines before their fields are built unless debug logging is on:
+// the subscriber logs several per message, which showed in the webhooker's
+// CPU profile.
+type quietLogger struct {
+	watermill.LoggerAdapter
+	log *slog.Logger
+}
+
+func (q quietLogger) on() bool { return q.log.Enabled(context.Background(), slog.LevelDebug) }
+
+// Info implements watermill.LoggerAdapter; Watermill's info is our debug.
+func (q quietLogger) Info(msg string, fields watermill.LogFields) {
+	if q.on() {
+		q.LoggerAdapter.Info(msg, fields)
+	}
+}
+
+// Debug implements watermill.LoggerAdapter.
+func (q quietLogger) Debug(msg string, fields watermill.LogFields) {
+	if q.on() {
+		q.LoggerAdapter.Debug(msg, fields)
+	}
+}
+
+// Trace implements watermill.LoggerAdapter.
+func (q quietLogger) Trace(msg string, fields watermill.LogFields) {
+	if q.on() {
+		q.LoggerAdapter.Trace(msg, fields)
+	}
+}
+
+// With implements watermill.LoggerAdapter.
+func (q quietLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return quietLogger{LoggerAdapter: q.LoggerAdapter.With(fields), log: q.log}
 }

@@ -18,6 +18,8 @@ const (
 	DefaultTimeout          = 15 * time.Second
 	DefaultMaxResponseBytes = 64 << 10
 	DefaultUserAgent        = "eventline"
+	// DefaultMaxIdleConnsPerHost: see Config.MaxIdleConnsPerHost.
+	DefaultMaxIdleConnsPerHost = 512
 )
 
 // maxResponseHeaderBytes bounds the status line and headers of a response,
@@ -45,6 +47,13 @@ type Config struct {
 	// UserAgent is sent on requests that do not set their own, e.g.
 	// "eventline/1.4.0". Default "eventline".
 	UserAgent string
+	// MaxIdleConnsPerHost is how many kept-alive connections to one
+	// host:port stay open between requests. Many endpoints often share a
+	// host (one receiver service, hooks.slack.com): with fewer idle slots
+	// than requests in flight to it, every request past the slots dials a
+	// new connection and closes it after. Default 512, the webhooker's
+	// default number of attempts in flight.
+	MaxIdleConnsPerHost int
 	// Resolver resolves host names, for ValidateURL and for every
 	// connection. Default net.DefaultResolver. Tests point it at a local DNS
 	// server.
@@ -81,6 +90,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = DefaultUserAgent
 	}
+	if cfg.MaxIdleConnsPerHost <= 0 {
+		cfg.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
@@ -105,11 +117,12 @@ func New(cfg Config) (*Client, error) {
 		ForceAttemptHTTP2: true,
 		TLSClientConfig:   &tls.Config{MinVersion: tls.VersionTLS12},
 		// Many endpoints, some receiving many concurrent deliveries: keep
-		// enough idle connections that a busy endpoint is not re-dialled
-		// (and re-handshaken) for every event. MaxConnsPerHost stays
-		// unlimited; per-endpoint concurrency is the webhooker's to bound.
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    64,
+		// enough idle connections that a busy endpoint (or a host shared
+		// by many endpoints) is not re-dialled (and re-handshaken) for
+		// every event. MaxConnsPerHost stays unlimited; per-endpoint
+		// concurrency is the webhooker's to bound.
+		MaxIdleConns:           max(1024, 2*cfg.MaxIdleConnsPerHost),
+		MaxIdleConnsPerHost:    cfg.MaxIdleConnsPerHost,
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    min(10*time.Second, cfg.Timeout),
 		ExpectContinueTimeout:  time.Second,

@@ -97,7 +97,10 @@ func (c AppConfig) NewClient() (*safehttp.Client, error) {
 		}
 		cidrs = append(cidrs, p)
 	}
-	return safehttp.New(safehttp.Config{AllowPrivate: c.AllowPrivate, AllowCIDRs: cidrs, Timeout: c.Timeout, UserAgent: c.Service.UserAgent})
+	// As many idle connections per host as attempts in flight: endpoints
+	// sharing a host then reuse connections instead of re-dialling.
+	return safehttp.New(safehttp.Config{AllowPrivate: c.AllowPrivate, AllowCIDRs: cidrs, Timeout: c.Timeout, UserAgent: c.Service.UserAgent,
+		MaxIdleConnsPerHost: c.Service.Dispatch.Workers})
 }
 
 // App is the webhooker binary.

@@ -77,6 +77,7 @@ func startBenchReceiver(b *testing.B, slowFor time.Duration) *benchReceiver {
 
 type benchEnv struct {
 	b     *testing.B
+	cpu   *cpuMeter
 	pub   *events.Publisher
 	svc   *Service
 	store *Store
@@ -115,7 +116,7 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx) }()
-	env := &benchEnv{b: b, pub: pub, svc: svc, store: svc.Store(), stop: func() {
+	env := &benchEnv{b: b, cpu: &cpuMeter{pool: pool, natsPID: p.PID()}, pub: pub, svc: svc, store: svc.Store(), stop: func() {
 		cancel()
 		if err := <-done; err != nil {
 			b.Errorf("webhooker: %v", err)
@@ -214,18 +215,23 @@ func BenchmarkFanout1to1(b *testing.B) {
 	rc := startBenchReceiver(b, 0)
 	env.endpoints([]string{rc.url + "/one"})
 	var raw, ours []float64
+	var rawCPU, ourCPU []cpuUse
 	for i := 0; i < b.N; i++ {
 		rc.hits.Store(0)
+		c := env.cpu.sample(b)
 		raw = append(raw, rawRate(b, []string{rc.url + "/raw"}, n))
+		rawCPU = append(rawCPU, env.cpu.since(b, c))
 		rc.hits.Store(0)
+		c = env.cpu.sample(b)
 		start := time.Now()
 		if _, err := env.pub.AppendBatch(context.Background(), benchEvents(n, fmt.Sprintf("r%d", i))); err != nil {
 			b.Fatal(err)
 		}
 		waitHits(b, &rc.hits, n, 5*time.Minute)
 		ours = append(ours, float64(n)/time.Since(start).Seconds())
+		ourCPU = append(ourCPU, env.cpu.since(b, c))
 	}
-	report(b, raw, ours)
+	report(b, n, raw, ours, rawCPU, ourCPU)
 }
 
 // BenchmarkFanout1to1000: events to 1,000 endpoints (1,000 deliveries per
@@ -241,18 +247,23 @@ func BenchmarkFanout1to1000(b *testing.B) {
 	}
 	env.endpoints(urls)
 	var raw, ours []float64
+	var rawCPU, ourCPU []cpuUse
 	for i := 0; i < b.N; i++ {
 		rc.hits.Store(0)
+		c := env.cpu.sample(b)
 		raw = append(raw, rawRate(b, urls, endpoints*perRun))
+		rawCPU = append(rawCPU, env.cpu.since(b, c))
 		rc.hits.Store(0)
+		c = env.cpu.sample(b)
 		start := time.Now()
 		if _, err := env.pub.AppendBatch(context.Background(), benchEvents(perRun, fmt.Sprintf("r%d", i))); err != nil {
 			b.Fatal(err)
 		}
 		waitHits(b, &rc.hits, endpoints*perRun, 5*time.Minute)
 		ours = append(ours, float64(endpoints*perRun)/time.Since(start).Seconds())
+		ourCPU = append(ourCPU, env.cpu.since(b, c))
 	}
-	report(b, raw, ours)
+	report(b, endpoints*perRun, raw, ours, rawCPU, ourCPU)
 }
 
 // BenchmarkSlowEndpointIsolation: deliveries/s to 100 healthy endpoints
@@ -379,8 +390,26 @@ func BenchmarkFirstAttemptLatency(b *testing.B) {
 	b.ReportMetric(testenv.Median(p99s), "first-attempt-p99-ms")
 }
 
-func report(b *testing.B, raw, ours []float64) {
+// report prints the medians: rates, their ratio, and the CPU (this
+// process + nats-server + the database's Postgres backends) per delivery
+// and per raw request, whose ratio is steadier than the rates' on a shared
+// machine; the delivery's CPU also by process.
+func report(b *testing.B, n int, raw, ours []float64, rawCPU, ourCPU []cpuUse) {
 	b.ReportMetric(testenv.Median(raw), "raw-req/s")
 	b.ReportMetric(testenv.Median(ours), "deliveries/s")
 	b.ReportMetric(testenv.Median(ours)/testenv.Median(raw), "deliveries/raw")
+	per := func(us []cpuUse, part func(cpuUse) time.Duration) float64 {
+		v := make([]float64, len(us))
+		for i, u := range us {
+			v[i] = float64(part(u)) / float64(time.Microsecond) / float64(n)
+		}
+		return testenv.Median(v)
+	}
+	rawTotal, ourTotal := per(rawCPU, cpuUse.total), per(ourCPU, cpuUse.total)
+	b.ReportMetric(rawTotal, "raw-cpu-µs/req")
+	b.ReportMetric(ourTotal, "cpu-µs/delivery")
+	b.ReportMetric(per(ourCPU, func(u cpuUse) time.Duration { return u.self }), "go-cpu-µs/delivery")
+	b.ReportMetric(per(ourCPU, func(u cpuUse) time.Duration { return u.pg }), "pg-cpu-µs/delivery")
+	b.ReportMetric(per(ourCPU, func(u cpuUse) time.Duration { return u.nats }), "nats-cpu-µs/delivery")
+	b.ReportMetric(rawTotal/ourTotal, "raw-cpu/cpu")
 }

@@ -2,7 +2,6 @@ package webhooker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -151,7 +150,7 @@ func (a *attempter) body(ep Endpoint, j job) ([]byte, error) {
 	case j.body != nil:
 		return j.body, nil
 	}
-	return json.Marshal(j.event)
+	return j.event.MarshalJSON()
 }
 
 func truncateUTF8(b []byte, n int) string {

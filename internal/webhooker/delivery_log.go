@@ -76,7 +76,11 @@ func listDeliveries(ctx context.Context, tx pgx.Tx, tenant, endpointID, status, 
 // it keeps its webhook-id (the event id). It runs as the tenant.
 func (s *Store) RetryDelivery(ctx context.Context, tenant, id string, now time.Time) error {
 	return postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE webhook.deliveries SET status = 'pending', next_attempt_at = $3 WHERE tenant = $1 AND id = $2`, tenant, id, now)
+		tag, err := tx.Exec(ctx, `WITH d AS (
+				UPDATE webhook.deliveries SET status = 'pending', next_attempt_at = $3 WHERE tenant = $1 AND id = $2 RETURNING id, tenant
+			)
+			INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, $3 FROM d
+			ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at`, tenant, id, now)
 		if err != nil {
 			return fmt.Errorf("retry delivery: %w", err)
 		}
@@ -101,9 +105,14 @@ func (s *Store) resend(ctx context.Context, ep Endpoint, evs []events.Event, now
 		eventIDs[i], types[i], seqs[i] = e.ID, e.Type, int64(e.Seq)
 	}
 	err = postgres.TenantTx(ctx, s.pool, ep.Tenant, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
-			SELECT d.id, $5, $6, d.event_id, d.seq, d.type, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d(id, event_id, seq, type)
-			ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = excluded.next_attempt_at`,
+		tag, err := tx.Exec(ctx, `WITH d AS (
+				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
+				SELECT d.id, $5, $6, d.event_id, d.seq, d.type, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d(id, event_id, seq, type)
+				ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = excluded.next_attempt_at
+				RETURNING id, tenant
+			)
+			INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, $7 FROM d
+			ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at`,
 			ids, eventIDs, seqs, types, ep.Tenant, ep.ID, now)
 		if err != nil {
 			return fmt.Errorf("schedule replay: %w", err)

@@ -262,3 +262,52 @@ func TestTimeoutResetAndHugeResponse(t *testing.T) {
 	d = b.waitStatus(t, hugeID, "succeeded", 1)[0]
 	require.LessOrEqual(t, len(d.Attempts[0].Response), maxLoggedResponse)
 }
+
+// TestExpiredClaimIsAttemptedByTheScheduler: deliveries committed by a
+// fan-out that never attempted them (its replica died) are attempted once
+// their claim expires; deliveries whose first attempt was logged are not
+// attempted again, and nothing is left due afterwards.
+func TestExpiredClaimIsAttemptedByTheScheduler(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{allowPrivate: true})
+	rc := newReceiver(t, nil)
+	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"card.closed"}})
+	b.publish(t, "e1")
+	b.waitStatus(t, id, "succeeded", 1)
+
+	// Another replica commits a delivery of e2 and its claim, then dies.
+	// (e2 is a card.opened, which the live fan-out here does not match.)
+	ev := events.Event{ID: "e2", Tenant: "acme", Action: "opened", Eventable: events.Ref{Type: "card", ID: "c42"}, Creator: events.Ref{Type: "user", ID: "u7"}}
+	res, err := b.pub.Append(context.Background(), ev)
+	require.NoError(t, err)
+	require.NoError(t, ev.Normalize(time.Now()))
+	ev.Seq = res.Seq
+	ep, ok := b.svc.registry.Get(id)
+	require.True(t, ok)
+	jobs, err := insertDeliveries(context.Background(), b.pool, []fanoutItem{{event: ev, endpoints: []Endpoint{ep}}}, b.clock.Now().Add(time.Minute))
+	require.NoError(t, err)
+	require.Len(t, jobs[0], 1)
+	n, err := b.svc.ScheduleNow(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, n, "claimed until the claim expires")
+
+	b.clock.Add(61 * time.Second)
+	n, err = b.svc.ScheduleNow(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "only the never-attempted delivery")
+	ds := b.waitStatus(t, id, "succeeded", 2)
+	for _, d := range ds {
+		require.Len(t, d.Attempts, 1, "delivery of %s", d.EventID)
+	}
+	require.Len(t, rc.all(), 2)
+	require.Equal(t, "e2", rc.all()[1].header.Get("webhook-id"))
+
+	b.clock.Add(time.Hour)
+	n, err = b.svc.ScheduleNow(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, n)
+	var due, claims int
+	require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT (SELECT count(*) FROM webhook.due), (SELECT count(*) FROM webhook.claims)").Scan(&due, &claims))
+	require.Zero(t, due, "nothing left due")
+	require.Zero(t, claims, "expired claims are gone")
+}

@@ -51,6 +51,19 @@ type dispatcher struct {
 	inflight int
 	waiting  []*endpointQueue // queues with work, blocked on the global cap
 	wg       sync.WaitGroup
+
+	// Attempts run on long-lived worker goroutines, started as the number
+	// in flight first needs them (never more than Workers): a goroutine
+	// per attempt would grow a fresh stack to the HTTP client's depth
+	// every time. There are always at least as many workers as attempts
+	// in flight, and work holds at most that many, so sending never blocks.
+	work    chan task
+	workers int
+}
+
+type task struct {
+	q *endpointQueue
+	j job
 }
 
 type endpointQueue struct {
@@ -64,7 +77,8 @@ type endpointQueue struct {
 }
 
 func newDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, job), rateOf func(string) int) *dispatcher {
-	return &dispatcher{cfg: cfg.withDefaults(), attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}}
+	cfg = cfg.withDefaults()
+	return &dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, work: make(chan task, cfg.Workers)}
 }
 
 // submit queues jobs; it never blocks.
@@ -139,7 +153,24 @@ func (d *dispatcher) start(q *endpointQueue) {
 		q.inflight++
 		d.inflight++
 		d.wg.Add(1)
-		go d.run(q, j)
+		if d.workers < d.inflight {
+			d.workers++
+			go d.worker()
+		}
+		d.work <- task{q: q, j: j}
+	}
+}
+
+// worker runs attempts until the dispatcher's context ends; by then wait
+// has seen every queued attempt finish.
+func (d *dispatcher) worker() {
+	for {
+		select {
+		case t := <-d.work:
+			d.run(t.q, t.j)
+		case <-d.ctx.Done():
+			return
+		}
 	}
 }
 

@@ -2,7 +2,6 @@ package webhooker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -77,7 +76,9 @@ func (f *fanout) handle(msg *message.Message) error {
 		span.SetAttributes(attribute.String("eventline.event.id", ev.ID), attribute.String("eventline.tenant", ev.Tenant),
 			attribute.Int64("messaging.nats.stream_sequence", int64(consume.StreamSeq(msg))), attribute.Int("eventline.webhook.endpoints", len(eps)))
 	}
-	body, err := json.Marshal(ev)
+	// MarshalJSON writes compact JSON already: json.Marshal would only
+	// validate and compact it a second time.
+	body, err := ev.MarshalJSON()
 	if err != nil {
 		return f.deadLetter(ctx, msg, fmt.Errorf("encode delivery body: %w", err))
 	}

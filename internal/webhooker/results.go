@@ -99,11 +99,13 @@ func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
 		aN, aDur, aCode                                        = make([]int32, n), make([]int32, n), make([]*int32, n)
 		aAt                                                    = make([]time.Time, n)
 		dNext                                                  = make([]*time.Time, n)
+		dScheduled                                             = make([]bool, n)
 	)
 	tallies := map[string]*endpointTally{}
 	for i, o := range batch {
 		a := o.attempt
 		dIDs[i], aTenant[i], aEndpoint[i], aN[i], aAt[i], aDur[i] = o.job.deliveryID, o.job.tenant, o.job.endpointID, int32(a.N), a.At, int32(a.DurationMS)
+		dScheduled[i] = o.job.scheduled
 		if a.StatusCode != 0 {
 			c := int32(a.StatusCode)
 			aCode[i] = &c
@@ -136,18 +138,31 @@ func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
 	}
 	var disabled [][3]string // tenant, id, reason
 	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
-			SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[])
-			ON CONFLICT DO NOTHING`, dIDs, aN, aTenant, aEndpoint, aAt, aDur, aCode, aClass, aErr, aResp)
+		// One statement: log the attempts, move the deliveries (a HOT
+		// update: no index of webhook.deliveries names these columns), and
+		// keep webhook.due in step — a retry is due at its time; a finished
+		// delivery taken from webhook.due leaves it. The attempts guard
+		// makes a late outcome of an earlier attempt change nothing.
+		_, err := tx.Exec(ctx, `WITH o AS (
+				SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],
+					$11::text[], $12::timestamptz[], $13::bool[])
+					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response, status, next, scheduled)
+			), a AS (
+				INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
+				SELECT id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response FROM o
+				ON CONFLICT DO NOTHING
+			), u AS (
+				UPDATE webhook.deliveries d SET status = o.status, attempts = o.n, next_attempt_at = o.next, last_attempt_at = o.at
+				FROM o WHERE d.id = o.id AND d.attempts < o.n
+				RETURNING d.id, d.tenant, o.status, o.next, o.scheduled
+			), r AS (
+				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next FROM u WHERE status = 'pending'
+				ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at
+			)
+			DELETE FROM webhook.due x USING u WHERE x.delivery_id = u.id AND u.status <> 'pending' AND u.scheduled`,
+			dIDs, aN, aTenant, aEndpoint, aAt, aDur, aCode, aClass, aErr, aResp, dStatus, dNext, dScheduled)
 		if err != nil {
-			return fmt.Errorf("insert attempts: %w", err)
-		}
-		_, err = tx.Exec(ctx, `UPDATE webhook.deliveries d SET status = u.status, attempts = GREATEST(d.attempts, u.n),
-				next_attempt_at = u.next, last_attempt_at = u.at
-			FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::timestamptz[]) AS u(id, status, n, next, at)
-			WHERE d.id = u.id AND d.attempts < u.n`, dIDs, dStatus, aN, dNext, aAt)
-		if err != nil {
-			return fmt.Errorf("update deliveries: %w", err)
+			return fmt.Errorf("log attempts: %w", err)
 		}
 		// Endpoints that only succeeded: one statement, touching only rows
 		// that have failures to clear (normally none).

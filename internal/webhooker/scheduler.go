@@ -30,6 +30,9 @@ type scheduler struct {
 }
 
 // tick claims and submits the deliveries due at now; it returns how many.
+// First it turns expired first-attempt claims into due rows for the
+// deliveries that still have no attempt; due rows whose delivery is no
+// longer pending (finished meanwhile, or pruned) are dropped.
 func (s *scheduler) tick(ctx context.Context) (int, error) {
 	now := s.now()
 	type due struct {
@@ -38,10 +41,23 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 		attempts             int
 	}
 	var claimed []due
+	var live, stale []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT id, tenant, endpoint_id, event_seq, attempts FROM webhook.deliveries
-			WHERE status = 'pending' AND next_attempt_at <= $1
-			ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED`, now, s.batch)
+		_, err := tx.Exec(ctx, `WITH expired AS (
+				DELETE FROM webhook.claims WHERE id IN (
+					SELECT id FROM webhook.claims WHERE claimed_until <= $1 ORDER BY claimed_until LIMIT 100 FOR UPDATE SKIP LOCKED)
+				RETURNING delivery_ids
+			)
+			INSERT INTO webhook.due (delivery_id, tenant, due_at)
+			SELECT d.id, d.tenant, $1 FROM expired, unnest(expired.delivery_ids) AS x(id) JOIN webhook.deliveries d ON d.id = x.id
+			WHERE d.status = 'pending' AND d.attempts = 0
+			ON CONFLICT (delivery_id) DO NOTHING`, now)
+		if err != nil {
+			return fmt.Errorf("expire claims: %w", err)
+		}
+		rows, err := tx.Query(ctx, `SELECT u.delivery_id, coalesce(d.tenant, ''), coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1)
+			FROM webhook.due u LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'
+			WHERE u.due_at <= $1 ORDER BY u.due_at LIMIT $2 FOR UPDATE OF u SKIP LOCKED`, now, s.batch)
 		if err != nil {
 			return err
 		}
@@ -53,11 +69,20 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 		if err != nil || len(claimed) == 0 {
 			return err
 		}
-		ids := make([]string, len(claimed))
-		for i, d := range claimed {
-			ids[i] = d.id
+		live, stale = nil, nil
+		for _, d := range claimed {
+			if d.attempts < 0 {
+				stale = append(stale, d.id)
+			} else {
+				live = append(live, d.id)
+			}
 		}
-		_, err = tx.Exec(ctx, `UPDATE webhook.deliveries SET next_attempt_at = $2 WHERE id = ANY($1)`, ids, now.Add(s.claim))
+		if len(stale) > 0 {
+			if _, err := tx.Exec(ctx, `DELETE FROM webhook.due WHERE delivery_id = ANY($1)`, stale); err != nil {
+				return fmt.Errorf("drop finished due rows: %w", err)
+			}
+		}
+		_, err = tx.Exec(ctx, `UPDATE webhook.due SET due_at = $2 WHERE delivery_id = ANY($1)`, live, now.Add(s.claim))
 		return err
 	})
 	if err != nil {
@@ -65,16 +90,19 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 	}
 	jobs := make([]job, 0, len(claimed))
 	for _, d := range claimed {
+		if d.attempts < 0 {
+			continue
+		}
 		ev, err := s.event(ctx, uint64(d.seq))
 		if err != nil {
 			s.log.WarnContext(ctx, "load event for delivery", "delivery_id", d.id, "event_seq", d.seq, "error", err)
 			continue // retried when the claim expires
 		}
-		jobs = append(jobs, job{deliveryID: d.id, tenant: d.tenant, endpointID: d.endpoint, event: ev, attempt: d.attempts + 1})
+		jobs = append(jobs, job{deliveryID: d.id, tenant: d.tenant, endpointID: d.endpoint, event: ev, attempt: d.attempts + 1, scheduled: true})
 	}
 	s.metrics.scheduled(len(jobs))
 	s.submit(jobs...)
-	return len(claimed), nil
+	return len(live), nil
 }
 
 // event reads one event back from the stream by sequence.

@@ -349,6 +349,9 @@ type job struct {
 	// body is the event's JSON, shared by every job of one event (one
 	// encoding for a thousand endpoints); nil to encode on attempt.
 	body []byte
+	// scheduled: taken from webhook.due (a retry, a replay, an expired
+	// claim), whose row goes once the delivery is finished.
+	scheduled bool
 }
 
 // fanoutItem is one event with the endpoints it goes to.
@@ -360,8 +363,10 @@ type fanoutItem struct {
 
 // insertDeliveries records one delivery per (event, endpoint) of a batch of
 // events in one statement, skipping those that exist (a redelivered event),
-// claimed by this replica until claimUntil. It returns, per item, the jobs
-// of the deliveries it created.
+// and claims the new ones for this replica until claimUntil: one
+// webhook.claims row per tenant lists them, and the scheduler makes those
+// still without an attempt due once the claim expires (the replica died).
+// It returns, per item, the jobs of the deliveries it created.
 func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, items []fanoutItem, claimUntil time.Time) ([][]job, error) {
 	var ids, eps, tenants, eventIDs, types []string
 	var seqs []int64
@@ -378,11 +383,17 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, items []fanoutIte
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := pool.Query(ctx, `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
-		SELECT d.id, d.tenant, d.endpoint_id, d.event_id, d.seq, d.type, $7
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS d(id, tenant, endpoint_id, event_id, seq, type)
-		ON CONFLICT (endpoint_id, event_id) DO NOTHING
-		RETURNING id, endpoint_id`, ids, tenants, eps, eventIDs, seqs, types, claimUntil)
+	rows, err := pool.Query(ctx, `WITH d AS (
+			INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
+			SELECT d.id, d.tenant, d.endpoint_id, d.event_id, d.seq, d.type, $7
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS d(id, tenant, endpoint_id, event_id, seq, type)
+			ON CONFLICT (endpoint_id, event_id) DO NOTHING
+			RETURNING id, tenant, endpoint_id
+		), c AS (
+			INSERT INTO webhook.claims (tenant, claimed_until, delivery_ids)
+			SELECT tenant, $7, array_agg(id) FROM d GROUP BY tenant
+		)
+		SELECT id, endpoint_id FROM d`, ids, tenants, eps, eventIDs, seqs, types, claimUntil)
 	if err != nil {
 		return nil, fmt.Errorf("insert deliveries: %w", err)
 	}
