@@ -1,19 +1,30 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/mail"
 	"net/url"
+	"os"
+	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
@@ -23,15 +34,20 @@ import (
 	"github.com/eventline/eventline/internal/testenv"
 )
 
-// TestNoSecretInLogs runs the real ingest, projector and webhooker binaries
-// at LOG_LEVEL=debug with credentials in DATABASE_URL and NATS_URL, through
-// a scenario that creates API keys, creates and rotates webhook endpoints
-// (one with credentials in its URL), delivers signed webhooks (some
-// failing first), reads timelines and makes authentication failures with
-// wrong keys; then it scans every line the binaries wrote for every
-// secret involved: API keys and their secret parts, the keys that were
-// tried, webhook secrets (whsec_... and the bare base64), the sealing key,
-// and the passwords.
+// TestNoSecretInLogs runs the real ingest, projector, webhooker and
+// notifier binaries at LOG_LEVEL=debug with credentials in DATABASE_URL,
+// NATS_URL and SMTP_URL, through a scenario that creates API keys, creates
+// and rotates webhook endpoints (one with credentials in its URL), delivers
+// signed webhooks (some failing first), reads timelines, notifies users who
+// get email digests over an SMTP server requiring AUTH (one digest refused
+// by the server), unsubscribes with the emailed link and with forged ones,
+// and makes authentication failures with wrong keys; then it scans every
+// line the binaries wrote for every secret involved: API keys and their
+// secret parts, the keys that were tried, webhook secrets (whsec_... and
+// the bare base64), the sealing key, the unsubscribe secret, unsubscribe
+// tokens and their signatures, and the passwords. The notifier is also
+// started with SMTP_URLs it cannot parse, which it must refuse without
+// printing their password.
 func TestNoSecretInLogs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -53,6 +69,7 @@ func TestNoSecretInLogs(t *testing.T) {
 	// Passwords in the URLs (the test server trusts loopback and the
 	// embedded NATS server has no auth, so both are accepted and ignored).
 	const dbPassword, natsPassword, hookPassword = "db-Pa55word-a8f3", "nats-Pa55word-77c1", "hook-Pa55word-19d0"
+	const smtpPassword, unsubscribeSecret = "smtp-Pa55word-5e2b", "unsubscribe-secret-0c9d41f7a2"
 	dbu, err := url.Parse(dbURL)
 	require.NoError(t, err)
 	dbu.User = url.UserPassword(dbu.User.Username(), dbPassword)
@@ -69,10 +86,30 @@ func TestNoSecretInLogs(t *testing.T) {
 
 	env := []string{"NATS_URL=" + nu.String(), "DATABASE_URL=" + dbu.String(), "LOG_LEVEL=debug",
 		"EVENTLINE_SECRET_KEY=" + sealKey, "EVENTLINE_OLD_SECRET_KEYS=" + oldSealKey, "WEBHOOK_ALLOW_PRIVATE=true"}
+	mails := startSMTP(t, "digest", smtpPassword)
+	notifierBin := testenv.BuildBinary(t, "./cmd/notifier")
+	smtpURL := "smtp://digest:" + smtpPassword + "@" + mails.addr
+	notifierEnv := append(env[:len(env):len(env)], "SMTP_URL="+smtpURL, "UNSUBSCRIBE_SECRET="+unsubscribeSecret,
+		"PUBLIC_URL=http://notify.example.test", "DIGEST_INTERVAL=200ms", "SSE_HEARTBEAT=1s")
+	// SMTP_URLs the notifier cannot take apart: it refuses to start, and
+	// the error must not carry the password.
+	refusals := map[string]string{}
+	for i, bad := range []string{"smtp://digest:" + smtpPassword + "@127.0.0.1:not-a-port", "smtp:digest:" + smtpPassword + "@127.0.0.1:25",
+		"smtp://digest:" + smtpPassword + "%zz@127.0.0.1:25"} {
+		cmd := exec.Command(notifierBin)
+		cmd.Env = append(append(os.Environ(), notifierEnv...), "SMTP_URL="+bad, "HTTP_ADDR="+testenv.FreeAddr(t), "ADMIN_ADDR="+testenv.FreeAddr(t))
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		require.True(t, errors.As(err, &exit), "the notifier refuses SMTP_URL %q: %v\n%s", bad, err, out)
+		require.Contains(t, string(out), "SMTP_URL")
+		refusals[fmt.Sprintf("notifier refusing bad SMTP_URL %d", i)] = string(out)
+	}
+
 	ingest := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), env...)
 	projector := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"), env...)
 	webhooker := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"), env...)
-	services := map[string]*testenv.Service{"ingest": ingest, "projector": projector, "webhooker": webhooker}
+	notifier := testenv.StartService(t, notifierBin, notifierEnv...)
+	services := map[string]*testenv.Service{"ingest": ingest, "projector": projector, "webhooker": webhooker, "notifier": notifier}
 	for _, s := range services {
 		s.WaitReady(t)
 	}
@@ -144,7 +181,7 @@ func TestNoSecretInLogs(t *testing.T) {
 	}
 	for _, s := range services {
 		for _, k := range wrong {
-			for _, path := range []string{"/v1/events", "/v1/activity", "/v1/webhooks"} {
+			for _, path := range []string{"/v1/events", "/v1/activity", "/v1/webhooks", "/v1/users/u2/notifications", "/v1/users/u2/preferences", "/v1/notification-rules"} {
 				call(s.URL, http.MethodGet, path, k, "")
 				call(s.URL, http.MethodPost, path, k, `{}`)
 			}
@@ -155,7 +192,19 @@ func TestNoSecretInLogs(t *testing.T) {
 	code, _ = call(ingest.URL, http.MethodPost, "/v1/events", otherKey, `{"action":"x", "tenant": "acme"}`)
 	require.Equal(t, http.StatusUnprocessableEntity, code, "an invalid event for another tenant")
 
-	// Events in, timelines and signed deliveries out.
+	// Users who get digests: u2 at an address the SMTP server takes, u3 at
+	// one it refuses. Both watch the card the events are about.
+	for user, email := range map[string]string{"u2": "u2@example.com", "u3": "bounce@example.com"} {
+		code, out := call(notifier.URL, http.MethodPut, "/v1/users/"+user+"/preferences", acmeKey, `{"email": "`+email+`", "digest": "every_few_hours"}`)
+		require.Equal(t, http.StatusOK, code, "%v", out)
+		code, out = call(notifier.URL, http.MethodPut, "/v1/watches/card/c1/users/"+user, acmeKey, "")
+		require.Equal(t, http.StatusOK, code, "%v", out)
+	}
+	code, out = call(notifier.URL, http.MethodGet, "/v1/users/u2/preferences", otherKey, "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	require.Equal(t, "", out["email"], "another tenant's u2 has no preferences")
+
+	// Events in, timelines, notifications and signed deliveries out.
 	for i := range 3 {
 		code, out := call(ingest.URL, http.MethodPost, "/v1/events", acmeKey,
 			fmt.Sprintf(`{"id": "e%d", "action": "closed", "eventable": {"type": "card", "id": "c1"}, "creator": {"type": "user", "id": "u1"}, "particulars": {"n": %d}}`, i, i))
@@ -213,6 +262,57 @@ func TestNoSecretInLogs(t *testing.T) {
 	code, _ = call(webhooker.URL, http.MethodDelete, "/v1/webhooks/"+creds, acmeKey, "")
 	require.Equal(t, http.StatusNoContent, code)
 
+	// Notifications, then the pending digests flushed by a change of
+	// frequency: u2's is sent, u3's refused by the server.
+	for _, user := range []string{"u2", "u3"} {
+		testenv.Poll(t, 30*time.Second, user+" notified of 3 events", func() bool {
+			code, out := call(notifier.URL, http.MethodGet, "/v1/users/"+user+"/notifications", acmeKey, "")
+			ns, _ := out["notifications"].([]any)
+			return code == http.StatusOK && len(ns) == 1 && ns[0].(map[string]any)["unread_count"] == float64(3)
+		})
+	}
+	for _, user := range []string{"u2", "u3"} {
+		code, out := call(notifier.URL, http.MethodPut, "/v1/users/"+user+"/preferences", acmeKey, `{"email": "`+map[string]string{"u2": "u2@example.com", "u3": "bounce@example.com"}[user]+`", "digest": "daily"}`)
+		require.Equal(t, http.StatusOK, code, "%v", out)
+	}
+	var digest *mail.Message
+	select {
+	case digest = <-mails.received:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no digest arrived\nnotifier:\n%s", notifier.Output())
+	}
+	to, err := mail.ParseAddress(digest.Header.Get("To"))
+	require.NoError(t, err)
+	require.Equal(t, "u2@example.com", to.Address)
+	testenv.Poll(t, 30*time.Second, "u3's digest refused", func() bool {
+		return strings.Contains(notifier.Output(), `"msg":"digest not sent"`)
+	})
+	unsubscribe := regexp.MustCompile(`<http://notify\.example\.test(/v1/unsubscribe/[^>]+)>`).FindStringSubmatch(digest.Header.Get("List-Unsubscribe"))
+	require.NotNil(t, unsubscribe, "List-Unsubscribe: %s", digest.Header.Get("List-Unsubscribe"))
+	token := strings.TrimPrefix(unsubscribe[1], "/v1/unsubscribe/")
+	require.Equal(t, unsubscribeToken(unsubscribeSecret, "acme", "u2"), token)
+	payload, sig, _ := strings.Cut(token, ".")
+	forged := []string{
+		base64.RawURLEncoding.EncodeToString([]byte("acme\nu3")) + "." + sig, // u2's signature on u3
+		payload + "." + sig[:len(sig)-4] + "AAAA",
+		unsubscribeToken("not-the-"+unsubscribeSecret, "acme", "u3"),
+	}
+	for _, f := range forged {
+		code, _ := call(notifier.URL, http.MethodGet, "/v1/unsubscribe/"+f, "", "")
+		require.Equal(t, http.StatusNotFound, code)
+		code, _ = call(notifier.URL, http.MethodPost, "/v1/unsubscribe/"+f, "", "")
+		require.Equal(t, http.StatusNotFound, code)
+	}
+	code, _ = call(notifier.URL, http.MethodGet, unsubscribe[1], "", "")
+	require.Equal(t, http.StatusOK, code)
+	code, _ = call(notifier.URL, http.MethodPost, unsubscribe[1], "", "List-Unsubscribe=One-Click")
+	require.Equal(t, http.StatusOK, code)
+	code, out = call(notifier.URL, http.MethodGet, "/v1/users/u2/preferences", acmeKey, "")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "never", out["digest"], "unsubscribed with the emailed link")
+	code, out = call(notifier.URL, http.MethodPost, "/v1/users/u2/notifications/read-all", acmeKey, "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+
 	for name, s := range services {
 		s.RequireCleanStop(t, name)
 	}
@@ -221,6 +321,17 @@ func TestNoSecretInLogs(t *testing.T) {
 	needles := map[string]string{
 		"DATABASE_URL password": dbPassword, "NATS_URL password": natsPassword, "webhook URL password": hookPassword,
 		"sealing key": sealKey, "old sealing key": oldSealKey,
+		"SMTP_URL password": smtpPassword, "unsubscribe secret": unsubscribeSecret,
+		"SMTP AUTH PLAIN response": base64.StdEncoding.EncodeToString([]byte("\x00digest\x00" + smtpPassword)),
+	}
+	for _, user := range []string{"u2", "u3"} {
+		tok := unsubscribeToken(unsubscribeSecret, "acme", user)
+		_, sig, _ := strings.Cut(tok, ".")
+		needles["unsubscribe token of "+user] = tok
+		needles["unsubscribe signature of "+user] = sig
+	}
+	for i, f := range forged {
+		needles[fmt.Sprintf("forged unsubscribe token %d", i)] = f
 	}
 	for i, k := range append([]string{acmeKey, otherKey}, wrong...) {
 		needles[fmt.Sprintf("API key %d", i)] = k
@@ -237,8 +348,15 @@ func TestNoSecretInLogs(t *testing.T) {
 		needles[fmt.Sprintf("webhook secret %d url-base64", i)] = base64.RawURLEncoding.EncodeToString(b)
 	}
 	lines := 0
+	outputs := map[string]string{}
 	for name, s := range services {
-		for i, line := range strings.Split(s.Output(), "\n") {
+		outputs[name] = s.Output()
+	}
+	for name, out := range refusals {
+		outputs[name] = out
+	}
+	for name, out := range outputs {
+		for i, line := range strings.Split(out, "\n") {
 			lines++
 			for what, needle := range needles {
 				if strings.Contains(line, needle) {
@@ -254,10 +372,89 @@ func TestNoSecretInLogs(t *testing.T) {
 	}
 	require.Contains(t, webhooker.Output(), `"msg":"sealed webhook secrets with the primary key","endpoints":1`)
 	require.Contains(t, webhooker.Output(), `"level":"DEBUG"`)
+	require.Contains(t, notifier.Output(), `"level":"DEBUG"`)
+	require.Contains(t, notifier.Output(), "SMTP RCPT TO: 550", "the refused digest is logged with the server's answer")
 	if testing.Verbose() {
 		for name, s := range services {
 			t.Logf("%s:\n%s", name, s.Output())
 		}
 	}
-	t.Logf("scanned %d log lines of 3 binaries for %d secrets", lines, len(needles))
+	t.Logf("scanned %d log lines of 4 binaries (and %d refused starts) for %d secrets", lines, len(refusals), len(needles))
 }
+
+// unsubscribeToken is an unsubscribe link's token as the notifier signs
+// it (internal/notifier/mail.go), written out again here so the test
+// does not trust the code it checks.
+func unsubscribeToken(secret, tenant, user string) string {
+	payload := tenant + "\n" + user
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("eventline-unsubscribe\n" + payload))
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// smtpServer is a real SMTP server (go-smtp) on a loopback port that
+// requires AUTH PLAIN with one user and password, refuses mail to
+// bounce@example.com, and passes on what it accepts.
+type smtpServer struct {
+	addr     string
+	user     string
+	password string
+	received chan *mail.Message
+}
+
+func startSMTP(t *testing.T, user, password string) *smtpServer {
+	t.Helper()
+	s := &smtpServer{user: user, password: password, received: make(chan *mail.Message, 16)}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &smtpSession{srv: s}, nil }))
+	srv.Domain = "127.0.0.1"
+	srv.AllowInsecureAuth = true // loopback, as net/smtp allows too
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s.addr = l.Addr().String()
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return s
+}
+
+type smtpSession struct {
+	srv    *smtpServer
+	authed bool
+}
+
+func (s *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *smtpSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != s.srv.user || pass != s.srv.password {
+			return errors.New("bad credentials")
+		}
+		s.authed = true
+		return nil
+	}), nil
+}
+func (s *smtpSession) Mail(string, *smtp.MailOptions) error {
+	if !s.authed {
+		return smtp.ErrAuthRequired
+	}
+	return nil
+}
+func (s *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if to == "bounce@example.com" {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox"}
+	}
+	return nil
+}
+func (s *smtpSession) Data(r io.Reader) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	m, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		return err
+	}
+	s.srv.received <- m
+	return nil
+}
+func (s *smtpSession) Reset()        {}
+func (s *smtpSession) Logout() error { return nil }

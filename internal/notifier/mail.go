@@ -61,12 +61,29 @@ func NewSMTPMailer(raw string, timeout time.Duration) (*SMTPMailer, error) {
 	return m, nil
 }
 
+// redactURL is raw without its password, for error messages. A URL that
+// url.Parse cannot take apart, or takes as opaque ("smtp:user:pass@host"),
+// loses everything up to its last "@" after the scheme instead: the
+// password may be anywhere in there.
 func redactURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		u.User = url.User(u.User.Username())
+	if u, err := url.Parse(raw); err == nil && u.Opaque == "" {
+		if u.User != nil {
+			u.User = url.User(u.User.Username())
+		}
 		return u.String()
 	}
-	return raw
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	prefix := ""
+	if scheme, rest, ok := strings.Cut(raw[:at], ":"); ok && (strings.EqualFold(scheme, "smtp") || strings.EqualFold(scheme, "smtps")) {
+		prefix = scheme + ":"
+		if strings.HasPrefix(rest, "//") {
+			prefix += "//"
+		}
+	}
+	return prefix + "REDACTED@" + raw[at+1:]
 }
 
 // Send delivers msg to every address in to.

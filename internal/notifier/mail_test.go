@@ -103,3 +103,21 @@ func TestSMTPMailerSTARTTLSAndAuth(t *testing.T) {
 	_, err = NewSMTPMailer("http://example.com", time.Second)
 	require.Error(t, err)
 }
+
+// TestSMTPURLErrorsHideThePassword: SMTP_URL errors name the URL without
+// its password, including URLs url.Parse refuses or takes as opaque.
+func TestSMTPURLErrorsHideThePassword(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]string{
+		"smtp://ana:pw-4c1e@127.0.0.1:not-a-port": `"smtp://REDACTED@127.0.0.1:not-a-port"`,
+		"smtp://ana:pw-4c1e%zz@127.0.0.1:25":      `"smtp://REDACTED@127.0.0.1:25"`,
+		"smtp:ana:pw-4c1e@127.0.0.1:25":           `"smtp:REDACTED@127.0.0.1:25"`,
+		"http://ana:pw-4c1e@example.com":          `"http://ana@example.com"`,
+		"ana:pw-4c1e@127.0.0.1:25":                `"REDACTED@127.0.0.1:25"`,
+	} {
+		_, err := NewSMTPMailer(raw, time.Second)
+		require.Error(t, err, raw)
+		require.NotContains(t, err.Error(), "pw-4c1e", raw)
+		require.Contains(t, err.Error(), want, raw)
+	}
+}

@@ -236,11 +236,21 @@ func writeChange(w http.ResponseWriter, c Change) {
 // changedSince returns the notifications changed after (at, id), oldest
 // first, at most 500 (SSE catch-up).
 func (s *Store) changedSince(ctx context.Context, tenant, user string, at time.Time, id int64) ([]Notification, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+notificationCols+` FROM notify.notifications
+	b := &pgx.Batch{}
+	b.Queue(`SELECT `+notificationCols+` FROM notify.notifications
 		WHERE tenant = $1 AND user_id = $2 AND (updated_at, id) > ($3, $4)
 		ORDER BY updated_at, id LIMIT 500`, tenant, user, at, id)
+	var ns []Notification
+	err := s.read(ctx, tenant, b, func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		ns, err = pgx.CollectRows(rows, scanNotification)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("inbox catch-up: %w", err)
 	}
-	return pgx.CollectRows(rows, scanNotification)
+	return ns, nil
 }

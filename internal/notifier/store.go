@@ -55,8 +55,11 @@ func defaultPreferences() Preferences {
 	return Preferences{Digest: DigestEveryFewHours, Timezone: "UTC"}
 }
 
-// Store reads and writes the notifier's tables for the API. Every query
-// filters by tenant.
+// Store reads and writes the notifier's tables for the API. Every method
+// runs as its tenant under row-level security (postgres.TenantTx or
+// TenantBatch), and every query filters by tenant too. The consumer, the
+// digest scheduler and the SSE listener do not use Store: they work across
+// tenants as the owner.
 type Store struct {
 	pool *pgxpool.Pool
 	now  func() time.Time
@@ -68,6 +71,20 @@ func NewStore(pool *pgxpool.Pool, now func() time.Time) *Store {
 		now = time.Now
 	}
 	return &Store{pool: pool, now: now}
+}
+
+// read runs b's statements as tenant in one read-only transaction,
+// pipelined with its start (postgres.TenantBatch): two round trips.
+func (s *Store) read(ctx context.Context, tenant string, b *pgx.Batch, fn func(pgx.BatchResults) error) error {
+	return postgres.TenantBatch(ctx, s.pool, tenant, pgx.TxOptions{AccessMode: pgx.ReadOnly}, b, fn)
+}
+
+// exec runs one statement as tenant in its own transaction, pipelined with
+// its start like read (two round trips), and hands its result to fn.
+func (s *Store) exec(ctx context.Context, tenant string, fn func(pgx.BatchResults) error, sql string, args ...any) error {
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	return postgres.TenantBatch(ctx, s.pool, tenant, pgx.TxOptions{}, b, fn)
 }
 
 // Page is one page of a user's inbox.
@@ -98,15 +115,28 @@ func (s *Store) Inbox(ctx context.Context, q InboxQuery) (Page, error) {
 		args = append(args, q.After.time(), q.After.ID)
 	}
 	sql += fmt.Sprintf(` ORDER BY updated_at DESC, id DESC LIMIT %d`, q.Limit+1)
-	rows, err := s.pool.Query(ctx, sql, args...)
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	b.Queue(`SELECT count(*) FROM notify.notifications WHERE tenant = $1 AND user_id = $2 AND read_at IS NULL`, q.Tenant, q.UserID)
+	var ns []Notification
+	var unread int
+	err := s.read(ctx, q.Tenant, b, func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return fmt.Errorf("list notifications: %w", err)
+		}
+		if ns, err = pgx.CollectRows(rows, scanNotification); err != nil {
+			return fmt.Errorf("list notifications: %w", err)
+		}
+		if err := br.QueryRow().Scan(&unread); err != nil {
+			return fmt.Errorf("count unread: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return Page{}, fmt.Errorf("list notifications: %w", err)
+		return Page{}, err
 	}
-	ns, err := pgx.CollectRows(rows, scanNotification)
-	if err != nil {
-		return Page{}, fmt.Errorf("list notifications: %w", err)
-	}
-	p := Page{Notifications: ns}
+	p := Page{Notifications: ns, UnreadTotal: unread}
 	if len(ns) > q.Limit {
 		p.Notifications = ns[:q.Limit]
 		last := p.Notifications[q.Limit-1]
@@ -117,17 +147,13 @@ func (s *Store) Inbox(ctx context.Context, q InboxQuery) (Page, error) {
 	if p.Notifications == nil {
 		p.Notifications = []Notification{}
 	}
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM notify.notifications WHERE tenant = $1 AND user_id = $2 AND read_at IS NULL`,
-		q.Tenant, q.UserID).Scan(&p.UnreadTotal); err != nil {
-		return Page{}, fmt.Errorf("count unread: %w", err)
-	}
 	return p, nil
 }
 
 // MarkRead marks one notification read (unread_count 0) and NOTIFYs it.
 func (s *Store) MarkRead(ctx context.Context, tenant, user string, id int64) (Notification, error) {
 	var n Notification
-	err := postgres.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err := postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `UPDATE notify.notifications SET read_at = coalesce(read_at, $4), unread_count = 0
 			WHERE tenant = $1 AND user_id = $2 AND id = $3 RETURNING `+notificationCols, tenant, user, id, s.now().UTC())
 		if err != nil {
@@ -151,7 +177,7 @@ func (s *Store) MarkRead(ctx context.Context, tenant, user string, id int64) (No
 func (s *Store) MarkAllRead(ctx context.Context, tenant, user string) (int64, error) {
 	var n int64
 	now := s.now().UTC()
-	err := postgres.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err := postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE notify.notifications SET read_at = $3, unread_count = 0
 			WHERE tenant = $1 AND user_id = $2 AND read_at IS NULL`, tenant, user, now)
 		if err != nil {
@@ -176,12 +202,12 @@ type Watch struct {
 // AddWatch makes user watch obj (idempotent).
 func (s *Store) AddWatch(ctx context.Context, tenant string, obj events.Ref, user string) (Watch, error) {
 	var w Watch
-	err := s.pool.QueryRow(ctx, `WITH ins AS (
+	err := s.exec(ctx, tenant, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&w.CreatedAt) }, `WITH ins AS (
 			INSERT INTO notify.watches (tenant, object_type, object_id, user_id, created_at) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT DO NOTHING RETURNING created_at)
 		SELECT created_at FROM ins
 		UNION ALL SELECT created_at FROM notify.watches WHERE tenant = $1 AND object_type = $2 AND object_id = $3 AND user_id = $4
-		LIMIT 1`, tenant, obj.Type, obj.ID, user, s.now().UTC()).Scan(&w.CreatedAt)
+		LIMIT 1`, tenant, obj.Type, obj.ID, user, s.now().UTC())
 	if err != nil {
 		return Watch{}, fmt.Errorf("add watch: %w", err)
 	}
@@ -191,12 +217,17 @@ func (s *Store) AddWatch(ctx context.Context, tenant string, obj events.Ref, use
 
 // RemoveWatch stops user watching obj; false when they did not.
 func (s *Store) RemoveWatch(ctx context.Context, tenant string, obj events.Ref, user string) (bool, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM notify.watches WHERE tenant = $1 AND object_type = $2 AND object_id = $3 AND user_id = $4`,
+	var removed bool
+	err := s.exec(ctx, tenant, func(br pgx.BatchResults) error {
+		tag, err := br.Exec()
+		removed = tag.RowsAffected() > 0
+		return err
+	}, `DELETE FROM notify.watches WHERE tenant = $1 AND object_type = $2 AND object_id = $3 AND user_id = $4`,
 		tenant, obj.Type, obj.ID, user)
 	if err != nil {
 		return false, fmt.Errorf("remove watch: %w", err)
 	}
-	return tag.RowsAffected() > 0, nil
+	return removed, nil
 }
 
 // WatchPage is one page of a user's watches, newest first.
@@ -214,14 +245,20 @@ func (s *Store) Watches(ctx context.Context, tenant, user string, limit int, aft
 		args = append(args, after.time(), after.ObjType, after.ObjID)
 	}
 	sql += fmt.Sprintf(` ORDER BY created_at DESC, object_type DESC, object_id DESC LIMIT %d`, limit+1)
-	rows, err := s.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return WatchPage{}, fmt.Errorf("list watches: %w", err)
-	}
-	ws, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Watch, error) {
-		w := Watch{UserID: user}
-		err := r.Scan(&w.Object.Type, &w.Object.ID, &w.CreatedAt)
-		return w, err
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	var ws []Watch
+	err := s.read(ctx, tenant, b, func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		ws, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Watch, error) {
+			w := Watch{UserID: user}
+			err := r.Scan(&w.Object.Type, &w.Object.ID, &w.CreatedAt)
+			return w, err
+		})
+		return err
 	})
 	if err != nil {
 		return WatchPage{}, fmt.Errorf("list watches: %w", err)
@@ -240,14 +277,29 @@ func (s *Store) Watches(ctx context.Context, tenant, user string, limit int, aft
 }
 
 // Preferences returns a user's preferences, or the defaults.
-func (s *Store) Preferences(ctx context.Context, tenant, user string) (Preferences, error) {
-	return getPreferences(ctx, s.pool, tenant, user)
+func (s *Store) Preferences(ctx context.Context, tenant, user string) (p Preferences, err error) {
+	b := &pgx.Batch{}
+	b.Queue(preferencesSQL, tenant, user)
+	err = s.read(ctx, tenant, b, func(br pgx.BatchResults) error {
+		p, err = scanPreferences(br.QueryRow())
+		return err
+	})
+	return p, err
 }
 
+const preferencesSQL = `SELECT email, digest, timezone FROM notify.preferences WHERE tenant = $1 AND user_id = $2`
+
+// getPreferences reads a user's preferences as the owner (the digest
+// sender, which works across tenants).
 func getPreferences(ctx context.Context, pool *pgxpool.Pool, tenant, user string) (Preferences, error) {
+	return scanPreferences(pool.QueryRow(ctx, preferencesSQL, tenant, user))
+}
+
+// scanPreferences scans a preferencesSQL row, or returns the defaults for
+// a user who has none.
+func scanPreferences(row pgx.Row) (Preferences, error) {
 	p := defaultPreferences()
-	err := pool.QueryRow(ctx, `SELECT email, digest, timezone FROM notify.preferences WHERE tenant = $1 AND user_id = $2`,
-		tenant, user).Scan(&p.Email, &p.Digest, &p.Timezone)
+	err := row.Scan(&p.Email, &p.Digest, &p.Timezone)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return defaultPreferences(), nil
 	}
@@ -260,50 +312,60 @@ func getPreferences(ctx context.Context, pool *pgxpool.Pool, tenant, user string
 // SetPreferences stores a user's preferences. As in Fizzy, a change of
 // frequency sends the pending digest now, and "never" cancels it.
 func (s *Store) SetPreferences(ctx context.Context, tenant, user string, p Preferences) error {
-	now := s.now().UTC()
-	return postgres.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		var old string
-		err := tx.QueryRow(ctx, `SELECT digest FROM notify.preferences WHERE tenant = $1 AND user_id = $2 FOR UPDATE`, tenant, user).Scan(&old)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("read preferences: %w", err)
-		}
-		err = nil
-		if _, err := tx.Exec(ctx, `INSERT INTO notify.preferences (tenant, user_id, email, digest, timezone, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (tenant, user_id) DO UPDATE SET email = excluded.email, digest = excluded.digest,
-				timezone = excluded.timezone, updated_at = excluded.updated_at`,
-			tenant, user, p.Email, p.Digest, p.Timezone, now); err != nil {
-			return fmt.Errorf("store preferences: %w", err)
-		}
-		switch {
-		case p.Digest == DigestNever || p.Email == "":
-			_, err = tx.Exec(ctx, `UPDATE notify.digests SET status = 'skipped', last_error = 'unsubscribed or no email address'
-				WHERE tenant = $1 AND user_id = $2 AND status = 'pending'`, tenant, user)
-		case old != "" && old != p.Digest:
-			_, err = tx.Exec(ctx, `UPDATE notify.digests SET ends_at = least(ends_at, $3), next_attempt_at = least(next_attempt_at, $3)
-				WHERE tenant = $1 AND user_id = $2 AND status = 'pending'`, tenant, user, now)
-		}
-		if err != nil {
-			return fmt.Errorf("update pending digest: %w", err)
-		}
-		return nil
+	return postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
+		return s.setPreferences(ctx, tx, tenant, user, p)
 	})
+}
+
+func (s *Store) setPreferences(ctx context.Context, tx pgx.Tx, tenant, user string, p Preferences) error {
+	now := s.now().UTC()
+	var old string
+	err := tx.QueryRow(ctx, `SELECT digest FROM notify.preferences WHERE tenant = $1 AND user_id = $2 FOR UPDATE`, tenant, user).Scan(&old)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = nil // a user without preferences
+	}
+	if err != nil {
+		return fmt.Errorf("read preferences: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO notify.preferences (tenant, user_id, email, digest, timezone, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (tenant, user_id) DO UPDATE SET email = excluded.email, digest = excluded.digest,
+			timezone = excluded.timezone, updated_at = excluded.updated_at`,
+		tenant, user, p.Email, p.Digest, p.Timezone, now); err != nil {
+		return fmt.Errorf("store preferences: %w", err)
+	}
+	switch {
+	case p.Digest == DigestNever || p.Email == "":
+		_, err = tx.Exec(ctx, `UPDATE notify.digests SET status = 'skipped', last_error = 'unsubscribed or no email address'
+			WHERE tenant = $1 AND user_id = $2 AND status = 'pending'`, tenant, user)
+	case old != "" && old != p.Digest:
+		_, err = tx.Exec(ctx, `UPDATE notify.digests SET ends_at = least(ends_at, $3), next_attempt_at = least(next_attempt_at, $3)
+			WHERE tenant = $1 AND user_id = $2 AND status = 'pending'`, tenant, user, now)
+	}
+	if err != nil {
+		return fmt.Errorf("update pending digest: %w", err)
+	}
+	return nil
 }
 
 // Unsubscribe sets a user's digest to never (one-click unsubscribe).
 func (s *Store) Unsubscribe(ctx context.Context, tenant, user string) error {
-	p, err := s.Preferences(ctx, tenant, user)
-	if err != nil {
-		return err
-	}
-	p.Digest = DigestNever
-	return s.SetPreferences(ctx, tenant, user, p)
+	return postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
+		p, err := scanPreferences(tx.QueryRow(ctx, preferencesSQL+` FOR UPDATE`, tenant, user))
+		if err != nil {
+			return err
+		}
+		p.Digest = DigestNever
+		return s.setPreferences(ctx, tx, tenant, user, p)
+	})
 }
 
 // RulesOf returns a tenant's rules and whether they are the defaults.
 func (s *Store) RulesOf(ctx context.Context, tenant string) (Rules, bool, error) {
 	var raw []byte
-	err := s.pool.QueryRow(ctx, `SELECT rules FROM notify.rules WHERE tenant = $1`, tenant).Scan(&raw)
+	b := &pgx.Batch{}
+	b.Queue(`SELECT rules FROM notify.rules WHERE tenant = $1`, tenant)
+	err := s.read(ctx, tenant, b, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&raw) })
 	if errors.Is(err, pgx.ErrNoRows) {
 		return DefaultRules(), true, nil
 	}
@@ -323,7 +385,7 @@ func (s *Store) SetRules(ctx context.Context, tenant string, rs Rules) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO notify.rules (tenant, rules, updated_at) VALUES ($1, $2, $3)
+	err = s.exec(ctx, tenant, execOnly, `INSERT INTO notify.rules (tenant, rules, updated_at) VALUES ($1, $2, $3)
 		ON CONFLICT (tenant) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at`, tenant, raw, s.now().UTC())
 	if err != nil {
 		return fmt.Errorf("store rules: %w", err)
@@ -333,10 +395,16 @@ func (s *Store) SetRules(ctx context.Context, tenant string, rs Rules) error {
 
 // ResetRules returns a tenant to the default rules.
 func (s *Store) ResetRules(ctx context.Context, tenant string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM notify.rules WHERE tenant = $1`, tenant); err != nil {
+	if err := s.exec(ctx, tenant, execOnly, `DELETE FROM notify.rules WHERE tenant = $1`, tenant); err != nil {
 		return fmt.Errorf("reset rules: %w", err)
 	}
 	return nil
+}
+
+// execOnly reads the result of a statement that returns no rows.
+func execOnly(br pgx.BatchResults) error {
+	_, err := br.Exec()
+	return err
 }
 
 // cursor is a keyset position bound to the tenant and user that received
