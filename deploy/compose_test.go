@@ -26,12 +26,15 @@ var services = map[string]string{"ingest": "9090", "projector": "9091", "webhook
 // their own name.
 var consumers = []string{"projector", "notifier", "webhooker"}
 
-// composeSecrets are the variables docker-compose.yml requires.
-var composeSecrets = types.Mapping{"EVENTLINE_SECRET_KEY": "a2V5LWZvci10aGUtY29tcG9zZS10ZXN0LTMyLWJ5dGU=", "UNSUBSCRIBE_SECRET": "unsubscribe-test-secret"}
+// composeSecrets are the variables docker-compose.yml requires. The
+// loader adds to the mapping it is given: hand it copies.
+func composeSecrets() types.Mapping {
+	return types.Mapping{"EVENTLINE_SECRET_KEY": "a2V5LWZvci10aGUtY29tcG9zZS10ZXN0LTMyLWJ5dGU=", "UNSUBSCRIBE_SECRET": "unsubscribe-test-secret"}
+}
 
 func loadCompose(t *testing.T) *types.Project {
 	t.Helper()
-	p, err := loadComposeEnv(composeSecrets)
+	p, err := loadComposeEnv(composeSecrets())
 	require.NoError(t, err, "docker-compose.yml must load as the Compose specification")
 	return p
 }
@@ -53,13 +56,9 @@ func loadComposeEnv(env types.Mapping) (*types.Project, error) {
 // without them and says how to make one.
 func TestComposeRequiresSecrets(t *testing.T) {
 	t.Parallel()
-	for name := range composeSecrets {
-		env := types.Mapping{}
-		for k, v := range composeSecrets {
-			if k != name {
-				env[k] = v
-			}
-		}
+	for name := range composeSecrets() {
+		env := composeSecrets()
+		delete(env, name)
 		_, err := loadComposeEnv(env)
 		require.ErrorContains(t, err, name, "loading without %s fails naming it", name)
 		require.ErrorContains(t, err, "openssl rand")
@@ -67,10 +66,10 @@ func TestComposeRequiresSecrets(t *testing.T) {
 	p := loadCompose(t)
 	w, err := p.GetService("webhooker")
 	require.NoError(t, err)
-	require.Equal(t, composeSecrets["EVENTLINE_SECRET_KEY"], *w.Environment["EVENTLINE_SECRET_KEY"])
+	require.Equal(t, composeSecrets()["EVENTLINE_SECRET_KEY"], *w.Environment["EVENTLINE_SECRET_KEY"])
 	n, err := p.GetService("notifier")
 	require.NoError(t, err)
-	require.Equal(t, composeSecrets["UNSUBSCRIBE_SECRET"], *n.Environment["UNSUBSCRIBE_SECRET"])
+	require.Equal(t, composeSecrets()["UNSUBSCRIBE_SECRET"], *n.Environment["UNSUBSCRIBE_SECRET"])
 }
 
 // TestComposeServiceGraph: every part is there, started in the right order
