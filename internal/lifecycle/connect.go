@@ -2,10 +2,12 @@ package lifecycle
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/stream"
@@ -45,4 +47,39 @@ func Connect(ctx context.Context, databaseURL, natsURL, name string, sc stream.C
 func (c *Conns) Close() {
 	c.NC.Close()
 	c.Pool.Close()
+}
+
+// ConsumerConns are what a Watermill-based consumer service opens: the
+// common connections, JetStream on them, and a second NATS connection for
+// the Watermill subscriber alone (closing the subscriber drains it).
+type ConsumerConns struct {
+	*Conns
+	JS         jetstream.JetStream
+	ConsumerNC *nats.Conn
+}
+
+// ConnectConsumer is Connect plus the subscriber's own connection, named
+// name+"-consumer".
+func ConnectConsumer(ctx context.Context, databaseURL, natsURL, name string, sc stream.Config, log *slog.Logger) (*ConsumerConns, error) {
+	conns, err := Connect(ctx, databaseURL, natsURL, name, sc, log)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(conns.NC)
+	if err != nil {
+		conns.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	cnc, err := stream.Connect(natsURL, name+"-consumer", log)
+	if err != nil {
+		conns.Close()
+		return nil, err
+	}
+	return &ConsumerConns{Conns: conns, JS: js, ConsumerNC: cnc}, nil
+}
+
+// Close closes every connection.
+func (c *ConsumerConns) Close() {
+	c.ConsumerNC.Close()
+	c.Conns.Close()
 }

@@ -9,8 +9,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/httpapi"
@@ -106,21 +104,12 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	defer lifecycle.FlushTraces(tracing, a.log)
 	cfg.Service.TracerProvider = tracing.Provider
-	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-notifier", cfg.Stream, a.log)
+	conns, err := lifecycle.ConnectConsumer(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-notifier", cfg.Stream, a.log)
 	if err != nil {
 		return err
 	}
 	defer conns.Close()
-	pool, nc := conns.Pool, conns.NC
-	consumerNC, err := stream.Connect(cfg.NATSURL, "eventline-notifier-consumer", a.log)
-	if err != nil {
-		return err
-	}
-	defer consumerNC.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	pool, nc, consumerNC, js := conns.Pool, conns.NC, conns.ConsumerNC, conns.JS
 	reg := observe.NewRegistry()
 	svc, err := NewService(ctx, consumerNC, js, pool, apikey.NewStore(pool, 0), cfg.Service, NewMetrics(reg), a.log)
 	if err != nil {

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/httpapi"
@@ -137,21 +135,12 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	defer lifecycle.FlushTraces(tracing, a.log)
 	cfg.Service.TracerProvider = tracing.Provider
-	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-webhooker", cfg.Stream, a.log)
+	conns, err := lifecycle.ConnectConsumer(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-webhooker", cfg.Stream, a.log)
 	if err != nil {
 		return err
 	}
 	defer conns.Close()
-	pool, nc := conns.Pool, conns.NC
-	fanoutNC, err := stream.Connect(cfg.NATSURL, "eventline-webhooker-fanout", a.log)
-	if err != nil {
-		return err
-	}
-	defer fanoutNC.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	pool, nc, fanoutNC, js := conns.Pool, conns.NC, conns.ConsumerNC, conns.JS
 	pub, err := events.NewPublisher(nc)
 	if err != nil {
 		return err
