@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/observe"
@@ -171,16 +172,11 @@ func (s *Service) Run(parent context.Context) error {
 	if err != nil {
 		return err
 	}
-	go func() {
-		<-ctx.Done()
-		_ = router.Close()
-	}()
-	runErr := router.Run(ctx)
+	runErr := consume.RunRouter(ctx, router, sub, s.nc)
 	if parent.Err() != nil {
 		runErr = nil // stopped during start-up: not a failure
 	}
 	cancel() // the router may stop on its own: stop the rest too
-	_ = sub.Close()
 	s.hub.Close()
 	wg.Wait()
 	return runErr

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/secretbox"
@@ -178,29 +179,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); sch.run(ctx, s.cfg.ScheduleEvery) }()
 	go func() { defer wg.Done(); s.retain(ctx) }()
-	// The router runs until the fan-out's connection is drained, not
-	// until ctx ends: see drainFanout.
-	routerCtx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRouter()
-	go func() {
-		select {
-		case <-ctx.Done():
-			// Drain once every handler has subscribed, so the drain covers
-			// every subscription (a stop during start-up).
-			select {
-			case <-router.Running():
-				s.drainFanout()
-			case <-routerCtx.Done():
-			}
-		case <-routerCtx.Done():
-		}
-		_ = router.Close()
-	}()
-	runErr := router.Run(routerCtx) // returns once the router is closed and handlers stop
-	if ctx.Err() != nil {
-		runErr = nil // stopped during start-up: not a failure
-	}
-	_ = sub.Close()
+	runErr := consume.RunRouter(ctx, router, sub, s.fanoutNC)
 	wg.Wait()
 	d.wait()
 	close(rw.in)
@@ -208,24 +187,6 @@ func (s *Service) Run(ctx context.Context) error {
 	return runErr
 }
 
-// drainFanout stops the flow into the fan-out before its router closes. It
-// drains the fan-out's own connection while the handlers still run, so
-// every message already delivered is handed over, handled and acked (or
-// nacked), and waits until the connection is closed. Closing the router
-// with messages still flowing made watermill-nats v2.2.0 close its output
-// channel under a consume callback blocked sending on it: "panic: send on
-// closed channel", exit status 2 on SIGTERM under load.
-func (s *Service) drainFanout() {
-	if err := s.fanoutNC.Drain(); err != nil {
-		return // already closed, or reconnecting: nothing is flowing
-	}
-	// Drain is bounded by the connection's DrainTimeout (30 s by default).
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !s.fanoutNC.IsClosed() {
-		<-tick.C
-	}
-}
 
 // ScheduleNow runs one scheduler pass at once (tests with a fake clock).
 func (s *Service) ScheduleNow(ctx context.Context) (int, error) {

@@ -1,0 +1,75 @@
+package consume_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/consume"
+	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// TestRunRouterStopsWhileMessagesFlow stops a router of busy handlers
+// again and again while thousands of messages are pending: RunRouter must
+// drain the subscriber's connection before the router closes (closing it
+// first panics inside watermill-nats with "send on closed channel", which
+// kills the test binary), return nil, and leave every message either
+// handled or still pending for the next round.
+func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
+	ctx := context.Background()
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	_, err := stream.Ensure(ctx, nc, stream.Config{})
+	require.NoError(t, err)
+	pub, err := events.NewPublisher(nc)
+	require.NoError(t, err)
+	const total = 4000
+	batch := make([]events.Event, 0, 1000)
+	for i := range total {
+		batch = append(batch, events.Event{ID: fmt.Sprintf("e%05d", i), Tenant: "acme", Action: "closed",
+			Eventable: events.Ref{Type: "card", ID: "c1"}, Creator: events.Ref{Type: "user", ID: "u1"}})
+		if len(batch) == cap(batch) {
+			_, err := pub.AppendBatch(ctx, batch)
+			require.NoError(t, err)
+			batch = batch[:0]
+		}
+	}
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = consume.Ensure(ctx, js, "router-stop", "test", 10)
+	require.NoError(t, err)
+
+	var handled atomic.Int64
+	for round := range 4 {
+		snc := n.Connect(t)
+		router, sub, err := consume.NewRouter(snc, consume.Config{Consumer: "router-stop", Name: "stop", Handlers: 32, MaxDeliver: 10,
+			Handle: func(*message.Message) error { time.Sleep(time.Millisecond); handled.Add(1); return nil },
+			DeadLetter: func(context.Context, *message.Message, error) error { return nil },
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		require.NoError(t, err)
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- consume.RunRouter(runCtx, router, sub, snc) }()
+		time.Sleep(200 * time.Millisecond)
+		stop()
+		select {
+		case err := <-done:
+			require.NoError(t, err, "round %d", round)
+		case <-time.After(40 * time.Second):
+			t.Fatalf("round %d: the router did not stop within 40s", round)
+		}
+	}
+	require.Positive(t, handled.Load())
+}
