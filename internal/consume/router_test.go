@@ -55,9 +55,9 @@ func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
 	for round := range 4 {
 		snc := n.Connect(t)
 		router, sub, err := consume.NewRouter(snc, consume.Config{Consumer: "router-stop", Name: "stop", Handlers: 32, MaxDeliver: 10,
-			Handle: func(*message.Message) error { time.Sleep(time.Millisecond); handled.Add(1); return nil },
+			Handle:     func(*message.Message) error { time.Sleep(time.Millisecond); handled.Add(1); return nil },
 			DeadLetter: func(context.Context, *message.Message, error) error { return nil },
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			Log:        slog.New(slog.NewTextHandler(io.Discard, nil))})
 		require.NoError(t, err)
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)

@@ -187,7 +187,6 @@ func (s *Service) Run(ctx context.Context) error {
 	return runErr
 }
 
-
 // ScheduleNow runs one scheduler pass at once (tests with a fake clock).
 func (s *Service) ScheduleNow(ctx context.Context) (int, error) {
 	s.mu.Lock()
