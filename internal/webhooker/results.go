@@ -51,12 +51,22 @@ func newResultWriter(pool *pgxpool.Pool, rule DisableRule, log *slog.Logger, onD
 	return &resultWriter{pool: pool, in: make(chan outcome, 8192), log: log, disable: rule, onDisable: onDisable, done: make(chan struct{})}
 }
 
+// outcomeLinger is how long a small batch of outcomes waits for more.
+const outcomeLinger = 2 * time.Millisecond
+
 // run writes batches until in is closed and drained.
 func (w *resultWriter) run() {
 	defer close(w.done)
 	batch := make([]outcome, 0, 1000)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for o := range w.in {
 		batch = append(batch[:0], o)
+		// Take what is queued; while outcomes keep coming, wait up to
+		// outcomeLinger for more: each transaction has a fixed cost (a
+		// commit, the endpoint statement), and an outcome written a few
+		// milliseconds later delays nothing but the log.
+		linger.Reset(outcomeLinger)
 	fill:
 		for len(batch) < cap(batch) {
 			select {
@@ -66,9 +76,21 @@ func (w *resultWriter) run() {
 				}
 				batch = append(batch, o)
 			default:
-				break fill
+				if len(batch) >= cap(batch)/4 {
+					break fill
+				}
+				select {
+				case o, ok := <-w.in:
+					if !ok {
+						break fill
+					}
+					batch = append(batch, o)
+				case <-linger.C:
+					break fill
+				}
 			}
 		}
+		linger.Stop()
 		for attempt := 0; ; attempt++ {
 			err := w.write(context.Background(), batch)
 			if err == nil {
