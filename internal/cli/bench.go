@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/eventline/eventline/internal/bench"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/dev"
+	"github.com/eventline/eventline/internal/postgres"
 )
 
 func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -62,13 +64,28 @@ func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // inProcess runs the benchmark against `eventline dev` started in this
-// process with its state in a temporary directory.
+// process with its state in a temporary directory and, unless dbURL is
+// given, a database of its own on localhost:5432 that is dropped
+// afterwards (a private cluster in the temporary directory when there is
+// no server there).
 func inProcess(ctx context.Context, o bench.Options, dbURL string, stdout io.Writer) (bench.Result, error) {
 	dir, err := os.MkdirTemp("", "eventline-bench-")
 	if err != nil {
 		return bench.Result{}, err
 	}
 	defer os.RemoveAll(dir)
+	if dbURL == "" {
+		name := fmt.Sprintf("eventline_bench_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6)
+		u := strings.Replace(postgres.DefaultURL, "/eventline?", "/"+name+"?", 1)
+		if err := postgres.EnsureDatabase(ctx, u); err == nil {
+			dbURL = u
+			defer func() {
+				if err := postgres.DropDatabase(context.WithoutCancel(ctx), u); err != nil {
+					fmt.Fprintf(stdout, "could not drop the bench database %s: %v\n", name, err)
+				}
+			}()
+		}
+	}
 	devCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	ready := make(chan dev.Info, 1)

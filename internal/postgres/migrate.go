@@ -200,3 +200,21 @@ func EnsureDatabase(ctx context.Context, url string) error {
 	}
 	return nil
 }
+
+// DropDatabase drops the database url names, connecting to the "postgres"
+// database of the same server (WITH (FORCE): open connections are ended).
+func DropDatabase(ctx context.Context, url string) error {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return fmt.Errorf("parse database URL: %w", err)
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	admin, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	return err
+}
