@@ -41,6 +41,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	$(GO) test ./internal/safehttp -run '^$$' -fuzz '^FuzzParseNumericHost$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/secretbox -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzInboxCursor$$' -fuzztime $(FUZZTIME)
 
 .PHONY: reliability
 reliability: tools ## fault-injection suite, ~12-14 min (RUN=TestName for one row); writes $(RELIABILITY_RESULTS) and the table of RELIABILITY.md
