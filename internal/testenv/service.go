@@ -97,7 +97,26 @@ type Service struct {
 // free HTTP_ADDR/ADMIN_ADDR, waits until /livez answers, and stops it with
 // SIGTERM when the test ends. EVENTLINE_SECRET_KEY (which the webhooker
 // requires) is a fresh random key unless env sets it.
+//
+// The ports are free when picked but only bound by the child a moment
+// later, and another process (an outgoing connection's ephemeral port, say)
+// can take one in between: a child that exits during start-up because an
+// address is in use is started again on fresh ports, up to three times.
 func StartService(t testing.TB, bin string, env ...string) *Service {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		s, err := startService(t, bin, env)
+		if err == nil {
+			return s
+		}
+		if attempt < 3 && strings.Contains(s.output.String(), "address already in use") {
+			continue
+		}
+		t.Fatalf("testenv: %s %v\n%s", bin, err, s.output.String())
+	}
+}
+
+func startService(t testing.TB, bin string, env []string) (*Service, error) {
 	t.Helper()
 	httpAddr, adminAddr := FreeAddr(t), FreeAddr(t)
 	s := &Service{URL: "http://" + httpAddr, AdminURL: "http://" + adminAddr, exited: make(chan struct{}), output: &syncBuffer{}}
@@ -106,7 +125,7 @@ func StartService(t testing.TB, bin string, env ...string) *Service {
 	s.cmd.Env = append(s.cmd.Env, "HTTP_ADDR="+httpAddr, "ADMIN_ADDR="+adminAddr)
 	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
 	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("testenv: start %s: %v", bin, err)
+		return s, fmt.Errorf("start: %w", err)
 	}
 	go func() { s.waitErr = s.cmd.Wait(); close(s.exited) }()
 	t.Cleanup(func() { s.Stop(t) })
@@ -116,15 +135,15 @@ func StartService(t testing.TB, bin string, env ...string) *Service {
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return s
+				return s, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("testenv: %s not live after 30s\n%s", bin, s.output.String())
+			return s, errors.New("not live after 30s")
 		}
 		select {
 		case <-s.exited:
-			t.Fatalf("testenv: %s exited during start-up\n%s", bin, s.output.String())
+			return s, errors.New("exited during start-up")
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
