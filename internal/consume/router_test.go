@@ -35,15 +35,18 @@ func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
 	require.NoError(t, err)
 	pub, err := events.NewPublisher(nc)
 	require.NoError(t, err)
-	const total = 4000
-	batch := make([]events.Event, 0, 1000)
-	for i := range total {
-		batch = append(batch, events.Event{ID: fmt.Sprintf("e%05d", i), Tenant: "acme", Action: "closed",
-			Eventable: events.Ref{Type: "card", ID: "c1"}, Creator: events.Ref{Type: "user", ID: "u1"}})
-		if len(batch) == cap(batch) {
-			_, err := pub.AppendBatch(ctx, batch)
-			require.NoError(t, err)
-			batch = batch[:0]
+	// Each round appends 2,000 more events, so every round stops a router
+	// with messages flowing.
+	appendEvents := func(round int) {
+		batch := make([]events.Event, 0, 1000)
+		for i := range 2000 {
+			batch = append(batch, events.Event{ID: fmt.Sprintf("r%d-e%05d", round, i), Tenant: "acme", Action: "closed",
+				Eventable: events.Ref{Type: "card", ID: "c1"}, Creator: events.Ref{Type: "user", ID: "u1"}})
+			if len(batch) == cap(batch) {
+				_, err := pub.AppendBatch(ctx, batch)
+				require.NoError(t, err)
+				batch = batch[:0]
+			}
 		}
 	}
 	js, err := jetstream.New(nc)
@@ -53,6 +56,7 @@ func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
 
 	var handled atomic.Int64
 	for round := range 4 {
+		appendEvents(round)
 		snc := n.Connect(t)
 		router, sub, err := consume.NewRouter(snc, consume.Config{Consumer: "router-stop", Name: "stop", Handlers: 32, MaxDeliver: 10,
 			Handle:     func(*message.Message) error { time.Sleep(time.Millisecond); handled.Add(1); return nil },
@@ -62,7 +66,9 @@ func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- consume.RunRouter(runCtx, router, sub, snc) }()
-		time.Sleep(200 * time.Millisecond)
+		// Stop only once this round's handlers are busy: messages flow.
+		before := handled.Load()
+		testenv.Poll(t, 30*time.Second, "messages handled in this round", func() bool { return handled.Load() > before })
 		stop()
 		select {
 		case err := <-done:
