@@ -45,7 +45,8 @@ type attempter struct {
 	log       *slog.Logger
 	metrics   *Metrics
 	observe   func(j job, took time.Duration) // first-attempt latency, for metrics and benchmarks
-	tracer    trace.Tracer                    // nil: no spans
+	speed     *endpointSpeed
+	tracer    trace.Tracer // nil: no spans
 }
 
 const maxLoggedResponse = 1024
@@ -59,14 +60,14 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 		// without a request and stays retryable by hand.
 		o.attempt.ErrorClass, o.attempt.Error = "disabled", "the endpoint is disabled or deleted"
 		o.finishedAt = start
-		a.results <- o
+		a.report(o)
 		return
 	}
 	body, err := a.body(ep, j)
 	if err != nil {
 		o.attempt.ErrorClass, o.attempt.Error = "encode", err.Error()
 		o.finishedAt = start
-		a.results <- o
+		a.report(o)
 		return
 	}
 	header := http.Header{}
@@ -78,7 +79,7 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	if err != nil {
 		o.attempt.ErrorClass, o.attempt.Error = "encode", "sign: "+err.Error()
 		o.finishedAt = start
-		a.results <- o
+		a.report(o)
 		return
 	}
 	header.Set(webhook.HeaderSignature, sig)
@@ -92,6 +93,7 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	}
 	resp, err := a.poster.Post(ctx, ep.URL, header, body)
 	end := a.now()
+	a.speed.observe(ep.ID, end.Sub(start))
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
 		if err != nil || resp.StatusCode < 200 || resp.StatusCode >= 300 {
@@ -105,7 +107,7 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	if err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		o.succeeded = true
 		a.metrics.attempt("success")
-		a.results <- o
+		a.report(o)
 		return
 	}
 	class := a.poster.ErrorClass(err, resp.StatusCode)
@@ -116,7 +118,7 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	a.metrics.attempt(class)
 	if resp.StatusCode == http.StatusGone {
 		o.gone = true
-		a.results <- o
+		a.report(o)
 		return
 	}
 	var retryAfter time.Duration
@@ -124,6 +126,14 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 		retryAfter = parseRetryAfter(resp.Header, end)
 	}
 	o.retryIn, o.retry = nextAttempt(ep.schedule(), j.attempt, retryAfter, a.rnd)
+	a.report(o)
+}
+
+// report hands o to the fan-out waiting to record it, or to the log.
+func (a *attempter) report(o outcome) {
+	if o.job.first != nil && o.job.first.take(o) {
+		return
+	}
 	a.results <- o
 }
 

@@ -284,7 +284,8 @@ func TestExpiredClaimIsAttemptedByTheScheduler(t *testing.T) {
 	ev.Seq = res.Seq
 	ep, ok := b.svc.registry.Get(id)
 	require.True(t, ok)
-	jobs, err := insertDeliveries(context.Background(), b.pool, []fanoutItem{{event: ev, endpoints: []Endpoint{ep}}}, b.clock.Now().Add(time.Minute))
+	j := job{deliveryID: newID(), tenant: ev.Tenant, endpointID: ep.ID, event: ev, attempt: 1}
+	jobs, err := insertDeliveries(context.Background(), b.pool, nil, []fanoutItem{{jobs: []job{j}}}, b.clock.Now().Add(time.Minute))
 	require.NoError(t, err)
 	require.Len(t, jobs[0], 1)
 	n, err := b.svc.ScheduleNow(context.Background())

@@ -81,18 +81,20 @@ func newDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context
 	return &dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, work: make(chan task, cfg.Workers)}
 }
 
-// submit queues jobs; it never blocks.
-func (d *dispatcher) submit(jobs ...job) {
+// submit queues jobs and returns those it had no room for; it never
+// blocks.
+func (d *dispatcher) submit(jobs ...job) (dropped []job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.ctx.Err() != nil {
-		return // shutting down: the claims expire and another replica takes them
+		return jobs // shutting down: the claims expire and another replica takes them
 	}
 	touched := map[*endpointQueue]bool{}
 	for _, j := range jobs {
 		q := d.queue(j.endpointID)
 		if len(q.jobs) >= d.cfg.MaxQueued {
-			continue // stays pending in Postgres
+			dropped = append(dropped, j) // stays pending in Postgres
+			continue
 		}
 		q.jobs = append(q.jobs, j)
 		touched[q] = true
@@ -100,6 +102,7 @@ func (d *dispatcher) submit(jobs ...job) {
 	for q := range touched {
 		d.start(q)
 	}
+	return dropped
 }
 
 func (d *dispatcher) queue(id string) *endpointQueue {

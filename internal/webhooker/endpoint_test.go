@@ -101,10 +101,10 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	body, err := json.Marshal(ev)
 	require.NoError(t, err)
 	var submitted atomic.Int64
-	inserts := newInserts(b.pool, b.clock.Now, time.Minute)
+	inserts := newInserts(b.pool, nil, b.clock.Now, time.Minute)
 	go inserts.Run()
 	defer inserts.Close()
-	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, submit: func(js ...job) { submitted.Add(int64(len(js))) },
+	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, submit: func(js ...job) []job { submitted.Add(int64(len(js))); return nil },
 		now: b.clock.Now, claim: time.Minute, consumer: "webhooker", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	msg := message.NewMessage("x", body)
 	msg.Metadata.Set(consume.MetaSubject, "events.acme.card.closed")
@@ -112,6 +112,15 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	for range 2 {
 		require.NoError(t, f.handle(msg))
 	}
+	// With attempts made first: a redelivery records first, and so does a
+	// first delivery of an event older than MaxAge (a consumer created
+	// anew).
+	f.first = FirstAttemptConfig{Wait: time.Second, Max: time.Second, MaxAge: time.Hour}
+	msg.Metadata.Set(consume.MetaDelivered, "2")
+	require.NoError(t, f.handle(msg))
+	f.first.MaxAge = time.Nanosecond
+	msg.Metadata.Set(consume.MetaDelivered, "1")
+	require.NoError(t, f.handle(msg))
 	require.Zero(t, submitted.Load(), "no new delivery, no new attempt")
 	require.Len(t, b.deliveries(t, id), 1)
 	require.Len(t, rc.all(), 1)

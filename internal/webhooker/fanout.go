@@ -21,11 +21,14 @@ import (
 	"github.com/eventline/eventline/internal/observe"
 )
 
+// maxInsert is the most deliveries one insert statement writes.
+const maxInsert = 5000
+
 // newInserts returns the group commit of delivery inserts.
-func newInserts(pool *pgxpool.Pool, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, []job] {
+func newInserts(pool *pgxpool.Pool, rw *resultWriter, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, []job] {
 	return groupcommit.New(func(ctx context.Context, items []fanoutItem) ([][]job, error) {
-		return insertDeliveries(ctx, pool, items, now().Add(claim))
-	}, func(it fanoutItem) int { return len(it.endpoints) }, groupcommit.Config{MaxBatch: 5000, MaxInflight: 2})
+		return insertDeliveries(ctx, pool, rw, items, now().Add(claim))
+	}, func(it fanoutItem) int { return len(it.jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
 }
 
 // DefaultConsumer is the durable name of the fan-out.
@@ -37,14 +40,19 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, name string, ma
 }
 
 // fanout creates one delivery per matching endpoint for each event and
-// hands the new ones straight to the dispatcher for their first attempt.
+// makes its first attempt: before recording it on the event's first
+// delivery (see firstattempt.go), after otherwise.
 type fanout struct {
 	pool *pgxpool.Pool
 	// inserts coalesces the delivery inserts of concurrent handlers into
 	// one statement and commit (group commit).
 	inserts    *groupcommit.Batcher[fanoutItem, []job]
 	registry   *Registry
-	submit     func(...job)
+	submit     func(...job) []job // returns the jobs it could not queue
+	results    func(outcome)      // logs an outcome once its delivery is recorded
+	first      FirstAttemptConfig
+	speed      *endpointSpeed
+	stop       <-chan struct{} // closed on shutdown: waits for attempts end
 	now        func() time.Time
 	claim      time.Duration
 	consumer   string
@@ -82,14 +90,126 @@ func (f *fanout) handle(msg *message.Message) error {
 	if err != nil {
 		return f.deadLetter(ctx, msg, fmt.Errorf("encode delivery body: %w", err))
 	}
-	jobs, err := f.inserts.Submit(ctx, fanoutItem{event: ev, endpoints: eps, body: body})
+	jobs := make([]job, len(eps))
+	for i, e := range eps {
+		jobs[i] = job{deliveryID: newID(), tenant: ev.Tenant, endpointID: e.ID, event: ev, attempt: 1, body: body}
+	}
+	if f.first.Wait > 0 && msg.Metadata.Get(consume.MetaDelivered) == "1" && msg.Metadata.Get(metaAttempted) == "" &&
+		time.Since(ev.RecordedAt) < f.first.MaxAge { // the real clock, like the recorder's
+
+		// A retry of this handler (the record failed) must not attempt
+		// again: it records first, like a redelivery.
+		msg.Metadata.Set(metaAttempted, "true")
+		err = f.attemptFirst(ctx, jobs)
+	} else {
+		err = f.recordThenAttempt(ctx, jobs)
+	}
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		return err // retried, then nacked for redelivery
 	}
-	f.metrics.created(len(jobs))
-	f.submit(jobs...)
 	return nil
+}
+
+// metaAttempted marks a message whose first attempts were made.
+const metaAttempted = "eventline_attempted"
+
+// recordThenAttempt records the deliveries that do not exist yet, claimed,
+// and queues their first attempts.
+func (f *fanout) recordThenAttempt(ctx context.Context, jobs []job) error {
+	created, err := f.record(ctx, jobs, nil)
+	if err != nil {
+		return err
+	}
+	f.metrics.created(len(created))
+	f.submit(created...)
+	return nil
+}
+
+// attemptFirst makes the first attempts of jobs, waits for them (not for
+// slow endpoints, see FirstAttemptConfig), and records every delivery,
+// those attempted with their outcome.
+func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
+	w := newFirstAttempts(0)
+	var now []job
+	for i := range jobs {
+		if !f.speed.isSlow(jobs[i].endpointID) {
+			jobs[i].first = w
+			now = append(now, jobs[i])
+		}
+	}
+	w.notAttempted(-len(now))
+	if dropped := f.submit(now...); len(dropped) > 0 {
+		w.notAttempted(len(dropped))
+		skip := make(map[string]bool, len(dropped))
+		for _, j := range dropped {
+			skip[j.deliveryID] = true
+		}
+		for i := range jobs {
+			if skip[jobs[i].deliveryID] {
+				jobs[i].first = nil
+			}
+		}
+	}
+	done := w.wait(f.first, f.stop)
+	if len(done) < len(now) {
+		finished := make(map[string]bool, len(done))
+		for _, o := range done {
+			finished[o.job.deliveryID] = true
+		}
+		for _, j := range jobs {
+			if j.first != nil && !finished[j.deliveryID] {
+				f.speed.markSlow(j.endpointID)
+			}
+		}
+	}
+	created, err := f.record(ctx, jobs, done)
+	if err != nil {
+		w.abandon()
+		return err
+	}
+	w.recorded(f.results)
+	f.metrics.created(len(created) + len(done))
+	// Claimed and not attempted yet: slow endpoints, and jobs the
+	// dispatcher had no room for (it drops them again while full; the
+	// claim then expires into a due row).
+	later := created[:0]
+	for _, j := range created {
+		if j.first == nil {
+			later = append(later, j)
+		}
+	}
+	f.submit(later...)
+	return nil
+}
+
+// record inserts the deliveries of jobs, those in done with their
+// outcome, in statements of at most maxInsert, and returns the jobs it
+// created without an outcome.
+func (f *fanout) record(ctx context.Context, jobs []job, done []outcome) ([]job, error) {
+	var created []job
+	for len(jobs) > 0 {
+		n := min(len(jobs), maxInsert)
+		item := fanoutItem{jobs: jobs[:n]}
+		if len(done) > 0 {
+			in := make(map[string]bool, n)
+			for _, j := range item.jobs {
+				in[j.deliveryID] = true
+			}
+			for _, o := range done {
+				if in[o.job.deliveryID] {
+					item.done = append(item.done, o)
+				}
+			}
+		}
+		c, err := f.inserts.Submit(ctx, item)
+		if err != nil {
+			return nil, err
+		}
+		created = append(created, c...)
+		jobs = jobs[n:]
+	}
+	return created, nil
 }
 
 func (f *fanout) deadLetter(ctx context.Context, msg *message.Message, cause error) error {

@@ -114,51 +114,55 @@ type endpointTally struct {
 	gone          bool
 }
 
-func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
+// attemptRows is a batch of outcomes as the column arrays of the
+// statements that log them (unnest).
+type attemptRows struct {
+	ids, status, tenants, endpoints []string
+	class, errs, resp               []*string
+	n, dur                          []int32
+	code                            []*int32
+	at                              []time.Time
+	next                            []*time.Time // a retry's time; nil when finished
+	scheduled                       []bool
+}
+
+func newAttemptRows(batch []outcome) attemptRows {
 	n := len(batch)
-	var (
-		dIDs, dStatus, aTenant, aEndpoint, aClass, aErr, aResp = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n)
-		aN, aDur, aCode                                        = make([]int32, n), make([]int32, n), make([]*int32, n)
-		aAt                                                    = make([]time.Time, n)
-		dNext                                                  = make([]*time.Time, n)
-		dScheduled                                             = make([]bool, n)
-	)
-	tallies := map[string]*endpointTally{}
+	r := attemptRows{ids: make([]string, n), status: make([]string, n), tenants: make([]string, n), endpoints: make([]string, n),
+		class: make([]*string, n), errs: make([]*string, n), resp: make([]*string, n), n: make([]int32, n), dur: make([]int32, n),
+		code: make([]*int32, n), at: make([]time.Time, n), next: make([]*time.Time, n), scheduled: make([]bool, n)}
 	for i, o := range batch {
 		a := o.attempt
-		dIDs[i], aTenant[i], aEndpoint[i], aN[i], aAt[i], aDur[i] = o.job.deliveryID, o.job.tenant, o.job.endpointID, int32(a.N), a.At, int32(a.DurationMS)
-		dScheduled[i] = o.job.scheduled
+		r.ids[i], r.tenants[i], r.endpoints[i], r.n[i], r.at[i], r.dur[i] = o.job.deliveryID, o.job.tenant, o.job.endpointID, int32(a.N), a.At, int32(a.DurationMS)
+		r.scheduled[i] = o.job.scheduled
 		if a.StatusCode != 0 {
 			c := int32(a.StatusCode)
-			aCode[i] = &c
+			r.code[i] = &c
 		}
-		aClass[i], aErr[i], aResp[i] = nilIfBlank(a.ErrorClass), nilIfBlank(a.Error), nilIfBlank(a.Response)
-		switch {
-		case o.succeeded:
-			dStatus[i] = "succeeded"
-		case o.retry:
-			dStatus[i] = "pending"
+		r.class[i], r.errs[i], r.resp[i] = nilIfBlank(a.ErrorClass), nilIfBlank(a.Error), nilIfBlank(a.Response)
+		r.status[i] = o.status()
+		if r.status[i] == "pending" {
 			next := o.finishedAt.Add(o.retryIn)
-			dNext[i] = &next
-		default:
-			dStatus[i] = "failed"
+			r.next[i] = &next
 		}
-		t := tallies[o.job.endpointID]
-		if t == nil {
-			t = &endpointTally{tenant: o.job.tenant}
-			tallies[o.job.endpointID] = t
-		}
-		if o.succeeded {
-			t.reset, t.failuresAfter, t.firstFailure = true, 0, time.Time{}
-		} else {
-			if t.failuresAfter == 0 {
-				t.firstFailure = a.At
-			}
-			t.failuresAfter++
-		}
-		t.gone = t.gone || o.gone
 	}
-	var disabled [][3]string // tenant, id, reason
+	return r
+}
+
+// status is the delivery's status after the outcome.
+func (o outcome) status() string {
+	switch {
+	case o.succeeded:
+		return "succeeded"
+	case o.retry:
+		return "pending"
+	}
+	return "failed"
+}
+
+func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
+	r := newAttemptRows(batch)
+	var disabled []disabledEndpoint
 	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 		// One statement: log the attempts, move the deliveries (a HOT
 		// update: no index of webhook.deliveries names these columns), and
@@ -182,66 +186,100 @@ func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
 				ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at
 			)
 			DELETE FROM webhook.due x USING u WHERE x.delivery_id = u.id AND u.status <> 'pending' AND u.scheduled`,
-			dIDs, aN, aTenant, aEndpoint, aAt, aDur, aCode, aClass, aErr, aResp, dStatus, dNext, dScheduled)
+			r.ids, r.n, r.tenants, r.endpoints, r.at, r.dur, r.code, r.class, r.errs, r.resp, r.status, r.next, r.scheduled)
 		if err != nil {
 			return fmt.Errorf("log attempts: %w", err)
 		}
-		// Endpoints that only succeeded: one statement, touching only rows
-		// that have failures to clear (normally none).
-		var healthy []string
-		for id, t := range tallies {
-			if t.reset && t.failuresAfter == 0 && !t.gone {
-				healthy = append(healthy, id)
-				delete(tallies, id)
-			}
-		}
-		if len(healthy) > 0 {
-			if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
-				WHERE id = ANY($1) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL)`, healthy); err != nil {
-				return fmt.Errorf("reset endpoint failures: %w", err)
-			}
-		}
-		for id, t := range tallies {
-			var failures int
-			var since *time.Time
-			var enabled bool
-			err := tx.QueryRow(ctx, `UPDATE webhook.endpoints SET
-					consecutive_failures = CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END,
-					failing_since = CASE WHEN $4 = 0 THEN NULL WHEN $3 OR failing_since IS NULL THEN $5 ELSE failing_since END
-				WHERE tenant = $1 AND id = $2
-				RETURNING consecutive_failures, failing_since, enabled`,
-				t.tenant, id, t.reset, t.failuresAfter, t.firstFailure).Scan(&failures, &since, &enabled)
-			if errors.Is(err, pgx.ErrNoRows) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("track endpoint failures: %w", err)
-			}
-			reason := ""
-			switch {
-			case !enabled:
-			case t.gone:
-				reason = "the endpoint answered 410 Gone"
-			case since != nil && failures >= w.disable.Failures && batch[len(batch)-1].finishedAt.Sub(*since) >= w.disable.Span:
-				reason = fmt.Sprintf("%d consecutive failed attempts since %s", failures, since.UTC().Format(time.RFC3339))
-			}
-			if reason != "" {
-				if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET enabled = false, disabled_reason = $3, updated_at = now(),
-						change_seq = nextval('webhook.endpoint_changes') WHERE tenant = $1 AND id = $2`, t.tenant, id, reason); err != nil {
-					return fmt.Errorf("disable endpoint: %w", err)
-				}
-				disabled = append(disabled, [3]string{t.tenant, id, reason})
-			}
-		}
-		return nil
+		disabled, err = w.trackEndpoints(ctx, tx, batch)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	for _, d := range disabled {
-		w.onDisable(ctx, d[0], d[1], d[2])
-	}
+	w.announce(ctx, disabled)
 	return nil
+}
+
+type disabledEndpoint struct{ tenant, id, reason string }
+
+// announce reports the endpoints a committed batch disabled.
+func (w *resultWriter) announce(ctx context.Context, disabled []disabledEndpoint) {
+	for _, d := range disabled {
+		w.onDisable(ctx, d.tenant, d.id, d.reason)
+	}
+}
+
+// trackEndpoints moves the failure trackers of the batch's endpoints in
+// tx: a success clears them, failures add up, and an endpoint that
+// answered 410 or meets the disable rule is disabled. It returns the
+// endpoints it disabled, to announce once tx commits.
+func (w *resultWriter) trackEndpoints(ctx context.Context, tx pgx.Tx, batch []outcome) ([]disabledEndpoint, error) {
+	tallies := map[string]*endpointTally{}
+	for _, o := range batch {
+		t := tallies[o.job.endpointID]
+		if t == nil {
+			t = &endpointTally{tenant: o.job.tenant}
+			tallies[o.job.endpointID] = t
+		}
+		if o.succeeded {
+			t.reset, t.failuresAfter, t.firstFailure = true, 0, time.Time{}
+		} else {
+			if t.failuresAfter == 0 {
+				t.firstFailure = o.attempt.At
+			}
+			t.failuresAfter++
+		}
+		t.gone = t.gone || o.gone
+	}
+	// Endpoints that only succeeded: one statement, touching only rows
+	// that have failures to clear (normally none).
+	var healthy []string
+	for id, t := range tallies {
+		if t.reset && t.failuresAfter == 0 && !t.gone {
+			healthy = append(healthy, id)
+			delete(tallies, id)
+		}
+	}
+	if len(healthy) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
+			WHERE id = ANY($1) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL)`, healthy); err != nil {
+			return nil, fmt.Errorf("reset endpoint failures: %w", err)
+		}
+	}
+	var disabled []disabledEndpoint
+	for id, t := range tallies {
+		var failures int
+		var since *time.Time
+		var enabled bool
+		err := tx.QueryRow(ctx, `UPDATE webhook.endpoints SET
+				consecutive_failures = CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END,
+				failing_since = CASE WHEN $4 = 0 THEN NULL WHEN $3 OR failing_since IS NULL THEN $5 ELSE failing_since END
+			WHERE tenant = $1 AND id = $2
+			RETURNING consecutive_failures, failing_since, enabled`,
+			t.tenant, id, t.reset, t.failuresAfter, t.firstFailure).Scan(&failures, &since, &enabled)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("track endpoint failures: %w", err)
+		}
+		reason := ""
+		switch {
+		case !enabled:
+		case t.gone:
+			reason = "the endpoint answered 410 Gone"
+		case since != nil && failures >= w.disable.Failures && batch[len(batch)-1].finishedAt.Sub(*since) >= w.disable.Span:
+			reason = fmt.Sprintf("%d consecutive failed attempts since %s", failures, since.UTC().Format(time.RFC3339))
+		}
+		if reason != "" {
+			if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET enabled = false, disabled_reason = $3, updated_at = now(),
+					change_seq = nextval('webhook.endpoint_changes') WHERE tenant = $1 AND id = $2`, t.tenant, id, reason); err != nil {
+				return nil, fmt.Errorf("disable endpoint: %w", err)
+			}
+			disabled = append(disabled, disabledEndpoint{t.tenant, id, reason})
+		}
+	}
+	return disabled, nil
 }
 
 func nilIfBlank(s string) *string {

@@ -21,7 +21,7 @@ import (
 type scheduler struct {
 	pool    *pgxpool.Pool
 	str     jetstream.Stream
-	submit  func(...job)
+	submit  func(...job) []job
 	now     func() time.Time
 	claim   time.Duration // how long a claimed delivery is ours
 	batch   int

@@ -26,6 +26,7 @@ type Config struct {
 	MaxDeliver    int    // deliveries of one event to the fan-out; default 100
 	Handlers      int    // concurrent fan-out handlers; default 4
 	Dispatch      DispatchConfig
+	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
 	ScheduleEvery time.Duration // how often due retries are looked for; default 250ms
 	LagEvery      time.Duration // how often the durable's lag is measured for /metrics; default 5s
@@ -55,6 +56,7 @@ func (c Config) withDefaults() Config {
 	if c.Handlers <= 0 {
 		c.Handlers = 64
 	}
+	c.FirstAttempt = c.FirstAttempt.withDefaults()
 	if c.Claim <= 0 {
 		c.Claim = time.Minute
 	}
@@ -146,7 +148,8 @@ func (s *Service) Run(ctx context.Context) error {
 
 	rw := newResultWriter(s.pool, s.cfg.Disable, s.log, s.recordDisabled)
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
-	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand,
+	speed := &endpointSpeed{slowAfter: s.cfg.FirstAttempt.Wait}
+	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand, speed: speed,
 		userAgent: s.cfg.UserAgent, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker"),
 		observe: func(_ job, d time.Duration) { s.metrics.firstAttemptDelay(d) }}
 	// Attempts get their own context: on shutdown they finish (bounded by
@@ -162,10 +165,11 @@ func (s *Service) Run(ctx context.Context) error {
 	s.dispatcher, s.scheduler = d, sch
 	s.mu.Unlock()
 
-	inserts := newInserts(s.pool, s.cfg.Now, s.cfg.Claim)
+	inserts := newInserts(s.pool, rw, s.cfg.Now, s.cfg.Claim)
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
 	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim,
+		results: func(o outcome) { rw.in <- o }, first: s.cfg.FirstAttempt, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
 	if err != nil {

@@ -352,62 +352,120 @@ type job struct {
 	// scheduled: taken from webhook.due (a retry, a replay, an expired
 	// claim), whose row goes once the delivery is finished.
 	scheduled bool
+	// first collects the outcome while the fan-out waits to record the
+	// delivery with it (attempt first); nil: log it as usual.
+	first *firstAttempts
 }
 
-// fanoutItem is one event with the endpoints it goes to.
+// fanoutItem is the deliveries of one event to record: jobs, one per
+// matching endpoint, and the outcomes of the first attempts already made
+// (attempt first, see fanout.attemptFirst).
 type fanoutItem struct {
-	event     events.Event
-	endpoints []Endpoint
-	body      []byte // the event's JSON delivery body
+	jobs []job
+	done []outcome
 }
 
-// insertDeliveries records one delivery per (event, endpoint) of a batch of
-// events in one statement, skipping those that exist (a redelivered event),
-// and claims the new ones for this replica until claimUntil: one
-// webhook.claims row per tenant lists them, and the scheduler makes those
-// still without an attempt due once the claim expires (the replica died).
-// It returns, per item, the jobs of the deliveries it created.
-func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, items []fanoutItem, claimUntil time.Time) ([][]job, error) {
-	var ids, eps, tenants, eventIDs, types []string
+// insertDeliveries records one delivery per job of a batch of events in
+// one statement, skipping those that exist (a redelivered event). A job
+// with an outcome in done is written finished, or pending with its retry
+// due (webhook.due), with its attempt logged; a job without one is claimed
+// for this replica until claimUntil: one webhook.claims row per tenant
+// lists them, and the scheduler makes those still without an attempt due
+// once the claim expires (the replica died). Outcomes also move their
+// endpoints' failure trackers (rw.trackEndpoints) in the same transaction.
+// It returns, per item, the jobs it created without an outcome.
+func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, claimUntil time.Time) ([][]job, error) {
+	var ids, eps, tenants, eventIDs, types, status []string
 	var seqs []int64
-	owner := map[string]int{} // delivery id -> item
-	for i, it := range items {
-		for _, e := range it.endpoints {
-			id := newID()
-			owner[id] = i
-			ids, eps, tenants, eventIDs, types = append(ids, id), append(eps, e.ID), append(tenants, it.event.Tenant), append(eventIDs, it.event.ID), append(types, it.event.Type)
-			seqs = append(seqs, int64(it.event.Seq))
+	var attempts []int32
+	var next, last []*time.Time
+	var done []outcome
+	outcomes := map[string]int{} // delivery id -> index in done
+	for _, it := range items {
+		for _, o := range it.done {
+			outcomes[o.job.deliveryID] = len(done)
+			done = append(done, o)
+		}
+	}
+	attempted := newAttemptRows(done)
+	for _, it := range items {
+		for _, j := range it.jobs {
+			ids, eps, tenants, eventIDs, types = append(ids, j.deliveryID), append(eps, j.endpointID), append(tenants, j.tenant), append(eventIDs, j.event.ID), append(types, j.event.Type)
+			seqs = append(seqs, int64(j.event.Seq))
+			if k, ok := outcomes[j.deliveryID]; ok {
+				status, attempts = append(status, attempted.status[k]), append(attempts, attempted.n[k])
+				next, last = append(next, attempted.next[k]), append(last, &attempted.at[k])
+				continue
+			}
+			status, attempts, next, last = append(status, "pending"), append(attempts, 0), append(next, &claimUntil), append(last, nil)
 		}
 	}
 	out := make([][]job, len(items))
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := pool.Query(ctx, `WITH d AS (
-			INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
-			SELECT d.id, d.tenant, d.endpoint_id, d.event_id, d.seq, d.type, $7
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS d(id, tenant, endpoint_id, event_id, seq, type)
-			ON CONFLICT (endpoint_id, event_id) DO NOTHING
-			RETURNING id, tenant, endpoint_id
-		), c AS (
-			INSERT INTO webhook.claims (tenant, claimed_until, delivery_ids)
-			SELECT tenant, $7, array_agg(id) FROM d GROUP BY tenant
-		)
-		SELECT id, endpoint_id FROM d`, ids, tenants, eps, eventIDs, seqs, types, claimUntil)
-	if err != nil {
-		return nil, fmt.Errorf("insert deliveries: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, endpointID string
-		if err := rows.Scan(&id, &endpointID); err != nil {
-			return nil, err
+	var created map[string]bool
+	var disabled []disabledEndpoint
+	record := func(q querier) error {
+		rows, err := q.Query(ctx, `WITH d AS (
+				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, last_attempt_at)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
+				ON CONFLICT (endpoint_id, event_id) DO NOTHING
+				RETURNING id, tenant, status, attempts, next_attempt_at
+			), c AS (
+				INSERT INTO webhook.claims (tenant, claimed_until, delivery_ids)
+				SELECT tenant, $11, array_agg(id) FROM d WHERE attempts = 0 GROUP BY tenant
+			), r AS (
+				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next_attempt_at FROM d WHERE status = 'pending' AND attempts > 0
+			), a AS (
+				INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
+				SELECT o.* FROM unnest($12::text[], $13::int[], $14::text[], $15::text[], $16::timestamptz[], $17::int[], $18::int[], $19::text[], $20::text[], $21::text[])
+					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
+				WHERE o.id IN (SELECT id FROM d)
+			)
+			SELECT id FROM d`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
+			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp)
+		if err != nil {
+			return fmt.Errorf("insert deliveries: %w", err)
 		}
-		i := owner[id]
-		ev := items[i].event
-		out[i] = append(out[i], job{deliveryID: id, tenant: ev.Tenant, endpointID: endpointID, event: ev, attempt: 1, body: items[i].body})
+		created = map[string]bool{}
+		var id string
+		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { created[id] = true; return nil }); err != nil {
+			return fmt.Errorf("insert deliveries: %w", err)
+		}
+		if len(done) == 0 {
+			return nil
+		}
+		var logged []outcome
+		for _, o := range done {
+			if created[o.job.deliveryID] {
+				logged = append(logged, o)
+			}
+		}
+		if len(logged) == 0 {
+			return nil
+		}
+		disabled, err = rw.trackEndpoints(ctx, q.(pgx.Tx), logged)
+		return err
 	}
-	return out, rows.Err()
+	var err error
+	if len(done) == 0 {
+		err = record(pool) // one statement: no transaction needed
+	} else {
+		err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return record(tx) })
+	}
+	if err != nil {
+		return nil, err
+	}
+	rw.announce(ctx, disabled)
+	for i, it := range items {
+		for _, j := range it.jobs {
+			if _, ok := outcomes[j.deliveryID]; !ok && created[j.deliveryID] {
+				out[i] = append(out[i], j)
+			}
+		}
+	}
+	return out, nil
 }
 
 // newID returns a time-ordered id (UUIDv7) for endpoints and deliveries.

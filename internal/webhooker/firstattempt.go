@@ -1,0 +1,187 @@
+package webhooker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Attempt first. For an event's first delivery the fan-out handler makes
+// the first attempts while it still holds the message, then records each
+// delivery once, with its outcome, and acks: one insert per delivery
+// instead of an insert, a claim and an update later. Nothing is acked
+// before it is recorded, so a crash between an attempt and its record
+// only repeats the attempt (the same webhook-id) when the event is
+// redelivered; a redelivered event takes the usual path (record, then
+// attempt), which never repeats a recorded delivery, and so does an event
+// older than FirstAttemptConfig.MaxAge: a consumer created anew starts on
+// first deliveries of events that may have been delivered already.
+//
+// The handler does not wait for endpoints that are slow: one known to be
+// slow is recorded and attempted as usual, and a wait ends when no attempt
+// of the event finished for FirstAttemptWait. Attempts still running then
+// are recorded as claimed, and their outcomes are logged when they come,
+// after that record committed.
+
+// FirstAttemptConfig bounds how long the fan-out waits for first attempts.
+type FirstAttemptConfig struct {
+	// Wait ends the wait when no attempt of the event finished for this
+	// long; an endpoint whose attempt outlasts it counts as slow and is
+	// not waited for until an attempt of it is fast again. Default 50ms;
+	// negative: record first, then attempt, always.
+	Wait time.Duration
+	// Max bounds the whole wait (an event to many endpoints that keep
+	// finishing). Default 10s, well inside the consumer's AckWait.
+	Max time.Duration
+	// MaxAge: an event recorded longer ago than this is recorded first
+	// even on its first delivery — a backlog, or a consumer that was
+	// deleted and created again and starts over from the beginning of the
+	// stream, whose deliveries may exist already. Default 1 minute.
+	MaxAge time.Duration
+}
+
+func (c FirstAttemptConfig) withDefaults() FirstAttemptConfig {
+	if c.Wait == 0 {
+		c.Wait = 50 * time.Millisecond
+	}
+	if c.Max <= 0 {
+		c.Max = 10 * time.Second
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = time.Minute
+	}
+	return c
+}
+
+// firstAttempts collects the outcomes of one event's first attempts.
+type firstAttempts struct {
+	mu       sync.Mutex
+	state    int // collecting, recording, recorded or abandoned
+	pending  int // attempts not finished while collecting
+	done     []outcome
+	late     []outcome // finished while the record commits
+	progress chan struct{}
+}
+
+const (
+	collecting = iota
+	recording
+	recorded
+	abandoned
+)
+
+func newFirstAttempts(pending int) *firstAttempts {
+	return &firstAttempts{pending: pending, progress: make(chan struct{}, 1)}
+}
+
+// take keeps o when it belongs to the event's record; false means the
+// record is committed and o is logged like any later attempt.
+func (w *firstAttempts) take(o outcome) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch w.state {
+	case collecting:
+		w.done = append(w.done, o)
+		w.pending--
+		select {
+		case w.progress <- struct{}{}:
+		default:
+		}
+		return true
+	case recording:
+		w.late = append(w.late, o)
+		return true
+	case abandoned:
+		return true // nothing was recorded: the redelivered event is attempted again
+	}
+	return false
+}
+
+// notAttempted takes back n attempts that will not be made now.
+func (w *firstAttempts) notAttempted(n int) {
+	w.mu.Lock()
+	w.pending -= n
+	w.mu.Unlock()
+}
+
+// wait collects outcomes until every attempt finished, none finished for
+// cfg.Wait, cfg.Max passed or stop closed; it returns the outcomes, and
+// those that finish later wait for recorded or abandon.
+func (w *firstAttempts) wait(cfg FirstAttemptConfig, stop <-chan struct{}) []outcome {
+	idle, limit := time.NewTimer(cfg.Wait), time.NewTimer(cfg.Max)
+	defer idle.Stop()
+	defer limit.Stop()
+	for w.unfinished() {
+		select {
+		case <-w.progress:
+			idle.Reset(cfg.Wait)
+			continue
+		case <-idle.C:
+		case <-limit.C:
+		case <-stop:
+		}
+		break
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.state = recording
+	return w.done
+}
+
+func (w *firstAttempts) unfinished() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pending > 0
+}
+
+// recorded hands the outcomes that finished while the record committed to
+// log, and every later one (take returns false).
+func (w *firstAttempts) recorded(log func(outcome)) {
+	w.mu.Lock()
+	late := w.late
+	w.late, w.state = nil, recorded
+	w.mu.Unlock()
+	for _, o := range late {
+		log(o)
+	}
+}
+
+// abandon drops the outcomes: the record failed and the event will be
+// delivered again.
+func (w *firstAttempts) abandon() {
+	w.mu.Lock()
+	w.late, w.state = nil, abandoned
+	w.mu.Unlock()
+}
+
+// endpointSpeed remembers which endpoints are slow: their last attempt
+// took at least the fan-out's wait, or a wait ended without it.
+type endpointSpeed struct {
+	slowAfter time.Duration
+	slow      sync.Map // endpoint id -> *atomic.Bool
+}
+
+func (s *endpointSpeed) flag(id string) *atomic.Bool {
+	if v, ok := s.slow.Load(id); ok {
+		return v.(*atomic.Bool)
+	}
+	v, _ := s.slow.LoadOrStore(id, new(atomic.Bool))
+	return v.(*atomic.Bool)
+}
+
+// isSlow tells whether the fan-out should not wait for id.
+func (s *endpointSpeed) isSlow(id string) bool {
+	v, ok := s.slow.Load(id)
+	return ok && v.(*atomic.Bool).Load()
+}
+
+// observe records how long an attempt of id took.
+func (s *endpointSpeed) observe(id string, took time.Duration) {
+	slow := took >= s.slowAfter
+	if slow || s.isSlow(id) {
+		s.flag(id).Store(slow)
+	}
+}
+
+// markSlow flags id after a wait ended without its attempt.
+func (s *endpointSpeed) markSlow(id string) { s.flag(id).Store(true) }
