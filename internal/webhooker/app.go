@@ -53,6 +53,8 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Int(&c.Service.Dispatch.PerEndpoint, "per-endpoint", "WEBHOOK_PER_ENDPOINT", 16, "attempts in flight to one endpoint")
 	s.Int(&c.Service.Dispatch.DefaultRate, "default-rate", "WEBHOOK_DEFAULT_RATE", 0, "deliveries per second to an endpoint without its own rate_limit; 0 unlimited")
 	s.Duration(&c.Service.Retention, "retention", "WEBHOOK_RETENTION", 30*24*time.Hour, "how long the delivery log is kept")
+	s.Duration(&c.Service.FirstAttempt.Wait, "first-attempt-wait", "WEBHOOK_FIRST_ATTEMPT_WAIT", 50*time.Millisecond,
+		"how long the fan-out waits, without an attempt finishing, to record first attempts with their outcome; 0 records every delivery before its first attempt")
 	s.Int(&c.Service.MaxDeliver, "max-deliver", "WEBHOOK_MAX_DELIVER", 100, "deliveries of one event to the fan-out (1s..1m apart) before it is dead-lettered")
 	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
 	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
@@ -120,6 +122,9 @@ func (a *App) Run(ctx context.Context) error {
 	var err error
 	if cfg.Service.UserAgent == "" {
 		cfg.Service.UserAgent = "eventline/dev"
+	}
+	if cfg.Service.FirstAttempt.Wait == 0 {
+		cfg.Service.FirstAttempt.Wait = -1 // WEBHOOK_FIRST_ATTEMPT_WAIT=0: record first
 	}
 	if cfg.Service.Secrets, err = cfg.Keyring(); err != nil {
 		return err

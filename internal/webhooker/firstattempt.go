@@ -19,16 +19,16 @@ import (
 //
 // The handler does not wait for endpoints that are slow: one known to be
 // slow is recorded and attempted as usual, and a wait ends when no attempt
-// of the event finished for FirstAttemptWait. Attempts still running then
+// of the event finished for FirstAttemptConfig.Wait. Attempts still running then
 // are recorded as claimed, and their outcomes are logged when they come,
 // after that record committed.
 
 // FirstAttemptConfig bounds how long the fan-out waits for first attempts.
 type FirstAttemptConfig struct {
 	// Wait ends the wait when no attempt of the event finished for this
-	// long; an endpoint whose attempt outlasts it counts as slow and is
-	// not waited for until an attempt of it is fast again. Default 50ms;
-	// negative: record first, then attempt, always.
+	// long; an endpoint whose attempt outlasts it, or that a wait ended
+	// without, counts as slow and is not waited for during the next 10 s.
+	// Default 50ms; negative: record first, then attempt, always.
 	Wait time.Duration
 	// Max bounds the whole wait (an event to many endpoints that keep
 	// finishing). Default 10s, well inside the consumer's AckWait.
@@ -154,34 +154,37 @@ func (w *firstAttempts) abandon() {
 	w.mu.Unlock()
 }
 
-// endpointSpeed remembers which endpoints are slow: their last attempt
-// took at least the fan-out's wait, or a wait ended without it.
+// endpointSpeed remembers which endpoints are slow — an attempt took at
+// least slowAfter, or a wait ended without one (rate limited, queued
+// behind its concurrency cap, hanging) — for hold after the last sign.
 type endpointSpeed struct {
-	slowAfter time.Duration
-	slow      sync.Map // endpoint id -> *atomic.Bool
+	slowAfter, hold time.Duration
+	now             func() time.Time
+	until           sync.Map // endpoint id -> *atomic.Int64: slow until (unix ns)
 }
 
-func (s *endpointSpeed) flag(id string) *atomic.Bool {
-	if v, ok := s.slow.Load(id); ok {
-		return v.(*atomic.Bool)
-	}
-	v, _ := s.slow.LoadOrStore(id, new(atomic.Bool))
-	return v.(*atomic.Bool)
+func newEndpointSpeed(slowAfter time.Duration) *endpointSpeed {
+	return &endpointSpeed{slowAfter: slowAfter, hold: 10 * time.Second, now: time.Now}
 }
 
 // isSlow tells whether the fan-out should not wait for id.
 func (s *endpointSpeed) isSlow(id string) bool {
-	v, ok := s.slow.Load(id)
-	return ok && v.(*atomic.Bool).Load()
+	v, ok := s.until.Load(id)
+	return ok && v.(*atomic.Int64).Load() > s.now().UnixNano()
 }
 
 // observe records how long an attempt of id took.
 func (s *endpointSpeed) observe(id string, took time.Duration) {
-	slow := took >= s.slowAfter
-	if slow || s.isSlow(id) {
-		s.flag(id).Store(slow)
+	if took >= s.slowAfter {
+		s.markSlow(id)
 	}
 }
 
-// markSlow flags id after a wait ended without its attempt.
-func (s *endpointSpeed) markSlow(id string) { s.flag(id).Store(true) }
+// markSlow flags id as slow from now for hold.
+func (s *endpointSpeed) markSlow(id string) {
+	v, ok := s.until.Load(id)
+	if !ok {
+		v, _ = s.until.LoadOrStore(id, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Store(s.now().Add(s.hold).UnixNano())
+}

@@ -2,6 +2,7 @@ package webhooker
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -98,18 +99,45 @@ func TestSlowFirstAttemptIsRecordedWithoutWaiting(t *testing.T) {
 	require.Len(t, rc.all(), 2)
 }
 
-// TestEndpointSpeed: an endpoint is slow from an attempt that outlasts the
-// wait, or a wait that ended without it, until an attempt is fast again.
+// TestEndpointSpeed: an endpoint is slow for a while after an attempt
+// that outlasted the wait, or a wait that ended without its attempt.
 func TestEndpointSpeed(t *testing.T) {
-	s := &endpointSpeed{slowAfter: 50 * time.Millisecond}
+	clk := &clock{t: time.Now()}
+	s := newEndpointSpeed(50 * time.Millisecond)
+	s.now = clk.Now
 	require.False(t, s.isSlow("a"), "unknown endpoints are waited for")
 	s.observe("a", 10*time.Millisecond)
 	require.False(t, s.isSlow("a"))
 	s.observe("a", 50*time.Millisecond)
 	require.True(t, s.isSlow("a"))
 	s.observe("a", time.Millisecond)
-	require.False(t, s.isSlow("a"))
+	require.True(t, s.isSlow("a"), "a fast attempt (a rate-limited endpoint's) does not clear it")
 	s.markSlow("b")
 	require.True(t, s.isSlow("b"))
-	require.False(t, s.isSlow("a"))
+	clk.Add(s.hold + time.Millisecond)
+	require.False(t, s.isSlow("a"), "waited for again after the hold")
+	require.False(t, s.isSlow("b"))
+}
+
+// TestRecordSplitsLargeFanOut: an event to more endpoints than one insert
+// takes is recorded in several statements, every delivery once.
+func TestRecordSplitsLargeFanOut(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{allowPrivate: true})
+	inserts := newInserts(b.pool, nil, b.clock.Now, time.Minute)
+	go inserts.Run()
+	defer inserts.Close()
+	f := &fanout{inserts: inserts}
+	ev := b.publish(t, "big")
+	jobs := make([]job, 2*maxInsert+1)
+	for i := range jobs {
+		jobs[i] = job{deliveryID: newID(), tenant: "acme", endpointID: fmt.Sprintf("ep-%d", i), event: ev, attempt: 1}
+	}
+	created, err := f.record(context.Background(), jobs, nil)
+	require.NoError(t, err)
+	require.Len(t, created, len(jobs))
+	require.Equal(t, len(jobs), b.count(t, `SELECT count(*) FROM webhook.deliveries WHERE event_id = 'big'`))
+	again, err := f.record(context.Background(), jobs, nil)
+	require.NoError(t, err)
+	require.Empty(t, again, "recorded once")
 }

@@ -148,7 +148,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 	rw := newResultWriter(s.pool, s.cfg.Disable, s.log, s.recordDisabled)
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
-	speed := &endpointSpeed{slowAfter: s.cfg.FirstAttempt.Wait}
+	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
 	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand, speed: speed,
 		userAgent: s.cfg.UserAgent, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker"),
 		observe: func(_ job, d time.Duration) { s.metrics.firstAttemptDelay(d) }}
