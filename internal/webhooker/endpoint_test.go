@@ -105,7 +105,7 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	go inserts.Run()
 	defer inserts.Close()
 	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, submit: func(js ...job) []job { submitted.Add(int64(len(js))); return nil },
-		now: b.clock.Now, claim: time.Minute, consumer: "webhooker", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		now: b.clock.Now, claim: time.Minute, consumer: "webhooker", log: slog.New(slog.NewTextHandler(io.Discard, nil)), gate: &firstGate{}}
 	msg := message.NewMessage("x", body)
 	msg.Metadata.Set(consume.MetaSubject, "events.acme.card.closed")
 	msg.Metadata.Set(consume.MetaStreamSeq, "1")
@@ -115,10 +115,10 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	// With attempts made first: a redelivery records first, and so does a
 	// first delivery of an event older than MaxAge (a consumer created
 	// anew).
-	f.first = FirstAttemptConfig{Wait: time.Second, Max: time.Second, MaxAge: time.Hour}
+	f.gate.cfg = FirstAttemptConfig{Wait: time.Second, Max: time.Second, MaxAge: time.Hour}
 	msg.Metadata.Set(consume.MetaDelivered, "2")
 	require.NoError(t, f.handle(msg))
-	f.first.MaxAge = time.Nanosecond
+	f.gate.cfg.MaxAge = time.Nanosecond
 	msg.Metadata.Set(consume.MetaDelivered, "1")
 	require.NoError(t, f.handle(msg))
 	require.Zero(t, submitted.Load(), "no new delivery, no new attempt")

@@ -3,6 +3,7 @@ package webhooker
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"log/slog"
 	"time"
 
@@ -51,6 +52,7 @@ type fanout struct {
 	submit     func(...job) []job // returns the jobs it could not queue
 	results    func(outcome)      // logs an outcome once its delivery is recorded
 	first      FirstAttemptConfig
+	gate       *firstGate
 	speed      *endpointSpeed
 	stop       <-chan struct{} // closed on shutdown: waits for attempts end
 	now        func() time.Time
@@ -94,9 +96,10 @@ func (f *fanout) handle(msg *message.Message) error {
 	for i, e := range eps {
 		jobs[i] = job{deliveryID: newID(), tenant: ev.Tenant, endpointID: e.ID, event: ev, attempt: 1, body: body}
 	}
-	if f.first.Wait > 0 && msg.Metadata.Get(consume.MetaDelivered) == "1" && msg.Metadata.Get(metaAttempted) == "" &&
-		time.Since(ev.RecordedAt) < f.first.MaxAge { // the real clock, like the recorder's
-
+	seq := consume.StreamSeq(msg)
+	f.gate.taken(seq)
+	delivered, _ := strconv.ParseUint(msg.Metadata.Get(consume.MetaDelivered), 10, 64)
+	if msg.Metadata.Get(metaAttempted) == "" && f.gate.attemptFirst(seq, delivered, ev.RecordedAt) {
 		// A retry of this handler (the record failed) must not attempt
 		// again: it records first, like a redelivery.
 		msg.Metadata.Set(metaAttempted, "true")
@@ -163,7 +166,7 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 			}
 		}
 	}
-	created, err := f.record(ctx, jobs, done)
+	created, err := f.recordAttempted(ctx, jobs, done)
 	if err != nil {
 		w.abandon()
 		return err
@@ -181,6 +184,26 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 	}
 	f.submit(later...)
 	return nil
+}
+
+// recordAttempted records deliveries whose first attempts were made,
+// trying again for a while when it fails (Postgres down): once the event
+// is redelivered instead, its deliveries are attempted again.
+func (f *fanout) recordAttempted(ctx context.Context, jobs []job, done []outcome) ([]job, error) {
+	deadline := time.Now().Add(f.first.RecordFor)
+	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
+		created, err := f.record(ctx, jobs, done)
+		if err == nil || time.Now().Add(pause).After(deadline) {
+			return created, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-f.stop:
+			return nil, err
+		case <-time.After(pause):
+		}
+	}
 }
 
 // record inserts the deliveries of jobs, those in done with their
@@ -204,6 +227,7 @@ func (f *fanout) record(ctx context.Context, jobs []job, done []outcome) ([]job,
 		}
 		c, err := f.inserts.Submit(ctx, item)
 		if err != nil {
+			f.gate.failed()
 			return nil, err
 		}
 		created = append(created, c...)

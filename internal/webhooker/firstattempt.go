@@ -38,6 +38,10 @@ type FirstAttemptConfig struct {
 	// deleted and created again and starts over from the beginning of the
 	// stream, whose deliveries may exist already. Default 1 minute.
 	MaxAge time.Duration
+	// RecordFor is how long a failed record of attempted deliveries is
+	// tried again before the event is left to be redelivered (and its
+	// deliveries attempted again). Default 20s, inside the AckWait.
+	RecordFor time.Duration
 }
 
 func (c FirstAttemptConfig) withDefaults() FirstAttemptConfig {
@@ -50,7 +54,48 @@ func (c FirstAttemptConfig) withDefaults() FirstAttemptConfig {
 	if c.MaxAge <= 0 {
 		c.MaxAge = time.Minute
 	}
+	if c.RecordFor <= 0 {
+		c.RecordFor = 20 * time.Second
+	}
 	return c
+}
+
+// firstGate decides whether an event's first attempts are made before
+// its deliveries are recorded. It says no — record first — for a
+// redelivery; for an event older than MaxAge; for an event at or below the
+// highest stream sequence taken before NATS last reconnected (a server
+// that restarts may deliver again, counted as first deliveries, messages
+// whose deliveries were recorded and whose acks it lost); and for a while
+// after recording failed (Postgres down: attempts made first could not be
+// recorded and would be made again).
+type firstGate struct {
+	cfg      FirstAttemptConfig
+	maxSeq   atomic.Uint64 // highest stream sequence the fan-out took
+	boundary atomic.Uint64 // maxSeq when NATS last reconnected
+	trouble  atomic.Int64  // when recording last failed, unix ns
+}
+
+// troubleHold is how long the fan-out records first after a failed record.
+const troubleHold = 30 * time.Second
+
+// taken notes a message the fan-out took.
+func (g *firstGate) taken(seq uint64) {
+	for cur := g.maxSeq.Load(); seq > cur && !g.maxSeq.CompareAndSwap(cur, seq); cur = g.maxSeq.Load() {
+	}
+}
+
+// reconnected: messages taken so far may come again as first deliveries.
+func (g *firstGate) reconnected() { g.boundary.Store(g.maxSeq.Load()) }
+
+// failed notes a failed record.
+func (g *firstGate) failed() { g.trouble.Store(time.Now().UnixNano()) }
+
+// attemptFirst tells whether the message's first attempts may come
+// before its record: delivered says how often NATS delivered it.
+func (g *firstGate) attemptFirst(seq, delivered uint64, recordedAt time.Time) bool {
+	now := time.Now() // the real clock, like the event's recorder
+	return g.cfg.Wait > 0 && delivered == 1 && now.Sub(recordedAt) < g.cfg.MaxAge && seq > g.boundary.Load() &&
+		now.UnixNano()-g.trouble.Load() > int64(troubleHold)
 }
 
 // firstAttempts collects the outcomes of one event's first attempts.

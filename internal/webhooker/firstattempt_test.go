@@ -127,7 +127,7 @@ func TestRecordSplitsLargeFanOut(t *testing.T) {
 	inserts := newInserts(b.pool, nil, b.clock.Now, time.Minute)
 	go inserts.Run()
 	defer inserts.Close()
-	f := &fanout{inserts: inserts}
+	f := &fanout{inserts: inserts, gate: &firstGate{}}
 	ev := b.publish(t, "big")
 	jobs := make([]job, 2*maxInsert+1)
 	for i := range jobs {
@@ -140,4 +140,26 @@ func TestRecordSplitsLargeFanOut(t *testing.T) {
 	again, err := f.record(context.Background(), jobs, nil)
 	require.NoError(t, err)
 	require.Empty(t, again, "recorded once")
+}
+
+// TestFirstGate: attempts come before the record only for a first
+// delivery of a recent event above the sequence taken before the last
+// reconnect, and not for a while after a record failed.
+func TestFirstGate(t *testing.T) {
+	g := &firstGate{cfg: FirstAttemptConfig{}.withDefaults()}
+	now := time.Now()
+	require.True(t, g.attemptFirst(1, 1, now))
+	require.False(t, g.attemptFirst(1, 2, now), "redelivered")
+	require.False(t, g.attemptFirst(1, 1, now.Add(-2*time.Minute)), "older than MaxAge")
+	g.taken(10)
+	g.taken(7)
+	g.reconnected()
+	require.False(t, g.attemptFirst(10, 1, now), "taken before NATS reconnected")
+	require.True(t, g.attemptFirst(11, 1, now))
+	g.failed()
+	require.False(t, g.attemptFirst(12, 1, now), "recording just failed")
+	g.trouble.Store(time.Now().Add(-troubleHold - time.Second).UnixNano())
+	require.True(t, g.attemptFirst(12, 1, now))
+	g.cfg.Wait = -1
+	require.False(t, g.attemptFirst(13, 1, now), "turned off")
 }

@@ -93,6 +93,7 @@ type Service struct {
 	log       *slog.Logger
 	metrics   *Metrics
 	lag       *consumerlag.Monitor // nil without metrics
+	gate      *firstGate
 
 	// set by Run
 	mu         sync.Mutex
@@ -124,7 +125,17 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
 	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, poster: poster, publisher: pub, log: log, metrics: m,
-		registry: NewRegistry(store, cfg.RefreshEvery, log)}
+		registry: NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
+	// After NATS reconnects, what the fan-out took before may come again
+	// as first deliveries (a restarted server loses unflushed consumer
+	// state): those record first.
+	prev := fanoutNC.Opts.ReconnectedCB
+	fanoutNC.SetReconnectHandler(func(c *nats.Conn) {
+		s.gate.reconnected()
+		if prev != nil {
+			prev(c)
+		}
+	})
 	if m != nil {
 		s.lag = consumerlag.NewMonitor(cons, str, m.consumer, consumerlag.Config{Consumer: cfg.Consumer, Every: cfg.LagEvery})
 	}
@@ -169,7 +180,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
 	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim,
-		results: func(o outcome) { rw.in <- o }, first: s.cfg.FirstAttempt, speed: speed, stop: ctx.Done(),
+		results: func(o outcome) { rw.in <- o }, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
 	if err != nil {
