@@ -3,8 +3,8 @@ package webhooker
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"log/slog"
+	"strconv"
 	"time"
 
 	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
@@ -99,7 +99,7 @@ func (f *fanout) handle(msg *message.Message) error {
 	seq := consume.StreamSeq(msg)
 	f.gate.taken(seq)
 	delivered, _ := strconv.ParseUint(msg.Metadata.Get(consume.MetaDelivered), 10, 64)
-	if msg.Metadata.Get(metaAttempted) == "" && f.gate.attemptFirst(seq, delivered, ev.RecordedAt) {
+	if msg.Metadata.Get(metaAttempted) == "" && f.gate.attemptFirst(seq, delivered, ev.RecordedAt, len(jobs)) {
 		// A retry of this handler (the record failed) must not attempt
 		// again: it records first, like a redelivery.
 		msg.Metadata.Set(metaAttempted, "true")

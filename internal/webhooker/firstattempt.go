@@ -30,9 +30,13 @@ type FirstAttemptConfig struct {
 	// without, counts as slow and is not waited for during the next 10 s.
 	// Default 50ms; negative: record first, then attempt, always.
 	Wait time.Duration
-	// Max bounds the whole wait (an event to many endpoints that keep
-	// finishing). Default 10s, well inside the consumer's AckWait.
+	// Max bounds the whole wait. Default 2s: messages prefetched behind
+	// the one a handler holds keep ageing towards the AckWait (30 s).
 	Max time.Duration
+	// MaxEndpoints: an event to more endpoints is recorded first. A large
+	// fan-out's record is already cheap per delivery (big batches), and
+	// waiting for its attempts would hold the handler. Default 100.
+	MaxEndpoints int
 	// MaxAge: an event recorded longer ago than this is recorded first
 	// even on its first delivery — a backlog, or a consumer that was
 	// deleted and created again and starts over from the beginning of the
@@ -49,7 +53,10 @@ func (c FirstAttemptConfig) withDefaults() FirstAttemptConfig {
 		c.Wait = 50 * time.Millisecond
 	}
 	if c.Max <= 0 {
-		c.Max = 10 * time.Second
+		c.Max = 2 * time.Second
+	}
+	if c.MaxEndpoints <= 0 {
+		c.MaxEndpoints = 100
 	}
 	if c.MaxAge <= 0 {
 		c.MaxAge = time.Minute
@@ -62,7 +69,8 @@ func (c FirstAttemptConfig) withDefaults() FirstAttemptConfig {
 
 // firstGate decides whether an event's first attempts are made before
 // its deliveries are recorded. It says no — record first — for a
-// redelivery; for an event older than MaxAge; for an event at or below the
+// redelivery; for an event to more than MaxEndpoints; for an event older
+// than MaxAge; for an event at or below the
 // highest stream sequence taken before NATS last reconnected (a server
 // that restarts may deliver again, counted as first deliveries, messages
 // whose deliveries were recorded and whose acks it lost); and for a while
@@ -91,10 +99,11 @@ func (g *firstGate) reconnected() { g.boundary.Store(g.maxSeq.Load()) }
 func (g *firstGate) failed() { g.trouble.Store(time.Now().UnixNano()) }
 
 // attemptFirst tells whether the message's first attempts may come
-// before its record: delivered says how often NATS delivered it.
-func (g *firstGate) attemptFirst(seq, delivered uint64, recordedAt time.Time) bool {
+// before its record: delivered says how often NATS delivered it, and
+// endpoints how many endpoints the event goes to.
+func (g *firstGate) attemptFirst(seq, delivered uint64, recordedAt time.Time, endpoints int) bool {
 	now := time.Now() // the real clock, like the event's recorder
-	return g.cfg.Wait > 0 && delivered == 1 && now.Sub(recordedAt) < g.cfg.MaxAge && seq > g.boundary.Load() &&
+	return g.cfg.Wait > 0 && delivered == 1 && endpoints <= g.cfg.MaxEndpoints && now.Sub(recordedAt) < g.cfg.MaxAge && seq > g.boundary.Load() &&
 		now.UnixNano()-g.trouble.Load() > int64(troubleHold)
 }
 

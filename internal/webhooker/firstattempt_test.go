@@ -148,18 +148,19 @@ func TestRecordSplitsLargeFanOut(t *testing.T) {
 func TestFirstGate(t *testing.T) {
 	g := &firstGate{cfg: FirstAttemptConfig{}.withDefaults()}
 	now := time.Now()
-	require.True(t, g.attemptFirst(1, 1, now))
-	require.False(t, g.attemptFirst(1, 2, now), "redelivered")
-	require.False(t, g.attemptFirst(1, 1, now.Add(-2*time.Minute)), "older than MaxAge")
+	require.True(t, g.attemptFirst(1, 1, now, 1))
+	require.False(t, g.attemptFirst(1, 2, now, 1), "redelivered")
+	require.False(t, g.attemptFirst(1, 1, now, 101), "a large fan-out")
+	require.False(t, g.attemptFirst(1, 1, now.Add(-2*time.Minute), 1), "older than MaxAge")
 	g.taken(10)
 	g.taken(7)
 	g.reconnected()
-	require.False(t, g.attemptFirst(10, 1, now), "taken before NATS reconnected")
-	require.True(t, g.attemptFirst(11, 1, now))
+	require.False(t, g.attemptFirst(10, 1, now, 1), "taken before NATS reconnected")
+	require.True(t, g.attemptFirst(11, 1, now, 1))
 	g.failed()
-	require.False(t, g.attemptFirst(12, 1, now), "recording just failed")
+	require.False(t, g.attemptFirst(12, 1, now, 1), "recording just failed")
 	g.trouble.Store(time.Now().Add(-troubleHold - time.Second).UnixNano())
-	require.True(t, g.attemptFirst(12, 1, now))
+	require.True(t, g.attemptFirst(12, 1, now, 1))
 	g.cfg.Wait = -1
-	require.False(t, g.attemptFirst(13, 1, now), "turned off")
+	require.False(t, g.attemptFirst(13, 1, now, 1), "turned off")
 }

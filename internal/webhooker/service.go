@@ -24,7 +24,7 @@ import (
 type Config struct {
 	Consumer      string // durable name; default "webhooker"
 	MaxDeliver    int    // deliveries of one event to the fan-out; default 100
-	Handlers      int    // concurrent fan-out handlers; default 4
+	Handlers      int    // concurrent fan-out handlers; default 256
 	Dispatch      DispatchConfig
 	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
@@ -54,7 +54,7 @@ func (c Config) withDefaults() Config {
 		c.MaxDeliver = 100
 	}
 	if c.Handlers <= 0 {
-		c.Handlers = 64
+		c.Handlers = 256
 	}
 	c.FirstAttempt = c.FirstAttempt.withDefaults()
 	if c.Claim <= 0 {
