@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
@@ -411,4 +412,26 @@ func TestReplayDeadLetter(t *testing.T) {
 	poison, err := ReplayDeadLetter(ctx, b.pool, bad)
 	require.NoError(t, err)
 	require.Error(t, poison)
+}
+
+// TestPruneProcessedKeepsTheRetention: de-duplication keys older than the
+// retention go, younger ones stay (a redelivery still changes nothing).
+func TestPruneProcessedKeepsTheRetention(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{cfg: Config{DedupRetention: 24 * time.Hour}})
+	ctx := context.Background()
+	now := b.clock.Now()
+	_, err := b.pool.Exec(ctx, `INSERT INTO notify.processed (tenant, event_id, processed_at)
+		SELECT 'acme', 'old-' || i, $1::timestamptz - interval '1 minute' * i FROM generate_series(1, 12000) i`, now.Add(-25*time.Hour))
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `INSERT INTO notify.processed (tenant, event_id, processed_at) VALUES ('acme', 'young', $1)`, now.Add(-23*time.Hour))
+	require.NoError(t, err)
+	n, err := b.svc.PruneProcessed(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 12000, n, "every key older than a day, over several batches")
+	rows, err := b.pool.Query(ctx, `SELECT event_id FROM notify.processed WHERE tenant = 'acme' AND event_id IN ('young', 'old-1')`)
+	require.NoError(t, err)
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"young"}, left)
 }

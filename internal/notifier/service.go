@@ -25,7 +25,9 @@ import (
 	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -42,6 +44,11 @@ type Config struct {
 	DigestEvery time.Duration // how often due digests are looked for; default 30s
 	Heartbeat   time.Duration // SSE heartbeat; default 15s
 	LagEvery    time.Duration // how often the durable's lag is measured for /metrics; default 5s
+	// DedupRetention is how long the de-duplication key of an applied
+	// event is kept (notify.processed); default 30 days. A redelivery comes
+	// within minutes; past the retention only a durable created anew from
+	// the start of the stream would apply an event again.
+	DedupRetention time.Duration
 	// TracerProvider makes a span per event, child of the event's
 	// traceparent; the binary sets it from OTEL_* (observe.StartTracing).
 	// Nil: no spans.
@@ -74,6 +81,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Digest.MaxTries <= 0 {
 		c.Digest.MaxTries = 12
+	}
+	if c.DedupRetention <= 0 {
+		c.DedupRetention = 30 * 24 * time.Hour
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -163,6 +173,8 @@ func (s *Service) Run(parent context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.schedule(ctx) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); s.retain(ctx) }()
 	commits := newCommits(&writer{pool: s.pool, now: s.cfg.Now}, s.metrics, s.cfg.Batch)
 	go commits.Run()
 	defer func() { commits.Close(); <-commits.Done() }()
@@ -182,18 +194,31 @@ func (s *Service) Run(parent context.Context) error {
 	return runErr
 }
 
+// retain prunes old de-duplication keys every ten minutes.
+func (s *Service) retain(ctx context.Context) {
+	lifecycle.Every(ctx, 10*time.Minute, func(ctx context.Context) {
+		if _, err := s.PruneProcessed(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "prune de-duplication keys", "error", err)
+		}
+	})
+}
+
+// PruneProcessed deletes the de-duplication keys older than
+// DedupRetention, in batches, and returns how many went.
+func (s *Service) PruneProcessed(ctx context.Context) (int64, error) {
+	n, err := postgres.DeleteInBatches(ctx, s.pool, 5000, `DELETE FROM notify.processed WHERE ctid IN (
+		SELECT ctid FROM notify.processed WHERE processed_at < $1 LIMIT 5000)`, s.cfg.Now().Add(-s.cfg.DedupRetention))
+	if err != nil {
+		return n, fmt.Errorf("prune notify.processed: %w", err)
+	}
+	return n, nil
+}
+
 // schedule sends due digests every DigestEvery.
 func (s *Service) schedule(ctx context.Context) {
-	t := time.NewTicker(s.cfg.DigestEvery)
-	defer t.Stop()
-	for {
+	lifecycle.Every(ctx, s.cfg.DigestEvery, func(ctx context.Context) {
 		if _, err := s.SendDueDigests(ctx); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "digest pass failed", "error", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }

@@ -59,3 +59,20 @@ func isDuplicateDatabase(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "42P04"
 }
+
+// DeleteInBatches runs sql, a DELETE of at most batch rows, until one run
+// deletes fewer, and returns how many rows went: long deletes stay out of
+// one big transaction.
+func DeleteInBatches(ctx context.Context, pool *pgxpool.Pool, batch int64, sql string, args ...any) (int64, error) {
+	var total int64
+	for {
+		tag, err := pool.Exec(ctx, sql, args...)
+		if err != nil {
+			return total, err
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < batch {
+			return total, nil
+		}
+	}
+}

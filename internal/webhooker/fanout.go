@@ -211,14 +211,16 @@ func (f *fanout) recordAttempted(ctx context.Context, jobs []job, done []outcome
 // created without an outcome.
 func (f *fanout) record(ctx context.Context, jobs []job, done []outcome) ([]job, error) {
 	var created []job
+	split := len(jobs) > maxInsert
 	for len(jobs) > 0 {
 		n := min(len(jobs), maxInsert)
-		item := fanoutItem{jobs: jobs[:n]}
-		if len(done) > 0 {
+		item := fanoutItem{jobs: jobs[:n], done: done}
+		if split && len(done) > 0 { // several statements: each takes its own outcomes
 			in := make(map[string]bool, n)
 			for _, j := range item.jobs {
 				in[j.deliveryID] = true
 			}
+			item.done = nil
 			for _, o := range done {
 				if in[o.job.deliveryID] {
 					item.done = append(item.done, o)

@@ -162,19 +162,26 @@ func (w *firstAttempts) notAttempted(n int) {
 // cfg.Wait, cfg.Max passed or stop closed; it returns the outcomes, and
 // those that finish later wait for recorded or abandon.
 func (w *firstAttempts) wait(cfg FirstAttemptConfig, stop <-chan struct{}) []outcome {
-	idle, limit := time.NewTimer(cfg.Wait), time.NewTimer(cfg.Max)
-	defer idle.Stop()
-	defer limit.Stop()
-	for w.unfinished() {
-		select {
-		case <-w.progress:
-			idle.Reset(cfg.Wait)
-			continue
-		case <-idle.C:
-		case <-limit.C:
-		case <-stop:
+	if w.unfinished() {
+		// One timer: the deadline is checked on progress, and without
+		// progress the idle timer (shorter) ends the wait.
+		deadline := time.Now().Add(cfg.Max)
+		idle := time.NewTimer(cfg.Wait)
+	collect:
+		for w.unfinished() {
+			select {
+			case <-w.progress:
+				if time.Now().After(deadline) {
+					break collect
+				}
+				idle.Reset(cfg.Wait)
+			case <-idle.C:
+				break collect
+			case <-stop:
+				break collect
+			}
 		}
-		break
+		idle.Stop()
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -15,7 +15,9 @@ import (
 
 	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/consumerlag"
+	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -24,7 +26,7 @@ import (
 type Config struct {
 	Consumer      string // durable name; default "webhooker"
 	MaxDeliver    int    // deliveries of one event to the fan-out; default 100
-	Handlers      int    // concurrent fan-out handlers; default 256
+	Handlers      int    // concurrent fan-out handlers; default 64
 	Dispatch      DispatchConfig
 	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
@@ -54,7 +56,7 @@ func (c Config) withDefaults() Config {
 		c.MaxDeliver = 100
 	}
 	if c.Handlers <= 0 {
-		c.Handlers = 256
+		c.Handlers = 64
 	}
 	c.FirstAttempt = c.FirstAttempt.withDefaults()
 	if c.Claim <= 0 {
@@ -237,42 +239,29 @@ func (s *Service) recordDisabled(ctx context.Context, tenant, endpointID, reason
 // retain deletes deliveries and attempts older than the retention, in
 // small batches, once a minute.
 func (s *Service) retain(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
+	lifecycle.Every(ctx, time.Minute, func(ctx context.Context) {
 		if _, err := s.PruneLog(ctx); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "prune delivery log", "error", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // PruneLog deletes the attempts and finished deliveries older than the
 // retention and returns how many deliveries went.
 func (s *Service) PruneLog(ctx context.Context) (int64, error) {
 	cutoff := s.cfg.Now().Add(-s.cfg.Retention)
-	var total int64
-	for {
-		// Ids are UUIDv7: every delivery created before cutoff has an id
-		// below the first id of cutoff's millisecond.
-		tag, err := s.pool.Exec(ctx, `WITH old AS (
-				SELECT id FROM webhook.deliveries WHERE id < $1 AND created_at < $2 AND status <> 'pending' ORDER BY id LIMIT 5000
-			), gone AS (
-				DELETE FROM webhook.attempts a USING old WHERE a.delivery_id = old.id
-			)
-			DELETE FROM webhook.deliveries d USING old WHERE d.id = old.id`, uuidV7Floor(cutoff), cutoff)
-		if err != nil {
-			return total, fmt.Errorf("prune deliveries: %w", err)
-		}
-		total += tag.RowsAffected()
-		if tag.RowsAffected() < 5000 {
-			return total, nil
-		}
+	// Ids are UUIDv7: every delivery created before cutoff has an id below
+	// the first id of cutoff's millisecond.
+	n, err := postgres.DeleteInBatches(ctx, s.pool, 5000, `WITH old AS (
+			SELECT id FROM webhook.deliveries WHERE id < $1 AND created_at < $2 AND status <> 'pending' ORDER BY id LIMIT 5000
+		), gone AS (
+			DELETE FROM webhook.attempts a USING old WHERE a.delivery_id = old.id
+		)
+		DELETE FROM webhook.deliveries d USING old WHERE d.id = old.id`, uuidV7Floor(cutoff), cutoff)
+	if err != nil {
+		return n, fmt.Errorf("prune deliveries: %w", err)
 	}
+	return n, nil
 }
 
 // uuidV7Floor is the smallest UUIDv7 of t's millisecond, as text.
