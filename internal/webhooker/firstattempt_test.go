@@ -25,7 +25,11 @@ func TestFirstAttemptIsRecordedWithItsDelivery(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{allowPrivate: true})
 	ok := newReceiver(t, nil)
-	failing := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	failing := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
 	okID, _ := b.createEndpoint(t, map[string]any{"url": ok.URL, "events": []string{"card.*"}})
 	failID, _ := b.createEndpoint(t, map[string]any{"url": failing.URL, "events": []string{"card.*"}, "retry_schedule": []int{3600}})
 	b.publish(t, "e1")
@@ -41,14 +45,25 @@ func TestFirstAttemptIsRecordedWithItsDelivery(t *testing.T) {
 
 	require.Zero(t, b.count(t, `SELECT count(*) FROM webhook.claims`), "attempted before it was recorded: nothing claimed")
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM webhook.due`), "the retry is due")
-	require.Equal(t, 1, b.count(t, `SELECT consecutive_failures FROM webhook.endpoints WHERE id = '`+failID+`'`), "the failure tracker moved with the record")
+	failures := `SELECT consecutive_failures FROM webhook.endpoints WHERE id = '` + failID + `'`
+	require.Equal(t, 1, b.count(t, failures), "the failure tracker moved with the record")
+
+	// The endpoint answers again: the next event's success, recorded with
+	// its delivery, clears the tracker.
+	b.publish(t, "e2")
+	b.waitStatus(t, okID, "succeeded", 2)
+	require.Eventually(t, func() bool { return len(failing.all()) == 2 && b.count(t, failures) == 0 }, 10*time.Second, 5*time.Millisecond)
 
 	b.clock.Add(time.Hour + time.Second)
 	n, err := b.svc.ScheduleNow(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, 1, n, "the retry, and nothing else")
-	b.waitAttempts(t, failID, 2)
-	require.Len(t, ok.all(), 1)
+	for _, d := range b.waitStatus(t, failID, "succeeded", 2) {
+		if d.EventID == "e1" {
+			require.Len(t, d.Attempts, 2)
+		}
+	}
+	require.Len(t, ok.all(), 2)
 }
 
 // TestSlowFirstAttemptIsRecordedWithoutWaiting: when an attempt outlasts

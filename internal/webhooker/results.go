@@ -200,6 +200,23 @@ func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
 	return nil
 }
 
+// succeededEndpoints returns the endpoints of batch when every outcome in
+// it is a success, whose failure trackers are then simply cleared; ok is
+// false when one is not (trackEndpoints).
+func succeededEndpoints(batch []outcome) (ids []string, ok bool) {
+	seen := map[string]bool{}
+	for _, o := range batch {
+		if !o.succeeded {
+			return nil, false
+		}
+		if !seen[o.job.endpointID] {
+			seen[o.job.endpointID] = true
+			ids = append(ids, o.job.endpointID)
+		}
+	}
+	return ids, true
+}
+
 type disabledEndpoint struct{ tenant, id, reason string }
 
 // announce reports the endpoints a committed batch disabled.

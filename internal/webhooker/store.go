@@ -404,6 +404,10 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 	if len(ids) == 0 {
 		return out, nil
 	}
+	// Only successes (the usual case): their endpoints' failure trackers
+	// are cleared inside the statement, and one statement needs no
+	// transaction. A failure needs the tracker logic (trackEndpoints).
+	healthy, allSucceeded := succeededEndpoints(done)
 	var created map[string]bool
 	var disabled []disabledEndpoint
 	record := func(q querier) error {
@@ -422,9 +426,13 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 				SELECT o.* FROM unnest($12::text[], $13::int[], $14::text[], $15::text[], $16::timestamptz[], $17::int[], $18::int[], $19::text[], $20::text[], $21::text[])
 					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
 				WHERE o.id IN (SELECT id FROM d)
+			), h AS (
+				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
+				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL)
 			)
 			SELECT id FROM d`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
-			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp)
+			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
+			healthy)
 		if err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
@@ -433,7 +441,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { created[id] = true; return nil }); err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
-		if len(done) == 0 {
+		if allSucceeded {
 			return nil
 		}
 		var logged []outcome
@@ -449,7 +457,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 		return err
 	}
 	var err error
-	if len(done) == 0 {
+	if allSucceeded {
 		err = record(pool) // one statement: no transaction needed
 	} else {
 		err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return record(tx) })
