@@ -36,7 +36,7 @@ Usage:
   eventline keys revoke ID          revoke a key; services stop accepting it within 30s
   eventline dlq list [--consumer C] [--all]
                                     list dead-lettered messages with their errors
-  eventline dlq replay [--consumer projector] [SEQ ...]
+  eventline dlq replay [--consumer projector|notifier|webhooker] [SEQ ...]
                                     process dead letters again (all pending, or these stream sequences)
   eventline rebuild timelines [--keep-old]
                                     replay the stream into fresh timeline tables while the current

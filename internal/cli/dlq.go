@@ -13,6 +13,7 @@ import (
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/notifier"
 	"github.com/eventline/eventline/internal/projector"
+	"github.com/eventline/eventline/internal/webhooker"
 )
 
 // replayers process a dead letter again, per consumer. Each returns the
@@ -20,6 +21,7 @@ import (
 var replayers = map[string]func(context.Context, *pgxpool.Pool, deadletter.Letter) (error, error){
 	projector.DefaultConsumer: projector.ReplayDeadLetter,
 	notifier.DefaultConsumer:  notifier.ReplayDeadLetter,
+	webhooker.DefaultConsumer: webhooker.ReplayDeadLetter,
 }
 
 func dlq(ctx context.Context, args []string, stdout io.Writer) error {

@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventline/eventline/pkg/events"
 )
 
 // Letter is one dead-lettered message.
@@ -105,4 +107,17 @@ func scanLetter(r pgx.CollectableRow) (Letter, error) {
 	err := r.Scan(&l.Consumer, &seq, &l.Subject, &l.Data, &l.Error, &l.Failures, &l.FailedAt, &l.ReplayedAt)
 	l.StreamSeq = uint64(seq)
 	return l, err
+}
+
+// Event decodes the letter's stored event for a replay. When it still
+// cannot be decoded, the letter keeps the new error and one failure more
+// (written in db), and the reason is returned as poison; err reports a
+// failure to reach the database.
+func Event(ctx context.Context, db Execer, l Letter) (e events.Event, poison, err error) {
+	e, poison = events.ParseStored(l.Subject, l.Data, l.StreamSeq)
+	if poison != nil {
+		l.Error = poison.Error()
+		return e, poison, Add(ctx, db, l)
+	}
+	return e, nil, nil
 }

@@ -114,10 +114,9 @@ func newRouter(nc *nats.Conn, h *handler, handlers int, log *slog.Logger) (*mess
 // replay --consumer notifier`). It returns the reason the letter is still
 // poison (recorded on the letter), or an error reaching the database.
 func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Letter) (poison, err error) {
-	e, perr := events.ParseStored(l.Subject, l.Data, l.StreamSeq)
-	if perr != nil {
-		l.Error = perr.Error()
-		return perr, deadletter.Add(ctx, pool, l)
+	e, poison, err := deadletter.Event(ctx, pool, l)
+	if err != nil || poison != nil {
+		return poison, err
 	}
 	w := &writer{pool: pool, now: time.Now}
 	_, err = w.applyWith(ctx, []*events.Event{&e}, func(tx pgx.Tx) error {

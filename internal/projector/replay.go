@@ -16,14 +16,11 @@ import (
 // count grows, and that reason is returned as poison; err reports a failure
 // to reach the database.
 func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Letter) (poison, err error) {
-	e, perr := events.ParseStored(l.Subject, l.Data, l.StreamSeq)
-	return perr, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if perr != nil {
-			l.Error = perr.Error()
-			if err := deadletter.Add(ctx, tx, l); err != nil {
-				return err
-			}
-			return nil
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var e events.Event
+		var err error
+		if e, poison, err = deadletter.Event(ctx, tx, l); err != nil || poison != nil {
+			return err
 		}
 		g, err := lockGeneration(ctx, tx)
 		if err != nil {
@@ -34,4 +31,5 @@ func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Lett
 		}
 		return deadletter.MarkReplayed(ctx, tx, l.Consumer, l.StreamSeq)
 	})
+	return poison, err
 }

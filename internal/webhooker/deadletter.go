@@ -1,0 +1,61 @@
+package webhooker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventline/eventline/internal/deadletter"
+)
+
+// ReplayDeadLetter fans a dead-lettered event out again (`eventline dlq
+// replay --consumer webhooker`): it records a delivery for every endpoint
+// that matches the event now and has none for it, claimed until now, so
+// the running webhookers' scheduler makes them due at its next pass and
+// attempts them; then it marks the letter replayed. Running it twice
+// creates nothing twice. It needs no secret key: matching reads no
+// secrets. poison is why the letter still cannot be fanned out.
+func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Letter) (poison, err error) {
+	ev, poison, err := deadletter.Event(ctx, pool, l)
+	if err != nil || poison != nil {
+		return poison, err
+	}
+	rows, err := pool.Query(ctx, `SELECT id, events, parents FROM webhook.endpoints WHERE tenant = $1 AND enabled AND deleted_at IS NULL`, ev.Tenant)
+	if err != nil {
+		return nil, fmt.Errorf("load endpoints: %w", err)
+	}
+	eps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Endpoint, error) {
+		e := Endpoint{Enabled: true}
+		var parents []byte
+		if err := r.Scan(&e.ID, &e.Events, &parents); err != nil {
+			return e, err
+		}
+		if len(parents) > 0 {
+			if err := json.Unmarshal(parents, &e.Parents); err != nil {
+				return e, fmt.Errorf("decode the parents of webhook %s: %w", e.ID, err)
+			}
+		}
+		return e, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load endpoints: %w", err)
+	}
+	var jobs []job
+	for _, e := range eps {
+		if e.Matches(ev) {
+			jobs = append(jobs, job{deliveryID: newID(), tenant: ev.Tenant, endpointID: e.ID, event: ev, attempt: 1})
+		}
+	}
+	for len(jobs) > 0 {
+		n := min(len(jobs), maxInsert)
+		if _, err := insertDeliveries(ctx, pool, nil, []fanoutItem{{jobs: jobs[:n]}}, time.Now()); err != nil {
+			return nil, err
+		}
+		jobs = jobs[n:]
+	}
+	return nil, deadletter.MarkReplayed(ctx, pool, l.Consumer, l.StreamSeq)
+}
