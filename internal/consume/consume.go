@@ -8,6 +8,7 @@ package consume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -146,10 +147,22 @@ func (Backoff) WaitTime(delivered uint64) time.Duration {
 	return min(time.Minute, time.Second<<max(0, int(delivered)-1))
 }
 
+// MaxWaiting is how many pull requests a durable created by Ensure holds
+// waiting at once. Every Watermill handler is a pull subscription with up
+// to two requests outstanding, across every replica of the service: the
+// server's default of 512 is reached by 4 webhooker replicas of 64
+// handlers, and past it requests are refused and some messages sat
+// unhandled until their AckWait (30 s) — measured with 256 handlers in one
+// process. 4096 covers 2,048 handlers, e.g. 32 replicas of 64.
+const MaxWaiting = 4096
+
 // Ensure creates or updates a Watermill-consumed durable on EVENTS:
-// explicit acks, 30 s ack wait, maxDeliver deliveries, 10,000 in flight.
+// explicit acks, 30 s ack wait, maxDeliver deliveries, 10,000 in flight,
+// MaxWaiting waiting pull requests. The server cannot change MaxWaiting
+// on an existing durable, so one created before keeps its own (see the
+// returned consumer's CachedInfo; the README says how to raise it).
 func Ensure(ctx context.Context, js jetstream.JetStream, name, description string, maxDeliver int) (jetstream.Consumer, error) {
-	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   description,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -157,12 +170,30 @@ func Ensure(ctx context.Context, js jetstream.JetStream, name, description strin
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
 		MaxAckPending: 10_000,
+		MaxWaiting:    MaxWaiting,
 		FilterSubject: events.SubjectPrefix + ".>",
-	})
+	}
+	if old, err := js.Consumer(ctx, events.StreamName, name); err == nil {
+		cfg.MaxWaiting = old.CachedInfo().Config.MaxWaiting
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("look up consumer %s: %w", name, err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create or update consumer %s: %w", name, err)
 	}
 	return cons, nil
+}
+
+// WarnMaxWaiting logs when cons, a durable created before MaxWaiting was
+// set, holds fewer waiting pull requests: it then serves at most half as
+// many handlers across every replica, and past that some messages wait
+// for their AckWait.
+func WarnMaxWaiting(ctx context.Context, log *slog.Logger, cons jetstream.Consumer, handlers int) {
+	if mw := cons.CachedInfo().Config.MaxWaiting; mw < MaxWaiting {
+		log.WarnContext(ctx, "the durable holds few waiting pull requests: keep handlers across all replicas at or below half of them, or recreate it (README, Scaling)",
+			"consumer", cons.CachedInfo().Name, "max_waiting", mw, "handlers_here", handlers, "handlers_supported", mw/2)
+	}
 }
 
 // quietLogger skips Watermill's per-message info ("got msg"), debug and

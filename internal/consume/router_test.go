@@ -79,3 +79,30 @@ func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
 	}
 	require.Positive(t, handled.Load())
 }
+
+// TestEnsureMaxWaiting: a new durable takes MaxWaiting; one created before
+// with the server's default keeps it (the server refuses to change it)
+// and Ensure still updates the rest.
+func TestEnsureMaxWaiting(t *testing.T) {
+	ctx := context.Background()
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	_, err := stream.Ensure(ctx, nc, stream.Config{})
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	c, err := consume.Ensure(ctx, js, "fresh", "a new durable", 5)
+	require.NoError(t, err)
+	require.Equal(t, consume.MaxWaiting, c.CachedInfo().Config.MaxWaiting)
+
+	_, err = js.CreateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "older", AckPolicy: jetstream.AckExplicitPolicy,
+		FilterSubject: events.SubjectPrefix + ".>"})
+	require.NoError(t, err)
+	c, err = consume.Ensure(ctx, js, "older", "updated", 7)
+	require.NoError(t, err)
+	info := c.CachedInfo().Config
+	require.Equal(t, 512, info.MaxWaiting, "the server's default, kept")
+	require.Equal(t, 7, info.MaxDeliver, "the rest updated")
+	require.Equal(t, "updated", info.Description)
+}

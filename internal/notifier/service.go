@@ -114,6 +114,7 @@ func NewService(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, pool
 	if err != nil {
 		return nil, err
 	}
+	consume.WarnMaxWaiting(ctx, log, cons, cfg.Handlers)
 	var lag *consumerlag.Monitor
 	if m != nil {
 		str, err := js.Stream(ctx, events.StreamName)

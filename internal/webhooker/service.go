@@ -122,6 +122,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
+	consume.WarnMaxWaiting(ctx, log, cons, cfg.Handlers)
 	str, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
