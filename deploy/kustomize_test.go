@@ -23,6 +23,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/eventline/eventline/internal/consume"
+	"github.com/eventline/eventline/internal/notifier"
+	"github.com/eventline/eventline/internal/webhooker"
 )
 
 // scaledObject is the part of KEDA's keda.sh/v1alpha1 ScaledObject the
@@ -371,4 +375,18 @@ func TestNATSHelmValues(t *testing.T) {
 	var opts server.Options
 	require.NoError(t, opts.ProcessConfigString(block.String()))
 	require.True(t, opts.SyncAlways, "config.jetstream.merge sets sync_interval: always")
+}
+
+// TestScaledConsumersFitMaxWaiting: at the KEDA replica limits, the
+// Watermill consumers' default handlers (two pull requests each) fit in
+// the max_waiting their durables are created with — past it some
+// messages wait for their AckWait.
+func TestScaledConsumersFitMaxWaiting(t *testing.T) {
+	b := build(t)
+	for name, handlers := range map[string]int{"webhooker": webhooker.DefaultHandlers, "notifier": notifier.DefaultHandlers} {
+		so, ok := b.scaledObjects[name]
+		require.True(t, ok, "ScaledObject %s", name)
+		require.LessOrEqual(t, 2*handlers*int(so.Spec.MaxReplicaCount), consume.MaxWaiting,
+			"%s: %d replicas of %d handlers", name, so.Spec.MaxReplicaCount, handlers)
+	}
 }

@@ -150,11 +150,12 @@ func (Backoff) WaitTime(delivered uint64) time.Duration {
 // MaxWaiting is how many pull requests a durable created by Ensure holds
 // waiting at once. Every Watermill handler is a pull subscription with up
 // to two requests outstanding, across every replica of the service: the
-// server's default of 512 is reached by 4 webhooker replicas of 64
+// server's default of 512 is reached by one webhooker replica of 256
 // handlers, and past it requests are refused and some messages sat
-// unhandled until their AckWait (30 s) — measured with 256 handlers in one
-// process. 4096 covers 2,048 handlers, e.g. 32 replicas of 64.
-const MaxWaiting = 4096
+// unhandled until their AckWait (30 s). 16,384 covers 8,192 handlers,
+// e.g. the 16 webhooker replicas of 256 the KEDA config allows, twice
+// over (deploy tests check it).
+const MaxWaiting = 16384
 
 // Ensure creates or updates a Watermill-consumed durable on EVENTS:
 // explicit acks, 30 s ack wait, maxDeliver deliveries, 10,000 in flight,
@@ -185,15 +186,19 @@ func Ensure(ctx context.Context, js jetstream.JetStream, name, description strin
 	return cons, nil
 }
 
-// WarnMaxWaiting logs when cons, a durable created before MaxWaiting was
-// set, holds fewer waiting pull requests: it then serves at most half as
-// many handlers across every replica, and past that some messages wait
-// for their AckWait.
-func WarnMaxWaiting(ctx context.Context, log *slog.Logger, cons jetstream.Consumer, handlers int) {
-	if mw := cons.CachedInfo().Config.MaxWaiting; mw < MaxWaiting {
-		log.WarnContext(ctx, "the durable holds few waiting pull requests: keep handlers across all replicas at or below half of them, or recreate it (README, Scaling)",
-			"consumer", cons.CachedInfo().Name, "max_waiting", mw, "handlers_here", handlers, "handlers_supported", mw/2)
+// Handlers returns how many handlers a replica may run on cons: at most
+// a quarter of the durable's waiting pull requests (two per handler, room
+// for a second replica). A durable created before MaxWaiting was set
+// holds 512, so a replica runs at most 128 handlers on it; it logs when it
+// cuts the number.
+func Handlers(ctx context.Context, log *slog.Logger, cons jetstream.Consumer, handlers int) int {
+	mw := cons.CachedInfo().Config.MaxWaiting
+	if limit := max(1, mw/4); handlers > limit {
+		log.WarnContext(ctx, "fewer handlers than configured: the durable holds few waiting pull requests (recreate it to raise them, README, Scaling)",
+			"consumer", cons.CachedInfo().Name, "max_waiting", mw, "handlers_configured", handlers, "handlers", limit)
+		return limit
 	}
+	return handlers
 }
 
 // quietLogger skips Watermill's per-message info ("got msg"), debug and

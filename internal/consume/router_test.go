@@ -92,9 +92,11 @@ func TestEnsureMaxWaiting(t *testing.T) {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	c, err := consume.Ensure(ctx, js, "fresh", "a new durable", 5)
 	require.NoError(t, err)
 	require.Equal(t, consume.MaxWaiting, c.CachedInfo().Config.MaxWaiting)
+	require.Equal(t, 256, consume.Handlers(ctx, log, c, 256))
 
 	_, err = js.CreateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "older", AckPolicy: jetstream.AckExplicitPolicy,
 		FilterSubject: events.SubjectPrefix + ".>"})
@@ -105,4 +107,6 @@ func TestEnsureMaxWaiting(t *testing.T) {
 	require.Equal(t, 512, info.MaxWaiting, "the server's default, kept")
 	require.Equal(t, 7, info.MaxDeliver, "the rest updated")
 	require.Equal(t, "updated", info.Description)
+	require.Equal(t, 128, consume.Handlers(ctx, log, c, 256), "a quarter of its waiting pull requests")
+	require.Equal(t, 64, consume.Handlers(ctx, log, c, 64))
 }

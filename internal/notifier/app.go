@@ -37,7 +37,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.NATSURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
 	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL")
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
-	s.Int(&c.Service.Handlers, "handlers", "NOTIFIER_HANDLERS", 128, "concurrent Watermill handlers (their inbox writes are group-committed)")
+	s.Int(&c.Service.Handlers, "handlers", "NOTIFIER_HANDLERS", DefaultHandlers, "concurrent Watermill handlers (their inbox writes are group-committed)")
 	s.Int(&c.Service.Batch, "batch", "NOTIFIER_BATCH", 500, "most events per inbox transaction")
 	s.Duration(&c.Service.DedupRetention, "dedup-retention", "NOTIFIER_DEDUP_RETENTION", 30*24*time.Hour, "how long the de-duplication key of an applied event is kept")
 	s.Int(&c.Service.MaxDeliver, "max-deliver", "NOTIFIER_MAX_DELIVER", 50, "deliveries of one event (1s..1m apart) before it is dead-lettered")

@@ -31,6 +31,9 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
+// DefaultHandlers is how many Watermill handlers a replica runs by default.
+const DefaultHandlers = 128
+
 // Config tunes the notifier. Zero values take defaults.
 type Config struct {
 	Consumer   string // durable name; default "notifier"
@@ -65,7 +68,7 @@ func (c Config) withDefaults() Config {
 		c.MaxDeliver = 50
 	}
 	if c.Handlers <= 0 {
-		c.Handlers = 128
+		c.Handlers = DefaultHandlers
 	}
 	if c.Batch <= 0 {
 		c.Batch = 500
@@ -114,7 +117,7 @@ func NewService(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, pool
 	if err != nil {
 		return nil, err
 	}
-	consume.WarnMaxWaiting(ctx, log, cons, cfg.Handlers)
+	cfg.Handlers = consume.Handlers(ctx, log, cons, cfg.Handlers)
 	var lag *consumerlag.Monitor
 	if m != nil {
 		str, err := js.Stream(ctx, events.StreamName)

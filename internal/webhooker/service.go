@@ -22,11 +22,14 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
+// DefaultHandlers is how many fan-out handlers a replica runs by default.
+const DefaultHandlers = 256
+
 // Config tunes the webhooker. Zero values take defaults.
 type Config struct {
 	Consumer      string // durable name; default "webhooker"
 	MaxDeliver    int    // deliveries of one event to the fan-out; default 100
-	Handlers      int    // concurrent fan-out handlers; default 64
+	Handlers      int    // concurrent fan-out handlers; default 256
 	Dispatch      DispatchConfig
 	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
@@ -56,7 +59,7 @@ func (c Config) withDefaults() Config {
 		c.MaxDeliver = 100
 	}
 	if c.Handlers <= 0 {
-		c.Handlers = 64
+		c.Handlers = DefaultHandlers
 	}
 	c.FirstAttempt = c.FirstAttempt.withDefaults()
 	if c.Claim <= 0 {
@@ -122,7 +125,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
-	consume.WarnMaxWaiting(ctx, log, cons, cfg.Handlers)
+	cfg.Handlers = consume.Handlers(ctx, log, cons, cfg.Handlers)
 	str, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
