@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,11 +76,30 @@ func Ensure(ctx context.Context, nc *nats.Conn, cfg Config) (jetstream.Stream, e
 	if err != nil {
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
-	s, err := js.CreateOrUpdateStream(ctx, cfg.streamConfig())
+	want := cfg.streamConfig()
+	// Update only what differs: every service ensures the stream when it
+	// starts, and an update that changes nothing still rewrites the
+	// stream's store config — which races, inside nats-server 2.15.2 (seen
+	// by the race detector with the services of `eventline dev` starting
+	// together), with a consumer being created on the same stream.
+	if s, err := js.Stream(ctx, events.StreamName); err == nil && sameConfig(s.CachedInfo().Config, want) {
+		return s, nil
+	}
+	s, err := js.CreateOrUpdateStream(ctx, want)
 	if err != nil {
 		return nil, fmt.Errorf("create or update stream %s: %w", events.StreamName, err)
 	}
 	return s, nil
+}
+
+// sameConfig tells whether the stream already has every setting Ensure
+// makes (the server fills in others).
+func sameConfig(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage &&
+		have.Retention == want.Retention && have.Discard == want.Discard && have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes &&
+		have.MaxMsgs == want.MaxMsgs && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && have.Duplicates == want.Duplicates &&
+		have.Replicas == want.Replicas && have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge &&
+		have.AllowAtomicPublish == want.AllowAtomicPublish && have.AllowDirect == want.AllowDirect
 }
 
 // Connect opens a NATS connection that reconnects forever, logging each

@@ -85,3 +85,35 @@ func TestEnsureRefusesOldServer(t *testing.T) {
 	require.Contains(t, err.Error(), version, "names the version found")
 	require.Contains(t, err.Error(), ">= 2.12.0", "names the version needed")
 }
+
+// TestEnsureLeavesAnEqualStreamAlone: a start that changes nothing sends
+// no update (an update rewrites the store config, which raced with
+// consumer creation inside nats-server); the stream's info shows the
+// config unchanged and a second server-side "updated" never happens.
+func TestEnsureLeavesAnEqualStreamAlone(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	ctx := context.Background()
+	updates := make(chan struct{}, 10)
+	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.UPDATED.EVENTS", func(*nats.Msg) { updates <- struct{}{} })
+	require.NoError(t, err)
+	defer sub.Unsubscribe() //nolint:errcheck
+	require.NoError(t, nc.Flush())
+	_, err = stream.Ensure(ctx, nc, stream.Config{})
+	require.NoError(t, err)
+	_, err = stream.Ensure(ctx, nc, stream.Config{}) // equal: no update
+	require.NoError(t, err)
+	_, err = stream.Ensure(ctx, nc, stream.Config{Duplicates: 3 * time.Minute}) // one update
+	require.NoError(t, err)
+	<-updates                                                                   // the one update's advisory
+	_, err = stream.Ensure(ctx, nc, stream.Config{Duplicates: 3 * time.Minute}) // equal again
+	require.NoError(t, err)
+	_, err = stream.Ensure(ctx, nc, stream.Config{}) // a second update
+	require.NoError(t, err)
+	<-updates
+	// Advisories arrive in the order of the updates: had an equal Ensure
+	// updated, a third would be queued by now behind the second.
+	require.NoError(t, nc.Flush())
+	require.Empty(t, updates, "only the two changing starts updated the stream")
+}
