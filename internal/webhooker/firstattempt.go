@@ -18,10 +18,11 @@ import (
 // first deliveries of events that may have been delivered already.
 //
 // The handler does not wait for endpoints that are slow: one known to be
-// slow is recorded and attempted as usual, and a wait ends when no attempt
-// of the event finished for FirstAttemptConfig.Wait. Attempts still running then
-// are recorded as claimed, and their outcomes are logged when they come,
-// after that record committed.
+// slow is recorded and attempted as usual, and a wait ends when no
+// attempt of the event finished for FirstAttemptConfig.Wait. Attempts
+// still running then are recorded as claimed, and their outcomes are
+// logged when they come, after that record committed. firstGate says
+// when the usual path is taken instead.
 
 // FirstAttemptConfig bounds how long the fan-out waits for first attempts.
 type FirstAttemptConfig struct {
@@ -70,12 +71,12 @@ func (c FirstAttemptConfig) withDefaults() FirstAttemptConfig {
 // firstGate decides whether an event's first attempts are made before
 // its deliveries are recorded. It says no — record first — for a
 // redelivery; for an event to more than MaxEndpoints; for an event older
-// than MaxAge; for an event at or below the
-// highest stream sequence taken before NATS last reconnected (a server
-// that restarts may deliver again, counted as first deliveries, messages
-// whose deliveries were recorded and whose acks it lost); and for a while
-// after recording failed (Postgres down: attempts made first could not be
-// recorded and would be made again).
+// than MaxAge; for an event at or below the highest stream sequence taken
+// before NATS last reconnected (a server that restarts may deliver again,
+// counted as first deliveries, messages whose deliveries were recorded
+// and whose acks it lost); and for a while after recording failed
+// (Postgres down: attempts made first could not be recorded and would be
+// made again).
 type firstGate struct {
 	cfg      FirstAttemptConfig
 	maxSeq   atomic.Uint64 // highest stream sequence the fan-out took
