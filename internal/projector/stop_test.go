@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -34,8 +35,10 @@ func TestCleanStopHandsMessagesBack(t *testing.T) {
 		}
 	}
 	for range 5 {
+		before, _ := b.count(t)
 		stop := b.worker(t, Config{BatchSize: 200}, nil)
-		time.Sleep(100 * time.Millisecond) // mid-flow
+		// Stop mid-flow: once this worker has projected a batch.
+		testenv.Poll(t, time.Minute, "the worker projects", func() bool { n, _ := b.count(t); return n > before })
 		stop()
 	}
 	b.worker(t, Config{BatchSize: 200}, nil)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/safehttp"
+	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -31,19 +32,24 @@ func TestStopWhileMessagesFlow(t *testing.T) {
 	t.Cleanup(rc.Close)
 	b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"*"}})
 	ctx := context.Background()
-	batch := make([]events.Event, 0, 1000)
-	for i := range 6000 {
-		batch = append(batch, events.Event{ID: fmt.Sprintf("flow-%05d", i), Tenant: "acme", Action: "closed",
-			Eventable: events.Ref{Type: "card", ID: "c1"}, Creator: events.Ref{Type: "user", ID: "u1"}})
-		if len(batch) == cap(batch) {
-			_, err := b.pub.AppendBatch(ctx, batch)
-			require.NoError(t, err)
-			batch = batch[:0]
+	// Each round appends 1,500 more events, so every round stops a
+	// fan-out with messages flowing.
+	appendEvents := func(round int) {
+		batch := make([]events.Event, 0, 500)
+		for i := range 1500 {
+			batch = append(batch, events.Event{ID: fmt.Sprintf("flow-%d-%05d", round, i), Tenant: "acme", Action: "closed",
+				Eventable: events.Ref{Type: "card", ID: "c1"}, Creator: events.Ref{Type: "user", ID: "u1"}})
+			if len(batch) == cap(batch) {
+				_, err := b.pub.AppendBatch(ctx, batch)
+				require.NoError(t, err)
+				batch = batch[:0]
+			}
 		}
 	}
 	client, err := safehttp.New(safehttp.Config{AllowPrivate: true, Timeout: 5 * time.Second})
 	require.NoError(t, err)
 	for round := range 4 {
+		appendEvents(round)
 		svc, err := NewService(ctx, b.nats.Connect(t), b.js, b.pool, HTTPPoster{Client: client}, b.pub,
 			Config{Consumer: "webhooker-stop", RefreshEvery: 20 * time.Millisecond, ScheduleEvery: time.Hour, Secrets: b.secrets},
 			NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -51,7 +57,17 @@ func TestStopWhileMessagesFlow(t *testing.T) {
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- svc.Run(runCtx) }()
-		time.Sleep(150 * time.Millisecond) // let the fan-out fill its handlers
+		// Stop once the fan-out holds messages: delivered to its handlers
+		// and not acked yet.
+		testenv.Poll(t, 30*time.Second, "the fan-out holds messages", func() bool {
+			c, err := b.js.Consumer(ctx, events.StreamName, "webhooker-stop")
+			if err != nil {
+				return false // not created yet
+			}
+			ci, err := c.Info(ctx)
+			require.NoError(t, err)
+			return ci.NumAckPending > 0
+		})
 		stop()
 		select {
 		case err := <-done:
