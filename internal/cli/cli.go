@@ -70,8 +70,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var uerr usageError
+	var help helpRequested
 	switch {
 	case err == nil:
+		return 0
+	case errors.As(err, &help):
+		help.print(stdout)
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
@@ -94,11 +98,25 @@ func flags(name string, databaseURL *string) *config.Set {
 	return set
 }
 
+// helpRequested is returned by parse for -h or --help: Run prints the
+// command's flags to stdout and exits 0.
+type helpRequested struct{ set *config.Set }
+
+func (h helpRequested) Error() string { return "help requested" }
+func (h helpRequested) Unwrap() error { return flag.ErrHelp }
+
+func (h helpRequested) print(w io.Writer) {
+	fs := h.set.FlagSet()
+	fmt.Fprintf(w, "Usage: %s [flags]\n\nFlags (each also read from the environment variable named):\n", fs.Name())
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
 func parse(set *config.Set, args []string) error {
 	set.FlagSet().SetOutput(io.Discard)
 	if err := set.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return helpRequested{set}
 		}
 		return usageError{err.Error()}
 	}

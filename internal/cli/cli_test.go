@@ -140,3 +140,40 @@ func TestDLQListAndReplay(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "old bug")
 }
+
+// Every subcommand answers -h and --help with its flags on stdout, exit 0.
+func TestSubcommandHelp(t *testing.T) {
+	url := testenv.UnmigratedDatabase(t)
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"dev", "--help"}, "-demo"},
+		{[]string{"dev", "-h"}, "-http-addr"},
+		{[]string{"keys", "create", "--help"}, "-tenant"},
+		{[]string{"keys", "list", "--help"}, "-tenant"},
+		{[]string{"dlq", "list", "--help"}, "-consumer"},
+		{[]string{"dlq", "replay", "-h"}, "-consumer"},
+		{[]string{"migrate", "--help"}, "-database-url"},
+		{[]string{"bench", "--help"}, "-rate"},
+		{[]string{"rebuild", "timelines", "--help"}, "-keep-old"},
+	} {
+		code, out, errOut := run(t, url, tc.args...)
+		require.Equal(t, 0, code, "%v: %s", tc.args, errOut)
+		require.Contains(t, out, "Usage: eventline", "%v", tc.args)
+		require.Contains(t, out, tc.flag, "%v", tc.args)
+		require.Contains(t, out, "(env ", "%v: flags name their environment variable", tc.args)
+	}
+}
+
+// A misspelt consumer is an error naming the valid ones, not an empty table.
+func TestDLQRefusesUnknownConsumer(t *testing.T) {
+	url := testenv.Database(t)
+	for _, sub := range []string{"list", "replay"} {
+		code, out, errOut := run(t, url, "dlq", sub, "--consumer", "projecter")
+		require.Equal(t, 2, code, out)
+		require.Contains(t, errOut, `no consumer "projecter"`)
+		require.Contains(t, errOut, "notifier, projector, webhooker")
+		require.Empty(t, out)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
 
@@ -24,6 +26,16 @@ var replayers = map[string]func(context.Context, *pgxpool.Pool, deadletter.Lette
 	webhooker.DefaultConsumer: webhooker.ReplayDeadLetter,
 }
 
+// consumerNames lists the consumers that have dead letters, sorted.
+func consumerNames() []string {
+	names := make([]string, 0, len(replayers))
+	for n := range replayers {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
 func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
 		return usageError{"dlq: say list or replay"}
@@ -41,6 +53,9 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if err := parse(set, args[1:]); err != nil {
 		return err
+	}
+	if _, known := replayers[consumer]; consumer != "" && !known {
+		return usageError{fmt.Sprintf("dlq %s: no consumer %q; use one of %s", args[0], consumer, strings.Join(consumerNames(), ", "))}
 	}
 	pool, err := openMigrated(ctx, dbURL)
 	if err != nil {
