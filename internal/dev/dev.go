@@ -27,6 +27,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/ingest"
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/notifier"
@@ -170,9 +171,9 @@ func Run(ctx context.Context, o Options) error {
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, svcs) })
 	for _, s := range svcs {
-		target := &url.URL{Scheme: "http", Host: s.listening.AdminAddr().String(), Path: "/metrics"}
-		mux.Handle("GET /metrics/"+s.name, http.StripPrefix("/metrics/"+s.name, httputil.NewSingleHostReverseProxy(target)))
+		mux.Handle("GET /metrics/"+s.name, metricsProxy(s.listening.AdminAddr().String()))
 	}
+	mux.Handle("/", httpapi.NotFound())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 
@@ -203,6 +204,16 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return stopAll()
+}
+
+// metricsProxy serves a service's /metrics from its admin address.
+// (NewSingleHostReverseProxy joins the target path with the request's, so
+// /metrics/ingest stripped to "" became /metrics/, which is a 404.)
+func metricsProxy(adminAddr string) http.Handler {
+	return &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.Out.URL.Scheme, r.Out.URL.Host, r.Out.URL.Path, r.Out.URL.RawPath = "http", adminAddr, "/metrics", ""
+		r.Out.Host = adminAddr
+	}}
 }
 
 // service is one eventline service run in this process.

@@ -129,6 +129,16 @@ func TestDevEndToEnd(t *testing.T) {
 
 	code, body := p.do(t, http.MethodGet, "/readyz", "")
 	require.Equal(t, http.StatusOK, code, "%s", body)
+	for svc, metric := range map[string]string{"ingest": "eventline_ingest_request_duration_seconds histogram",
+		"projector": "eventline_projector_batch_duration_seconds histogram", "webhooker": `eventline_consumer_lag_seconds{consumer="webhooker"}`,
+		"notifier": `eventline_consumer_lag_seconds{consumer="notifier"}`} {
+		code, body = p.do(t, http.MethodGet, "/metrics/"+svc, "")
+		require.Equal(t, http.StatusOK, code, "/metrics/%s: %s", svc, body)
+		require.Contains(t, string(body), metric, "/metrics/%s serves the service's own metrics", svc)
+	}
+	code, body = p.do(t, http.MethodGet, "/v1/activity/", "")
+	require.Equal(t, http.StatusNotFound, code, "%s", body)
+	require.Contains(t, string(body), `"status":404`, "an unknown path is answered with problem+json")
 
 	type delivery struct {
 		headers http.Header
