@@ -39,7 +39,15 @@ func WriteProblem(w http.ResponseWriter, p Problem) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
+	encode(w, p)
+}
+
+// encode writes v as JSON without HTML escaping: bodies are JSON for
+// programs, and "<key>" should read as "<key>", not "\u003ckey\u003e".
+func encode(w http.ResponseWriter, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
 }
 
 // Error writes a generic problem with a status and a detail saying what to
@@ -63,7 +71,7 @@ func ValidationFailed(w http.ResponseWriter, detail string, errs []events.FieldE
 func JSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	encode(w, v)
 }
 
 // NotFound answers every request with a 404 problem; mount it on "/".
