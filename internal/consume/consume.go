@@ -110,9 +110,22 @@ func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, erro
 		middleware.Retry{MaxRetries: 3, InitialInterval: 50 * time.Millisecond, Multiplier: 2, Logger: wlog}.Middleware,
 	)
 	for i := range max(1, c.Handlers) {
-		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.Name, i), events.StreamName, sub, c.Handle)
+		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.Name, i), events.StreamName, drainedSubscriber{sub}, c.Handle)
 	}
 	return router, sub, nil
+}
+
+// drainedSubscriber is the subscriber as the router sees it. RunRouter
+// drains the subscriber's connection before it closes the router, so the
+// router's own Close of the subscriber finds the connection closed; that
+// is the clean path, not an error to log on every shutdown.
+type drainedSubscriber struct{ *wmjs.Subscriber }
+
+func (s drainedSubscriber) Close() error {
+	if err := s.Subscriber.Close(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return err
+	}
+	return nil
 }
 
 // lastDelivery dead-letters a message whose handling still fails on its
