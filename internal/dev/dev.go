@@ -182,9 +182,14 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Stdout, "  nats      %s\n", natsURL)
 	fmt.Fprintf(o.Stdout, "  postgres  %s\n", redact(dbURL))
 	fmt.Fprintf(o.Stdout, "  sink      %s/dev/webhook-sink   (a local webhook receiver; GET lists what it got)\n", base)
+	board, user := "b1", "u1"
+	if o.Demo {
+		board, user = demoBoards[0], DemoUsers[0]
+		fmt.Fprintf(o.Stdout, "demo      boards %s; users %s\n", strings.Join(demoBoards, ", "), strings.Join(DemoUsers, ", "))
+	}
 	fmt.Fprintf(o.Stdout, "try:\n  curl -X POST %s/v1/events -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' \\\n"+
-		"    -d '{\"action\":\"published\",\"eventable\":{\"type\":\"card\",\"id\":\"c1\"},\"creator\":{\"type\":\"user\",\"id\":\"u1\"},\"parents\":[{\"type\":\"board\",\"id\":\"b1\"}]}'\n"+
-		"  curl %s/v1/timelines/board/b1 -H \"Authorization: Bearer %s\"\n", base, key, base, key)
+		"    -d '{\"action\":\"published\",\"eventable\":{\"type\":\"card\",\"id\":\"c1\"},\"creator\":{\"type\":\"user\",\"id\":\"%s\"},\"parents\":[{\"type\":\"board\",\"id\":\"%s\"}]}'\n"+
+		"  curl %s/v1/timelines/board/%s -H \"Authorization: Bearer %s\"\n", base, key, user, board, base, board, key)
 	fmt.Fprintf(o.Stdout, "key for tenant %q (scopes ingest,read,admin):\n%s\n", Tenant, key)
 
 	if o.Ready != nil {

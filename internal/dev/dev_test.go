@@ -31,6 +31,7 @@ type devProcess struct {
 	cmd    *exec.Cmd
 	url    string
 	key    string
+	stdout string // what it printed up to its key
 	stderr *bytes.Buffer
 	exited chan error
 }
@@ -63,6 +64,7 @@ func startDev(t *testing.T, dir, dbURL string, extra ...string) *devProcess {
 		select {
 		case line, ok := <-lines:
 			require.True(t, ok, "eventline dev exited before printing its key:\n%s", p.stderr)
+			p.stdout += line + "\n"
 			if keyNext {
 				p.key = strings.TrimSpace(line)
 			}
@@ -86,6 +88,7 @@ func (p *devProcess) stop(t *testing.T) {
 	select {
 	case err := <-p.exited:
 		require.NoError(t, err, "eventline dev did not exit 0 on SIGTERM:\n%s", p.stderr)
+		require.NotContains(t, p.stderr.String(), `"level":"ERROR"`, "a clean stop logs no error")
 	case <-time.After(45 * time.Second):
 		t.Fatalf("eventline dev did not stop within 45s of SIGTERM:\n%s", p.stderr)
 	}
@@ -202,6 +205,8 @@ func TestDevEndToEnd(t *testing.T) {
 func TestDevDemoFillsEveryReadModel(t *testing.T) {
 	t.Parallel()
 	p := startDev(t, t.TempDir(), testenv.Database(t), "--demo", "--demo-rate", "20")
+	require.Contains(t, p.stdout, "boards roadmap, bugs, launch; users ana, ben, chloe, dev, eli, fatima, gus, hana", "the demo's names are printed")
+	require.Contains(t, p.stdout, "/v1/timelines/board/roadmap", "the try: lines use a demo board")
 	testenv.Poll(t, 30*time.Second, "demo activity and webhook deliveries", func() bool {
 		code, body := p.do(t, http.MethodGet, "/v1/activity?limit=200", "")
 		if code != http.StatusOK {
