@@ -173,7 +173,7 @@ func Run(ctx context.Context, o Options) error {
 	for _, s := range svcs {
 		mux.Handle("GET /metrics/"+s.name, metricsProxy(s.listening.AdminAddr().String()))
 	}
-	mux.Handle("/", httpapi.NotFound())
+	mux.Handle("/", httpapi.Fallback(mux))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 

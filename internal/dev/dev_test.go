@@ -142,6 +142,9 @@ func TestDevEndToEnd(t *testing.T) {
 	code, body = p.do(t, http.MethodGet, "/v1/activity/", "")
 	require.Equal(t, http.StatusNotFound, code, "%s", body)
 	require.Contains(t, string(body), `"status":404`, "an unknown path is answered with problem+json")
+	code, body = p.do(t, http.MethodGet, "/v1/events", "")
+	require.Equal(t, http.StatusMethodNotAllowed, code, "%s", body)
+	require.Contains(t, string(body), `"status":405`, "a wrong method is answered with problem+json")
 
 	type delivery struct {
 		headers http.Header

@@ -131,7 +131,7 @@ func (a *App) Run(ctx context.Context) error {
 	svc := NewService(pub, apikey.NewStore(pool, 0), cfg, reg, a.log)
 	mux := http.NewServeMux()
 	svc.Routes(mux)
-	mux.Handle("/", httpapi.NotFound())
+	mux.Handle("/", httpapi.Fallback(mux))
 	err = lifecycle.Serve(ctx, lifecycle.Server{
 		Name: "ingest", HTTPAddr: cfg.HTTPAddr, Handler: mux, Log: a.log, Listening: a.Listening,
 		Admin: observe.NewAdmin(cfg.AdminAddr, reg, observe.Checks(nc, pool)), ShutdownTimeout: cfg.ShutdownTimeout,

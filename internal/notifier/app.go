@@ -118,7 +118,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	svc.Routes(mux)
-	mux.Handle("/", httpapi.NotFound())
+	mux.Handle("/", httpapi.Fallback(mux))
 	checks := observe.Checks(nc, pool)
 	checks["inbox_listener"] = func(context.Context) error {
 		select {

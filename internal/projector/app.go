@@ -179,7 +179,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	svc.Routes(mux)
-	mux.Handle("/", httpapi.NotFound())
+	mux.Handle("/", httpapi.Fallback(mux))
 	checks := observe.Checks(nc, pool)
 	checks["lag"] = svc.Ready
 	return lifecycle.Serve(ctx, lifecycle.Server{

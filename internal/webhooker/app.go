@@ -157,7 +157,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	NewAPI(svc.Store(), apikey.NewStore(pool, 0), client, js, nil, a.log).Routes(mux)
-	mux.Handle("/", httpapi.NotFound())
+	mux.Handle("/", httpapi.Fallback(mux))
 	return lifecycle.Serve(ctx, lifecycle.Server{
 		Name: "webhooker", HTTPAddr: cfg.HTTPAddr, Handler: mux, Log: a.log, Listening: a.Listening,
 		Admin: observe.NewAdmin(cfg.AdminAddr, reg, observe.Checks(nc, pool)), ShutdownTimeout: cfg.ShutdownTimeout,
