@@ -56,7 +56,9 @@ func StreamSeq(msg *message.Message) uint64 {
 	return seq
 }
 
-// Event parses a message's stored event.
+// Event parses a message's stored event. Every error it returns is a
+// *PermanentError: the message itself cannot be decoded or breaks the
+// contract.
 func Event(msg *message.Message) (events.Event, error) {
 	seq := StreamSeq(msg)
 	ev, err := events.ParseStored(msg.Metadata.Get(MetaSubject), msg.Payload, seq)
@@ -64,7 +66,28 @@ func Event(msg *message.Message) (events.Event, error) {
 		err = fmt.Errorf("message without stream metadata")
 	}
 	ev.Traceparent = msg.Metadata.Get(MetaTraceparent)
-	return ev, err
+	return ev, Permanent(err)
+}
+
+// PermanentError marks the failure of a message that handling it again
+// cannot fix (it cannot be decoded, say): the router dead-letters it at
+// once (postgres.Permanent recognises it by its Permanent method).
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent reports true: see postgres.Permanent.
+func (e *PermanentError) Permanent() bool { return true }
+
+// Permanent wraps err in a *PermanentError; nil stays nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
 }
 
 // Config describes a router.
