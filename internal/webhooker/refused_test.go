@@ -129,3 +129,40 @@ func TestRefusedEventDeadLetteredAtOnce(t *testing.T) {
 		require.NotEqual(t, "refused", d.EventID)
 	}
 }
+
+// TestAPIAnswers422WhenPostgresRefusesAValue: a webhook field Postgres
+// cannot store is the client's error, answered 422 naming the problem,
+// not 503 "retry" (a client that retries would retry forever): a NUL
+// character, and any other data exception (a trigger stands in for one).
+func TestAPIAnswers422WhenPostgresRefusesAValue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{allowPrivate: true})
+	_, err := b.pool.Exec(context.Background(), `
+		CREATE FUNCTION refuse_description() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.description = 'refuse me' THEN
+				RAISE EXCEPTION 'description refused by the test' USING ERRCODE = '22023';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_description BEFORE INSERT OR UPDATE ON webhook.endpoints FOR EACH ROW EXECUTE FUNCTION refuse_description()`)
+	require.NoError(t, err)
+	create := func(description string) (int, map[string]any) {
+		return b.call(t, http.MethodPost, "/v1/webhooks", map[string]any{"url": "http://127.0.0.1:9/h", "events": []string{"*"}, "description": description})
+	}
+	for _, tc := range []struct{ description, problem string }{
+		{"refuse me", "description refused by the test"},
+		{"a\x00b", "0x00"},
+	} {
+		code, out := create(tc.description)
+		require.Equal(t, http.StatusUnprocessableEntity, code, "%q: %v", tc.description, out)
+		require.Equal(t, "urn:eventline:problem:validation", out["type"])
+		require.Contains(t, out["detail"], tc.problem)
+	}
+	code, out := create("fine")
+	require.Equal(t, http.StatusCreated, code, "%v", out)
+	code, out = b.call(t, http.MethodPatch, "/v1/webhooks/"+out["id"].(string), map[string]any{"description": "refuse me"})
+	require.Equal(t, http.StatusUnprocessableEntity, code, "%v", out)
+	require.Contains(t, out["detail"], "description refused by the test")
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM webhook.endpoints`), "nothing else was stored")
+}
