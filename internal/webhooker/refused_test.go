@@ -41,21 +41,27 @@ func TestResponseBodyPostgresCannotStore(t *testing.T) {
 	require.Equal(t, "no\uFFFDpe \uFFFD", d.Attempts[1].Response)
 }
 
-// refuseEvent makes Postgres refuse (SQLSTATE 22023, a data exception)
-// every delivery of the event id: a stand-in for event data Postgres
-// cannot store.
-func refuseEvent(t *testing.T, b *bundle, id string) {
+// refuseRows makes Postgres refuse, with SQLSTATE 22023 (a data
+// exception), every row written to table for which cond (an expression on
+// NEW) holds: a stand-in for data Postgres cannot store.
+func refuseRows(t *testing.T, b *bundle, table, cond string) {
 	t.Helper()
 	_, err := b.pool.Exec(context.Background(), `
-		CREATE FUNCTION refuse_marker() RETURNS trigger LANGUAGE plpgsql AS $$
+		CREATE FUNCTION refuse_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
-			IF NEW.event_id = '`+id+`' THEN
+			IF `+cond+` THEN
 				RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023';
 			END IF;
 			RETURN NEW;
 		END $$;
-		CREATE TRIGGER refuse_marker BEFORE INSERT ON webhook.deliveries FOR EACH ROW EXECUTE FUNCTION refuse_marker()`)
+		CREATE TRIGGER refuse_rows BEFORE INSERT OR UPDATE ON `+table+` FOR EACH ROW EXECUTE FUNCTION refuse_rows()`)
 	require.NoError(t, err)
+}
+
+// refuseEvent makes Postgres refuse every delivery of the event id.
+func refuseEvent(t *testing.T, b *bundle, id string) {
+	t.Helper()
+	refuseRows(t, b, "webhook.deliveries", "NEW.event_id = '"+id+"'")
 }
 
 // TestInsertSplitsAroundARefusedEvent: one statement records the
@@ -137,21 +143,12 @@ func TestRefusedEventDeadLetteredAtOnce(t *testing.T) {
 func TestAPIAnswers422WhenPostgresRefusesAValue(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{allowPrivate: true})
-	_, err := b.pool.Exec(context.Background(), `
-		CREATE FUNCTION refuse_description() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.description = 'refuse me' THEN
-				RAISE EXCEPTION 'description refused by the test' USING ERRCODE = '22023';
-			END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER refuse_description BEFORE INSERT OR UPDATE ON webhook.endpoints FOR EACH ROW EXECUTE FUNCTION refuse_description()`)
-	require.NoError(t, err)
+	refuseRows(t, b, "webhook.endpoints", "NEW.description = 'refuse me'")
 	create := func(description string) (int, map[string]any) {
 		return b.call(t, http.MethodPost, "/v1/webhooks", map[string]any{"url": "http://127.0.0.1:9/h", "events": []string{"*"}, "description": description})
 	}
 	for _, tc := range []struct{ description, problem string }{
-		{"refuse me", "description refused by the test"},
+		{"refuse me", "refused by the test"},
 		{"a\x00b", "0x00"},
 	} {
 		code, out := create(tc.description)
@@ -163,6 +160,6 @@ func TestAPIAnswers422WhenPostgresRefusesAValue(t *testing.T) {
 	require.Equal(t, http.StatusCreated, code, "%v", out)
 	code, out = b.call(t, http.MethodPatch, "/v1/webhooks/"+out["id"].(string), map[string]any{"description": "refuse me"})
 	require.Equal(t, http.StatusUnprocessableEntity, code, "%v", out)
-	require.Contains(t, out["detail"], "description refused by the test")
+	require.Contains(t, out["detail"], "refused by the test")
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM webhook.endpoints`), "nothing else was stored")
 }
