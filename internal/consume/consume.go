@@ -1,5 +1,5 @@
 // Package consume runs Watermill handlers on an eventline durable
-// consumer (ARCHITECTURE §7): a watermill-nats subscriber bound to the
+// consumer (docs/architecture.md): a watermill-nats subscriber bound to the
 // pre-provisioned durable (ExistingConsumer, never created or deleted by
 // the library), an unmarshaler that never fails and exposes the stream
 // sequence and delivery count, and a router with recovery, correlation
