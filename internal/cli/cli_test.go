@@ -129,9 +129,30 @@ func TestDLQListAndReplay(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "seq 3: replayed")
 
+	// A letter whose event Postgres still refuses stays poison too, and
+	// the letters after it are replayed.
+	_, err = pool.Exec(ctx, `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.id = 'e-refused' THEN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON timeline_g1.events FOR EACH ROW EXECUTE FUNCTION refuse()`)
+	require.NoError(t, err)
+	for i, id := range []string{"e-refused", "e6"} { // seq 5, then seq 6
+		data := strings.Replace(good, `"id":"e1"`, `"id":"`+id+`"`, 1)
+		require.NoError(t, deadletter.Add(ctx, pool, deadletter.Letter{Consumer: "projector", StreamSeq: uint64(5 + i), Subject: "events.acme.card.closed", Data: []byte(data), Error: "refused"}))
+	}
+
 	code, out, _ = run(t, url, "dlq", "replay")
 	require.Equal(t, 1, code, "a letter still fails")
 	require.Contains(t, out, "seq 4: still failing")
+	require.Contains(t, out, "seq 5: still failing: insert 1 events into timeline_g1: ERROR: refused by the test (SQLSTATE 22023)")
+	require.Contains(t, out, "seq 6: replayed")
+	require.Contains(t, out, "1 replayed, 2 still failing")
+	l, err := deadletter.NewStore(pool).Get(ctx, "projector", 5)
+	require.NoError(t, err)
+	require.Equal(t, 2, l.Failures)
+	require.Contains(t, l.Error, "SQLSTATE 22023")
 
 	code, out, _ = run(t, url, "dlq", "list")
 	require.Equal(t, 0, code)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/notifier"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/projector"
 	"github.com/eventline/eventline/internal/webhooker"
 )
@@ -103,6 +104,12 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	var failed int
 	for _, l := range letters {
 		poison, err := replay(ctx, pool, l)
+		if err != nil && postgres.Permanent(err) {
+			// Postgres still refuses its data: the letter stays poison and
+			// keeps the new reason; the other letters are still replayed.
+			poison, l.Error = err, err.Error()
+			err = deadletter.Add(ctx, pool, l)
+		}
 		if err != nil {
 			return err
 		}

@@ -1,9 +1,10 @@
 // Package consume runs Watermill handlers on an eventline durable
-// consumer (ARCHITECTURE §7): a watermill-nats subscriber bound to the
+// consumer (docs/architecture.md): a watermill-nats subscriber bound to the
 // pre-provisioned durable (ExistingConsumer, never created or deleted by
 // the library), an unmarshaler that never fails and exposes the stream
 // sequence and delivery count, and a router with recovery, correlation
-// ids, in-process retries and dead-lettering on the last delivery.
+// ids, in-process retries of transient failures, and dead-lettering of
+// permanent failures at once and of any failure on the last delivery.
 package consume
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -56,7 +58,9 @@ func StreamSeq(msg *message.Message) uint64 {
 	return seq
 }
 
-// Event parses a message's stored event.
+// Event parses a message's stored event. Every error it returns is a
+// *PermanentError: the message itself cannot be decoded or breaks the
+// contract.
 func Event(msg *message.Message) (events.Event, error) {
 	seq := StreamSeq(msg)
 	ev, err := events.ParseStored(msg.Metadata.Get(MetaSubject), msg.Payload, seq)
@@ -64,7 +68,28 @@ func Event(msg *message.Message) (events.Event, error) {
 		err = fmt.Errorf("message without stream metadata")
 	}
 	ev.Traceparent = msg.Metadata.Get(MetaTraceparent)
-	return ev, err
+	return ev, Permanent(err)
+}
+
+// PermanentError marks the failure of a message that handling it again
+// cannot fix (it cannot be decoded, say): the router dead-letters it at
+// once (postgres.Permanent recognises it by its Permanent method).
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent reports true: see postgres.Permanent.
+func (e *PermanentError) Permanent() bool { return true }
+
+// Permanent wraps err in a *PermanentError; nil stays nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
 }
 
 // Config describes a router.
@@ -73,9 +98,13 @@ type Config struct {
 	Name       string // handler name prefix
 	Handlers   int    // concurrent handlers (one message in flight each)
 	MaxDeliver int    // the durable's MaxDeliver: its last delivery is dead-lettered
-	Handle     message.NoPublishHandlerFunc
-	// DeadLetter keeps a message whose handling failed on its last
-	// delivery; when it succeeds the message is acked.
+	// Handle handles one message. An error that postgres.Permanent calls
+	// permanent (a data exception, an undecodable message) is
+	// dead-lettered at once; any other is retried in process, then the
+	// message is redelivered with Backoff until its last delivery.
+	Handle message.NoPublishHandlerFunc
+	// DeadLetter keeps a message whose handling failed permanently, or on
+	// its last delivery; when it succeeds the message is acked.
 	DeadLetter func(ctx context.Context, msg *message.Message, cause error) error
 	Log        *slog.Logger
 }
@@ -106,8 +135,9 @@ func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, erro
 	router.AddMiddleware(
 		middleware.Recoverer,
 		middleware.CorrelationID,
-		lastDelivery(c.MaxDeliver, c.DeadLetter),
-		middleware.Retry{MaxRetries: 3, InitialInterval: 50 * time.Millisecond, Multiplier: 2, Logger: wlog}.Middleware,
+		deadLetterFailed(c.MaxDeliver, c.DeadLetter),
+		middleware.Retry{MaxRetries: 3, InitialInterval: 50 * time.Millisecond, Multiplier: 2, Logger: wlog,
+			ShouldRetry: func(p middleware.RetryParams) bool { return !postgres.Permanent(p.Err) }}.Middleware,
 	)
 	for i := range max(1, c.Handlers) {
 		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.Name, i), events.StreamName, drainedSubscriber{sub}, c.Handle)
@@ -128,9 +158,11 @@ func (s drainedSubscriber) Close() error {
 	return nil
 }
 
-// lastDelivery dead-letters a message whose handling still fails on its
-// last delivery, instead of letting JetStream drop it silently.
-func lastDelivery(maxDeliver int, deadLetter func(context.Context, *message.Message, error) error) message.HandlerMiddleware {
+// deadLetterFailed dead-letters a message whose handling failed
+// permanently (postgres.Permanent) at once, and one that still fails on
+// its last delivery instead of letting JetStream drop it silently. When
+// the dead letter cannot be written, the message is redelivered.
+func deadLetterFailed(maxDeliver int, deadLetter func(context.Context, *message.Message, error) error) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			out, err := h(msg)
@@ -138,7 +170,7 @@ func lastDelivery(maxDeliver int, deadLetter func(context.Context, *message.Mess
 				return out, nil
 			}
 			delivered, _ := strconv.Atoi(msg.Metadata.Get(MetaDelivered))
-			if maxDeliver > 0 && delivered >= maxDeliver {
+			if postgres.Permanent(err) || (maxDeliver > 0 && delivered >= maxDeliver) {
 				if dlErr := deadLetter(msg.Context(), msg, err); dlErr == nil {
 					return nil, nil
 				}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -230,13 +231,23 @@ func parse(m jetstream.Msg) item {
 	return it
 }
 
-// process writes one batch and acks it after commit, retrying transient
-// failures until ctx ends.
+// process writes one batch and acks it after commit (see project).
 func (p *Projector) process(ctx context.Context, msgs []jetstream.Msg) error {
 	items := make([]item, len(msgs))
 	for i, m := range msgs {
 		items[i] = parse(m)
 	}
+	return p.project(ctx, items)
+}
+
+// project writes items in one transaction and acks them after commit,
+// retrying transient failures until ctx ends. When the database refuses
+// the data itself (postgres.Permanent: a data exception, a constraint),
+// retrying cannot help: project splits items in halves and projects each,
+// so the refused message ends up alone and is dead-lettered while the
+// rest commit — about 2·log2(n) transactions for one such message in a
+// batch of n.
+func (p *Projector) project(ctx context.Context, items []item) error {
 	start := time.Now()
 	backoff := p.cfg.RetryBackoff
 	if p.hook != nil {
@@ -263,25 +274,26 @@ func (p *Projector) process(ctx context.Context, msgs []jetstream.Msg) error {
 			}
 			return nil
 		}
-		if isDataError(err) && len(items) > 1 {
-			// One message's data is refused by the database: project them one
-			// at a time so the culprit is dead-lettered and the rest pass.
-			p.log.WarnContext(ctx, "batch refused by the database; projecting one by one", "messages", len(items), "error", err)
-			for i, it := range items {
-				if err := p.process(ctx, []jetstream.Msg{it.msg}); err != nil {
+		if postgres.Permanent(err) && ctx.Err() == nil {
+			if len(items) > 1 {
+				p.log.WarnContext(ctx, "batch refused by the database; splitting it to find the message", "messages", len(items), "error", err)
+				half := len(items) / 2
+				if err := p.project(ctx, items[:half]); err != nil {
 					if ctx.Err() != nil {
-						for _, rest := range items[i+1:] {
+						for _, rest := range items[half:] {
 							_ = rest.msg.Nak()
 						}
 					}
 					return err
 				}
+				return p.project(ctx, items[half:])
 			}
-			return nil
-		}
-		if isDataError(err) {
-			items[0].err = fmt.Errorf("refused by the database: %w", err)
-			continue // dead-letter it in the next transaction
+			if items[0].err == nil {
+				items[0].err = fmt.Errorf("refused by the database: %w", err)
+				continue // dead-letter it in the next transaction
+			}
+			// Its dead letter is refused too: retry with backoff below
+			// rather than in a tight loop.
 		}
 		p.log.WarnContext(ctx, "projecting batch failed; retrying", "messages", len(items), "error", err, "retry_in", backoff)
 		for _, it := range items {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
 )
@@ -311,7 +312,21 @@ func (a *API) respond(w http.ResponseWriter, r *http.Request, e Endpoint, err er
 	}
 }
 
+// fail answers a request the store could not serve: 422 naming the
+// problem when Postgres refused a value of the request itself (a data
+// exception: sending it again cannot help; validation should have refused
+// it first), else 503, retry.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if pgErr, ok := postgres.RefusedValue(err); ok {
+		a.log.WarnContext(r.Context(), "webhook API: the database refused a value of the request", "path", r.URL.Path, "error", err)
+		field := "body"
+		if pgErr.ColumnName != "" {
+			field = pgErr.ColumnName
+		}
+		httpapi.ValidationFailed(w, "a value of the request cannot be stored ("+pgErr.Message+"); text must be valid UTF-8 without NUL characters; nothing was changed",
+			[]events.FieldError{{Field: field, Message: pgErr.Message}})
+		return
+	}
 	a.log.ErrorContext(r.Context(), "webhook API", "path", r.URL.Path, "error", err)
 	httpapi.Unavailable(w, time.Second, "the request could not be completed right now; retry")
 }
