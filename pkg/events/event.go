@@ -11,7 +11,9 @@ import (
 //
 // On input, ID, OccurredAt and Particulars are optional; RecordedAt, Type and
 // Seq are set by the system and rejected by Decode. Normalize fills in the
-// defaults.
+// defaults. MarshalInput writes the input form (the body of a stream
+// message); MarshalJSON writes the stored form that reads and deliveries
+// carry, system fields included.
 type Event struct {
 	// ID identifies the event. Optional on input (^[A-Za-z0-9_-]{1,64}$); a
 	// client-chosen id makes the append idempotent. Absent: a UUIDv7.
@@ -59,8 +61,10 @@ func TypeOf(eventableType, action string) string {
 	return eventableType + "." + action
 }
 
-// MarshalJSON writes the event in its wire form: timestamps in UTC with
-// RFC 3339 nano precision, parents as [] and particulars as {} when empty.
+// MarshalJSON writes the event in its stored form, as reads, webhook
+// deliveries and notifications carry it (docs/schema/event.schema.json):
+// timestamps in UTC with RFC 3339 nano precision, parents as [] and
+// particulars as {} when empty, seq omitted when 0.
 func (e Event) MarshalJSON() ([]byte, error) {
 	type wire struct {
 		ID          string          `json:"id"`
@@ -89,6 +93,38 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		w.Particulars = json.RawMessage("{}")
 	}
 	return json.Marshal(w)
+}
+
+// MarshalInput writes the event in its input form: the JSON a producer
+// sends to POST /v1/events, which is also the body of its message on the
+// EVENTS stream. It has id, tenant, action, eventable, creator, parents
+// ([] when empty), particulars ({} when empty) and occurred_at (omitted
+// when zero), and none of the fields eventline derives from the stream
+// message (recorded_at, type, seq).
+func (e Event) MarshalInput() ([]byte, error) {
+	type input struct {
+		ID          string          `json:"id,omitempty"`
+		Tenant      string          `json:"tenant,omitempty"`
+		Action      string          `json:"action"`
+		Eventable   Ref             `json:"eventable"`
+		Creator     Ref             `json:"creator"`
+		Parents     []Ref           `json:"parents"`
+		Particulars json.RawMessage `json:"particulars"`
+		OccurredAt  string          `json:"occurred_at,omitempty"`
+	}
+	in := input{
+		ID: e.ID, Tenant: e.Tenant, Action: e.Action,
+		Eventable: e.Eventable, Creator: e.Creator,
+		Parents: e.Parents, Particulars: e.Particulars,
+		OccurredAt: formatTime(e.OccurredAt),
+	}
+	if in.Parents == nil {
+		in.Parents = []Ref{}
+	}
+	if len(in.Particulars) == 0 {
+		in.Particulars = json.RawMessage("{}")
+	}
+	return json.Marshal(in)
 }
 
 func formatTime(t time.Time) string {

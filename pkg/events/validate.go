@@ -1,7 +1,6 @@
 package events
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -127,13 +126,12 @@ func (e *Event) check(index int, now time.Time, verr *ValidationError) {
 		checkRef(index, fmt.Sprintf("parents[%d]", i), p, verr)
 	}
 	if len(e.Particulars) > 0 {
-		switch {
-		case len(e.Particulars) > MaxParticulars:
+		if len(e.Particulars) > MaxParticulars {
 			verr.add(index, "particulars", "is %d bytes encoded; at most %d (64 KiB) are allowed", len(e.Particulars), MaxParticulars)
-		case !isJSONObject(e.Particulars):
+		} else if valid, errs := checkStorableAt(e.Particulars, index, "particulars", 2); len(errs) > 0 {
+			verr.Errors = append(verr.Errors, errs...)
+		} else if !valid || !isJSONObject(e.Particulars) {
 			verr.add(index, "particulars", "must be a JSON object")
-		case bytes.Contains(e.Particulars, []byte(`\u0000`)):
-			verr.add(index, "particulars", "must not contain the NUL character (\\u0000), which the read models cannot store")
 		}
 	}
 	if !e.OccurredAt.IsZero() {
@@ -167,6 +165,57 @@ func checkRef(index int, field string, r Ref, verr *ValidationError) {
 	case strings.IndexFunc(r.ID, unicode.IsControl) >= 0: // includes NUL
 		verr.add(index, field+".id", "must not contain control characters")
 	}
+}
+
+// ParseTimestamp reads an RFC 3339 timestamp as the contract reads
+// occurred_at: "2026-11-25T10:00:00Z" or "2026-11-25T11:00:00.123+01:00",
+// upper-case T and Z, any number of fraction digits (nanoseconds kept),
+// offsets from -23:59 to +23:59. It refuses what time.Parse would let
+// through although RFC 3339 does not allow it ("10:00:00,5Z", "+24:00",
+// "+01:60"), so every language's RFC 3339 parser reads it the same.
+func ParseTimestamp(s string) (time.Time, bool) {
+	if !isRFC3339(s) {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return t, err == nil
+}
+
+// isRFC3339 checks the shape of an RFC 3339 date-time; time.Parse checks
+// the calendar.
+func isRFC3339(s string) bool {
+	const head = "dddd-dd-ddTdd:dd:dd" // d: a digit
+	if len(s) < len(head)+1 {
+		return false
+	}
+	for i := 0; i < len(head); i++ {
+		if c := s[i]; (head[i] == 'd' && (c < '0' || c > '9')) || (head[i] != 'd' && c != head[i]) {
+			return false
+		}
+	}
+	rest := s[len(head):]
+	if rest[0] == '.' {
+		n := 1
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if n == 1 {
+			return false
+		}
+		rest = rest[n:]
+	}
+	if rest == "Z" {
+		return true
+	}
+	if len(rest) != 6 || (rest[0] != '+' && rest[0] != '-') || rest[3] != ':' {
+		return false
+	}
+	for _, i := range []int{1, 2, 4, 5} {
+		if rest[i] < '0' || rest[i] > '9' {
+			return false
+		}
+	}
+	return rest[1:3] <= "23" && rest[4:6] <= "59"
 }
 
 // IsTenant reports whether s is a valid tenant token: ^[a-z0-9][a-z0-9_-]{0,62}$.
@@ -210,15 +259,14 @@ func isEventID(s string) bool {
 
 func isLowerOrDigit(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') }
 
+// isJSONObject reports whether the JSON value raw (valid JSON) is an object.
 func isJSONObject(raw []byte) bool {
 	for _, c := range raw {
 		switch c {
 		case ' ', '\t', '\r', '\n':
 			continue
-		case '{':
-			return json.Valid(raw)
 		default:
-			return false
+			return c == '{'
 		}
 	}
 	return false
