@@ -138,3 +138,33 @@ func FuzzCheckStorable(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckRef(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		field  string
+		ref    events.Ref
+		fields []string
+	}{
+		{"valid", "parents[0]", events.Ref{Type: "board", ID: "карта €"}, nil},
+		{"bad type", "parents[0]", events.Ref{Type: "Board", ID: "b1"}, []string{"parents[0].type"}},
+		{"newline", "parents[1]", events.Ref{Type: "board", ID: "a\nb"}, []string{"parents[1].id"}},
+		{"NUL", "", events.Ref{Type: "card", ID: "\x00"}, []string{"id"}},
+		{"invalid UTF-8", "", events.Ref{Type: "card", ID: "c\xff"}, []string{"id"}},
+		{"empty", "eventable", events.Ref{}, []string{"eventable.type", "eventable.id"}},
+		{"257 bytes", "", events.Ref{Type: "card", ID: strings.Repeat("é", 128) + "x"}, []string{"id"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var fields []string
+			for _, fe := range events.CheckRef(tt.field, tt.ref) {
+				fields = append(fields, fe.Field)
+			}
+			require.Equal(t, tt.fields, fields)
+		})
+	}
+	require.Empty(t, events.CheckRefID("user_id", "zoë"))
+	require.Equal(t, "user_id", events.CheckRefID("user_id", "a\tb")[0].Field)
+}

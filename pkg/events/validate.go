@@ -155,16 +155,46 @@ func checkName(index int, field, v string, verr *ValidationError) {
 
 func checkRef(index int, field string, r Ref, verr *ValidationError) {
 	checkName(index, field+".type", r.Type, verr)
+	checkRefID(index, field+".id", r.ID, verr)
+}
+
+func checkRefID(index int, field, id string, verr *ValidationError) {
 	switch {
-	case r.ID == "":
-		verr.add(index, field+".id", "is required")
-	case len(r.ID) > MaxRefIDLen:
-		verr.add(index, field+".id", "is %d bytes; at most %d are allowed", len(r.ID), MaxRefIDLen)
-	case !utf8.ValidString(r.ID):
-		verr.add(index, field+".id", "must be valid UTF-8")
-	case strings.IndexFunc(r.ID, unicode.IsControl) >= 0: // includes NUL
-		verr.add(index, field+".id", "must not contain control characters")
+	case id == "":
+		verr.add(index, field, "is required")
+	case len(id) > MaxRefIDLen:
+		verr.add(index, field, "is %d bytes; at most %d are allowed", len(id), MaxRefIDLen)
+	case !utf8.ValidString(id):
+		verr.add(index, field, "must be valid UTF-8")
+	case strings.IndexFunc(id, unicode.IsControl) >= 0: // includes NUL
+		verr.add(index, field, "must not contain control characters")
 	}
+}
+
+// CheckRef checks r by the rules of an event's references (eventable,
+// creator, parents): type ^[a-z][a-z0-9_]{0,62}$, id 1-256 bytes of UTF-8
+// without control characters (so no NUL). field names r in the errors:
+// "parents[2]" gives "parents[2].type" and "parents[2].id"; "" gives "type"
+// and "id". The APIs that store references (webhook parent filters,
+// watches) use it, so they refuse exactly what ingest refuses.
+func CheckRef(field string, r Ref) []FieldError {
+	var verr ValidationError
+	prefix := field
+	if prefix != "" {
+		prefix += "."
+	}
+	checkName(0, prefix+"type", r.Type, &verr)
+	checkRefID(0, prefix+"id", r.ID, &verr)
+	return verr.Errors
+}
+
+// CheckRefID checks id by the rule of a reference's id (CheckRef), naming
+// it field: for ids that refer to objects outside an event, such as a user
+// id in a path.
+func CheckRefID(field, id string) []FieldError {
+	var verr ValidationError
+	checkRefID(0, field, id, &verr)
+	return verr.Errors
 }
 
 // ParseTimestamp reads an RFC 3339 timestamp as the contract reads
