@@ -310,6 +310,16 @@ func fieldsOf(t *testing.T, problem map[string]any) []string {
 	return out
 }
 
+// notEventBodies are bodies that are not events or batches, with the
+// "index:field" of their one error.
+var notEventBodies = map[string]string{
+	`[1,2]`:                         "0:body",
+	`{"events": []}`:                "0:events",
+	`{"events": {}}`:                "0:events",
+	`{"events": [], "action": "x"}`: "0:body",
+	`{"action":`:                    "0:body",
+}
+
 func TestIngestErrors(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -359,13 +369,7 @@ func TestIngestErrors(t *testing.T) {
 		require.Len(t, streamEvents(t, b.str), before, "nothing appended")
 	})
 	t.Run("422 for bodies that are not events", func(t *testing.T) {
-		for body, field := range map[string]string{
-			`[1,2]`:                         "0:body",
-			`{"events": []}`:                "0:events",
-			`{"events": {}}`:                "0:events",
-			`{"events": [], "action": "x"}`: "0:body",
-			`{"action":`:                    "0:body",
-		} {
+		for body, field := range notEventBodies {
 			r := post(t, b.url, b.key, "application/json", []byte(body))
 			require.Equal(t, http.StatusUnprocessableEntity, r.status, body)
 			require.Equal(t, []string{field}, fieldsOf(t, r.problem), body)
