@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -111,7 +110,7 @@ func decode(data []byte, o decodeOptions) (e Event, occurred bool, err error) {
 				if i >= MaxParents {
 					break // the count is reported by check
 				}
-				decodeRef(index, fmt.Sprintf("parents[%d]", i), p, &e.Parents[i], &verr)
+				decodeRef(index, parentField(i), p, &e.Parents[i], &verr)
 			}
 		}
 	}

@@ -168,3 +168,27 @@ func TestCheckRef(t *testing.T) {
 	require.Empty(t, events.CheckRefID("user_id", "zoë"))
 	require.Equal(t, "user_id", events.CheckRefID("user_id", "a\tb")[0].Field)
 }
+
+// BenchmarkCheckStorable is the cost ingest pays per event for reading
+// the raw bytes, against encoding/json's json.Valid on the same bytes.
+func BenchmarkCheckStorable(b *testing.B) {
+	doc := []byte(valid)
+	b.Run("CheckStorable", func(b *testing.B) {
+		b.SetBytes(int64(len(doc)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if events.CheckStorable(doc, "event") != nil {
+				b.Fatal("not storable")
+			}
+		}
+	})
+	b.Run("json.Valid", func(b *testing.B) {
+		b.SetBytes(int64(len(doc)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if !json.Valid(doc) {
+				b.Fatal("not valid")
+			}
+		}
+	})
+}

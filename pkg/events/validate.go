@@ -11,7 +11,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// Limits of CONTRACT §1.
+// Limits of an event (docs/contract.md); CheckStorable adds the limits of
+// what the read models can store (MaxDepth, MaxNumberExponent,
+// MaxNumberScale).
 const (
 	MaxIDLen          = 64       // bytes of an event id
 	MaxTokenLen       = 63       // bytes of a tenant, action or ref type
@@ -64,12 +66,18 @@ func (e *ValidationError) orNil() error {
 	return e
 }
 
-// Normalize checks e against every rule of CONTRACT §1 and, when it is
-// valid, fills in what the system sets: a UUIDv7 ID when absent, OccurredAt
-// (default now), RecordedAt (now, unless already set by the receiver), Type
-// and empty Particulars. Times are converted to UTC and truncated to
-// microseconds, the precision every read model stores. now is the receive
-// time. A Traceparent that is not a valid W3C traceparent is dropped.
+// Normalize checks e against every rule of an event (docs/contract.md),
+// particulars included (CheckStorable), and, when it is valid, fills in
+// what the system sets: a UUIDv7 ID when absent, OccurredAt (default now),
+// RecordedAt (now, unless already set by the receiver), Type and empty
+// Particulars. Times are converted to UTC and truncated to microseconds,
+// the precision every read model stores. now is the receive time. A
+// Traceparent that is not a valid W3C traceparent is dropped. A zero
+// OccurredAt means "absent": Decode refuses a body that sends the zero
+// time (0001-01-01T00:00:00Z) before Normalize could mistake it.
+//
+// RecordedAt and Type are not written to the stream (MarshalInput):
+// consumers derive them from the message (ParseStored).
 //
 // It returns a *ValidationError naming every invalid field, and leaves e
 // unchanged in that case. Normalizing a normalized event changes nothing.
@@ -123,7 +131,7 @@ func (e *Event) check(index int, now time.Time, verr *ValidationError) {
 		verr.add(index, "parents", "has %d entries; at most %d are allowed", len(e.Parents), MaxParents)
 	}
 	for i, p := range e.Parents {
-		checkRef(index, fmt.Sprintf("parents[%d]", i), p, verr)
+		checkRef(index, parentField(i), p, verr)
 	}
 	if len(e.Particulars) > 0 {
 		if len(e.Particulars) > MaxParticulars {
@@ -144,30 +152,53 @@ func (e *Event) check(index int, now time.Time, verr *ValidationError) {
 	}
 }
 
+// parentFields are the names of the parents, made once: check runs on
+// every ingested event.
+var parentFields = func() (f [MaxParents]string) {
+	for i := range f {
+		f[i] = fmt.Sprintf("parents[%d]", i)
+	}
+	return f
+}()
+
+func parentField(i int) string {
+	if i < len(parentFields) {
+		return parentFields[i]
+	}
+	return fmt.Sprintf("parents[%d]", i)
+}
+
 func checkName(index int, field, v string, verr *ValidationError) {
+	checkNameAt(index, field, "", v, verr)
+}
+
+// checkNameAt checks the name at field+suffix; the path is only built for
+// an error (Normalize runs on every ingested event).
+func checkNameAt(index int, field, suffix, v string, verr *ValidationError) {
 	switch {
 	case v == "":
-		verr.add(index, field, "is required")
+		verr.add(index, field+suffix, "is required")
 	case !IsName(v):
-		verr.add(index, field, "must match ^[a-z][a-z0-9_]{0,62}$ (lower case letters, digits and '_', starting with a letter)")
+		verr.add(index, field+suffix, "must match ^[a-z][a-z0-9_]{0,62}$ (lower case letters, digits and '_', starting with a letter)")
 	}
 }
 
 func checkRef(index int, field string, r Ref, verr *ValidationError) {
-	checkName(index, field+".type", r.Type, verr)
-	checkRefID(index, field+".id", r.ID, verr)
+	checkNameAt(index, field, ".type", r.Type, verr)
+	checkRefIDAt(index, field, ".id", r.ID, verr)
 }
 
-func checkRefID(index int, field, id string, verr *ValidationError) {
+// checkRefIDAt checks the reference id at field+suffix.
+func checkRefIDAt(index int, field, suffix, id string, verr *ValidationError) {
 	switch {
 	case id == "":
-		verr.add(index, field, "is required")
+		verr.add(index, field+suffix, "is required")
 	case len(id) > MaxRefIDLen:
-		verr.add(index, field, "is %d bytes; at most %d are allowed", len(id), MaxRefIDLen)
+		verr.add(index, field+suffix, "is %d bytes; at most %d are allowed", len(id), MaxRefIDLen)
 	case !utf8.ValidString(id):
-		verr.add(index, field, "must be valid UTF-8")
+		verr.add(index, field+suffix, "must be valid UTF-8")
 	case strings.IndexFunc(id, unicode.IsControl) >= 0: // includes NUL
-		verr.add(index, field, "must not contain control characters")
+		verr.add(index, field+suffix, "must not contain control characters")
 	}
 }
 
@@ -183,8 +214,8 @@ func CheckRef(field string, r Ref) []FieldError {
 	if prefix != "" {
 		prefix += "."
 	}
-	checkName(0, prefix+"type", r.Type, &verr)
-	checkRefID(0, prefix+"id", r.ID, &verr)
+	checkNameAt(0, prefix, "type", r.Type, &verr)
+	checkRefIDAt(0, prefix, "id", r.ID, &verr)
 	return verr.Errors
 }
 
@@ -193,7 +224,7 @@ func CheckRef(field string, r Ref) []FieldError {
 // id in a path.
 func CheckRefID(field, id string) []FieldError {
 	var verr ValidationError
-	checkRefID(0, field, id, &verr)
+	checkRefIDAt(0, field, "", id, &verr)
 	return verr.Errors
 }
 
