@@ -103,16 +103,7 @@ func TestPoisonMessageIsDeadLettered(t *testing.T) {
 
 	b.worker(t, Config{}, nil)
 	b.waitEvents(t, 2)
-	dl := deadletter.NewStore(b.pool)
-	var letters []deadletter.Letter
-	require.Eventually(t, func() bool {
-		letters, err = dl.List(ctx, deadletter.ListParams{Consumer: "projector"})
-		return err == nil && len(letters) == 2
-	}, 10*time.Second, 10*time.Millisecond)
-	bySeq := map[uint64]deadletter.Letter{}
-	for _, l := range letters {
-		bySeq[l.StreamSeq] = l
-	}
+	bySeq := b.waitLetters(t, 2)
 	require.Contains(t, bySeq[notJSON].Error, "must be a JSON object")
 	require.Equal(t, "this is not json", string(bySeq[notJSON].Data))
 	require.Contains(t, bySeq[wrongSubject].Error, "subject")
@@ -164,20 +155,29 @@ func TestProjectsWhatAnyLanguagePublishes(t *testing.T) {
 	require.NoError(t, err, "the id-less event is stored under the id derived from its stream time and seq")
 	require.Equal(t, noID, e.Seq)
 
-	dl := deadletter.NewStore(b.pool)
-	var letters []deadletter.Letter
-	require.Eventually(t, func() bool {
-		letters, err = dl.List(ctx, deadletter.ListParams{Consumer: "projector"})
-		return err == nil && len(letters) == 2
-	}, 10*time.Second, 10*time.Millisecond)
-	bySeq := map[uint64]deadletter.Letter{}
-	for _, l := range letters {
-		bySeq[l.StreamSeq] = l
-	}
+	bySeq := b.waitLetters(t, 2)
 	require.Contains(t, bySeq[unknown].Error, "board_id: is not a field of an event", "unknown fields are refused as on HTTP")
 	require.Equal(t, unknownTime.UTC().Truncate(time.Microsecond), bySeq[unknown].StreamTime, "the letter keeps the stream time")
 	require.Equal(t, "acme:n2", bySeq[unknown].MsgID)
 	require.Contains(t, bySeq[badMsgID].Error, `Nats-Msg-Id: is "globex:n3" but must be "acme:n3"`)
+}
+
+// waitLetters waits until the projector has n dead letters and returns
+// them by stream sequence.
+func (b *bundle) waitLetters(t *testing.T, n int) map[uint64]deadletter.Letter {
+	t.Helper()
+	dl := deadletter.NewStore(b.pool)
+	var letters []deadletter.Letter
+	require.Eventually(t, func() bool {
+		var err error
+		letters, err = dl.List(context.Background(), deadletter.ListParams{Consumer: "projector"})
+		return err == nil && len(letters) == n
+	}, 10*time.Second, 10*time.Millisecond, "want %d dead letters", n)
+	bySeq := map[uint64]deadletter.Letter{}
+	for _, l := range letters {
+		bySeq[l.StreamSeq] = l
+	}
+	return bySeq
 }
 
 // TestTenantIsolation: a key of one tenant never sees another's events,

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/eventline/eventline/pkg/events"
@@ -9,7 +10,8 @@ import (
 
 // StorableInput is the input of the differential fuzz targets that check
 // "accepted means storable" against the real read-model tables
-// (FuzzAcceptedIsStorable in the projector and the notifier): the parts of
+// (FuzzAccepted; FuzzAcceptedIsStorable in the projector and the
+// notifier): the parts of
 // an event where Postgres can refuse what JSON allows. Body pastes them
 // into an HTTP body byte for byte, so invalid UTF-8, broken escapes and odd
 // numbers reach the validation unchanged.
@@ -58,12 +60,35 @@ func StorableSeeds() []StorableInput {
 	}
 }
 
-// AcceptedEvent runs body through ingest's validation (DecodeForTenant and
+// FuzzAccepted runs a differential "accepted means storable" fuzz target:
+// it seeds f with StorableSeeds, makes a body of each input
+// (StorableInput.Body) and calls store with every event ingest accepts, as
+// a consumer reads it back from the stream (received and stored at one
+// fixed time). store fails t when the read model cannot hold the event.
+func FuzzAccepted(f *testing.F, store func(t *testing.T, e events.Event, body []byte)) {
+	for _, s := range StorableSeeds() {
+		f.Add(s.ID, s.EventableID, s.ParentID, s.Particulars, s.OccurredAt)
+	}
+	now := time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC)
+	f.Fuzz(func(t *testing.T, id, eventableID, parentID string, particulars []byte, occurredAt string) {
+		body := StorableInput{ID: id, EventableID: eventableID, ParentID: parentID, Particulars: particulars, OccurredAt: occurredAt}.Body()
+		e, ok, reject := acceptedEvent(body, now)
+		if !ok {
+			return
+		}
+		if reject != nil {
+			t.Fatalf("ingest accepts %q but a consumer rejects it: %v", body, reject)
+		}
+		store(t, e, body)
+	})
+}
+
+// acceptedEvent runs body through ingest's validation (DecodeForTenant and
 // Normalize for tenant acme at now), then through the stream as a consumer
 // reads it (MarshalInput, ParseStored with the message stored at now, seq
 // 1). ok is false when ingest rejects the body; a body ingest accepts that
 // a consumer rejects is reported as reject.
-func AcceptedEvent(body []byte, now time.Time) (e events.Event, ok bool, reject error) {
+func acceptedEvent(body []byte, now time.Time) (e events.Event, ok bool, reject error) {
 	e, err := events.DecodeForTenant(body, 0, "acme", now)
 	if err == nil {
 		err = e.Normalize(now)

@@ -63,36 +63,20 @@ func TypeOf(eventableType, action string) string {
 
 // MarshalJSON writes the event in its stored form, as reads, webhook
 // deliveries and notifications carry it (docs/schema/event.schema.json):
-// timestamps in UTC with RFC 3339 nano precision, parents as [] and
-// particulars as {} when empty, seq omitted when 0.
+// the input form (MarshalInput) plus recorded_at, type and seq, timestamps
+// in UTC with RFC 3339 nano precision, seq omitted when 0.
 func (e Event) MarshalJSON() ([]byte, error) {
-	type wire struct {
-		ID          string          `json:"id"`
-		Tenant      string          `json:"tenant"`
-		Action      string          `json:"action"`
-		Eventable   Ref             `json:"eventable"`
-		Creator     Ref             `json:"creator"`
-		Parents     []Ref           `json:"parents"`
-		Particulars json.RawMessage `json:"particulars"`
-		OccurredAt  string          `json:"occurred_at,omitempty"`
-		RecordedAt  string          `json:"recorded_at,omitempty"`
-		Type        string          `json:"type"`
-		Seq         uint64          `json:"seq,omitempty"`
+	type stored struct {
+		// id and tenant are always written; they shadow the input form's.
+		ID     string `json:"id"`
+		Tenant string `json:"tenant"`
+		inputForm
+		RecordedAt string `json:"recorded_at,omitempty"`
+		Type       string `json:"type"`
+		Seq        uint64 `json:"seq,omitempty"`
 	}
-	w := wire{
-		ID: e.ID, Tenant: e.Tenant, Action: e.Action,
-		Eventable: e.Eventable, Creator: e.Creator,
-		Parents: e.Parents, Particulars: e.Particulars,
-		OccurredAt: formatTime(e.OccurredAt), RecordedAt: formatTime(e.RecordedAt),
-		Type: e.Type, Seq: e.Seq,
-	}
-	if w.Parents == nil {
-		w.Parents = []Ref{}
-	}
-	if len(w.Particulars) == 0 {
-		w.Particulars = json.RawMessage("{}")
-	}
-	return json.Marshal(w)
+	return json.Marshal(stored{ID: e.ID, Tenant: e.Tenant, inputForm: e.inputForm(),
+		RecordedAt: formatTime(e.RecordedAt), Type: e.Type, Seq: e.Seq})
 }
 
 // MarshalInput writes the event in its input form: the JSON a producer
@@ -102,17 +86,23 @@ func (e Event) MarshalJSON() ([]byte, error) {
 // when zero), and none of the fields eventline derives from the stream
 // message (recorded_at, type, seq).
 func (e Event) MarshalInput() ([]byte, error) {
-	type input struct {
-		ID          string          `json:"id,omitempty"`
-		Tenant      string          `json:"tenant,omitempty"`
-		Action      string          `json:"action"`
-		Eventable   Ref             `json:"eventable"`
-		Creator     Ref             `json:"creator"`
-		Parents     []Ref           `json:"parents"`
-		Particulars json.RawMessage `json:"particulars"`
-		OccurredAt  string          `json:"occurred_at,omitempty"`
-	}
-	in := input{
+	return json.Marshal(e.inputForm())
+}
+
+// inputForm is the JSON of MarshalInput.
+type inputForm struct {
+	ID          string          `json:"id,omitempty"`
+	Tenant      string          `json:"tenant,omitempty"`
+	Action      string          `json:"action"`
+	Eventable   Ref             `json:"eventable"`
+	Creator     Ref             `json:"creator"`
+	Parents     []Ref           `json:"parents"`
+	Particulars json.RawMessage `json:"particulars"`
+	OccurredAt  string          `json:"occurred_at,omitempty"`
+}
+
+func (e Event) inputForm() inputForm {
+	in := inputForm{
 		ID: e.ID, Tenant: e.Tenant, Action: e.Action,
 		Eventable: e.Eventable, Creator: e.Creator,
 		Parents: e.Parents, Particulars: e.Particulars,
@@ -124,7 +114,7 @@ func (e Event) MarshalInput() ([]byte, error) {
 	if len(in.Particulars) == 0 {
 		in.Particulars = json.RawMessage("{}")
 	}
-	return json.Marshal(in)
+	return in
 }
 
 func formatTime(t time.Time) string {
