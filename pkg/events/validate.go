@@ -26,8 +26,9 @@ const (
 
 // FieldError is one problem with one field of one event. Index is the
 // event's position in its batch (0 for a single event). Field is a JSON path
-// such as "eventable.id" or "parents[2].type"; "event" means the event as a
-// whole.
+// such as "eventable.id", "parents[2].type" or "particulars.items[3].n";
+// "event" means the event as a whole. A rejected stream message
+// (ParseStored) may also name "subject" and "Nats-Msg-Id".
 type FieldError struct {
 	Index   int    `json:"index"`
 	Field   string `json:"field"`
