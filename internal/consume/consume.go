@@ -2,9 +2,10 @@
 // consumer (docs/architecture.md): a watermill-nats subscriber bound to the
 // pre-provisioned durable (ExistingConsumer, never created or deleted by
 // the library), an unmarshaler that never fails and exposes the stream
-// sequence and delivery count, and a router with recovery, correlation
-// ids, in-process retries of transient failures, and dead-lettering of
-// permanent failures at once and of any failure on the last delivery.
+// sequence, timestamp, Nats-Msg-Id header and delivery count, and a router
+// with recovery, correlation ids, in-process retries of transient failures,
+// and dead-lettering of permanent failures at once and of any failure on
+// the last delivery.
 package consume
 
 import (
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -23,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -30,8 +33,10 @@ import (
 const (
 	MetaSubject     = "subject"
 	MetaStreamSeq   = "stream_seq"
+	MetaStreamTime  = "stream_time" // RFC 3339 with nanoseconds
 	MetaDelivered   = "delivered"
 	MetaTraceparent = "traceparent"
+	MetaMsgID       = "nats_msg_id" // the Nats-Msg-Id header; absent when the message has none
 )
 
 // Unmarshaler turns a JetStream message into a Watermill message. It
@@ -42,11 +47,17 @@ type Unmarshaler struct{}
 
 // Unmarshal implements the watermill-nats Unmarshaler.
 func (Unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
-	m := message.NewMessage(msg.Headers().Get(nats.MsgIdHdr), msg.Data())
+	h := msg.Headers()
+	m := message.NewMessage(h.Get(nats.MsgIdHdr), msg.Data())
 	m.Metadata.Set(MetaSubject, msg.Subject())
-	m.Metadata.Set(MetaTraceparent, msg.Headers().Get("traceparent"))
+	m.Metadata.Set(MetaTraceparent, h.Get("traceparent"))
+	if ids := h.Values(nats.MsgIdHdr); len(ids) > 0 {
+		// More than one is a rejection; keep them all for ParseStored.
+		m.Metadata.Set(MetaMsgID, strings.Join(ids, "\n"))
+	}
 	if meta, err := msg.Metadata(); err == nil {
 		m.Metadata.Set(MetaStreamSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
+		m.Metadata.Set(MetaStreamTime, meta.Timestamp.UTC().Format(time.RFC3339Nano))
 		m.Metadata.Set(MetaDelivered, strconv.FormatUint(meta.NumDelivered, 10))
 	}
 	return m, nil
@@ -58,17 +69,43 @@ func StreamSeq(msg *message.Message) uint64 {
 	return seq
 }
 
-// Event parses a message's stored event. Every error it returns is a
-// *PermanentError: the message itself cannot be decoded or breaks the
-// contract.
-func Event(msg *message.Message) (events.Event, error) {
-	seq := StreamSeq(msg)
-	ev, err := events.ParseStored(msg.Metadata.Get(MetaSubject), msg.Payload, seq)
-	if err == nil && seq == 0 {
-		err = fmt.Errorf("message without stream metadata")
+// StreamTime is when the stream stored the message (zero when unknown).
+func StreamTime(msg *message.Message) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, msg.Metadata.Get(MetaStreamTime))
+	return t
+}
+
+// MsgID is the message's Nats-Msg-Id header ("" when it has none; values
+// joined by newlines when it has several).
+func MsgID(msg *message.Message) string { return msg.Metadata.Get(MetaMsgID) }
+
+// StreamMessage rebuilds the stream message ParseStored reads.
+func StreamMessage(msg *message.Message) events.Message {
+	m := events.Message{Subject: msg.Metadata.Get(MetaSubject), Data: msg.Payload, Seq: StreamSeq(msg), Timestamp: StreamTime(msg)}
+	if ids := MsgID(msg); ids != "" || msg.Metadata.Get(MetaTraceparent) != "" {
+		m.Header = nats.Header{}
+		if ids != "" {
+			m.Header[events.HeaderMsgID] = strings.Split(ids, "\n")
+		}
+		if tp := msg.Metadata.Get(MetaTraceparent); tp != "" {
+			m.Header.Set("traceparent", tp)
+		}
 	}
-	ev.Traceparent = msg.Metadata.Get(MetaTraceparent)
+	return m
+}
+
+// Event parses a message's stored event (events.ParseStored). Every error
+// it returns is a *PermanentError: a wrapped *events.ValidationError is a
+// rejection; any other error means the message lacks its stream metadata.
+func Event(msg *message.Message) (events.Event, error) {
+	ev, err := events.ParseStored(StreamMessage(msg))
 	return ev, Permanent(err)
+}
+
+// Letter is the dead letter of msg for consumer, with cause as its error.
+func Letter(consumer string, msg *message.Message, cause error) deadletter.Letter {
+	return deadletter.Letter{Consumer: consumer, StreamSeq: StreamSeq(msg), Subject: msg.Metadata.Get(MetaSubject),
+		Data: msg.Payload, StreamTime: StreamTime(msg), MsgID: MsgID(msg), Error: cause.Error()}
 }
 
 // PermanentError marks the failure of a message that handling it again

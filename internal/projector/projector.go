@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -213,10 +214,11 @@ func nakAll(msgs chan jetstream.Msg) {
 
 // item is one fetched message, parsed or poisoned.
 type item struct {
-	msg   jetstream.Msg
-	seq   uint64
-	event events.Event
-	err   error // why it cannot be projected: dead-letter it
+	msg    jetstream.Msg
+	seq    uint64
+	stored time.Time // the stream timestamp
+	event  events.Event
+	err    error // why it cannot be projected: dead-letter it
 }
 
 func parse(m jetstream.Msg) item {
@@ -226,8 +228,8 @@ func parse(m jetstream.Msg) item {
 		it.err = fmt.Errorf("read message metadata: %w", err)
 		return it
 	}
-	it.seq = meta.Sequence.Stream
-	it.event, it.err = events.ParseStored(m.Subject(), m.Data(), it.seq)
+	it.seq, it.stored = meta.Sequence.Stream, meta.Timestamp
+	it.event, it.err = events.ParseStored(events.Message{Subject: m.Subject(), Data: m.Data(), Header: m.Headers(), Seq: it.seq, Timestamp: it.stored})
 	return it
 }
 
@@ -359,7 +361,8 @@ func (p *Projector) commit(ctx context.Context, items []item) (batchResult, erro
 			maxSeq = max(maxSeq, it.seq)
 			if it.err != nil {
 				res.deadLettered++
-				if err := deadletter.Add(ctx, tx, deadletter.Letter{Consumer: p.cfg.Consumer, StreamSeq: it.seq, Subject: it.msg.Subject(), Data: it.msg.Data(), Error: it.err.Error()}); err != nil {
+				if err := deadletter.Add(ctx, tx, deadletter.Letter{Consumer: p.cfg.Consumer, StreamSeq: it.seq, Subject: it.msg.Subject(), Data: it.msg.Data(),
+					StreamTime: it.stored, MsgID: strings.Join(it.msg.Headers().Values(events.HeaderMsgID), "\n"), Error: it.err.Error()}); err != nil {
 					return err
 				}
 				p.log.WarnContext(ctx, "dead-lettered a message", "stream_seq", it.seq, "subject", it.msg.Subject(), "error", it.err)

@@ -260,7 +260,7 @@ func (a *API) scan(ctx context.Context, ep Endpoint, since, until time.Time) ([]
 			if !meta.Timestamp.Before(until) {
 				return out, nil
 			}
-			e, err := events.ParseStored(m.Subject(), m.Data(), meta.Sequence.Stream)
+			e, err := events.ParseStored(events.Message{Subject: m.Subject(), Data: m.Data(), Header: m.Headers(), Seq: meta.Sequence.Stream, Timestamp: meta.Timestamp})
 			if err != nil || !match.Matches(e) {
 				continue
 			}

@@ -284,7 +284,7 @@ func (f *fanout) record(ctx context.Context, jobs []job, done []outcome) ([]job,
 func (f *fanout) deadLetter(ctx context.Context, msg *message.Message, cause error) error {
 	seq, subject := consume.StreamSeq(msg), msg.Metadata.Get(consume.MetaSubject)
 	f.log.WarnContext(ctx, "dead-lettered a message", "stream_seq", seq, "subject", subject, "error", cause)
-	return deadletter.Add(ctx, f.pool, deadletter.Letter{Consumer: f.consumer, StreamSeq: seq, Subject: subject, Data: msg.Payload, Error: cause.Error()})
+	return deadletter.Add(ctx, f.pool, consume.Letter(f.consumer, msg, cause))
 }
 
 // newRouter builds the Watermill router of the fan-out with handlers
