@@ -109,7 +109,7 @@ func TestPermanentFailureDeadLetteredAtOnce(t *testing.T) {
 	require.ErrorContains(t, got["refused"].cause, "refused by a trigger")
 	require.Contains(t, got, "", "the undecodable message (no id)")
 	require.Equal(t, "1", got[""].delivered)
-	require.ErrorContains(t, got[""].cause, "decode stored event")
+	require.ErrorContains(t, got[""].cause, "must be a JSON object")
 
 	testenv.Poll(t, 10*time.Second, "the transient failure retried until handled", func() bool {
 		mu.Lock()
