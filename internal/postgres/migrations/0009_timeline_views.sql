@@ -60,10 +60,14 @@ $fn$;
 -- the error any REPEATABLE READ transaction must be ready to retry.
 CREATE FUNCTION timeline.serving(g integer) RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+DECLARE
+    cur integer;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM timeline.current WHERE generation = g) THEN
-        RAISE EXCEPTION 'the timelines were rebuilt after this transaction''s snapshot was taken'
+    SELECT generation INTO cur FROM timeline.current;
+    IF cur IS DISTINCT FROM g THEN
+        RAISE EXCEPTION 'the timeline views read generation %, but generation % serves', g, cur
             USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'A transaction whose snapshot predates a rebuild''s switch sees the previous generation as current.',
                   HINT = 'Retry the transaction.';
     END IF;
     RETURN true;
