@@ -2,8 +2,6 @@ package projector
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,9 +65,7 @@ func seedGeneration(t *testing.T, pool *pgxpool.Pool, g int, es []events.Event) 
 // options (" IN ROLE eventline_reader"), dropped when the test ends.
 func createLogin(t *testing.T, owner *pgxpool.Pool, prefix, options string) string {
 	t.Helper()
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	name := prefix + hex.EncodeToString(b)
+	name := prefix + randomSuffix()
 	_, err := owner.Exec(context.Background(), "CREATE ROLE "+name+" LOGIN"+options)
 	require.NoError(t, err)
 	dropRoleAtEnd(t, owner, name)
