@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,11 +108,13 @@ func withTenant(tenant string) map[string]string {
 	return map[string]string{"options": "-c eventline.tenant=" + tenant}
 }
 
-func requireSQLState(t *testing.T, err error, code, what string) *pgconn.PgError {
+// requireSQLState fails unless err is a Postgres error with SQLSTATE code,
+// and returns its fields.
+func requireSQLState(t *testing.T, err error, code, what string) (message, hint string) {
 	t.Helper()
 	var pgErr *pgconn.PgError
 	require.True(t, errors.As(err, &pgErr) && pgErr.Code == code, "%s: want SQLSTATE %s, got %v", what, code, err)
-	return pgErr
+	return pgErr.Message, pgErr.Hint
 }
 
 func countOf(t *testing.T, pool *pgxpool.Pool, sql string) (int, error) {
@@ -145,9 +148,9 @@ func TestReaderRoles(t *testing.T) {
 			fmt.Sprintf("SELECT count(*) FROM timeline_g%d.events", g),
 		} {
 			_, err := countOf(t, unset, q)
-			pgErr := requireSQLState(t, err, "42501", "no tenant: "+q)
-			require.Equal(t, "eventline.tenant is not set", pgErr.Message)
-			require.Contains(t, pgErr.Hint, "SET eventline.tenant")
+			message, hint := requireSQLState(t, err, "42501", "no tenant: "+q)
+			require.Equal(t, "eventline.tenant is not set", message)
+			require.Contains(t, hint, "SET eventline.tenant")
 		}
 		n, err := countOf(t, acme, "SELECT count(*) FROM timeline.events")
 		require.NoError(t, err)
@@ -416,21 +419,8 @@ func TestRebuildKeepsTheViewsAnswering(t *testing.T) {
 			}
 		}()
 	}
-	wg.Add(1)
-	go func() { // live events keep arriving through the switch
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := b.pub.Append(ctx, ev("acme", fmt.Sprintf("live%d", i), "card", "c1", "moved", events.Ref{Type: "board", ID: "b1"})); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
+	var appended atomic.Int64
+	b.keepAppending(t, stop, &wg, &appended) // live events keep arriving through the switch
 	defer func() { close(stop); wg.Wait() }()
 
 	g, err := Rebuild(ctx, b.js, b.pool, RebuildConfig{DropDelay: 100 * time.Millisecond}, b.log)
