@@ -335,12 +335,14 @@ type readerLoop struct {
 	reads       int
 	generations map[int]int // reads per generation seen
 	failures    []string
+	slowest     time.Duration
 }
 
-func (l *readerLoop) record(g int, failure string) {
+func (l *readerLoop) record(g int, took time.Duration, failure string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.reads++
+	l.slowest = max(l.slowest, took)
 	if l.generations == nil {
 		l.generations = map[int]int{}
 	}
@@ -407,14 +409,16 @@ func TestRebuildKeepsTheViewsAnswering(t *testing.T) {
 				default:
 				}
 				var g, n int
+				start := time.Now()
 				err := reader.QueryRow(ctx, q).Scan(&g, &n)
+				took := time.Since(start)
 				switch {
 				case err != nil:
-					loop.record(g, fmt.Sprintf("%v (%s)", err, q))
+					loop.record(g, took, fmt.Sprintf("%v (%s)", err, q))
 				case n < initial:
-					loop.record(g, fmt.Sprintf("generation %d answered %d rows, want at least %d (%s)", g, n, initial, q))
+					loop.record(g, took, fmt.Sprintf("generation %d answered %d rows, want at least %d (%s)", g, n, initial, q))
 				default:
-					loop.record(g, "")
+					loop.record(g, took, "")
 				}
 			}
 		}()
@@ -441,7 +445,10 @@ func TestRebuildKeepsTheViewsAnswering(t *testing.T) {
 	require.Empty(t, failures, "reader answers during the rebuild (%d reads)", reads)
 	require.Positive(t, perGeneration[1], "reads before the switch: %v", perGeneration)
 	require.Positive(t, perGeneration[2], "reads after the switch: %v", perGeneration)
-	t.Logf("%d reads: %v per generation", reads, perGeneration)
+	loop.mu.Lock()
+	slowest := loop.slowest
+	loop.mu.Unlock()
+	t.Logf("%d reads: %v per generation, the slowest %v", reads, perGeneration, slowest)
 
 	// The reader saw acme's rows only.
 	n, err := countOf(t, reader, "SELECT count(*) FROM timeline.events WHERE tenant <> 'acme'")
