@@ -38,7 +38,7 @@ Usage:
                                     list dead-lettered messages with their errors
   eventline dlq replay [--consumer projector|notifier|webhooker] [SEQ ...]
                                     process dead letters again (all pending, or these stream sequences)
-  eventline rebuild timelines [--keep-old]
+  eventline rebuild timelines [--keep-old] [--drop-delay 5s]
                                     replay the stream into fresh timeline tables while the current
                                     ones serve, then switch over (needs --nats-url / NATS_URL)
 
