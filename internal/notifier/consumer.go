@@ -117,7 +117,8 @@ type orderedConsumer struct {
 	metrics *Metrics
 	tracer  trace.Tracer
 	// hook, when set, runs at "before_commit" inside each batch's
-	// transaction; an error fails the batch there. Tests use it.
+	// transaction (an error fails the batch there) and at "failed" when a
+	// batch failed (s.err says why). Tests use it.
 	hook func(stage string, s *slot) error
 }
 

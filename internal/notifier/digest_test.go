@@ -209,7 +209,7 @@ func TestDigestRetryAfterSMTPFailure(t *testing.T) {
 func TestTwoReplicasSendEachDigestOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{cfg: Config{Digest: DigestConfig{Batch: 7}}})
-	second := b.startService(t, Config{Digest: DigestConfig{Batch: 7}})
+	second := b.startService(t, Config{Digest: DigestConfig{Batch: 7}}, nil)
 	ctx := context.Background()
 	const users = 60
 	var es []events.Event

@@ -355,6 +355,9 @@ func (l *loop) failed(ctx context.Context, head *slot) {
 	l.running = nil
 	l.cursor = l.next
 	l.pending = len(l.held)
+	if l.c.hook != nil {
+		_ = l.c.hook("failed", head)
+	}
 	err := head.err
 	switch {
 	case ctx.Err() != nil:

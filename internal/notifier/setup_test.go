@@ -129,6 +129,8 @@ type bundle struct {
 
 type options struct {
 	cfg Config
+	// prepare, when set, runs on the first service before it starts.
+	prepare func(*Service)
 }
 
 var secret = []byte("test-unsubscribe-secret-0123456789")
@@ -154,7 +156,7 @@ func setup(t *testing.T, o options) *bundle {
 		require.NoError(t, err)
 		b.keys[k.name] = key
 	}
-	b.svc = b.startService(t, o.cfg)
+	b.svc = b.startService(t, o.cfg, o.prepare)
 	mux := http.NewServeMux()
 	b.svc.Routes(mux)
 	srv := httptest.NewServer(mux)
@@ -166,8 +168,9 @@ func setup(t *testing.T, o options) *bundle {
 }
 
 // startService runs one more notifier Service (a replica) on the bundle's
-// database and NATS server.
-func (b *bundle) startService(t *testing.T, cfg Config) *Service {
+// database and NATS server; prepare (when not nil) runs on it before it
+// starts.
+func (b *bundle) startService(t *testing.T, cfg Config, prepare func(*Service)) *Service {
 	t.Helper()
 	ctx := context.Background()
 	mailer, err := NewSMTPMailer("smtp://"+b.smtp.addr, 10*time.Second)
@@ -185,6 +188,9 @@ func (b *bundle) startService(t *testing.T, cfg Config) *Service {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	svc, err := NewService(ctx, b.nats.Connect(t), b.js, b.pool, apikey.NewStore(b.pool, 0), cfg, NewMetrics(prometheus.NewRegistry()), log)
 	require.NoError(t, err)
+	if prepare != nil {
+		prepare(svc)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx) }()

@@ -144,7 +144,7 @@ func TestSSE(t *testing.T) {
 func TestSSEAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{})
-	second := b.startService(t, Config{})
+	second := b.startService(t, Config{}, nil)
 	mux := http.NewServeMux()
 	second.Routes(mux)
 	srv := newServer(t, mux)
