@@ -349,6 +349,7 @@ func checkAgainstModel(t *testing.T, b *bundle, tenant string, seed uint64, m *m
 	rows, err := b.pool.Query(ctx, `SELECT user_id, group_type, group_id, unread_count, last_event->>'id', read_at IS NOT NULL
 		FROM notify.notifications WHERE tenant = $1`, tenant)
 	require.NoError(t, err)
+	defer rows.Close() // also when an assertion below stops the test
 	for rows.Next() {
 		var k [3]string
 		var n note
@@ -364,6 +365,7 @@ func checkAgainstModel(t *testing.T, b *bundle, tenant string, seed uint64, m *m
 	require.Equal(t, wantTotals, counted, "seed %d: unread notifications per user", seed)
 	rows, err = b.pool.Query(ctx, `SELECT user_id, unread_total FROM notify.inboxes WHERE tenant = $1 AND unread_total > 0`, tenant)
 	require.NoError(t, err)
+	defer rows.Close() // also when an assertion below stops the test
 	for rows.Next() {
 		var u string
 		var n int
@@ -385,6 +387,7 @@ func checkAgainstModel(t *testing.T, b *bundle, tenant string, seed uint64, m *m
 	}
 	rows, err = b.pool.Query(ctx, `SELECT object_type || '/' || object_id || '/' || user_id FROM notify.watches WHERE tenant = $1`, tenant)
 	require.NoError(t, err)
+	defer rows.Close() // also when an assertion below stops the test
 	for rows.Next() {
 		var w string
 		require.NoError(t, rows.Scan(&w))

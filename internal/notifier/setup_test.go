@@ -30,14 +30,24 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// clock is a settable fake clock.
+// clock is a settable fake clock. With tick set, every reading moves it
+// on by tick: transactions that read it concurrently get distinct times.
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu   sync.Mutex
+	t    time.Time
+	tick time.Duration
 }
 
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(c.tick)
+	return c.t
+}
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// Tick makes every reading of the clock move it on by d.
+func (c *clock) Tick(d time.Duration) { c.mu.Lock(); c.tick = d; c.mu.Unlock() }
 
 // received is one message the test SMTP server accepted.
 type received struct {
@@ -231,6 +241,23 @@ func (b *bundle) call(t *testing.T, key, method, path string, body any) (int, ma
 	return resp.StatusCode, out
 }
 
+// post sends a POST without a body with the named key and returns the
+// status; unlike call it never stops the test, so goroutines may use it.
+func (b *bundle) post(key, path string) (int, error) {
+	req, err := http.NewRequest("POST", b.api+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+b.keys[key])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
 func (b *bundle) watch(t *testing.T, tenant, typ, id, user string) {
 	t.Helper()
 	code, body := b.call(t, tenant+"-admin", "PUT", "/v1/watches/"+typ+"/"+id+"/users/"+user, nil)
@@ -281,6 +308,7 @@ func (b *bundle) unread(t *testing.T, tenant string, group events.Ref) map[strin
 	rows, err := b.pool.Query(context.Background(), `SELECT user_id, unread_count FROM notify.notifications
 		WHERE tenant = $1 AND group_type = $2 AND group_id = $3`, tenant, group.Type, group.ID)
 	require.NoError(t, err)
+	defer rows.Close()
 	out := map[string]int{}
 	for rows.Next() {
 		var u string
