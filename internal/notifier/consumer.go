@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -255,7 +256,8 @@ func (c *orderedConsumer) commit(ctx context.Context, tx pgx.Tx, s *slot) error 
 		if it.err == nil {
 			continue
 		}
-		if err := deadletter.Add(ctx, tx, deadletter.Letter{Consumer: c.name, StreamSeq: it.seq, Subject: it.subject, Data: it.data, Error: it.err.Error()}); err != nil {
+		l := deadletter.Letter{Consumer: c.name, StreamSeq: it.seq, Subject: storable(it.subject), Data: it.data, Error: storable(it.err.Error())}
+		if err := deadletter.Add(ctx, tx, l); err != nil {
 			return err
 		}
 	}
@@ -268,6 +270,12 @@ func (c *orderedConsumer) commit(ctx context.Context, tx pgx.Tx, s *slot) error 
 		return err
 	}
 	return advance(ctx, tx, c.name, s.after, s.last)
+}
+
+// storable is s as Postgres text takes it: valid UTF-8 without NUL (a
+// letter Postgres refused would block the stream behind it).
+func storable(s string) string {
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
 }
 
 // apply runs one batch's transaction.

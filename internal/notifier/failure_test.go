@@ -2,10 +2,13 @@ package notifier
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/consumerlag"
@@ -102,4 +105,32 @@ func TestTransientFailureRetriedInOrder(t *testing.T) {
 	var dead int
 	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM eventline.dead_letters`).Scan(&dead))
 	require.Zero(t, dead)
+}
+
+// TestStorable: a dead letter's texts are made storable, so that writing
+// the letter cannot fail and block the stream behind it.
+func TestStorable(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"events.acme.card.closed": "events.acme.card.closed",
+		"a\x00b":                  "ab",
+		"bad \xff utf-8":          "bad \uFFFD utf-8",
+	} {
+		require.Equal(t, want, storable(in))
+	}
+}
+
+// TestPermanentErrors: decode and validation failures and SQLSTATE classes
+// 22, 23 and 54 are permanent; everything else is retried.
+func TestPermanentErrors(t *testing.T) {
+	t.Parallel()
+	for code, want := range map[string]bool{
+		"22003": true, "22P02": true, "23505": true, "54000": true,
+		"40001": false, "40P01": false, "53300": false, "57P01": false, "08006": false, "42501": false, "42P01": false,
+	} {
+		require.Equal(t, want, isPermanent(fmt.Errorf("upsert: %w", &pgconn.PgError{Code: code})), code)
+	}
+	require.True(t, isPermanent(fmt.Errorf("apply: %w", markPermanent(errors.New("encode event")))))
+	require.False(t, isPermanent(context.DeadlineExceeded))
+	require.False(t, isPermanent(errors.New("connection reset")))
 }

@@ -240,6 +240,10 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) {
 		case <-heartbeat.C:
 			fmt.Fprintf(w, ": heartbeat\n\n")
 		case c := <-sub.ch:
+			if c.Seq == 0 {
+				writeChange(w, c) // from a replica before inbox sequences: no id
+				break
+			}
 			if c.Seq <= sent {
 				continue // in the catch-up already
 			}

@@ -420,3 +420,28 @@ func requireGrowing(t *testing.T, ids []string, what string, args ...any) {
 		prev = n
 	}
 }
+
+// TestParseLastEventID: inbox sequences, and ids of the older form
+// (resumed by time); anything else resumes nothing.
+func TestParseLastEventID(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]*resumePoint{
+		"42":                   {seq: 42},
+		" 7 ":                  {seq: 7},
+		"0":                    {seq: 0},
+		"1796411971682303-3":   {legacy: true, at: time.UnixMicro(1796411971682303).UTC(), id: 3},
+		"":                     nil,
+		"-1":                   nil,
+		"x":                    nil,
+		"1-x":                  nil,
+		"99999999999999999999": nil,
+	} {
+		got, ok := parseLastEventID(in)
+		if want == nil {
+			require.False(t, ok, "%q", in)
+			continue
+		}
+		require.True(t, ok, "%q", in)
+		require.Equal(t, *want, got, "%q", in)
+	}
+}
