@@ -318,28 +318,7 @@ func TestDigestWindowsUnderConcurrentWriters(t *testing.T) {
 	}
 	b.clock.Tick(time.Microsecond)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	var es [][]events.Event
-	for i := 0; i < 300; {
-		var batch []events.Event
-		for range 1 + rng.IntN(8) {
-			batch = append(batch, commentEvent(fmt.Sprintf("cm%d", i), cards[rng.IntN(len(cards))], "zz", ""))
-			i++
-		}
-		es = append(es, batch)
-	}
-	work := make(chan []events.Event)
 	appended := make(chan struct{})
-	var appenders sync.WaitGroup
-	for range 2 {
-		appenders.Add(1)
-		go func() {
-			defer appenders.Done()
-			for batch := range work {
-				_, err := b.pub.AppendBatch(ctx, batch)
-				assertNoErr(t, err)
-			}
-		}()
-	}
 	var others sync.WaitGroup
 	defer others.Wait()
 	stopOthers := sync.OnceFunc(func() { close(appended) })
@@ -380,11 +359,7 @@ func TestDigestWindowsUnderConcurrentWriters(t *testing.T) {
 			}
 		}
 	}()
-	for _, batch := range es {
-		work <- batch
-	}
-	close(work)
-	appenders.Wait()
+	b.appendConcurrently(t, commentBurst(rng, 300, 8, cards), 2)
 	b.waitProcessed(t)
 	stopOthers()
 	others.Wait()

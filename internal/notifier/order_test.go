@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +38,21 @@ func commentEvent(id, card, creator, particulars string) events.Event {
 		e.Particulars = json.RawMessage(particulars)
 	}
 	return e
+}
+
+// commentBurst is n comments by zz on random cards, in batches of 1 to
+// maxBatch.
+func commentBurst(rng *rand.Rand, n, maxBatch int, cards []string) [][]events.Event {
+	var batches [][]events.Event
+	for i := 0; i < n; {
+		var batch []events.Event
+		for range 1 + rng.IntN(maxBatch) {
+			batch = append(batch, commentEvent(fmt.Sprintf("cm%d", i), cards[rng.IntN(len(cards))], "zz", ""))
+			i++
+		}
+		batches = append(batches, batch)
+	}
+	return batches
 }
 
 // lastEventOf returns the id of the last event of user's notification of
@@ -252,32 +266,7 @@ func runOrderProperty(t *testing.T, b *bundle, tenant string, seed uint64) {
 			chunks = append(chunks, rest[:n])
 			rest = rest[n:]
 		}
-		work := make(chan []events.Event)
-		var mu sync.Mutex
-		seqs := map[string]uint64{}
-		var wg sync.WaitGroup
-		for range 1 + rng.IntN(3) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for chunk := range work {
-					res, err := b.pub.AppendBatch(ctx, chunk)
-					if !assertNoErr(t, err) {
-						continue
-					}
-					mu.Lock()
-					for _, r := range res {
-						seqs[r.ID] = r.Seq
-					}
-					mu.Unlock()
-				}
-			}()
-		}
-		for _, c := range chunks {
-			work <- c
-		}
-		close(work)
-		wg.Wait()
+		seqs := b.appendConcurrently(t, chunks, 1+rng.IntN(3))
 		require.Len(t, seqs, len(burst), "seed %d: every event appended", seed)
 		sort.SliceStable(burst, func(i, j int) bool { return seqs[burst[i].ID] < seqs[burst[j].ID] })
 		for _, e := range burst {

@@ -26,16 +26,22 @@ func holds(s *slot, id string) bool {
 // waitApplied waits until the checkpoint is at the end of the stream.
 func (b *bundle) waitApplied(t *testing.T) {
 	t.Helper()
-	ctx := context.Background()
-	str, err := b.js.Stream(ctx, events.StreamName)
-	require.NoError(t, err)
-	si, err := str.Info(ctx)
-	require.NoError(t, err)
+	end := b.lastSeq(t)
 	testenv.Poll(t, 15*time.Second, "checkpoint at the end of the stream", func() bool {
 		var last int64
-		err := b.pool.QueryRow(ctx, `SELECT last_seq FROM notify.progress WHERE consumer = $1`, DefaultConsumer).Scan(&last)
-		return err == nil && uint64(last) >= si.State.LastSeq
+		err := b.pool.QueryRow(context.Background(), `SELECT last_seq FROM notify.progress WHERE consumer = $1`, DefaultConsumer).Scan(&last)
+		return err == nil && uint64(last) >= end
 	})
+}
+
+// waitClosed waits for ch to be closed.
+func waitClosed(t *testing.T, ch chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no %s within 20s", what)
+	}
 }
 
 // failoverModel is what the failover tests' events must give.
@@ -81,11 +87,7 @@ func TestStandbyTakesOverFromACrashedReplica(t *testing.T) {
 	stall, closed := cardEvent("stall", "s1", "published", "zed", ""), cardEvent("close-s1", "s1", "closed", "yan", "")
 	_, err := b.pub.AppendBatch(ctx, []events.Event{stall, closed})
 	require.NoError(t, err)
-	select {
-	case <-stalled:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the first replica never took the batch")
-	}
+	waitClosed(t, stalled, "the first replica taking the batch")
 	a.nc.Close() // it asks for no more messages and acks nothing
 	close(crash) // and its transactions roll back
 	late := commentEvent("late", "s1", "kim", `{"mentioned_user_ids": ["carol"]}`)
@@ -135,11 +137,7 @@ func TestReplicaThatLostItsTurnCannotCommitOverAnother(t *testing.T) {
 	stall, closed := cardEvent("stall", "s1", "published", "zed", ""), cardEvent("close-s1", "s1", "closed", "yan", "")
 	_, err := b.pub.AppendBatch(ctx, []events.Event{stall, closed})
 	require.NoError(t, err)
-	select {
-	case <-stalled:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the first replica never took the batch")
-	}
+	waitClosed(t, stalled, "the first replica taking the batch")
 	a.nc.Close() // it loses the pin, its transaction stays open
 	late := commentEvent("late", "s1", "kim", `{"mentioned_user_ids": ["carol"]}`)
 	_, err = b.pub.Append(ctx, late)
@@ -150,11 +148,7 @@ func TestReplicaThatLostItsTurnCannotCommitOverAnother(t *testing.T) {
 		return err == nil && n > 0
 	})
 	close(release)
-	select {
-	case <-fenced:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the standby's transaction was not refused by the checkpoint")
-	}
+	waitClosed(t, fenced, "the standby's transaction refused by the checkpoint")
 	b.waitApplied(t)
 	checkAgainstModel(t, b, "acme", 0, failoverModel(warm, stall, closed, late))
 	require.Equal(t, map[string]int{"zed": 2, "carol": 1}, b.unread(t, "acme", events.Ref{Type: "card", ID: "s1"}))

@@ -282,16 +282,57 @@ func (b *bundle) publish(t *testing.T, es ...events.Event) {
 	b.waitProcessed(t)
 }
 
-// waitProcessed waits until the notifier's durable has acked every
-// message in the stream (an ack follows the commit of its effects).
-func (b *bundle) waitProcessed(t *testing.T) {
+// lastSeq is the sequence of the last message in the stream.
+func (b *bundle) lastSeq(t *testing.T) uint64 {
 	t.Helper()
 	ctx := context.Background()
 	str, err := b.js.Stream(ctx, events.StreamName)
 	require.NoError(t, err)
 	si, err := str.Info(ctx)
 	require.NoError(t, err)
-	last := si.State.LastSeq
+	return si.State.LastSeq
+}
+
+// appendConcurrently appends the batches (an atomic append each) from
+// appenders goroutines and returns the sequence of every event id.
+func (b *bundle) appendConcurrently(t *testing.T, batches [][]events.Event, appenders int) map[string]uint64 {
+	t.Helper()
+	work := make(chan []events.Event)
+	var mu sync.Mutex
+	seqs := map[string]uint64{}
+	var wg sync.WaitGroup
+	for range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for batch := range work {
+				res, err := b.pub.AppendBatch(context.Background(), batch)
+				if err != nil {
+					t.Errorf("append: %v", err)
+					continue
+				}
+				mu.Lock()
+				for _, r := range res {
+					seqs[r.ID] = r.Seq
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, batch := range batches {
+		work <- batch
+	}
+	close(work)
+	wg.Wait()
+	return seqs
+}
+
+// waitProcessed waits until the notifier's durable has acked every
+// message in the stream (an ack follows the commit of its effects).
+func (b *bundle) waitProcessed(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	last := b.lastSeq(t)
 	testenv.Poll(t, 20*time.Second, "notifier caught up", func() bool {
 		c, err := b.js.Consumer(ctx, events.StreamName, DefaultConsumer)
 		if err != nil {

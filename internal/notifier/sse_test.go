@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/testenv"
-	"github.com/eventline/eventline/pkg/events"
 )
 
 // sseEvent is one Server-Sent Event as a client reads it.
@@ -32,42 +31,17 @@ type sseEvent struct {
 // its events, plus comment lines (heartbeats) counted separately.
 func (b *bundle) openStream(t *testing.T, key, user, lastEventID string) (<-chan sseEvent, *atomic.Int64) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, "GET", b.api+"/v1/users/"+user+"/notifications/stream", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+b.keys[key])
-	if lastEventID != "" {
-		req.Header.Set("Last-Event-ID", lastEventID)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	items := b.openItems(t, key, user, lastEventID)
 	out := make(chan sseEvent, 100)
 	beats := &atomic.Int64{}
 	go func() {
-		defer resp.Body.Close()
 		defer close(out)
-		sc := bufio.NewScanner(resp.Body)
-		var cur sseEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if cur.event != "" {
-					out <- cur
-				}
-				cur = sseEvent{}
-			case strings.HasPrefix(line, ":"):
+		for it := range items {
+			if it.beat {
 				beats.Add(1)
-			case strings.HasPrefix(line, "id: "):
-				cur.id = strings.TrimPrefix(line, "id: ")
-			case strings.HasPrefix(line, "event: "):
-				cur.event = strings.TrimPrefix(line, "event: ")
-			case strings.HasPrefix(line, "data: "):
-				_ = json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &cur.data)
+				continue
 			}
+			out <- it.sseEvent
 		}
 	}()
 	return out, beats
@@ -198,6 +172,7 @@ func (b *bundle) openItems(t *testing.T, key, user, lastEventID string) <-chan s
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 	out := make(chan sseItem, 1024)
 	go func() {
 		defer resp.Body.Close()
@@ -255,27 +230,7 @@ func TestSSEResumesFromEveryID(t *testing.T) {
 	b.clock.Tick(time.Microsecond)
 	live := b.openItems(t, "acme-read", "s1", "")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
-	var batches [][]events.Event
-	for i := 0; i < 150; {
-		var batch []events.Event
-		for range 1 + rng.IntN(6) {
-			batch = append(batch, commentEvent(fmt.Sprintf("cm%d", i), cards[rng.IntN(len(cards))], "zz", ""))
-			i++
-		}
-		batches = append(batches, batch)
-	}
-	work := make(chan []events.Event)
 	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for batch := range work {
-				_, err := b.pub.AppendBatch(ctx, batch)
-				assertNoErr(t, err)
-			}
-		}()
-	}
 	wg.Add(1)
 	go func() { // reads through the API meanwhile
 		defer wg.Done()
@@ -291,10 +246,7 @@ func TestSSEResumesFromEveryID(t *testing.T) {
 			}
 		}
 	}()
-	for _, batch := range batches {
-		work <- batch
-	}
-	close(work)
+	b.appendConcurrently(t, commentBurst(rng, 150, 6, cards), 2)
 	wg.Wait()
 	b.waitProcessed(t)
 
