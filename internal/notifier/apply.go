@@ -249,10 +249,10 @@ func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, n
 		}
 	}
 	var changes []Change
+	var totals map[userKey]int
 	if upsert {
-		if _, err = br.Exec(); err != nil {
-			err = fmt.Errorf("advance inbox sequences: %w", err)
-		} else {
+		totals, err = readTotals(br)
+		if err == nil {
 			changes, err = readUpsert(br, bumps)
 		}
 	}
@@ -263,12 +263,59 @@ func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, n
 		return err
 	}
 	res.notifications = len(bumps)
-	// One round trip: NOTIFY the changes and read who wants digests.
+	// One round trip: the unread totals, the NOTIFY of the changes and who
+	// wants digests.
 	batch = &pgx.Batch{}
+	queueTotals(batch, changes, bumps, totals)
 	if err := queueChanges(batch, changes); err != nil {
 		return err
 	}
 	return scheduleDigests(ctx, tx, batch, changes, now)
+}
+
+// readTotals reads the unread totals of the users bumpInboxesSQL locked,
+// before this transaction's changes.
+func readTotals(br pgx.BatchResults) (map[userKey]int, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("advance inbox sequences: %w", err)
+	}
+	totals := map[userKey]int{}
+	for rows.Next() {
+		var u userKey
+		var n int
+		if err := rows.Scan(&u.tenant, &u.user, &n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		totals[u] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("advance inbox sequences: %w", err)
+	}
+	return totals, nil
+}
+
+// queueTotals sets each change's UnreadTotal (the user's total once it is
+// made, in sequence order) and queues the update of the users' totals. A
+// notification became unread when its unread_count is just this
+// transaction's bump: a read one has 0, an unread one more.
+func queueTotals(b *pgx.Batch, changes []Change, bumps map[groupKey]*bump, totals map[userKey]int) {
+	// changes are in (tenant, user, seq) order.
+	var tenants, users []string
+	var added []int32
+	for i, c := range changes {
+		u := userKey{c.Tenant, c.UserID}
+		if bu := bumps[groupKey{c.Tenant, c.UserID, c.Group.Type, c.Group.ID}]; bu != nil && c.UnreadCount == bu.count {
+			totals[u]++
+		}
+		changes[i].UnreadTotal = totals[u]
+		if i == len(changes)-1 || changes[i+1].Tenant != c.Tenant || changes[i+1].UserID != c.UserID {
+			tenants, users, added = append(tenants, u.tenant), append(users, u.user), append(added, int32(totals[u]))
+		}
+	}
+	b.Queue(`UPDATE notify.inboxes i SET unread_total = x.n FROM unnest($1::text[], $2::text[], $3::int[]) AS x(t, u, n)
+		WHERE i.tenant = x.t AND i.user_id = x.u`, tenants, users, added)
 }
 
 // numberBumps places each user's bumped groups in stream order (of the
@@ -459,23 +506,20 @@ func queueUpsert(b *pgx.Batch, bumps map[groupKey]*bump, users map[userKey]bool,
 }
 
 // bumpInboxesSQL takes the next n sequences of each user's inbox, creating
-// the inbox on its first notification.
+// the inbox on its first notification, and returns the users' unread
+// totals. It locks the users' inbox rows, first: every writer of a user's
+// notifications holds that lock, so they cannot change under this
+// transaction.
 const bumpInboxesSQL = `INSERT INTO notify.inboxes AS i (tenant, user_id, seq, unread_total)
 	SELECT t, u, n, 0 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(t, u, n) ORDER BY 1, 2
-	ON CONFLICT (tenant, user_id) DO UPDATE SET seq = i.seq + excluded.seq`
+	ON CONFLICT (tenant, user_id) DO UPDATE SET seq = i.seq + excluded.seq
+	RETURNING tenant, user_id, unread_total`
 
-// upsertSQL bumps the notifications (a group's change takes its user's
-// sequence minus its place from the last), adds those that became unread
-// to their users' unread totals, and returns every changed notification
-// with its user's total. The users' inbox rows are locked (bumpInboxesSQL
-// runs first), and every writer of a user's notifications holds that
-// lock, so "unread before" cannot change under it.
+// upsertSQL bumps the notifications, a group's change taking its user's
+// sequence minus its place from the last, and returns them in (tenant,
+// user, sequence) order.
 const upsertSQL = `WITH x AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::int[]) AS x(t, u, gt, gi, c, e, back)
-	), unread AS (
-		SELECT n.tenant, n.user_id, n.group_type, n.group_id FROM notify.notifications n
-		JOIN x ON n.tenant = x.t AND n.user_id = x.u AND n.group_type = x.gt AND n.group_id = x.gi
-		WHERE n.read_at IS NULL
 	), up AS (
 		INSERT INTO notify.notifications AS n (tenant, user_id, group_type, group_id, unread_count, last_event, created_at, updated_at, change_seq)
 		SELECT x.t, x.u, x.gt, x.gi, x.c, x.e::jsonb, $8, $8, i.seq - x.back
@@ -485,22 +529,8 @@ const upsertSQL = `WITH x AS (
 		SET unread_count = n.unread_count + excluded.unread_count, last_event = excluded.last_event,
 		    read_at = NULL, updated_at = excluded.updated_at, change_seq = excluded.change_seq
 		RETURNING n.id, n.tenant, n.user_id, n.group_type, n.group_id, n.unread_count, n.updated_at, n.change_seq
-	), became AS (
-		SELECT up.tenant, up.user_id, count(*) AS k FROM up
-		WHERE NOT EXISTS (SELECT 1 FROM unread r
-			WHERE r.tenant = up.tenant AND r.user_id = up.user_id AND r.group_type = up.group_type AND r.group_id = up.group_id)
-		GROUP BY 1, 2
-	), totals AS (
-		UPDATE notify.inboxes i SET unread_total = i.unread_total + became.k FROM became
-		WHERE i.tenant = became.tenant AND i.user_id = became.user_id
-		RETURNING i.tenant, i.user_id, i.unread_total
 	)
-	SELECT up.id, up.tenant, up.user_id, up.group_type, up.group_id, up.unread_count, up.updated_at, up.change_seq,
-		coalesce(t.unread_total, i.unread_total)
-	FROM up
-	JOIN notify.inboxes i ON i.tenant = up.tenant AND i.user_id = up.user_id
-	LEFT JOIN totals t ON t.tenant = up.tenant AND t.user_id = up.user_id
-	ORDER BY up.tenant, up.user_id, up.change_seq`
+	SELECT * FROM up ORDER BY tenant, user_id, change_seq`
 
 // readUpsert returns the inbox changes of the upsert, each user's in
 // sequence order.
@@ -514,7 +544,7 @@ func readUpsert(br pgx.BatchResults, bumps map[groupKey]*bump) ([]Change, error)
 		var c Change
 		var g events.Ref
 		var id int64
-		if err := rows.Scan(&id, &c.Tenant, &c.UserID, &g.Type, &g.ID, &c.UnreadCount, &c.UpdatedAt, &c.Seq, &c.UnreadTotal); err != nil {
+		if err := rows.Scan(&id, &c.Tenant, &c.UserID, &g.Type, &g.ID, &c.UnreadCount, &c.UpdatedAt, &c.Seq); err != nil {
 			rows.Close()
 			return nil, err
 		}
