@@ -297,22 +297,31 @@ func readTotals(br pgx.BatchResults) (map[userKey]int, error) {
 }
 
 // queueTotals sets each change's UnreadTotal (the user's total once it is
-// made, in sequence order) and queues the update of the users' totals. A
+// made, in sequence order) and queues the update of the totals that
+// changed. A
 // notification became unread when its unread_count is just this
 // transaction's bump: a read one has 0, an unread one more.
 func queueTotals(b *pgx.Batch, changes []Change, bumps map[groupKey]*bump, totals map[userKey]int) {
 	// changes are in (tenant, user, seq) order.
 	var tenants, users []string
 	var added []int32
+	became := 0
 	for i, c := range changes {
 		u := userKey{c.Tenant, c.UserID}
 		if bu := bumps[groupKey{c.Tenant, c.UserID, c.Group.Type, c.Group.ID}]; bu != nil && c.UnreadCount == bu.count {
 			totals[u]++
+			became++
 		}
 		changes[i].UnreadTotal = totals[u]
 		if i == len(changes)-1 || changes[i+1].Tenant != c.Tenant || changes[i+1].UserID != c.UserID {
-			tenants, users, added = append(tenants, u.tenant), append(users, u.user), append(added, int32(totals[u]))
+			if became > 0 {
+				tenants, users, added = append(tenants, u.tenant), append(users, u.user), append(added, int32(totals[u]))
+			}
+			became = 0
 		}
+	}
+	if len(tenants) == 0 {
+		return
 	}
 	b.Queue(`UPDATE notify.inboxes i SET unread_total = x.n FROM unnest($1::text[], $2::text[], $3::int[]) AS x(t, u, n)
 		WHERE i.tenant = x.t AND i.user_id = x.u`, tenants, users, added)
