@@ -32,8 +32,10 @@ const PriorityGroup = "notifier"
 
 // DefaultPinnedTTL is how long the durable stays pinned to a replica that
 // stopped asking for messages: how long a crash stalls notifications
-// before a standby takes over.
-const DefaultPinnedTTL = 30 * time.Second
+// before a standby takes over. A pinned replica asks at least every third
+// of it (pullExpiry); one that stalls longer loses the pin, which costs a
+// takeover, never the order.
+const DefaultPinnedTTL = 10 * time.Second
 
 // ConsumerConfig is the notifier durable: explicit acks, 30 s ack wait,
 // maxDeliver deliveries, pinned to one client of PriorityGroup at a time.

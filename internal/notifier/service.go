@@ -42,7 +42,7 @@ type Config struct {
 	// batches; they still commit in stream order); default 2.
 	Inflight int
 	// PinnedTTL is how long the durable stays pinned to a replica that
-	// stopped asking for messages before a standby gets them; default 30s.
+	// stopped asking for messages before a standby gets them; default 10s.
 	PinnedTTL time.Duration
 	// GapWait is how long a message missing from the deliveries (held by a
 	// replica that stopped) is waited for before it is read from the stream;
