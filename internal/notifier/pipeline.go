@@ -402,17 +402,19 @@ func (l *loop) noticeGap(ctx context.Context) {
 	}
 	if l.gap.IsZero() {
 		l.gap = time.Now()
+		if len(l.running) == 0 {
+			// Another replica may have applied them: this one was a
+			// standby, and has just been given the stream.
+			l.readCheckpoint(ctx)
+		}
 		return
 	}
 	if time.Since(l.gap) < l.c.cfg.GapWait {
 		return
 	}
 	l.gap = time.Time{}
-	if len(l.running) == 0 {
-		// Another replica may have applied them (this one was a standby).
-		if !l.readCheckpoint(ctx) || l.held[l.cursor] != nil {
-			return
-		}
+	if len(l.running) == 0 && (!l.readCheckpoint(ctx) || l.held[l.cursor] != nil) {
+		return
 	}
 	l.fillGap(ctx)
 }
