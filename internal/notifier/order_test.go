@@ -224,13 +224,25 @@ func propertySeeds(t *testing.T) []uint64 {
 // Rule.Resolve, on in-memory watches). Each seed runs in a tenant of its
 // own; a failure names its seed (replay it with
 // NOTIFIER_PROPERTY_SEEDS=<seed>).
+//
+// It runs twice: with the default batches, and with batches of three
+// events, three transactions at a time, so that batches run side by side
+// and must wait for the ones they depend on.
 func TestOrderProperty(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{})
-	for i, seed := range propertySeeds(t) {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			tenant := fmt.Sprintf("prop%d", i)
-			runOrderProperty(t, b, tenant, seed)
+	for _, v := range []struct {
+		name string
+		cfg  Config
+	}{{"batch=500", Config{}}, {"batch=3,inflight=3", Config{Batch: 3, Inflight: 3}}} {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, options{cfg: v.cfg})
+			for i, seed := range propertySeeds(t) {
+				t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+					tenant := fmt.Sprintf("prop%d", i)
+					runOrderProperty(t, b, tenant, seed)
+				})
+			}
 		})
 	}
 }
