@@ -25,7 +25,6 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/eventline/eventline/internal/consume"
-	"github.com/eventline/eventline/internal/notifier"
 	"github.com/eventline/eventline/internal/webhooker"
 )
 
@@ -46,8 +45,9 @@ type scaledObject struct {
 		MinReplicaCount int32 `json:"minReplicaCount"`
 		MaxReplicaCount int32 `json:"maxReplicaCount"`
 		Triggers        []struct {
-			Type     string            `json:"type"`
-			Metadata map[string]string `json:"metadata"`
+			Type       string            `json:"type"`
+			MetricType string            `json:"metricType,omitempty"`
+			Metadata   map[string]string `json:"metadata"`
 		} `json:"triggers"`
 	} `json:"spec"`
 }
@@ -204,6 +204,16 @@ func TestKustomizeBase(t *testing.T) {
 		require.Greater(t, so.Spec.MaxReplicaCount, so.Spec.MinReplicaCount)
 		require.Len(t, so.Spec.Triggers, 1)
 		tr := so.Spec.Triggers[0]
+		if name == "notifier" {
+			// One replica applies the stream (the durable is pinned to it):
+			// the others are standbys and serve the API, so they scale on
+			// CPU, never below the one applying and one standby.
+			require.Equal(t, "cpu", tr.Type)
+			require.Equal(t, "Utilization", tr.MetricType)
+			require.Regexp(t, `^[1-9][0-9]?$`, tr.Metadata["value"])
+			require.GreaterOrEqual(t, so.Spec.MinReplicaCount, int32(2), "the notifier keeps a hot standby")
+			continue
+		}
 		require.Equal(t, "nats-jetstream", tr.Type)
 		for k := range tr.Metadata {
 			require.Contains(t, kedaNATSKeys, k, "%s: %s is not a nats-jetstream trigger field", name, k)
@@ -216,7 +226,7 @@ func TestKustomizeBase(t *testing.T) {
 	}
 	// The durable names the ScaledObjects read are the ones the services
 	// provision.
-	for name, src := range map[string]string{"projector": "../internal/projector/projector.go", "webhooker": "../internal/webhooker/fanout.go"} {
+	for name, src := range map[string]string{"projector": "../internal/projector/projector.go", "webhooker": "../internal/webhooker/fanout.go", "notifier": "../internal/notifier/consumer.go"} {
 		b, err := os.ReadFile(src)
 		require.NoError(t, err)
 		require.Regexp(t, `DefaultConsumer = "`+name+`"`, string(b))
@@ -380,10 +390,11 @@ func TestNATSHelmValues(t *testing.T) {
 // TestScaledConsumersFitMaxWaiting: at the KEDA replica limits, the
 // Watermill consumers' default handlers (two pull requests each) fit in
 // the max_waiting their durables are created with — past it some
-// messages wait for their AckWait.
+// messages wait for their AckWait. (The notifier is not one: a replica
+// holds one pull request.)
 func TestScaledConsumersFitMaxWaiting(t *testing.T) {
 	b := build(t)
-	for name, handlers := range map[string]int{"webhooker": webhooker.DefaultHandlers, "notifier": notifier.DefaultHandlers} {
+	for name, handlers := range map[string]int{"webhooker": webhooker.DefaultHandlers} {
 		so, ok := b.scaledObjects[name]
 		require.True(t, ok, "ScaledObject %s", name)
 		require.LessOrEqual(t, 2*handlers*int(so.Spec.MaxReplicaCount), consume.MaxWaiting,

@@ -82,6 +82,8 @@ func startSystem(t *testing.T, cfg systemConfig) *system {
 		"NATS_URL=" + cfg.SvcNATSURL, "DATABASE_URL=" + cfg.SvcDBURL, "LOG_LEVEL=warn",
 		"WEBHOOK_ALLOW_PRIVATE=true", "WEBHOOK_TIMEOUT=5s", "INGEST_RATE_LIMIT=0",
 		"PROJECTOR_LAG_INTERVAL=1s", "SHUTDOWN_TIMEOUT=20s",
+		// A SIGKILLed notifier's pin expires well before the next kill.
+		"NOTIFIER_PINNED_TTL=2s",
 		// One key for every (re)start: the webhooker must open what it sealed.
 		"EVENTLINE_SECRET_KEY=" + testenv.SecretKey,
 	}, cfg.Env...)
