@@ -28,7 +28,7 @@ import (
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
-	"github.com/eventline/eventline/pkg/events"
+	"github.com/eventline/eventline/internal/stream"
 )
 
 // DefaultHandlers is how many Watermill handlers a replica runs by default.
@@ -37,7 +37,7 @@ const DefaultHandlers = 128
 // Config tunes the notifier. Zero values take defaults.
 type Config struct {
 	Consumer   string // durable name; default "notifier"
-	MaxDeliver int    // deliveries of one event before it is dead-lettered; default 50
+	MaxDeliver int    // deliveries of one event before it is dead-lettered: the durable's, as provisioned (NewService reads it)
 	Handlers   int    // concurrent Watermill handlers; default 128
 	Batch      int    // most events per inbox transaction; default 500
 	// Mailer sends digests; nil disables digest sending (windows are still
@@ -109,20 +109,22 @@ type Service struct {
 	lag     *consumerlag.Monitor // nil without metrics
 }
 
-// NewService provisions the durable and wires the parts. nc is a
-// connection of its own: the Watermill subscriber drains it on close.
+// NewService finds the durable (`eventline migrate` provisions it) and
+// wires the parts. nc is a connection of its own: the Watermill subscriber
+// drains it on close.
 func NewService(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, auth httpapi.Authenticator, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
 	cfg = cfg.withDefaults()
-	cons, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver)
+	cons, err := stream.LookupDurable(ctx, js, cfg.Consumer)
 	if err != nil {
 		return nil, err
 	}
+	cfg.MaxDeliver = cons.CachedInfo().Config.MaxDeliver
 	cfg.Handlers = consume.Handlers(ctx, log, cons, cfg.Handlers)
 	var lag *consumerlag.Monitor
 	if m != nil {
-		str, err := js.Stream(ctx, events.StreamName)
+		str, err := stream.Lookup(ctx, js)
 		if err != nil {
-			return nil, fmt.Errorf("open stream: %w", err)
+			return nil, err
 		}
 		lag = consumerlag.NewMonitor(cons, str, m.consumer, consumerlag.Config{Consumer: cfg.Consumer, Every: cfg.LagEvery})
 	}
