@@ -199,8 +199,9 @@ func BenchmarkIngestSingle64(b *testing.B) {
 
 // BenchmarkIngestAuth measures what NATS authentication and permissions
 // cost ingest: the batched case against a server without accounts or
-// users (auth=off) and against the shipped identities, ingest connecting
-// as its own (auth=on), alternating within one run (-count).
+// users (auth=off), then against the shipped identities with ingest
+// connecting as its own (auth=on). scripts/bench.sh auth runs it several
+// times with -count 1, so the two alternate.
 func BenchmarkIngestAuth(b *testing.B) {
 	for _, c := range []struct {
 		name string
