@@ -37,6 +37,15 @@ out=$(cd "$out" && pwd) # go test runs in the package directory
 go build -o "$out/ingest" ./cmd/ingest
 trap 'rm -f "$out/ingest"' EXIT
 
+# The median of the values v[k, 1..n[k]] the awk programs below collect.
+awk_median='
+function median(k,   m, i, j, t, a) {
+	m = n[k]; if (m == 0) return -1
+	for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
+	for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+	return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2
+}'
+
 nats_bin=${NATS_SERVER_BIN:-$(go env GOPATH)/bin/nats-server}
 {
 	echo "date:         $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -67,17 +76,11 @@ if [ "$mode" = clients ]; then
 		done
 	done
 	echo
-	awk '
+	awk "$awk_median"'
 	/^Benchmark/ {
 		c = ""; for (i = 3; i < NF; i += 2) if ($(i+1) == "clients") c = $i + 0
 		for (i = 3; i < NF; i += 2) { key = c SUBSEP $(i+1); v[key, ++n[key]] = $i }
 		cs[c] = 1
-	}
-	function median(k,   m, i, j, t, a) {
-		m = n[k]; if (m == 0) return -1
-		for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
-		for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-		return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2
 	}
 	END {
 		printf "IngestBatched100 by client count, medians of %d runs\n", '"$count"'
@@ -104,16 +107,10 @@ if [ "$mode" = auth ]; then
 	done
 	echo "load after:   $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
 	echo
-	awk '
+	awk "$awk_median"'
 	/^BenchmarkIngestAuth\// {
 		name = $1; sub(/^BenchmarkIngestAuth\//, "", name); sub(/-[0-9]+$/, "", name)
 		for (i = 3; i < NF; i += 2) { k = name SUBSEP $(i+1); v[k, ++n[k]] = $i }
-	}
-	function median(k,   m, i, j, t, a) {
-		m = n[k]; if (m == 0) return -1
-		for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
-		for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-		return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2
 	}
 	END {
 		printf "IngestBatched100 (32 clients), medians of %d runs each\n", n["auth=on" SUBSEP "events/s"]
@@ -142,16 +139,10 @@ go run "golang.org/x/perf/cmd/benchstat@$benchstat_version" "$out/ingest.txt" | 
 # Medians of every metric per benchmark, the ratios between medians of this
 # run, and the targets of the issue.
 echo
-awk '
+awk "$awk_median"'
 /^Benchmark/ {
 	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
 	for (i = 3; i < NF; i += 2) { k = name SUBSEP $(i+1); v[k, ++n[k]] = $i }
-}
-function median(k,   m, i, j, t, a) {
-	m = n[k]; if (m == 0) return -1
-	for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
-	for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-	return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2
 }
 function med(b, u) { return median(b SUBSEP u) }
 function opt(b, u, f) { return n[b SUBSEP u] ? sprintf(f, med(b, u)) : "-" }

@@ -45,16 +45,63 @@ type NATSConfig struct {
 	Auth *natsauth.Config
 }
 
+// Identities are a test server's NATS identities and how to connect as
+// each of them; both kinds of test server embed it.
+type Identities struct {
+	// Passwords are the identities' passwords (nil without auth).
+	Passwords map[string]string
+	url       func() string
+}
+
+// Client is how a service connects as identity (natsauth.Ingest, ...).
+func (i *Identities) Client(identity string) stream.Client {
+	c := stream.Client{URL: i.url()}
+	if i.Passwords != nil {
+		c.User, c.Password = identity, i.Passwords[identity]
+	}
+	return c
+}
+
+// Env is the environment of a binary connecting as identity.
+func (i *Identities) Env(identity string) []string {
+	c := i.Client(identity)
+	return []string{"NATS_URL=" + c.URL, "NATS_USER=" + c.User, "NATS_PASSWORD=" + c.Password}
+}
+
+// Connect returns a connection as the admin identity (it may provision,
+// publish and read anything), closed when the test ends.
+func (i *Identities) Connect(t testing.TB, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	return i.ConnectAs(t, natsauth.Admin, opts...)
+}
+
+// ConnectAs returns a connection as identity, with that identity's inbox
+// prefix and unlimited reconnects (servers get restarted), closed when the
+// test ends.
+func (i *Identities) ConnectAs(t testing.TB, identity string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	auth, err := i.Client(identity).Options()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	all := append([]nats.Option{nats.CustomInboxPrefix(stream.InboxPrefix(identity)), nats.Name("test-" + identity), nats.MaxReconnects(-1)}, auth...)
+	nc, err := nats.Connect(i.url(), append(all, opts...)...)
+	if err != nil {
+		t.Fatalf("testenv: connect to nats-server as %s: %v", identity, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // NATS is an embedded nats-server for one test, with eventline's accounts
 // and identities (internal/natsauth) and a random password per identity,
 // unless the test asked for no authentication.
 type NATS struct {
 	Server *server.Server
-	// Passwords are the identities' passwords (nil without auth).
-	Passwords map[string]string
-	auth      *natsauth.Config
-	port      int
-	storeDir  string
+	Identities
+	auth     *natsauth.Config
+	port     int
+	storeDir string
 }
 
 // URL is the client URL of the server.
@@ -70,6 +117,7 @@ func StartNATS(t testing.TB) *NATS { return StartNATSWith(t, NATSConfig{}) }
 func StartNATSWith(t testing.TB, c NATSConfig) *NATS {
 	t.Helper()
 	n := &NATS{port: server.RANDOM_PORT, storeDir: t.TempDir()}
+	n.url = n.URL
 	if !c.NoAuth {
 		auth := natsauth.Config{}
 		if c.Auth != nil {
@@ -136,53 +184,4 @@ func (n *NATS) Shutdown() {
 		n.Server.Shutdown()
 		n.Server.WaitForShutdown()
 	}
-}
-
-// Client is how a service connects as identity (natsauth.Ingest, ...).
-func (n *NATS) Client(identity string) stream.Client {
-	return client(n.URL(), n.Passwords, identity)
-}
-
-// Env is the environment of a binary connecting as identity.
-func (n *NATS) Env(identity string) []string { return env(n.Client(identity)) }
-
-// Connect returns a connection as the admin identity (it may provision,
-// publish and read anything), closed when the test ends.
-func (n *NATS) Connect(t testing.TB, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	return n.ConnectAs(t, natsauth.Admin, opts...)
-}
-
-// ConnectAs returns a connection as identity, with that identity's inbox
-// prefix, closed when the test ends.
-func (n *NATS) ConnectAs(t testing.TB, identity string, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	return connectNATS(t, n.Client(identity), identity, opts)
-}
-
-func client(url string, passwords map[string]string, identity string) stream.Client {
-	c := stream.Client{URL: url}
-	if passwords != nil {
-		c.User, c.Password = identity, passwords[identity]
-	}
-	return c
-}
-
-func env(c stream.Client) []string {
-	return []string{"NATS_URL=" + c.URL, "NATS_USER=" + c.User, "NATS_PASSWORD=" + c.Password}
-}
-
-func connectNATS(t testing.TB, c stream.Client, identity string, opts []nats.Option) *nats.Conn {
-	t.Helper()
-	auth, err := c.Options()
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	all := append([]nats.Option{nats.CustomInboxPrefix(stream.InboxPrefix(identity)), nats.Name("test-" + identity)}, auth...)
-	nc, err := nats.Connect(c.URL, append(all, opts...)...)
-	if err != nil {
-		t.Fatalf("testenv: connect to nats-server as %s: %v", identity, err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
 }

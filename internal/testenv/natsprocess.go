@@ -66,11 +66,10 @@ type NATSProcess struct {
 	Bin      string
 	Port     int
 	StoreDir string
-	// Passwords are the identities' passwords (nil without auth).
-	Passwords map[string]string
-	conf      string
-	cmd       *exec.Cmd
-	exited    chan struct{}
+	Identities
+	conf   string
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // ShippedAuthConf is the path of deploy/nats/auth.conf, which every
@@ -98,6 +97,7 @@ func StartNATSProcessWith(t testing.TB, c NATSConfig) *NATSProcess {
 		t.Fatalf("testenv: %v", err)
 	}
 	p := &NATSProcess{Bin: NATSServerBinary(t), Port: port, StoreDir: filepath.Join(dir, "jetstream"), conf: filepath.Join(dir, "nats.conf")}
+	p.url = p.URL
 	conf := fmt.Sprintf("listen: 127.0.0.1:%d\nserver_name: eventline-test\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", port, p.StoreDir)
 	if !c.NoAuth {
 		auth := natsauth.Config{}
@@ -127,29 +127,6 @@ func StartNATSProcessWith(t testing.TB, c NATSConfig) *NATSProcess {
 	p.Start(t)
 	t.Cleanup(func() { p.Kill(t) })
 	return p
-}
-
-// Client is how a service connects as identity (natsauth.Ingest, ...).
-func (p *NATSProcess) Client(identity string) stream.Client {
-	return client(p.URL(), p.Passwords, identity)
-}
-
-// Env is the environment of a binary connecting as identity.
-func (p *NATSProcess) Env(identity string) []string { return env(p.Client(identity)) }
-
-// Connect returns a connection to p as the admin identity (it may
-// provision, publish and read anything), with unlimited reconnects,
-// closed when the test ends.
-func (p *NATSProcess) Connect(t testing.TB, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	return p.ConnectAs(t, natsauth.Admin, opts...)
-}
-
-// ConnectAs returns a connection to p as identity, with that identity's
-// inbox prefix and unlimited reconnects, closed when the test ends.
-func (p *NATSProcess) ConnectAs(t testing.TB, identity string, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	return connectNATS(t, p.Client(identity), identity, append([]nats.Option{nats.MaxReconnects(-1)}, opts...))
 }
 
 // URL is the client URL.
