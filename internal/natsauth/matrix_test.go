@@ -108,7 +108,6 @@ func actionsFor(identity string) []string {
 type client struct {
 	name       string
 	nc         *nats.Conn
-	inbox      string // its inbox prefix
 	violations chan string
 }
 
