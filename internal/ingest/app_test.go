@@ -242,7 +242,10 @@ func TestAppRefusesMissingStream(t *testing.T) {
 	n := testenv.StartNATS(t)
 	app := ingest.New(ingest.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATS: n.Client(natsauth.Ingest), DatabaseURL: testenv.Database(t)},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	err := app.Run(context.Background())
+	// Bounded: an ingest that started anyway would serve until cancelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := app.Run(ctx)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "stream EVENTS does not exist")
 	require.Contains(t, err.Error(), "eventline migrate")

@@ -127,7 +127,10 @@ func TestAppRefusesMissingDurable(t *testing.T) {
 	_, err := stream.Ensure(ctx, n.Connect(t), stream.Config{})
 	require.NoError(t, err)
 	app := NewApp(AppConfig{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATS: n.Client(natsauth.Projector), DatabaseURL: testenv.Database(t)}, testLogger())
-	err = app.Run(ctx)
+	// Bounded: a projector that started anyway would run until cancelled.
+	runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err = app.Run(runCtx)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "durable consumer projector on stream EVENTS does not exist")
 	require.Contains(t, err.Error(), "eventline migrate")
