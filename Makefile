@@ -30,8 +30,11 @@ test: tools ## run every test (needs Postgres: DATABASE_URL, localhost:5432 or l
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 .PHONY: fuzz
-fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s; the FuzzAcceptedIsStorable ones need Postgres, as make test)
 	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzCheckStorable$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/projector -run '^$$' -fuzz '^FuzzAcceptedIsStorable$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzAcceptedIsStorable$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzSubject$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/ingest -run '^$$' -fuzz '^FuzzParseBody$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/ingest -run '^$$' -fuzz '^FuzzParseFastAgreesWithStrict$$' -fuzztime $(FUZZTIME)

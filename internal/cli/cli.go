@@ -49,7 +49,7 @@ Usage:
                                     list dead-lettered messages with their errors
   eventline dlq replay [--consumer projector|notifier|webhooker] [SEQ ...]
                                     process dead letters again (all pending, or these stream sequences)
-  eventline rebuild timelines [--keep-old]
+  eventline rebuild timelines [--keep-old] [--drop-delay 5s]
                                     replay the stream into fresh timeline tables while the current
                                     ones serve, then switch over (needs NATS as the admin identity)
 
@@ -86,8 +86,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var uerr usageError
+	var help helpRequested
 	switch {
 	case err == nil:
+		return 0
+	case errors.As(err, &help):
+		help.print(stdout)
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
@@ -110,11 +114,25 @@ func flags(name string, databaseURL *string) *config.Set {
 	return set
 }
 
+// helpRequested is returned by parse for -h or --help: Run prints the
+// command's flags to stdout and exits 0.
+type helpRequested struct{ set *config.Set }
+
+func (h helpRequested) Error() string { return "help requested" }
+func (h helpRequested) Unwrap() error { return flag.ErrHelp }
+
+func (h helpRequested) print(w io.Writer) {
+	fs := h.set.FlagSet()
+	fmt.Fprintf(w, "Usage: %s [flags]\n\nFlags (each also read from the environment variable named):\n", fs.Name())
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
 func parse(set *config.Set, args []string) error {
 	set.FlagSet().SetOutput(io.Discard)
 	if err := set.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return helpRequested{set}
 		}
 		return usageError{err.Error()}
 	}

@@ -183,9 +183,30 @@ func TestDLQListAndReplay(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "seq 3: replayed")
 
+	// A letter whose event Postgres still refuses stays poison too, and
+	// the letters after it are replayed.
+	_, err = pool.Exec(ctx, `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.id = 'e-refused' THEN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON timeline_g1.events FOR EACH ROW EXECUTE FUNCTION refuse()`)
+	require.NoError(t, err)
+	for i, id := range []string{"e-refused", "e6"} { // seq 5, then seq 6
+		data := strings.Replace(good, `"id":"e1"`, `"id":"`+id+`"`, 1)
+		require.NoError(t, deadletter.Add(ctx, pool, deadletter.Letter{Consumer: "projector", StreamSeq: uint64(5 + i), Subject: "events.acme.card.closed", Data: []byte(data), Error: "refused"}))
+	}
+
 	code, out, _ = run(t, url, "dlq", "replay")
 	require.Equal(t, 1, code, "a letter still fails")
 	require.Contains(t, out, "seq 4: still failing")
+	require.Contains(t, out, "seq 5: still failing: insert 1 events into timeline_g1: ERROR: refused by the test (SQLSTATE 22023)")
+	require.Contains(t, out, "seq 6: replayed")
+	require.Contains(t, out, "1 replayed, 2 still failing")
+	l, err := deadletter.NewStore(pool).Get(ctx, "projector", 5)
+	require.NoError(t, err)
+	require.Equal(t, 2, l.Failures)
+	require.Contains(t, l.Error, "SQLSTATE 22023")
 
 	code, out, _ = run(t, url, "dlq", "list")
 	require.Equal(t, 0, code)
@@ -193,4 +214,41 @@ func TestDLQListAndReplay(t *testing.T) {
 	code, out, _ = run(t, url, "dlq", "list", "--all")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "old bug")
+}
+
+// Every subcommand answers -h and --help with its flags on stdout, exit 0.
+func TestSubcommandHelp(t *testing.T) {
+	url := testenv.UnmigratedDatabase(t)
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"dev", "--help"}, "-demo"},
+		{[]string{"dev", "-h"}, "-http-addr"},
+		{[]string{"keys", "create", "--help"}, "-tenant"},
+		{[]string{"keys", "list", "--help"}, "-tenant"},
+		{[]string{"dlq", "list", "--help"}, "-consumer"},
+		{[]string{"dlq", "replay", "-h"}, "-consumer"},
+		{[]string{"migrate", "--help"}, "-database-url"},
+		{[]string{"bench", "--help"}, "-rate"},
+		{[]string{"rebuild", "timelines", "--help"}, "-keep-old"},
+	} {
+		code, out, errOut := run(t, url, tc.args...)
+		require.Equal(t, 0, code, "%v: %s", tc.args, errOut)
+		require.Contains(t, out, "Usage: eventline", "%v", tc.args)
+		require.Contains(t, out, tc.flag, "%v", tc.args)
+		require.Contains(t, out, "(env ", "%v: flags name their environment variable", tc.args)
+	}
+}
+
+// A misspelt consumer is an error naming the valid ones, not an empty table.
+func TestDLQRefusesUnknownConsumer(t *testing.T) {
+	url := testenv.Database(t)
+	for _, sub := range []string{"list", "replay"} {
+		code, out, errOut := run(t, url, "dlq", sub, "--consumer", "projecter")
+		require.Equal(t, 2, code, out)
+		require.Contains(t, errOut, `no consumer "projecter"`)
+		require.Contains(t, errOut, "notifier, projector, webhooker")
+		require.Empty(t, out)
+	}
 }

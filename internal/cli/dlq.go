@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/notifier"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/projector"
 	"github.com/eventline/eventline/internal/webhooker"
 )
@@ -22,6 +25,16 @@ var replayers = map[string]func(context.Context, *pgxpool.Pool, deadletter.Lette
 	projector.DefaultConsumer: projector.ReplayDeadLetter,
 	notifier.DefaultConsumer:  notifier.ReplayDeadLetter,
 	webhooker.DefaultConsumer: webhooker.ReplayDeadLetter,
+}
+
+// consumerNames lists the consumers that have dead letters, sorted.
+func consumerNames() []string {
+	names := make([]string, 0, len(replayers))
+	for n := range replayers {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 func dlq(ctx context.Context, args []string, stdout io.Writer) error {
@@ -41,6 +54,9 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if err := parse(set, args[1:]); err != nil {
 		return err
+	}
+	if _, known := replayers[consumer]; consumer != "" && !known {
+		return usageError{fmt.Sprintf("dlq %s: no consumer %q; use one of %s", args[0], consumer, strings.Join(consumerNames(), ", "))}
 	}
 	pool, err := openMigrated(ctx, dbURL)
 	if err != nil {
@@ -88,6 +104,12 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	var failed int
 	for _, l := range letters {
 		poison, err := replay(ctx, pool, l)
+		if err != nil && postgres.Permanent(err) {
+			// Postgres still refuses its data: the letter stays poison and
+			// keeps the new reason; the other letters are still replayed.
+			poison, l.Error = err, err.Error()
+			err = deadletter.Add(ctx, pool, l)
+		}
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,9 +22,12 @@ func rebuild(ctx context.Context, args []string, stdout io.Writer) error {
 	var dbURL string
 	var natsClient stream.Client
 	var keepOld bool
+	var dropDelay time.Duration
 	set := flags("rebuild timelines", &dbURL)
 	natsClient.Register(set)
 	set.Bool(&keepOld, "keep-old", "EVENTLINE_KEEP_OLD", false, "keep the previous generation's tables for a rollback")
+	set.Duration(&dropDelay, "drop-delay", "EVENTLINE_DROP_DELAY", 5*time.Second,
+		"how long the previous generation's tables stay after the switch, for SQL that names timeline_g<N> directly (the views never need it)")
 	if err := parse(set, args[1:]); err != nil {
 		return err
 	}
@@ -44,7 +48,7 @@ func rebuild(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g, err := projector.Rebuild(ctx, js, pool, projector.RebuildConfig{KeepOld: keepOld, Progress: func(g int, pending uint64, switched bool) {
+	g, err := projector.Rebuild(ctx, js, pool, projector.RebuildConfig{KeepOld: keepOld, DropDelay: dropDelay, Progress: func(g int, pending uint64, switched bool) {
 		phase := "filling"
 		if switched {
 			phase = "switched, catching up"

@@ -1,9 +1,11 @@
 // Package consume runs Watermill handlers on an eventline durable
-// consumer (ARCHITECTURE §7): a watermill-nats subscriber bound to the
+// consumer (docs/architecture.md): a watermill-nats subscriber bound to the
 // pre-provisioned durable (ExistingConsumer, never created or deleted by
 // the library), an unmarshaler that never fails and exposes the stream
-// sequence and delivery count, and a router with recovery, correlation
-// ids, in-process retries and dead-lettering on the last delivery.
+// sequence, timestamp, Nats-Msg-Id header and delivery count, and a router
+// with recovery, correlation ids, in-process retries of transient failures,
+// and dead-lettering of permanent failures at once and of any failure on
+// the last delivery.
 package consume
 
 import (
@@ -12,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -21,6 +24,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -28,8 +33,10 @@ import (
 const (
 	MetaSubject     = "subject"
 	MetaStreamSeq   = "stream_seq"
+	MetaStreamTime  = "stream_time" // RFC 3339 with nanoseconds
 	MetaDelivered   = "delivered"
 	MetaTraceparent = "traceparent"
+	MetaMsgID       = "nats_msg_id" // the Nats-Msg-Id header; absent when the message has none
 )
 
 // Unmarshaler turns a JetStream message into a Watermill message. It
@@ -40,11 +47,17 @@ type Unmarshaler struct{}
 
 // Unmarshal implements the watermill-nats Unmarshaler.
 func (Unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
-	m := message.NewMessage(msg.Headers().Get(nats.MsgIdHdr), msg.Data())
+	h := msg.Headers()
+	m := message.NewMessage(h.Get(nats.MsgIdHdr), msg.Data())
 	m.Metadata.Set(MetaSubject, msg.Subject())
-	m.Metadata.Set(MetaTraceparent, msg.Headers().Get("traceparent"))
+	m.Metadata.Set(MetaTraceparent, h.Get("traceparent"))
+	if ids := h.Values(nats.MsgIdHdr); len(ids) > 0 {
+		// More than one is a rejection; keep them all for ParseStored.
+		m.Metadata.Set(MetaMsgID, strings.Join(ids, "\n"))
+	}
 	if meta, err := msg.Metadata(); err == nil {
 		m.Metadata.Set(MetaStreamSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
+		m.Metadata.Set(MetaStreamTime, meta.Timestamp.UTC().Format(time.RFC3339Nano))
 		m.Metadata.Set(MetaDelivered, strconv.FormatUint(meta.NumDelivered, 10))
 	}
 	return m, nil
@@ -56,15 +69,64 @@ func StreamSeq(msg *message.Message) uint64 {
 	return seq
 }
 
-// Event parses a message's stored event.
-func Event(msg *message.Message) (events.Event, error) {
-	seq := StreamSeq(msg)
-	ev, err := events.ParseStored(msg.Metadata.Get(MetaSubject), msg.Payload, seq)
-	if err == nil && seq == 0 {
-		err = fmt.Errorf("message without stream metadata")
+// StreamTime is when the stream stored the message (zero when unknown).
+func StreamTime(msg *message.Message) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, msg.Metadata.Get(MetaStreamTime))
+	return t
+}
+
+// MsgID is the message's Nats-Msg-Id header ("" when it has none; values
+// joined by newlines when it has several).
+func MsgID(msg *message.Message) string { return msg.Metadata.Get(MetaMsgID) }
+
+// StreamMessage rebuilds the stream message ParseStored reads.
+func StreamMessage(msg *message.Message) events.Message {
+	m := events.Message{Subject: msg.Metadata.Get(MetaSubject), Data: msg.Payload, Seq: StreamSeq(msg), Timestamp: StreamTime(msg)}
+	if ids := MsgID(msg); ids != "" || msg.Metadata.Get(MetaTraceparent) != "" {
+		m.Header = nats.Header{}
+		if ids != "" {
+			m.Header[events.HeaderMsgID] = strings.Split(ids, "\n")
+		}
+		if tp := msg.Metadata.Get(MetaTraceparent); tp != "" {
+			m.Header.Set("traceparent", tp)
+		}
 	}
-	ev.Traceparent = msg.Metadata.Get(MetaTraceparent)
-	return ev, err
+	return m
+}
+
+// Event parses a message's stored event (events.ParseStored). Every error
+// it returns is a *PermanentError: a wrapped *events.ValidationError is a
+// rejection; any other error means the message lacks its stream metadata.
+func Event(msg *message.Message) (events.Event, error) {
+	ev, err := events.ParseStored(StreamMessage(msg))
+	return ev, Permanent(err)
+}
+
+// Letter is the dead letter of msg for consumer, with cause as its error.
+func Letter(consumer string, msg *message.Message, cause error) deadletter.Letter {
+	return deadletter.Letter{Consumer: consumer, StreamSeq: StreamSeq(msg), Subject: msg.Metadata.Get(MetaSubject),
+		Data: msg.Payload, StreamTime: StreamTime(msg), MsgID: MsgID(msg), Error: cause.Error()}
+}
+
+// PermanentError marks the failure of a message that handling it again
+// cannot fix (it cannot be decoded, say): the router dead-letters it at
+// once (postgres.Permanent recognises it by its Permanent method).
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent reports true: see postgres.Permanent.
+func (e *PermanentError) Permanent() bool { return true }
+
+// Permanent wraps err in a *PermanentError; nil stays nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
 }
 
 // Config describes a router.
@@ -73,9 +135,13 @@ type Config struct {
 	Name       string // handler name prefix
 	Handlers   int    // concurrent handlers (one message in flight each)
 	MaxDeliver int    // the durable's MaxDeliver: its last delivery is dead-lettered
-	Handle     message.NoPublishHandlerFunc
-	// DeadLetter keeps a message whose handling failed on its last
-	// delivery; when it succeeds the message is acked.
+	// Handle handles one message. An error that postgres.Permanent calls
+	// permanent (a data exception, an undecodable message) is
+	// dead-lettered at once; any other is retried in process, then the
+	// message is redelivered with Backoff until its last delivery.
+	Handle message.NoPublishHandlerFunc
+	// DeadLetter keeps a message whose handling failed permanently, or on
+	// its last delivery; when it succeeds the message is acked.
 	DeadLetter func(ctx context.Context, msg *message.Message, cause error) error
 	Log        *slog.Logger
 }
@@ -106,18 +172,34 @@ func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, erro
 	router.AddMiddleware(
 		middleware.Recoverer,
 		middleware.CorrelationID,
-		lastDelivery(c.MaxDeliver, c.DeadLetter),
-		middleware.Retry{MaxRetries: 3, InitialInterval: 50 * time.Millisecond, Multiplier: 2, Logger: wlog}.Middleware,
+		deadLetterFailed(c.MaxDeliver, c.DeadLetter),
+		middleware.Retry{MaxRetries: 3, InitialInterval: 50 * time.Millisecond, Multiplier: 2, Logger: wlog,
+			ShouldRetry: func(p middleware.RetryParams) bool { return !postgres.Permanent(p.Err) }}.Middleware,
 	)
 	for i := range max(1, c.Handlers) {
-		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.Name, i), events.StreamName, sub, c.Handle)
+		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.Name, i), events.StreamName, drainedSubscriber{sub}, c.Handle)
 	}
 	return router, sub, nil
 }
 
-// lastDelivery dead-letters a message whose handling still fails on its
-// last delivery, instead of letting JetStream drop it silently.
-func lastDelivery(maxDeliver int, deadLetter func(context.Context, *message.Message, error) error) message.HandlerMiddleware {
+// drainedSubscriber is the subscriber as the router sees it. RunRouter
+// drains the subscriber's connection before it closes the router, so the
+// router's own Close of the subscriber finds the connection closed; that
+// is the clean path, not an error to log on every shutdown.
+type drainedSubscriber struct{ *wmjs.Subscriber }
+
+func (s drainedSubscriber) Close() error {
+	if err := s.Subscriber.Close(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return err
+	}
+	return nil
+}
+
+// deadLetterFailed dead-letters a message whose handling failed
+// permanently (postgres.Permanent) at once, and one that still fails on
+// its last delivery instead of letting JetStream drop it silently. When
+// the dead letter cannot be written, the message is redelivered.
+func deadLetterFailed(maxDeliver int, deadLetter func(context.Context, *message.Message, error) error) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			out, err := h(msg)
@@ -125,7 +207,7 @@ func lastDelivery(maxDeliver int, deadLetter func(context.Context, *message.Mess
 				return out, nil
 			}
 			delivered, _ := strconv.Atoi(msg.Metadata.Get(MetaDelivered))
-			if maxDeliver > 0 && delivered >= maxDeliver {
+			if postgres.Permanent(err) || (maxDeliver > 0 && delivered >= maxDeliver) {
 				if dlErr := deadLetter(msg.Context(), msg, err); dlErr == nil {
 					return nil, nil
 				}

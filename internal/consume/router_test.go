@@ -1,10 +1,12 @@
 package consume_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,13 +57,14 @@ func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
 	require.NoError(t, err)
 
 	var handled atomic.Int64
+	var logs lockedBuffer
 	for round := range 4 {
 		appendEvents(round)
 		snc := n.Connect(t)
 		router, sub, err := consume.NewRouter(snc, consume.Config{Consumer: "router-stop", Name: "stop", Handlers: 32, MaxDeliver: 10,
 			Handle:     func(*message.Message) error { time.Sleep(time.Millisecond); handled.Add(1); return nil },
 			DeadLetter: func(context.Context, *message.Message, error) error { return nil },
-			Log:        slog.New(slog.NewTextHandler(io.Discard, nil))})
+			Log:        slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		require.NoError(t, err)
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -78,6 +81,24 @@ func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
 		}
 	}
 	require.Positive(t, handled.Load())
+	require.NotContains(t, logs.String(), "level=ERROR", "a clean stop logs no error")
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestEnsureMaxWaiting: a new durable takes MaxWaiting; one created before

@@ -8,21 +8,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/eventline/eventline/pkg/events"
 )
 
 // Letter is one dead-lettered message.
 type Letter struct {
-	Consumer   string     `json:"consumer"`
-	StreamSeq  uint64     `json:"stream_seq"`
-	Subject    string     `json:"subject"`
-	Data       []byte     `json:"data"`
+	Consumer  string `json:"consumer"`
+	StreamSeq uint64 `json:"stream_seq"`
+	Subject   string `json:"subject"`
+	Data      []byte `json:"data"`
+	// StreamTime is when the stream stored the message (zero for letters
+	// kept before it was recorded): consumers derive recorded_at from it.
+	StreamTime time.Time `json:"stream_time,omitzero"`
+	// MsgID is the message's Nats-Msg-Id header ("" when it had none;
+	// several values are joined by newlines).
+	MsgID      string     `json:"msg_id,omitempty"`
 	Error      string     `json:"error"`
 	Failures   int        `json:"failures"`
 	FailedAt   time.Time  `json:"failed_at"`
@@ -38,11 +46,16 @@ type Execer interface {
 // same consumer and sequence. Call it inside the transaction that commits
 // the rest of the batch so the message is acked only once it is kept.
 func Add(ctx context.Context, db Execer, l Letter) error {
-	_, err := db.Exec(ctx, `INSERT INTO eventline.dead_letters (consumer, stream_seq, subject, data, error)
-		VALUES ($1, $2, $3, $4, $5)
+	var streamTime *time.Time
+	if !l.StreamTime.IsZero() {
+		streamTime = &l.StreamTime
+	}
+	_, err := db.Exec(ctx, `INSERT INTO eventline.dead_letters (consumer, stream_seq, subject, data, error, stream_time, msg_id)
+		VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''))
 		ON CONFLICT (consumer, stream_seq) DO UPDATE
-		SET error = excluded.error, failures = dead_letters.failures + 1, failed_at = now(), replayed_at = NULL`,
-		l.Consumer, int64(l.StreamSeq), l.Subject, l.Data, l.Error)
+		SET error = excluded.error, failures = dead_letters.failures + 1, failed_at = now(), replayed_at = NULL,
+		    stream_time = COALESCE(excluded.stream_time, dead_letters.stream_time), msg_id = COALESCE(excluded.msg_id, dead_letters.msg_id)`,
+		l.Consumer, int64(l.StreamSeq), l.Subject, l.Data, l.Error, streamTime, l.MsgID)
 	if err != nil {
 		return fmt.Errorf("record dead letter %s/%d: %w", l.Consumer, l.StreamSeq, err)
 	}
@@ -67,7 +80,7 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]Letter, error) {
 	if p.Limit <= 0 {
 		p.Limit = 100
 	}
-	rows, err := s.pool.Query(ctx, `SELECT consumer, stream_seq, subject, data, error, failures, failed_at, replayed_at
+	rows, err := s.pool.Query(ctx, `SELECT consumer, stream_seq, subject, data, error, failures, failed_at, replayed_at, stream_time, COALESCE(msg_id, '')
 		FROM eventline.dead_letters
 		WHERE ($1 = '' OR consumer = $1) AND ($2 OR replayed_at IS NULL)
 		ORDER BY failed_at, consumer, stream_seq LIMIT $3`, p.Consumer, p.IncludeReplayed, p.Limit)
@@ -79,7 +92,7 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]Letter, error) {
 
 // Get returns one letter.
 func (s *Store) Get(ctx context.Context, consumer string, seq uint64) (Letter, error) {
-	rows, err := s.pool.Query(ctx, `SELECT consumer, stream_seq, subject, data, error, failures, failed_at, replayed_at
+	rows, err := s.pool.Query(ctx, `SELECT consumer, stream_seq, subject, data, error, failures, failed_at, replayed_at, stream_time, COALESCE(msg_id, '')
 		FROM eventline.dead_letters WHERE consumer = $1 AND stream_seq = $2`, consumer, int64(seq))
 	if err != nil {
 		return Letter{}, fmt.Errorf("get dead letter: %w", err)
@@ -104,17 +117,31 @@ func MarkReplayed(ctx context.Context, db Execer, consumer string, seq uint64) e
 func scanLetter(r pgx.CollectableRow) (Letter, error) {
 	var l Letter
 	var seq int64
-	err := r.Scan(&l.Consumer, &seq, &l.Subject, &l.Data, &l.Error, &l.Failures, &l.FailedAt, &l.ReplayedAt)
+	var streamTime *time.Time
+	err := r.Scan(&l.Consumer, &seq, &l.Subject, &l.Data, &l.Error, &l.Failures, &l.FailedAt, &l.ReplayedAt, &streamTime, &l.MsgID)
 	l.StreamSeq = uint64(seq)
+	if streamTime != nil {
+		l.StreamTime = streamTime.UTC()
+	}
 	return l, err
 }
 
-// Event decodes the letter's stored event for a replay. When it still
-// cannot be decoded, the letter keeps the new error and one failure more
-// (written in db), and the reason is returned as poison; err reports a
+// Message rebuilds the stream message the letter was made of.
+func (l Letter) Message() events.Message {
+	m := events.Message{Subject: l.Subject, Data: l.Data, Seq: l.StreamSeq, Timestamp: l.StreamTime}
+	if l.MsgID != "" {
+		m.Header = nats.Header{events.HeaderMsgID: strings.Split(l.MsgID, "\n")}
+	}
+	return m
+}
+
+// Event decodes the letter's stored event for a replay (events.ParseStored,
+// with the stream timestamp and Nats-Msg-Id kept in the letter). When it
+// still cannot be decoded, the letter keeps the new error and one failure
+// more (written in db), and the reason is returned as poison; err reports a
 // failure to reach the database.
 func Event(ctx context.Context, db Execer, l Letter) (e events.Event, poison, err error) {
-	e, poison = events.ParseStored(l.Subject, l.Data, l.StreamSeq)
+	e, poison = events.ParseStored(l.Message())
 	if poison != nil {
 		l.Error = poison.Error()
 		return e, poison, Add(ctx, db, l)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/ingest"
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/natsauth"
@@ -184,9 +185,9 @@ func Run(ctx context.Context, o Options) error {
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, svcs) })
 	for _, s := range svcs {
-		target := &url.URL{Scheme: "http", Host: s.listening.AdminAddr().String(), Path: "/metrics"}
-		mux.Handle("GET /metrics/"+s.name, http.StripPrefix("/metrics/"+s.name, httputil.NewSingleHostReverseProxy(target)))
+		mux.Handle("GET /metrics/"+s.name, metricsProxy(s.listening.AdminAddr().String()))
 	}
+	mux.Handle("/", httpapi.Fallback(mux))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 
@@ -195,9 +196,14 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Stdout, "  nats      %s   (users %s; passwords in %s)\n", natsURL, strings.Join(natsauth.Config{}.RenderedNames(), ", "), filepath.Join(o.Dir, "nats-identities"))
 	fmt.Fprintf(o.Stdout, "  postgres  %s\n", redact(dbURL))
 	fmt.Fprintf(o.Stdout, "  sink      %s/dev/webhook-sink   (a local webhook receiver; GET lists what it got)\n", base)
+	board, user := "b1", "u1"
+	if o.Demo {
+		board, user = demoBoards[0], DemoUsers[0]
+		fmt.Fprintf(o.Stdout, "demo      boards %s; users %s\n", strings.Join(demoBoards, ", "), strings.Join(DemoUsers, ", "))
+	}
 	fmt.Fprintf(o.Stdout, "try:\n  curl -X POST %s/v1/events -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' \\\n"+
-		"    -d '{\"action\":\"published\",\"eventable\":{\"type\":\"card\",\"id\":\"c1\"},\"creator\":{\"type\":\"user\",\"id\":\"u1\"},\"parents\":[{\"type\":\"board\",\"id\":\"b1\"}]}'\n"+
-		"  curl %s/v1/timelines/board/b1 -H \"Authorization: Bearer %s\"\n", base, key, base, key)
+		"    -d '{\"action\":\"published\",\"eventable\":{\"type\":\"card\",\"id\":\"c1\"},\"creator\":{\"type\":\"user\",\"id\":\"%s\"},\"parents\":[{\"type\":\"board\",\"id\":\"%s\"}]}'\n"+
+		"  curl %s/v1/timelines/board/%s -H \"Authorization: Bearer %s\"\n", base, key, user, board, base, board, key)
 	fmt.Fprintf(o.Stdout, "key for tenant %q (scopes ingest,read,admin):\n%s\n", Tenant, key)
 
 	if o.Ready != nil {
@@ -217,6 +223,16 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return stopAll()
+}
+
+// metricsProxy serves a service's /metrics from its admin address.
+// (NewSingleHostReverseProxy joins the target path with the request's, so
+// /metrics/ingest stripped to "" became /metrics/, which is a 404.)
+func metricsProxy(adminAddr string) http.Handler {
+	return &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.Out.URL.Scheme, r.Out.URL.Host, r.Out.URL.Path, r.Out.URL.RawPath = "http", adminAddr, "/metrics", ""
+		r.Out.Host = adminAddr
+	}}
 }
 
 // service is one eventline service run in this process.

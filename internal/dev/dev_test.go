@@ -35,6 +35,7 @@ type devProcess struct {
 	url     string
 	natsURL string
 	key     string
+	stdout  string // what it printed up to its key
 	stderr  *bytes.Buffer
 	exited  chan error
 }
@@ -67,6 +68,7 @@ func startDev(t *testing.T, dir, dbURL string, extra ...string) *devProcess {
 		select {
 		case line, ok := <-lines:
 			require.True(t, ok, "eventline dev exited before printing its key:\n%s", p.stderr)
+			p.stdout += line + "\n"
 			if keyNext {
 				p.key = strings.TrimSpace(line)
 			}
@@ -93,6 +95,7 @@ func (p *devProcess) stop(t *testing.T) {
 	select {
 	case err := <-p.exited:
 		require.NoError(t, err, "eventline dev did not exit 0 on SIGTERM:\n%s", p.stderr)
+		require.NotContains(t, p.stderr.String(), `"level":"ERROR"`, "a clean stop logs no error")
 	case <-time.After(45 * time.Second):
 		t.Fatalf("eventline dev did not stop within 45s of SIGTERM:\n%s", p.stderr)
 	}
@@ -136,6 +139,19 @@ func TestDevEndToEnd(t *testing.T) {
 
 	code, body := p.do(t, http.MethodGet, "/readyz", "")
 	require.Equal(t, http.StatusOK, code, "%s", body)
+	for svc, metric := range map[string]string{"ingest": "eventline_ingest_request_duration_seconds histogram",
+		"projector": "eventline_projector_batch_duration_seconds histogram", "webhooker": `eventline_consumer_lag_seconds{consumer="webhooker"}`,
+		"notifier": `eventline_consumer_lag_seconds{consumer="notifier"}`} {
+		code, body = p.do(t, http.MethodGet, "/metrics/"+svc, "")
+		require.Equal(t, http.StatusOK, code, "/metrics/%s: %s", svc, body)
+		require.Contains(t, string(body), metric, "/metrics/%s serves the service's own metrics", svc)
+	}
+	code, body = p.do(t, http.MethodGet, "/v1/activity/", "")
+	require.Equal(t, http.StatusNotFound, code, "%s", body)
+	require.Contains(t, string(body), `"status":404`, "an unknown path is answered with problem+json")
+	code, body = p.do(t, http.MethodGet, "/v1/events", "")
+	require.Equal(t, http.StatusMethodNotAllowed, code, "%s", body)
+	require.Contains(t, string(body), `"status":405`, "a wrong method is answered with problem+json")
 
 	// The embedded NATS server has eventline's identities, with passwords
 	// kept in the state directory: no credentials, no connection.
@@ -222,6 +238,8 @@ func TestDevEndToEnd(t *testing.T) {
 func TestDevDemoFillsEveryReadModel(t *testing.T) {
 	t.Parallel()
 	p := startDev(t, t.TempDir(), testenv.Database(t), "--demo", "--demo-rate", "20")
+	require.Contains(t, p.stdout, "boards roadmap, bugs, launch; users ana, ben, chloe, dev, eli, fatima, gus, hana", "the demo's names are printed")
+	require.Contains(t, p.stdout, "/v1/timelines/board/roadmap", "the try: lines use a demo board")
 	testenv.Poll(t, 30*time.Second, "demo activity and webhook deliveries", func() bool {
 		code, body := p.do(t, http.MethodGet, "/v1/activity?limit=200", "")
 		if code != http.StatusOK {

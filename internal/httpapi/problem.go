@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/eventline/eventline/pkg/events"
@@ -39,7 +40,15 @@ func WriteProblem(w http.ResponseWriter, p Problem) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
+	encode(w, p)
+}
+
+// encode writes v as JSON without HTML escaping: bodies are JSON for
+// programs, and "<key>" should read as "<key>", not "\u003ckey\u003e".
+func encode(w http.ResponseWriter, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
 }
 
 // Error writes a generic problem with a status and a detail saying what to
@@ -63,12 +72,35 @@ func ValidationFailed(w http.ResponseWriter, detail string, errs []events.FieldE
 func JSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	encode(w, v)
 }
 
 // NotFound answers every request with a 404 problem; mount it on "/".
 func NotFound() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		Error(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+}
+
+// Fallback answers what mux has no route for, as problem+json: 405 with an
+// Allow header when the path has routes for other methods, else 404. Mount
+// it on "/" of mux itself (a catch-all route would otherwise turn every
+// wrong method into a 404, and without one ServeMux answers in plain text).
+func Fallback(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) == 0 {
+			Error(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		Error(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use "+strings.Join(allow, " or "))
 	})
 }

@@ -137,7 +137,7 @@ func (a *App) Run(ctx context.Context) error {
 	svc := NewService(pub, apikey.NewStore(pool, 0), cfg, reg, a.log)
 	mux := http.NewServeMux()
 	svc.Routes(mux)
-	mux.Handle("/", httpapi.NotFound())
+	mux.Handle("/", httpapi.Fallback(mux))
 	checks := observe.Checks(nc, pool)
 	checks["stream"] = stream.NewPresence(js, "", 0).Check
 	err = lifecycle.Serve(ctx, lifecycle.Server{

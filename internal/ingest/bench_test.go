@@ -781,7 +781,7 @@ func newCorpus(n int) (*corpus, error) {
 		if err := e.Normalize(time.Now()); err != nil {
 			return nil, fmt.Errorf("corpus event %d: %w", i, err)
 		}
-		stored, err := json.Marshal(e)
+		stored, err := e.MarshalInput() // the stream body, as pkg/events writes it
 		if err != nil {
 			return nil, err
 		}

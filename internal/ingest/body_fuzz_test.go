@@ -80,3 +80,19 @@ func FuzzParseFastAgreesWithStrict(f *testing.F) {
 		}
 	})
 }
+
+// TestParseBodySlowLeavesBodyIntact: the strict parser once decoded a
+// batch's events into a slice whose first element was the body itself, so
+// the first event's bytes overwrote the request body.
+func TestParseBodySlowLeavesBodyIntact(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"events":[{"action":"closed","eventable":{"type":"card","id":"c1"},"creator":{"type":"user","id":"u1"}}]}`)
+	before := bytes.Clone(body)
+	_, errs := parseBodySlow(body, "acme", time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if !bytes.Equal(body, before) {
+		t.Fatalf("the body changed:\n%s\n%s", before, body)
+	}
+}

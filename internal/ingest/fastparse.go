@@ -9,9 +9,11 @@ import (
 )
 
 // fastEvent is an input event decoded straight into a struct. Struct
-// decoding is lenient (case-insensitive keys, unknown keys ignored), so
-// parseFast pairs it with keyScan, which accepts only the exact keys of
-// the contract; whatever either doubts goes to the strict parser.
+// decoding is lenient (case-insensitive keys, unknown keys ignored, invalid
+// UTF-8 and lone surrogates replaced with U+FFFD), so parseFast pairs it
+// with keyScan, which accepts only the exact keys of the contract and only
+// events that events.CheckStorable passes; whatever either doubts goes to
+// the strict parser.
 type fastEvent struct {
 	ID          string          `json:"id"`
 	Tenant      string          `json:"tenant"`
@@ -66,8 +68,8 @@ func parseFast(body []byte, tenant string, now time.Time) ([]events.Event, bool)
 			e.Particulars = nil
 		}
 		if f.OccurredAt != nil {
-			t, err := time.Parse(time.RFC3339Nano, *f.OccurredAt)
-			if err != nil {
+			t, ok := events.ParseTimestamp(*f.OccurredAt)
+			if !ok || t.Unix() < 0 { // before 1970, even the zero time: the strict parser names it
 				return nil, false
 			}
 			e.OccurredAt = t
@@ -194,7 +196,15 @@ func (s *keyScan) ref() bool {
 	})
 }
 
+// event walks one event: its keys must be the contract's, and the event
+// must be storable (events.CheckStorable, one pass over its bytes).
 func (s *keyScan) event() bool {
+	s.ws()
+	start := s.i
+	return s.eventKeys() && events.CheckStorable(s.b[start:s.i], "event") == nil
+}
+
+func (s *keyScan) eventKeys() bool {
 	return s.object(func(k string) bool {
 		switch k {
 		case "eventable", "creator":

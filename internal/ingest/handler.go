@@ -147,8 +147,10 @@ func parseBodySlow(body []byte, tenant string, now time.Time) ([]events.Event, [
 	if err := json.Unmarshal(body, &probe); err != nil {
 		return nil, []events.FieldError{{Field: "body", Message: "is not valid JSON: " + err.Error()}}
 	}
-	raws := []json.RawMessage{body}
-	if list, ok := probe["events"]; ok {
+	var raws []json.RawMessage
+	if list, ok := probe["events"]; !ok {
+		raws = []json.RawMessage{body}
+	} else {
 		if len(probe) != 1 {
 			return nil, []events.FieldError{{Field: "body", Message: "a batch body has only the field \"events\""}}
 		}

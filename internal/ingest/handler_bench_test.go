@@ -7,9 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -53,7 +51,7 @@ const benchEvent = `{"action":"closed","eventable":{"type":"card","id":"c42"},"c
 // serveOne posts one single-event request, as concurrent clients would.
 func serveOne(b *testing.B, h http.Handler, traceparent string) {
 	b.Helper()
-	cpu0 := cpuTime()
+	cpu0 := ingest.CPUTime()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -73,14 +71,7 @@ func serveOne(b *testing.B, h http.Handler, traceparent string) {
 	b.StopTimer()
 	// CPU time of the whole process per request (span export included):
 	// steadier than ns/op on a machine other work competes for.
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-// cpuTime is the user+system CPU time the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(ingest.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 // BenchmarkHandlerNoTracing is the per-request CPU of the ingest HTTP path

@@ -178,13 +178,18 @@ func TestIngestOneEvent(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "events.acme.card.closed", m.Subject)
 	require.Equal(t, traceparent, m.Header.Get("traceparent"), "the request's trace context travels in the NATS header")
-	var e events.Event
-	require.NoError(t, json.Unmarshal(m.Data, &e))
+	var fields map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(m.Data, &fields))
+	for _, system := range []string{"recorded_at", "type", "seq"} {
+		require.NotContains(t, fields, system, "the stream body is the HTTP input form")
+	}
+	e, err := events.ParseStored(events.Message{Subject: m.Subject, Data: m.Data, Header: m.Header, Seq: m.Sequence, Timestamp: m.Time})
+	require.NoError(t, err)
 	require.Equal(t, r.results[0].ID, e.ID)
 	require.Equal(t, "acme", e.Tenant, "the tenant comes from the key")
 	require.Equal(t, "card.closed", e.Type)
-	require.False(t, e.RecordedAt.IsZero())
-	require.WithinDuration(t, e.RecordedAt, e.OccurredAt, time.Second)
+	require.Equal(t, m.Time.UTC().Truncate(time.Microsecond), e.RecordedAt)
+	require.WithinDuration(t, e.RecordedAt, e.OccurredAt, time.Second, "ingest filled occurred_at in")
 }
 
 func TestIngestBatchOf1000(t *testing.T) {
@@ -306,6 +311,16 @@ func fieldsOf(t *testing.T, problem map[string]any) []string {
 	return out
 }
 
+// notEventBodies are bodies that are not events or batches, with the
+// "index:field" of their one error.
+var notEventBodies = map[string]string{
+	`[1,2]`:                         "0:body",
+	`{"events": []}`:                "0:events",
+	`{"events": {}}`:                "0:events",
+	`{"events": [], "action": "x"}`: "0:body",
+	`{"action":`:                    "0:body",
+}
+
 func TestIngestErrors(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -355,13 +370,7 @@ func TestIngestErrors(t *testing.T) {
 		require.Len(t, streamEvents(t, b.str), before, "nothing appended")
 	})
 	t.Run("422 for bodies that are not events", func(t *testing.T) {
-		for body, field := range map[string]string{
-			`[1,2]`:                         "0:body",
-			`{"events": []}`:                "0:events",
-			`{"events": {}}`:                "0:events",
-			`{"events": [], "action": "x"}`: "0:body",
-			`{"action":`:                    "0:body",
-		} {
+		for body, field := range notEventBodies {
 			r := post(t, b.url, b.key, "application/json", []byte(body))
 			require.Equal(t, http.StatusUnprocessableEntity, r.status, body)
 			require.Equal(t, []string{field}, fieldsOf(t, r.problem), body)

@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/httpapi"
@@ -65,17 +63,24 @@ func (a *API) unavailable(w http.ResponseWriter, r *http.Request, what string, e
 	httpapi.Unavailable(w, time.Second, what+" is not possible right now; retry")
 }
 
-func validRefID(s string) bool {
-	return s != "" && len(s) <= events.MaxRefIDLen && utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0
+// user returns the key's tenant and the path's user id, answering 400 for
+// a bad user id. A user id follows the rule of an event reference's id
+// (events.CheckRefID).
+func (a *API) user(w http.ResponseWriter, r *http.Request) (tenant, user string, ok bool) {
+	return a.userOr(w, r, badParams)
 }
 
-// user returns the key's tenant and the path's user id, answering 400 for
-// a bad user id.
-func (a *API) user(w http.ResponseWriter, r *http.Request) (tenant, user string, ok bool) {
+// writingUser is user for a request that stores the user id: a bad one is
+// a 422, as every invalid input a write API would store.
+func (a *API) writingUser(w http.ResponseWriter, r *http.Request) (tenant, user string, ok bool) {
+	return a.userOr(w, r, notStorable)
+}
+
+func (a *API) userOr(w http.ResponseWriter, r *http.Request, refuse func(http.ResponseWriter, []events.FieldError)) (tenant, user string, ok bool) {
 	key, _ := httpapi.KeyFrom(r.Context())
 	user = r.PathValue("user_id")
-	if !validRefID(user) {
-		badParams(w, []events.FieldError{{Field: "user_id", Message: "must be 1-256 bytes of UTF-8 without control characters"}})
+	if errs := events.CheckRefID("user_id", user); len(errs) > 0 {
+		refuse(w, errs)
 		return "", "", false
 	}
 	return key.Tenant, user, true
@@ -84,6 +89,11 @@ func (a *API) user(w http.ResponseWriter, r *http.Request) (tenant, user string,
 func badParams(w http.ResponseWriter, errs []events.FieldError) {
 	httpapi.WriteProblem(w, httpapi.Problem{Type: httpapi.TypeValidation, Title: "Invalid parameters", Status: http.StatusBadRequest,
 		Detail: "fix the listed parameters", Errors: errs})
+}
+
+// notStorable answers 422 for path parameters a write would store.
+func notStorable(w http.ResponseWriter, errs []events.FieldError) {
+	httpapi.ValidationFailed(w, "the path names an object or user that cannot be stored; nothing was changed", errs)
 }
 
 // readBody reads a JSON body of at most limit bytes, answering 415/413.
@@ -152,18 +162,11 @@ func (a *API) watchPath(w http.ResponseWriter, r *http.Request) (string, events.
 	key, _ := httpapi.KeyFrom(r.Context())
 	obj := events.Ref{Type: r.PathValue("type"), ID: r.PathValue("id")}
 	user := r.PathValue("user_id")
-	var errs []events.FieldError
-	if !events.IsName(obj.Type) {
-		errs = append(errs, events.FieldError{Field: "type", Message: "must match ^[a-z][a-z0-9_]{0,62}$"})
-	}
-	if !validRefID(obj.ID) {
-		errs = append(errs, events.FieldError{Field: "id", Message: "must be 1-256 bytes of UTF-8 without control characters"})
-	}
-	if !validRefID(user) {
-		errs = append(errs, events.FieldError{Field: "user_id", Message: "must be 1-256 bytes of UTF-8 without control characters"})
-	}
+	// The object and the user follow the rules of an event's references,
+	// so a watch can only name what events can.
+	errs := append(events.CheckRef("", obj), events.CheckRefID("user_id", user)...)
 	if len(errs) > 0 {
-		badParams(w, errs)
+		notStorable(w, errs)
 		return "", obj, "", false
 	}
 	return key.Tenant, obj, user, true
@@ -330,9 +333,14 @@ func (a *API) getPreferences(w http.ResponseWriter, r *http.Request) {
 }
 
 // ParsePreferences decodes and validates a preferences body; absent
-// fields take the defaults (no email, every_few_hours, UTC).
+// fields take the defaults (no email, every_few_hours, UTC). The raw bytes
+// are checked first (events.CheckStorable), so an email with invalid UTF-8
+// is refused rather than stored with U+FFFD in it.
 func ParsePreferences(body []byte) (Preferences, []events.FieldError) {
 	p := defaultPreferences()
+	if errs := events.CheckStorable(body, "body"); len(errs) > 0 {
+		return p, errs
+	}
 	var in struct {
 		Email    *string `json:"email"`
 		Digest   *string `json:"digest"`
@@ -369,7 +377,7 @@ func ParsePreferences(body []byte) (Preferences, []events.FieldError) {
 }
 
 func (a *API) putPreferences(w http.ResponseWriter, r *http.Request) {
-	tenant, user, ok := a.user(w, r)
+	tenant, user, ok := a.writingUser(w, r)
 	if !ok {
 		return
 	}

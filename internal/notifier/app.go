@@ -115,7 +115,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	svc.Routes(mux)
-	mux.Handle("/", httpapi.NotFound())
+	mux.Handle("/", httpapi.Fallback(mux))
 	checks := observe.Checks(nc, pool)
 	checks["stream"] = stream.NewPresence(js, svc.cfg.Consumer, 0).Check
 	checks["inbox_listener"] = func(context.Context) error {

@@ -70,7 +70,7 @@ func (h *handler) handle(msg *message.Message) error {
 func (h *handler) deadLetter(ctx context.Context, msg *message.Message, cause error) error {
 	seq, subject := consume.StreamSeq(msg), msg.Metadata.Get(consume.MetaSubject)
 	h.log.WarnContext(ctx, "dead-lettered a message", "stream_seq", seq, "subject", subject, "error", cause)
-	if err := deadletter.Add(ctx, h.pool, deadletter.Letter{Consumer: h.consumer, StreamSeq: seq, Subject: subject, Data: msg.Payload, Error: cause.Error()}); err != nil {
+	if err := deadletter.Add(ctx, h.pool, consume.Letter(h.consumer, msg, cause)); err != nil {
 		return err
 	}
 	h.metrics.event("dead_lettered", 1)

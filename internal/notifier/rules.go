@@ -8,6 +8,7 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/eventline/eventline/pkg/events"
@@ -109,6 +110,14 @@ func ParseRules(data []byte) (Rules, error) {
 		verr.Errors = append(verr.Errors, events.FieldError{Field: "rules", Message: fmt.Sprintf("the rule set is larger than %d bytes", MaxRulesBytes)})
 		return Rules{}, verr
 	}
+	// The raw bytes first: encoding/json would rewrite invalid UTF-8 and
+	// lone surrogates into U+FFFD before any rule could see them.
+	for _, fe := range events.CheckStorable(data, "rules") {
+		verr.Errors = append(verr.Errors, ruleFieldError(fe))
+	}
+	if len(verr.Errors) > 0 {
+		return Rules{}, verr
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var rs Rules
@@ -151,6 +160,25 @@ func ParseRules(data []byte) (Rules, error) {
 		return Rules{}, verr
 	}
 	return rs, nil
+}
+
+// ruleFieldError turns a problem at a path of the body ("rules[3].event")
+// into the rule's index and a path inside the rule.
+func ruleFieldError(fe events.FieldError) events.FieldError {
+	rest, ok := strings.CutPrefix(fe.Field, "rules[")
+	if !ok {
+		return fe
+	}
+	n, tail, ok := strings.Cut(rest, "]")
+	i, err := strconv.Atoi(n)
+	if !ok || err != nil {
+		return fe
+	}
+	fe.Index, fe.Field = i, strings.TrimPrefix(tail, ".")
+	if fe.Field == "" {
+		fe.Field = "rule"
+	}
+	return fe
 }
 
 func (a Audience) any() bool { return a.Creator || len(a.WatchersOf) > 0 || len(a.UserIDsIn) > 0 }

@@ -173,7 +173,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	svc.Routes(mux)
-	mux.Handle("/", httpapi.NotFound())
+	mux.Handle("/", httpapi.Fallback(mux))
 	checks := observe.Checks(nc, pool)
 	checks["lag"] = svc.Ready
 	checks["stream"] = stream.NewPresence(js, cfg.Consumer.withDefaults().Name, 0).Check

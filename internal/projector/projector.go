@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -212,10 +214,11 @@ func nakAll(msgs chan jetstream.Msg) {
 
 // item is one fetched message, parsed or poisoned.
 type item struct {
-	msg   jetstream.Msg
-	seq   uint64
-	event events.Event
-	err   error // why it cannot be projected: dead-letter it
+	msg    jetstream.Msg
+	seq    uint64
+	stored time.Time // the stream timestamp
+	event  events.Event
+	err    error // why it cannot be projected: dead-letter it
 }
 
 func parse(m jetstream.Msg) item {
@@ -225,18 +228,28 @@ func parse(m jetstream.Msg) item {
 		it.err = fmt.Errorf("read message metadata: %w", err)
 		return it
 	}
-	it.seq = meta.Sequence.Stream
-	it.event, it.err = events.ParseStored(m.Subject(), m.Data(), it.seq)
+	it.seq, it.stored = meta.Sequence.Stream, meta.Timestamp
+	it.event, it.err = events.ParseStored(events.Message{Subject: m.Subject(), Data: m.Data(), Header: m.Headers(), Seq: it.seq, Timestamp: it.stored})
 	return it
 }
 
-// process writes one batch and acks it after commit, retrying transient
-// failures until ctx ends.
+// process writes one batch and acks it after commit (see project).
 func (p *Projector) process(ctx context.Context, msgs []jetstream.Msg) error {
 	items := make([]item, len(msgs))
 	for i, m := range msgs {
 		items[i] = parse(m)
 	}
+	return p.project(ctx, items)
+}
+
+// project writes items in one transaction and acks them after commit,
+// retrying transient failures until ctx ends. When the database refuses
+// the data itself (postgres.Permanent: a data exception, a constraint),
+// retrying cannot help: project splits items in halves and projects each,
+// so the refused message ends up alone and is dead-lettered while the
+// rest commit — about 2·log2(n) transactions for one such message in a
+// batch of n.
+func (p *Projector) project(ctx context.Context, items []item) error {
 	start := time.Now()
 	backoff := p.cfg.RetryBackoff
 	if p.hook != nil {
@@ -263,25 +276,26 @@ func (p *Projector) process(ctx context.Context, msgs []jetstream.Msg) error {
 			}
 			return nil
 		}
-		if isDataError(err) && len(items) > 1 {
-			// One message's data is refused by the database: project them one
-			// at a time so the culprit is dead-lettered and the rest pass.
-			p.log.WarnContext(ctx, "batch refused by the database; projecting one by one", "messages", len(items), "error", err)
-			for i, it := range items {
-				if err := p.process(ctx, []jetstream.Msg{it.msg}); err != nil {
+		if postgres.Permanent(err) && ctx.Err() == nil {
+			if len(items) > 1 {
+				p.log.WarnContext(ctx, "batch refused by the database; splitting it to find the message", "messages", len(items), "error", err)
+				half := len(items) / 2
+				if err := p.project(ctx, items[:half]); err != nil {
 					if ctx.Err() != nil {
-						for _, rest := range items[i+1:] {
+						for _, rest := range items[half:] {
 							_ = rest.msg.Nak()
 						}
 					}
 					return err
 				}
+				return p.project(ctx, items[half:])
 			}
-			return nil
-		}
-		if isDataError(err) {
-			items[0].err = fmt.Errorf("refused by the database: %w", err)
-			continue // dead-letter it in the next transaction
+			if items[0].err == nil {
+				items[0].err = fmt.Errorf("refused by the database: %w", err)
+				continue // dead-letter it in the next transaction
+			}
+			// Its dead letter is refused too: retry with backoff below
+			// rather than in a tight loop.
 		}
 		p.log.WarnContext(ctx, "projecting batch failed; retrying", "messages", len(items), "error", err, "retry_in", backoff)
 		for _, it := range items {
@@ -347,7 +361,8 @@ func (p *Projector) commit(ctx context.Context, items []item) (batchResult, erro
 			maxSeq = max(maxSeq, it.seq)
 			if it.err != nil {
 				res.deadLettered++
-				if err := deadletter.Add(ctx, tx, deadletter.Letter{Consumer: p.cfg.Consumer, StreamSeq: it.seq, Subject: it.msg.Subject(), Data: it.msg.Data(), Error: it.err.Error()}); err != nil {
+				if err := deadletter.Add(ctx, tx, deadletter.Letter{Consumer: p.cfg.Consumer, StreamSeq: it.seq, Subject: it.msg.Subject(), Data: it.msg.Data(),
+					StreamTime: it.stored, MsgID: strings.Join(it.msg.Headers().Values(events.HeaderMsgID), "\n"), Error: it.err.Error()}); err != nil {
 					return err
 				}
 				p.log.WarnContext(ctx, "dead-lettered a message", "stream_seq", it.seq, "subject", it.msg.Subject(), "error", it.err)

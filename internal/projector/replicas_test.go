@@ -103,17 +103,8 @@ func TestPoisonMessageIsDeadLettered(t *testing.T) {
 
 	b.worker(t, Config{}, nil)
 	b.waitEvents(t, 2)
-	dl := deadletter.NewStore(b.pool)
-	var letters []deadletter.Letter
-	require.Eventually(t, func() bool {
-		letters, err = dl.List(ctx, deadletter.ListParams{Consumer: "projector"})
-		return err == nil && len(letters) == 2
-	}, 10*time.Second, 10*time.Millisecond)
-	bySeq := map[uint64]deadletter.Letter{}
-	for _, l := range letters {
-		bySeq[l.StreamSeq] = l
-	}
-	require.Contains(t, bySeq[notJSON].Error, "decode")
+	bySeq := b.waitLetters(t, 2)
+	require.Contains(t, bySeq[notJSON].Error, "must be a JSON object")
 	require.Equal(t, "this is not json", string(bySeq[notJSON].Data))
 	require.Contains(t, bySeq[wrongSubject].Error, "subject")
 	require.Equal(t, "events.globex.card.closed", bySeq[wrongSubject].Subject)
@@ -121,6 +112,72 @@ func TestPoisonMessageIsDeadLettered(t *testing.T) {
 		info, err := b.cons.Info(ctx)
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
 	}, 10*time.Second, 10*time.Millisecond, "poison messages are acked (terminated), not redelivered")
+}
+
+// TestProjectsWhatAnyLanguagePublishes: a producer publishing straight to
+// NATS sends the HTTP body. The projector derives recorded_at, type and seq
+// from the message (and an id when there is none), and dead-letters what
+// HTTP ingest would refuse, keeping the stream time and Nats-Msg-Id.
+func TestProjectsWhatAnyLanguagePublishes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ConsumerConfig{})
+	ctx := context.Background()
+	raw := func(subject, body string, msgID string) (uint64, time.Time) {
+		m := nats.NewMsg(subject)
+		m.Data = []byte(body)
+		if msgID != "" {
+			m.Header.Set("Nats-Msg-Id", msgID)
+		}
+		ack, err := b.js.PublishMsg(ctx, m)
+		require.NoError(t, err)
+		sm, err := b.js.Stream(ctx, events.StreamName)
+		require.NoError(t, err)
+		stored, err := sm.GetMsg(ctx, ack.Sequence)
+		require.NoError(t, err)
+		return ack.Sequence, stored.Time
+	}
+	const input = `"action":"closed","eventable":{"type":"card","id":"c1"},"creator":{"type":"user","id":"u1"}`
+	withID, withIDTime := raw("events.acme.card.closed", `{"id":"n1",`+input+`}`, "acme:n1")
+	noID, noIDTime := raw("events.acme.card.closed", `{`+input+`,"particulars":{"n":1}}`, "")
+	unknown, unknownTime := raw("events.acme.card.closed", `{"id":"n2","board_id":"b1",`+input+`}`, "acme:n2")
+	badMsgID, _ := raw("events.acme.card.closed", `{"id":"n3",`+input+`}`, "globex:n3")
+
+	b.worker(t, Config{}, nil)
+	b.waitEvents(t, 2)
+	e, err := b.store.Get(ctx, "acme", "n1")
+	require.NoError(t, err)
+	require.Equal(t, withID, e.Seq)
+	require.Equal(t, "card.closed", e.Type)
+	require.Equal(t, withIDTime.UTC().Truncate(time.Microsecond), e.RecordedAt, "recorded_at is the stream timestamp")
+	require.Equal(t, e.RecordedAt, e.OccurredAt, "occurred_at defaults to recorded_at")
+	derived := events.StreamEventID(noIDTime, noID)
+	e, err = b.store.Get(ctx, "acme", derived)
+	require.NoError(t, err, "the id-less event is stored under the id derived from its stream time and seq")
+	require.Equal(t, noID, e.Seq)
+
+	bySeq := b.waitLetters(t, 2)
+	require.Contains(t, bySeq[unknown].Error, "board_id: is not a field of an event", "unknown fields are refused as on HTTP")
+	require.Equal(t, unknownTime.UTC().Truncate(time.Microsecond), bySeq[unknown].StreamTime, "the letter keeps the stream time")
+	require.Equal(t, "acme:n2", bySeq[unknown].MsgID)
+	require.Contains(t, bySeq[badMsgID].Error, `Nats-Msg-Id: is "globex:n3" but must be "acme:n3"`)
+}
+
+// waitLetters waits until the projector has n dead letters and returns
+// them by stream sequence.
+func (b *bundle) waitLetters(t *testing.T, n int) map[uint64]deadletter.Letter {
+	t.Helper()
+	dl := deadletter.NewStore(b.pool)
+	var letters []deadletter.Letter
+	require.Eventually(t, func() bool {
+		var err error
+		letters, err = dl.List(context.Background(), deadletter.ListParams{Consumer: "projector"})
+		return err == nil && len(letters) == n
+	}, 10*time.Second, 10*time.Millisecond, "want %d dead letters", n)
+	bySeq := map[uint64]deadletter.Letter{}
+	for _, l := range letters {
+		bySeq[l.StreamSeq] = l
+	}
+	return bySeq
 }
 
 // TestTenantIsolation: a key of one tenant never sees another's events,
@@ -306,11 +363,17 @@ func TestReplayDeadLetters(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, deadletter.Add(ctx, b.pool, deadletter.Letter{Consumer: "projector", StreamSeq: 7, Subject: "events.acme.card.closed", Data: body, Error: "bug in v0.1"}))
 	require.NoError(t, deadletter.Add(ctx, b.pool, deadletter.Letter{Consumer: "projector", StreamSeq: 9, Subject: "events.acme.card.closed", Data: []byte("junk"), Error: "decode"}))
+	// A letter of today's stream body: the input form, no id; the replay
+	// derives the id and recorded_at from the stream time kept with it.
+	stamp := time.Date(2026, 11, 25, 10, 0, 0, 123456000, time.UTC)
+	input := `{"action":"closed","eventable":{"type":"card","id":"c1"},"creator":{"type":"user","id":"u1"}}`
+	require.NoError(t, deadletter.Add(ctx, b.pool, deadletter.Letter{Consumer: "projector", StreamSeq: 11, Subject: "events.acme.card.closed", Data: []byte(input),
+		StreamTime: stamp, MsgID: "", Error: "Postgres was down"}))
 
 	dl := deadletter.NewStore(b.pool)
 	letters, err := dl.List(ctx, deadletter.ListParams{Consumer: "projector"})
 	require.NoError(t, err)
-	require.Len(t, letters, 2)
+	require.Len(t, letters, 3)
 	outcome := map[uint64]error{}
 	for _, l := range letters {
 		poison, err := ReplayDeadLetter(ctx, b.pool, l)
@@ -319,6 +382,10 @@ func TestReplayDeadLetters(t *testing.T) {
 	}
 	require.NoError(t, outcome[7])
 	require.Error(t, outcome[9])
+	require.NoError(t, outcome[11])
+	derived, err := b.store.Get(ctx, "acme", events.StreamEventID(stamp, 11))
+	require.NoError(t, err)
+	require.Equal(t, stamp, derived.RecordedAt)
 
 	e, err := b.store.Get(ctx, "acme", "fixed")
 	require.NoError(t, err)
@@ -329,7 +396,7 @@ func TestReplayDeadLetters(t *testing.T) {
 	require.Equal(t, uint64(9), pending[0].StreamSeq)
 	require.Equal(t, 2, pending[0].Failures)
 	_, entries := b.count(t)
-	require.Equal(t, 2, entries)
+	require.Equal(t, 3, entries, "fixed: card and board; the derived one: card")
 
 	// Replaying again changes nothing for the projected one.
 	l, err := dl.Get(ctx, "projector", 7)
@@ -339,5 +406,5 @@ func TestReplayDeadLetters(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, poison)
 	n, _ := b.count(t)
-	require.Equal(t, 1, n)
+	require.Equal(t, 2, n)
 }

@@ -3,13 +3,11 @@ package projector
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/pkg/events"
@@ -127,19 +125,4 @@ func recordProgress(ctx context.Context, tx pgx.Tx, g int, consumer string, seq 
 		return fmt.Errorf("record progress: %w", err)
 	}
 	return nil
-}
-
-// isDataError reports whether err is the database refusing the data itself
-// (bad encoding, value out of range, constraint), which retrying the same
-// rows cannot fix: the batch is then split to find the culprit.
-func isDataError(err error) bool {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return false
-	}
-	switch pgErr.Code[:2] {
-	case "22", "23": // data exception, integrity constraint violation
-		return true
-	}
-	return false
 }

@@ -35,6 +35,8 @@ type faultRun struct {
 	start   time.Time
 	cleared time.Time
 	atClear []string // events acknowledged when the fault was cleared
+	// recovered: recovery was measured (recover).
+	recovered bool
 }
 
 func newFaultRun(t *testing.T, fault string) *faultRun {
@@ -64,14 +66,15 @@ func (f *faultRun) ackedIDs() []string {
 	return ids
 }
 
-// finish measures recovery (every event acknowledged by the time the fault
-// was cleared visible in every read model), halts the load, waits for the
-// rest, and checks that no read model lost or doubled anything.
-func (f *faultRun) finish(within time.Duration) {
+// recover measures recovery: every event acknowledged by the time the
+// fault was cleared visible in every read model. finish does it unless
+// the test did, to observe more under load afterwards.
+func (f *faultRun) recover(within time.Duration) {
 	f.t.Helper()
 	if f.cleared.IsZero() {
 		f.clear()
 	}
+	f.recovered = true
 	at, perModel := f.s.waitConverged(f.atClear, within)
 	if !at.IsZero() {
 		f.row.RecoverySeconds = at.Sub(f.cleared).Seconds()
@@ -82,6 +85,15 @@ func (f *faultRun) finish(within time.Duration) {
 			}
 		}
 		f.note("recovery (the %d events acknowledged before the fault cleared, visible in each model): %s", len(f.atClear), strings.Join(each, ", "))
+	}
+}
+
+// finish measures recovery (unless the test did), halts the load, waits
+// for the rest, and checks that no read model lost or doubled anything.
+func (f *faultRun) finish(within time.Duration) {
+	f.t.Helper()
+	if !f.recovered {
+		f.recover(within)
 	}
 	f.l.halt()
 	for _, l := range f.more {

@@ -1,10 +1,12 @@
 package webhooker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
 )
@@ -81,8 +84,26 @@ func tenantOf(r *http.Request) string {
 	return k.Tenant
 }
 
+// decode reads a JSON body of at most 64 KiB into dst. The raw bytes are
+// checked first (events.CheckStorable): encoding/json would replace invalid
+// UTF-8 and lone surrogates with U+FFFD, and Postgres refuses NUL, so such
+// input is refused naming its field instead of being stored rewritten.
 func (a *API) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpapi.Error(w, http.StatusRequestEntityTooLarge, "the body is larger than 65536 bytes (64 KiB)")
+		} else {
+			httpapi.Error(w, http.StatusBadRequest, "could not read the request body")
+		}
+		return false
+	}
+	if errs := events.CheckStorable(body, "body"); len(errs) > 0 {
+		httpapi.ValidationFailed(w, "the body holds text or numbers that cannot be stored; nothing was changed", errs)
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		httpapi.ValidationFailed(w, "the body is not a valid JSON object of this endpoint: "+err.Error(), []events.FieldError{{Field: "body", Message: err.Error()}})
@@ -131,9 +152,9 @@ func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating
 			bad("parents", "has more than %d entries", events.MaxParents)
 		}
 		for i, p := range *in.Parents {
-			if !events.IsName(p.Type) || p.ID == "" || len(p.ID) > events.MaxRefIDLen {
-				bad(fmt.Sprintf("parents[%d]", i), `must be {"type": "board", "id": "b1"} with a valid type and id`)
-			}
+			// The rules of an event's parents: a filter no event can
+			// match (an id with a newline, say) is refused.
+			errs = append(errs, events.CheckRef(fmt.Sprintf("parents[%d]", i), p)...)
 		}
 		e.Parents = *in.Parents
 	}
@@ -311,7 +332,21 @@ func (a *API) respond(w http.ResponseWriter, r *http.Request, e Endpoint, err er
 	}
 }
 
+// fail answers a request the store could not serve: 422 naming the
+// problem when Postgres refused a value of the request itself (a data
+// exception: sending it again cannot help; validation should have refused
+// it first), else 503, retry.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if pgErr, ok := postgres.RefusedValue(err); ok {
+		a.log.WarnContext(r.Context(), "webhook API: the database refused a value of the request", "path", r.URL.Path, "error", err)
+		field := "body"
+		if pgErr.ColumnName != "" {
+			field = pgErr.ColumnName
+		}
+		httpapi.ValidationFailed(w, "a value of the request cannot be stored ("+pgErr.Message+"); text must be valid UTF-8 without NUL characters; nothing was changed",
+			[]events.FieldError{{Field: field, Message: pgErr.Message}})
+		return
+	}
 	a.log.ErrorContext(r.Context(), "webhook API", "path", r.URL.Path, "error", err)
 	httpapi.Unavailable(w, time.Second, "the request could not be completed right now; retry")
 }

@@ -154,7 +154,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	NewAPI(svc.Store(), apikey.NewStore(pool, 0), client, js, nil, a.log).Routes(mux)
-	mux.Handle("/", httpapi.NotFound())
+	mux.Handle("/", httpapi.Fallback(mux))
 	checks := observe.Checks(nc, pool)
 	checks["stream"] = stream.NewPresence(js, svc.cfg.Consumer, 0).Check
 	return lifecycle.Serve(ctx, lifecycle.Server{

@@ -33,7 +33,8 @@ func TestReplayDeadLetterFansOutAgain(t *testing.T) {
 	require.NoError(t, err)
 	m, err := str.GetMsg(ctx, ev.Seq)
 	require.NoError(t, err)
-	letter := deadletter.Letter{Consumer: DefaultConsumer, StreamSeq: ev.Seq, Subject: m.Subject, Data: m.Data, Error: "Postgres was down"}
+	letter := deadletter.Letter{Consumer: DefaultConsumer, StreamSeq: ev.Seq, Subject: m.Subject, Data: m.Data,
+		StreamTime: m.Time, MsgID: m.Header.Get("Nats-Msg-Id"), Error: "Postgres was down"}
 	require.NoError(t, deadletter.Add(ctx, b.pool, letter))
 	for range 2 {
 		poison, err := ReplayDeadLetter(ctx, b.pool, letter)

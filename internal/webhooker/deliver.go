@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -163,14 +164,20 @@ func (a *attempter) body(ep Endpoint, j job) ([]byte, error) {
 	return j.event.MarshalJSON()
 }
 
+// truncateUTF8 is at most the first n bytes of b, cut at a character
+// boundary, as text Postgres can store: NUL and invalid UTF-8 become
+// U+FFFD.
 func truncateUTF8(b []byte, n int) string {
-	if len(b) <= n {
-		return string(b)
+	if len(b) > n {
+		for n > 0 && !utf8.RuneStart(b[n]) {
+			n--
+		}
+		b = b[:n]
 	}
-	for n > 0 && !utf8.RuneStart(b[n]) {
-		n--
-	}
-	return string(b[:n])
+	// Postgres text holds neither NUL nor invalid UTF-8: such a body
+	// refused the whole statement that logs it, with every outcome and
+	// delivery recorded alongside.
+	return strings.ToValidUTF8(strings.ReplaceAll(string(b), "\x00", "\uFFFD"), "\uFFFD")
 }
 
 // classMessage explains an error class to the endpoint's owner.

@@ -238,7 +238,7 @@ func (a *API) scan(ctx context.Context, ep Endpoint, since, until time.Time) ([]
 		if !m.Time.Before(until) {
 			return false
 		}
-		e, err := events.ParseStored(m.Subject, m.Data, m.Seq)
+		e, err := events.ParseStored(events.Message{Subject: m.Subject, Data: m.Data, Header: m.Header, Seq: m.Seq, Timestamp: m.Time})
 		if err != nil || !match.Matches(e) {
 			return true
 		}

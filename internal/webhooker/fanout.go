@@ -20,16 +20,49 @@ import (
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/groupcommit"
 	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/internal/postgres"
 )
 
 // maxInsert is the most deliveries one insert statement writes.
 const maxInsert = 5000
 
 // newInserts returns the group commit of delivery inserts.
-func newInserts(pool *pgxpool.Pool, rw *resultWriter, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, []job] {
-	return groupcommit.New(func(ctx context.Context, items []fanoutItem) ([][]job, error) {
-		return insertDeliveries(ctx, pool, rw, items, now().Add(claim))
+func newInserts(pool *pgxpool.Pool, rw *resultWriter, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, inserted] {
+	return groupcommit.New(func(ctx context.Context, items []fanoutItem) ([]inserted, error) {
+		return insertSplitting(ctx, pool, rw, items, now().Add(claim)), nil
 	}, func(it fanoutItem) int { return len(it.jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
+}
+
+// inserted is the result of one fanoutItem of a group commit: the jobs
+// created without an outcome, or why its deliveries were not recorded.
+type inserted struct {
+	jobs []job
+	err  error
+}
+
+// insertSplitting records the deliveries of items (insertDeliveries).
+// When the database refuses the data of one event (postgres.Permanent),
+// it splits items in halves and records each, so the refused event fails
+// alone, to be dead-lettered, and the events grouped with it are
+// recorded. Any other error fails every item of the statement that hit it.
+func insertSplitting(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, claimUntil time.Time) []inserted {
+	out := make([]inserted, len(items))
+	created, err := insertDeliveries(ctx, pool, rw, items, claimUntil)
+	switch {
+	case err == nil:
+		for i := range out {
+			out[i].jobs = created[i]
+		}
+	case len(items) > 1 && postgres.Permanent(err) && ctx.Err() == nil:
+		half := len(items) / 2
+		copy(out, insertSplitting(ctx, pool, rw, items[:half], claimUntil))
+		copy(out[half:], insertSplitting(ctx, pool, rw, items[half:], claimUntil))
+	default:
+		for i := range out {
+			out[i].err = err
+		}
+	}
+	return out
 }
 
 // DefaultConsumer is the durable name of the fan-out.
@@ -47,7 +80,7 @@ type fanout struct {
 	pool *pgxpool.Pool
 	// inserts coalesces the delivery inserts of concurrent handlers into
 	// one statement and commit (group commit).
-	inserts    *groupcommit.Batcher[fanoutItem, []job]
+	inserts    *groupcommit.Batcher[fanoutItem, inserted]
 	registry   *Registry
 	submit     func(...job) []job // returns the jobs it could not queue
 	results    func(outcome)      // logs an outcome once its delivery is recorded
@@ -109,7 +142,10 @@ func (f *fanout) handle(msg *message.Message) error {
 	}
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
-		return err // retried, then nacked for redelivery
+		// Dead-lettered at once when the database refuses the event's
+		// data (postgres.Permanent), else retried, then nacked for
+		// redelivery (package consume).
+		return err
 	}
 	return nil
 }
@@ -188,12 +224,14 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 
 // recordAttempted records deliveries whose first attempts were made,
 // trying again for a while when it fails (Postgres down): once the event
-// is redelivered instead, its deliveries are attempted again.
+// is redelivered instead, its deliveries are attempted again. A refusal
+// of the data (postgres.Permanent) is not tried again: the event is
+// dead-lettered.
 func (f *fanout) recordAttempted(ctx context.Context, jobs []job, done []outcome) ([]job, error) {
 	deadline := time.Now().Add(f.first.RecordFor)
 	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
 		created, err := f.record(ctx, jobs, done)
-		if err == nil || time.Now().Add(pause).After(deadline) {
+		if err == nil || postgres.Permanent(err) || time.Now().Add(pause).After(deadline) {
 			return created, err
 		}
 		select {
@@ -227,12 +265,17 @@ func (f *fanout) record(ctx context.Context, jobs []job, done []outcome) ([]job,
 				}
 			}
 		}
-		c, err := f.inserts.Submit(ctx, item)
+		res, err := f.inserts.Submit(ctx, item)
+		if err == nil {
+			err = res.err
+		}
 		if err != nil {
-			f.gate.failed()
+			if !postgres.Permanent(err) { // no redelivery follows a refusal: it is dead-lettered
+				f.gate.failed()
+			}
 			return nil, err
 		}
-		created = append(created, c...)
+		created = append(created, res.jobs...)
 		jobs = jobs[n:]
 	}
 	return created, nil
@@ -241,7 +284,7 @@ func (f *fanout) record(ctx context.Context, jobs []job, done []outcome) ([]job,
 func (f *fanout) deadLetter(ctx context.Context, msg *message.Message, cause error) error {
 	seq, subject := consume.StreamSeq(msg), msg.Metadata.Get(consume.MetaSubject)
 	f.log.WarnContext(ctx, "dead-lettered a message", "stream_seq", seq, "subject", subject, "error", cause)
-	return deadletter.Add(ctx, f.pool, deadletter.Letter{Consumer: f.consumer, StreamSeq: seq, Subject: subject, Data: msg.Payload, Error: cause.Error()})
+	return deadletter.Add(ctx, f.pool, consume.Letter(f.consumer, msg, cause))
 }
 
 // newRouter builds the Watermill router of the fan-out with handlers

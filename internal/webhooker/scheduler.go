@@ -111,12 +111,7 @@ func (s *scheduler) event(ctx context.Context, seq uint64) (events.Event, error)
 	if err != nil {
 		return events.Event{}, err
 	}
-	e, err := events.ParseStored(m.Subject, m.Data, seq)
-	if err != nil {
-		return events.Event{}, err
-	}
-	e.Traceparent = m.Header.Get("traceparent")
-	return e, nil
+	return events.ParseStored(events.Message{Subject: m.Subject, Data: m.Data, Header: m.Header, Seq: seq, Timestamp: m.Time})
 }
 
 // run ticks every interval until ctx ends; a full batch ticks again at once.

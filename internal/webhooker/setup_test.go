@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -222,4 +223,19 @@ func (rc *receiver) all() []received {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return append([]received(nil), rc.requests...)
+}
+
+// waitFannedOut waits until the fan-out has handled every event up to the
+// stream sequence seq: its durable's ack floor reached seq and nothing is
+// pending.
+func (b *bundle) waitFannedOut(t *testing.T, seq uint64) {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := b.js.Consumer(ctx, events.StreamName, DefaultConsumer)
+	require.NoError(t, err)
+	testenv.Poll(t, 10*time.Second, fmt.Sprintf("the fan-out past seq %d", seq), func() bool {
+		ci, err := cons.Info(ctx)
+		require.NoError(t, err)
+		return ci.AckFloor.Stream >= seq && ci.NumAckPending == 0
+	})
 }

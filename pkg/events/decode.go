@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -17,52 +16,85 @@ var inputFields = []string{"id", "tenant", "action", "eventable", "creator", "pa
 // systemFields are set by eventline and refused on input.
 var systemFields = map[string]bool{"recorded_at": true, "type": true, "seq": true}
 
-// Decode parses one event sent by a producer and checks it against
-// CONTRACT §1 as of now. Unknown fields and the system fields (recorded_at,
-// type, seq) are rejected. The returned error is a *ValidationError naming
-// every problem, with index as the event's position in its batch.
+// legacyFields are the system fields that bodies written to the stream by
+// older ingest versions carry; ParseStored accepts them (and only them).
+var legacyFields = map[string]bool{"recorded_at": true, "type": true}
+
+// Decode parses one event sent by a producer and checks it against the
+// event rules of docs/contract.md as of now. Unknown fields and the system
+// fields (recorded_at, type, seq) are rejected, and so is anything the read
+// models cannot store (CheckStorable) and an occurred_at before 1970 (even
+// 0001-01-01T00:00:00Z, which Go reads as the zero time). The returned error
+// is a *ValidationError naming every problem, with index as the event's
+// position in its batch.
 //
 // Decode does not fill in defaults; call Normalize for that.
 func Decode(data []byte, index int, now time.Time) (Event, error) {
-	return decode(data, index, now, "")
+	e, _, err := decode(data, decodeOptions{index: index, now: now})
+	return e, err
 }
 
 // DecodeForTenant is Decode for a request authenticated as tenant (HTTP
 // ingest): an absent tenant field is set to tenant, and a different one is
 // an error on the "tenant" field.
 func DecodeForTenant(data []byte, index int, tenant string, now time.Time) (Event, error) {
-	return decode(data, index, now, tenant)
+	e, _, err := decode(data, decodeOptions{index: index, now: now, tenant: tenant})
+	return e, err
 }
 
-func decode(data []byte, index int, now time.Time, keyTenant string) (Event, error) {
-	var e Event
+// decodeOptions say where an event comes from.
+type decodeOptions struct {
+	index int
+	now   time.Time
+	// tenant is the tenant of the context (API key or subject); "" when
+	// the body must name it.
+	tenant string
+	// stream: the event was read from the stream, whose subject names the
+	// tenant; the legacy fields recorded_at and type are accepted.
+	stream bool
+}
+
+// decode is Decode; occurred reports whether the body set occurred_at.
+func decode(data []byte, o decodeOptions) (e Event, occurred bool, err error) {
+	index := o.index
 	var verr ValidationError
+	scan := storableScan{b: data, maxDepth: MaxDepth, root: "event", index: index}
+	scan.document()
+	verr.Errors = scan.errs
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
 		verr.add(index, "event", "must be a JSON object: %s", describeJSONError(err))
-		return e, &verr
+		return e, false, &verr
 	}
+	var unknown ValidationError
 	for name := range fields {
-		if systemFields[name] {
-			verr.add(index, name, "is set by the system and cannot be sent; remove it")
-		} else if !isInputField(name) {
+		switch {
+		case o.stream && legacyFields[name]:
+		case systemFields[name]:
+			unknown.add(index, name, "is set by the system and cannot be sent; remove it")
+		case !isInputField(name):
 			if name == "" {
 				name = `""`
 			}
-			verr.add(index, name, "is not a field of an event; remove it (fields: id, tenant, action, eventable, creator, parents, particulars, occurred_at)")
+			unknown.add(index, name, "is not a field of an event; remove it (fields: id, tenant, action, eventable, creator, parents, particulars, occurred_at)")
 		}
 	}
-	sortFieldErrors(verr.Errors)
+	sortFieldErrors(unknown.Errors)
+	verr.Errors = append(verr.Errors, unknown.Errors...)
 	decodeString(index, "id", fields["id"], &e.ID, &verr)
 	decodeString(index, "tenant", fields["tenant"], &e.Tenant, &verr)
-	if keyTenant != "" {
+	if o.tenant != "" {
 		switch e.Tenant {
 		case "":
-			e.Tenant = keyTenant
-		case keyTenant:
+			e.Tenant = o.tenant
+		case o.tenant:
 		default:
-			verr.add(index, "tenant", "is %q but the API key belongs to tenant %q; omit the field or send %q", truncate(e.Tenant, 64), keyTenant, keyTenant)
-			e.Tenant = keyTenant // reported once: the rule check below then passes
+			if o.stream {
+				verr.add(index, "tenant", "is %q but the message is on tenant %q's subject; omit the field or send %q", truncate(e.Tenant, 64), o.tenant, o.tenant)
+			} else {
+				verr.add(index, "tenant", "is %q but the API key belongs to tenant %q; omit the field or send %q", truncate(e.Tenant, 64), o.tenant, o.tenant)
+			}
+			e.Tenant = o.tenant // reported once: the rule check below then passes
 		}
 	}
 	decodeString(index, "action", fields["action"], &e.Action, &verr)
@@ -78,7 +110,7 @@ func decode(data []byte, index int, now time.Time, keyTenant string) (Event, err
 				if i >= MaxParents {
 					break // the count is reported by check
 				}
-				decodeRef(index, fmt.Sprintf("parents[%d]", i), p, &e.Parents[i], &verr)
+				decodeRef(index, parentField(i), p, &e.Parents[i], &verr)
 			}
 		}
 	}
@@ -93,22 +125,45 @@ func decode(data []byte, index int, now time.Time, keyTenant string) (Event, err
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
 			verr.add(index, "occurred_at", "must be an RFC 3339 timestamp string such as \"2026-11-25T10:00:00.123Z\"")
-		} else if t, err := time.Parse(time.RFC3339Nano, s); err != nil {
+		} else if t, ok := ParseTimestamp(s); !ok {
 			verr.add(index, "occurred_at", "must be an RFC 3339 timestamp such as \"2026-11-25T10:00:00.123Z\"; got %q", truncate(s, 64))
+		} else if t.Unix() < minOccurredAtUnix {
+			// Checked here: check reads a zero time as absent, and
+			// 0001-01-01T00:00:00Z is the zero time.
+			verr.add(index, "occurred_at", "must not be before 1970-01-01T00:00:00Z")
 		} else {
-			e.OccurredAt = t
+			e.OccurredAt, occurred = t, true
 		}
+	}
+	if raw, ok := fields["type"]; ok && o.stream {
+		decodeLegacyType(index, raw, &e, &verr)
 	}
 	if len(verr.Errors) > 0 {
 		// Report the rule checks too, but only for fields that decoded.
-		e.checkDecoded(index, now, &verr)
-		return Event{}, &verr
+		e.checkDecoded(index, o.now, &verr)
+		return Event{}, false, &verr
 	}
-	e.check(index, now, &verr)
+	e.check(index, o.now, &verr)
 	if err := verr.orNil(); err != nil {
-		return Event{}, err
+		return Event{}, false, err
 	}
-	return e, nil
+	return e, occurred, nil
+}
+
+// decodeLegacyType checks the type field of a legacy stream body: it must
+// be the type eventline derives, "<eventable.type>.<action>".
+func decodeLegacyType(index int, raw json.RawMessage, e *Event, verr *ValidationError) {
+	var typ string
+	if isNull(raw) || json.Unmarshal(raw, &typ) != nil {
+		verr.add(index, "type", "must be a string; eventline derives the type, so leave it out")
+		return
+	}
+	if !IsName(e.Eventable.Type) || !IsName(e.Action) {
+		return // the type cannot be derived; those fields are reported
+	}
+	if want := TypeOf(e.Eventable.Type, e.Action); typ != want {
+		verr.add(index, "type", "is %q but the event's type is %q (<eventable.type>.<action>); leave it out, eventline derives it", truncate(typ, 130), want)
+	}
 }
 
 // checkDecoded runs the rule checks and keeps only the errors of fields that
@@ -201,34 +256,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
-}
-
-// ParseStored decodes an event as stored on the stream (system fields
-// included) and checks it against the contract and against the subject it
-// was stored under. Consumers use it; an error means the message is poison
-// and belongs in a dead-letter store.
-func ParseStored(subject string, data []byte, seq uint64) (Event, error) {
-	var e Event
-	if err := json.Unmarshal(data, &e); err != nil {
-		return Event{}, fmt.Errorf("decode stored event: %w", err)
-	}
-	if e.ID == "" || e.RecordedAt.IsZero() || e.OccurredAt.IsZero() {
-		return Event{}, errors.New("stored event lacks id, occurred_at or recorded_at")
-	}
-	var verr ValidationError
-	e.check(0, e.RecordedAt, &verr)
-	if err := verr.orNil(); err != nil {
-		return Event{}, err
-	}
-	if want, _ := Subject(e.Tenant, e.Eventable.Type, e.Action); want != subject {
-		return Event{}, fmt.Errorf("stored event belongs on subject %q, found on %q", want, subject)
-	}
-	if e.Type != TypeOf(e.Eventable.Type, e.Action) {
-		return Event{}, fmt.Errorf("stored event has type %q, want %q", e.Type, TypeOf(e.Eventable.Type, e.Action))
-	}
-	if len(e.Particulars) == 0 {
-		e.Particulars = json.RawMessage("{}")
-	}
-	e.Seq = seq
-	return e, nil
 }

@@ -11,7 +11,9 @@ import (
 //
 // On input, ID, OccurredAt and Particulars are optional; RecordedAt, Type and
 // Seq are set by the system and rejected by Decode. Normalize fills in the
-// defaults.
+// defaults. MarshalInput writes the input form (the body of a stream
+// message); MarshalJSON writes the stored form that reads and deliveries
+// carry, system fields included.
 type Event struct {
 	// ID identifies the event. Optional on input (^[A-Za-z0-9_-]{1,64}$); a
 	// client-chosen id makes the append idempotent. Absent: a UUIDv7.
@@ -59,36 +61,60 @@ func TypeOf(eventableType, action string) string {
 	return eventableType + "." + action
 }
 
-// MarshalJSON writes the event in its wire form: timestamps in UTC with
-// RFC 3339 nano precision, parents as [] and particulars as {} when empty.
+// MarshalJSON writes the event in its stored form, as reads, webhook
+// deliveries and notifications carry it (docs/schema/event.schema.json):
+// the input form (MarshalInput) plus recorded_at, type and seq, timestamps
+// in UTC with RFC 3339 nano precision, seq omitted when 0.
 func (e Event) MarshalJSON() ([]byte, error) {
-	type wire struct {
-		ID          string          `json:"id"`
-		Tenant      string          `json:"tenant"`
-		Action      string          `json:"action"`
-		Eventable   Ref             `json:"eventable"`
-		Creator     Ref             `json:"creator"`
-		Parents     []Ref           `json:"parents"`
-		Particulars json.RawMessage `json:"particulars"`
-		OccurredAt  string          `json:"occurred_at,omitempty"`
-		RecordedAt  string          `json:"recorded_at,omitempty"`
-		Type        string          `json:"type"`
-		Seq         uint64          `json:"seq,omitempty"`
+	type stored struct {
+		// id and tenant are always written; they shadow the input form's.
+		ID     string `json:"id"`
+		Tenant string `json:"tenant"`
+		inputForm
+		RecordedAt string `json:"recorded_at,omitempty"`
+		Type       string `json:"type"`
+		Seq        uint64 `json:"seq,omitempty"`
 	}
-	w := wire{
+	return json.Marshal(stored{ID: e.ID, Tenant: e.Tenant, inputForm: e.inputForm(),
+		RecordedAt: formatTime(e.RecordedAt), Type: e.Type, Seq: e.Seq})
+}
+
+// MarshalInput writes the event in its input form: the JSON a producer
+// sends to POST /v1/events, which is also the body of its message on the
+// EVENTS stream. It has id, tenant, action, eventable, creator, parents
+// ([] when empty), particulars ({} when empty) and occurred_at (omitted
+// when zero), and none of the fields eventline derives from the stream
+// message (recorded_at, type, seq).
+func (e Event) MarshalInput() ([]byte, error) {
+	return json.Marshal(e.inputForm())
+}
+
+// inputForm is the JSON of MarshalInput.
+type inputForm struct {
+	ID          string          `json:"id,omitempty"`
+	Tenant      string          `json:"tenant,omitempty"`
+	Action      string          `json:"action"`
+	Eventable   Ref             `json:"eventable"`
+	Creator     Ref             `json:"creator"`
+	Parents     []Ref           `json:"parents"`
+	Particulars json.RawMessage `json:"particulars"`
+	OccurredAt  string          `json:"occurred_at,omitempty"`
+}
+
+func (e Event) inputForm() inputForm {
+	in := inputForm{
 		ID: e.ID, Tenant: e.Tenant, Action: e.Action,
 		Eventable: e.Eventable, Creator: e.Creator,
 		Parents: e.Parents, Particulars: e.Particulars,
-		OccurredAt: formatTime(e.OccurredAt), RecordedAt: formatTime(e.RecordedAt),
-		Type: e.Type, Seq: e.Seq,
+		OccurredAt: formatTime(e.OccurredAt),
 	}
-	if w.Parents == nil {
-		w.Parents = []Ref{}
+	if in.Parents == nil {
+		in.Parents = []Ref{}
 	}
-	if len(w.Particulars) == 0 {
-		w.Particulars = json.RawMessage("{}")
+	if len(in.Particulars) == 0 {
+		in.Particulars = json.RawMessage("{}")
 	}
-	return json.Marshal(w)
+	return in
 }
 
 func formatTime(t time.Time) string {

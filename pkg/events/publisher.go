@@ -276,20 +276,21 @@ func (p *Publisher) appendOneByOne(ctx context.Context, es []Event, msgs []*nats
 	return results, nil
 }
 
-// message encodes a normalized event as a stream message.
+// message encodes a normalized event as a stream message: its input form
+// (with the id and occurred_at Normalize filled in) as the body; consumers
+// derive recorded_at, type and seq from the message (ParseStored).
 func message(e Event) (*nats.Msg, error) {
 	subject, err := Subject(e.Tenant, e.Eventable.Type, e.Action)
 	if err != nil {
 		return nil, err
 	}
-	e.Seq = 0
-	body, err := e.MarshalJSON() // already compact: skip json.Marshal's re-validation pass
+	body, err := e.MarshalInput()
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
 	m := nats.NewMsg(subject)
 	m.Data = body
-	m.Header.Set(jetstream.MsgIDHeader, MsgID(e.Tenant, e.ID))
+	m.Header.Set(HeaderMsgID, MsgID(e.Tenant, e.ID))
 	m.Header.Set("Content-Type", "application/json")
 	if e.Traceparent != "" {
 		m.Header.Set("traceparent", e.Traceparent)

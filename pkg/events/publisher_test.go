@@ -80,9 +80,20 @@ func TestAppendOne(t *testing.T) {
 	require.Equal(t, "application/json", m.Header.Get("Content-Type"))
 	var body map[string]any
 	require.NoError(t, json.Unmarshal(m.Data, &body))
-	require.NotContains(t, body, "seq", "the stream body carries no seq")
-	require.Equal(t, "card.closed", body["type"])
+	for _, system := range []string{"seq", "type", "recorded_at"} {
+		require.NotContains(t, body, system, "the stream body is the input form: consumers derive %s", system)
+	}
 	require.Equal(t, res.ID, body["id"])
+	require.Contains(t, body, "occurred_at", "the publisher fills occurred_at in")
+
+	_, err = events.Decode(m.Data, 0, time.Now())
+	require.NoError(t, err, "the stream body is a valid HTTP body")
+	e, err := events.ParseStored(events.Message{Subject: m.Subject, Data: m.Data, Header: m.Header, Seq: m.Sequence, Timestamp: m.Time})
+	require.NoError(t, err)
+	require.Equal(t, res.ID, e.ID)
+	require.Equal(t, m.Time.UTC().Truncate(time.Microsecond), e.RecordedAt, "recorded_at is the stream timestamp")
+	require.Equal(t, "card.closed", e.Type)
+	require.Equal(t, res.Seq, e.Seq)
 }
 
 func TestAppendSameIDIsDuplicate(t *testing.T) {

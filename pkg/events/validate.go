@@ -1,7 +1,6 @@
 package events
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -12,7 +11,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// Limits of CONTRACT §1.
+// Limits of an event (docs/contract.md); CheckStorable adds the limits of
+// what the read models can store (MaxDepth, MaxNumberExponent,
+// MaxNumberScale).
 const (
 	MaxIDLen          = 64       // bytes of an event id
 	MaxTokenLen       = 63       // bytes of a tenant, action or ref type
@@ -25,8 +26,9 @@ const (
 
 // FieldError is one problem with one field of one event. Index is the
 // event's position in its batch (0 for a single event). Field is a JSON path
-// such as "eventable.id" or "parents[2].type"; "event" means the event as a
-// whole.
+// such as "eventable.id", "parents[2].type" or "particulars.items[3].n";
+// "event" means the event as a whole. A rejected stream message
+// (ParseStored) may also name "subject" and "Nats-Msg-Id".
 type FieldError struct {
 	Index   int    `json:"index"`
 	Field   string `json:"field"`
@@ -65,12 +67,18 @@ func (e *ValidationError) orNil() error {
 	return e
 }
 
-// Normalize checks e against every rule of CONTRACT §1 and, when it is
-// valid, fills in what the system sets: a UUIDv7 ID when absent, OccurredAt
-// (default now), RecordedAt (now, unless already set by the receiver), Type
-// and empty Particulars. Times are converted to UTC and truncated to
-// microseconds, the precision every read model stores. now is the receive
-// time. A Traceparent that is not a valid W3C traceparent is dropped.
+// Normalize checks e against every rule of an event (docs/contract.md),
+// particulars included (CheckStorable), and, when it is valid, fills in
+// what the system sets: a UUIDv7 ID when absent, OccurredAt (default now),
+// RecordedAt (now, unless already set by the receiver), Type and empty
+// Particulars. Times are converted to UTC and truncated to microseconds,
+// the precision every read model stores. now is the receive time. A
+// Traceparent that is not a valid W3C traceparent is dropped. A zero
+// OccurredAt means "absent": Decode refuses a body that sends the zero
+// time (0001-01-01T00:00:00Z) before Normalize could mistake it.
+//
+// RecordedAt and Type are not written to the stream (MarshalInput):
+// consumers derive them from the message (ParseStored).
 //
 // It returns a *ValidationError naming every invalid field, and leaves e
 // unchanged in that case. Normalizing a normalized event changes nothing.
@@ -124,16 +132,15 @@ func (e *Event) check(index int, now time.Time, verr *ValidationError) {
 		verr.add(index, "parents", "has %d entries; at most %d are allowed", len(e.Parents), MaxParents)
 	}
 	for i, p := range e.Parents {
-		checkRef(index, fmt.Sprintf("parents[%d]", i), p, verr)
+		checkRef(index, parentField(i), p, verr)
 	}
 	if len(e.Particulars) > 0 {
-		switch {
-		case len(e.Particulars) > MaxParticulars:
+		if len(e.Particulars) > MaxParticulars {
 			verr.add(index, "particulars", "is %d bytes encoded; at most %d (64 KiB) are allowed", len(e.Particulars), MaxParticulars)
-		case !isJSONObject(e.Particulars):
+		} else if valid, errs := checkStorableAt(e.Particulars, index, "particulars", 2); len(errs) > 0 {
+			verr.Errors = append(verr.Errors, errs...)
+		} else if !valid || !isJSONObject(e.Particulars) {
 			verr.add(index, "particulars", "must be a JSON object")
-		case bytes.Contains(e.Particulars, []byte(`\u0000`)):
-			verr.add(index, "particulars", "must not contain the NUL character (\\u0000), which the read models cannot store")
 		}
 	}
 	if !e.OccurredAt.IsZero() {
@@ -146,27 +153,131 @@ func (e *Event) check(index int, now time.Time, verr *ValidationError) {
 	}
 }
 
+// parentFields are the names of the parents, made once: check runs on
+// every ingested event.
+var parentFields = func() (f [MaxParents]string) {
+	for i := range f {
+		f[i] = fmt.Sprintf("parents[%d]", i)
+	}
+	return f
+}()
+
+func parentField(i int) string {
+	if i < len(parentFields) {
+		return parentFields[i]
+	}
+	return fmt.Sprintf("parents[%d]", i)
+}
+
 func checkName(index int, field, v string, verr *ValidationError) {
+	checkNameAt(index, field, "", v, verr)
+}
+
+// checkNameAt checks the name at field+suffix; the path is only built for
+// an error (Normalize runs on every ingested event).
+func checkNameAt(index int, field, suffix, v string, verr *ValidationError) {
 	switch {
 	case v == "":
-		verr.add(index, field, "is required")
+		verr.add(index, field+suffix, "is required")
 	case !IsName(v):
-		verr.add(index, field, "must match ^[a-z][a-z0-9_]{0,62}$ (lower case letters, digits and '_', starting with a letter)")
+		verr.add(index, field+suffix, "must match ^[a-z][a-z0-9_]{0,62}$ (lower case letters, digits and '_', starting with a letter)")
 	}
 }
 
 func checkRef(index int, field string, r Ref, verr *ValidationError) {
-	checkName(index, field+".type", r.Type, verr)
+	checkNameAt(index, field, ".type", r.Type, verr)
+	checkRefIDAt(index, field, ".id", r.ID, verr)
+}
+
+// checkRefIDAt checks the reference id at field+suffix.
+func checkRefIDAt(index int, field, suffix, id string, verr *ValidationError) {
 	switch {
-	case r.ID == "":
-		verr.add(index, field+".id", "is required")
-	case len(r.ID) > MaxRefIDLen:
-		verr.add(index, field+".id", "is %d bytes; at most %d are allowed", len(r.ID), MaxRefIDLen)
-	case !utf8.ValidString(r.ID):
-		verr.add(index, field+".id", "must be valid UTF-8")
-	case strings.IndexFunc(r.ID, unicode.IsControl) >= 0: // includes NUL
-		verr.add(index, field+".id", "must not contain control characters")
+	case id == "":
+		verr.add(index, field+suffix, "is required")
+	case len(id) > MaxRefIDLen:
+		verr.add(index, field+suffix, "is %d bytes; at most %d are allowed", len(id), MaxRefIDLen)
+	case !utf8.ValidString(id):
+		verr.add(index, field+suffix, "must be valid UTF-8")
+	case strings.IndexFunc(id, unicode.IsControl) >= 0: // includes NUL
+		verr.add(index, field+suffix, "must not contain control characters")
 	}
+}
+
+// CheckRef checks r by the rules of an event's references (eventable,
+// creator, parents): type ^[a-z][a-z0-9_]{0,62}$, id 1-256 bytes of UTF-8
+// without control characters (so no NUL). field names r in the errors:
+// "parents[2]" gives "parents[2].type" and "parents[2].id"; "" gives "type"
+// and "id". The APIs that store references (webhook parent filters,
+// watches) use it, so they refuse exactly what ingest refuses.
+func CheckRef(field string, r Ref) []FieldError {
+	var verr ValidationError
+	prefix := field
+	if prefix != "" {
+		prefix += "."
+	}
+	checkNameAt(0, prefix, "type", r.Type, &verr)
+	checkRefIDAt(0, prefix, "id", r.ID, &verr)
+	return verr.Errors
+}
+
+// CheckRefID checks id by the rule of a reference's id (CheckRef), naming
+// it field: for ids that refer to objects outside an event, such as a user
+// id in a path.
+func CheckRefID(field, id string) []FieldError {
+	var verr ValidationError
+	checkRefIDAt(0, field, "", id, &verr)
+	return verr.Errors
+}
+
+// ParseTimestamp reads an RFC 3339 timestamp as the contract reads
+// occurred_at: "2026-11-25T10:00:00Z" or "2026-11-25T11:00:00.123+01:00",
+// upper-case T and Z, any number of fraction digits (nanoseconds kept),
+// offsets from -23:59 to +23:59. It refuses what time.Parse would let
+// through although RFC 3339 does not allow it ("10:00:00,5Z", "+24:00",
+// "+01:60"), so every language's RFC 3339 parser reads it the same.
+func ParseTimestamp(s string) (time.Time, bool) {
+	if !isRFC3339(s) {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return t, err == nil
+}
+
+// isRFC3339 checks the shape of an RFC 3339 date-time; time.Parse checks
+// the calendar.
+func isRFC3339(s string) bool {
+	const head = "dddd-dd-ddTdd:dd:dd" // d: a digit
+	if len(s) < len(head)+1 {
+		return false
+	}
+	for i := 0; i < len(head); i++ {
+		if c := s[i]; (head[i] == 'd' && (c < '0' || c > '9')) || (head[i] != 'd' && c != head[i]) {
+			return false
+		}
+	}
+	rest := s[len(head):]
+	if rest[0] == '.' {
+		n := 1
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if n == 1 {
+			return false
+		}
+		rest = rest[n:]
+	}
+	if rest == "Z" {
+		return true
+	}
+	if len(rest) != 6 || (rest[0] != '+' && rest[0] != '-') || rest[3] != ':' {
+		return false
+	}
+	for _, i := range []int{1, 2, 4, 5} {
+		if rest[i] < '0' || rest[i] > '9' {
+			return false
+		}
+	}
+	return rest[1:3] <= "23" && rest[4:6] <= "59"
 }
 
 // IsTenant reports whether s is a valid tenant token: ^[a-z0-9][a-z0-9_-]{0,62}$.
@@ -210,15 +321,14 @@ func isEventID(s string) bool {
 
 func isLowerOrDigit(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') }
 
+// isJSONObject reports whether the JSON value raw (valid JSON) is an object.
 func isJSONObject(raw []byte) bool {
 	for _, c := range raw {
 		switch c {
 		case ' ', '\t', '\r', '\n':
 			continue
-		case '{':
-			return json.Valid(raw)
 		default:
-			return false
+			return c == '{'
 		}
 	}
 	return false

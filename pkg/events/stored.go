@@ -1,0 +1,208 @@
+package events
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+)
+
+// Message is one message of the EVENTS stream as a consumer reads it: what
+// ParseStored needs to turn it into an Event.
+type Message struct {
+	// Subject is the subject it was published on:
+	// events.<tenant>.<eventable type>.<action>.
+	Subject string
+	// Data is the body: one event in its input form (MarshalInput).
+	Data []byte
+	// Header holds the message headers; ParseStored reads Nats-Msg-Id and
+	// traceparent. Nil when there are none.
+	Header nats.Header
+	// Seq is the stream sequence; it must not be 0.
+	Seq uint64
+	// Timestamp is when the stream stored the message. The zero time is
+	// accepted only for a legacy body that carries recorded_at (dead
+	// letters kept before eventline recorded stream timestamps).
+	Timestamp time.Time
+}
+
+// HeaderMsgID is the JetStream de-duplication header. On EVENTS it is
+// optional; when present it must be MsgID(tenant, id), or that followed by
+// ":<digits>" (ingest's form when another tenant's message holds the
+// plain one).
+const HeaderMsgID = "Nats-Msg-Id"
+
+// ParseStored turns a stream message into the event every consumer sees.
+// The body is the input form a producer sends to POST /v1/events, and it is
+// checked by exactly the rules of Decode, with the tenant of the subject in
+// place of the API key's. Then eventline derives the system fields:
+//
+//   - RecordedAt: the stream timestamp, in UTC, truncated to microseconds;
+//   - Type: "<eventable.type>.<action>"; Seq: the stream sequence;
+//   - Tenant: the subject's second token (a body tenant must equal it);
+//   - OccurredAt, when the body has none: RecordedAt;
+//   - ID, when the body has none: a UUIDv7 made from the stream timestamp
+//     and sequence (StreamEventID), the same for every consumer and every
+//     rebuild;
+//   - Traceparent: the traceparent header, when it is valid.
+//
+// The message must also be on its event's subject
+// (events.<tenant>.<eventable.type>.<action>), and a Nats-Msg-Id header,
+// when present, must be "<tenant>:<id>" or "<tenant>:<id>:<digits>".
+//
+// Legacy bodies, written by ingest before the stream body became the input
+// form, carry recorded_at and type: they are accepted on the stream only;
+// type must equal the derived type and recorded_at is ignored (the stream
+// timestamp wins).
+//
+// A message that breaks any rule is a rejection: the error is a
+// *ValidationError (Index 0) naming every problem with the messages HTTP
+// ingest gives, plus the fields "subject" and "Nats-Msg-Id". Any other
+// error means the message lacks its transport metadata (sequence or
+// timestamp).
+func ParseStored(m Message) (Event, error) {
+	if m.Seq == 0 {
+		return Event{}, errors.New("stored message without a stream sequence")
+	}
+	recorded := m.Timestamp
+	if recorded.IsZero() {
+		var legacy struct {
+			RecordedAt time.Time `json:"recorded_at"`
+		}
+		if json.Unmarshal(m.Data, &legacy) != nil || legacy.RecordedAt.IsZero() {
+			return Event{}, errors.New("stored message without a stream timestamp")
+		}
+		recorded = legacy.RecordedAt
+	}
+	recorded = recorded.UTC().Truncate(time.Microsecond)
+
+	var verr ValidationError
+	tenant, eventableType, action, subjectOK := splitSubject(m.Subject)
+	if !subjectOK {
+		verr.add(0, "subject", "is %q; events are published on events.<tenant>.<eventable type>.<action>, each token a valid name", truncate(m.Subject, 200))
+	}
+	e, occurred, err := decode(m.Data, decodeOptions{now: recorded, tenant: tenant, stream: true})
+	var derr *ValidationError
+	if errors.As(err, &derr) {
+		verr.Errors = append(verr.Errors, derr.Errors...)
+		// Decode zeroes a rejected event; the checks below still need
+		// the fields that decoded.
+		e = peekRefs(m.Data)
+	} else if err != nil {
+		return Event{}, err
+	}
+	if subjectOK && e.Eventable.Type != "" && e.Action != "" && (e.Eventable.Type != eventableType || e.Action != action) {
+		if want, err := Subject(tenant, e.Eventable.Type, e.Action); err == nil {
+			verr.add(0, "subject", "is %q but this event belongs on %q (events.<tenant>.<eventable.type>.<action>); publish it there", m.Subject, want)
+		}
+	}
+	bodyID := e.ID
+	if bodyID == "" && derr == nil {
+		e.ID = StreamEventID(recorded, m.Seq)
+	}
+	checkMsgID(m.Header, tenant, e.ID, bodyID, derr, &verr)
+	if err := verr.orNil(); err != nil {
+		return Event{}, err
+	}
+	if !occurred {
+		e.OccurredAt = recorded
+	}
+	e.OccurredAt = e.OccurredAt.UTC().Truncate(time.Microsecond)
+	e.RecordedAt = recorded
+	e.Type = TypeOf(e.Eventable.Type, e.Action)
+	e.Seq = m.Seq
+	if len(e.Particulars) == 0 {
+		e.Particulars = json.RawMessage("{}")
+	}
+	if tp := m.Header.Get("traceparent"); IsTraceparent(tp) {
+		e.Traceparent = tp
+	}
+	return e, nil
+}
+
+// splitSubject reads events.<tenant>.<eventable type>.<action>.
+func splitSubject(subject string) (tenant, eventableType, action string, ok bool) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != SubjectPrefix || !IsTenant(parts[1]) || !IsName(parts[2]) || !IsName(parts[3]) {
+		return "", "", "", false
+	}
+	return parts[1], parts[2], parts[3], true
+}
+
+// peekRefs reads what a rejected body says about its id, eventable and
+// action, leniently, for the subject and header checks.
+func peekRefs(data []byte) Event {
+	var e struct {
+		ID        string `json:"id"`
+		Action    string `json:"action"`
+		Eventable Ref    `json:"eventable"`
+	}
+	_ = json.Unmarshal(data, &e)
+	if !isEventID(e.ID) {
+		e.ID = ""
+	}
+	if !IsName(e.Action) || !IsName(e.Eventable.Type) {
+		e.Action, e.Eventable.Type = "", ""
+	}
+	return Event{ID: e.ID, Action: e.Action, Eventable: Ref{Type: e.Eventable.Type}}
+}
+
+// checkMsgID checks the Nats-Msg-Id header against the event's tenant and
+// id. bodyID is the id the body sent ("" when eventline derived one); derr
+// holds the body's own problems.
+func checkMsgID(h nats.Header, tenant, id, bodyID string, derr *ValidationError, verr *ValidationError) {
+	vals := h.Values(HeaderMsgID)
+	if len(vals) == 0 || tenant == "" {
+		return
+	}
+	if len(vals) > 1 {
+		verr.add(0, HeaderMsgID, "appears %d times; send it once, as %q", len(vals), "<tenant>:<id>")
+		return
+	}
+	v := vals[0]
+	if bodyID == "" {
+		if derr != nil {
+			return // the body's id cannot be told; its problems are reported
+		}
+		hint := ""
+		if rest, ok := strings.CutPrefix(v, tenant+":"); ok && isEventID(rest) {
+			hint = ` ("id": "` + rest + `")`
+		}
+		verr.add(0, HeaderMsgID, "is %q but the body has no id; send the id in the body too%s, or leave the header out", truncate(v, 200), hint)
+		return
+	}
+	want := MsgID(tenant, id)
+	rest, ok := strings.CutPrefix(v, want)
+	if ok && (rest == "" || (len(rest) > 1 && len(rest) <= 21 && rest[0] == ':' && allDigits(rest[1:]))) {
+		return
+	}
+	verr.add(0, HeaderMsgID, "is %q but must be %q (<tenant>:<id> of the body), or be left out", truncate(v, 200), want)
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// StreamEventID is the id of an event whose body has none: a UUIDv7
+// (RFC 9562) whose 48-bit time is the stream timestamp in milliseconds,
+// whose 12-bit rand_a is the microsecond within that millisecond, and whose
+// 62-bit rand_b is the stream sequence. It depends only on the message, so
+// every consumer and every rebuild give the event the same id, and ids sort
+// by stream time.
+func StreamEventID(timestamp time.Time, seq uint64) string {
+	us := timestamp.UnixMicro()
+	ms, sub := us/1000, us%1000
+	var u uuid.UUID
+	binary.BigEndian.PutUint64(u[0:8], uint64(ms)<<16|0x7000|uint64(sub))
+	binary.BigEndian.PutUint64(u[8:16], seq&(1<<62-1)|1<<63)
+	return u.String()
+}
