@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/eventline/eventline/internal/consume"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/webhooker"
 )
 
@@ -167,6 +168,8 @@ func TestKustomizeBase(t *testing.T) {
 			}
 		}
 		require.True(t, fromConfig && fromSecret, "%s reads the ConfigMap and the Secret", name)
+		requireNATSIdentity(t, c, name)
+		require.Equal(t, "eventline", d.Spec.Template.Labels["app.kubernetes.io/part-of"], "%s's pods are the ones the NetworkPolicies admit", name)
 
 		sel := d.Spec.Selector.MatchLabels
 		require.Equal(t, sel, subset(d.Spec.Template.Labels, sel), "%s selector matches its pods", name)
@@ -184,6 +187,8 @@ func TestKustomizeBase(t *testing.T) {
 	require.True(t, ok, "the migrate Job")
 	require.Equal(t, []string{"eventline", "migrate"}, job.Spec.Template.Spec.Containers[0].Command)
 	require.True(t, *job.Spec.Template.Spec.SecurityContext.RunAsNonRoot)
+	requireNATSIdentity(t, job.Spec.Template.Spec.Containers[0], natsauth.Admin) // it provisions the stream and durables
+	require.Equal(t, "eventline", job.Spec.Template.Labels["app.kubernetes.io/part-of"], "the migrate Job reaches NATS and Postgres")
 
 	cm := b.configMaps["eventline"]
 	require.Equal(t, "3", cm.Data["STREAM_REPLICAS"], "the EVENTS stream is replicated on the 3-server NATS cluster")
@@ -220,7 +225,7 @@ func TestKustomizeBase(t *testing.T) {
 		}
 		require.Equal(t, "EVENTS", tr.Metadata["stream"])
 		require.Equal(t, name, tr.Metadata["consumer"], "%s scales on its own durable", name)
-		require.Equal(t, "$G", tr.Metadata["account"])
+		require.Equal(t, natsauth.AccountEventline, tr.Metadata["account"], "the account that holds the stream")
 		require.Regexp(t, `^[a-z0-9.-]+:8222$`, tr.Metadata["natsServerMonitoringEndpoint"])
 		require.Regexp(t, `^[1-9][0-9]*$`, tr.Metadata["lagThreshold"])
 	}
@@ -231,6 +236,21 @@ func TestKustomizeBase(t *testing.T) {
 		require.NoError(t, err)
 		require.Regexp(t, `DefaultConsumer = "`+name+`"`, string(b))
 	}
+}
+
+// requireNATSIdentity: the container connects as identity, its password
+// from the Secret "eventline-nats" (the key named after the identity).
+func requireNATSIdentity(t *testing.T, c corev1.Container, identity string) {
+	t.Helper()
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	require.Equal(t, identity, env["NATS_USER"].Value, "%s connects as NATS identity %s", c.Name, identity)
+	ref := env["NATS_PASSWORD"].ValueFrom
+	require.NotNil(t, ref, "%s: NATS_PASSWORD from a Secret", c.Name)
+	require.Equal(t, "eventline-nats", ref.SecretKeyRef.Name, c.Name)
+	require.Equal(t, identity, ref.SecretKeyRef.Key, c.Name)
 }
 
 // subset returns the entries of labels whose keys are in sel.
@@ -365,6 +385,7 @@ func TestNATSHelmValues(t *testing.T) {
 	}
 	require.NoError(t, yaml.Unmarshal(raw, &v))
 	c := v.Config
+	requireHelmIdentities(t, raw)
 	require.True(t, c.Cluster.Enabled)
 	require.Equal(t, 3, c.Cluster.Replicas)
 	require.True(t, c.JetStream.Enabled)
@@ -385,6 +406,49 @@ func TestNATSHelmValues(t *testing.T) {
 	var opts server.Options
 	require.NoError(t, opts.ProcessConfigString(block.String()))
 	require.True(t, opts.SyncAlways, "config.jetstream.merge sets sync_interval: always")
+}
+
+// requireHelmIdentities: the chart values merge exactly the rendering of
+// eventline's identities (`eventline nats config --helm`) into the server
+// configuration, and give the server every password they refer to from
+// the Secret "eventline-nats".
+func requireHelmIdentities(t *testing.T, raw []byte) {
+	t.Helper()
+	var v struct {
+		Config struct {
+			Merge map[string]any `yaml:"merge"`
+		} `yaml:"config"`
+		Container struct {
+			Env map[string]struct {
+				ValueFrom struct {
+					SecretKeyRef *struct {
+						Name string `yaml:"name"`
+						Key  string `yaml:"key"`
+					} `yaml:"secretKeyRef"`
+				} `yaml:"valueFrom"`
+			} `yaml:"env"`
+		} `yaml:"container"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &v))
+	rendered, err := natsauth.Config{}.Helm()
+	require.NoError(t, err)
+	var want map[string]any
+	require.NoError(t, yaml.Unmarshal(rendered, &want))
+	got := map[string]any{}
+	for k, val := range v.Config.Merge {
+		if _, ok := want[k]; ok {
+			got[k] = val
+		}
+	}
+	require.Equal(t, want, got, "config.merge is out of date: put the output of `go run ./cmd/eventline nats config --helm` there")
+	for _, name := range (natsauth.Config{}).RenderedNames() {
+		src, ok := v.Container.Env[natsauth.PasswordEnv(name)]
+		require.True(t, ok, "container.env sets %s", natsauth.PasswordEnv(name))
+		ref := src.ValueFrom.SecretKeyRef
+		require.NotNil(t, ref, "%s from a Secret", natsauth.PasswordEnv(name))
+		require.Equal(t, "eventline-nats", ref.Name)
+		require.Equal(t, name, ref.Key)
+	}
 }
 
 // TestScaledConsumersFitMaxWaiting: at the KEDA replica limits, the

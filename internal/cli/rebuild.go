@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/projector"
 	"github.com/eventline/eventline/internal/stream"
 )
@@ -18,11 +19,12 @@ func rebuild(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "timelines" {
 		return usageError{"rebuild: say what to rebuild: timelines"}
 	}
-	var dbURL, natsURL string
+	var dbURL string
+	var natsClient stream.Client
 	var keepOld bool
 	var dropDelay time.Duration
 	set := flags("rebuild timelines", &dbURL)
-	set.String(&natsURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
+	natsClient.Register(set)
 	set.Bool(&keepOld, "keep-old", "EVENTLINE_KEEP_OLD", false, "keep the previous generation's tables for a rollback")
 	set.Duration(&dropDelay, "drop-delay", "EVENTLINE_DROP_DELAY", 5*time.Second,
 		"how long the previous generation's tables stay after the switch, for SQL that names timeline_g<N> directly (the views never need it)")
@@ -35,7 +37,9 @@ func rebuild(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer pool.Close()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	nc, err := stream.Connect(natsURL, "eventline-rebuild", log)
+	// The rebuild creates and deletes durables of its own: the admin
+	// identity.
+	nc, err := stream.Connect(natsClient, natsauth.Admin, "eventline-rebuild", log)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -88,8 +89,15 @@ func runNotifier(b *testing.B, es []events.Event, inflight int) time.Duration {
 	pool := testenv.Pool(b)
 	seedWatches(b, pool, benchCards, benchWatchers)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if _, err := EnsureConsumer(ctx, js, DefaultConsumer, 50, 0); err != nil {
+		b.Fatal(err)
+	}
+	njs, err := jetstream.New(n.ConnectAs(b, natsauth.Notifier))
+	if err != nil {
+		b.Fatal(err)
+	}
 	start := time.Now()
-	svc, err := NewService(ctx, n.Connect(b), js, pool, apikey.NewStore(pool, 0), Config{Inflight: inflight}, NewMetrics(prometheus.NewRegistry()), log)
+	svc, err := NewService(ctx, n.ConnectAs(b, natsauth.Notifier), njs, pool, apikey.NewStore(pool, 0), Config{Inflight: inflight}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}

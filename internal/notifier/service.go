@@ -30,13 +30,14 @@ import (
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/pkg/events"
 )
 
 // Config tunes the notifier. Zero values take defaults.
 type Config struct {
 	Consumer   string // durable name; default "notifier"
-	MaxDeliver int    // deliveries of one message by JetStream; default 50 (a missing one is read from the stream)
+	MaxDeliver int    // deliveries of one message by JetStream: the durable's, as provisioned (NewService reads it); a message it gives up on is read from the stream
 	Batch      int    // most events per inbox transaction; default 500
 	// Inflight is how many batch transactions may run at once (unrelated
 	// batches; they still commit in stream order); default 2.
@@ -128,18 +129,25 @@ type Service struct {
 	hook func(stage string, s *slot) error
 }
 
-// NewService provisions the durable and wires the parts. nc is a
-// connection of its own for the stream's deliveries; js serves the rest
-// (stream and consumer info, reading missing messages, the pin).
+// NewService finds the durable (`eventline migrate` provisions it, with
+// ConsumerConfig) and wires the parts; MaxDeliver and PinnedTTL are the
+// durable's. nc is a connection of its own for the stream's deliveries; js
+// serves the rest (stream and consumer info, reading missing messages, the
+// pin).
 func NewService(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, auth httpapi.Authenticator, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
 	cfg = cfg.withDefaults()
-	cons, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver, cfg.PinnedTTL)
+	cons, err := stream.LookupDurable(ctx, js, cfg.Consumer)
 	if err != nil {
 		return nil, err
 	}
-	str, err := js.Stream(ctx, events.StreamName)
+	dc := cons.CachedInfo().Config
+	if dc.PriorityPolicy != jetstream.PriorityPolicyPinned {
+		return nil, fmt.Errorf("durable %s is not pinned to one replica (it was provisioned by an older eventline): run `eventline migrate` to update it", cfg.Consumer)
+	}
+	cfg.MaxDeliver, cfg.PinnedTTL = dc.MaxDeliver, dc.PinnedTTL
+	str, err := stream.Lookup(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("open stream: %w", err)
+		return nil, err
 	}
 	var lag *consumerlag.Monitor
 	if m != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -196,7 +197,14 @@ func (b *bundle) startService(t *testing.T, cfg Config, prepare func(*Service)) 
 		cfg.Heartbeat = 50 * time.Millisecond
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	svc, err := NewService(ctx, b.nats.Connect(t), b.js, b.pool, apikey.NewStore(b.pool, 0), cfg, NewMetrics(prometheus.NewRegistry()), log)
+	// The admin provisions the durable (eventline migrate); the service
+	// runs as the notifier's own NATS identity.
+	d := cfg.withDefaults()
+	_, err = EnsureConsumer(ctx, b.js, d.Consumer, d.MaxDeliver, d.PinnedTTL)
+	require.NoError(t, err)
+	njs, err := jetstream.New(b.nats.ConnectAs(t, natsauth.Notifier))
+	require.NoError(t, err)
+	svc, err := NewService(ctx, b.nats.ConnectAs(t, natsauth.Notifier), njs, b.pool, apikey.NewStore(b.pool, 0), cfg, NewMetrics(prometheus.NewRegistry()), log)
 	require.NoError(t, err)
 	if prepare != nil {
 		prepare(svc)
