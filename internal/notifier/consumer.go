@@ -313,6 +313,11 @@ func (c *orderedConsumer) committed(ctx context.Context, s *slot) {
 	}
 	c.metrics.applied(s.res)
 	c.metrics.event("dead_lettered", dead)
+	if c.log.Enabled(ctx, slog.LevelDebug) {
+		c.log.DebugContext(ctx, "applied a batch", "first_seq", s.after+1, "last_seq", s.last, "messages", len(s.items),
+			"applied", s.res.applied, "duplicates", s.res.duplicates, "notifications", s.res.notifications, "dead_lettered", dead,
+			"took_ms", time.Since(s.started).Milliseconds())
+	}
 	c.trace(ctx, s)
 }
 
