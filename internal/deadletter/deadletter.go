@@ -45,7 +45,12 @@ type Execer interface {
 // Add records a letter, or updates the error of one already recorded for the
 // same consumer and sequence. Call it inside the transaction that commits
 // the rest of the batch so the message is acked only once it is kept.
+//
+// The subject, Nats-Msg-Id and error are kept as text, with bytes that are
+// not UTF-8 and NUL replaced by U+FFFD (see storable); the body is kept
+// exactly.
 func Add(ctx context.Context, db Execer, l Letter) error {
+	l.Subject, l.MsgID, l.Error = storable(l.Subject), storable(l.MsgID), storable(l.Error)
 	var streamTime *time.Time
 	if !l.StreamTime.IsZero() {
 		streamTime = &l.StreamTime
@@ -60,6 +65,17 @@ func Add(ctx context.Context, db Execer, l Letter) error {
 		return fmt.Errorf("record dead letter %s/%d: %w", l.Consumer, l.StreamSeq, err)
 	}
 	return nil
+}
+
+// storable returns s as a Postgres text column can hold it: bytes that are
+// not UTF-8, and NUL, become U+FFFD. A subject or header comes from the
+// producer unchecked (NATS stores a subject holding 0xff or NUL), and a
+// field error names a JSON key as sent (a key "a\u0000" decodes to a NUL):
+// a letter Postgres refused was never written and its message was retried
+// forever. Such a message is invalid whatever the replacement, so a replay
+// of the letter rejects it again.
+func storable(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // Store lists and resolves letters.
