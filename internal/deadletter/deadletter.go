@@ -49,6 +49,7 @@ type Letter struct {
 // Execer is what Add needs: a pool, a connection or a transaction.
 type Execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // Add records a letter, or updates the error of one already recorded for the
@@ -66,6 +67,14 @@ type Execer interface {
 // not UTF-8 and NUL replaced by U+FFFD (see storable); the body is kept
 // exactly.
 func Add(ctx context.Context, db Execer, l Letter) error {
+	_, err := Record(ctx, db, l)
+	return err
+}
+
+// Record is Add, and reports whether the letter is new: the consumer's
+// first failure of the message, not a redelivery or a failed replay of a
+// message it dead-lettered before. A consumer counts rejections by it.
+func Record(ctx context.Context, db Execer, l Letter) (first bool, err error) {
 	l.Subject, l.MsgID, l.Error = storable(l.Subject), storable(l.MsgID), storable(l.Error)
 	var streamTime *time.Time
 	if !l.StreamTime.IsZero() {
@@ -73,22 +82,25 @@ func Add(ctx context.Context, db Execer, l Letter) error {
 	}
 	r, err := rejectionOf(l)
 	if err != nil {
-		return fmt.Errorf("record dead letter %s/%d: %w", l.Consumer, l.StreamSeq, err)
+		return false, fmt.Errorf("record dead letter %s/%d: %w", l.Consumer, l.StreamSeq, err)
 	}
-	_, err = db.Exec(ctx, `WITH letter AS (
+	err = db.QueryRow(ctx, `WITH letter AS (
 		INSERT INTO eventline.dead_letters (consumer, stream_seq, subject, data, error, stream_time, msg_id)
 		VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''))
 		ON CONFLICT (consumer, stream_seq) DO UPDATE
 		SET error = excluded.error, failures = dead_letters.failures + 1, failed_at = now(), replayed_at = NULL,
 		    stream_time = COALESCE(excluded.stream_time, dead_letters.stream_time), msg_id = COALESCE(excluded.msg_id, dead_letters.msg_id)
+		RETURNING failures = 1 AS first
+	), rejection AS (
+		`+recordRejectionSQL+`
 	)
-	`+recordRejectionSQL,
+	SELECT first FROM letter`,
 		l.Consumer, int64(l.StreamSeq), l.Subject, l.Data, l.Error, streamTime, l.MsgID,
-		r.tenant, r.eventID, r.errors, r.body, r.bodySize)
+		r.tenant, r.eventID, r.errors, r.body, r.bodySize).Scan(&first)
 	if err != nil {
-		return fmt.Errorf("record dead letter %s/%d: %w", l.Consumer, l.StreamSeq, err)
+		return false, fmt.Errorf("record dead letter %s/%d: %w", l.Consumer, l.StreamSeq, err)
 	}
-	return nil
+	return first, nil
 }
 
 // storable returns s as a Postgres text column can hold it: bytes that are

@@ -167,3 +167,16 @@ func TestRejectionReplayed(t *testing.T) {
 	require.Empty(t, list(t, pool, acme))
 	require.Equal(t, []uint64{3}, list(t, pool, deadletter.RejectionQuery{Tenant: "globex"}))
 }
+
+func TestReason(t *testing.T) {
+	t.Parallel()
+	for field, want := range map[string]string{
+		"event": "body", "id": "id", "tenant": "tenant", "action": "action", "eventable.type": "eventable", "creator.x": "creator",
+		"parents[3].id": "parents", "parents": "parents", `particulars["a b"].c`: "particulars", "particulars.items[3].n": "particulars",
+		"occurred_at": "occurred_at", "subject": "subject", "Nats-Msg-Id": "Nats-Msg-Id", "type": "system_field", "recorded_at": "system_field",
+		"seq": "system_field", "board_id": "unknown_field", `""`: "unknown_field", "a\x00": "unknown_field", `["a\u0000"]`: "unknown_field", "events": "unknown_field",
+	} {
+		require.Equal(t, want, deadletter.Reason([]events.FieldError{{Field: field}, {Field: "action"}}), field)
+	}
+	require.Equal(t, "other", deadletter.Reason(nil))
+}

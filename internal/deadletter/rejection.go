@@ -254,3 +254,37 @@ func scanRejection(row pgx.CollectableRow) (Rejection, error) {
 	}
 	return r, nil
 }
+
+// reasonFields are the top-level fields a rejection reason names as they
+// are; see Reason.
+var reasonFields = map[string]bool{"id": true, "tenant": true, "action": true, "eventable": true, "creator": true, "parents": true,
+	"particulars": true, "occurred_at": true, "subject": true, events.HeaderMsgID: true}
+
+// Reason sums up why a message was rejected in one of a small, fixed set of
+// words, for a metric label: the top-level field of its first error (id,
+// tenant, action, eventable, creator, parents, particulars, occurred_at,
+// subject, Nats-Msg-Id); "body" when the body as a whole is wrong (not a
+// JSON object, invalid UTF-8 outside a field, nested too deep);
+// "system_field" for recorded_at, type or seq sent or wrong;
+// "unknown_field" for any other top-level name (a field that is not one of
+// an event, or a key that cannot be stored, named as `["a\u0000"]`);
+// "other" when there is no error at all.
+func Reason(errs []events.FieldError) string {
+	if len(errs) == 0 {
+		return "other"
+	}
+	f := errs[0].Field
+	if i := strings.IndexAny(f, ".["); i >= 0 {
+		f = f[:i]
+	}
+	switch {
+	case reasonFields[f]:
+		return f
+	case f == "event":
+		return "body"
+	case f == "recorded_at" || f == "type" || f == "seq":
+		return "system_field"
+	default:
+		return "unknown_field"
+	}
+}
