@@ -18,7 +18,8 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
-// API serves the timeline endpoints of CONTRACT §2 with the read scope.
+// API serves the timeline endpoints of docs/contract.md (HTTP API,
+// timelines) and the tenant's rejected events, with the read scope.
 type API struct {
 	store *Store
 	auth  httpapi.Authenticator
@@ -36,6 +37,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/timelines/{type}/{id}", read(a.timeline))
 	mux.Handle("GET /v1/activity", read(a.activity))
 	mux.Handle("GET /v1/events/{id}", read(a.event))
+	mux.Handle("GET /v1/rejected-events", read(a.rejected))
 }
 
 func (a *API) timeline(w http.ResponseWriter, r *http.Request) {
