@@ -299,10 +299,13 @@ func TestRejectionsVisibleToTheirTenant(t *testing.T) {
 
 // series counts the series c holds.
 func series(c prometheus.Collector) int {
-	ch := make(chan prometheus.Metric, 1000)
-	c.Collect(ch)
-	close(ch)
-	return len(ch)
+	ch := make(chan prometheus.Metric)
+	go func() { c.Collect(ch); close(ch) }()
+	n := 0
+	for range ch {
+		n++
+	}
+	return n
 }
 
 // TestRejectionCountedOnce: the projector stops between the commit that
@@ -376,4 +379,22 @@ func TestRejectedEventsParameters(t *testing.T) {
 	}
 	require.Equal(t, http.StatusForbidden, b.rejected(t, b.keys["acme-ingest-only"], nil).status)
 	require.Equal(t, http.StatusUnauthorized, b.rejected(t, "el_nope", nil).status)
+}
+
+// TestRejectedTenantLabelBounded: the first MaxRejectedTenants tenants get
+// a series each, later ones share "_other", and a subject without a
+// tenant counts as "_none".
+func TestRejectedTenantLabelBounded(t *testing.T) {
+	t.Parallel()
+	m := NewMetrics(prometheus.NewRegistry())
+	errs := []events.FieldError{{Field: "action", Message: "is required"}}
+	for i := range MaxRejectedTenants + 5 {
+		m.rejection("t"+strconv.Itoa(i), errs)
+	}
+	m.rejection("t0", errs)
+	m.rejection("", errs)
+	require.Equal(t, MaxRejectedTenants+2, series(m.rejected))
+	require.Equal(t, 2.0, testutilValue(m.rejected.WithLabelValues("t0", "action")), "a tenant seen before keeps its series")
+	require.Equal(t, 5.0, testutilValue(m.rejected.WithLabelValues("_other", "action")))
+	require.Equal(t, 1.0, testutilValue(m.rejected.WithLabelValues("_none", "action")))
 }
