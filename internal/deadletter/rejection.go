@@ -110,11 +110,15 @@ func bodyID(data []byte) string {
 		return ""
 	}
 	for _, c := range []byte(b.ID) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+		if !idByte(c) {
 			return ""
 		}
 	}
 	return b.ID
+}
+
+func idByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
 }
 
 // recordRejectionSQL follows the dead letter's CTE in Add: $2 sequence, $3
