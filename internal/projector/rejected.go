@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -51,34 +50,17 @@ func (a *API) rejected(w http.ResponseWriter, r *http.Request) {
 	httpapi.JSON(w, http.StatusOK, page)
 }
 
-var rejectedParams = map[string]bool{"limit": true, "cursor": true, "since": true, "status": true}
+var rejectedParams = []string{"limit", "cursor", "since", "status"}
 
 // parseRejectedQuery reads the parameters of GET /v1/rejected-events,
 // naming every bad one.
 func parseRejectedQuery(v url.Values, tenant string) (deadletter.RejectionQuery, []events.FieldError) {
-	q := deadletter.RejectionQuery{Tenant: tenant, Limit: 50}
+	q := deadletter.RejectionQuery{Tenant: tenant}
 	var errs []events.FieldError
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, events.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
-	for name, vals := range v {
-		if !rejectedParams[name] {
-			if name == "" {
-				name = `""`
-			}
-			bad(name, "is not a parameter; use limit, cursor, since, status")
-		} else if len(vals) > 1 {
-			bad(name, "is given %d times; give it once", len(vals))
-		}
-	}
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 200 {
-			bad("limit", "must be a whole number from 1 to 200")
-		} else {
-			q.Limit = n
-		}
-	}
+	q.Limit = listParams(v, rejectedParams, "", bad)
 	if s := v.Get("cursor"); s != "" {
 		c, err := decodeCursorOf(cursorRejected, s, tenant)
 		if err != nil {

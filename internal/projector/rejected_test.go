@@ -3,8 +3,6 @@ package projector
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -77,38 +75,16 @@ func (m *published) message() events.Message {
 type rejectedResp struct {
 	status int
 	page   struct {
-		RejectedEvents []struct {
-			Seq        uint64              `json:"seq"`
-			Subject    string              `json:"subject"`
-			ID         *string             `json:"id"`
-			Errors     []events.FieldError `json:"errors"`
-			StreamTime time.Time           `json:"stream_time"`
-			RejectedAt time.Time           `json:"rejected_at"`
-			ReplayedAt *time.Time          `json:"replayed_at"`
-			Body       []byte              `json:"body_base64"`
-			BodySize   int                 `json:"body_size"`
-		} `json:"rejected_events"`
-		NextCursor *string `json:"next_cursor"`
+		RejectedEvents []deadletter.Rejection `json:"rejected_events"`
+		NextCursor     *string                `json:"next_cursor"`
 	}
 	problem map[string]any
 }
 
 func (b *bundle) rejected(t *testing.T, key string, params url.Values) rejectedResp {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, b.api+"/v1/rejected-events?"+params.Encode(), nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	r := rejectedResp{status: resp.StatusCode}
-	if resp.StatusCode == http.StatusOK {
-		require.NoError(t, json.Unmarshal(raw, &r.page), "%s", raw)
-	} else {
-		require.NoError(t, json.Unmarshal(raw, &r.problem), "%s", raw)
-	}
+	var r rejectedResp
+	r.status, r.problem = b.getJSON(t, key, "/v1/rejected-events", params, &r.page)
 	return r
 }
 
@@ -318,18 +294,8 @@ func TestRejectionCountedOnce(t *testing.T) {
 	ctx := context.Background()
 	m := &published{subject: "events.acme.card.closed", body: `{"id":"no-action","eventable":{"type":"card","id":"c1"},"creator":{"type":"user","id":"u1"}}`}
 	b.publish(t, b.nats.Connect(t), m)
-	var once sync.Once
-	crashed := make(chan struct{})
-	stop := b.worker(t, Config{}, func(stage string, _ int) error {
-		var crash bool
-		if stage == "after_commit" {
-			once.Do(func() { crash = true; close(crashed) })
-		}
-		if crash {
-			return errors.New("simulated crash between commit and ack")
-		}
-		return nil
-	})
+	hook, crashed := crashAfterFirstCommit()
+	stop := b.worker(t, Config{}, hook)
 	<-crashed
 	stop()
 	b.worker(t, Config{}, nil)
@@ -379,6 +345,20 @@ func TestRejectedEventsParameters(t *testing.T) {
 	}
 	require.Equal(t, http.StatusForbidden, b.rejected(t, b.keys["acme-ingest-only"], nil).status)
 	require.Equal(t, http.StatusUnauthorized, b.rejected(t, "el_nope", nil).status)
+}
+
+// TestRejectedEventWireNames: an item of GET /v1/rejected-events has
+// exactly the documented fields (docs/rejections.md), and no tenant.
+func TestRejectedEventWireNames(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	raw, err := json.Marshal(deadletter.Rejection{Seq: 1, Tenant: "acme", Subject: "events.acme.card.closed", StreamTime: at, RejectedAt: at,
+		Errors: []events.FieldError{{Field: "action", Message: "is required"}}, Body: []byte("{}"), BodySize: 2})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"seq": 1, "subject": "events.acme.card.closed", "id": null,
+		"errors": [{"index": 0, "field": "action", "message": "is required"}],
+		"stream_time": "2026-11-25T10:00:00Z", "rejected_at": "2026-11-25T10:00:00Z", "replayed_at": null,
+		"body_base64": "e30=", "body_size": 2}`, string(raw))
 }
 
 // TestRejectedTenantLabelBounded: the first MaxRejectedTenants tenants get
