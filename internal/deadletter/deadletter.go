@@ -76,6 +76,9 @@ func Add(ctx context.Context, db Execer, l Letter) error {
 // message it dead-lettered before. A consumer counts rejections by it.
 func Record(ctx context.Context, db Execer, l Letter) (first bool, err error) {
 	l.Subject, l.MsgID, l.Error = storable(l.Subject), storable(l.MsgID), storable(l.Error)
+	if l.Data == nil {
+		l.Data = []byte{} // an empty body, not NULL (which the table refuses)
+	}
 	var streamTime *time.Time
 	if !l.StreamTime.IsZero() {
 		streamTime = &l.StreamTime

@@ -37,6 +37,11 @@ func TestAddKeepsWhatPostgresCannotStore(t *testing.T) {
 	require.Equal(t, "acme:\uFFFD\uFFFD", got.MsgID)
 	require.Equal(t, "event 0: a\uFFFD: is not a field of an event; remove it", got.Error)
 	require.Equal(t, body, got.Data, "the body is bytes and kept exactly")
+
+	// An empty body a client handed over as nil is kept empty, not NULL.
+	empty := rejected("projector", 2, "events.acme.card.closed", "", time.Now(), events.FieldError{Field: "event", Message: "must be a JSON object"})
+	empty.Data = nil
+	require.NoError(t, deadletter.Add(ctx, pool, empty))
 }
 
 // rejected is the letter consumer leaves for a message at seq that failed
