@@ -6,6 +6,7 @@ NATS_SERVER_VERSION := v2.15.2
 GOLANGCI_VERSION := v2.15.0
 FUZZTIME ?= 30s
 BENCHCOUNT ?= 5
+AUTH_BENCH_EVENTS ?= 200000
 RUN ?= .
 RELIABILITY_RESULTS ?= reliability-results.jsonl
 
@@ -71,6 +72,11 @@ bench: bench-ingest bench-projector bench-webhooker bench-notifier bench-pipelin
 .PHONY: bench-ingest
 bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync always
 	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh
+
+.PHONY: bench-auth
+bench-auth: tools ## NATS authentication and permissions on vs off in one run: batched ingest, and projection of AUTH_BENCH_EVENTS (default 200000)
+	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh auth
+	PROJECTOR_BENCH_EVENTS=$(AUTH_BENCH_EVENTS) $(GO) test ./internal/projector -run '^$$' -bench '^BenchmarkProjectionAuth$$' -benchtime $(BENCHCOUNT)x -timeout 60m
 
 .PHONY: bench-projector
 bench-projector: tools ## projection of a 1M-event stream vs raw COPY; timeline page latency

@@ -17,6 +17,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/natsauth"
 )
 
 // services are the scalable eventline services with their admin ports.
@@ -29,7 +31,11 @@ var consumers = []string{"projector", "notifier", "webhooker"}
 // composeSecrets are the variables docker-compose.yml requires. The
 // loader adds to the mapping it is given: hand it copies.
 func composeSecrets() types.Mapping {
-	return types.Mapping{"EVENTLINE_SECRET_KEY": "a2V5LWZvci10aGUtY29tcG9zZS10ZXN0LTMyLWJ5dGU=", "UNSUBSCRIBE_SECRET": "unsubscribe-test-secret"}
+	m := types.Mapping{"EVENTLINE_SECRET_KEY": "a2V5LWZvci10aGUtY29tcG9zZS10ZXN0LTMyLWJ5dGU=", "UNSUBSCRIBE_SECRET": "unsubscribe-test-secret"}
+	for _, env := range (natsauth.Config{}).PasswordEnvs() {
+		m[env] = "pw-" + env
+	}
+	return m
 }
 
 func loadCompose(t *testing.T) *types.Project {
@@ -86,6 +92,10 @@ func TestComposeServiceGraph(t *testing.T) {
 	require.Equal(t, []string{"eventline", "migrate"}, []string(migrate.Command))
 	require.Equal(t, "no", migrate.Restart, "migrate runs once")
 	require.Equal(t, types.ServiceConditionHealthy, migrate.DependsOn["postgres"].Condition)
+	require.Equal(t, types.ServiceConditionHealthy, migrate.DependsOn["nats"].Condition, "migrate provisions the stream and durables")
+	require.Equal(t, "nats://nats:4222", *migrate.Environment["NATS_URL"])
+	require.Equal(t, natsauth.Admin, *migrate.Environment["NATS_USER"], "migrate provisions as the NATS admin")
+	require.Equal(t, "pw-NATS_ADMIN_PASSWORD", *migrate.Environment["NATS_PASSWORD"])
 
 	for name, adminPort := range services {
 		s, err := p.GetService(name)
@@ -105,6 +115,8 @@ func TestComposeServiceGraph(t *testing.T) {
 
 		env := s.Environment
 		require.Equal(t, "nats://nats:4222", *env["NATS_URL"], name)
+		require.Equal(t, name, *env["NATS_USER"], "%s connects as its own NATS identity", name)
+		require.Equal(t, "pw-"+natsauth.PasswordEnv(name), *env["NATS_PASSWORD"], name)
 		require.Contains(t, *env["DATABASE_URL"], "@postgres:5432/eventline", name)
 		require.Contains(t, env, "OTEL_EXPORTER_OTLP_ENDPOINT", name)
 		require.Equal(t, "eventline:local", s.Image, "%s runs the image the Dockerfile builds", name)
@@ -127,13 +139,15 @@ func TestComposeServiceGraph(t *testing.T) {
 	nats, _ := p.GetService("nats")
 	require.Regexp(t, `^nats:2\.(1[2-9]|[2-9][0-9])-alpine`, nats.Image, "NATS >= 2.12, alpine (the scratch image has no shell or wget for a healthcheck)")
 	require.Equal(t, []string{"CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8222/healthz?js-enabled-only=true"}, []string(nats.HealthCheck.Test))
-	var conf string
+	mounts := map[string]string{}
 	for _, v := range nats.Volumes {
-		if v.Target == "/etc/nats/eventline.conf" {
-			conf = v.Source
-		}
+		mounts[v.Target] = v.Source
 	}
-	require.Equal(t, filepath.Join(p.WorkingDir, "deploy", "nats", "nats.conf"), conf, "the NATS config file is mounted")
+	require.Equal(t, filepath.Join(p.WorkingDir, "deploy", "nats", "nats.conf"), mounts["/etc/nats/eventline.conf"], "the NATS config file is mounted")
+	require.Equal(t, filepath.Join(p.WorkingDir, "deploy", "nats", "auth.conf"), mounts["/etc/nats/auth.conf"], "next to the identities it includes")
+	for _, env := range (natsauth.Config{}).PasswordEnvs() {
+		require.Equal(t, "pw-"+env, *nats.Environment[env], "NATS reads %s", env)
+	}
 	require.Equal(t, []string{"nats-server", "--config", "/etc/nats/eventline.conf"}, []string(nats.Command))
 
 	// The gateway routes every service's API (CONTRACT §2 prefixes).
@@ -145,15 +159,62 @@ func TestComposeServiceGraph(t *testing.T) {
 }
 
 // TestNATSConfigFsyncAlways: the compose NATS server runs JetStream with
-// fsync before every acknowledgement and serves monitoring on 8222.
+// fsync before every acknowledgement, serves monitoring on 8222 and lets
+// in eventline's identities only, with their passwords from the
+// environment. Not parallel: t.Setenv.
 func TestNATSConfigFsyncAlways(t *testing.T) {
-	t.Parallel()
+	setPasswords(t)
 	opts, err := server.ProcessConfigFile(filepath.Join("nats", "nats.conf"))
 	require.NoError(t, err)
 	require.True(t, opts.JetStream, "JetStream is enabled")
 	require.True(t, opts.SyncAlways, "jetstream { sync_interval: always }")
 	require.Equal(t, 8222, opts.HTTPPort, "monitoring port for the healthcheck and KEDA")
 	require.Equal(t, 4222, opts.Port)
+	requireIdentities(t, opts)
+}
+
+// TestNATSDevConfig: the `make run` server (deploy/nats-dev.conf) has the
+// same identities. Not parallel: t.Setenv.
+func TestNATSDevConfig(t *testing.T) {
+	setPasswords(t)
+	opts, err := server.ProcessConfigFile("nats-dev.conf")
+	require.NoError(t, err)
+	require.True(t, opts.SyncAlways)
+	require.Equal(t, "127.0.0.1", opts.Host, "make run's NATS listens on loopback only")
+	requireIdentities(t, opts)
+}
+
+// setPasswords puts a password for every identity in the environment, as
+// the shipped configurations expect.
+func setPasswords(t *testing.T) {
+	t.Helper()
+	for _, env := range (natsauth.Config{}).PasswordEnvs() {
+		t.Setenv(env, "pw-"+env)
+	}
+}
+
+// requireIdentities: the server has exactly eventline's identities, each
+// with its password from the environment and its permissions, and no
+// user without a password (anonymous clients are refused).
+func requireIdentities(t *testing.T, opts *server.Options) {
+	t.Helper()
+	require.Empty(t, opts.NoAuthUser, "no anonymous user")
+	require.Empty(t, opts.Authorization, "no shared token")
+	require.Equal(t, natsauth.AccountSystem, opts.SystemAccount)
+	got := map[string]*server.User{}
+	for _, u := range opts.Users {
+		got[u.Username] = u
+	}
+	ids := (natsauth.Config{}).Rendered()
+	require.Len(t, got, len(ids))
+	for _, id := range ids {
+		u, ok := got[id.Name]
+		require.True(t, ok, id.Name)
+		require.Equal(t, "pw-"+natsauth.PasswordEnv(id.Name), u.Password, id.Name)
+		require.Equal(t, id.Account, u.Account.Name, id.Name)
+		require.Equal(t, id.Allowed(natsauth.Publish), u.Permissions.Publish.Allow, id.Name)
+		require.Equal(t, id.Allowed(natsauth.Subscribe), u.Permissions.Subscribe.Allow, id.Name)
+	}
 }
 
 // TestDockerfile: multi-stage, every binary built without cgo, a non-root

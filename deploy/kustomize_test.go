@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/eventline/eventline/internal/consume"
-	"github.com/eventline/eventline/internal/notifier"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/webhooker"
 )
 
@@ -46,8 +46,9 @@ type scaledObject struct {
 		MinReplicaCount int32 `json:"minReplicaCount"`
 		MaxReplicaCount int32 `json:"maxReplicaCount"`
 		Triggers        []struct {
-			Type     string            `json:"type"`
-			Metadata map[string]string `json:"metadata"`
+			Type       string            `json:"type"`
+			MetricType string            `json:"metricType,omitempty"`
+			Metadata   map[string]string `json:"metadata"`
 		} `json:"triggers"`
 	} `json:"spec"`
 }
@@ -167,6 +168,8 @@ func TestKustomizeBase(t *testing.T) {
 			}
 		}
 		require.True(t, fromConfig && fromSecret, "%s reads the ConfigMap and the Secret", name)
+		requireNATSIdentity(t, c, name)
+		require.Equal(t, "eventline", d.Spec.Template.Labels["app.kubernetes.io/part-of"], "%s's pods are the ones the NetworkPolicies admit", name)
 
 		sel := d.Spec.Selector.MatchLabels
 		require.Equal(t, sel, subset(d.Spec.Template.Labels, sel), "%s selector matches its pods", name)
@@ -184,6 +187,8 @@ func TestKustomizeBase(t *testing.T) {
 	require.True(t, ok, "the migrate Job")
 	require.Equal(t, []string{"eventline", "migrate"}, job.Spec.Template.Spec.Containers[0].Command)
 	require.True(t, *job.Spec.Template.Spec.SecurityContext.RunAsNonRoot)
+	requireNATSIdentity(t, job.Spec.Template.Spec.Containers[0], natsauth.Admin) // it provisions the stream and durables
+	require.Equal(t, "eventline", job.Spec.Template.Labels["app.kubernetes.io/part-of"], "the migrate Job reaches NATS and Postgres")
 
 	cm := b.configMaps["eventline"]
 	require.Equal(t, "3", cm.Data["STREAM_REPLICAS"], "the EVENTS stream is replicated on the 3-server NATS cluster")
@@ -204,23 +209,48 @@ func TestKustomizeBase(t *testing.T) {
 		require.Greater(t, so.Spec.MaxReplicaCount, so.Spec.MinReplicaCount)
 		require.Len(t, so.Spec.Triggers, 1)
 		tr := so.Spec.Triggers[0]
+		if name == "notifier" {
+			// One replica applies the stream (the durable is pinned to it):
+			// the others are standbys and serve the API, so they scale on
+			// CPU, never below the one applying and one standby.
+			require.Equal(t, "cpu", tr.Type)
+			require.Equal(t, "Utilization", tr.MetricType)
+			require.Regexp(t, `^[1-9][0-9]?$`, tr.Metadata["value"])
+			require.GreaterOrEqual(t, so.Spec.MinReplicaCount, int32(2), "the notifier keeps a hot standby")
+			continue
+		}
 		require.Equal(t, "nats-jetstream", tr.Type)
 		for k := range tr.Metadata {
 			require.Contains(t, kedaNATSKeys, k, "%s: %s is not a nats-jetstream trigger field", name, k)
 		}
 		require.Equal(t, "EVENTS", tr.Metadata["stream"])
 		require.Equal(t, name, tr.Metadata["consumer"], "%s scales on its own durable", name)
-		require.Equal(t, "$G", tr.Metadata["account"])
+		require.Equal(t, natsauth.AccountEventline, tr.Metadata["account"], "the account that holds the stream")
 		require.Regexp(t, `^[a-z0-9.-]+:8222$`, tr.Metadata["natsServerMonitoringEndpoint"])
 		require.Regexp(t, `^[1-9][0-9]*$`, tr.Metadata["lagThreshold"])
 	}
 	// The durable names the ScaledObjects read are the ones the services
 	// provision.
-	for name, src := range map[string]string{"projector": "../internal/projector/projector.go", "webhooker": "../internal/webhooker/fanout.go"} {
+	for name, src := range map[string]string{"projector": "../internal/projector/projector.go", "webhooker": "../internal/webhooker/fanout.go", "notifier": "../internal/notifier/consumer.go"} {
 		b, err := os.ReadFile(src)
 		require.NoError(t, err)
 		require.Regexp(t, `DefaultConsumer = "`+name+`"`, string(b))
 	}
+}
+
+// requireNATSIdentity: the container connects as identity, its password
+// from the Secret "eventline-nats" (the key named after the identity).
+func requireNATSIdentity(t *testing.T, c corev1.Container, identity string) {
+	t.Helper()
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	require.Equal(t, identity, env["NATS_USER"].Value, "%s connects as NATS identity %s", c.Name, identity)
+	ref := env["NATS_PASSWORD"].ValueFrom
+	require.NotNil(t, ref, "%s: NATS_PASSWORD from a Secret", c.Name)
+	require.Equal(t, "eventline-nats", ref.SecretKeyRef.Name, c.Name)
+	require.Equal(t, identity, ref.SecretKeyRef.Key, c.Name)
 }
 
 // subset returns the entries of labels whose keys are in sel.
@@ -355,6 +385,7 @@ func TestNATSHelmValues(t *testing.T) {
 	}
 	require.NoError(t, yaml.Unmarshal(raw, &v))
 	c := v.Config
+	requireHelmIdentities(t, raw)
 	require.True(t, c.Cluster.Enabled)
 	require.Equal(t, 3, c.Cluster.Replicas)
 	require.True(t, c.JetStream.Enabled)
@@ -377,13 +408,57 @@ func TestNATSHelmValues(t *testing.T) {
 	require.True(t, opts.SyncAlways, "config.jetstream.merge sets sync_interval: always")
 }
 
+// requireHelmIdentities: the chart values merge exactly the rendering of
+// eventline's identities (`eventline nats config --helm`) into the server
+// configuration, and give the server every password they refer to from
+// the Secret "eventline-nats".
+func requireHelmIdentities(t *testing.T, raw []byte) {
+	t.Helper()
+	var v struct {
+		Config struct {
+			Merge map[string]any `yaml:"merge"`
+		} `yaml:"config"`
+		Container struct {
+			Env map[string]struct {
+				ValueFrom struct {
+					SecretKeyRef *struct {
+						Name string `yaml:"name"`
+						Key  string `yaml:"key"`
+					} `yaml:"secretKeyRef"`
+				} `yaml:"valueFrom"`
+			} `yaml:"env"`
+		} `yaml:"container"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &v))
+	rendered, err := natsauth.Config{}.Helm()
+	require.NoError(t, err)
+	var want map[string]any
+	require.NoError(t, yaml.Unmarshal(rendered, &want))
+	got := map[string]any{}
+	for k, val := range v.Config.Merge {
+		if _, ok := want[k]; ok {
+			got[k] = val
+		}
+	}
+	require.Equal(t, want, got, "config.merge is out of date: put the output of `go run ./cmd/eventline nats config --helm` there")
+	for _, name := range (natsauth.Config{}).RenderedNames() {
+		src, ok := v.Container.Env[natsauth.PasswordEnv(name)]
+		require.True(t, ok, "container.env sets %s", natsauth.PasswordEnv(name))
+		ref := src.ValueFrom.SecretKeyRef
+		require.NotNil(t, ref, "%s from a Secret", natsauth.PasswordEnv(name))
+		require.Equal(t, "eventline-nats", ref.Name)
+		require.Equal(t, name, ref.Key)
+	}
+}
+
 // TestScaledConsumersFitMaxWaiting: at the KEDA replica limits, the
 // Watermill consumers' default handlers (two pull requests each) fit in
 // the max_waiting their durables are created with — past it some
-// messages wait for their AckWait.
+// messages wait for their AckWait. (The notifier is not one: a replica
+// holds one pull request.)
 func TestScaledConsumersFitMaxWaiting(t *testing.T) {
 	b := build(t)
-	for name, handlers := range map[string]int{"webhooker": webhooker.DefaultHandlers, "notifier": notifier.DefaultHandlers} {
+	for name, handlers := range map[string]int{"webhooker": webhooker.DefaultHandlers} {
 		so, ok := b.scaledObjects[name]
 		require.True(t, ok, "ScaledObject %s", name)
 		require.LessOrEqual(t, 2*handlers*int(so.Spec.MaxReplicaCount), consume.MaxWaiting,

@@ -5,6 +5,8 @@
 #
 #   scripts/bench.sh                  # what `make bench` runs
 #   scripts/bench.sh clients          # sweep the batched case's client count
+#   scripts/bench.sh auth             # batched ingest without NATS auth and with the
+#                                     # shipped identities, alternating in one run
 #
 # Settings (environment):
 #   BENCH_COUNT=5        runs of each benchmark (medians are reported)
@@ -17,8 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
-case $mode in all | clients) ;; *)
-	echo "usage: $0 [clients]" >&2
+case $mode in all | clients | auth) ;; *)
+	echo "usage: $0 [clients | auth]" >&2
 	exit 2
 	;;
 esac
@@ -35,6 +37,15 @@ out=$(cd "$out" && pwd) # go test runs in the package directory
 go build -o "$out/ingest" ./cmd/ingest
 trap 'rm -f "$out/ingest"' EXIT
 
+# The median of the values v[k, 1..n[k]] the awk programs below collect.
+awk_median='
+function median(k,   m, i, j, t, a) {
+	m = n[k]; if (m == 0) return -1
+	for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
+	for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+	return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2
+}'
+
 nats_bin=${NATS_SERVER_BIN:-$(go env GOPATH)/bin/nats-server}
 {
 	echo "date:         $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -46,7 +57,9 @@ nats_bin=${NATS_SERVER_BIN:-$(go env GOPATH)/bin/nats-server}
 	echo "nats-server:  $("$nats_bin" --version 2>/dev/null || echo "not found at $nats_bin"), jetstream sync_interval: always"
 	echo "overrides:    $(env | grep -E '^(INGEST_|GOGC|GOMEMLIMIT|GOMAXPROCS|EVENTLINE_BENCH_)' | tr '\n' ' ')"
 	echo "load before:  $(cut -d' ' -f1-3 /proc/loadavg)"
-	if [ "$mode" = clients ]; then
+	if [ "$mode" = auth ]; then
+		echo "command:      $count rounds of: go test ./internal/ingest -run '^\$' -bench '^BenchmarkIngestAuth\$' -benchtime $benchtime -count 1"
+	elif [ "$mode" = clients ]; then
 		echo "command:      for each client count: EVENTLINE_BENCH_CLIENTS=n go test ./internal/ingest -run '^\$' -bench '^BenchmarkIngestBatched100\$' -benchtime $benchtime -count 1; $count rounds"
 	else
 		echo "command:      go test ./internal/ingest -run '^\$' -bench '^Benchmark(RawPublishAsync|RawAtomicBatch|IngestBatched100|IngestSingle64)\$' -benchtime $benchtime -count $count"
@@ -63,17 +76,11 @@ if [ "$mode" = clients ]; then
 		done
 	done
 	echo
-	awk '
+	awk "$awk_median"'
 	/^Benchmark/ {
 		c = ""; for (i = 3; i < NF; i += 2) if ($(i+1) == "clients") c = $i + 0
 		for (i = 3; i < NF; i += 2) { key = c SUBSEP $(i+1); v[key, ++n[key]] = $i }
 		cs[c] = 1
-	}
-	function median(k,   m, i, j, t, a) {
-		m = n[k]; if (m == 0) return -1
-		for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
-		for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-		return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2
 	}
 	END {
 		printf "IngestBatched100 by client count, medians of %d runs\n", '"$count"'
@@ -91,6 +98,36 @@ if [ "$mode" = clients ]; then
 	exit 0
 fi
 
+if [ "$mode" = auth ]; then
+	# Rounds outside: each round runs auth=off then auth=on, so noise on
+	# the machine hits both (-count would run every off before any on).
+	for _ in $(seq "$count"); do
+		EVENTLINE_INGEST_BIN="$out/ingest" go test ./internal/ingest -run '^$' -bench '^BenchmarkIngestAuth$' \
+			-benchtime "$benchtime" -count 1 -timeout 20m | tee -a "$out/auth.txt"
+	done
+	echo "load after:   $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
+	echo
+	awk "$awk_median"'
+	/^BenchmarkIngestAuth\// {
+		name = $1; sub(/^BenchmarkIngestAuth\//, "", name); sub(/-[0-9]+$/, "", name)
+		for (i = 3; i < NF; i += 2) { k = name SUBSEP $(i+1); v[k, ++n[k]] = $i }
+	}
+	END {
+		printf "IngestBatched100 (32 clients), medians of %d runs each\n", n["auth=on" SUBSEP "events/s"]
+		printf "%-9s %10s %8s %8s %12s %11s\n", "", "events/s", "p50 ms", "p99 ms", "ingest cores", "nats cores"
+		split("auth=off auth=on", names, " ")
+		for (i = 1; i <= 2; i++) {
+			b = names[i]
+			printf "%-9s %10.0f %8.1f %8.1f %12.2f %11.2f\n", b, median(b SUBSEP "events/s"), median(b SUBSEP "p50-ms"), median(b SUBSEP "p99-ms"),
+				median(b SUBSEP "ingest-cores"), median(b SUBSEP "nats-cores")
+		}
+		printf "\nwith auth / without: %.3f events/s (the cost should be under 5%%)\n", median("auth=on" SUBSEP "events/s") / median("auth=off" SUBSEP "events/s")
+	}' "$out/auth.txt" | tee "$out/auth-summary.txt"
+	echo
+	echo "raw output in $out"
+	exit 0
+fi
+
 EVENTLINE_INGEST_BIN="$out/ingest" go test ./internal/ingest -run '^$' \
 	-bench '^Benchmark(RawPublishAsync|RawAtomicBatch|IngestBatched100|IngestSingle64)$' \
 	-benchtime "$benchtime" -count "$count" -timeout 60m | tee "$out/ingest.txt"
@@ -102,16 +139,10 @@ go run "golang.org/x/perf/cmd/benchstat@$benchstat_version" "$out/ingest.txt" | 
 # Medians of every metric per benchmark, the ratios between medians of this
 # run, and the targets of the issue.
 echo
-awk '
+awk "$awk_median"'
 /^Benchmark/ {
 	name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
 	for (i = 3; i < NF; i += 2) { k = name SUBSEP $(i+1); v[k, ++n[k]] = $i }
-}
-function median(k,   m, i, j, t, a) {
-	m = n[k]; if (m == 0) return -1
-	for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
-	for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-	return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2
 }
 function med(b, u) { return median(b SUBSEP u) }
 function opt(b, u, f) { return n[b SUBSEP u] ? sprintf(f, med(b, u)) : "-" }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs eventline locally: a nats-server with JetStream at sync_interval:
-# always (data under ./.eventline), the database migrations, a key for
-# tenant "dev", and the services:
+# always (data under ./.eventline) and eventline's NATS identities, the
+# database migrations and the NATS provisioning (eventline migrate, as the
+# NATS admin), a key for tenant "dev", and the services, each connecting to
+# NATS as its own identity:
 #   ingest     http://127.0.0.1:8080  (admin :9090)
 #   projector  http://127.0.0.1:8081  (admin :9091)
 #   webhooker  http://127.0.0.1:8082  (admin :9092, private webhook URLs allowed)
@@ -26,6 +28,25 @@ if [ -z "${EVENTLINE_SECRET_KEY:-}" ]; then
   export EVENTLINE_SECRET_KEY
 fi
 
+# NATS identities: a password each, kept in .eventline/nats-identities
+# (eventline dev keeps its own there too). nats-server reads them from
+# NATS_<IDENTITY>_PASSWORD (deploy/nats/auth.conf).
+mkdir -p .eventline/nats-identities
+chmod 700 .eventline/nats-identities
+server_env=()
+for id in admin ingest projector notifier webhooker; do
+  f=.eventline/nats-identities/$id
+  if [ ! -s "$f" ]; then
+    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$f")
+  fi
+  server_env+=("NATS_${id^^}_PASSWORD=$(cat "$f")")
+done
+# pw IDENTITY: its password. Each binary connects as its own identity,
+# with only its own password in its environment. With your own NATS_URL,
+# set NATS_USER and NATS_PASSWORD (or NATS_CREDS ...) per service
+# yourself, or give that server deploy/nats/auth.conf and these passwords.
+pw() { cat ".eventline/nats-identities/$1"; }
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -34,29 +55,32 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 if [ "$NATS_URL" = "nats://127.0.0.1:14222" ]; then
-  "$GOBIN/nats-server" -c deploy/nats-dev.conf >.eventline/nats.log 2>&1 &
+  env "${server_env[@]}" "$GOBIN/nats-server" -c deploy/nats-dev.conf >.eventline/nats.log 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/14222) 2>/dev/null && break; sleep 0.1; done
 fi
 
-if ! bin/eventline migrate; then
-  echo "Postgres is needed: set DATABASE_URL, or start it: pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start" >&2
+if ! NATS_USER=admin NATS_PASSWORD=$(pw admin) bin/eventline migrate; then
+  echo "eventline migrate needs Postgres (set DATABASE_URL, or start it: pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start)" >&2
+  echo "and NATS at $NATS_URL as the admin identity (.eventline/nats.log)" >&2
   exit 1
 fi
 key=$(bin/eventline keys create --tenant dev --scopes ingest,read,admin --description "make run" | tail -n 1)
 
-HTTP_ADDR=127.0.0.1:8080 ADMIN_ADDR=127.0.0.1:9090 bin/ingest & pids+=($!)
-HTTP_ADDR=127.0.0.1:8081 ADMIN_ADDR=127.0.0.1:9091 bin/projector & pids+=($!)
-HTTP_ADDR=127.0.0.1:8082 ADMIN_ADDR=127.0.0.1:9092 WEBHOOK_ALLOW_PRIVATE=true bin/webhooker & pids+=($!)
+NATS_USER=ingest NATS_PASSWORD=$(pw ingest) HTTP_ADDR=127.0.0.1:8080 ADMIN_ADDR=127.0.0.1:9090 bin/ingest & pids+=($!)
+NATS_USER=projector NATS_PASSWORD=$(pw projector) HTTP_ADDR=127.0.0.1:8081 ADMIN_ADDR=127.0.0.1:9091 bin/projector & pids+=($!)
+NATS_USER=webhooker NATS_PASSWORD=$(pw webhooker) HTTP_ADDR=127.0.0.1:8082 ADMIN_ADDR=127.0.0.1:9092 WEBHOOK_ALLOW_PRIVATE=true bin/webhooker & pids+=($!)
 if [ -n "${SMTP_URL:-}" ] && [ -z "${UNSUBSCRIBE_SECRET:-}" ]; then
   export UNSUBSCRIBE_SECRET="dev-only-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 fi
-HTTP_ADDR=127.0.0.1:8083 ADMIN_ADDR=127.0.0.1:9093 PUBLIC_URL=http://127.0.0.1:8083 bin/notifier & pids+=($!)
+NATS_USER=notifier NATS_PASSWORD=$(pw notifier) HTTP_ADDR=127.0.0.1:8083 ADMIN_ADDR=127.0.0.1:9093 PUBLIC_URL=http://127.0.0.1:8083 bin/notifier & pids+=($!)
 
 cat <<MSG
 
 eventline is running for tenant "dev". Key (ingest, read, admin):
   $key
+NATS ($NATS_URL) lets in eventline's identities only; their passwords are in
+.eventline/nats-identities/ (e.g. nats --user admin --password "\$(cat .eventline/nats-identities/admin)" --inbox-prefix _INBOX_admin ...).
 
 Record an event:
   curl -sS -X POST http://127.0.0.1:8080/v1/events -H "Authorization: Bearer $key" \\

@@ -29,6 +29,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/testenv"
@@ -36,18 +37,21 @@ import (
 
 // TestNoSecretInLogs runs the real ingest, projector, webhooker and
 // notifier binaries at LOG_LEVEL=debug with credentials in DATABASE_URL,
-// NATS_URL and SMTP_URL, through a scenario that creates API keys, creates
+// NATS_URL (ingest and projector; the others in NATS_USER/NATS_PASSWORD)
+// and SMTP_URL, through a scenario that creates API keys, creates
 // and rotates webhook endpoints (one with credentials in its URL), delivers
 // signed webhooks (some failing first), reads timelines, notifies users who
 // get email digests over an SMTP server requiring AUTH (one digest refused
 // by the server), unsubscribes with the emailed link and with forged ones,
-// and makes authentication failures with wrong keys; then it scans every
+// and makes authentication failures with wrong keys, then restarts NATS
+// (disconnect and reconnect logs); then it scans every
 // line the binaries wrote for every secret involved: API keys and their
 // secret parts, the keys that were tried, webhook secrets (whsec_... and
 // the bare base64), the sealing key, the unsubscribe secret, unsubscribe
 // tokens and their signatures, and the passwords. The notifier is also
 // started with SMTP_URLs it cannot parse, which it must refuse without
-// printing their password.
+// printing their password, and every binary with NATS credentials the
+// server refuses or a NATS_URL that does not parse.
 func TestNoSecretInLogs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -66,16 +70,25 @@ func TestNoSecretInLogs(t *testing.T) {
 	oldSealKey, err := secretbox.GenerateKey()
 	require.NoError(t, err)
 
-	// Passwords in the URLs (the test server trusts loopback and the
-	// embedded NATS server has no auth, so both are accepted and ignored).
-	const dbPassword, natsPassword, hookPassword = "db-Pa55word-a8f3", "nats-Pa55word-77c1", "hook-Pa55word-19d0"
+	// A password in DATABASE_URL (the test server trusts loopback, so it is
+	// accepted and ignored); NATS passwords are the identities' own, which
+	// the server checks.
+	const dbPassword, hookPassword = "db-Pa55word-a8f3", "hook-Pa55word-19d0"
 	const smtpPassword, unsubscribeSecret = "smtp-Pa55word-5e2b", "unsubscribe-secret-0c9d41f7a2"
+	const wrongNATSPassword, natsToken = "wrong-nats-Pa55word-31b7", "nats-T0ken-secret-8d2e"
 	dbu, err := url.Parse(dbURL)
 	require.NoError(t, err)
 	dbu.User = url.UserPassword(dbu.User.Username(), dbPassword)
-	nu, err := url.Parse(n.URL())
-	require.NoError(t, err)
-	nu.User = url.UserPassword("eventline", natsPassword)
+	testenv.Provision(t, n)
+	// natsInURL is the identity's credentials in NATS_URL; natsEnv in
+	// NATS_USER and NATS_PASSWORD.
+	natsInURL := func(identity, password string) []string {
+		nu, err := url.Parse(n.URL())
+		require.NoError(t, err)
+		nu.User = url.UserPassword(identity, password)
+		return []string{"NATS_URL=" + nu.String()}
+	}
+	natsEnv := func(identity string) []string { return n.Env(identity) }
 
 	// An endpoint stored in plaintext before secrets were sealed: the
 	// webhooker seals it on start (and logs that it did).
@@ -84,13 +97,20 @@ func TestNoSecretInLogs(t *testing.T) {
 		`[{"secret": "`+legacySecret+`", "expires_at": null}]`)
 	require.NoError(t, err)
 
-	env := []string{"NATS_URL=" + nu.String(), "DATABASE_URL=" + dbu.String(), "LOG_LEVEL=debug",
+	env := []string{"DATABASE_URL=" + dbu.String(), "LOG_LEVEL=debug",
 		"EVENTLINE_SECRET_KEY=" + sealKey, "EVENTLINE_OLD_SECRET_KEYS=" + oldSealKey, "WEBHOOK_ALLOW_PRIVATE=true"}
+	with := func(more ...[]string) []string {
+		out := append([]string(nil), env...)
+		for _, m := range more {
+			out = append(out, m...)
+		}
+		return out
+	}
 	mails := startSMTP(t, "digest", smtpPassword)
 	notifierBin := testenv.BuildBinary(t, "./cmd/notifier")
 	smtpURL := "smtp://digest:" + smtpPassword + "@" + mails.addr
-	notifierEnv := append(env[:len(env):len(env)], "SMTP_URL="+smtpURL, "UNSUBSCRIBE_SECRET="+unsubscribeSecret,
-		"PUBLIC_URL=http://notify.example.test", "DIGEST_INTERVAL=200ms", "SSE_HEARTBEAT=1s")
+	notifierEnv := with(natsEnv(natsauth.Notifier), []string{"SMTP_URL=" + smtpURL, "UNSUBSCRIBE_SECRET=" + unsubscribeSecret,
+		"PUBLIC_URL=http://notify.example.test", "DIGEST_INTERVAL=200ms", "SSE_HEARTBEAT=1s"})
 	// SMTP_URLs the notifier cannot take apart: it refuses to start, and
 	// the error must not carry the password.
 	refusals := map[string]string{}
@@ -104,10 +124,31 @@ func TestNoSecretInLogs(t *testing.T) {
 		require.Contains(t, string(out), "SMTP_URL")
 		refusals[fmt.Sprintf("notifier refusing bad SMTP_URL %d", i)] = string(out)
 	}
+	// NATS credentials the server refuses, and a NATS_URL that does not
+	// parse: every binary exits 1 saying why, without the secret.
+	badNATS := map[string][]string{
+		"a wrong password in NATS_URL":      natsInURL(natsauth.Projector, wrongNATSPassword),
+		"a wrong NATS_PASSWORD":             {"NATS_URL=" + n.URL(), "NATS_USER=projector", "NATS_PASSWORD=" + wrongNATSPassword},
+		"a NATS_TOKEN the server refuses":   {"NATS_URL=" + n.URL(), "NATS_TOKEN=" + natsToken},
+		"a NATS_URL that does not parse":    {"NATS_URL=nats://projector:" + wrongNATSPassword + "%zz@" + strings.TrimPrefix(n.URL(), "nats://")},
+		"a token in NATS_URL it refuses":    {"NATS_URL=nats://" + natsToken + "@" + strings.TrimPrefix(n.URL(), "nats://")},
+		"URL credentials and NATS_PASSWORD": append(natsInURL(natsauth.Projector, wrongNATSPassword), "NATS_USER=projector", "NATS_PASSWORD="+natsToken),
+	}
+	for _, binary := range []string{"ingest", "projector", "webhooker", "notifier"} {
+		for what, natsSettings := range badNATS {
+			cmd := exec.Command(testenv.BuildBinary(t, "./cmd/"+binary))
+			cmd.Env = append(append(os.Environ(), with(natsSettings)...), "HTTP_ADDR="+testenv.FreeAddr(t), "ADMIN_ADDR="+testenv.FreeAddr(t))
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			require.True(t, errors.As(err, &exit), "%s refuses %s: %v\n%s", binary, what, err, out)
+			require.Contains(t, string(out), "NATS", "%s with %s", binary, what)
+			refusals[binary+" with "+what] = string(out)
+		}
+	}
 
-	ingest := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), env...)
-	projector := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"), env...)
-	webhooker := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"), env...)
+	ingest := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), with(natsInURL(natsauth.Ingest, n.Passwords[natsauth.Ingest]))...)
+	projector := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"), with(natsInURL(natsauth.Projector, n.Passwords[natsauth.Projector]))...)
+	webhooker := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"), with(natsEnv(natsauth.Webhooker))...)
 	notifier := testenv.StartService(t, notifierBin, notifierEnv...)
 	services := map[string]*testenv.Service{"ingest": ingest, "projector": projector, "webhooker": webhooker, "notifier": notifier}
 	for _, s := range services {
@@ -313,13 +354,21 @@ func TestNoSecretInLogs(t *testing.T) {
 	code, out = call(notifier.URL, http.MethodPost, "/v1/users/u2/notifications/read-all", acmeKey, "")
 	require.Equal(t, http.StatusOK, code, "%v", out)
 
+	// A NATS restart once everything runs: every service logs its
+	// disconnect and reconnect.
+	n.Restart(t)
+	for name, s := range services {
+		testenv.Poll(t, 30*time.Second, name+" reconnected", func() bool { return strings.Contains(s.Output(), `"msg":"nats reconnected"`) })
+		s.WaitReady(t)
+	}
 	for name, s := range services {
 		s.RequireCleanStop(t, name)
 	}
 
 	// The needles: every secret in every form it could be printed in.
 	needles := map[string]string{
-		"DATABASE_URL password": dbPassword, "NATS_URL password": natsPassword, "webhook URL password": hookPassword,
+		"DATABASE_URL password": dbPassword, "webhook URL password": hookPassword,
+		"refused NATS password": wrongNATSPassword, "refused NATS token": natsToken,
 		"sealing key": sealKey, "old sealing key": oldSealKey,
 		"SMTP_URL password": smtpPassword, "unsubscribe secret": unsubscribeSecret,
 		"SMTP AUTH PLAIN response": base64.StdEncoding.EncodeToString([]byte("\x00digest\x00" + smtpPassword)),
@@ -332,6 +381,9 @@ func TestNoSecretInLogs(t *testing.T) {
 	}
 	for i, f := range forged {
 		needles[fmt.Sprintf("forged unsubscribe token %d", i)] = f
+	}
+	for identity, password := range n.Passwords {
+		needles["NATS password of "+identity] = password
 	}
 	for i, k := range append([]string{acmeKey, otherKey}, wrong...) {
 		needles[fmt.Sprintf("API key %d", i)] = k

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/testenv"
 )
@@ -29,7 +30,8 @@ func TestBinarySIGTERM(t *testing.T) {
 	_, key, err := apikey.NewStore(pool, 0).Create(context.Background(), apikey.CreateParams{Tenant: "acme", Scopes: []string{"ingest"}})
 	require.NoError(t, err)
 
-	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), "NATS_URL="+n.URL(), "DATABASE_URL="+dbURL, "LOG_LEVEL=info")
+	testenv.Provision(t, n)
+	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), append(n.Env(natsauth.Ingest), "DATABASE_URL="+dbURL, "LOG_LEVEL=info")...)
 	svc.WaitReady(t)
 
 	req, _ := http.NewRequest(http.MethodPost, svc.URL+"/v1/events",

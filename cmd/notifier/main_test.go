@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/testenv"
 )
 
@@ -19,9 +20,10 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func TestBinaryReadyThenSIGTERM(t *testing.T) {
 	t.Parallel()
 	n := testenv.StartNATS(t)
+	testenv.Provision(t, n)
 	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/notifier"),
-		"NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info",
-		"SMTP_URL=smtp://"+testenv.FreeAddr(t), "UNSUBSCRIBE_SECRET=0123456789abcdef0123", "PUBLIC_URL=http://127.0.0.1")
+		append(n.Env(natsauth.Notifier), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info",
+			"SMTP_URL=smtp://"+testenv.FreeAddr(t), "UNSUBSCRIBE_SECRET=0123456789abcdef0123", "PUBLIC_URL=http://127.0.0.1")...)
 	svc.WaitReady(t)
 	resp, err := http.Get(svc.AdminURL + "/metrics")
 	if err != nil {
@@ -43,7 +45,7 @@ func TestBinaryRefusesDigestsWithoutSecret(t *testing.T) {
 	t.Parallel()
 	n := testenv.StartNATS(t)
 	cmd := exec.Command(testenv.BuildBinary(t, "./cmd/notifier"))
-	cmd.Env = append(os.Environ(), "NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "SMTP_URL=smtp://127.0.0.1:1",
+	cmd.Env = append(append(os.Environ(), n.Env(natsauth.Notifier)...), "DATABASE_URL="+testenv.Database(t), "SMTP_URL=smtp://127.0.0.1:1",
 		"UNSUBSCRIBE_SECRET=", "HTTP_ADDR="+testenv.FreeAddr(t), "ADMIN_ADDR="+testenv.FreeAddr(t))
 	out, err := cmd.CombinedOutput()
 	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "UNSUBSCRIBE_SECRET") {

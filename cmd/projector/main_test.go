@@ -3,6 +3,7 @@ package main_test
 import (
 	"testing"
 
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/testenv"
 )
 
@@ -13,8 +14,9 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func TestBinaryReadyThenSIGTERM(t *testing.T) {
 	t.Parallel()
 	n := testenv.StartNATS(t)
+	testenv.Provision(t, n)
 	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"),
-		"NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info")
+		append(n.Env(natsauth.Projector), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info")...)
 	svc.WaitReady(t)
 	svc.RequireCleanStop(t, "projector")
 }

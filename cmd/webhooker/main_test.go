@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/testenv"
 )
 
@@ -18,8 +19,9 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func TestBinaryReadyThenSIGTERM(t *testing.T) {
 	t.Parallel()
 	n := testenv.StartNATS(t)
+	testenv.Provision(t, n)
 	svc := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"),
-		"NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info")
+		append(n.Env(natsauth.Webhooker), "DATABASE_URL="+testenv.Database(t), "LOG_LEVEL=info")...)
 	svc.WaitReady(t)
 	svc.RequireCleanStop(t, "webhooker")
 }
@@ -40,7 +42,7 @@ func TestBinaryRefusesToStartWithoutSecretKey(t *testing.T) {
 					cmd.Env = append(cmd.Env, kv)
 				}
 			}
-			cmd.Env = append(cmd.Env, "NATS_URL="+n.URL(), "DATABASE_URL="+testenv.Database(t), "EVENTLINE_SECRET_KEY="+tc.key,
+			cmd.Env = append(append(cmd.Env, n.Env(natsauth.Webhooker)...), "DATABASE_URL="+testenv.Database(t), "EVENTLINE_SECRET_KEY="+tc.key,
 				"HTTP_ADDR="+testenv.FreeAddr(t), "ADMIN_ADDR="+testenv.FreeAddr(t))
 			out, err := cmd.CombinedOutput()
 			var exit *exec.ExitError

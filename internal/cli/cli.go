@@ -11,12 +11,17 @@ import (
 	"log/slog"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/provision"
+	"github.com/eventline/eventline/internal/stream"
 )
 
 const usage = `eventline: operate an eventline installation.
@@ -29,7 +34,13 @@ Usage:
   eventline bench [--rate 1000] [--duration 30s] [--url URL --key KEY]
                                     the whole pipeline under load: p50/p99 from 202 to timeline and
                                     to first webhook attempt; without --url it runs eventline dev in-process
-  eventline migrate                 apply the database migrations
+  eventline migrate [--skip-nats | --skip-database]
+                                    apply the database migrations, then provision NATS as the NATS
+                                    admin identity: create or update the EVENTS stream and every
+                                    service's durable (the services only check they exist)
+  eventline nats config [--helm] [--callout-issuer A...] [--callout-xkey X...]
+                                    print eventline's NATS accounts, identities and permissions as
+                                    a nats-server configuration (deploy/nats/auth.conf) or as Helm values
   eventline keys create --tenant T [--scopes ingest,read] [--rate-limit N] [--description D]
                                     create an API key; the key is the last line of output
   eventline keys list [--tenant T]  list active keys (never their secrets)
@@ -44,11 +55,14 @@ Usage:
   eventline rejected replay [--tenant T] [SEQ ...]
                                     after a fix, replay rejections (all pending, or these stream
                                     sequences) to every consumer that dead-lettered them
-  eventline rebuild timelines [--keep-old]
+  eventline rebuild timelines [--keep-old] [--drop-delay 5s]
                                     replay the stream into fresh timeline tables while the current
-                                    ones serve, then switch over (needs --nats-url / NATS_URL)
+                                    ones serve, then switch over (needs NATS as the admin identity)
 
 Every command takes --database-url (env DATABASE_URL, default ` + postgres.DefaultURL + `).
+Commands that use NATS take --nats-url and the credentials and TLS settings of the services
+(NATS_URL, NATS_USER/NATS_PASSWORD, NATS_CREDS, NATS_NKEY, NATS_TOKEN, NATS_TLS_CA,
+NATS_TLS_CERT/NATS_TLS_KEY); they connect as the NATS admin identity.
 `
 
 // Run executes one command and returns the process exit code.
@@ -60,7 +74,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "migrate":
-		err = migrate(ctx, args[1:], stdout)
+		err = migrate(ctx, args[1:], stdout, stderr)
+	case "nats":
+		err = natsCmd(args[1:], stdout)
 	case "dev":
 		err = devCmd(ctx, args[1:], stdout)
 	case "bench":
@@ -131,12 +147,34 @@ func parse(set *config.Set, args []string) error {
 	return nil
 }
 
-func migrate(ctx context.Context, args []string, stdout io.Writer) error {
+func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var dbURL string
+	var nc stream.Client
+	var pc provision.Config
+	var skipNATS, skipDB bool
 	set := flags("migrate", &dbURL)
+	nc.Register(set)
+	pc.Register(set)
+	set.Bool(&skipNATS, "skip-nats", "EVENTLINE_MIGRATE_SKIP_NATS", false, "only migrate the database")
+	set.Bool(&skipDB, "skip-database", "EVENTLINE_MIGRATE_SKIP_DATABASE", false, "only provision NATS")
 	if err := parse(set, args); err != nil {
 		return err
 	}
+	if skipNATS && skipDB {
+		return usageError{"migrate: --skip-nats and --skip-database leave nothing to do"}
+	}
+	if !skipDB {
+		if err := migrateDatabase(ctx, dbURL, stdout); err != nil {
+			return err
+		}
+	}
+	if skipNATS {
+		return nil
+	}
+	return provisionNATS(ctx, nc, pc, stdout, stderr)
+}
+
+func migrateDatabase(ctx context.Context, dbURL string, stdout io.Writer) error {
 	if err := postgres.EnsureDatabase(ctx, dbURL); err != nil {
 		return err
 	}
@@ -153,6 +191,52 @@ func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "schema is at version %d\n", postgres.LatestVersion())
+	return nil
+}
+
+// provisionNATS creates or updates the stream and the durables as the
+// NATS admin. The server refuses a request the identity may not make with
+// an asynchronous permissions violation, not an answer: the first one
+// stops provisioning at once with that error.
+func provisionNATS(ctx context.Context, c stream.Client, pc provision.Config, stdout, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithTimeoutCause(ctx, 30*time.Second, errors.New("NATS did not answer within 30s"))
+	defer cancel()
+	refused := make(chan error, 1)
+	nc, err := stream.Connect(c, natsauth.Admin, "eventline-migrate", log, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			select {
+			case refused <- err:
+			default:
+			}
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("%w (eventline migrate provisions NATS as the admin identity; --skip-nats migrates only the database)", err)
+	}
+	defer nc.Close()
+	type result struct {
+		res provision.Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := provision.Run(ctx, nc, pc)
+		done <- result{res, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case err := <-refused:
+		cancel()
+		<-done
+		return fmt.Errorf("provision NATS: the server refused: %w; eventline migrate needs the NATS admin identity (NATS_USER=admin)", err)
+	}
+	if r.err != nil {
+		return fmt.Errorf("provision NATS (it needs the admin identity): %w", r.err)
+	}
+	fmt.Fprintf(stdout, "stream %s is provisioned (replicas %d, duplicate window %s)\n", r.res.Stream.Name, r.res.Stream.Replicas, r.res.Stream.Duplicates)
+	fmt.Fprintf(stdout, "durables %s are provisioned\n", strings.Join(r.res.Durables, ", "))
 	return nil
 }
 

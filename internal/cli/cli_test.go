@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/cli"
 	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -32,22 +34,73 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
+// setNATSEnv points the commands at n as identity (t.Setenv).
+func setNATSEnv(t *testing.T, n *testenv.NATS, identity string) {
+	t.Helper()
+	for _, kv := range n.Env(identity) {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+}
+
 // Not parallel: t.Setenv.
 func TestMigrateFromScratchAndAgain(t *testing.T) {
 	url := testenv.UnmigratedDatabase(t)
+	n := testenv.StartNATS(t)
+	setNATSEnv(t, n, natsauth.Admin)
 	code, out, errOut := run(t, url, "migrate")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "applied 0001_api_keys")
+	require.Contains(t, out, "stream EVENTS is provisioned (replicas 1, duplicate window 2m0s)")
+	require.Contains(t, out, "durables projector, notifier, webhooker are provisioned")
+	js, err := jetstream.New(n.Connect(t))
+	require.NoError(t, err)
+	for _, durable := range []string{"projector", "notifier", "webhooker"} {
+		_, err := js.Consumer(context.Background(), "EVENTS", durable)
+		require.NoError(t, err, durable)
+	}
 
+	t.Setenv("STREAM_DUPLICATE_WINDOW", "5m")
+	t.Setenv("WEBHOOK_MAX_DELIVER", "7")
 	code, out, _ = run(t, url, "migrate")
 	require.Equal(t, 0, code)
 	require.NotContains(t, out, "applied")
 	require.Contains(t, out, "schema is at version")
+	require.Contains(t, out, "duplicate window 5m0s", "a second run updates what differs")
+	c, err := js.Consumer(context.Background(), "EVENTS", "webhooker")
+	require.NoError(t, err)
+	require.Equal(t, 7, c.CachedInfo().Config.MaxDeliver)
 
 	pool, err := postgres.Open(context.Background(), url)
 	require.NoError(t, err)
 	defer pool.Close()
 	require.NoError(t, postgres.CheckSchema(context.Background(), pool))
+}
+
+// TestMigrateNeedsTheNATSAdmin: provisioning as a service identity is
+// refused by the server, and migrate says so at once (it does not wait
+// for a timeout); --skip-nats migrates the database alone.
+func TestMigrateNeedsTheNATSAdmin(t *testing.T) {
+	url := testenv.UnmigratedDatabase(t)
+	n := testenv.StartNATS(t)
+	setNATSEnv(t, n, natsauth.Ingest)
+	start := time.Now()
+	code, _, errOut := run(t, url, "migrate")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "Permissions Violation")
+	require.Contains(t, errOut, "NATS admin identity")
+	require.Less(t, time.Since(start), 10*time.Second, "refused at once, not after a timeout")
+
+	t.Setenv("NATS_PASSWORD", "not-the-password")
+	code, _, errOut = run(t, url, "migrate")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "Authorization Violation")
+	require.NotContains(t, errOut, "not-the-password")
+
+	code, out, errOut := run(t, url, "migrate", "--skip-nats")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "schema is at version")
+	require.NotContains(t, out, "stream")
 }
 
 func TestKeysCreateListRevoke(t *testing.T) {

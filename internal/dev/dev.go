@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -30,10 +31,13 @@ import (
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/ingest"
 	"github.com/eventline/eventline/internal/lifecycle"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/notifier"
 	"github.com/eventline/eventline/internal/pgcluster"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/projector"
+	"github.com/eventline/eventline/internal/provision"
+	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/webhooker"
 )
 
@@ -88,12 +92,22 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return err
 	}
-	ns, err := startNATS(o)
+	passwords, err := natsPasswords(filepath.Join(o.Dir, "nats-identities"))
+	if err != nil {
+		return err
+	}
+	ns, err := startNATS(o, passwords)
 	if err != nil {
 		return err
 	}
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	natsURL := ns.ClientURL()
+	client := func(identity string) stream.Client {
+		return stream.Client{URL: natsURL, User: identity, Password: passwords[identity]}
+	}
+	if err := provisionNATS(ctx, client(natsauth.Admin), o.Log); err != nil {
+		return err
+	}
 
 	dbURL, cluster, err := findPostgres(ctx, o)
 	if err != nil {
@@ -125,7 +139,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer l.Close()
 	base := "http://" + l.Addr().String()
-	svcs := services(natsURL, dbURL, secretKey, base, o.Log)
+	svcs := services(client, dbURL, secretKey, base, o.Log)
 	var wg sync.WaitGroup
 	errc := make(chan error, len(svcs))
 	for _, s := range svcs {
@@ -179,7 +193,7 @@ func Run(ctx context.Context, o Options) error {
 
 	fmt.Fprintf(o.Stdout, "eventline dev is running (state in %s)\n", o.Dir)
 	fmt.Fprintf(o.Stdout, "  api       %s   (ingest, timelines, notifications, webhooks)\n", base)
-	fmt.Fprintf(o.Stdout, "  nats      %s\n", natsURL)
+	fmt.Fprintf(o.Stdout, "  nats      %s   (users %s; passwords in %s)\n", natsURL, strings.Join(natsauth.Config{}.RenderedNames(), ", "), filepath.Join(o.Dir, "nats-identities"))
 	fmt.Fprintf(o.Stdout, "  postgres  %s\n", redact(dbURL))
 	fmt.Fprintf(o.Stdout, "  sink      %s/dev/webhook-sink   (a local webhook receiver; GET lists what it got)\n", base)
 	board, user := "b1", "u1"
@@ -230,8 +244,8 @@ type service struct {
 }
 
 // services builds every service with its defaults and environment, on
-// loopback ports of its own.
-func services(natsURL, dbURL, secretKey, publicURL string, log *slog.Logger) []*service {
+// loopback ports of its own, each connecting to NATS as its own identity.
+func services(client func(identity string) stream.Client, dbURL, secretKey, publicURL string, log *slog.Logger) []*service {
 	const local = "127.0.0.1:0"
 	var (
 		ic ingest.Config
@@ -244,10 +258,10 @@ func services(natsURL, dbURL, secretKey, publicURL string, log *slog.Logger) []*
 	parseDefaults(wc.Register)
 	parseDefaults(nc.Register)
 
-	ic.HTTPAddr, ic.AdminAddr, ic.NATSURL, ic.DatabaseURL = local, local, natsURL, dbURL
-	pc.HTTPAddr, pc.AdminAddr, pc.NATSURL, pc.DatabaseURL = local, local, natsURL, dbURL
-	wc.HTTPAddr, wc.AdminAddr, wc.NATSURL, wc.DatabaseURL = local, local, natsURL, dbURL
-	nc.HTTPAddr, nc.AdminAddr, nc.NATSURL, nc.DatabaseURL = local, local, natsURL, dbURL
+	ic.HTTPAddr, ic.AdminAddr, ic.NATS, ic.DatabaseURL = local, local, client(natsauth.Ingest), dbURL
+	pc.HTTPAddr, pc.AdminAddr, pc.NATS, pc.DatabaseURL = local, local, client(natsauth.Projector), dbURL
+	wc.HTTPAddr, wc.AdminAddr, wc.NATS, wc.DatabaseURL = local, local, client(natsauth.Webhooker), dbURL
+	nc.HTTPAddr, nc.AdminAddr, nc.NATS, nc.DatabaseURL = local, local, client(natsauth.Notifier), dbURL
 	nc.Service.Digest.PublicURL = publicURL
 	if nc.UnsubscribeSecret == "" {
 		nc.UnsubscribeSecret = secretKey
@@ -304,7 +318,10 @@ func readyz(w http.ResponseWriter, r *http.Request, svcs []*service) {
 	_, _ = io.WriteString(w, "ok\n")
 }
 
-func startNATS(o Options) (*server.Server, error) {
+// startNATS starts the embedded server with eventline's accounts and
+// identities (internal/natsauth), the same as the shipped configurations
+// render, with the dev passwords.
+func startNATS(o Options, passwords map[string]string) (*server.Server, error) {
 	host, port, err := net.SplitHostPort(o.NATSAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--nats-addr %q: %w", o.NATSAddr, err)
@@ -316,16 +333,18 @@ func startNATS(o Options) (*server.Server, error) {
 	if p == 0 {
 		p = server.RANDOM_PORT
 	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "eventline-dev",
-		Host:       host,
-		Port:       p,
-		JetStream:  true,
-		StoreDir:   filepath.Join(o.Dir, "nats"),
-		SyncAlways: true,
-		NoLog:      true,
-		NoSigs:     true,
-	})
+	opts, err := natsauth.Config{Passwords: passwords}.ServerOptions()
+	if err != nil {
+		return nil, err
+	}
+	opts.ServerName, opts.Host, opts.Port = "eventline-dev", host, p
+	opts.JetStream, opts.StoreDir, opts.SyncAlways = true, filepath.Join(o.Dir, "nats"), true
+	opts.NoLog, opts.NoSigs = true, true
+	if _, err := os.Stat(filepath.Join(opts.StoreDir, "jetstream", "$G", "streams", "EVENTS")); err == nil {
+		o.Log.Warn("an EVENTS stream of an earlier eventline dev is in NATS's global account; eventline now keeps its stream in account " +
+			natsauth.AccountEventline + " and starts a new one there (delete " + o.Dir + " to start clean)")
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
@@ -335,6 +354,46 @@ func startNATS(o Options) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded NATS did not start on %s (is the port taken? set --nats-addr)", o.NATSAddr)
 	}
 	return ns, nil
+}
+
+// natsPasswords returns a password per NATS identity, kept one per file in
+// dir (mode 600) and made up the first time. `make run` keeps its
+// passwords in the same place.
+func natsPasswords(dir string) (map[string]string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, name := range (natsauth.Config{}).RenderedNames() {
+		file := filepath.Join(dir, name)
+		if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 { //nolint:gosec // our own state directory
+			out[name] = strings.TrimSpace(string(b))
+			continue
+		}
+		k := make([]byte, 24)
+		if _, err := rand.Read(k); err != nil {
+			return nil, err
+		}
+		out[name] = hex.EncodeToString(k)
+		if err := os.WriteFile(file, []byte(out[name]+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// provisionNATS creates the stream and the durables as the admin, as
+// `eventline migrate` does, with the settings' defaults and environment.
+func provisionNATS(ctx context.Context, admin stream.Client, log *slog.Logger) error {
+	var pc provision.Config
+	parseDefaults(pc.Register)
+	nc, err := stream.Connect(admin, natsauth.Admin, "eventline-dev-provision", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	_, err = provision.Run(ctx, nc, pc)
+	return err
 }
 
 // findPostgres picks DATABASE_URL, else localhost:5432, else a private

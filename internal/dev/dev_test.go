@@ -11,12 +11,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/dev"
@@ -28,12 +31,13 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // devProcess is `eventline dev` running as a child process.
 type devProcess struct {
-	cmd    *exec.Cmd
-	url    string
-	key    string
-	stdout string // what it printed up to its key
-	stderr *bytes.Buffer
-	exited chan error
+	cmd     *exec.Cmd
+	url     string
+	natsURL string
+	key     string
+	stdout  string // what it printed up to its key
+	stderr  *bytes.Buffer
+	exited  chan error
 }
 
 func startDev(t *testing.T, dir, dbURL string, extra ...string) *devProcess {
@@ -67,6 +71,9 @@ func startDev(t *testing.T, dir, dbURL string, extra ...string) *devProcess {
 			p.stdout += line + "\n"
 			if keyNext {
 				p.key = strings.TrimSpace(line)
+			}
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "nats" {
+				p.natsURL = f[1]
 			}
 			keyNext = strings.HasPrefix(line, "key for tenant")
 		case <-timeout:
@@ -149,6 +156,26 @@ func TestDevEndToEnd(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, "routed to the projector: %s", body)
 	require.JSONEq(t, `{"rejected_events":[],"next_cursor":null}`, string(body))
 
+	// The embedded NATS server has eventline's identities, with passwords
+	// kept in the state directory: no credentials, no connection.
+	_, err := nats.Connect(p.natsURL)
+	require.ErrorIs(t, err, nats.ErrAuthorization, "an anonymous client at %s", p.natsURL)
+	adminFile := filepath.Join(dir, "nats-identities", "admin")
+	fi, err := os.Stat(adminFile)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	password, err := os.ReadFile(adminFile)
+	require.NoError(t, err)
+	admin, err := nats.Connect(p.natsURL, nats.UserInfo("admin", strings.TrimSpace(string(password))), nats.CustomInboxPrefix("_INBOX_admin"))
+	require.NoError(t, err)
+	js, err := jetstream.New(admin)
+	require.NoError(t, err)
+	for _, durable := range []string{"projector", "notifier", "webhooker"} {
+		_, err := js.Consumer(context.Background(), "EVENTS", durable)
+		require.NoError(t, err, "eventline dev provisioned durable %s as the admin", durable)
+	}
+	admin.Close()
+
 	type delivery struct {
 		headers http.Header
 		body    []byte
@@ -200,6 +227,9 @@ func TestDevEndToEnd(t *testing.T) {
 	// still there.
 	again := startDev(t, dir, dbURL)
 	require.Equal(t, p.key, again.key, "the dev key is kept in the state directory")
+	kept, err := os.ReadFile(adminFile)
+	require.NoError(t, err)
+	require.Equal(t, password, kept, "the NATS passwords are kept in the state directory")
 	code, body = again.do(t, http.MethodGet, "/v1/events/close-c42", "")
 	require.Equal(t, http.StatusOK, code, "%s", body)
 	again.stop(t)

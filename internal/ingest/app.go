@@ -7,11 +7,13 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
@@ -27,14 +29,13 @@ import (
 
 // Config is everything the ingest binary reads from flags and environment.
 type Config struct {
-	HTTPAddr        string // public API; default :8080
-	AdminAddr       string // /livez, /readyz, /metrics; default :9090
-	NATSURL         string // default nats://127.0.0.1:4222
-	DatabaseURL     string // API keys; default postgres://localhost:5432/eventline
-	LogLevel        string // debug, info, warn, error; default info
-	RateLimit       int    // events/s per key without its own limit; default 10000, 0 = unlimited
+	HTTPAddr        string        // public API; default :8080
+	AdminAddr       string        // /livez, /readyz, /metrics; default :9090
+	NATS            stream.Client // as identity ingest (deploy/nats)
+	DatabaseURL     string        // API keys; default postgres://localhost:5432/eventline
+	LogLevel        string        // debug, info, warn, error; default info
+	RateLimit       int           // events/s per key without its own limit; default 10000, 0 = unlimited
 	Batch           CommitterConfig
-	Stream          stream.Config
 	ShutdownTimeout time.Duration // default 30s
 	// TracerProvider makes the request spans; the binary sets it when
 	// OTEL_* configures an exporter (observe.StartTracing). Nil: no spans,
@@ -46,7 +47,7 @@ type Config struct {
 func (c *Config) Register(s *config.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8080", "public API listen address")
 	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9090", "admin listen address (/livez, /readyz, /metrics)")
-	s.String(&c.NATSURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
+	c.NATS.Register(s)
 	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL (API keys)")
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Int(&c.RateLimit, "rate-limit", "INGEST_RATE_LIMIT", 10000, "events per second per API key without its own limit; 0 for unlimited")
@@ -54,8 +55,6 @@ func (c *Config) Register(s *config.Set) {
 	s.Duration(&c.Batch.Linger, "batch-linger", "INGEST_BATCH_LINGER", 5*time.Millisecond, "how long a batch waits for more requests while another commits")
 	s.Int(&c.Batch.MaxInflight, "batch-inflight", "INGEST_BATCH_INFLIGHT", 4, "batches committing at once")
 	s.Duration(&c.Batch.Timeout, "append-timeout", "INGEST_APPEND_TIMEOUT", 10*time.Second, "bound on one batch append before answering 503")
-	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
-	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 }
 
@@ -117,12 +116,19 @@ func (a *App) Run(ctx context.Context) error {
 	if tracing.Exporting {
 		cfg.TracerProvider = tracing.Provider
 	}
-	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-ingest", cfg.Stream, a.log)
+	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATS, "ingest", a.log)
 	if err != nil {
 		return err
 	}
 	defer conns.Close()
 	pool, nc := conns.Pool, conns.NC
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if err := checkStream(ctx, js); err != nil {
+		return err
+	}
 	pub, err := events.NewPublisher(nc, events.WithTimeout(cfg.Batch.Timeout))
 	if err != nil {
 		return err
@@ -132,9 +138,11 @@ func (a *App) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	svc.Routes(mux)
 	mux.Handle("/", httpapi.Fallback(mux))
+	checks := observe.Checks(nc, pool)
+	checks["stream"] = stream.NewPresence(js, "", 0).Check
 	err = lifecycle.Serve(ctx, lifecycle.Server{
 		Name: "ingest", HTTPAddr: cfg.HTTPAddr, Handler: mux, Log: a.log, Listening: a.Listening,
-		Admin: observe.NewAdmin(cfg.AdminAddr, reg, observe.Checks(nc, pool)), ShutdownTimeout: cfg.ShutdownTimeout,
+		Admin: observe.NewAdmin(cfg.AdminAddr, reg, checks), ShutdownTimeout: cfg.ShutdownTimeout,
 	}, func(ctx context.Context) error {
 		// The HTTP server has drained when ctx ends: commit what is left.
 		go svc.Run()
@@ -147,6 +155,19 @@ func (a *App) Run(ctx context.Context) error {
 		err = errors.Join(err, derr)
 	}
 	return err
+}
+
+// checkStream refuses to start without the stream, or with one that does
+// not take atomic batches: ingest may not create or change it.
+func checkStream(ctx context.Context, js jetstream.JetStream) error {
+	s, err := stream.Lookup(ctx, js)
+	if err != nil {
+		return err
+	}
+	if !s.CachedInfo().Config.AllowAtomicPublish {
+		return fmt.Errorf("stream %s does not allow atomic publish: %s", events.StreamName, stream.ProvisionHint)
+	}
+	return nil
 }
 
 // drain flushes and closes the NATS connection, waiting until it is closed.

@@ -19,7 +19,9 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/ingest"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 )
 
@@ -32,16 +34,26 @@ type running struct {
 	done chan error
 }
 
-func startApp(t *testing.T, natsURL, dbURL string) running {
+// provision creates the stream as the NATS admin, as `eventline migrate`
+// does: ingest may not.
+func provision(t *testing.T, n testenv.NATSServer) {
+	t.Helper()
+	_, err := stream.Ensure(context.Background(), n.Connect(t), stream.Config{})
+	require.NoError(t, err)
+}
+
+// startApp runs ingest as its own NATS identity on a provisioned stream.
+func startApp(t *testing.T, n testenv.NATSServer, dbURL string) running {
 	t.Helper()
 	ctx := context.Background()
+	provision(t, n)
 	pool, err := postgres.Open(ctx, dbURL)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	_, key, err := apikey.NewStore(pool, 0).Create(ctx, apikey.CreateParams{Tenant: "acme", Scopes: []string{apikey.ScopeIngest}})
 	require.NoError(t, err)
 	cfg := ingest.Config{
-		HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATSURL: natsURL, DatabaseURL: dbURL,
+		HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATS: n.Client(natsauth.Ingest), DatabaseURL: dbURL,
 		Batch: ingest.CommitterConfig{Timeout: 2 * time.Second}, ShutdownTimeout: 10 * time.Second,
 	}
 	app := ingest.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -77,7 +89,7 @@ func get(t *testing.T, url string) (int, string) {
 func TestAppAdminEndpoints(t *testing.T) {
 	t.Parallel()
 	n := testenv.StartNATS(t)
-	r := startApp(t, n.URL(), testenv.Database(t))
+	r := startApp(t, n, testenv.Database(t))
 
 	code, body := get(t, r.adm+"/livez")
 	require.Equal(t, http.StatusOK, code)
@@ -85,7 +97,7 @@ func TestAppAdminEndpoints(t *testing.T) {
 
 	code, body = get(t, r.adm+"/readyz")
 	require.Equal(t, http.StatusOK, code, body)
-	require.JSONEq(t, `{"ready":true,"checks":{"nats":"ok","postgres":"ok"}}`, body)
+	require.JSONEq(t, `{"ready":true,"checks":{"nats":"ok","postgres":"ok","stream":"ok"}}`, body)
 
 	raw, _ := json.Marshal(event("", 1))
 	res := post(t, r.url, r.key, "application/json", raw)
@@ -134,7 +146,7 @@ func TestAppAdminEndpoints(t *testing.T) {
 func TestAppDrainsOnShutdown(t *testing.T) {
 	t.Parallel()
 	n := testenv.StartNATS(t)
-	r := startApp(t, n.URL(), testenv.Database(t))
+	r := startApp(t, n, testenv.Database(t))
 
 	var (
 		mu       sync.Mutex
@@ -216,9 +228,54 @@ func TestAppRefusesOutdatedSchema(t *testing.T) {
 	_, err = pool.Exec(context.Background(), "DELETE FROM eventline.schema_migrations WHERE version = (SELECT max(version) FROM eventline.schema_migrations)")
 	require.NoError(t, err)
 
-	app := ingest.New(ingest.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATSURL: n.URL(), DatabaseURL: dbURL}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	app := ingest.New(ingest.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATS: n.Client(natsauth.Ingest), DatabaseURL: dbURL}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	err = app.Run(context.Background())
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "run `eventline migrate`")
 	require.False(t, errors.Is(err, context.Canceled))
+}
+
+// TestAppRefusesMissingStream: ingest does not create the stream (its NATS
+// identity may not); without it, it refuses to start and says what to run.
+func TestAppRefusesMissingStream(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	app := ingest.New(ingest.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATS: n.Client(natsauth.Ingest), DatabaseURL: testenv.Database(t)},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// Bounded: an ingest that started anyway would serve until cancelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := app.Run(ctx)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "stream EVENTS does not exist")
+	require.Contains(t, err.Error(), "eventline migrate")
+	js, err := jetstream.New(n.Connect(t))
+	require.NoError(t, err)
+	_, err = js.Stream(context.Background(), "EVENTS")
+	require.ErrorIs(t, err, jetstream.ErrStreamNotFound, "ingest created no stream")
+}
+
+// TestAppNotReadyWithoutStream: the stream deleted under a running ingest
+// (which then cannot append anything) makes /readyz fail naming it, and
+// provisioning it again makes ingest ready and appending again.
+func TestAppNotReadyWithoutStream(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	r := startApp(t, n, testenv.Database(t))
+	code, body := get(t, r.adm+"/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+
+	js, err := jetstream.New(n.Connect(t))
+	require.NoError(t, err)
+	require.NoError(t, js.DeleteStream(context.Background(), "EVENTS"))
+	testenv.Poll(t, 20*time.Second, "/readyz fails naming the missing stream", func() bool {
+		code, body := get(t, r.adm+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "stream EVENTS does not exist") && strings.Contains(body, "eventline migrate")
+	})
+	raw, _ := json.Marshal(event("", 1))
+	require.Equal(t, http.StatusServiceUnavailable, post(t, r.url, r.key, "application/json", raw).status)
+
+	provision(t, n)
+	testenv.Poll(t, 20*time.Second, "/readyz answers 200 again", func() bool { code, _ := get(t, r.adm+"/readyz"); return code == http.StatusOK })
+	require.Equal(t, http.StatusAccepted, post(t, r.url, r.key, "application/json", raw).status)
 }

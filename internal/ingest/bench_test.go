@@ -59,6 +59,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
@@ -196,11 +197,30 @@ func BenchmarkIngestSingle64(b *testing.B) {
 	benchIngest(b, benchSingleClients, 1)
 }
 
+// BenchmarkIngestAuth measures what NATS authentication and permissions
+// cost ingest: the batched case against a server without accounts or
+// users (auth=off), then against the shipped identities with ingest
+// connecting as its own (auth=on). scripts/bench.sh auth runs it several
+// times with -count 1, so the two alternate.
+func BenchmarkIngestAuth(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		cfg  testenv.NATSConfig
+	}{{"auth=off", testenv.NATSConfig{NoAuth: true}}, {"auth=on", testenv.NATSConfig{}}} {
+		b.Run(c.name, func(b *testing.B) {
+			benchIngestOn(b, startBenchNATSWith(b, c.cfg), benchBatchedClients, benchBatchedEvents)
+		})
+	}
+}
+
 func benchIngest(b *testing.B, clients, perRequest int) {
-	nb := startBenchNATS(b)
+	benchIngestOn(b, startBenchNATS(b), clients, perRequest)
+}
+
+func benchIngestOn(b *testing.B, nb benchNATS, clients, perRequest int) {
 	c := benchCorpus(b)
 	ids := newIDSource()
-	ing := startIngestProcess(b, nb.url)
+	ing := startIngestProcess(b, nb.proc)
 	client := &http.Client{
 		Timeout: time.Minute,
 		Transport: &http.Transport{
@@ -451,30 +471,41 @@ func (c *cpuUse) report(b *testing.B) {
 	b.ReportMetric(max(0, float64(end.busy-c.start.busy)/perCPU-ours), "other-cores")
 }
 
-// benchNATS is a nats-server process with the EVENTS stream provisioned
-// and one client connection configured as the services configure theirs.
+// benchNATS is a nats-server process (with the shipped identities and
+// permissions, or none) with the EVENTS stream provisioned by the admin,
+// and one client connection configured as ingest configures its own, as
+// identity ingest.
 type benchNATS struct {
-	url string
-	pid int
-	nc  *nats.Conn
-	str jetstream.Stream
+	proc *testenv.NATSProcess
+	pid  int
+	nc   *nats.Conn
+	str  jetstream.Stream
 }
 
-func startBenchNATS(b *testing.B) benchNATS {
+func startBenchNATS(b *testing.B) benchNATS { return startBenchNATSWith(b, testenv.NATSConfig{}) }
+
+func startBenchNATSWith(b *testing.B, c testenv.NATSConfig) benchNATS {
 	b.Helper()
-	p := testenv.StartNATSProcess(b)
-	nc, err := stream.Connect(p.URL(), "eventline-bench", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p := testenv.StartNATSProcessWith(b, c)
+	ctx, cancel := context.WithTimeout(b.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := stream.Ensure(ctx, p.Connect(b), stream.Config{}); err != nil {
+		b.Fatal(err)
+	}
+	nc, err := stream.Connect(p.Client(natsauth.Ingest), natsauth.Ingest, "eventline-bench", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(nc.Close)
-	ctx, cancel := context.WithTimeout(b.Context(), 30*time.Second)
-	defer cancel()
-	str, err := stream.Ensure(ctx, nc, stream.Config{})
+	js, err := jetstream.New(nc)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return benchNATS{url: p.URL(), pid: p.PID(), nc: nc, str: str}
+	str, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return benchNATS{proc: p, pid: p.PID(), nc: nc, str: str}
 }
 
 // requireStored fails unless the stream holds exactly n messages.
@@ -540,7 +571,7 @@ type ingestProcess struct {
 // EVENTLINE_INGEST_BIN when set (to measure another build), and waits until
 // it is ready. The parent's environment passes through, so INGEST_BATCH_*
 // and GOGC can be varied for experiments.
-func startIngestProcess(b *testing.B, natsURL string) *ingestProcess {
+func startIngestProcess(b *testing.B, n testenv.NATSServer) *ingestProcess {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), time.Minute)
 	defer cancel()
@@ -559,7 +590,7 @@ func startIngestProcess(b *testing.B, natsURL string) *ingestProcess {
 		bin = testenv.BuildBinary(b, "./cmd/ingest")
 	}
 	p := &ingestProcess{key: key, Service: testenv.StartService(b, bin,
-		"NATS_URL="+natsURL, "DATABASE_URL="+dbURL, "INGEST_RATE_LIMIT=0", "LOG_LEVEL=warn")}
+		append(n.Env(natsauth.Ingest), "DATABASE_URL="+dbURL, "INGEST_RATE_LIMIT=0", "LOG_LEVEL=warn")...)}
 	p.WaitReady(b)
 	return p
 }

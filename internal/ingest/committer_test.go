@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -57,7 +58,7 @@ func TestCommitterDuplicateInSharedBatch(t *testing.T) {
 	nc := n.Connect(t)
 	_, err := stream.Ensure(context.Background(), nc, stream.Config{})
 	require.NoError(t, err)
-	pub, err := events.NewPublisher(nc)
+	pub, err := events.NewPublisher(n.ConnectAs(t, natsauth.Ingest))
 	require.NoError(t, err)
 	stored, err := pub.AppendNormalized(context.Background(), []events.Event{normalized(t, "stored")})
 	require.NoError(t, err)
@@ -124,7 +125,7 @@ func TestCommitterRespectsMaxBatch(t *testing.T) {
 	nc := n.Connect(t)
 	_, err := stream.Ensure(context.Background(), nc, stream.Config{})
 	require.NoError(t, err)
-	pub, err := events.NewPublisher(nc)
+	pub, err := events.NewPublisher(n.ConnectAs(t, natsauth.Ingest))
 	require.NoError(t, err)
 	gate := &gatedAppender{next: pub, entered: make(chan struct{}), release: make(chan struct{})}
 	close(gate.release)

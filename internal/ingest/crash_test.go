@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -33,7 +32,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	start := time.Now()
 
 	p := testenv.StartNATSProcess(t)
-	app := startApp(t, p.URL(), testenv.Database(t))
+	app := startApp(t, p, testenv.Database(t))
 
 	const (
 		workers       = 24
@@ -73,7 +72,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		<-time.After(20 * time.Millisecond) // pace the re-sends
 	}
 
-	stored, info := readStream(t, p.URL())
+	stored, info := readStream(t, p)
 	acked := l.ackedEvents()
 	require.Equal(t, uint64(1), info.State.FirstSeq)
 	require.Equal(t, info.State.LastSeq, info.State.Msgs, "no gaps in the stream")
@@ -277,12 +276,11 @@ func (l *crashLoad) send(ids []string, n int) int {
 
 // readStream reads the whole EVENTS stream with an ordered consumer and
 // returns the seqs each event id is stored at.
-func readStream(t *testing.T, url string) (map[string][]uint64, *jetstream.StreamInfo) {
+func readStream(t *testing.T, p testenv.NATSServer) (map[string][]uint64, *jetstream.StreamInfo) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(url)
-	require.NoError(t, err)
+	nc := p.Connect(t)
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)

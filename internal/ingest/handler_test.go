@@ -20,6 +20,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/ingest"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -42,7 +43,7 @@ func setup(t *testing.T) bundle {
 	nc := n.Connect(t)
 	str, err := stream.Ensure(ctx, nc, stream.Config{})
 	require.NoError(t, err)
-	pub, err := events.NewPublisher(nc, events.WithTimeout(2*time.Second))
+	pub, err := events.NewPublisher(n.ConnectAs(t, natsauth.Ingest), events.WithTimeout(2*time.Second))
 	require.NoError(t, err)
 	keys := apikey.NewStore(testenv.Pool(t), 0)
 	mk := func(tenant string, scopes []string, rate int) string {

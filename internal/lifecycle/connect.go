@@ -20,8 +20,10 @@ type Conns struct {
 }
 
 // Connect opens Postgres and refuses an out-of-date schema, then connects
-// to NATS as name and creates or updates the EVENTS stream.
-func Connect(ctx context.Context, databaseURL, natsURL, name string, sc stream.Config, log *slog.Logger) (*Conns, error) {
+// to NATS for service (connection name eventline-<service>). It does not
+// create the stream: `eventline migrate` provisions it, and each service
+// checks it exists.
+func Connect(ctx context.Context, databaseURL string, natsClient stream.Client, service string, log *slog.Logger) (*Conns, error) {
 	pool, err := postgres.Open(ctx, databaseURL)
 	if err != nil {
 		return nil, err
@@ -30,13 +32,8 @@ func Connect(ctx context.Context, databaseURL, natsURL, name string, sc stream.C
 		pool.Close()
 		return nil, err
 	}
-	nc, err := stream.Connect(natsURL, name, log)
+	nc, err := stream.Connect(natsClient, service, "eventline-"+service, log)
 	if err != nil {
-		pool.Close()
-		return nil, err
-	}
-	if _, err := stream.Ensure(ctx, nc, sc); err != nil {
-		nc.Close()
 		pool.Close()
 		return nil, err
 	}
@@ -59,9 +56,9 @@ type ConsumerConns struct {
 }
 
 // ConnectConsumer is Connect plus the subscriber's own connection, named
-// name+"-consumer".
-func ConnectConsumer(ctx context.Context, databaseURL, natsURL, name string, sc stream.Config, log *slog.Logger) (*ConsumerConns, error) {
-	conns, err := Connect(ctx, databaseURL, natsURL, name, sc, log)
+// eventline-<service>-consumer.
+func ConnectConsumer(ctx context.Context, databaseURL string, natsClient stream.Client, service string, log *slog.Logger) (*ConsumerConns, error) {
+	conns, err := Connect(ctx, databaseURL, natsClient, service, log)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +67,7 @@ func ConnectConsumer(ctx context.Context, databaseURL, natsURL, name string, sc 
 		conns.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	cnc, err := stream.Connect(natsURL, name+"-consumer", log)
+	cnc, err := stream.Connect(natsClient, service, "eventline-"+service+"-consumer", log)
 	if err != nil {
 		conns.Close()
 		return nil, err

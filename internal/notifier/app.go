@@ -21,26 +21,25 @@ import (
 // AppConfig is everything the notifier binary reads from flags and
 // environment.
 type AppConfig struct {
-	HTTPAddr, AdminAddr, NATSURL, DatabaseURL, LogLevel string
-	Service                                             Config
-	SMTPURL                                             string
-	SMTPTimeout                                         time.Duration
-	UnsubscribeSecret                                   string
-	Stream                                              stream.Config
-	ShutdownTimeout                                     time.Duration
+	HTTPAddr, AdminAddr, DatabaseURL, LogLevel string
+	NATS                                       stream.Client // as identity notifier (deploy/nats)
+	Service                                    Config
+	SMTPURL                                    string
+	SMTPTimeout                                time.Duration
+	UnsubscribeSecret                          string
+	ShutdownTimeout                            time.Duration
 }
 
 // Register binds the settings to flags and environment variables.
 func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8083", "notification API listen address")
 	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9093", "admin listen address (/livez, /readyz, /metrics)")
-	s.String(&c.NATSURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
+	c.NATS.Register(s)
 	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL")
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
-	s.Int(&c.Service.Handlers, "handlers", "NOTIFIER_HANDLERS", DefaultHandlers, "concurrent Watermill handlers (their inbox writes are group-committed)")
 	s.Int(&c.Service.Batch, "batch", "NOTIFIER_BATCH", 500, "most events per inbox transaction")
+	s.Int(&c.Service.Inflight, "inflight", "NOTIFIER_INFLIGHT", 2, "inbox transactions of unrelated batches running at once (they commit in stream order)")
 	s.Duration(&c.Service.DedupRetention, "dedup-retention", "NOTIFIER_DEDUP_RETENTION", 30*24*time.Hour, "how long the de-duplication key of an applied event is kept")
-	s.Int(&c.Service.MaxDeliver, "max-deliver", "NOTIFIER_MAX_DELIVER", 50, "deliveries of one event (1s..1m apart) before it is dead-lettered")
 	s.String(&c.SMTPURL, "smtp-url", "SMTP_URL", "", "SMTP server for digests: smtp://[user:pass@]host:port (STARTTLS when offered) or smtps://...; empty: no digests are sent")
 	s.Duration(&c.SMTPTimeout, "smtp-timeout", "SMTP_TIMEOUT", 30*time.Second, "bound on one SMTP conversation")
 	s.String(&c.Service.Digest.From, "mail-from", "MAIL_FROM", "eventline <notifications@localhost>", "From of digest emails")
@@ -50,8 +49,6 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.Service.Digest.GroupURL, "digest-group-url", "DIGEST_GROUP_URL", "", "optional link per group in digests, with {tenant}, {type} and {id}, e.g. https://app.example.com/{type}s/{id}")
 	s.Duration(&c.Service.DigestEvery, "digest-interval", "DIGEST_INTERVAL", 30*time.Second, "how often due digests are looked for")
 	s.Duration(&c.Service.Heartbeat, "sse-heartbeat", "SSE_HEARTBEAT", 15*time.Second, "comment line sent on idle event streams")
-	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
-	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
 }
 
@@ -105,7 +102,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	defer lifecycle.FlushTraces(tracing, a.log)
 	cfg.Service.TracerProvider = tracing.Provider
-	conns, err := lifecycle.ConnectConsumer(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-notifier", cfg.Stream, a.log)
+	conns, err := lifecycle.ConnectConsumer(ctx, cfg.DatabaseURL, cfg.NATS, "notifier", a.log)
 	if err != nil {
 		return err
 	}
@@ -120,6 +117,7 @@ func (a *App) Run(ctx context.Context) error {
 	svc.Routes(mux)
 	mux.Handle("/", httpapi.Fallback(mux))
 	checks := observe.Checks(nc, pool)
+	checks["stream"] = stream.NewPresence(js, svc.cfg.Consumer, 0).Check
 	checks["inbox_listener"] = func(context.Context) error {
 		select {
 		case <-svc.Hub().Listening():

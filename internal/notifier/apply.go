@@ -35,6 +35,14 @@ type Change struct {
 	UpdatedAt    time.Time   `json:"updated_at"`
 	LastEventID  string      `json:"last_event_id,omitempty"`
 	LastEventTyp string      `json:"last_event_type,omitempty"`
+	// Seq is the user's inbox sequence of the change, its SSE id: every
+	// change to one user's inbox takes the next value in the transaction
+	// that makes it, so they commit in Seq order. A read_all covers every
+	// notification it read, with the Seqs up to this one.
+	Seq int64 `json:"seq"`
+	// UnreadTotal is the user's number of unread notifications after the
+	// change.
+	UnreadTotal int `json:"unread_total"`
 }
 
 // applyResult is what applying a batch did.
@@ -50,11 +58,14 @@ type writer struct {
 
 type groupKey struct{ tenant, user, gtype, gid string }
 
+type userKey struct{ tenant, user string }
+
 type bump struct {
 	count             int
 	seq               uint64
 	event             []byte
 	eventID, eventTyp string
+	back              int // this group's place among its user's bumps, from the last (0)
 }
 
 type watchKey struct {
@@ -71,16 +82,30 @@ type watcherSet struct {
 
 func (w *watcherSet) watchersOf(ref events.Ref) []string { return w.m[watchKey{w.tenant, ref}] }
 
-// apply writes the inbox effects of evs in one transaction: the
-// de-duplication keys, new watches, the notification upserts, the digests
-// to schedule and the NOTIFY of every change. Events already applied (a
-// redelivery) change nothing.
-func (w *writer) apply(ctx context.Context, evs []*events.Event) (applyResult, error) {
-	return w.applyWith(ctx, evs, nil)
+// gate orders a transaction of the commit pipeline after the batches
+// still running before it (see pipeline.go). A transaction on its own
+// (a replayed dead letter) has none.
+type gate interface {
+	// admit records what the batch reads (whose watchers) and writes
+	// (watches and notifications of these groups), then blocks until no
+	// earlier batch still running writes any of them.
+	admit(ctx context.Context, reads, writes map[watchKey]bool) error
+	// lockUsers records whose inboxes the batch changes, then blocks until
+	// no earlier batch still running changes one of them.
+	lockUsers(ctx context.Context, users map[userKey]bool) error
 }
 
-// applyWith is apply with also run in the same transaction.
-func (w *writer) applyWith(ctx context.Context, evs []*events.Event, also func(pgx.Tx) error) (applyResult, error) {
+// apply writes the inbox effects of evs in one transaction of their own:
+// the de-duplication keys, new watches, the notification upserts, the
+// digests to schedule and the NOTIFY of every change. Events already
+// applied (a redelivery) change nothing.
+func (w *writer) apply(ctx context.Context, evs []*events.Event) (applyResult, error) {
+	return w.applyWith(ctx, evs, nil, nil)
+}
+
+// applyWith is apply ordered by g (when not nil), with also run last in
+// the same transaction.
+func (w *writer) applyWith(ctx context.Context, evs []*events.Event, g gate, also func(pgx.Tx) error) (applyResult, error) {
 	var res applyResult
 	now := w.now().UTC().Truncate(time.Microsecond)
 	// One copy of each event id, in stream order.
@@ -99,7 +124,7 @@ func (w *writer) applyWith(ctx context.Context, evs []*events.Event, also func(p
 	dups := res.duplicates
 	err := postgres.InTx(ctx, w.pool, func(tx pgx.Tx) error {
 		res = applyResult{duplicates: dups}
-		if err := w.applyTx(ctx, tx, uniq, now, &res); err != nil {
+		if err := w.applyTx(ctx, tx, uniq, now, &res, g); err != nil {
 			return err
 		}
 		if also != nil {
@@ -114,32 +139,37 @@ func (w *writer) applyWith(ctx context.Context, evs []*events.Event, also func(p
 }
 
 // applyTx writes the effects of uniq (one copy of each event, in stream
-// order) in tx.
-func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, now time.Time, res *applyResult) error {
+// order) in tx. Every event sees the watches of the events before it:
+// those committed (an earlier batch touching the same objects has
+// committed before g admits this one) and those of this batch (threaded
+// through in stream order).
+func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, now time.Time, res *applyResult, g gate) error {
 	// One round trip: the de-duplication keys and the tenants' rules.
-	batch := &pgx.Batch{}
-	queueClaim(batch, uniq)
-	queueRules(batch, uniq)
-	br := tx.SendBatch(ctx, batch)
-	fresh, err := readClaim(br, uniq)
+	var fresh []*events.Event
 	var rules map[string]Rules
-	if err == nil {
-		rules, err = readRules(br, uniq)
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
+	if len(uniq) > 0 {
+		batch := &pgx.Batch{}
+		queueClaim(batch, uniq)
+		queueRules(batch, uniq)
+		br := tx.SendBatch(ctx, batch)
+		var err error
+		fresh, err = readClaim(br, uniq)
+		if err == nil {
+			rules, err = readRules(br, uniq)
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
 	}
 	res.duplicates += len(uniq) - len(fresh)
 	res.applied = len(fresh)
-	if len(fresh) == 0 {
-		return nil
-	}
-	// Which rule applies to each event, and whose watchers it reads.
+	// Which rule applies to each event, whose watchers it reads and which
+	// group it writes.
 	matched := make([]*Rule, len(fresh))
-	need := map[watchKey]bool{}
+	reads, writes := map[watchKey]bool{}, map[watchKey]bool{}
 	for i, e := range fresh {
 		r, ok := rules[e.Tenant].Match(e.Type)
 		if !ok {
@@ -147,11 +177,17 @@ func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, n
 		}
 		matched[i] = &r
 		for _, ref := range append(r.Notify.objects(e), r.Watch.objects(e)...) {
-			need[watchKey{e.Tenant, ref}] = true
+			reads[watchKey{e.Tenant, ref}] = true
 		}
-		need[watchKey{e.Tenant, r.group(e)}] = true
+		gk := watchKey{e.Tenant, r.group(e)}
+		reads[gk], writes[gk] = true, true
 	}
-	ws, err := loadWatchers(ctx, tx, need)
+	if g != nil {
+		if err := g.admit(ctx, reads, writes); err != nil {
+			return err
+		}
+	}
+	ws, err := loadWatchers(ctx, tx, reads)
 	if err != nil {
 		return err
 	}
@@ -176,7 +212,7 @@ func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, n
 		}
 		body, err := json.Marshal(e)
 		if err != nil {
-			return fmt.Errorf("encode event %s: %w", e.ID, err)
+			return markPermanent(fmt.Errorf("encode event %s: %w", e.ID, err))
 		}
 		for _, u := range out.Recipients {
 			k := groupKey{e.Tenant, u, out.Group.Type, out.Group.ID}
@@ -191,11 +227,21 @@ func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, n
 			}
 		}
 	}
-	// One round trip: the new watches and the inbox upsert.
-	batch = &pgx.Batch{}
+	users := numberBumps(bumps)
+	if g != nil {
+		if err := g.lockUsers(ctx, users); err != nil {
+			return err
+		}
+	}
+	if len(newWatches) == 0 && len(bumps) == 0 {
+		return nil
+	}
+	// One round trip: the new watches, the inbox sequences (each changed
+	// inbox's row is locked here, first) and the notification upsert.
+	batch := &pgx.Batch{}
 	queueWatches(batch, newWatches, now)
-	upsert := queueUpsert(batch, bumps, now)
-	br = tx.SendBatch(ctx, batch)
+	upsert := queueUpsert(batch, bumps, users, now)
+	br := tx.SendBatch(ctx, batch)
 	if len(newWatches) > 0 {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
@@ -203,8 +249,12 @@ func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, n
 		}
 	}
 	var changes []Change
+	var totals map[userKey]int
 	if upsert {
-		changes, err = readUpsert(br, bumps)
+		totals, err = readTotals(br)
+		if err == nil {
+			changes, err = readUpsert(br, bumps)
+		}
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -213,12 +263,88 @@ func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, n
 		return err
 	}
 	res.notifications = len(bumps)
-	// One round trip: NOTIFY the changes and read who wants digests.
+	// One round trip: the unread totals, the NOTIFY of the changes and who
+	// wants digests.
 	batch = &pgx.Batch{}
+	queueTotals(batch, changes, bumps, totals)
 	if err := queueChanges(batch, changes); err != nil {
 		return err
 	}
-	return scheduleDigests(ctx, tx, batch, bumps, now)
+	return scheduleDigests(ctx, tx, batch, changes, now)
+}
+
+// readTotals reads the unread totals of the users bumpInboxesSQL locked,
+// before this transaction's changes.
+func readTotals(br pgx.BatchResults) (map[userKey]int, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("advance inbox sequences: %w", err)
+	}
+	totals := map[userKey]int{}
+	for rows.Next() {
+		var u userKey
+		var n int
+		if err := rows.Scan(&u.tenant, &u.user, &n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		totals[u] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("advance inbox sequences: %w", err)
+	}
+	return totals, nil
+}
+
+// queueTotals sets each change's UnreadTotal (the user's total once it is
+// made, in sequence order) and queues the update of the totals that
+// changed. A
+// notification became unread when its unread_count is just this
+// transaction's bump: a read one has 0, an unread one more.
+func queueTotals(b *pgx.Batch, changes []Change, bumps map[groupKey]*bump, totals map[userKey]int) {
+	// changes are in (tenant, user, seq) order.
+	var tenants, users []string
+	var added []int32
+	became := 0
+	for i, c := range changes {
+		u := userKey{c.Tenant, c.UserID}
+		if bu := bumps[groupKey{c.Tenant, c.UserID, c.Group.Type, c.Group.ID}]; bu != nil && c.UnreadCount == bu.count {
+			totals[u]++
+			became++
+		}
+		changes[i].UnreadTotal = totals[u]
+		if i == len(changes)-1 || changes[i+1].Tenant != c.Tenant || changes[i+1].UserID != c.UserID {
+			if became > 0 {
+				tenants, users, added = append(tenants, u.tenant), append(users, u.user), append(added, int32(totals[u]))
+			}
+			became = 0
+		}
+	}
+	if len(tenants) == 0 {
+		return
+	}
+	b.Queue(`UPDATE notify.inboxes i SET unread_total = x.n FROM unnest($1::text[], $2::text[], $3::int[]) AS x(t, u, n)
+		WHERE i.tenant = x.t AND i.user_id = x.u`, tenants, users, added)
+}
+
+// numberBumps places each user's bumped groups in stream order (of the
+// last event bumping each) and returns the users and how many groups each
+// has: the inbox sequences they take, in that order.
+func numberBumps(bumps map[groupKey]*bump) map[userKey]bool {
+	per := map[userKey][]*bump{}
+	for k, b := range bumps {
+		u := userKey{k.tenant, k.user}
+		per[u] = append(per[u], b)
+	}
+	users := make(map[userKey]bool, len(per))
+	for u, bs := range per {
+		users[u] = true
+		slices.SortFunc(bs, func(a, b *bump) int { return cmp.Compare(b.seq, a.seq) }) // newest first
+		for i, b := range bs {
+			b.back = i
+		}
+	}
+	return users
 }
 
 // queueClaim records the de-duplication key of each event.
@@ -344,13 +470,32 @@ func queueWatches(b *pgx.Batch, add map[watchKey][]string, now time.Time) {
 		ON CONFLICT DO NOTHING`, tenants, types, ids, users, now)
 }
 
-// queueUpsert bumps one notification per (tenant, user, group), in key
-// order so that concurrent batches lock rows in the same order. It queues
-// nothing (and returns false) without bumps.
-func queueUpsert(b *pgx.Batch, bumps map[groupKey]*bump, now time.Time) bool {
+// queueUpsert advances the inbox sequence of every user with bumps (in key
+// order: their rows are the locks every inbox change takes first), then
+// bumps one notification per (tenant, user, group), each taking its
+// sequence, and keeps the users' unread totals. It queues nothing (and
+// returns false) without bumps.
+func queueUpsert(b *pgx.Batch, bumps map[groupKey]*bump, users map[userKey]bool, now time.Time) bool {
 	if len(bumps) == 0 {
 		return false
 	}
+	perUser := map[userKey]int64{}
+	for k := range bumps {
+		perUser[userKey{k.tenant, k.user}]++
+	}
+	us := make([]userKey, 0, len(users))
+	for u := range users {
+		us = append(us, u)
+	}
+	slices.SortFunc(us, func(a, b userKey) int {
+		return cmp.Or(strings.Compare(a.tenant, b.tenant), strings.Compare(a.user, b.user))
+	})
+	ut, uu, un := make([]string, len(us)), make([]string, len(us)), make([]int64, len(us))
+	for i, u := range us {
+		ut[i], uu[i], un[i] = u.tenant, u.user, perUser[u]
+	}
+	b.Queue(bumpInboxesSQL, ut, uu, un)
+
 	keys := make([]groupKey, 0, len(bumps))
 	for k := range bumps {
 		keys = append(keys, k)
@@ -359,17 +504,45 @@ func queueUpsert(b *pgx.Batch, bumps map[groupKey]*bump, now time.Time) bool {
 		return cmp.Or(strings.Compare(a.tenant, b.tenant), strings.Compare(a.user, b.user), strings.Compare(a.gtype, b.gtype), strings.Compare(a.gid, b.gid))
 	})
 	n := len(keys)
-	tenants, users, gtypes, gids, bodies := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	counts := make([]int32, n)
+	tenants, userIDs, gtypes, gids, bodies := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	counts, backs := make([]int32, n), make([]int32, n)
 	for i, k := range keys {
 		bu := bumps[k]
-		tenants[i], users[i], gtypes[i], gids[i], counts[i], bodies[i] = k.tenant, k.user, k.gtype, k.gid, int32(bu.count), string(bu.event)
+		tenants[i], userIDs[i], gtypes[i], gids[i], counts[i], bodies[i], backs[i] = k.tenant, k.user, k.gtype, k.gid, int32(bu.count), string(bu.event), int32(bu.back)
 	}
-	b.Queue(upsertSQL, tenants, users, gtypes, gids, counts, bodies, now)
+	b.Queue(upsertSQL, tenants, userIDs, gtypes, gids, counts, bodies, backs, now)
 	return true
 }
 
-// readUpsert returns the inbox changes of the upsert.
+// bumpInboxesSQL takes the next n sequences of each user's inbox, creating
+// the inbox on its first notification, and returns the users' unread
+// totals. It locks the users' inbox rows, first: every writer of a user's
+// notifications holds that lock, so they cannot change under this
+// transaction.
+const bumpInboxesSQL = `INSERT INTO notify.inboxes AS i (tenant, user_id, seq, unread_total)
+	SELECT t, u, n, 0 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(t, u, n) ORDER BY 1, 2
+	ON CONFLICT (tenant, user_id) DO UPDATE SET seq = i.seq + excluded.seq
+	RETURNING tenant, user_id, unread_total`
+
+// upsertSQL bumps the notifications, a group's change taking its user's
+// sequence minus its place from the last, and returns them in (tenant,
+// user, sequence) order.
+const upsertSQL = `WITH x AS (
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::int[]) AS x(t, u, gt, gi, c, e, back)
+	), up AS (
+		INSERT INTO notify.notifications AS n (tenant, user_id, group_type, group_id, unread_count, last_event, created_at, updated_at, change_seq)
+		SELECT x.t, x.u, x.gt, x.gi, x.c, x.e::jsonb, $8, $8, i.seq - x.back
+		FROM x JOIN notify.inboxes i ON i.tenant = x.t AND i.user_id = x.u
+		ORDER BY 1, 2, 3, 4
+		ON CONFLICT (tenant, user_id, group_type, group_id) DO UPDATE
+		SET unread_count = n.unread_count + excluded.unread_count, last_event = excluded.last_event,
+		    read_at = NULL, updated_at = excluded.updated_at, change_seq = excluded.change_seq
+		RETURNING n.id, n.tenant, n.user_id, n.group_type, n.group_id, n.unread_count, n.updated_at, n.change_seq
+	)
+	SELECT * FROM up ORDER BY tenant, user_id, change_seq`
+
+// readUpsert returns the inbox changes of the upsert, each user's in
+// sequence order.
 func readUpsert(br pgx.BatchResults, bumps map[groupKey]*bump) ([]Change, error) {
 	rows, err := br.Query()
 	if err != nil {
@@ -380,7 +553,7 @@ func readUpsert(br pgx.BatchResults, bumps map[groupKey]*bump) ([]Change, error)
 		var c Change
 		var g events.Ref
 		var id int64
-		if err := rows.Scan(&id, &c.Tenant, &c.UserID, &g.Type, &g.ID, &c.UnreadCount, &c.UpdatedAt); err != nil {
+		if err := rows.Scan(&id, &c.Tenant, &c.UserID, &g.Type, &g.ID, &c.UnreadCount, &c.UpdatedAt, &c.Seq); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -396,17 +569,6 @@ func readUpsert(br pgx.BatchResults, bumps map[groupKey]*bump) ([]Change, error)
 	}
 	return changes, nil
 }
-
-// upsertSQL is the inbox write; BenchmarkNotify compares the notifier
-// against running it alone (without RETURNING).
-const upsertSQL = upsertRowsSQL + `
-	RETURNING id, tenant, user_id, group_type, group_id, unread_count, updated_at`
-
-const upsertRowsSQL = `INSERT INTO notify.notifications AS n (tenant, user_id, group_type, group_id, unread_count, last_event, created_at, updated_at)
-	SELECT t, u, gt, gi, c, e::jsonb, $7, $7 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[]) AS x(t, u, gt, gi, c, e)
-	ON CONFLICT (tenant, user_id, group_type, group_id) DO UPDATE
-	SET unread_count = n.unread_count + excluded.unread_count, last_event = excluded.last_event,
-	    read_at = NULL, updated_at = excluded.updated_at`
 
 // publishChanges NOTIFYs the changes inside the writing transaction, so
 // listeners in every replica hear of them exactly when they commit.

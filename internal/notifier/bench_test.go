@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -66,7 +67,7 @@ func seedWatches(b *testing.B, pool *pgxpool.Pool, cards, watchers int) {
 // runNotifier appends the events to a fresh stream, starts a notifier
 // service on a fresh database and returns the time from start to the last
 // event's commit.
-func runNotifier(b *testing.B, es []events.Event, handlers int) time.Duration {
+func runNotifier(b *testing.B, es []events.Event, inflight int) time.Duration {
 	b.Helper()
 	ctx := context.Background()
 	n := testenv.StartNATS(b)
@@ -88,8 +89,15 @@ func runNotifier(b *testing.B, es []events.Event, handlers int) time.Duration {
 	pool := testenv.Pool(b)
 	seedWatches(b, pool, benchCards, benchWatchers)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if _, err := EnsureConsumer(ctx, js, DefaultConsumer, 50, 0); err != nil {
+		b.Fatal(err)
+	}
+	njs, err := jetstream.New(n.ConnectAs(b, natsauth.Notifier))
+	if err != nil {
+		b.Fatal(err)
+	}
 	start := time.Now()
-	svc, err := NewService(ctx, n.Connect(b), js, pool, apikey.NewStore(pool, 0), Config{Handlers: handlers}, NewMetrics(prometheus.NewRegistry()), log)
+	svc, err := NewService(ctx, n.ConnectAs(b, natsauth.Notifier), njs, pool, apikey.NewStore(pool, 0), Config{Inflight: inflight}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -167,8 +175,20 @@ func runRaw(b *testing.B, es []events.Event) time.Duration {
 	return time.Since(start)
 }
 
-// rawUpsert is the baseline write: the notifier's INSERT ... ON CONFLICT
-// DO UPDATE over unnest, without RETURNING, in key order, one transaction.
+// rawUpsertSQL is the inbox write alone: INSERT ... ON CONFLICT DO UPDATE
+// over unnest, without RETURNING, the unread totals or the inbox
+// sequences (each row gets a distinct change_seq from the caller).
+const rawUpsertSQL = `INSERT INTO notify.notifications AS n (tenant, user_id, group_type, group_id, unread_count, last_event, created_at, updated_at, change_seq)
+	SELECT t, u, gt, gi, c, e::jsonb, $7, $7, s FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $8::bigint[]) AS x(t, u, gt, gi, c, e, s)
+	ON CONFLICT (tenant, user_id, group_type, group_id) DO UPDATE
+	SET unread_count = n.unread_count + excluded.unread_count, last_event = excluded.last_event,
+	    read_at = NULL, updated_at = excluded.updated_at, change_seq = excluded.change_seq`
+
+// rawSeq numbers the raw baseline's rows (change_seq is unique per user).
+var rawSeq int64
+
+// rawUpsert is the baseline write (rawUpsertSQL), in key order, one
+// transaction.
 func rawUpsert(ctx context.Context, pool *pgxpool.Pool, bumps map[groupKey]*bump) error {
 	keys := make([]groupKey, 0, len(bumps))
 	for k := range bumps {
@@ -179,11 +199,12 @@ func rawUpsert(ctx context.Context, pool *pgxpool.Pool, bumps map[groupKey]*bump
 	})
 	n := len(keys)
 	tenants, users, gtypes, gids, bodies := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	counts := make([]int32, n)
+	counts, seqs := make([]int32, n), make([]int64, n)
 	for i, k := range keys {
-		tenants[i], users[i], gtypes[i], gids[i], counts[i], bodies[i] = k.tenant, k.user, k.gtype, k.gid, int32(bumps[k].count), string(bumps[k].event)
+		rawSeq++
+		tenants[i], users[i], gtypes[i], gids[i], counts[i], bodies[i], seqs[i] = k.tenant, k.user, k.gtype, k.gid, int32(bumps[k].count), string(bumps[k].event), rawSeq
 	}
-	_, err := pool.Exec(ctx, upsertRowsSQL, tenants, users, gtypes, gids, counts, bodies, time.Now())
+	_, err := pool.Exec(ctx, rawUpsertSQL, tenants, users, gtypes, gids, counts, bodies, time.Now(), seqs)
 	return err
 }
 
@@ -193,12 +214,12 @@ func rawUpsert(ctx context.Context, pool *pgxpool.Pool, bumps map[groupKey]*bump
 // rounds of the same run.
 func BenchmarkNotify(b *testing.B) {
 	es := benchEventsFor(benchEvents, benchCards)
-	handlers := benchInt("BENCH_NOTIFY_HANDLERS", 0) // 0: the default
+	inflight := benchInt("BENCH_NOTIFY_INFLIGHT", 0) // 0: the default
 	notifs := float64(len(es) * benchWatchers)
 	var svc, raw, ratio []float64
 	for i := 0; i < b.N; i++ {
 		r := notifs / runRaw(b, es).Seconds()
-		s := notifs / runNotifier(b, es, handlers).Seconds()
+		s := notifs / runNotifier(b, es, inflight).Seconds()
 		raw, svc, ratio = append(raw, r), append(svc, s), append(ratio, s/r)
 		b.Logf("round %d: notifier %.0f notifications/s, raw upsert %.0f rows/s, ratio %.2f", i+1, s, r, s/r)
 	}

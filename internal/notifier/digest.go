@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/pkg/events"
 )
 
 // Digest frequencies (CONTRACT §2 preferences).
@@ -48,20 +50,25 @@ func loadLocation(name string) *time.Location {
 	return time.UTC
 }
 
-// scheduleDigests opens a digest window, starting now, for every notified
-// user who wants digests and has none pending. It sends batch (queued
-// statements to run first, such as the NOTIFY) with its own query.
-func scheduleDigests(ctx context.Context, tx pgx.Tx, batch *pgx.Batch, bumps map[groupKey]*bump, now time.Time) error {
-	if len(bumps) == 0 {
+// scheduleDigests opens a digest window, starting now, for every user
+// changes notified who wants digests and has none pending. The window
+// covers the inbox changes after the last one before this transaction's
+// (changes are one user's in sequence order, and the user's inbox row is
+// locked). It sends batch (queued statements to run first, such as the
+// NOTIFY) with its own query.
+func scheduleDigests(ctx context.Context, tx pgx.Tx, batch *pgx.Batch, changes []Change, now time.Time) error {
+	if len(changes) == 0 {
 		return nil // and no changes to NOTIFY
 	}
-	type tu struct{ tenant, user string }
-	seen := map[tu]bool{}
+	after := map[userKey]int64{}
 	var tenants, users []string
-	for k := range bumps {
-		if !seen[tu{k.tenant, k.user}] {
-			seen[tu{k.tenant, k.user}] = true
-			tenants, users = append(tenants, k.tenant), append(users, k.user)
+	for _, c := range changes {
+		u := userKey{c.Tenant, c.UserID}
+		if s, ok := after[u]; !ok || c.Seq-1 < s {
+			if !ok {
+				tenants, users = append(tenants, c.Tenant), append(users, c.UserID)
+			}
+			after[u] = c.Seq - 1
 		}
 	}
 	before := batch.Len()
@@ -86,6 +93,7 @@ func scheduleDigests(ctx context.Context, tx pgx.Tx, batch *pgx.Batch, bumps map
 	}
 	var dt, du []string
 	var ends []time.Time
+	var afters []int64
 	for rows.Next() {
 		var t, u, digest, tz string
 		if err := rows.Scan(&t, &u, &digest, &tz); err != nil {
@@ -94,6 +102,7 @@ func scheduleDigests(ctx context.Context, tx pgx.Tx, batch *pgx.Batch, bumps map
 			return err
 		}
 		dt, du, ends = append(dt, t), append(du, u), append(ends, windowEnd(now, digest, loadLocation(tz)))
+		afters = append(afters, after[userKey{t, u}])
 	}
 	if err := errors.Join(rows.Err(), br.Close()); err != nil {
 		return fmt.Errorf("load digest preferences: %w", err)
@@ -101,9 +110,9 @@ func scheduleDigests(ctx context.Context, tx pgx.Tx, batch *pgx.Batch, bumps map
 	if len(dt) == 0 {
 		return nil
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO notify.digests (tenant, user_id, starts_at, ends_at, next_attempt_at)
-		SELECT t, u, $3, e, e FROM unnest($1::text[], $2::text[], $4::timestamptz[]) AS x(t, u, e)
-		ON CONFLICT DO NOTHING`, dt, du, now, ends)
+	_, err = tx.Exec(ctx, `INSERT INTO notify.digests (tenant, user_id, starts_at, ends_at, next_attempt_at, after_seq)
+		SELECT t, u, $3, e, e, a FROM unnest($1::text[], $2::text[], $4::timestamptz[], $5::bigint[]) AS x(t, u, e, a)
+		ON CONFLICT DO NOTHING`, dt, du, now, ends, afters)
 	if err != nil {
 		return fmt.Errorf("schedule digests: %w", err)
 	}
@@ -127,11 +136,14 @@ type DigestConfig struct {
 	MaxTries  int           // attempts before a digest is given up; default 12
 }
 
-// digest is one claimed window.
+// digest is one claimed window. It covers the user's inbox changes after
+// afterSeq; the sender fixes its end (upto) when it reads the window's
+// notifications, and the next window starts there.
 type digest struct {
 	id               int64
 	tenant, userID   string
 	startsAt, endsAt time.Time
+	afterSeq         int64
 	token            string
 	attempts         int
 }
@@ -157,14 +169,14 @@ func (s *digestSender) tick(ctx context.Context) (int, error) {
 			ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 		UPDATE notify.digests d SET claim_token = gen_random_uuid(), next_attempt_at = $3, attempts = d.attempts + 1
 		FROM due WHERE d.id = due.id
-		RETURNING d.id, d.tenant, d.user_id, d.starts_at, d.ends_at, d.claim_token::text, d.attempts`,
+		RETURNING d.id, d.tenant, d.user_id, d.starts_at, d.ends_at, d.after_seq, d.claim_token::text, d.attempts`,
 		now, s.cfg.Batch, now.Add(s.cfg.Claim))
 	if err != nil {
 		return 0, fmt.Errorf("claim due digests: %w", err)
 	}
 	ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (digest, error) {
 		var d digest
-		err := r.Scan(&d.id, &d.tenant, &d.userID, &d.startsAt, &d.endsAt, &d.token, &d.attempts)
+		err := r.Scan(&d.id, &d.tenant, &d.userID, &d.startsAt, &d.endsAt, &d.afterSeq, &d.token, &d.attempts)
 		return d, err
 	})
 	if err != nil {
@@ -183,16 +195,16 @@ func (s *digestSender) deliver(ctx context.Context, d digest) {
 		return
 	}
 	if pref.Digest == DigestNever || pref.Email == "" {
-		s.finish(ctx, d, "skipped", 0, pref)
+		s.finish(ctx, d, "skipped", 0, pref, nil)
 		return
 	}
-	items, err := digestItems(ctx, s.pool, d)
+	items, upto, err := digestItems(ctx, s.pool, d)
 	if err != nil {
 		s.fail(ctx, d, err)
 		return
 	}
 	if len(items) == 0 {
-		s.finish(ctx, d, "skipped", 0, pref)
+		s.finish(ctx, d, "skipped", 0, pref, &upto)
 		return
 	}
 	msg, err := s.render(d, pref, items)
@@ -211,37 +223,47 @@ func (s *digestSender) deliver(ctx context.Context, d digest) {
 		s.fail(ctx, d, err)
 		return
 	}
-	s.finish(ctx, d, "sent", len(items), pref)
+	s.finish(ctx, d, "sent", len(items), pref, &upto)
 }
 
-// finish records a digest's end (sent or skipped) and opens the next
-// window when unread notifications arrived after this one ended.
-func (s *digestSender) finish(ctx context.Context, d digest, status string, n int, pref Preferences) {
+// finish records a digest's end (sent or skipped) and the last inbox
+// change it covered (upto; nil when the user no longer wants digests),
+// and opens the next window when unread notifications changed after it.
+// It holds the user's inbox row lock, as every inbox change does: a
+// change committed before it is seen here (and opens the next window if
+// unread), one committed after it finds no pending window and opens one
+// itself, so every change belongs to exactly one window.
+func (s *digestSender) finish(ctx context.Context, d digest, status string, n int, pref Preferences, upto *int64) {
 	err := postgres.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM notify.inboxes WHERE tenant = $1 AND user_id = $2 FOR UPDATE`, d.tenant, d.userID); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, `UPDATE notify.digests SET status = $4, sent_at = CASE WHEN $4 = 'sent' THEN $5::timestamptz END,
-				notifications = $6, claim_token = NULL, last_error = NULL
+				notifications = $6, claim_token = NULL, last_error = NULL, upto_seq = $7
 			WHERE tenant = $1 AND id = $2 AND claim_token = $3::uuid AND status = 'pending'`,
-			d.tenant, d.id, d.token, status, s.now().UTC(), n)
+			d.tenant, d.id, d.token, status, s.now().UTC(), n, upto)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
 			return errClaimLost
 		}
-		if pref.Digest == DigestNever || pref.Email == "" {
+		if upto == nil || pref.Digest == DigestNever || pref.Email == "" {
 			return nil
 		}
-		var next *time.Time
-		if err := tx.QueryRow(ctx, `SELECT min(updated_at) FROM notify.notifications
-			WHERE tenant = $1 AND user_id = $2 AND read_at IS NULL AND updated_at >= $3`, d.tenant, d.userID, d.endsAt).Scan(&next); err != nil {
+		var next time.Time
+		err = tx.QueryRow(ctx, `SELECT updated_at FROM notify.notifications
+			WHERE tenant = $1 AND user_id = $2 AND read_at IS NULL AND change_seq > $3
+			ORDER BY change_seq LIMIT 1`, d.tenant, d.userID, *upto).Scan(&next)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
 			return err
 		}
-		if next == nil {
-			return nil
-		}
-		end := windowEnd(*next, pref.Digest, loadLocation(pref.Timezone))
-		_, err = tx.Exec(ctx, `INSERT INTO notify.digests (tenant, user_id, starts_at, ends_at, next_attempt_at)
-			VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING`, d.tenant, d.userID, *next, end)
+		end := windowEnd(next, pref.Digest, loadLocation(pref.Timezone))
+		_, err = tx.Exec(ctx, `INSERT INTO notify.digests (tenant, user_id, starts_at, ends_at, next_attempt_at, after_seq)
+			VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT DO NOTHING`, d.tenant, d.userID, next, end, *upto)
 		return err
 	})
 	switch {
@@ -276,14 +298,43 @@ func (s *digestSender) fail(ctx context.Context, d digest, cause error) {
 	}
 }
 
-func digestItems(ctx context.Context, pool *pgxpool.Pool, d digest) ([]Notification, error) {
-	rows, err := pool.Query(ctx, `SELECT `+notificationCols+` FROM notify.notifications
-		WHERE tenant = $1 AND user_id = $2 AND read_at IS NULL AND updated_at >= $3 AND updated_at < $4
-		ORDER BY updated_at DESC, id DESC LIMIT 100`, d.tenant, d.userID, d.startsAt, d.endsAt)
+// digestItems returns the window's notifications — unread, changed after
+// the window's start — and the user's inbox sequence they were read at,
+// the window's end: one statement, one snapshot, and one user's changes
+// commit in sequence order, so everything up to upto is there.
+func digestItems(ctx context.Context, pool *pgxpool.Pool, d digest) ([]Notification, int64, error) {
+	rows, err := pool.Query(ctx, `SELECT i.seq, n.id, n.group_type, n.group_id, n.unread_count, n.last_event, n.read_at, n.updated_at
+		FROM notify.inboxes i
+		LEFT JOIN LATERAL (
+			SELECT * FROM notify.notifications n
+			WHERE n.tenant = i.tenant AND n.user_id = i.user_id AND n.read_at IS NULL AND n.change_seq > $3 AND n.change_seq <= i.seq
+			ORDER BY n.updated_at DESC, n.id DESC LIMIT 100) n ON true
+		WHERE i.tenant = $1 AND i.user_id = $2`, d.tenant, d.userID, d.afterSeq)
 	if err != nil {
-		return nil, fmt.Errorf("load digest notifications: %w", err)
+		return nil, 0, fmt.Errorf("load digest notifications: %w", err)
 	}
-	return pgx.CollectRows(rows, scanNotification)
+	defer rows.Close()
+	upto := d.afterSeq
+	var out []Notification
+	for rows.Next() {
+		var n Notification
+		var id *int64
+		var gt, gi *string
+		var count *int
+		var updated *time.Time
+		if err := rows.Scan(&upto, &id, &gt, &gi, &count, &n.LastEvent, &n.ReadAt, &updated); err != nil {
+			return nil, 0, fmt.Errorf("load digest notifications: %w", err)
+		}
+		if id == nil {
+			continue // an inbox with nothing unread in the window
+		}
+		n.ID, n.Group, n.UnreadCount, n.UpdatedAt = strconv.FormatInt(*id, 10), events.Ref{Type: *gt, ID: *gi}, *count, *updated
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("load digest notifications: %w", err)
+	}
+	return out, upto, nil
 }
 
 // sortItems orders a digest's notifications by group type, then newest.

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/mail"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -209,7 +211,7 @@ func TestDigestRetryAfterSMTPFailure(t *testing.T) {
 func TestTwoReplicasSendEachDigestOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{cfg: Config{Digest: DigestConfig{Batch: 7}}})
-	second := b.startService(t, Config{Digest: DigestConfig{Batch: 7}})
+	second := b.startService(t, Config{Digest: DigestConfig{Batch: 7}}, nil)
 	ctx := context.Background()
 	const users = 60
 	var es []events.Event
@@ -269,4 +271,144 @@ func TestFrequencyChangeFlushesPendingDigest(t *testing.T) {
 	var status string
 	require.NoError(t, b.pool.QueryRow(ctx, `SELECT status FROM notify.digests WHERE tenant = 'acme' AND user_id = 'u2'`).Scan(&status))
 	require.Equal(t, "skipped", status)
+}
+
+// digestLineRE is one notification of a digest's text part.
+var digestLineRE = regexp.MustCompile(`(?m)^\* card (\S+) — (\d+) new: user \S+: comment\.created comment (\S+) \(`)
+
+// digestLines returns the (group, count, last event) lines of a digest.
+func digestLines(t *testing.T, m received) [][3]string {
+	t.Helper()
+	_, params, err := mime.ParseMediaType(m.msg.Header.Get("Content-Type"))
+	require.NoError(t, err)
+	mr := multipart.NewReader(strings.NewReader(string(m.body)), params["boundary"])
+	for {
+		p, err := mr.NextPart()
+		require.NoError(t, err, "a text/plain part")
+		raw, err := io.ReadAll(p)
+		require.NoError(t, err)
+		if strings.HasPrefix(p.Header.Get("Content-Type"), "text/plain") {
+			var out [][3]string
+			for _, l := range digestLineRE.FindAllStringSubmatch(string(raw), -1) {
+				out = append(out, [3]string{l[1], l[2], l[3]})
+			}
+			return out
+		}
+	}
+}
+
+// TestDigestWindowsUnderConcurrentWriters: events applied in concurrent
+// transactions (from concurrent appenders, each reading a clock that moves
+// on every reading), reads through the API, and digest passes with the
+// clock jumping past every window, all at once. Every notification is
+// emailed in its final state (its last change falls in exactly one
+// window, which is sent), and no notification state (group and last
+// event) is emailed twice.
+func TestDigestWindowsUnderConcurrentWriters(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	ctx := context.Background()
+	users := []string{"d0", "d1", "d2", "d3"}
+	cards := []string{"g0", "g1", "g2", "g3", "g4", "g5", "g6", "g7"}
+	for _, u := range users {
+		b.setPrefs(t, u, u+"@example.com", "every_few_hours", "UTC")
+		for _, c := range cards {
+			b.watch(t, "acme", "card", c, u)
+		}
+	}
+	b.clock.Tick(time.Microsecond)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	appended := make(chan struct{})
+	var others sync.WaitGroup
+	defer others.Wait()
+	stopOthers := sync.OnceFunc(func() { close(appended) })
+	defer stopOthers() // also when the test stops early
+	others.Add(2)
+	go func() { // reads through the API
+		defer others.Done()
+		r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
+		for {
+			select {
+			case <-appended:
+				return
+			default:
+			}
+			u := users[r.IntN(len(users))]
+			path := "/v1/users/" + u + "/notifications/read-all"
+			var id int64
+			if r.IntN(10) > 0 && b.pool.QueryRow(ctx, `SELECT id FROM notify.notifications WHERE tenant = 'acme' AND user_id = $1 ORDER BY random() LIMIT 1`, u).Scan(&id) == nil {
+				path = fmt.Sprintf("/v1/users/%s/notifications/%d/read", u, id)
+			}
+			if code, err := b.post("acme-read", path); err != nil || code != http.StatusOK {
+				t.Errorf("POST %s: %d %v", path, code, err)
+				return
+			}
+		}
+	}()
+	go func() { // digest passes, every window due at each
+		defer others.Done()
+		for {
+			select {
+			case <-appended:
+				return
+			default:
+			}
+			b.clock.Add(4*time.Hour + time.Minute)
+			if _, err := b.svc.SendDueDigests(ctx); !assertNoErr(t, err) {
+				return
+			}
+		}
+	}()
+	b.appendConcurrently(t, commentBurst(rng, 300, 8, cards), 2)
+	b.waitProcessed(t)
+	stopOthers()
+	others.Wait()
+	// Send every window left, and those they open.
+	for range 10 {
+		var pending int
+		require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM notify.digests WHERE status = 'pending'`).Scan(&pending))
+		if pending == 0 {
+			break
+		}
+		b.clock.Add(5 * time.Hour)
+		_, err := b.svc.SendDueDigests(ctx)
+		require.NoError(t, err)
+	}
+	var sent int
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM notify.digests WHERE status = 'sent'`).Scan(&sent))
+	msgs := waitMail(t, b.smtp, sent)
+	require.Len(t, msgs, sent)
+	require.Greater(t, sent, len(users), "several windows per user")
+	t.Logf("%d digests sent", sent)
+
+	last := map[[2]string][3]string{} // (user, group) -> the last line that named it
+	for _, m := range msgs {
+		u := strings.TrimSuffix(m.to[0], "@example.com")
+		seen := map[[2]string]bool{}
+		for _, l := range digestLines(t, m) {
+			k := [2]string{u, l[0]}
+			require.False(t, seen[k], "%s: group %s twice in one digest", u, l[0])
+			seen[k] = true
+			if prev, ok := last[k]; ok {
+				require.NotEqual(t, prev[2], l[2], "%s: group %s emailed twice with last event %s", u, l[0], l[2])
+			}
+			last[k] = l
+		}
+	}
+	rows, err := b.pool.Query(ctx, `SELECT user_id, group_id, unread_count, last_event->>'id' FROM notify.notifications
+		WHERE tenant = 'acme' AND read_at IS NULL`)
+	require.NoError(t, err)
+	defer rows.Close() // also when an assertion below stops the test
+	unread := 0
+	for rows.Next() {
+		var u, g, ev string
+		var n int
+		require.NoError(t, rows.Scan(&u, &g, &n, &ev))
+		unread++
+		l, ok := last[[2]string{u, g}]
+		require.True(t, ok, "%s's unread notification of %s (last event %s) was never emailed", u, g, ev)
+		require.Equal(t, [3]string{g, strconv.Itoa(n), ev}, l, "%s's unread notification of %s: its last digest has its final state", u, g)
+	}
+	require.NoError(t, rows.Err())
+	require.Positive(t, unread)
 }

@@ -3,10 +3,13 @@
 // keeps one notification per user and group, Server-Sent Events stream
 // inbox changes, and email digests go out over SMTP once per window.
 //
-// It consumes the EVENTS stream through the durable "notifier" with a
-// Watermill router whose handlers group-commit their inbox writes: each
-// message is acked only after the transaction holding its effects and its
-// de-duplication key commits.
+// It consumes the EVENTS stream through the durable "notifier", pinned to
+// one replica at a time (the others are hot standbys), and applies it in
+// stream order: batches of events in transactions that commit in stream
+// order and move a checkpoint, unrelated batches running side by side
+// (pipeline.go). Each message is acked only after the transaction holding
+// its effects commits. Inbox changes take a per-user sequence, which
+// orders SSE ids and digest windows.
 package notifier
 
 import (
@@ -22,24 +25,30 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/pkg/events"
 )
-
-// DefaultHandlers is how many Watermill handlers a replica runs by default.
-const DefaultHandlers = 128
 
 // Config tunes the notifier. Zero values take defaults.
 type Config struct {
 	Consumer   string // durable name; default "notifier"
-	MaxDeliver int    // deliveries of one event before it is dead-lettered; default 50
-	Handlers   int    // concurrent Watermill handlers; default 128
+	MaxDeliver int    // deliveries of one message by JetStream: the durable's, as provisioned (NewService reads it); a message it gives up on is read from the stream
 	Batch      int    // most events per inbox transaction; default 500
+	// Inflight is how many batch transactions may run at once (unrelated
+	// batches; they still commit in stream order); default 2.
+	Inflight int
+	// PinnedTTL is how long the durable stays pinned to a replica that
+	// stopped asking for messages before a standby gets them; default 10s.
+	PinnedTTL time.Duration
+	// GapWait is how long a message missing from the deliveries (held by a
+	// replica that stopped) is waited for before it is read from the stream;
+	// default 1s.
+	GapWait time.Duration
 	// Mailer sends digests; nil disables digest sending (windows are still
 	// recorded and go out once a mailer is configured).
 	Mailer      Mailer
@@ -67,8 +76,14 @@ func (c Config) withDefaults() Config {
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 50
 	}
-	if c.Handlers <= 0 {
-		c.Handlers = DefaultHandlers
+	if c.Inflight <= 0 {
+		c.Inflight = 2
+	}
+	if c.PinnedTTL <= 0 {
+		c.PinnedTTL = DefaultPinnedTTL
+	}
+	if c.GapWait <= 0 {
+		c.GapWait = time.Second
 	}
 	if c.Batch <= 0 {
 		c.Batch = 500
@@ -100,6 +115,8 @@ type Service struct {
 	cfg     Config
 	pool    *pgxpool.Pool
 	nc      *nats.Conn
+	cons    jetstream.Consumer
+	str     jetstream.Stream
 	store   *Store
 	hub     *Hub
 	api     *API
@@ -107,30 +124,40 @@ type Service struct {
 	log     *slog.Logger
 	metrics *Metrics
 	lag     *consumerlag.Monitor // nil without metrics
+	// hook, when set, runs inside each batch's transaction before its
+	// commit (tests).
+	hook func(stage string, s *slot) error
 }
 
-// NewService provisions the durable and wires the parts. nc is a
-// connection of its own: the Watermill subscriber drains it on close.
+// NewService finds the durable (`eventline migrate` provisions it, with
+// ConsumerConfig) and wires the parts; MaxDeliver and PinnedTTL are the
+// durable's. nc is a connection of its own for the stream's deliveries; js
+// serves the rest (stream and consumer info, reading missing messages, the
+// pin).
 func NewService(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, auth httpapi.Authenticator, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
 	cfg = cfg.withDefaults()
-	cons, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver)
+	cons, err := stream.LookupDurable(ctx, js, cfg.Consumer)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Handlers = consume.Handlers(ctx, log, cons, cfg.Handlers)
+	dc := cons.CachedInfo().Config
+	if dc.PriorityPolicy != jetstream.PriorityPolicyPinned {
+		return nil, fmt.Errorf("durable %s is not pinned to one replica (it was provisioned by an older eventline): run `eventline migrate` to update it", cfg.Consumer)
+	}
+	cfg.MaxDeliver, cfg.PinnedTTL = dc.MaxDeliver, dc.PinnedTTL
+	str, err := stream.Lookup(ctx, js)
+	if err != nil {
+		return nil, err
+	}
 	var lag *consumerlag.Monitor
 	if m != nil {
-		str, err := js.Stream(ctx, events.StreamName)
-		if err != nil {
-			return nil, fmt.Errorf("open stream: %w", err)
-		}
 		lag = consumerlag.NewMonitor(cons, str, m.consumer, consumerlag.Config{Consumer: cfg.Consumer, Every: cfg.LagEvery})
 	}
 	store := NewStore(pool, cfg.Now)
 	hub := NewHub(pool, m, log)
 	return &Service{
 		lag: lag,
-		cfg: cfg, pool: pool, nc: nc, store: store, hub: hub, log: log, metrics: m,
+		cfg: cfg, pool: pool, nc: nc, cons: cons, str: str, store: store, hub: hub, log: log, metrics: m,
 		api:     NewAPI(store, hub, auth, cfg.Digest.Secret, cfg.Heartbeat, log),
 		digests: &digestSender{pool: pool, mailer: cfg.Mailer, cfg: cfg.Digest, now: cfg.Now, log: log, metrics: m},
 	}, nil
@@ -162,8 +189,16 @@ func (s *Service) SendDueDigests(ctx context.Context) (int, error) {
 }
 
 // Run consumes events, runs the digest scheduler and the SSE listener
-// until ctx ends, then stops taking events and lets commits finish.
+// until ctx ends, then stops taking events, lets running batches commit
+// and hands the rest back.
 func (s *Service) Run(parent context.Context) error {
+	cons, err := s.consumerOn(parent)
+	if err != nil {
+		if parent.Err() != nil {
+			return nil // stopped during start-up: not a failure
+		}
+		return err
+	}
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -179,23 +214,33 @@ func (s *Service) Run(parent context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.retain(ctx) }()
-	commits := newCommits(&writer{pool: s.pool, now: s.cfg.Now}, s.metrics, s.cfg.Batch)
-	go commits.Run()
-	defer func() { commits.Close(); <-commits.Done() }()
-	h := &handler{pool: s.pool, commits: commits, consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics,
-		tracer: observe.Tracer(s.cfg.TracerProvider, "notifier")}
-	router, sub, err := newRouter(s.nc, h, s.cfg.Handlers, s.log)
-	if err != nil {
-		return err
-	}
-	runErr := consume.RunRouter(ctx, router, sub, s.nc)
-	if parent.Err() != nil {
-		runErr = nil // stopped during start-up: not a failure
-	}
-	cancel() // the router may stop on its own: stop the rest too
+	runErr := cons.Run(ctx)
+	cancel() // the consumer may stop on its own: stop the rest too
 	s.hub.Close()
 	wg.Wait()
 	return runErr
+}
+
+// consumerOn returns the ordered consumer, reading the durable on the
+// service's consumer connection.
+func (s *Service) consumerOn(ctx context.Context) (*orderedConsumer, error) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	cons, err := js.Consumer(ctx, events.StreamName, s.cfg.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("open consumer %s: %w", s.cfg.Consumer, err)
+	}
+	return &orderedConsumer{name: s.cfg.Consumer, cons: cons, str: s.str, pool: s.pool, w: &writer{pool: s.pool, now: s.cfg.Now},
+		cfg: s.cfg, log: s.log, metrics: s.metrics, tracer: s.tracer(), hook: s.hook}, nil
+}
+
+func (s *Service) tracer() trace.Tracer {
+	if s.cfg.TracerProvider == nil {
+		return nil
+	}
+	return observe.Tracer(s.cfg.TracerProvider, "notifier")
 }
 
 // retain prunes old de-duplication keys every ten minutes.

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -30,14 +31,24 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// clock is a settable fake clock.
+// clock is a settable fake clock. With tick set, every reading moves it
+// on by tick: transactions that read it concurrently get distinct times.
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu   sync.Mutex
+	t    time.Time
+	tick time.Duration
 }
 
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(c.tick)
+	return c.t
+}
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// Tick makes every reading of the clock move it on by d.
+func (c *clock) Tick(d time.Duration) { c.mu.Lock(); c.tick = d; c.mu.Unlock() }
 
 // received is one message the test SMTP server accepted.
 type received struct {
@@ -129,6 +140,8 @@ type bundle struct {
 
 type options struct {
 	cfg Config
+	// prepare, when set, runs on the first service before it starts.
+	prepare func(*Service)
 }
 
 var secret = []byte("test-unsubscribe-secret-0123456789")
@@ -154,7 +167,7 @@ func setup(t *testing.T, o options) *bundle {
 		require.NoError(t, err)
 		b.keys[k.name] = key
 	}
-	b.svc = b.startService(t, o.cfg)
+	b.svc = b.startService(t, o.cfg, o.prepare)
 	mux := http.NewServeMux()
 	b.svc.Routes(mux)
 	srv := httptest.NewServer(mux)
@@ -166,8 +179,9 @@ func setup(t *testing.T, o options) *bundle {
 }
 
 // startService runs one more notifier Service (a replica) on the bundle's
-// database and NATS server.
-func (b *bundle) startService(t *testing.T, cfg Config) *Service {
+// database and NATS server; prepare (when not nil) runs on it before it
+// starts.
+func (b *bundle) startService(t *testing.T, cfg Config, prepare func(*Service)) *Service {
 	t.Helper()
 	ctx := context.Background()
 	mailer, err := NewSMTPMailer("smtp://"+b.smtp.addr, 10*time.Second)
@@ -183,8 +197,18 @@ func (b *bundle) startService(t *testing.T, cfg Config) *Service {
 		cfg.Heartbeat = 50 * time.Millisecond
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	svc, err := NewService(ctx, b.nats.Connect(t), b.js, b.pool, apikey.NewStore(b.pool, 0), cfg, NewMetrics(prometheus.NewRegistry()), log)
+	// The admin provisions the durable (eventline migrate); the service
+	// runs as the notifier's own NATS identity.
+	d := cfg.withDefaults()
+	_, err = EnsureConsumer(ctx, b.js, d.Consumer, d.MaxDeliver, d.PinnedTTL)
 	require.NoError(t, err)
+	njs, err := jetstream.New(b.nats.ConnectAs(t, natsauth.Notifier))
+	require.NoError(t, err)
+	svc, err := NewService(ctx, b.nats.ConnectAs(t, natsauth.Notifier), njs, b.pool, apikey.NewStore(b.pool, 0), cfg, NewMetrics(prometheus.NewRegistry()), log)
+	require.NoError(t, err)
+	if prepare != nil {
+		prepare(svc)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx) }()
@@ -225,6 +249,23 @@ func (b *bundle) call(t *testing.T, key, method, path string, body any) (int, ma
 	return resp.StatusCode, out
 }
 
+// post sends a POST without a body with the named key and returns the
+// status; unlike call it never stops the test, so goroutines may use it.
+func (b *bundle) post(key, path string) (int, error) {
+	req, err := http.NewRequest("POST", b.api+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+b.keys[key])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
 func (b *bundle) watch(t *testing.T, tenant, typ, id, user string) {
 	t.Helper()
 	code, body := b.call(t, tenant+"-admin", "PUT", "/v1/watches/"+typ+"/"+id+"/users/"+user, nil)
@@ -249,16 +290,57 @@ func (b *bundle) publish(t *testing.T, es ...events.Event) {
 	b.waitProcessed(t)
 }
 
-// waitProcessed waits until the notifier's durable has acked every
-// message in the stream (an ack follows the commit of its effects).
-func (b *bundle) waitProcessed(t *testing.T) {
+// lastSeq is the sequence of the last message in the stream.
+func (b *bundle) lastSeq(t *testing.T) uint64 {
 	t.Helper()
 	ctx := context.Background()
 	str, err := b.js.Stream(ctx, events.StreamName)
 	require.NoError(t, err)
 	si, err := str.Info(ctx)
 	require.NoError(t, err)
-	last := si.State.LastSeq
+	return si.State.LastSeq
+}
+
+// appendConcurrently appends the batches (an atomic append each) from
+// appenders goroutines and returns the sequence of every event id.
+func (b *bundle) appendConcurrently(t *testing.T, batches [][]events.Event, appenders int) map[string]uint64 {
+	t.Helper()
+	work := make(chan []events.Event)
+	var mu sync.Mutex
+	seqs := map[string]uint64{}
+	var wg sync.WaitGroup
+	for range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for batch := range work {
+				res, err := b.pub.AppendBatch(context.Background(), batch)
+				if err != nil {
+					t.Errorf("append: %v", err)
+					continue
+				}
+				mu.Lock()
+				for _, r := range res {
+					seqs[r.ID] = r.Seq
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, batch := range batches {
+		work <- batch
+	}
+	close(work)
+	wg.Wait()
+	return seqs
+}
+
+// waitProcessed waits until the notifier's durable has acked every
+// message in the stream (an ack follows the commit of its effects).
+func (b *bundle) waitProcessed(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	last := b.lastSeq(t)
 	testenv.Poll(t, 20*time.Second, "notifier caught up", func() bool {
 		c, err := b.js.Consumer(ctx, events.StreamName, DefaultConsumer)
 		if err != nil {
@@ -275,6 +357,7 @@ func (b *bundle) unread(t *testing.T, tenant string, group events.Ref) map[strin
 	rows, err := b.pool.Query(context.Background(), `SELECT user_id, unread_count FROM notify.notifications
 		WHERE tenant = $1 AND group_type = $2 AND group_id = $3`, tenant, group.Type, group.ID)
 	require.NoError(t, err)
+	defer rows.Close()
 	out := map[string]int{}
 	for rows.Next() {
 		var u string

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventline/eventline/pkg/events"
 )
 
 // Hub fans inbox changes out to SSE subscribers. It holds one Postgres
@@ -159,21 +161,44 @@ func (h *Hub) Close() {
 	h.dropAll()
 }
 
-// eventID is an SSE id: the change's updated_at in Unix microseconds and
-// the notification id, so a client reconnecting with Last-Event-ID gets
-// what changed after it.
-func eventID(at time.Time, id string) string {
-	return strconv.FormatInt(at.UnixMicro(), 10) + "-" + id
+// SSE ids. Every inbox change takes the user's next inbox sequence in the
+// transaction that makes it (Change.Seq), and one user's changes commit in
+// that order, so the sequence is the change's id: a stream sends ids in
+// increasing order, and a client that reconnects with Last-Event-ID N gets
+// every notification changed after N — each once, in its latest state,
+// with the id of its latest change (a notification changed twice since N
+// comes once) — and then the live changes after those. Nothing at or
+// below N is sent again.
+//
+// Ids of the form "<updated_at µs>-<notification id>" come from streams
+// before inbox sequences: such a client gets the notifications updated
+// after that time, as it did then, and ids of the new form from there on.
+
+func eventID(seq int64) string { return strconv.FormatInt(seq, 10) }
+
+// resumePoint is where a client's Last-Event-ID resumes.
+type resumePoint struct {
+	seq    int64     // resume after this inbox sequence
+	legacy bool      // an old id: resume after (at, id)
+	at     time.Time // legacy
+	id     int64     // legacy
 }
 
-func parseEventID(s string) (at time.Time, id int64, ok bool) {
-	a, b, found := strings.Cut(s, "-")
-	us, err1 := strconv.ParseInt(a, 10, 64)
-	n, err2 := strconv.ParseInt(b, 10, 64)
-	if !found || err1 != nil || err2 != nil || us < 0 || n < 0 {
-		return time.Time{}, 0, false
+func parseLastEventID(s string) (resumePoint, bool) {
+	s = strings.TrimSpace(s)
+	if a, b, legacy := strings.Cut(s, "-"); legacy {
+		us, err1 := strconv.ParseInt(a, 10, 64)
+		n, err2 := strconv.ParseInt(b, 10, 64)
+		if err1 != nil || err2 != nil || us < 0 || n < 0 {
+			return resumePoint{}, false
+		}
+		return resumePoint{legacy: true, at: time.UnixMicro(us).UTC(), id: n}, true
 	}
-	return time.UnixMicro(us).UTC(), n, true
+	seq, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || seq < 0 {
+		return resumePoint{}, false
+	}
+	return resumePoint{seq: seq}, true
 }
 
 // stream serves GET /v1/users/{user_id}/notifications/stream.
@@ -183,6 +208,8 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
+	// Subscribe before catching up: a change committed meanwhile is in the
+	// catch-up or on the subscription, and sent once (by its sequence).
 	sub, cancel := a.hub.Subscribe(tenant, user)
 	defer cancel()
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -190,16 +217,13 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, "retry: 2000\n\n")
-	// Catch up after a reconnect: what changed since Last-Event-ID.
-	if at, id, ok := parseEventID(r.Header.Get("Last-Event-ID")); ok {
-		ns, err := a.store.changedSince(r.Context(), tenant, user, at, id)
+	var sent int64 // the highest sequence sent (or resumed after)
+	if rp, ok := parseLastEventID(r.Header.Get("Last-Event-ID")); ok {
+		var err error
+		sent, err = a.store.catchUp(r.Context(), tenant, user, rp, func(c Change) { writeChange(w, c) })
 		if err != nil {
 			a.log.WarnContext(r.Context(), "inbox catch-up failed", "error", err)
 			return
-		}
-		for _, n := range ns {
-			g := n.Group
-			writeChange(w, Change{Kind: "notification", ID: n.ID, Group: &g, UnreadCount: n.UnreadCount, UpdatedAt: n.UpdatedAt})
 		}
 	}
 	if err := rc.Flush(); err != nil {
@@ -216,7 +240,15 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) {
 		case <-heartbeat.C:
 			fmt.Fprintf(w, ": heartbeat\n\n")
 		case c := <-sub.ch:
+			if c.Seq == 0 {
+				writeChange(w, c) // from a replica before inbox sequences: no id
+				break
+			}
+			if c.Seq <= sent {
+				continue // in the catch-up already
+			}
 			writeChange(w, c)
+			sent = c.Seq
 		}
 		if err := rc.Flush(); err != nil {
 			return
@@ -227,30 +259,86 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) {
 func writeChange(w http.ResponseWriter, c Change) {
 	c.Tenant = ""
 	b, _ := json.Marshal(c)
-	if c.ID != "" && c.Kind == "notification" {
-		fmt.Fprintf(w, "id: %s\n", eventID(c.UpdatedAt, c.ID))
+	if c.Seq > 0 {
+		fmt.Fprintf(w, "id: %s\n", eventID(c.Seq))
 	}
 	fmt.Fprintf(w, "event: %s\ndata: %s\n\n", c.Kind, b)
 }
 
-// changedSince returns the notifications changed after (at, id), oldest
-// first, at most 500 (SSE catch-up).
-func (s *Store) changedSince(ctx context.Context, tenant, user string, at time.Time, id int64) ([]Notification, error) {
-	b := &pgx.Batch{}
-	b.Queue(`SELECT `+notificationCols+` FROM notify.notifications
-		WHERE tenant = $1 AND user_id = $2 AND (updated_at, id) > ($3, $4)
-		ORDER BY updated_at, id LIMIT 500`, tenant, user, at, id)
-	var ns []Notification
-	err := s.read(ctx, tenant, b, func(br pgx.BatchResults) error {
-		rows, err := br.Query()
-		if err != nil {
-			return err
+// catchUpPage is how many notifications one catch-up query reads.
+const catchUpPage = 500
+
+// catchUp sends, oldest change first, every notification of the user
+// changed after rp, in its current state, and returns the highest
+// sequence sent or resumed after (0 when rp is not a sequence of this
+// inbox: nothing is skipped then). It reads pages of catchUpPage until one
+// comes back short; each page is one snapshot, and a notification that
+// changes between pages moves to a later sequence, so it is sent (once,
+// in its latest state) by a later page or live.
+func (s *Store) catchUp(ctx context.Context, tenant, user string, rp resumePoint, send func(Change)) (int64, error) {
+	after := rp.seq
+	for first := true; ; first = false {
+		b := &pgx.Batch{}
+		q := `SELECT i.seq, i.unread_total, n.id, n.group_type, n.group_id, n.unread_count, n.last_event, n.read_at, n.updated_at, n.change_seq
+			FROM notify.inboxes i
+			LEFT JOIN LATERAL (
+				SELECT * FROM notify.notifications n
+				WHERE n.tenant = i.tenant AND n.user_id = i.user_id AND n.change_seq > $3`
+		args := []any{tenant, user, after}
+		if rp.legacy {
+			q += ` AND (n.updated_at, n.id) > ($4, $5)`
+			args = append(args, rp.at, rp.id)
 		}
-		ns, err = pgx.CollectRows(rows, scanNotification)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("inbox catch-up: %w", err)
+		q += fmt.Sprintf(` ORDER BY n.change_seq LIMIT %d) n ON true
+			WHERE i.tenant = $1 AND i.user_id = $2`, catchUpPage)
+		b.Queue(q, args...)
+		var page []Change
+		var inbox int64
+		err := s.read(ctx, tenant, b, func(br pgx.BatchResults) error {
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var c Change
+				var id *int64
+				var gt, gi *string
+				var count *int
+				var last []byte
+				var readAt, updated *time.Time
+				var seq *int64
+				if err := rows.Scan(&inbox, &c.UnreadTotal, &id, &gt, &gi, &count, &last, &readAt, &updated, &seq); err != nil {
+					return err
+				}
+				if id == nil {
+					continue
+				}
+				c.Kind, c.UserID, c.ID, c.Group = "read", user, strconv.FormatInt(*id, 10), &events.Ref{Type: *gt, ID: *gi}
+				if readAt == nil {
+					c.Kind = "notification"
+				}
+				c.UnreadCount, c.UpdatedAt, c.Seq = *count, *updated, *seq
+				var le struct{ ID, Type string }
+				if json.Unmarshal(last, &le) == nil {
+					c.LastEventID, c.LastEventTyp = le.ID, le.Type
+				}
+				page = append(page, c)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return 0, fmt.Errorf("inbox catch-up: %w", err)
+		}
+		if first && !rp.legacy && rp.seq > inbox {
+			return 0, nil // not a sequence of this inbox: resume from now
+		}
+		for _, c := range page {
+			send(c)
+			after = c.Seq
+		}
+		if len(page) < catchUpPage {
+			return after, nil
+		}
 	}
-	return ns, nil
 }

@@ -25,9 +25,16 @@ func FuzzAcceptedIsStorable(f *testing.F) {
 		}
 		ctx := context.Background()
 		err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, upsertRowsSQL, []string{e.Tenant}, []string{"u2"}, []string{e.Eventable.Type}, []string{e.Eventable.ID},
-				[]int32{1}, []string{string(last)}, e.RecordedAt)
+			if _, err := tx.Exec(ctx, `INSERT INTO notify.inboxes (tenant, user_id, seq, unread_total) VALUES ($1, 'u2', 1, 0)`, e.Tenant); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, upsertSQL, []string{e.Tenant}, []string{"u2"}, []string{e.Eventable.Type}, []string{e.Eventable.ID},
+				[]int32{1}, []string{string(last)}, []int32{0}, e.RecordedAt)
 			if err != nil {
+				return err
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
 				return err
 			}
 			var gotID, gotEventable, gotGroup string

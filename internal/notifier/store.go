@@ -151,35 +151,77 @@ func (s *Store) Inbox(ctx context.Context, q InboxQuery) (Page, error) {
 }
 
 // MarkRead marks one notification read (unread_count 0) and NOTIFYs it.
+// Like every inbox change it takes the user's next inbox sequence, under
+// the lock of the user's inbox row, taken first. A notification read
+// already is returned as it is: nothing changes.
 func (s *Store) MarkRead(ctx context.Context, tenant, user string, id int64) (Notification, error) {
 	var n Notification
 	err := postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `UPDATE notify.notifications SET read_at = coalesce(read_at, $4), unread_count = 0
-			WHERE tenant = $1 AND user_id = $2 AND id = $3 RETURNING `+notificationCols, tenant, user, id, s.now().UTC())
+		seq, total, err := lockInbox(ctx, tx, tenant, user)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `UPDATE notify.notifications SET read_at = $4, unread_count = 0, change_seq = $5
+			WHERE tenant = $1 AND user_id = $2 AND id = $3 AND read_at IS NULL RETURNING `+notificationCols,
+			tenant, user, id, s.now().UTC(), seq+1)
 		if err != nil {
 			return err
 		}
 		n, err = pgx.CollectExactlyOneRow(rows, scanNotification)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
+			rows, err := tx.Query(ctx, `SELECT `+notificationCols+` FROM notify.notifications WHERE tenant = $1 AND user_id = $2 AND id = $3`, tenant, user, id)
+			if err != nil {
+				return err
+			}
+			n, err = pgx.CollectExactlyOneRow(rows, scanNotification)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
 		}
 		if err != nil {
 			return err
 		}
+		if _, err := tx.Exec(ctx, `UPDATE notify.inboxes SET seq = $3, unread_total = unread_total - 1 WHERE tenant = $1 AND user_id = $2`,
+			tenant, user, seq+1); err != nil {
+			return err
+		}
 		g := n.Group
-		return publishChanges(ctx, tx, []Change{{Kind: "read", Tenant: tenant, UserID: user, ID: n.ID, Group: &g, UpdatedAt: n.UpdatedAt}})
+		return publishChanges(ctx, tx, []Change{{Kind: "read", Tenant: tenant, UserID: user, ID: n.ID, Group: &g, UpdatedAt: n.UpdatedAt,
+			Seq: seq + 1, UnreadTotal: total - 1}})
 	})
 	return n, err
 }
 
+// lockInbox locks a user's inbox row, the first lock of every inbox
+// change, and returns its sequence and unread total; ErrNotFound for a
+// user without notifications.
+func lockInbox(ctx context.Context, tx pgx.Tx, tenant, user string) (seq int64, unread int, err error) {
+	err = tx.QueryRow(ctx, `SELECT seq, unread_total FROM notify.inboxes WHERE tenant = $1 AND user_id = $2 FOR UPDATE`, tenant, user).Scan(&seq, &unread)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, ErrNotFound
+	}
+	return seq, unread, err
+}
+
 // MarkAllRead marks every unread notification of a user read and returns
-// how many were.
+// how many were. Each takes an inbox sequence (in the order they last
+// changed); one read_all change, with the last of them, is NOTIFYed.
 func (s *Store) MarkAllRead(ctx context.Context, tenant, user string) (int64, error) {
 	var n int64
 	now := s.now().UTC()
 	err := postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE notify.notifications SET read_at = $3, unread_count = 0
-			WHERE tenant = $1 AND user_id = $2 AND read_at IS NULL`, tenant, user, now)
+		seq, _, err := lockInbox(ctx, tx, tenant, user)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE notify.notifications n SET read_at = $3, unread_count = 0, change_seq = $4 + r.k
+			FROM (SELECT id, row_number() OVER (ORDER BY change_seq) AS k FROM notify.notifications
+				WHERE tenant = $1 AND user_id = $2 AND read_at IS NULL) r
+			WHERE n.id = r.id`, tenant, user, now, seq)
 		if err != nil {
 			return err
 		}
@@ -187,7 +229,11 @@ func (s *Store) MarkAllRead(ctx context.Context, tenant, user string) (int64, er
 		if n == 0 {
 			return nil
 		}
-		return publishChanges(ctx, tx, []Change{{Kind: "read_all", Tenant: tenant, UserID: user, UpdatedAt: now}})
+		if _, err := tx.Exec(ctx, `UPDATE notify.inboxes SET seq = $3, unread_total = 0 WHERE tenant = $1 AND user_id = $2`,
+			tenant, user, seq+n); err != nil {
+			return err
+		}
+		return publishChanges(ctx, tx, []Change{{Kind: "read_all", Tenant: tenant, UserID: user, UpdatedAt: now, Seq: seq + n}})
 	})
 	return n, err
 }

@@ -19,8 +19,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/provision"
 	"github.com/eventline/eventline/internal/testenv"
 )
 
@@ -137,11 +139,15 @@ func TestOneTraceFromIngestToDelivery(t *testing.T) {
 	}))
 	defer receiver.Close()
 
-	env := []string{"NATS_URL=" + n.URL(), "DATABASE_URL=" + dbURL, "OTEL_EXPORTER_OTLP_ENDPOINT=" + collector.URL, "OTEL_BSP_SCHEDULE_DELAY=50"}
-	webhooker := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"), append(env, "WEBHOOK_ALLOW_PRIVATE=true", "EVENTLINE_SECRET_KEY="+testenv.SecretKey)...)
-	ingest := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), env...)
-	projector := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"), env...)
-	notifier := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/notifier"), env...)
+	_, err = provision.Run(ctx, n.Connect(t), provision.Config{})
+	require.NoError(t, err)
+	env := func(identity string, more ...string) []string {
+		return append(append(n.Env(identity), "DATABASE_URL="+dbURL, "OTEL_EXPORTER_OTLP_ENDPOINT="+collector.URL, "OTEL_BSP_SCHEDULE_DELAY=50"), more...)
+	}
+	webhooker := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/webhooker"), env(natsauth.Webhooker, "WEBHOOK_ALLOW_PRIVATE=true", "EVENTLINE_SECRET_KEY="+testenv.SecretKey)...)
+	ingest := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/ingest"), env(natsauth.Ingest)...)
+	projector := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/projector"), env(natsauth.Projector)...)
+	notifier := testenv.StartService(t, testenv.BuildBinary(t, "./cmd/notifier"), env(natsauth.Notifier)...)
 	projector.WaitReady(t)
 	notifier.WaitReady(t)
 	webhooker.WaitReady(t)

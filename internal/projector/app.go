@@ -21,7 +21,6 @@ import (
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/stream"
-	"github.com/eventline/eventline/pkg/events"
 )
 
 // AppConfig is everything the projector binary reads from flags and
@@ -29,15 +28,14 @@ import (
 type AppConfig struct {
 	HTTPAddr        string
 	AdminAddr       string
-	NATSURL         string
+	NATS            stream.Client // as identity projector (deploy/nats)
 	DatabaseURL     string
 	LogLevel        string
-	Workers         int // workers in this process sharing the durable; default 2
-	Batch           int // most messages per transaction; default 500
-	Consumer        ConsumerConfig
-	MaxLag          time.Duration // /readyz fails beyond this lag; default 60s, 0 disables
-	LagEvery        time.Duration // how often lag is measured; default 5s
-	Stream          stream.Config
+	Workers         int            // workers in this process sharing the durable; default 2
+	Batch           int            // most messages per transaction; default 500
+	Consumer        ConsumerConfig // Name: the durable, default "projector" (eventline migrate provisions it)
+	MaxLag          time.Duration  // /readyz fails beyond this lag; default 60s, 0 disables
+	LagEvery        time.Duration  // how often lag is measured; default 5s
 	ShutdownTimeout time.Duration
 	// TracerProvider, when set, records a span per projected event in the
 	// event's trace; the binary sets it when OTEL_* configures an exporter.
@@ -48,19 +46,14 @@ type AppConfig struct {
 func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8081", "timeline API listen address")
 	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9091", "admin listen address (/livez, /readyz, /metrics)")
-	s.String(&c.NATSURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
+	c.NATS.Register(s)
 	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL")
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Int(&c.Workers, "workers", "PROJECTOR_WORKERS", 2, "projection workers in this process (all share the durable)")
 	s.Int(&c.Batch, "batch", "PROJECTOR_BATCH", 500, "most messages written per transaction")
-	s.String(&c.Consumer.Name, "consumer", "PROJECTOR_CONSUMER", DefaultConsumer, "durable consumer name")
-	s.Duration(&c.Consumer.AckWait, "ack-wait", "PROJECTOR_ACK_WAIT", 30*time.Second, "redeliver a message not acked within this")
-	s.Int(&c.Consumer.MaxDeliver, "max-deliver", "PROJECTOR_MAX_DELIVER", 50, "deliveries of one message before JetStream gives up")
-	s.Int(&c.Consumer.MaxAckPending, "max-ack-pending", "PROJECTOR_MAX_ACK_PENDING", 20000, "messages in flight across all replicas")
+	s.String(&c.Consumer.Name, "consumer", "PROJECTOR_CONSUMER", DefaultConsumer, "durable consumer name (provisioned by eventline migrate)")
 	s.Duration(&c.MaxLag, "max-lag", "PROJECTOR_MAX_LAG", time.Minute, "/readyz fails when the projection is further behind; 0 disables")
 	s.Duration(&c.LagEvery, "lag-interval", "PROJECTOR_LAG_INTERVAL", 5*time.Second, "how often lag is measured")
-	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
-	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
 }
 
@@ -72,7 +65,8 @@ type Service struct {
 	api     *API
 }
 
-// NewService provisions the consumer and wires workers and API.
+// NewService finds the durable (`eventline migrate` provisions it) and
+// wires workers and API.
 func NewService(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, cfg AppConfig, m *Metrics, log *slog.Logger) (*Service, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 1
@@ -80,13 +74,13 @@ func NewService(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool,
 	if cfg.LagEvery <= 0 {
 		cfg.LagEvery = 5 * time.Second
 	}
-	cons, err := EnsureConsumer(ctx, js, cfg.Consumer)
+	cons, err := stream.LookupDurable(ctx, js, cfg.Consumer.withDefaults().Name)
 	if err != nil {
 		return nil, err
 	}
-	str, err := js.Stream(ctx, events.StreamName)
+	str, err := stream.Lookup(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("open stream: %w", err)
+		return nil, err
 	}
 	s := &Service{
 		lag: consumerlag.NewMonitor(cons, str, m.consumer, consumerlag.Config{Consumer: cfg.Consumer.withDefaults().Name,
@@ -162,7 +156,7 @@ func (a *App) Run(ctx context.Context) error {
 	if tracing.Exporting {
 		cfg.TracerProvider = tracing.Provider
 	}
-	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-projector", cfg.Stream, a.log)
+	conns, err := lifecycle.Connect(ctx, cfg.DatabaseURL, cfg.NATS, "projector", a.log)
 	if err != nil {
 		return err
 	}
@@ -182,6 +176,7 @@ func (a *App) Run(ctx context.Context) error {
 	mux.Handle("/", httpapi.Fallback(mux))
 	checks := observe.Checks(nc, pool)
 	checks["lag"] = svc.Ready
+	checks["stream"] = stream.NewPresence(js, cfg.Consumer.withDefaults().Name, 0).Check
 	return lifecycle.Serve(ctx, lifecycle.Server{
 		Name: "projector", HTTPAddr: cfg.HTTPAddr, Handler: mux, Log: a.log, Listening: a.Listening,
 		Admin: observe.NewAdmin(cfg.AdminAddr, reg, checks), ShutdownTimeout: cfg.ShutdownTimeout,

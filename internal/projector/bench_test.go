@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
@@ -70,9 +72,60 @@ func benchEvent(i int, now time.Time) events.Event {
 // medians of the iterations are reported.
 func BenchmarkProjection(b *testing.B) {
 	n := benchEvents(b)
+	proc, js, all := benchStream(b, testenv.NATSConfig{}, n)
+	bin := testenv.BuildBinary(b, "./cmd/projector")
+
+	var raw, projected, p50s, p99s, rss []float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		raw = append(raw, rawCopyRate(b, all))
+		rate, p50, p99, mib := projectorRun(b, js, bin, proc.Env(natsauth.Projector), n)
+		projected, p50s, p99s, rss = append(projected, rate), append(p50s, p50), append(p99s, p99), append(rss, mib)
+		b.Logf("run %d: raw COPY %.0f events/s, projector %.0f events/s (%.0f%%), page p50 %.2f ms p99 %.2f ms, projector peak RSS %.0f MiB",
+			i+1, raw[i], rate, 100*rate/raw[i], p50, p99, mib)
+	}
+	b.StopTimer()
+	b.ReportMetric(testenv.Median(raw), "raw-copy-events/s")
+	b.ReportMetric(testenv.Median(projected), "projected-events/s")
+	b.ReportMetric(testenv.Median(projected)/testenv.Median(raw), "projected/raw")
+	b.ReportMetric(testenv.Median(p50s), "page-p50-ms")
+	b.ReportMetric(testenv.Median(p99s), "page-p99-ms")
+	b.ReportMetric(testenv.Median(rss), "projector-peak-rss-MiB")
+}
+
+// BenchmarkProjectionAuth measures what NATS authentication and
+// permissions cost the projection: the same events (PROJECTOR_BENCH_EVENTS,
+// default 1,000,000) in two nats-server processes, one without accounts or
+// users (auth=off) and one with the shipped identities, the projector
+// connecting as its own (auth=on); each iteration projects both from
+// sequence 1, off then on, and the medians are reported.
+func BenchmarkProjectionAuth(b *testing.B) {
+	n := benchEvents(b)
+	offProc, offJS, _ := benchStream(b, testenv.NATSConfig{NoAuth: true}, n)
+	onProc, onJS, _ := benchStream(b, testenv.NATSConfig{}, n)
+	bin := testenv.BuildBinary(b, "./cmd/projector")
+	var off, on []float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		offRate, _, _, _ := projectorRun(b, offJS, bin, offProc.Env(natsauth.Projector), n)
+		onRate, _, _, _ := projectorRun(b, onJS, bin, onProc.Env(natsauth.Projector), n)
+		off, on = append(off, offRate), append(on, onRate)
+		b.Logf("run %d: projector %.0f events/s without auth, %.0f events/s with (%.1f%%)", i+1, offRate, onRate, 100*onRate/offRate)
+	}
+	b.StopTimer()
+	b.ReportMetric(testenv.Median(off), "auth-off-events/s")
+	b.ReportMetric(testenv.Median(on), "auth-on-events/s")
+	b.ReportMetric(testenv.Median(on)/testenv.Median(off), "on/off")
+}
+
+// benchStream starts a nats-server process set up as c, with the stream
+// provisioned and filled with n events, and returns it with an admin
+// JetStream context and the events as stored.
+func benchStream(b *testing.B, c testenv.NATSConfig, n int) (*testenv.NATSProcess, jetstream.JetStream, []events.Event) {
+	b.Helper()
 	ctx := context.Background()
-	proc := testenv.StartNATSProcess(b)
-	nc := testenv.ConnectProcess(b, proc)
+	proc := testenv.StartNATSProcessWith(b, c)
+	nc := proc.Connect(b)
 	if _, err := stream.Ensure(ctx, nc, stream.Config{}); err != nil {
 		b.Fatal(err)
 	}
@@ -125,24 +178,7 @@ func BenchmarkProjection(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bin := testenv.BuildBinary(b, "./cmd/projector")
-
-	var raw, projected, p50s, p99s, rss []float64
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		raw = append(raw, rawCopyRate(b, all))
-		rate, p50, p99, mib := projectorRun(b, js, bin, proc.URL(), n, i)
-		projected, p50s, p99s, rss = append(projected, rate), append(p50s, p50), append(p99s, p99), append(rss, mib)
-		b.Logf("run %d: raw COPY %.0f events/s, projector %.0f events/s (%.0f%%), page p50 %.2f ms p99 %.2f ms, projector peak RSS %.0f MiB",
-			i+1, raw[i], rate, 100*rate/raw[i], p50, p99, mib)
-	}
-	b.StopTimer()
-	b.ReportMetric(testenv.Median(raw), "raw-copy-events/s")
-	b.ReportMetric(testenv.Median(projected), "projected-events/s")
-	b.ReportMetric(testenv.Median(projected)/testenv.Median(raw), "projected/raw")
-	b.ReportMetric(testenv.Median(p50s), "page-p50-ms")
-	b.ReportMetric(testenv.Median(p99s), "page-p99-ms")
-	b.ReportMetric(testenv.Median(rss), "projector-peak-rss-MiB")
+	return proc, js, all
 }
 
 // rawCopyRate COPYs the events and their entries into a fresh database.
@@ -183,9 +219,11 @@ func rawCopyRate(b *testing.B, all []events.Event) float64 {
 	return float64(len(all)) / time.Since(start).Seconds()
 }
 
-// projectorRun starts the projector binary on a fresh database and durable,
-// times its catch-up from sequence 1, then measures default timeline pages.
-func projectorRun(b *testing.B, js jetstream.JetStream, bin, natsURL string, n, run int) (rate, p50, p99, rssMiB float64) {
+// projectorRun starts the projector binary (natsEnv: its NATS settings) on
+// a fresh database and a fresh durable "projector", which the admin (js)
+// provisions, times its catch-up from sequence 1, then measures default
+// timeline pages.
+func projectorRun(b *testing.B, js jetstream.JetStream, bin string, natsEnv []string, n int) (rate, p50, p99, rssMiB float64) {
 	b.Helper()
 	ctx := context.Background()
 	dbURL := testenv.Database(b)
@@ -198,10 +236,15 @@ func projectorRun(b *testing.B, js jetstream.JetStream, bin, natsURL string, n, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	consumer := fmt.Sprintf("bench-projector-%d-%d", time.Now().UnixNano(), run)
-	defer func() { _ = js.DeleteConsumer(ctx, events.StreamName, consumer) }()
+	consumer := DefaultConsumer // the one the projector's NATS identity may read
+	if err := js.DeleteConsumer(ctx, events.StreamName, consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		b.Fatal(err)
+	}
+	if _, err := EnsureConsumer(ctx, js, ConsumerConfig{}); err != nil {
+		b.Fatal(err)
+	}
 	start := time.Now()
-	svc := testenv.StartService(b, bin, "NATS_URL="+natsURL, "DATABASE_URL="+dbURL, "PROJECTOR_CONSUMER="+consumer, "LOG_LEVEL=warn")
+	svc := testenv.StartService(b, bin, append(natsEnv, "DATABASE_URL="+dbURL, "LOG_LEVEL=warn")...)
 	defer svc.Stop(b)
 	poll := time.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -48,7 +49,12 @@ func setup(t *testing.T, cc ConsumerConfig) *bundle {
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	cons, err := EnsureConsumer(ctx, js, cc)
+	_, err = EnsureConsumer(ctx, js, cc) // provisioning: the admin
+	require.NoError(t, err)
+	// The workers read as the projector's own NATS identity.
+	pjs, err := jetstream.New(n.ConnectAs(t, natsauth.Projector))
+	require.NoError(t, err)
+	cons, err := stream.LookupDurable(ctx, pjs, cc.withDefaults().Name)
 	require.NoError(t, err)
 	pub, err := events.NewPublisher(nc)
 	require.NoError(t, err)

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -20,9 +22,20 @@ type RebuildConfig struct {
 	Workers   int  // default 2
 	BatchSize int  // default 1000
 	KeepOld   bool // keep the previous generation's tables (for a rollback)
-	// DropDelay lets reads that chose the old generation just before the
-	// switch finish before its tables are dropped. Default 5s.
+	// DropDelay is how long the previous generation's tables stay after
+	// the switch. Readers of the views timeline.events and
+	// timeline.entries do not need it: the switch waits for them and
+	// re-points the views in its own transaction, so no query through the
+	// views reads the old tables after it. It spares a retry to timeline
+	// API reads that chose the old generation just before the switch, and
+	// gives SQL that names timeline_g<N> directly time to move. Default 5s.
 	DropDelay time.Duration
+	// LockTimeout bounds each wait of the switch for transactions reading
+	// the views, and of the drop for those reading the old tables. Queries
+	// that arrive while the rebuild waits for a lock queue behind it, so
+	// this bounds the delay a rebuild adds to one of them; after a timeout
+	// the step is tried again. Default 1s.
+	LockTimeout time.Duration
 	// Progress, when set, is called about every second with the messages
 	// still to project.
 	Progress func(generation int, pending uint64, switched bool)
@@ -55,6 +68,9 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, cf
 	if cfg.DropDelay <= 0 {
 		cfg.DropDelay = 5 * time.Second
 	}
+	if cfg.LockTimeout <= 0 {
+		cfg.LockTimeout = time.Second
+	}
 	store := NewStore(pool)
 	cur, err := store.CurrentGeneration(ctx)
 	if err != nil {
@@ -66,7 +82,7 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, cf
 	if err := js.DeleteConsumer(ctx, events.StreamName, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return 0, fmt.Errorf("delete stale rebuild consumer: %w", err)
 	}
-	if _, err := pool.Exec(ctx, fmt.Sprintf("DROP SCHEMA IF EXISTS %s CASCADE", schema(next))); err != nil {
+	if _, err := pool.Exec(ctx, "SELECT timeline.drop_generation($1)", next); err != nil {
 		return 0, fmt.Errorf("drop stale generation %d: %w", next, err)
 	}
 	if _, err := pool.Exec(ctx, "SELECT timeline.create_generation($1)", next); err != nil {
@@ -105,12 +121,14 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, cf
 	if err := waitCaughtUp(ctx, str, cons, werr, func(p uint64) { report(cfg, next, p, false) }); err != nil {
 		return 0, err
 	}
-	tag, err := pool.Exec(ctx, "UPDATE timeline.current SET generation = $1, switched_at = now() WHERE generation = $2", next, cur)
+	// One transaction switches timeline.current and re-points the views:
+	// a query sees the old generation or the new one, never neither.
+	err = retryLockTimeout(ctx, pool, cfg.LockTimeout, log, "switch timelines", viewNames, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SELECT timeline.switch_generation($1, $2)", cur, next)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("switch to generation %d: %w", next, err)
-	}
-	if tag.RowsAffected() != 1 {
-		return 0, fmt.Errorf("generation %d is no longer current: another rebuild switched first", cur)
 	}
 	log.Info("switched timelines", "generation", next)
 	if err := waitCaughtUp(ctx, str, cons, werr, func(p uint64) { report(cfg, next, p, true) }); err != nil {
@@ -124,12 +142,58 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, cf
 		case <-ctx.Done():
 			return next, nil
 		}
-		if _, err := pool.Exec(ctx, fmt.Sprintf("DROP SCHEMA IF EXISTS %s CASCADE", schema(cur))); err != nil {
+		// DROP waits for statements still reading the old tables (they
+		// finish with their answer); statements that queue behind it fail
+		// once it commits, so its wait is bounded like the switch's.
+		old := []string{schema(cur) + ".events", schema(cur) + ".entries"}
+		err := retryLockTimeout(ctx, pool, cfg.LockTimeout, log, "drop the old timelines", old, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "SELECT timeline.drop_generation($1)", cur)
+			return err
+		})
+		if err != nil {
 			return next, fmt.Errorf("drop generation %d: %w", cur, err)
 		}
 	}
 	return next, nil
 }
+
+// viewNames are the stable views over the current generation.
+var viewNames = []string{"timeline.events", "timeline.entries"}
+
+// retryLockTimeout runs fn in a transaction whose lock waits give up after
+// timeout, and runs it again after a pause of the same length until it
+// gets its locks or ctx ends. Each time out is logged with the sessions
+// that hold a lock on one of the relations named in holders (a report
+// left open in a transaction, say), so an operator can see what the
+// rebuild waits for.
+func retryLockTimeout(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration, log *slog.Logger, what string, holders []string, fn func(pgx.Tx) error) error {
+	for {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", strconv.FormatInt(timeout.Milliseconds(), 10)); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != lockNotAvailable {
+			return err
+		}
+		var pids []int32
+		_ = pool.QueryRow(ctx, `SELECT coalesce(array_agg(DISTINCT l.pid ORDER BY l.pid), '{}') FROM pg_locks l
+			WHERE l.granted AND l.pid <> pg_backend_pid() AND l.relation = ANY (SELECT to_regclass(r) FROM unnest($1::text[]) AS r)`,
+			holders).Scan(&pids)
+		log.WarnContext(ctx, what+": sessions reading the timelines hold locks it needs; trying again",
+			"lock_timeout", timeout, "relations", holders, "pids", pids)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(timeout):
+		}
+	}
+}
+
+// lockNotAvailable is the SQLSTATE of a lock wait that hit lock_timeout.
+const lockNotAvailable = "55P03"
 
 func report(cfg RebuildConfig, g int, pending uint64, switched bool) {
 	if cfg.Progress != nil {

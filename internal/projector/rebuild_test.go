@@ -15,6 +15,27 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
+// keepAppending appends events of tenant acme (card c1 on board b1), one
+// at a time, until stop is closed, counting them in appended.
+func (b *bundle) keepAppending(t *testing.T, stop <-chan struct{}, wg *sync.WaitGroup, appended *atomic.Int64) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := b.pub.Append(context.Background(), ev("acme", fmt.Sprintf("live%d", i), "card", "c1", "moved", events.Ref{Type: "board", ID: "b1"})); err != nil {
+				t.Error(err)
+				return
+			}
+			appended.Add(1)
+		}
+	}()
+}
+
 // TestRebuildSwitchesWhileServing rebuilds the timelines from the stream
 // while events keep arriving and readers keep reading: reads never fail,
 // and afterwards the new generation holds every event exactly once.
@@ -36,22 +57,8 @@ func TestRebuildSwitchesWhileServing(t *testing.T) {
 	var wg sync.WaitGroup
 	var appended atomic.Int64
 	appended.Store(initial)
-	wg.Add(2)
-	go func() { // writer
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := b.pub.Append(ctx, ev("acme", fmt.Sprintf("live%d", i), "card", "c1", "moved", events.Ref{Type: "board", ID: "b1"})); err != nil {
-				t.Error(err)
-				return
-			}
-			appended.Add(1)
-		}
-	}()
+	b.keepAppending(t, stop, &wg, &appended)
+	wg.Add(1)
 	var reads atomic.Int64
 	go func() { // reader
 		defer wg.Done()

@@ -15,7 +15,7 @@ import (
 func TestBaseline(t *testing.T) {
 	f := newFaultRun(t, "none (baseline: the load alone)")
 	p := testenv.StartNATSProcess(t)
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL()})
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1500, Batch: 25})
 	f.l.waitAcked(20000, time.Minute)
 	f.clear()

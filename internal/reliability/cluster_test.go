@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,32 +15,51 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
 )
 
 // clusterNode is one nats-server process of a three-node JetStream
 // cluster on loopback (sync_interval: always, like every server eventline
-// runs against).
+// runs against), with the shipped identities (deploy/nats/auth.conf).
 type clusterNode struct {
 	name, conf string
 	port       int
+	env        []string // the identities' passwords
 	cmd        *exec.Cmd
 	exited     chan struct{}
 }
 
-func startNATSCluster(t *testing.T) []*clusterNode {
+// natsCluster is three nodes and the identities' passwords.
+type natsCluster struct {
+	nodes     []*clusterNode
+	passwords map[string]string
+}
+
+func startNATSCluster(t *testing.T) natsCluster {
 	t.Helper()
 	bin := testenv.NATSServerBinary(t)
 	dir := t.TempDir()
+	shipped, err := testenv.ShippedAuthConf()
+	require.NoError(t, err)
+	auth, err := os.ReadFile(shipped)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "auth.conf"), auth, 0o600))
+	passwords := map[string]string{}
+	var env []string
+	for _, name := range (natsauth.Config{}).RenderedNames() {
+		passwords[name] = name + "-" + nuid.Next()
+		env = append(env, natsauth.PasswordEnv(name)+"="+passwords[name])
+	}
 	nodes := make([]*clusterNode, 3)
 	routePorts := make([]int, 3)
 	for i := range nodes {
-		nodes[i] = &clusterNode{name: fmt.Sprintf("n%d", i+1), port: mustFreePort(t)}
+		nodes[i] = &clusterNode{name: fmt.Sprintf("n%d", i+1), port: mustFreePort(t), env: env}
 		routePorts[i] = mustFreePort(t)
 	}
 	var routes []string
@@ -52,6 +72,7 @@ func startNATSCluster(t *testing.T) []*clusterNode {
 listen: 127.0.0.1:%d
 jetstream { store_dir: %q, sync_interval: always }
 cluster { name: eventline, listen: 127.0.0.1:%d, routes: [%s] }
+include ./auth.conf
 `, n.name, n.port, filepath.Join(dir, n.name), routePorts[i], strings.Join(routes, ", "))
 		require.NoError(t, os.WriteFile(n.conf, []byte(conf), 0o600))
 		n.start(t, bin)
@@ -60,7 +81,7 @@ cluster { name: eventline, listen: 127.0.0.1:%d, routes: [%s] }
 	// JetStream answers once the cluster has a meta leader.
 	url := clusterURL(nodes)
 	testenv.Poll(t, time.Minute, "the JetStream cluster has a meta leader", func() bool {
-		nc, err := nats.Connect(url)
+		nc, err := adminConnect(url, passwords)
 		if err != nil {
 			return false
 		}
@@ -68,7 +89,7 @@ cluster { name: eventline, listen: 127.0.0.1:%d, routes: [%s] }
 		m, err := nc.Request("$JS.API.INFO", nil, time.Second)
 		return err == nil && !strings.Contains(string(m.Data), `"error"`)
 	})
-	return nodes
+	return natsCluster{nodes: nodes, passwords: passwords}
 }
 
 func clusterURL(nodes []*clusterNode) string {
@@ -82,14 +103,15 @@ func clusterURL(nodes []*clusterNode) string {
 func (n *clusterNode) start(t *testing.T, bin string) {
 	t.Helper()
 	n.cmd = exec.Command(bin, "-c", n.conf)
+	n.cmd.Env = append(os.Environ(), n.env...)
 	require.NoError(t, n.cmd.Start())
 	n.exited = make(chan struct{})
 	cmd, exited := n.cmd, n.exited
 	go func() { _ = cmd.Wait(); close(exited) }()
 	testenv.Poll(t, 30*time.Second, n.name+" accepts connections", func() bool {
-		nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", n.port), nats.Timeout(time.Second))
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), time.Second)
 		if err == nil {
-			nc.Close()
+			_ = conn.Close()
 		}
 		return err == nil
 	})
@@ -105,9 +127,9 @@ func (n *clusterNode) kill() {
 }
 
 // streamLeader is the server name leading the EVENTS stream.
-func streamLeader(t *testing.T, url string) string {
+func streamLeader(t *testing.T, url string, passwords map[string]string) string {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := adminConnect(url, passwords)
 	require.NoError(t, err)
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -130,13 +152,14 @@ func streamLeader(t *testing.T, url string) string {
 // load; it comes back 10 s later. Services are not restarted.
 func TestClusterLosesLeader(t *testing.T) {
 	f := newFaultRun(t, "3-node NATS cluster, R3 stream: SIGKILL the stream leader under load, back after 10 s")
-	nodes := startNATSCluster(t)
+	cluster := startNATSCluster(t)
+	nodes := cluster.nodes
 	url := clusterURL(nodes)
-	f.s = startSystem(t, systemConfig{NATSURL: url, Env: []string{"STREAM_REPLICAS=3"}})
+	f.s = startSystem(t, systemConfig{NATSURL: url, NATSPasswords: cluster.passwords, Env: []string{"STREAM_REPLICAS=3"}})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1000, Batch: 20})
 	f.l.waitAcked(5000, time.Minute)
 
-	leader := streamLeader(t, url)
+	leader := streamLeader(t, url, cluster.passwords)
 	var victim *clusterNode
 	for _, n := range nodes {
 		if n.name == leader {
@@ -150,7 +173,7 @@ func TestClusterLosesLeader(t *testing.T) {
 	// A new leader is elected among the two left.
 	var newLeader string
 	testenv.Poll(t, 30*time.Second, "a new stream leader", func() bool {
-		nc, err := nats.Connect(url)
+		nc, err := adminConnect(url, cluster.passwords)
 		if err != nil {
 			return false
 		}

@@ -18,7 +18,7 @@ import (
 func TestConsumerKillLoop(t *testing.T) {
 	f := newFaultRun(t, "projector, notifier, webhooker SIGKILLed in turn every 3 s (restarted 0.5 s later) while 100,000 events flow")
 	p := testenv.StartNATSProcess(t)
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), Env: []string{"PROJECTOR_ACK_WAIT=5s"}})
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords, Env: []string{"PROJECTOR_ACK_WAIT=5s"}})
 	const total = 100000
 	f.l = startLoad(t, f.s, loadConfig{Rate: 2500, Batch: 100, Workers: 8, Total: total})
 
@@ -49,7 +49,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	f := newFaultRun(t, "SIGTERM to ingest, projector, notifier, webhooker in turn under load; each restarted")
 	p := testenv.StartNATSProcess(t)
 	// Info level: the clean-stop line is logged at info.
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), Env: []string{"LOG_LEVEL=info"}})
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords, Env: []string{"LOG_LEVEL=info"}})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1500, Batch: 25})
 
 	for _, name := range []string{"projector", "notifier", "webhooker", "ingest", "projector", "notifier", "webhooker", "ingest"} {

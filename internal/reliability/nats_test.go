@@ -21,7 +21,7 @@ import (
 func TestNATSKill(t *testing.T) {
 	f := newFaultRun(t, "nats-server SIGKILL ×2 (during ingest, during consumption), 3 s down each")
 	p := testenv.StartNATSProcess(t)
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL()})
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1500, Batch: 25})
 
 	f.l.waitAcked(10000, time.Minute)
@@ -56,7 +56,7 @@ func TestNATSKill(t *testing.T) {
 func TestNATSStop(t *testing.T) {
 	f := newFaultRun(t, "nats-server SIGSTOP 15 s, then SIGCONT")
 	p := testenv.StartNATSProcess(t)
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL()})
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1500, Batch: 25})
 
 	f.l.waitAcked(10000, time.Minute)
@@ -82,7 +82,7 @@ func TestNATSDown3Minutes(t *testing.T) {
 	}
 	f := newFaultRun(t, fmt.Sprintf("nats-server down %v (SIGTERM) under load; services not restarted; /readyz polled", outage))
 	p := testenv.StartNATSProcess(t)
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL()})
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1000, Batch: 20})
 	probe := f.s.probeReadiness()
 	defer probe.close()

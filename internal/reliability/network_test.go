@@ -68,7 +68,7 @@ func TestNetworkNATS(t *testing.T) {
 			f := newFaultRun(t, "services ↔ NATS: "+tx.what)
 			p := testenv.StartNATSProcess(t)
 			px := startProxy(t, "nats", fmt.Sprintf("127.0.0.1:%d", p.Port))
-			f.s = startSystem(t, systemConfig{NATSURL: p.URL(), SvcNATSURL: "nats://" + px.Addr()})
+			f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords, SvcNATSURL: "nats://" + px.Addr()})
 			runToxic(f, px, tx)
 		})
 	}
@@ -83,7 +83,7 @@ func TestNetworkPostgres(t *testing.T) {
 			db := testenv.Database(t)
 			up := dbHostPort(t, db)
 			px := startProxy(t, "postgres", up)
-			f.s = startSystem(t, systemConfig{NATSURL: p.URL(), DBURL: db, SvcDBURL: strings.Replace(db, up, px.Addr(), 1)})
+			f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords, DBURL: db, SvcDBURL: strings.Replace(db, up, px.Addr(), 1)})
 			runToxic(f, px, tx)
 		})
 	}

@@ -129,7 +129,7 @@ func TestPostgresCrash(t *testing.T) {
 	f := newFaultRun(t, "Postgres `pg_ctl stop -m immediate` during projection, down 10 s, restarted")
 	pg := startPGCluster(t)
 	p := testenv.StartNATSProcess(t)
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), DBURL: pg.URL})
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords, DBURL: pg.URL})
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1500, Batch: 25})
 	probe := f.s.probeReadiness()
 	defer probe.close()

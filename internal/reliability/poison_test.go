@@ -27,7 +27,7 @@ import (
 func TestPoisonMessages(t *testing.T) {
 	f := newFaultRun(t, "poison: invalid JSON published raw to NATS + an event the database refuses; replayed with `eventline dlq replay`")
 	p := testenv.StartNATSProcess(t)
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL()})
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords})
 	ctx := context.Background()
 	f.l = startLoad(t, f.s, loadConfig{Rate: 1000, Batch: 20})
 	f.l.waitAcked(3000, time.Minute)
@@ -95,7 +95,7 @@ func TestPoisonMessages(t *testing.T) {
 
 	// The invalid JSON stays poison: replay says so, exits non-zero, and
 	// counts the failure.
-	out, err := f.s.eventlineCLI("dlq", "replay", fmt.Sprint(brokenSeq))
+	out, err := f.s.eventlineCLI(nil, "dlq", "replay", fmt.Sprint(brokenSeq))
 	require.Error(t, err, "replaying invalid JSON must fail: %s", out)
 	require.Contains(t, out, "still failing", out)
 	var failures int
@@ -105,7 +105,7 @@ func TestPoisonMessages(t *testing.T) {
 	// Fix the cause, replay the refused event.
 	_, err = f.s.pool.Exec(ctx, `ALTER TABLE timeline_g1.events DROP CONSTRAINT reliability_refuse`)
 	require.NoError(t, err)
-	out, err = f.s.eventlineCLI("dlq", "replay", fmt.Sprint(refusedSeq))
+	out, err = f.s.eventlineCLI(nil, "dlq", "replay", fmt.Sprint(refusedSeq))
 	require.NoError(t, err, "%s", out)
 	f.note("`eventline dlq replay %d` after the cause was removed: %s", refusedSeq, strings.TrimSpace(out))
 	f.clear()

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -78,7 +77,7 @@ type lagProbe struct {
 
 func (s *system) probeLag(t *testing.T) *lagProbe {
 	t.Helper()
-	nc, err := nats.Connect(s.cfg.NATSURL)
+	nc, err := adminConnect(s.cfg.NATSURL, s.cfg.NATSPasswords)
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
@@ -167,7 +166,7 @@ func TestPoisonRefusedUnderLoad(t *testing.T) {
 	)
 	f := newFaultRun(t, "poison: an acknowledged event Postgres refuses in every read model (SQLSTATE 22023 from a test trigger), posted under load")
 	p := testenv.StartNATSProcess(t)
-	f.s = startSystem(t, systemConfig{NATSURL: p.URL()})
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords})
 	refuseEverywhere(t, f.s, refusedID)
 	ctx := context.Background()
 	lag := f.s.probeLag(t)

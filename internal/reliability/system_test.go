@@ -21,7 +21,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 )
 
@@ -39,7 +41,11 @@ type systemConfig struct {
 	DBURL      string // for the harness (direct); default: a fresh testenv database
 	SvcNATSURL string // for the services; default NATSURL (a toxiproxy address in network tests)
 	SvcDBURL   string // for the services; default DBURL
-	Env        []string
+	// NATSPasswords are the NATS identities' passwords (the server runs
+	// the shipped deploy/nats/auth.conf): every service connects as its
+	// own identity, the harness and eventline migrate as the admin.
+	NATSPasswords map[string]string
+	Env           []string
 }
 
 // system is one running eventline: ingest, projector and webhooker
@@ -82,9 +88,15 @@ func startSystem(t *testing.T, cfg systemConfig) *system {
 		"NATS_URL=" + cfg.SvcNATSURL, "DATABASE_URL=" + cfg.SvcDBURL, "LOG_LEVEL=warn",
 		"WEBHOOK_ALLOW_PRIVATE=true", "WEBHOOK_TIMEOUT=5s", "INGEST_RATE_LIMIT=0",
 		"PROJECTOR_LAG_INTERVAL=1s", "SHUTDOWN_TIMEOUT=20s",
+		// A SIGKILLed notifier's pin expires well before the next kill.
+		"NOTIFIER_PINNED_TTL=2s",
 		// One key for every (re)start: the webhooker must open what it sealed.
 		"EVENTLINE_SECRET_KEY=" + testenv.SecretKey,
 	}, cfg.Env...)
+	// The stream and the durables, provisioned as the NATS admin with the
+	// system's settings (STREAM_REPLICAS, PROJECTOR_ACK_WAIT ...).
+	out, err := s.eventlineCLI(append([]string{"NATS_URL=" + cfg.NATSURL}, s.natsIdentity(natsauth.Admin)...), "migrate", "--skip-database")
+	require.NoError(t, err, "eventline migrate --skip-database: %s", out)
 	for _, name := range services {
 		s.start(name)
 	}
@@ -107,7 +119,7 @@ func startSystem(t *testing.T, cfg systemConfig) *system {
 // start runs (or re-runs) a service binary with the system's environment.
 func (s *system) start(name string) *testenv.Service {
 	s.t.Helper()
-	svc := testenv.StartService(s.t, testenv.BuildBinary(s.t, "./cmd/"+name), s.env...)
+	svc := testenv.StartService(s.t, testenv.BuildBinary(s.t, "./cmd/"+name), append(s.env, s.natsIdentity(name)...)...)
 	s.mu.Lock()
 	s.svcs[name] = svc
 	s.mu.Unlock()
@@ -296,19 +308,33 @@ func (p *readyProbe) reset() (ready, notReady map[string]int) {
 
 func (p *readyProbe) close() { close(p.stop); <-p.done }
 
-// eventlineCLI runs the operator CLI against the system's database.
-func (s *system) eventlineCLI(args ...string) (string, error) {
+// natsIdentity is the environment that makes a binary connect to NATS as
+// identity.
+func (s *system) natsIdentity(identity string) []string {
+	return []string{"NATS_USER=" + identity, "NATS_PASSWORD=" + s.cfg.NATSPasswords[identity]}
+}
+
+// eventlineCLI runs the operator CLI against the system's database, with
+// env added to the system's environment.
+func (s *system) eventlineCLI(env []string, args ...string) (string, error) {
 	cmd := exec.Command(testenv.BuildBinary(s.t, "./cmd/eventline"), args...)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+s.cfg.DBURL)
+	cmd.Env = append(append(append(os.Environ(), s.env...), env...), "DATABASE_URL="+s.cfg.DBURL)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
-// publishRaw publishes data on subject straight to NATS, bypassing every
-// validation: how a buggy producer would poison the stream.
+// adminConnect connects to the NATS servers at url as the admin identity.
+func adminConnect(url string, passwords map[string]string, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(url, append([]nats.Option{nats.UserInfo(natsauth.Admin, passwords[natsauth.Admin]),
+		nats.CustomInboxPrefix(stream.InboxPrefix(natsauth.Admin))}, opts...)...)
+}
+
+// publishRaw publishes data on subject straight to NATS (as the admin),
+// bypassing every validation: how a buggy producer would poison the
+// stream.
 func (s *system) publishRaw(subject string, data []byte) {
 	s.t.Helper()
-	nc, err := nats.Connect(s.cfg.NATSURL)
+	nc, err := adminConnect(s.cfg.NATSURL, s.cfg.NATSPasswords)
 	require.NoError(s.t, err)
 	defer nc.Close()
 	js, err := nc.JetStream()

@@ -1,24 +1,23 @@
-// Package stream connects eventline services to NATS and provisions the
-// EVENTS stream: file storage, deny delete and purge, a duplicate window and
-// atomic batch publish (ARCHITECTURE §1-3). Provisioning is idempotent and
-// runs on every service start.
+// Package stream connects eventline binaries to NATS (credentials, TLS,
+// each service's inbox prefix) and owns the EVENTS stream: its shape (file
+// storage, deny delete and purge, a duplicate window, atomic batch publish,
+// direct get), its provisioning under the NATS admin identity (Ensure, run
+// by `eventline migrate`), and the services' checks that it and their
+// durables exist.
 package stream
 
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/pkg/events"
 )
-
-// DefaultURL is used when NATS_URL is not set (CONTRACT §4).
-const DefaultURL = "nats://127.0.0.1:4222"
 
 // Config is the shape of the EVENTS stream.
 type Config struct {
@@ -32,6 +31,12 @@ type Config struct {
 	// MaxBytes caps the stream's size; 0 is unlimited (default). When full,
 	// appends are refused (503), never old events silently dropped.
 	MaxBytes int64
+}
+
+// Register binds the settings to flags and environment variables.
+func (c *Config) Register(s *config.Set) {
+	s.Int(&c.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
+	s.Duration(&c.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
 }
 
 func (c Config) streamConfig() jetstream.StreamConfig {
@@ -77,11 +82,11 @@ func Ensure(ctx context.Context, nc *nats.Conn, cfg Config) (jetstream.Stream, e
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
 	want := cfg.streamConfig()
-	// Update only what differs: every service ensures the stream when it
-	// starts, and an update that changes nothing still rewrites the
-	// stream's store config — which races, inside nats-server 2.15.2 (seen
-	// by the race detector with the services of `eventline dev` starting
-	// together), with a consumer being created on the same stream.
+	// Update only what differs: an update that changes nothing still
+	// rewrites the stream's store config, which races, inside nats-server
+	// 2.15.2 (seen by the race detector when every service still ensured
+	// the stream as it started), with a consumer being created on the same
+	// stream.
 	if s, err := js.Stream(ctx, events.StreamName); err == nil && sameConfig(s.CachedInfo().Config, want) {
 		return s, nil
 	}
@@ -100,36 +105,4 @@ func sameConfig(have, want jetstream.StreamConfig) bool {
 		have.MaxMsgs == want.MaxMsgs && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && have.Duplicates == want.Duplicates &&
 		have.Replicas == want.Replicas && have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge &&
 		have.AllowAtomicPublish == want.AllowAtomicPublish && have.AllowDirect == want.AllowDirect
-}
-
-// Connect opens a NATS connection that reconnects forever, logging each
-// disconnect and reconnect. name identifies the service in server
-// monitoring.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.RetryOnFailedConnect(false),
-		// No reconnect buffer: while disconnected, a publish fails at once
-		// (ingest answers 503) instead of being replayed later, when a
-		// half-sent atomic batch would only occupy a server batch slot.
-		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: we closed it
-				log.Warn("nats disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("nats reconnected", "server", c.ConnectedUrlRedacted())
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			log.Error("nats error", "error", err)
-		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
-	}
-	return nc, nil
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/eventline/eventline/internal/natsauth"
+	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -56,19 +58,38 @@ func NATSServerBinary(t testing.TB) string {
 
 // NATSProcess is a nats-server child process with JetStream at
 // sync_interval: always, on a fixed loopback port and store directory, so
-// it can be killed and started again on the same data.
+// it can be killed and started again on the same data. Its accounts,
+// identities and permissions are the shipped ones: it includes
+// deploy/nats/auth.conf as it is, with a random password per identity in
+// the environment.
 type NATSProcess struct {
 	Bin      string
 	Port     int
 	StoreDir string
-	conf     string
-	cmd      *exec.Cmd
-	exited   chan struct{}
+	Identities
+	conf   string
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
-// StartNATSProcess starts a nats-server process for the test and stops it
-// when the test ends.
-func StartNATSProcess(t testing.TB) *NATSProcess {
+// ShippedAuthConf is the path of deploy/nats/auth.conf, which every
+// shipped server configuration includes.
+func ShippedAuthConf() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "deploy", "nats", "auth.conf"), nil
+}
+
+// StartNATSProcess starts a nats-server process for the test with the
+// shipped identities and stops it when the test ends.
+func StartNATSProcess(t testing.TB) *NATSProcess { return StartNATSProcessWith(t, NATSConfig{}) }
+
+// StartNATSProcessWith is StartNATSProcess set up as c says: with c.Auth,
+// the identities are rendered from it instead of read from the shipped
+// file.
+func StartNATSProcessWith(t testing.TB, c NATSConfig) *NATSProcess {
 	t.Helper()
 	dir := t.TempDir()
 	port, err := freePort()
@@ -76,7 +97,30 @@ func StartNATSProcess(t testing.TB) *NATSProcess {
 		t.Fatalf("testenv: %v", err)
 	}
 	p := &NATSProcess{Bin: NATSServerBinary(t), Port: port, StoreDir: filepath.Join(dir, "jetstream"), conf: filepath.Join(dir, "nats.conf")}
+	p.url = p.URL
 	conf := fmt.Sprintf("listen: 127.0.0.1:%d\nserver_name: eventline-test\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", port, p.StoreDir)
+	if !c.NoAuth {
+		auth := natsauth.Config{}
+		var text []byte
+		if c.Auth != nil {
+			auth = *c.Auth
+			auth.Passwords = nil
+			text = []byte(auth.Conf())
+		} else {
+			shipped, err := ShippedAuthConf()
+			if err != nil {
+				t.Fatalf("testenv: %v", err)
+			}
+			if text, err = os.ReadFile(shipped); err != nil {
+				t.Fatalf("testenv: the shipped NATS identities: %v", err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "auth.conf"), text, 0o600); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		conf += "include ./auth.conf\n"
+		p.Passwords = newPasswords(auth)
+	}
 	if err := os.WriteFile(p.conf, []byte(conf), 0o600); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -102,6 +146,10 @@ func (p *NATSProcess) Start(t testing.TB) {
 	t.Helper()
 	cmd := exec.Command(p.Bin, "-c", p.conf)
 	cmd.Stdout, cmd.Stderr = nil, nil
+	cmd.Env = os.Environ()
+	for name, pw := range p.Passwords {
+		cmd.Env = append(cmd.Env, natsauth.PasswordEnv(name)+"="+pw)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("testenv: start nats-server: %v", err)
 	}
@@ -110,7 +158,12 @@ func (p *NATSProcess) Start(t testing.TB) {
 	go func() { _ = cmd.Wait(); close(p.exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		nc, err := nats.Connect(p.URL(), nats.Timeout(time.Second))
+		admin := p.Client(natsauth.Admin)
+		auth, err := admin.Options()
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		nc, err := nats.Connect(p.URL(), append(auth, nats.Timeout(time.Second), nats.CustomInboxPrefix(stream.InboxPrefix(natsauth.Admin)))...)
 		if err == nil {
 			_, err = nc.Request("$JS.API.INFO", nil, time.Second)
 			nc.Close()
@@ -157,14 +210,21 @@ func (p *NATSProcess) signal(t testing.TB, sig syscall.Signal) {
 	p.cmd = nil
 }
 
-// ConnectProcess returns a client connection to p, closed when the test
-// ends.
+// ConnectProcess is p.Connect.
 func ConnectProcess(t testing.TB, p *NATSProcess) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(p.URL(), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatalf("testenv: connect to nats-server: %v", err)
+	return p.Connect(t)
+}
+
+// Provision runs `eventline migrate --skip-database` as the NATS admin on
+// n, as an installation does before it starts the services: it creates
+// the stream and every durable, which the services' own identities may
+// not.
+func Provision(t testing.TB, n NATSServer) {
+	t.Helper()
+	cmd := exec.Command(BuildBinary(t, "./cmd/eventline"), "migrate", "--skip-database")
+	cmd.Env = append(os.Environ(), n.Env(natsauth.Admin)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("testenv: eventline migrate --skip-database: %v\n%s", err, out)
 	}
-	t.Cleanup(nc.Close)
-	return nc
 }

@@ -25,13 +25,13 @@ import (
 // AppConfig is everything the webhooker binary reads from flags and
 // environment.
 type AppConfig struct {
-	HTTPAddr, AdminAddr, NATSURL, DatabaseURL, LogLevel string
-	Service                                             Config
-	AllowPrivate                                        bool
-	AllowCIDRs                                          string // comma-separated
-	Timeout                                             time.Duration
-	Stream                                              stream.Config
-	ShutdownTimeout                                     time.Duration
+	HTTPAddr, AdminAddr, DatabaseURL, LogLevel string
+	NATS                                       stream.Client // as identity webhooker (deploy/nats)
+	Service                                    Config
+	AllowPrivate                               bool
+	AllowCIDRs                                 string // comma-separated
+	Timeout                                    time.Duration
+	ShutdownTimeout                            time.Duration
 	// SecretKey seals webhook secrets at rest; OldSecretKeys (comma
 	// separated) are keys it replaced, still needed to open secrets sealed
 	// with them until the start-up re-seal has run.
@@ -42,7 +42,7 @@ type AppConfig struct {
 func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8082", "webhook API listen address")
 	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9092", "admin listen address (/livez, /readyz, /metrics)")
-	s.String(&c.NATSURL, "nats-url", "NATS_URL", stream.DefaultURL, "NATS server URL")
+	c.NATS.Register(s)
 	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL")
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Bool(&c.AllowPrivate, "allow-private", "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback and private networks (local use only)")
@@ -55,9 +55,6 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Duration(&c.Service.Retention, "retention", "WEBHOOK_RETENTION", 30*24*time.Hour, "how long the delivery log is kept")
 	s.Duration(&c.Service.FirstAttempt.Wait, "first-attempt-wait", "WEBHOOK_FIRST_ATTEMPT_WAIT", 50*time.Millisecond,
 		"how long the fan-out waits, without an attempt finishing, to record first attempts with their outcome; 0 records every delivery before its first attempt")
-	s.Int(&c.Service.MaxDeliver, "max-deliver", "WEBHOOK_MAX_DELIVER", 100, "deliveries of one event to the fan-out (1s..1m apart) before it is dead-lettered")
-	s.Int(&c.Stream.Replicas, "stream-replicas", "STREAM_REPLICAS", 1, "replicas of the EVENTS stream (3 in production)")
-	s.Duration(&c.Stream.Duplicates, "stream-duplicate-window", "STREAM_DUPLICATE_WINDOW", 2*time.Minute, "window in which the stream de-duplicates re-sent event ids")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
 	s.String(&c.SecretKey, "secret-key", "EVENTLINE_SECRET_KEY", "", "base64 of 32 random bytes that seals webhook secrets at rest (required; prefer the environment variable, flags show in ps)")
 	s.String(&c.OldSecretKeys, "old-secret-keys", "EVENTLINE_OLD_SECRET_KEYS", "", "comma-separated keys EVENTLINE_SECRET_KEY replaced; secrets sealed with them are re-sealed on start")
@@ -140,7 +137,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	defer lifecycle.FlushTraces(tracing, a.log)
 	cfg.Service.TracerProvider = tracing.Provider
-	conns, err := lifecycle.ConnectConsumer(ctx, cfg.DatabaseURL, cfg.NATSURL, "eventline-webhooker", cfg.Stream, a.log)
+	conns, err := lifecycle.ConnectConsumer(ctx, cfg.DatabaseURL, cfg.NATS, "webhooker", a.log)
 	if err != nil {
 		return err
 	}
@@ -158,8 +155,10 @@ func (a *App) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	NewAPI(svc.Store(), apikey.NewStore(pool, 0), client, js, nil, a.log).Routes(mux)
 	mux.Handle("/", httpapi.Fallback(mux))
+	checks := observe.Checks(nc, pool)
+	checks["stream"] = stream.NewPresence(js, svc.cfg.Consumer, 0).Check
 	return lifecycle.Serve(ctx, lifecycle.Server{
 		Name: "webhooker", HTTPAddr: cfg.HTTPAddr, Handler: mux, Log: a.log, Listening: a.Listening,
-		Admin: observe.NewAdmin(cfg.AdminAddr, reg, observe.Checks(nc, pool)), ShutdownTimeout: cfg.ShutdownTimeout,
+		Admin: observe.NewAdmin(cfg.AdminAddr, reg, checks), ShutdownTimeout: cfg.ShutdownTimeout,
 	}, svc.Run)
 }

@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
@@ -30,7 +32,14 @@ func TestAppDeliversEndToEnd(t *testing.T) {
 	dbURL := testenv.Database(t)
 	secretKey, err := secretbox.GenerateKey()
 	require.NoError(t, err)
-	app := NewApp(AppConfig{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATSURL: n.URL(), DatabaseURL: dbURL, SecretKey: secretKey,
+	nc := n.Connect(t) // the admin provisions, as eventline migrate does
+	_, err = stream.Ensure(ctx, nc, stream.Config{})
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = EnsureConsumer(ctx, js, DefaultConsumer, 100)
+	require.NoError(t, err)
+	app := NewApp(AppConfig{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATS: n.Client(natsauth.Webhooker), DatabaseURL: dbURL, SecretKey: secretKey,
 		AllowCIDRs: "127.0.0.0/8", Timeout: 5 * time.Second, ShutdownTimeout: 10 * time.Second,
 		Service: Config{RefreshEvery: 20 * time.Millisecond}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	runCtx, stop := context.WithCancel(ctx)
@@ -59,9 +68,6 @@ func TestAppDeliversEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusCreated, resp.StatusCode, "%v", ep)
 
-	nc := n.Connect(t)
-	_, err = stream.Ensure(ctx, nc, stream.Config{})
-	require.NoError(t, err)
 	pub, err := events.NewPublisher(nc)
 	require.NoError(t, err)
 	// The registry refreshes every 20ms; keep appending until one lands.

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
@@ -110,7 +111,14 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := NewService(ctx, testenv.ConnectProcess(b, p), js, pool, HTTPPoster{Client: client}, pub,
+	if _, err := EnsureConsumer(ctx, js, DefaultConsumer, 100); err != nil {
+		b.Fatal(err)
+	}
+	wjs, err := jetstream.New(p.ConnectAs(b, natsauth.Webhooker))
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, HTTPPoster{Client: client}, pub,
 		Config{RefreshEvery: 50 * time.Millisecond, Secrets: testKeyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)

@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -223,57 +223,34 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) {
 var errTooMany = errors.New("too many events")
 
 // scan reads the tenant's events recorded in [since, until) from the
-// stream and keeps those the endpoint matches.
+// stream and keeps those the endpoint matches. It reads with direct gets,
+// not a consumer: the webhooker's NATS identity may not create consumers.
 func (a *API) scan(ctx context.Context, ep Endpoint, since, until time.Time) ([]events.Event, error) {
 	subj, err := events.TenantSubjects(ep.Tenant)
 	if err != nil {
 		return nil, err
 	}
-	cons, err := a.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+	var out []events.Event
+	match := ep
+	match.Enabled = true
+	tooMany := false
+	err = stream.ReadSince(ctx, a.js.Conn(), subj, since, 0, func(m stream.StoredMsg) bool {
+		if !m.Time.Before(until) {
+			return false
+		}
+		e, err := events.ParseStored(events.Message{Subject: m.Subject, Data: m.Data, Header: m.Header, Seq: m.Seq, Timestamp: m.Time})
+		if err != nil || !match.Matches(e) {
+			return true
+		}
+		out = append(out, e)
+		tooMany = len(out) > a.maxReplay
+		return !tooMany
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the log: %w", err)
 	}
-	var out []events.Event
-	match := ep
-	match.Enabled = true
-	for {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("read the log: %w", err)
-		}
-		if info.NumPending == 0 {
-			return out, nil
-		}
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("read the log: %w", err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			if !meta.Timestamp.Before(until) {
-				return out, nil
-			}
-			e, err := events.ParseStored(events.Message{Subject: m.Subject(), Data: m.Data(), Header: m.Headers(), Seq: meta.Sequence.Stream, Timestamp: meta.Timestamp})
-			if err != nil || !match.Matches(e) {
-				continue
-			}
-			out = append(out, e)
-			if len(out) > a.maxReplay {
-				return nil, errTooMany
-			}
-		}
-		if batch.Error() != nil {
-			return nil, fmt.Errorf("read the log: %w", batch.Error())
-		}
-		if got == 0 {
-			return out, nil
-		}
+	if tooMany {
+		return nil, errTooMany
 	}
+	return out, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/secretbox"
+	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -28,7 +29,7 @@ const DefaultHandlers = 256
 // Config tunes the webhooker. Zero values take defaults.
 type Config struct {
 	Consumer      string // durable name; default "webhooker"
-	MaxDeliver    int    // deliveries of one event to the fan-out; default 100
+	MaxDeliver    int    // deliveries of one event to the fan-out: the durable's, as provisioned (NewService reads it)
 	Handlers      int    // concurrent fan-out handlers; default 256
 	Dispatch      DispatchConfig
 	FirstAttempt  FirstAttemptConfig
@@ -106,8 +107,9 @@ type Service struct {
 	scheduler  *scheduler
 }
 
-// NewService provisions the durable and wires the parts. fanoutNC is a
-// connection of its own: the Watermill subscriber drains it on close.
+// NewService finds the durable (`eventline migrate` provisions it) and
+// wires the parts. fanoutNC is a connection of its own: the Watermill
+// subscriber drains it on close.
 func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, poster Poster, pub *events.Publisher, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Secrets == nil {
@@ -121,14 +123,15 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	} else if n > 0 {
 		log.InfoContext(ctx, "sealed webhook secrets with the primary key", "endpoints", n, "key_id", cfg.Secrets.PrimaryID())
 	}
-	cons, err := EnsureConsumer(ctx, js, cfg.Consumer, cfg.MaxDeliver)
+	cons, err := stream.LookupDurable(ctx, js, cfg.Consumer)
 	if err != nil {
 		return nil, err
 	}
+	cfg.MaxDeliver = cons.CachedInfo().Config.MaxDeliver
 	cfg.Handlers = consume.Handlers(ctx, log, cons, cfg.Handlers)
-	str, err := js.Stream(ctx, events.StreamName)
+	str, err := stream.Lookup(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("open stream: %w", err)
+		return nil, err
 	}
 	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, poster: poster, publisher: pub, log: log, metrics: m,
 		registry: NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}

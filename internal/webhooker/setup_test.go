@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
@@ -80,7 +81,17 @@ func setup(t *testing.T, o options) *bundle {
 	cfg.RefreshEvery = 20 * time.Millisecond
 	cfg.Secrets = testKeyring(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := NewService(ctx, n.Connect(t), js, pool, HTTPPoster{Client: client}, pub, cfg, NewMetrics(prometheus.NewRegistry()), log)
+	// The admin provisions the durable (eventline migrate); the service
+	// and its API run as the webhooker's own NATS identity.
+	d := cfg.withDefaults()
+	_, err = EnsureConsumer(ctx, js, d.Consumer, d.MaxDeliver)
+	require.NoError(t, err)
+	wnc := n.ConnectAs(t, natsauth.Webhooker)
+	wjs, err := jetstream.New(wnc)
+	require.NoError(t, err)
+	wpub, err := events.NewPublisher(wnc)
+	require.NoError(t, err)
+	svc, err := NewService(ctx, n.ConnectAs(t, natsauth.Webhooker), wjs, pool, HTTPPoster{Client: client}, wpub, cfg, NewMetrics(prometheus.NewRegistry()), log)
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -91,7 +102,7 @@ func setup(t *testing.T, o options) *bundle {
 	_, key, err := keys.Create(ctx, apikey.CreateParams{Tenant: "acme", Scopes: []string{apikey.ScopeAdmin}})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(svc.Store(), keys, client, js, clk.Now, log).Routes(mux)
+	NewAPI(svc.Store(), keys, client, wjs, clk.Now, log).Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &bundle{nats: n, pool: pool, js: js, pub: pub, svc: svc, clock: clk, api: srv.URL, key: key, secrets: cfg.Secrets}

@@ -48,6 +48,11 @@ func TestStopWhileMessagesFlow(t *testing.T) {
 	}
 	client, err := safehttp.New(safehttp.Config{AllowPrivate: true, Timeout: 5 * time.Second})
 	require.NoError(t, err)
+	// A durable of its own, provisioned by the admin; the service runs with
+	// the admin's connections (the webhooker's identity reads only its own
+	// durable).
+	_, err = EnsureConsumer(ctx, b.js, "webhooker-stop", 100)
+	require.NoError(t, err)
 	for round := range 4 {
 		appendEvents(round)
 		svc, err := NewService(ctx, b.nats.Connect(t), b.js, b.pool, HTTPPoster{Client: client}, b.pub,

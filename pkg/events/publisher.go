@@ -197,7 +197,7 @@ func (p *Publisher) appendChunk(ctx context.Context, es []Event) ([]Result, erro
 					continue
 				}
 			case errCodeAtomicDisabled:
-				return nil, unavailable("append batch", fmt.Errorf("stream %s does not allow atomic publish; start an eventline service to update it: %w", p.stream, err))
+				return nil, unavailable("append batch", fmt.Errorf("stream %s does not allow atomic publish; run `eventline migrate` (as the NATS admin) to update it: %w", p.stream, err))
 			}
 		}
 		return nil, unavailable("append batch", err)
