@@ -49,6 +49,12 @@ Usage:
                                     list dead-lettered messages with their errors
   eventline dlq replay [--consumer projector|notifier|webhooker] [SEQ ...]
                                     process dead letters again (all pending, or these stream sequences)
+  eventline rejected list [--tenant T] [--all]
+                                    list messages that failed validation, once each (tenants see theirs
+                                    at GET /v1/rejected-events)
+  eventline rejected replay [--tenant T] [SEQ ...]
+                                    after a fix, replay rejections (all pending, or these stream
+                                    sequences) to every consumer that dead-lettered them
   eventline rebuild timelines [--keep-old] [--drop-delay 5s]
                                     replay the stream into fresh timeline tables while the current
                                     ones serve, then switch over (needs NATS as the admin identity)
@@ -79,6 +85,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = keys(ctx, args[1:], stdout)
 	case "dlq":
 		err = dlq(ctx, args[1:], stdout)
+	case "rejected":
+		err = rejected(ctx, args[1:], stdout)
 	case "rebuild":
 		err = rebuild(ctx, args[1:], stdout)
 	default:

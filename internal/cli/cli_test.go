@@ -16,6 +16,7 @@ import (
 	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/pkg/events"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -229,6 +230,8 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"keys", "list", "--help"}, "-tenant"},
 		{[]string{"dlq", "list", "--help"}, "-consumer"},
 		{[]string{"dlq", "replay", "-h"}, "-consumer"},
+		{[]string{"rejected", "list", "--help"}, "-all"},
+		{[]string{"rejected", "replay", "-h"}, "-tenant"},
 		{[]string{"migrate", "--help"}, "-database-url"},
 		{[]string{"bench", "--help"}, "-rate"},
 		{[]string{"rebuild", "timelines", "--help"}, "-keep-old"},
@@ -251,4 +254,79 @@ func TestDLQRefusesUnknownConsumer(t *testing.T) {
 		require.Contains(t, errOut, "notifier, projector, webhooker")
 		require.Empty(t, out)
 	}
+}
+
+// TestRejectedListAndReplay: rejections are listed once each (per tenant
+// on request). A replay processes every consumer's letter of a message
+// again: one an older version rejected but that is valid now reaches the
+// timeline and is marked replayed, no longer listed by default; one that
+// is still invalid stays rejected, with the errors of today's validation.
+func TestRejectedListAndReplay(t *testing.T) {
+	url := testenv.Database(t)
+	ctx := context.Background()
+	pool, err := postgres.Open(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	refs := `"eventable":{"type":"card","id":"c1"},"creator":{"type":"user","id":"u1"}`
+	old := []events.FieldError{{Field: "particulars", Message: "a rule of an older version"}}
+	add := func(consumer string, seq uint64, subject, body string) {
+		require.NoError(t, deadletter.Add(ctx, pool, deadletter.Letter{Consumer: consumer, StreamSeq: seq, Subject: subject, Data: []byte(body),
+			StreamTime: at.Add(time.Duration(seq) * time.Second), Error: "rejected", Errors: old}))
+	}
+	for _, c := range []string{"projector", "notifier", "webhooker", "projector-rebuild-g2"} {
+		add(c, 3, "events.acme.card.closed", `{"id":"fixed","action":"closed",`+refs+`}`)
+	}
+	for _, c := range []string{"projector", "notifier"} {
+		add(c, 4, "events.acme.card.closed", `{"id":"still-bad",`+refs+`}`)
+	}
+	add("projector", 5, "events.globex.card.closed", `{"id":"theirs",`+refs+`}`)
+
+	code, out, errOut := run(t, url, "rejected", "list")
+	require.Equal(t, 0, code, errOut)
+	require.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 4, "a header and one line per message:\n%s", out)
+	require.Contains(t, out, "particulars: a rule of an older version")
+	code, out, _ = run(t, url, "rejected", "list", "--tenant", "acme")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "still-bad")
+	require.NotContains(t, out, "theirs")
+
+	code, out, _ = run(t, url, "rejected", "replay", "--tenant", "acme")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "seq 3: replayed (notifier, projector, projector-rebuild-g2, webhooker)")
+	require.Contains(t, out, "seq 4: still rejected: notifier: event 0: action: is required; projector: event 0: action: is required")
+	require.Contains(t, out, "1 replayed, 1 still rejected")
+
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM timeline_g1.events WHERE tenant = 'acme' AND id = 'fixed'`).Scan(&n))
+	require.Equal(t, 1, n, "the replayed event reached the timeline")
+	pending, err := deadletter.ListRejections(ctx, pool, deadletter.RejectionQuery{Tenant: "acme", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, pending, 1)
+	require.Equal(t, uint64(4), pending[0].Seq)
+	require.Equal(t, []events.FieldError{{Field: "action", Message: "is required"}}, pending[0].Errors, "today's errors replace the old ones")
+	withReplayed, err := deadletter.ListRejections(ctx, pool, deadletter.RejectionQuery{Tenant: "acme", IncludeReplayed: true, Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, withReplayed, 2)
+	require.NotNil(t, withReplayed[1].ReplayedAt)
+	l, err := deadletter.NewStore(pool).Get(ctx, "projector", 4)
+	require.NoError(t, err)
+	require.Equal(t, 2, l.Failures)
+
+	code, out, _ = run(t, url, "rejected", "list")
+	require.Equal(t, 0, code)
+	require.NotContains(t, out, "fixed", "replayed rejections are hidden without --all")
+	code, out, _ = run(t, url, "rejected", "list", "--all")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "fixed")
+
+	code, out, _ = run(t, url, "rejected", "replay", "3")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "seq 3: already replayed")
+	code, _, errOut = run(t, url, "rejected", "replay", "99")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "no rejection at stream sequence 99")
+	code, _, errOut = run(t, url, "rejected", "replay", "x")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, `"x" is not a stream sequence`)
 }

@@ -103,13 +103,7 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	var failed int
 	for _, l := range letters {
-		poison, err := replay(ctx, pool, l)
-		if err != nil && postgres.Permanent(err) {
-			// Postgres still refuses its data: the letter stays poison and
-			// keeps the new reason; the other letters are still replayed.
-			poison, l.Error = err, err.Error()
-			err = deadletter.Add(ctx, pool, l)
-		}
+		poison, err := replayLetter(ctx, pool, replay, l)
 		if err != nil {
 			return err
 		}
@@ -125,6 +119,30 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%d dead letters still fail", failed)
 	}
 	return nil
+}
+
+// replayer returns the replay of a consumer's letters: the consumer's own,
+// and the projector's for a rebuild's durable (its letters go into the
+// current generation).
+func replayer(consumer string) (func(context.Context, *pgxpool.Pool, deadletter.Letter) (error, error), bool) {
+	if strings.HasPrefix(consumer, projector.RebuildConsumerPrefix) {
+		return projector.ReplayDeadLetter, true
+	}
+	r, ok := replayers[consumer]
+	return r, ok
+}
+
+// replayLetter processes l again with replay. poison is why it still
+// fails, kept on the letter; err is a failure to reach the database.
+func replayLetter(ctx context.Context, pool *pgxpool.Pool, replay func(context.Context, *pgxpool.Pool, deadletter.Letter) (error, error), l deadletter.Letter) (poison, err error) {
+	poison, err = replay(ctx, pool, l)
+	if err != nil && postgres.Permanent(err) {
+		// Postgres still refuses its data: the letter stays poison and
+		// keeps the new reason; the other letters are still replayed.
+		poison, l.Error = err, err.Error()
+		err = deadletter.Add(ctx, pool, l)
+	}
+	return poison, err
 }
 
 func clip(s string, n int) string {

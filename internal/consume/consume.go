@@ -103,9 +103,12 @@ func Event(msg *message.Message) (events.Event, error) {
 }
 
 // Letter is the dead letter of msg for consumer, with cause as its error.
+// When cause is (or wraps) an *events.ValidationError the letter carries
+// its field errors, and deadletter.Add records the message as a rejection
+// its tenant sees.
 func Letter(consumer string, msg *message.Message, cause error) deadletter.Letter {
 	return deadletter.Letter{Consumer: consumer, StreamSeq: StreamSeq(msg), Subject: msg.Metadata.Get(MetaSubject),
-		Data: msg.Payload, StreamTime: StreamTime(msg), MsgID: MsgID(msg), Error: cause.Error()}
+		Data: msg.Payload, StreamTime: StreamTime(msg), MsgID: MsgID(msg), Error: cause.Error(), Errors: deadletter.FieldErrors(cause)}
 }
 
 // PermanentError marks the failure of a message that handling it again

@@ -68,10 +68,12 @@ func TestUnmarshalerGivesParseStoredTheMessage(t *testing.T) {
 			require.Equal(t, ack.Sequence, letter.StreamSeq)
 			require.True(t, stored.Time.Equal(letter.StreamTime))
 			require.Equal(t, tt.header.Values("Nats-Msg-Id"), letter.Message().Header.Values(events.HeaderMsgID), "the letter keeps every Nats-Msg-Id")
+			require.Nil(t, letter.Errors, "a failure that is not a validation error is no rejection")
 			if tt.field != "" {
 				var verr *events.ValidationError
 				require.ErrorAs(t, err, &verr)
 				require.Equal(t, tt.field, verr.Errors[0].Field)
+				require.Equal(t, verr.Errors, consume.Letter("projector", msg, err).Errors, "the letter of a rejected message carries its field errors")
 				return
 			}
 			require.NoError(t, err)

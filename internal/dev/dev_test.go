@@ -152,6 +152,9 @@ func TestDevEndToEnd(t *testing.T) {
 	code, body = p.do(t, http.MethodGet, "/v1/events", "")
 	require.Equal(t, http.StatusMethodNotAllowed, code, "%s", body)
 	require.Contains(t, string(body), `"status":405`, "a wrong method is answered with problem+json")
+	code, body = p.do(t, http.MethodGet, "/v1/rejected-events", "")
+	require.Equal(t, http.StatusOK, code, "routed to the projector: %s", body)
+	require.JSONEq(t, `{"rejected_events":[],"next_cursor":null}`, string(body))
 
 	// The embedded NATS server has eventline's identities, with passwords
 	// kept in the state directory: no credentials, no connection.

@@ -260,8 +260,10 @@ func (c *orderedConsumer) commit(ctx context.Context, tx pgx.Tx, s *slot) error 
 		if it.err == nil {
 			continue
 		}
+		// A message that failed validation carries its field errors: Add
+		// records it as the tenant's rejection in the same statement.
 		l := deadletter.Letter{Consumer: c.name, StreamSeq: it.seq, Subject: storable(it.subject), Data: it.data,
-			StreamTime: it.streamTime, MsgID: storable(it.msgID), Error: storable(it.err.Error())}
+			StreamTime: it.streamTime, MsgID: storable(it.msgID), Error: storable(it.err.Error()), Errors: deadletter.FieldErrors(it.err)}
 		if err := deadletter.Add(ctx, tx, l); err != nil {
 			return err
 		}

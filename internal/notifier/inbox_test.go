@@ -382,6 +382,12 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(ctx, `SELECT consumer, error FROM eventline.dead_letters WHERE stream_seq = 1`).Scan(&consumer, &reason))
 	require.Equal(t, DefaultConsumer, consumer)
 	require.NotEmpty(t, reason)
+	// It failed validation: the tenant sees it as a rejection.
+	rs, err := deadletter.ListRejections(ctx, b.pool, deadletter.RejectionQuery{Tenant: "acme", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, rs, 1)
+	require.Equal(t, uint64(1), rs[0].Seq)
+	require.Equal(t, "event", rs[0].Errors[0].Field, "not a JSON object")
 }
 
 // TestReplayDeadLetter: `eventline dlq replay --consumer notifier` applies

@@ -38,6 +38,8 @@ var tenantTables = []tenantTable{
 	{"webhook.endpoints", `INSERT INTO webhook.endpoints (tenant, id, url, events, secrets) VALUES ($1, gen_random_uuid()::text, 'https://example.com/h', '{*}', '[]')`, true, true},
 	{"webhook.deliveries", `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type) VALUES (gen_random_uuid()::text, $1, 'ep', gen_random_uuid()::text, 1, 'card.closed')`, true, true},
 	{"webhook.attempts", `INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms) VALUES (gen_random_uuid()::text, 1, $1, 'ep', now(), 1)`, true, false},
+	{"eventline.rejected_events", `INSERT INTO eventline.rejected_events (stream_seq, tenant, subject, errors, body, body_size, stream_time)
+		VALUES ((random() * 1e15)::bigint, $1, 'events.' || $1 || '.card.closed', '[]', '\x7b7d', 2, now())`, true, false},
 }
 
 func eventsInsert(s string) string {

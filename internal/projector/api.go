@@ -18,7 +18,8 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
-// API serves the timeline endpoints of CONTRACT §2 with the read scope.
+// API serves the timeline endpoints of docs/contract.md (HTTP API,
+// timelines) and the tenant's rejected events, with the read scope.
 type API struct {
 	store *Store
 	auth  httpapi.Authenticator
@@ -36,6 +37,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/timelines/{type}/{id}", read(a.timeline))
 	mux.Handle("GET /v1/activity", read(a.activity))
 	mux.Handle("GET /v1/events/{id}", read(a.event))
+	mux.Handle("GET /v1/rejected-events", read(a.rejected))
 }
 
 func (a *API) timeline(w http.ResponseWriter, r *http.Request) {
@@ -88,33 +90,16 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-var queryParams = map[string]bool{"limit": true, "cursor": true, "action": true, "creator": true, "eventable_type": true, "since": true, "until": true}
+var queryParams = []string{"limit", "cursor", "action", "creator", "eventable_type", "since", "until"}
 
 // parseQuery reads the list parameters, naming every bad one.
 func parseQuery(v url.Values, tenant string) (Query, []events.FieldError) {
-	q := Query{Tenant: tenant, Limit: 50}
+	q := Query{Tenant: tenant}
 	var errs []events.FieldError
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, events.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
-	for name, vals := range v {
-		if !queryParams[name] {
-			if name == "" {
-				name = `""`
-			}
-			bad(name, "is not a parameter; use limit, cursor, action, creator, eventable_type, since, until")
-		} else if len(vals) > 1 {
-			bad(name, "is given %d times; give it once (action takes a comma-separated list)", len(vals))
-		}
-	}
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 200 {
-			bad("limit", "must be a whole number from 1 to 200")
-		} else {
-			q.Limit = n
-		}
-	}
+	q.Limit = listParams(v, queryParams, " (action takes a comma-separated list)", bad)
 	if s := v.Get("cursor"); s != "" {
 		c, err := decodeCursor(s, tenant)
 		if err != nil {
@@ -172,6 +157,32 @@ func parseQuery(v url.Values, tenant string) (Query, []events.FieldError) {
 	}
 	slices.SortStableFunc(errs, func(a, b events.FieldError) int { return strings.Compare(a.Field, b.Field) })
 	return q, errs
+}
+
+// listParams checks what every list of this API shares: each parameter
+// is one of known and given once (hint follows that message), and limit is
+// 1-200. It returns the limit (default 50); bad records each problem.
+func listParams(v url.Values, known []string, hint string, bad func(field, format string, args ...any)) int {
+	for name, vals := range v {
+		if !slices.Contains(known, name) {
+			if name == "" {
+				name = `""`
+			}
+			bad(name, "is not a parameter; use %s", strings.Join(known, ", "))
+		} else if len(vals) > 1 {
+			bad(name, "is given %d times; give it once%s", len(vals), hint)
+		}
+	}
+	limit := 50
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 200 {
+			bad("limit", "must be a whole number from 1 to 200")
+		} else {
+			limit = n
+		}
+	}
+	return limit
 }
 
 func validRefID(s string) bool {

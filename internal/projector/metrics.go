@@ -1,11 +1,28 @@
 package projector
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventline/eventline/internal/consumerlag"
+	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// MaxRejectedTenants bounds the tenant label of
+// eventline_rejected_events_total: the first tenants a process sees
+// rejected get their own series, later ones are counted as "_other". A
+// tenant token on a subject is whatever NATS let a producer publish on; with
+// per-tenant credentials that is the installation's tenants, but an open
+// server lets anyone invent tenants, and each would be a series forever.
+const MaxRejectedTenants = 1000
+
+// Tenant label values that are not tenants (a tenant never starts with '_').
+const (
+	rejectedNoTenant    = "_none"  // the subject has no valid tenant token
+	rejectedOtherTenant = "_other" // beyond MaxRejectedTenants
 )
 
 // Metrics are the projector's Prometheus metrics.
@@ -15,6 +32,10 @@ type Metrics struct {
 	batchDuration prometheus.Histogram
 	lagSeconds    prometheus.Gauge
 	consumer      *consumerlag.Metrics
+	rejected      *prometheus.CounterVec
+
+	mu      sync.Mutex
+	tenants map[string]bool // tenants with a series of rejected
 }
 
 // NewMetrics registers the projector metrics on reg.
@@ -35,8 +56,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "eventline_projector_lag_seconds", Help: "Projection lag: age of the oldest event not yet projected (0 when caught up).",
 		}),
 		consumer: consumerlag.NewMetrics(reg),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventline_rejected_events_total",
+			Help: "Messages on events.<tenant>.> that failed validation (GET /v1/rejected-events), each counted once, by tenant " +
+				"(_none: the subject names none; _other: beyond the first 1000 tenants) and reason (the top-level field of the first error).",
+		}, []string{"tenant", "reason"}),
+		tenants: map[string]bool{},
 	}
-	reg.MustRegister(m.eventsTotal, m.batchSize, m.batchDuration, m.lagSeconds)
+	reg.MustRegister(m.eventsTotal, m.batchSize, m.batchDuration, m.lagSeconds, m.rejected)
 	return m
 }
 
@@ -49,4 +76,28 @@ func (m *Metrics) batch(r batchResult, took time.Duration) {
 	m.eventsTotal.WithLabelValues("dead_lettered").Add(float64(r.deadLettered))
 	m.batchSize.Observe(float64(r.projected + r.duplicates + r.deadLettered))
 	m.batchDuration.Observe(took.Seconds())
+}
+
+// rejection counts one rejected message of tenant ("" when its subject
+// names none) with these field errors.
+func (m *Metrics) rejection(tenant string, errs []events.FieldError) {
+	if m == nil {
+		return
+	}
+	m.rejected.WithLabelValues(m.tenantLabel(tenant), deadletter.Reason(errs)).Inc()
+}
+
+func (m *Metrics) tenantLabel(tenant string) string {
+	if tenant == "" {
+		return rejectedNoTenant
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.tenants[tenant] {
+		if len(m.tenants) >= MaxRejectedTenants {
+			return rejectedOtherTenant
+		}
+		m.tenants[tenant] = true
+	}
+	return tenant
 }

@@ -261,6 +261,9 @@ func (p *Projector) project(ctx context.Context, items []item) error {
 		res, err := p.commit(ctx, items)
 		if err == nil {
 			p.metrics.batch(res, time.Since(start))
+			for _, i := range res.rejected {
+				p.metrics.rejection(deadletter.SubjectTenant(items[i].msg.Subject()), deadletter.FieldErrors(items[i].err))
+			}
 			p.trace(ctx, items, start)
 			if p.hook != nil {
 				if err := p.hook("after_commit", len(items)); err != nil {
@@ -341,6 +344,9 @@ func (p *Projector) trace(ctx context.Context, items []item, start time.Time) {
 
 type batchResult struct {
 	projected, duplicates, deadLettered int
+	// rejected are the indexes of the items first dead-lettered by this
+	// batch because they failed validation: each is counted once.
+	rejected []int
 }
 
 // commit writes the batch, its dead letters and the checkpoint in one
@@ -357,13 +363,20 @@ func (p *Projector) commit(ctx context.Context, items []item) (batchResult, erro
 		}
 		good := make([]events.Event, 0, len(items))
 		var maxSeq uint64
-		for _, it := range items {
+		for i, it := range items {
 			maxSeq = max(maxSeq, it.seq)
 			if it.err != nil {
 				res.deadLettered++
-				if err := deadletter.Add(ctx, tx, deadletter.Letter{Consumer: p.cfg.Consumer, StreamSeq: it.seq, Subject: it.msg.Subject(), Data: it.msg.Data(),
-					StreamTime: it.stored, MsgID: strings.Join(it.msg.Headers().Values(events.HeaderMsgID), "\n"), Error: it.err.Error()}); err != nil {
+				// A validation failure is also recorded as the tenant's
+				// rejection, in this statement (deadletter.Record).
+				errs := deadletter.FieldErrors(it.err)
+				first, err := deadletter.Record(ctx, tx, deadletter.Letter{Consumer: p.cfg.Consumer, StreamSeq: it.seq, Subject: it.msg.Subject(), Data: it.msg.Data(),
+					StreamTime: it.stored, MsgID: strings.Join(it.msg.Headers().Values(events.HeaderMsgID), "\n"), Error: it.err.Error(), Errors: errs})
+				if err != nil {
 					return err
+				}
+				if first && errs != nil {
+					res.rejected = append(res.rejected, i)
 				}
 				p.log.WarnContext(ctx, "dead-lettered a message", "stream_seq", it.seq, "subject", it.msg.Subject(), "error", it.err)
 				continue

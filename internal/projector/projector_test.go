@@ -125,6 +125,15 @@ type pageResp struct {
 
 func (b *bundle) get(t *testing.T, key, path string, params url.Values) pageResp {
 	t.Helper()
+	var r pageResp
+	r.status, r.problem = b.getJSON(t, key, path, params, &r.page)
+	return r
+}
+
+// getJSON GETs path with key, decodes a 200 answer into ok and returns the
+// status and, for any other, the problem.
+func (b *bundle) getJSON(t *testing.T, key, path string, params url.Values, ok any) (int, map[string]any) {
+	t.Helper()
 	u := b.api + path
 	if len(params) > 0 {
 		u += "?" + params.Encode()
@@ -137,13 +146,13 @@ func (b *bundle) get(t *testing.T, key, path string, params url.Values) pageResp
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	r := pageResp{status: resp.StatusCode}
 	if resp.StatusCode == http.StatusOK {
-		require.NoError(t, json.Unmarshal(raw, &r.page), "%s", raw)
-	} else {
-		require.NoError(t, json.Unmarshal(raw, &r.problem), "%s", raw)
+		require.NoError(t, json.Unmarshal(raw, ok), "%s", raw)
+		return resp.StatusCode, nil
 	}
-	return r
+	var problem map[string]any
+	require.NoError(t, json.Unmarshal(raw, &problem), "%s", raw)
+	return resp.StatusCode, problem
 }
 
 func ids(es []events.Event) []string {
@@ -224,6 +233,25 @@ func TestProjectsTimelinesAndServesThem(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, r.status)
 }
 
+// crashAfterFirstCommit returns a worker hook that stops the worker after
+// its first commit, before the acks, as a crash would, and a channel
+// closed then.
+func crashAfterFirstCommit() (func(string, int) error, <-chan struct{}) {
+	crashed := make(chan struct{})
+	var once sync.Once
+	return func(stage string, _ int) error {
+		if stage != "after_commit" {
+			return nil
+		}
+		var crash bool
+		once.Do(func() { crash = true; close(crashed) })
+		if crash {
+			return fmt.Errorf("simulated crash between commit and ack")
+		}
+		return nil
+	}, crashed
+}
+
 // TestExactlyOnceUnderRedelivery crashes a worker between commit and ack:
 // the batch is redelivered and projected again, and nothing is doubled.
 func TestExactlyOnceUnderRedelivery(t *testing.T) {
@@ -238,19 +266,8 @@ func TestExactlyOnceUnderRedelivery(t *testing.T) {
 	_, err := b.pub.AppendBatch(ctx, in)
 	require.NoError(t, err)
 
-	crashed := make(chan struct{})
-	var once sync.Once
-	stop := b.worker(t, Config{BatchSize: 100}, func(stage string, _ int) error {
-		if stage != "after_commit" {
-			return nil
-		}
-		var crash bool
-		once.Do(func() { crash = true; close(crashed) })
-		if crash {
-			return fmt.Errorf("simulated crash between commit and ack")
-		}
-		return nil
-	})
+	hook, crashed := crashAfterFirstCommit()
+	stop := b.worker(t, Config{BatchSize: 100}, hook)
 	<-crashed
 	stop()
 	committed, _ := b.count(t)

@@ -41,6 +41,12 @@ type RebuildConfig struct {
 	Progress func(generation int, pending uint64, switched bool)
 }
 
+// RebuildConsumerPrefix starts the name of a rebuild's durable
+// ("projector-rebuild-g2"), which is also the consumer of its dead
+// letters: a message a rebuild dead-lettered is replayed into the current
+// generation like the projector's own (ReplayDeadLetter).
+const RebuildConsumerPrefix = DefaultConsumer + "-rebuild-"
+
 // Rebuild replays the stream from sequence 1 into a fresh generation of
 // timeline tables while the current generation keeps serving reads and the
 // live projection, then switches reads and the live projection over and
@@ -71,7 +77,7 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, cf
 		return 0, err
 	}
 	next := cur + 1
-	name := fmt.Sprintf("projector-rebuild-g%d", next)
+	name := fmt.Sprintf("%sg%d", RebuildConsumerPrefix, next)
 	// A previous rebuild that did not finish leaves its schema and durable.
 	if err := js.DeleteConsumer(ctx, events.StreamName, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return 0, fmt.Errorf("delete stale rebuild consumer: %w", err)

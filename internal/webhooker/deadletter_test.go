@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/deadletter"
@@ -57,4 +58,31 @@ func TestReplayDeadLetterFansOutAgain(t *testing.T) {
 	poison, err := ReplayDeadLetter(ctx, b.pool, bad)
 	require.NoError(t, err)
 	require.Error(t, poison, "still undecodable")
+}
+
+// TestRejectedMessageRecorded: a message on a tenant's subject that fails
+// validation is dead-lettered by the fan-out, which records it as the
+// tenant's rejection with the field errors it was rejected with; the
+// events behind it are fanned out.
+func TestRejectedMessageRecorded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, options{})
+	msg := nats.NewMsg("events.acme.card.closed")
+	msg.Data = []byte(`{"id":"no-creator","action":"closed","eventable":{"type":"card","id":"c1"}}`)
+	msg.Header.Set(events.HeaderMsgID, "acme:no-creator")
+	ack, err := b.js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	after := b.publish(t, "after")
+	b.waitFannedOut(t, after.Seq)
+
+	l, err := deadletter.NewStore(b.pool).Get(ctx, DefaultConsumer, ack.Sequence)
+	require.NoError(t, err)
+	require.Contains(t, l.Error, "creator.type: is required")
+	rs, err := deadletter.ListRejections(ctx, b.pool, deadletter.RejectionQuery{Tenant: "acme", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, rs, 1)
+	require.Equal(t, ack.Sequence, rs[0].Seq)
+	require.Equal(t, "no-creator", *rs[0].ID)
+	require.Equal(t, []events.FieldError{{Field: "creator.type", Message: "is required"}, {Field: "creator.id", Message: "is required"}}, rs[0].Errors)
 }
