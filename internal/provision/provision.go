@@ -28,11 +28,11 @@ type Config struct {
 	// NotifierMaxDeliver and WebhookerMaxDeliver bound the deliveries of
 	// one event to those services before they dead-letter it; the services
 	// read them back from their durables.
-	NotifierMaxDeliver  int // default 50
+	NotifierMaxDeliver int // default 50
 	// NotifierPinnedTTL is how long the notifier's durable stays pinned to
 	// a replica that stopped asking for messages before a standby gets
 	// them. Default notifier.DefaultPinnedTTL.
-	NotifierPinnedTTL time.Duration
+	NotifierPinnedTTL   time.Duration
 	WebhookerMaxDeliver int // default 100
 }
 
