@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -38,25 +39,33 @@ type bundle struct {
 	mk func(tenant string, scopes []string, rate int) string
 }
 
-func setup(t *testing.T) bundle {
+func setup(t *testing.T) bundle { t.Helper(); return setupWith(t, stream.Config{}, nil) }
+
+// setupWith provisions the stream with sc and lets configure change the
+// service's configuration (and see the test database's pool).
+func setupWith(t *testing.T, sc stream.Config, configure func(*ingest.Config, *pgxpool.Pool)) bundle {
 	t.Helper()
 	ctx := context.Background()
 	n := testenv.StartNATS(t)
 	nc := n.Connect(t)
-	str, err := stream.Ensure(ctx, nc, stream.Config{})
+	str, err := stream.Ensure(ctx, nc, sc)
 	require.NoError(t, err)
 	pub, err := events.NewPublisher(n.ConnectAs(t, natsauth.Ingest), events.WithTimeout(2*time.Second))
 	require.NoError(t, err)
-	keys := apikey.NewStore(testenv.Pool(t), 0)
+	pool := testenv.Pool(t)
+	keys := apikey.NewStore(pool, 0)
 	mk := func(tenant string, scopes []string, rate int) string {
 		_, plain, err := keys.Create(ctx, apikey.CreateParams{Tenant: tenant, Scopes: scopes, RateLimit: rate})
 		require.NoError(t, err)
 		return plain
 	}
 	cfg := ingest.Config{RateLimit: 0, Batch: ingest.CommitterConfig{Timeout: 2 * time.Second}}
+	if configure != nil {
+		configure(&cfg, pool)
+	}
 	svc := ingest.NewService(pub, keys, cfg, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	go svc.Run()
-	t.Cleanup(svc.Close)
+	t.Cleanup(func() { svc.Close(); <-svc.Done() })
 	mux := http.NewServeMux()
 	svc.Routes(mux)
 	srv := httptest.NewServer(mux)
