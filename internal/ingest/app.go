@@ -42,7 +42,9 @@ type Config struct {
 	// duplicate window applies).
 	IdempotencyRetention time.Duration
 	// IDs is the pool of ingest.event_ids (App.Run sets it); nil: no table.
-	IDs             *pgxpool.Pool
+	IDs *pgxpool.Pool
+	// Callout serves the NATS auth callout when its issuer seed is set.
+	Callout         CalloutConfig
 	Batch           CommitterConfig
 	ShutdownTimeout time.Duration // default 30s
 	// TracerProvider makes the request spans; the binary sets it when
@@ -56,6 +58,7 @@ func (c *Config) Register(s *config.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8080", "public API listen address")
 	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9090", "admin listen address (/livez, /readyz, /metrics)")
 	c.NATS.Register(s)
+	c.Callout.Register(s)
 	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL (API keys)")
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Int(&c.RateLimit, "rate-limit", "INGEST_RATE_LIMIT", 10000, "events per second per API key without its own limit; 0 for unlimited")
@@ -165,7 +168,15 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	reg := observe.NewRegistry()
 	cfg.IDs = pool
-	svc := NewService(pub, apikey.NewStore(pool, 0), cfg, reg, a.log)
+	keys := apikey.NewStore(pool, 0)
+	if cfg.Callout.IssuerSeed != "" {
+		stop, err := startCallout(ctx, cfg.Callout, cfg.NATS, keys, a.log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	svc := NewService(pub, keys, cfg, reg, a.log)
 	mux := http.NewServeMux()
 	svc.Routes(mux)
 	mux.Handle("/", httpapi.Fallback(mux))
