@@ -104,14 +104,16 @@ func (s *Service) Routes(mux *http.ServeMux) {
 }
 
 // Run commits batches until Close has been called and every accepted
-// request is answered, then records the last appended ids.
-func (s *Service) Run() {
+// request is answered, then records the last appended ids. ctx carries
+// values only: Close, not ctx's end, stops it (requests accepted before
+// Close are still answered).
+func (s *Service) Run(ctx context.Context) {
 	defer close(s.finished)
 	if s.ids == nil {
 		s.committer.Run()
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go s.ids.run(ctx)
 	s.committer.Run()
 	cancel()
@@ -187,7 +189,7 @@ func (a *App) Run(ctx context.Context) error {
 		Admin: observe.NewAdmin(cfg.AdminAddr, reg, checks), ShutdownTimeout: cfg.ShutdownTimeout,
 	}, func(ctx context.Context) error {
 		// The HTTP server has drained when ctx ends: commit what is left.
-		go svc.Run()
+		go svc.Run(ctx)
 		<-ctx.Done()
 		svc.Close()
 		<-svc.Done()
