@@ -163,3 +163,15 @@ func (s *Store) Revoke(ctx context.Context, id string) error {
 	s.mu.Unlock()
 	return nil
 }
+
+// Active reports whether the key with this id exists and is not revoked,
+// reading the database (not the cache): the NATS callout's revocation sweep
+// asks it.
+func (s *Store) Active(ctx context.Context, id string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.api_keys WHERE id = $1 AND revoked_at IS NULL)`, id).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("look up api key: %w", err)
+	}
+	return ok, nil
+}

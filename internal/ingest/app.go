@@ -42,7 +42,9 @@ type Config struct {
 	// duplicate window applies).
 	IdempotencyRetention time.Duration
 	// IDs is the pool of ingest.event_ids (App.Run sets it); nil: no table.
-	IDs             *pgxpool.Pool
+	IDs *pgxpool.Pool
+	// Callout serves the NATS auth callout when its issuer seed is set.
+	Callout         CalloutConfig
 	Batch           CommitterConfig
 	ShutdownTimeout time.Duration // default 30s
 	// TracerProvider makes the request spans; the binary sets it when
@@ -56,6 +58,7 @@ func (c *Config) Register(s *config.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8080", "public API listen address")
 	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9090", "admin listen address (/livez, /readyz, /metrics)")
 	c.NATS.Register(s)
+	c.Callout.Register(s)
 	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL (API keys)")
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Int(&c.RateLimit, "rate-limit", "INGEST_RATE_LIMIT", 10000, "events per second per API key without its own limit; 0 for unlimited")
@@ -101,14 +104,16 @@ func (s *Service) Routes(mux *http.ServeMux) {
 }
 
 // Run commits batches until Close has been called and every accepted
-// request is answered, then records the last appended ids.
-func (s *Service) Run() {
+// request is answered, then records the last appended ids. ctx carries
+// values only: Close, not ctx's end, stops it (requests accepted before
+// Close are still answered).
+func (s *Service) Run(ctx context.Context) {
 	defer close(s.finished)
 	if s.ids == nil {
 		s.committer.Run()
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go s.ids.run(ctx)
 	s.committer.Run()
 	cancel()
@@ -165,7 +170,15 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	reg := observe.NewRegistry()
 	cfg.IDs = pool
-	svc := NewService(pub, apikey.NewStore(pool, 0), cfg, reg, a.log)
+	keys := apikey.NewStore(pool, 0)
+	if cfg.Callout.IssuerSeed != "" {
+		stop, err := startCallout(ctx, cfg.Callout, cfg.NATS, keys, a.log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	svc := NewService(pub, keys, cfg, reg, a.log)
 	mux := http.NewServeMux()
 	svc.Routes(mux)
 	mux.Handle("/", httpapi.Fallback(mux))
@@ -176,7 +189,7 @@ func (a *App) Run(ctx context.Context) error {
 		Admin: observe.NewAdmin(cfg.AdminAddr, reg, checks), ShutdownTimeout: cfg.ShutdownTimeout,
 	}, func(ctx context.Context) error {
 		// The HTTP server has drained when ctx ends: commit what is left.
-		go svc.Run()
+		go svc.Run(ctx)
 		<-ctx.Done()
 		svc.Close()
 		<-svc.Done()

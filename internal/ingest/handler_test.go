@@ -64,7 +64,7 @@ func setupWith(t *testing.T, sc stream.Config, configure func(*ingest.Config, *p
 		configure(&cfg, pool)
 	}
 	svc := ingest.NewService(pub, keys, cfg, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	go svc.Run()
+	go svc.Run(context.Background())
 	t.Cleanup(func() { svc.Close(); <-svc.Done() })
 	mux := http.NewServeMux()
 	svc.Routes(mux)

@@ -244,8 +244,12 @@ func (t *idTable) write(ctx context.Context, batch []idRow) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := t.pool.Exec(ctx, `INSERT INTO ingest.event_ids (tenant, id, seq)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING`, tenants, ids, seqs)
+	// synchronous_commit off: the ids are a cache of what the stream holds
+	// durably; a crash may lose the last fraction of a second of them, which
+	// the stream's duplicate window still covers.
+	_, err := t.pool.Exec(ctx, `WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true))
+		INSERT INTO ingest.event_ids (tenant, id, seq)
+		SELECT t, i, s FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(t, i, s), cfg ON CONFLICT DO NOTHING`, tenants, ids, seqs)
 	if err != nil {
 		t.dropped.Add(float64(len(batch)))
 		t.warn("could not record appended ids for idempotency; only the stream's duplicate window covers them", err)

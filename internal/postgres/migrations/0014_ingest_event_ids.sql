@@ -7,8 +7,8 @@
 CREATE SCHEMA IF NOT EXISTS ingest;
 
 CREATE TABLE ingest.event_ids (
-    tenant      text        NOT NULL,
-    id          text        NOT NULL,
+    tenant      text COLLATE "C" NOT NULL, -- byte order: the cheapest comparisons
+    id          text COLLATE "C" NOT NULL,
     seq         bigint      NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant, id)
