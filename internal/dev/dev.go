@@ -286,7 +286,7 @@ func services(client func(identity string) stream.Client, dbURL, secretKey, publ
 		{name: "ingest", routes: []string{"POST /v1/events"}, listening: ia.Listening, run: ia.Run},
 		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity", "GET /v1/rejected-events", "OPTIONS /v1/timelines/"}, listening: pa.Listening, run: pa.Run},
 		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/"}, listening: wa.Listening, run: wa.Run},
-		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/", "/v1/user-tokens", "/v1/browser-origins", "/components/"}, listening: na.Listening, run: na.Run},
+		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/", "/v1/user-tokens", "/v1/browser-origins", "/v1/sentence-templates", "/v1/digests/", "/components/"}, listening: na.Listening, run: na.Run},
 	}
 }
 
