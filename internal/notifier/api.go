@@ -64,6 +64,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 		a.sentences = render.NewStore(nil)
 	}
 	render.NewAPI(a.sentences, a.auth, a.log).Routes(mux)
+	mux.Handle("GET /components/", browser.Components())
 	mux.Handle("GET /v1/digests/preview", scope(apikey.ScopeRead, a.previewDigest))
 	mux.Handle("GET /v1/notification-rules", scope(apikey.ScopeRead, a.getRules))
 	mux.Handle("PUT /v1/notification-rules", scope(apikey.ScopeAdmin, a.putRules))
