@@ -150,7 +150,7 @@ func TestComposeServiceGraph(t *testing.T) {
 	}
 	require.Equal(t, []string{"nats-server", "--config", "/etc/nats/eventline.conf"}, []string(nats.Command))
 
-	// The gateway routes every service's API (CONTRACT §2 prefixes).
+	// The gateway routes every service's API (docs/contract.md §2 prefixes).
 	caddy, err := os.ReadFile(filepath.Join(p.WorkingDir, "deploy", "compose", "Caddyfile"))
 	require.NoError(t, err)
 	for name, port := range map[string]string{"ingest": "8080", "projector": "8081", "webhooker": "8082", "notifier": "8083"} {

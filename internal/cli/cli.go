@@ -1,5 +1,5 @@
 // Package cli is the eventline operator command: schema migrations and API
-// keys, and later dev, replay, dlq and bench (CONTRACT §4).
+// keys, and later dev, replay, dlq and bench (docs/contract.md §4).
 package cli
 
 import (

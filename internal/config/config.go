@@ -1,5 +1,5 @@
 // Package config reads service settings from flags and environment
-// variables: every setting is both (CONTRACT §4). A flag given on the
+// variables: every setting is both (docs/contract.md §4). A flag given on the
 // command line wins over the environment, which wins over the default.
 package config
 

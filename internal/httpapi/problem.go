@@ -1,6 +1,6 @@
 // Package httpapi holds what every eventline HTTP API shares: RFC 9457
 // problem responses, JSON bodies, and bearer-key authentication with scopes
-// (CONTRACT §2).
+// (docs/contract.md §2).
 package httpapi
 
 import (

@@ -1,7 +1,7 @@
 // Package ingest is the HTTP front door of eventline: it authenticates
 // producers, validates their events all or nothing, and appends them to the
 // EVENTS stream with group commit, answering 202 only once the append is
-// durable (CONTRACT §2 "Ingest", ARCHITECTURE §2-3).
+// durable (docs/contract.md §2 "Ingest", docs/architecture.md §2-3).
 package ingest
 
 import (

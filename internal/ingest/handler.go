@@ -28,7 +28,7 @@ const MaxBody = 1 << 20
 // MaxEventsPerRequest is the most events one request may carry.
 const MaxEventsPerRequest = events.MaxBatch
 
-// handler serves POST /v1/events (CONTRACT §2 "Ingest").
+// handler serves POST /v1/events (docs/contract.md §2 "Ingest").
 type handler struct {
 	committer *Committer
 	limiter   *limiter

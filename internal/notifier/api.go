@@ -20,7 +20,7 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
-// API serves the notification endpoints of CONTRACT §2. Reads need the
+// API serves the notification endpoints of docs/contract.md §2. Reads need the
 // read scope (and so does marking read), watches and preferences the
 // ingest scope (the key an application backend records events with), and
 // rules the admin scope. Unsubscribe links carry their own signed token.

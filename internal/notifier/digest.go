@@ -21,7 +21,7 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
-// Digest frequencies (CONTRACT §2 preferences).
+// Digest frequencies (docs/contract.md §2 preferences).
 const (
 	DigestNever         = "never"
 	DigestEveryFewHours = "every_few_hours"

@@ -1,6 +1,6 @@
 // Package observe gives every eventline binary the same operational
 // surface: a JSON slog logger with a configurable level, and an admin HTTP
-// server with /livez, /readyz and /metrics (ARCHITECTURE §10).
+// server with /livez, /readyz and /metrics (docs/architecture.md §12).
 package observe
 
 import (

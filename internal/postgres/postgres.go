@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// DefaultURL is used when DATABASE_URL is not set (CONTRACT §4).
+// DefaultURL is used when DATABASE_URL is not set (docs/contract.md §4).
 const DefaultURL = "postgres://localhost:5432/eventline?sslmode=disable"
 
 // Open connects a pool to url and checks that the server answers.

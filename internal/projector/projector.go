@@ -1,5 +1,5 @@
 // Package projector projects the EVENTS stream into Postgres timelines and
-// serves them (CONTRACT §2 "Timelines", ARCHITECTURE §5-6). Batches are
+// serves them (docs/contract.md §2 "Timelines", docs/architecture.md §6). Batches are
 // written in one transaction with the consumer's checkpoint and acked only
 // after commit; the event id is a unique key, so redelivery never stores an
 // event twice. Messages that cannot be projected are dead-lettered and never

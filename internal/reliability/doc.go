@@ -1,4 +1,4 @@
-// Package reliability is eventline's fault-injection suite (issue #7). Its
+// Package reliability is eventline's fault-injection suite (RELIABILITY.md). Its
 // tests run the real ingest, projector and webhooker binaries against real
 // nats-server processes and a real Postgres, push events over HTTP with a
 // load generator that re-sends on 503 and connection errors as a client

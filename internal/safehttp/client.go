@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Defaults of [Config] (CONTRACT §3).
+// Defaults of [Config] (docs/contract.md §3).
 const (
 	DefaultTimeout          = 15 * time.Second
 	DefaultMaxResponseBytes = 64 << 10
@@ -27,7 +27,7 @@ const (
 const maxResponseHeaderBytes = 64 << 10
 
 // Config is the delivery client's configuration. The zero value is the
-// production policy: no private destinations, CONTRACT §3 limits.
+// production policy: no private destinations, docs/contract.md §3 limits.
 type Config struct {
 	// AllowPrivate turns the address policy off: every destination is
 	// allowed, loopback and cloud metadata included. For local use only
@@ -134,7 +134,7 @@ func New(cfg Config) (*Client, error) {
 		transport: transport,
 		client: &http.Client{
 			Transport: transport,
-			// A 3xx is a failed delivery (CONTRACT §3), and following it
+			// A 3xx is a failed delivery (docs/contract.md §3), and following it
 			// would let a public endpoint send us anywhere: return it as
 			// the response instead.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -22,7 +22,7 @@
 // destinations for local use: [Config.AllowPrivate] turns the policy off,
 // [Config.AllowCIDRs] lets chosen ranges through.
 //
-// Deliveries follow CONTRACT §3: redirects are never followed (a 3xx is
+// Deliveries follow docs/contract.md §3: redirects are never followed (a 3xx is
 // returned as the response, and is a failure), at most
 // [Config.MaxResponseBytes] of the body is read, and the whole exchange is
 // bounded by [Config.Timeout]. [Classify] turns the outcome of an attempt

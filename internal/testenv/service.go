@@ -252,3 +252,14 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// RepoRoot returns the module's root directory (where go.mod is), for tests
+// that read the repository's documents.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return root
+}

@@ -26,7 +26,7 @@ type URLValidator interface {
 	ValidateURL(ctx context.Context, rawURL string) error
 }
 
-// API serves the webhook endpoints of CONTRACT §2; every route needs the
+// API serves the webhook endpoints of docs/contract.md §2; every route needs the
 // admin scope (endpoints carry secrets).
 type API struct {
 	store     *Store

@@ -1,7 +1,7 @@
 // Package webhooker fans events out to the webhook endpoints of their
 // tenant as signed Standard Webhooks deliveries, retried on a schedule,
-// isolated per endpoint and logged (CONTRACT §2 "Webhooks", §3;
-// ARCHITECTURE §7-8).
+// isolated per endpoint and logged (docs/contract.md §2 "Webhooks", §3;
+// docs/architecture.md §8-9).
 package webhooker
 
 import (
@@ -93,7 +93,7 @@ func validPattern(p string) bool {
 	return ok && (t == "*" || events.IsName(t)) && (a == "*" || events.IsName(a))
 }
 
-// DefaultRetrySchedule is the wait after each failed attempt (CONTRACT §3):
+// DefaultRetrySchedule is the wait after each failed attempt (docs/contract.md §3):
 // 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery fails.
 var DefaultRetrySchedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
 

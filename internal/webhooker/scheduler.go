@@ -17,7 +17,7 @@ import (
 // attempts whose claim expired because the replica that made them died —
 // claims them with FOR UPDATE SKIP LOCKED so replicas never take the same
 // one, and hands them to the dispatcher. Retries wait here, never in the
-// hot consumer's ack-pending set (ARCHITECTURE §8).
+// hot consumer's ack-pending set (docs/architecture.md §9).
 type scheduler struct {
 	pool    *pgxpool.Pool
 	str     jetstream.Stream

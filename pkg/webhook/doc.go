@@ -1,5 +1,5 @@
 // Package webhook implements the signing scheme of eventline's webhook
-// deliveries (CONTRACT §3), which is Standard Webhooks 1.0 with symmetric
+// deliveries (docs/contract.md §3), which is Standard Webhooks 1.0 with symmetric
 // (HMAC-SHA256) signatures. Receivers use it to check that a delivery really
 // comes from eventline; eventline's own sender uses it to sign them.
 //
