@@ -3,7 +3,7 @@
 // docs/browser.md, a user token minted by the "backend" (this test).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useSetup, screenshot, consoleErrors } from './harness.js';
+import { useSetup, screenshot, consoleErrors, poll } from './harness.js';
 
 // u1 and u2 watch cards c1 and c2: bob's comments there notify them.
 const ctx = useSetup(async ({ dev }) => {
@@ -149,6 +149,34 @@ test('themed with CSS custom properties', async () => {
   const bg = await page.evaluate(() => getComputedStyle(document.querySelector('eventline-inbox').shadowRoot.querySelector('.panel')).backgroundColor);
   assert.equal(bg, 'rgb(22, 27, 34)');
   await screenshot(page, 'inbox-dark');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('the digest preview uses the same sentences, grouped by conversation', async () => {
+  await ctx.dev.must('PUT', '/v1/users/u1/preferences', 200, { body: { email: 'u1@example.com', digest: 'daily', timezone: 'Europe/Paris' } });
+  await ctx.dev.postEvents([comment('c1', 'Fix login', 'Shipped in 1.4.2, can you confirm?'), comment('c2', 'Rename boards', 'Spaces it is.')]);
+  const preview = await poll('the preview to hold both comments', 10_000, async () => {
+    const p = await ctx.dev.must('GET', '/v1/digests/preview?user=u1', 200);
+    return p.text.includes('Shipped') && p.text.includes('Spaces it is') ? p : null;
+  });
+  assert.match(preview.subject, /^\d+ new notifications in 2 conversations$/);
+  assert.match(preview.text, /card Fix login — \d+ new\n {2}bob commented on card Fix login \(/);
+  assert.match(preview.text, /“Shipped in 1\.4\.2, can you confirm\?”/);
+  const page = await ctx.browser.newPage({ viewport: { width: 640, height: 420 } });
+  await page.setContent(preview.html);
+  assert.equal(await page.locator('em', { hasText: 'Fix login' }).count() >= 1, true);
+  await screenshot(page, 'digest');
+  await page.close();
+});
+
+test('eventline dev shows the components at /dev/components', async () => {
+  const page = await ctx.browser.newPage({ viewport: { width: 900, height: 600 } });
+  const errors = consoleErrors(page);
+  await page.goto(`${ctx.dev.url}/dev/components?user=u1&board=b1`);
+  await page.waitForFunction(() => document.querySelector('eventline-inbox')?.hasAttribute('unread')
+    && document.querySelector('eventline-timeline')?.hasAttribute('count'));
+  assert.notEqual(await page.evaluate(() => document.querySelector('eventline-inbox').getAttribute('unread')), '0');
   assert.deepEqual(errors, []);
   await page.close();
 });

@@ -182,6 +182,12 @@ func Run(ctx context.Context, o Options) error {
 	sink := newSink()
 	mux.Handle("POST /dev/webhook-sink", sink)
 	mux.Handle("GET /dev/webhook-sink", sink)
+	board, user := "b1", "u1"
+	if o.Demo {
+		board, user = demoBoards[0], DemoUsers[0]
+	}
+	mux.Handle("GET /dev/components", componentsPage(base, key, user, board))
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, svcs) })
 	for _, s := range svcs {
@@ -196,9 +202,8 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Stdout, "  nats      %s   (users %s; passwords in %s)\n", natsURL, strings.Join(natsauth.Config{}.RenderedNames(), ", "), filepath.Join(o.Dir, "nats-identities"))
 	fmt.Fprintf(o.Stdout, "  postgres  %s\n", redact(dbURL))
 	fmt.Fprintf(o.Stdout, "  sink      %s/dev/webhook-sink   (a local webhook receiver; GET lists what it got)\n", base)
-	board, user := "b1", "u1"
+	fmt.Fprintf(o.Stdout, "  browser   %s/dev/components?user=%s   (the inbox and timeline components with a user token)\n", base, user)
 	if o.Demo {
-		board, user = demoBoards[0], DemoUsers[0]
 		fmt.Fprintf(o.Stdout, "demo      boards %s; users %s\n", strings.Join(demoBoards, ", "), strings.Join(DemoUsers, ", "))
 	}
 	fmt.Fprintf(o.Stdout, "try:\n  curl -X POST %s/v1/events -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' \\\n"+
