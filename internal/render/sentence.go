@@ -4,7 +4,7 @@
 // inbox and timeline components, Slack messages, digest emails — so they
 // all say the same thing, and a tenant's own templates
 // (GET|PUT /v1/sentence-templates) change them everywhere at once
-// (docs/browser.md#sentences).
+// (docs/browser.md#sentences, docs/architecture.md §13).
 package render
 
 import (
