@@ -71,7 +71,7 @@ func (g *Guard) Allow(scope string, permit Permit, next http.Handler) http.Handl
 	byKey := httpapi.RequireScope(g.keys, scope, next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, fromQuery := presented(r)
-		if token == "" {
+		if token == "" && !fromQuery {
 			byKey.ServeHTTP(w, r)
 			return
 		}

@@ -102,7 +102,7 @@ func TestUserTokens(t *testing.T) {
 	payload, sig, _ := strings.Cut(u1, ".")
 	u2 := b.mint(t, "acme-read", "u2")
 	u2payload, _, _ := strings.Cut(u2, ".")
-	for name, tok := range map[string]string{"expired": expired, "other secret": strange, "payload of u2": u2payload + "." + sig, "truncated": payload} {
+	for name, tok := range map[string]string{"expired": expired, "other secret": strange, "payload of u2": u2payload + "." + sig, "truncated": payload, "empty": ""} {
 		for _, path := range []string{"/v1/users/u1/notifications", "/v1/users/u1/notifications/stream", "/v1/users/u2/notifications"} {
 			code, hdr, body := b.request(t, "GET", path+"?token="+url.QueryEscape(tok), nil, nil)
 			require.Equal(t, http.StatusUnauthorized, code, "%s %s: %v", name, path, body)
