@@ -205,6 +205,9 @@ func TestBrowserOrigins(t *testing.T) {
 		code, hdr, body := b.request(t, c.method, c.path, c.header, nil)
 		require.Equal(t, c.code, code, "%s: %v", c.name, body)
 		require.Equal(t, c.allow, hdr.Get("Access-Control-Allow-Origin"), c.name)
+		if c.allow != "" || (c.code == 200 && c.header["Authorization"] == "" && c.header["Origin"] != "") {
+			require.Equal(t, []string{"Origin"}, hdr.Values("Vary"), c.name)
+		}
 		if c.code == 204 {
 			require.Contains(t, hdr.Get("Access-Control-Allow-Headers"), "Authorization", c.name)
 			require.Contains(t, hdr.Get("Access-Control-Allow-Methods"), "POST", c.name)
