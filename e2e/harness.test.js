@@ -47,3 +47,20 @@ test('an origin the tenant did not list cannot read the answer', async () => {
   }
   assert.match(r.error ?? '', /Failed to fetch/, JSON.stringify(r));
 });
+
+test('a token in the Authorization header passes the browser\'s CORS preflight from a listed origin', async () => {
+  await ctx.dev.setOrigins([ctx.pages.origin]);
+  const token = await ctx.dev.mintToken('u1');
+  const page = await ctx.browser.newPage();
+  try {
+    await page.goto(ctx.pages.url('/blank.html'));
+    const r = await page.evaluate(async ([url, token]) => {
+      const resp = await fetch(`${url}/v1/users/u1/notifications/read-all`, { method: 'POST', headers: { Authorization: `Bearer ${token}` } });
+      return { status: resp.status, body: await resp.json() };
+    }, [ctx.dev.url, token]);
+    assert.equal(r.status, 200, JSON.stringify(r));
+    assert.equal(r.body.unread_total, 0);
+  } finally {
+    await page.close();
+  }
+});
