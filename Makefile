@@ -80,6 +80,10 @@ bench: bench-ingest bench-projector bench-webhooker bench-notifier bench-pipelin
 bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync always
 	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh
 
+.PHONY: bench-ids
+bench-ids: tools ## batched ingest without and with the idempotency table (ingest.event_ids), alternating in one run
+	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh ids
+
 .PHONY: bench-auth
 bench-auth: tools ## NATS authentication and permissions on vs off in one run: batched ingest, and projection of AUTH_BENCH_EVENTS (default 200000)
 	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh auth
