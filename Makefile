@@ -51,6 +51,8 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s; the FuzzAcceptedI
 	$(GO) test ./internal/secretbox -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzInboxCursor$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/render -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/browser -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME)
 
 .PHONY: reliability
 reliability: tools ## fault-injection suite, ~12-14 min (RUN=TestName for one row); writes $(RELIABILITY_RESULTS) and the table of RELIABILITY.md

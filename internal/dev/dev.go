@@ -191,6 +191,12 @@ func Run(ctx context.Context, o Options) error {
 	sink := newSink()
 	mux.Handle("POST /dev/webhook-sink", sink)
 	mux.Handle("GET /dev/webhook-sink", sink)
+	board, user := "b1", "u1"
+	if o.Demo {
+		board, user = demoBoards[0], DemoUsers[0]
+	}
+	mux.Handle("GET /dev/components", componentsPage(base, key, user, board))
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, svcs) })
 	for _, s := range svcs {
@@ -206,9 +212,8 @@ func Run(ctx context.Context, o Options) error {
 		natsURL, strings.Join(auth.RenderedNames(), ", "), filepath.Join(o.Dir, "nats-identities"))
 	fmt.Fprintf(o.Stdout, "  postgres  %s\n", redact(dbURL))
 	fmt.Fprintf(o.Stdout, "  sink      %s/dev/webhook-sink   (a local webhook receiver; GET lists what it got)\n", base)
-	board, user := "b1", "u1"
+	fmt.Fprintf(o.Stdout, "  browser   %s/dev/components?user=%s   (the inbox and timeline components with a user token)\n", base, user)
 	if o.Demo {
-		board, user = demoBoards[0], DemoUsers[0]
 		fmt.Fprintf(o.Stdout, "demo      boards %s; users %s\n", strings.Join(demoBoards, ", "), strings.Join(DemoUsers, ", "))
 	}
 	fmt.Fprintf(o.Stdout, "try:\n  curl -X POST %s/v1/events -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' \\\n"+
@@ -297,7 +302,7 @@ func services(client func(identity string) stream.Client, callout ingest.Callout
 		{name: "ingest", routes: []string{"POST /v1/events"}, listening: ia.Listening, run: ia.Run},
 		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity", "GET /v1/rejected-events", "OPTIONS /v1/timelines/"}, listening: pa.Listening, run: pa.Run},
 		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/"}, listening: wa.Listening, run: wa.Run},
-		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/", "/v1/user-tokens", "/v1/browser-origins", "/components/"}, listening: na.Listening, run: na.Run},
+		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/", "/v1/user-tokens", "/v1/browser-origins", "/v1/sentence-templates", "/v1/digests/", "/components/"}, listening: na.Listening, run: na.Run},
 	}
 }
 
