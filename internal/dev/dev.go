@@ -266,6 +266,7 @@ func services(client func(identity string) stream.Client, dbURL, secretKey, publ
 	if nc.UnsubscribeSecret == "" {
 		nc.UnsubscribeSecret = secretKey
 	}
+	wc.PublicURL = publicURL
 	wc.AllowPrivate = true // local receivers are the point of dev
 	if wc.SecretKey == "" {
 		wc.SecretKey = secretKey
@@ -279,7 +280,7 @@ func services(client func(identity string) stream.Client, dbURL, secretKey, publ
 	return []*service{
 		{name: "ingest", routes: []string{"POST /v1/events"}, listening: ia.Listening, run: ia.Run},
 		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity", "GET /v1/rejected-events"}, listening: pa.Listening, run: pa.Run},
-		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/"}, listening: wa.Listening, run: wa.Run},
+		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/", "/v1/portal-tokens", "/portal", "/portal/"}, listening: wa.Listening, run: wa.Run},
 		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/"}, listening: na.Listening, run: na.Run},
 	}
 }
