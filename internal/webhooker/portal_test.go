@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/safehttp"
+	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -193,8 +195,7 @@ func TestPortalTestEvent(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, "%v", out)
 	ev := out["event"].(map[string]any)
 	require.Equal(t, TestEventType, ev["type"])
-	_, err := p.svc.ScheduleNow(context.Background())
-	require.NoError(t, err)
+	p.scheduleUntil(t, id, 1)
 	ds := p.waitAttempts(t, id, 1)
 	require.Len(t, ds, 1)
 	require.Equal(t, TestEventType, ds[0].EventType)
@@ -210,9 +211,7 @@ func TestPortalTestEvent(t *testing.T) {
 	// Retry from the portal: a second attempt with the same webhook-id.
 	code, _ = p.do(t, token, http.MethodPost, "/v1/deliveries/"+ds[0].ID+"/retry", nil)
 	require.Equal(t, http.StatusAccepted, code)
-	_, err = p.svc.ScheduleNow(context.Background())
-	require.NoError(t, err)
-	p.waitAttempts(t, id, 2)
+	p.scheduleUntil(t, id, 2)
 	require.Equal(t, ev["id"], target.all()[1].header.Get("webhook-id"))
 
 	// The fan-out passed the test event without giving it to the others.
@@ -224,6 +223,21 @@ func TestPortalTestEvent(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	code, out = p.do(t, token, http.MethodPost, "/v1/webhooks/"+id+"/test", nil)
 	require.Equal(t, http.StatusUnprocessableEntity, code, "%v", out)
+}
+
+// scheduleUntil runs the retry scheduler until the endpoint's deliveries
+// have n attempts (the service may still be starting: its scheduler is
+// made by Run).
+func (p *portalBundle) scheduleUntil(t *testing.T, endpointID string, n int) {
+	t.Helper()
+	testenv.Poll(t, 10*time.Second, fmt.Sprintf("%d attempts", n), func() bool {
+		_, _ = p.svc.ScheduleNow(context.Background())
+		total := 0
+		for _, d := range p.deliveries(t, endpointID) {
+			total += len(d.Attempts)
+		}
+		return total >= n
+	})
 }
 
 // The page is served embeddable by the configured ancestors only, with
