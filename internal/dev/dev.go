@@ -25,9 +25,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/console"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/ingest"
 	"github.com/eventline/eventline/internal/lifecycle"
@@ -59,6 +61,8 @@ type Info struct {
 	URL     string // the one public base URL
 	NATSURL string
 	Key     string // tenant dev, every scope
+	// ConsoleToken logs in to the operator console at URL/console.
+	ConsoleToken string
 }
 
 // Tenant is the tenant of the dev key.
@@ -179,6 +183,10 @@ func Run(ctx context.Context, o Options) error {
 			mux.Handle(p, proxy)
 		}
 	}
+	consoleToken, err := devConsole(ctx, mux, client(natsauth.Admin), dbURL, filepath.Join(o.Dir, "console.token"), svcs, o.Log)
+	if err != nil {
+		return errors.Join(err, stopAll())
+	}
 	sink := newSink()
 	mux.Handle("POST /dev/webhook-sink", sink)
 	mux.Handle("GET /dev/webhook-sink", sink)
@@ -196,6 +204,8 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Stdout, "  nats      %s   (users %s; passwords in %s)\n", natsURL, strings.Join(natsauth.Config{}.RenderedNames(), ", "), filepath.Join(o.Dir, "nats-identities"))
 	fmt.Fprintf(o.Stdout, "  postgres  %s\n", redact(dbURL))
 	fmt.Fprintf(o.Stdout, "  sink      %s/dev/webhook-sink   (a local webhook receiver; GET lists what it got)\n", base)
+	fmt.Fprintf(o.Stdout, "  console   %s/console   (operator token in %s)\n", base, filepath.Join(o.Dir, "console.token"))
+	fmt.Fprintf(o.Stdout, "  portal    POST %s/v1/portal-tokens with the key below, open the url it returns\n", base)
 	board, user := "b1", "u1"
 	if o.Demo {
 		board, user = demoBoards[0], DemoUsers[0]
@@ -207,7 +217,7 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Stdout, "key for tenant %q (scopes ingest,read,admin):\n%s\n", Tenant, key)
 
 	if o.Ready != nil {
-		o.Ready(Info{URL: base, NATSURL: natsURL, Key: key})
+		o.Ready(Info{URL: base, NATSURL: natsURL, Key: key, ConsoleToken: consoleToken})
 	}
 	if o.Demo {
 		go func() {
@@ -319,6 +329,49 @@ func readyz(w http.ResponseWriter, r *http.Request, svcs []*service) {
 	_, _ = io.WriteString(w, "ok\n")
 }
 
+// devConsole mounts the operator console on mux, connected as the NATS
+// admin and the database owner, showing every service's readiness; its
+// token is CONSOLE_TOKEN, else the one kept in file (made up the first
+// time). It returns the token. The pool and connection live as long as
+// the process.
+func devConsole(ctx context.Context, mux *http.ServeMux, admin stream.Client, dbURL, file string, svcs []*service, log *slog.Logger) (string, error) {
+	token := os.Getenv("CONSOLE_TOKEN")
+	if token == "" {
+		var err error
+		if token, err = secretFile(file, 24); err != nil {
+			return "", err
+		}
+	}
+	pool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		return "", err
+	}
+	nc, err := stream.Connect(admin, natsauth.Admin, "eventline-dev-console", log)
+	if err != nil {
+		pool.Close()
+		return "", err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		pool.Close()
+		nc.Close()
+		return "", err
+	}
+	var ready []console.Service
+	for _, s := range svcs {
+		ready = append(ready, console.Service{Name: s.name, ReadyURL: "http://" + s.listening.AdminAddr().String() + "/readyz"})
+	}
+	c, err := console.New(console.Config{Pool: pool, JS: js, OperatorToken: token, Services: ready, Log: log.With("service", "console")})
+	if err != nil {
+		pool.Close()
+		nc.Close()
+		return "", err
+	}
+	c.Routes(mux)
+	go func() { <-ctx.Done(); nc.Close(); pool.Close() }()
+	return token, nil
+}
+
 // startNATS starts the embedded server with eventline's accounts and
 // identities (internal/natsauth), the same as the shipped configurations
 // render, with the dev passwords.
@@ -366,21 +419,27 @@ func natsPasswords(dir string) (map[string]string, error) {
 	}
 	out := map[string]string{}
 	for _, name := range (natsauth.Config{}).RenderedNames() {
-		file := filepath.Join(dir, name)
-		if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 { //nolint:gosec // our own state directory
-			out[name] = strings.TrimSpace(string(b))
-			continue
-		}
-		k := make([]byte, 24)
-		if _, err := rand.Read(k); err != nil {
+		p, err := secretFile(filepath.Join(dir, name), 24)
+		if err != nil {
 			return nil, err
 		}
-		out[name] = hex.EncodeToString(k)
-		if err := os.WriteFile(file, []byte(out[name]+"\n"), 0o600); err != nil {
-			return nil, err
-		}
+		out[name] = p
 	}
 	return out, nil
+}
+
+// secretFile returns the secret kept in file, or makes one up (hex of n
+// random bytes) and keeps it there (mode 600).
+func secretFile(file string, n int) (string, error) {
+	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 { //nolint:gosec // our own state directory
+		return strings.TrimSpace(string(b)), nil
+	}
+	k := make([]byte, n)
+	if _, err := rand.Read(k); err != nil {
+		return "", err
+	}
+	secret := hex.EncodeToString(k)
+	return secret, os.WriteFile(file, []byte(secret+"\n"), 0o600)
 }
 
 // provisionNATS creates the stream and the durables as the admin, as

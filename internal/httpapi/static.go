@@ -1,12 +1,17 @@
 package httpapi
 
 import (
+	"embed"
+	"errors"
 	"io/fs"
 	"mime"
 	"net/http"
 	"path"
 	"strings"
 )
+
+//go:embed page
+var common embed.FS
 
 // Page serves a browser page built of embedded files, with no build step
 // (the webhook portal, the operator console): root answers files'
@@ -16,7 +21,8 @@ import (
 // URL fragment, which is never sent, but the page's URL may still be
 // private) and may be framed only by frameAncestors (a CSP source list:
 // "'none'", "*", "https://app.example.com" ...). Files are revalidated on
-// every load so a new binary's page is picked up at once.
+// every load so a new binary's page is picked up at once. Every page also
+// has root + "/common.js", the DOM helpers the pages share.
 func Page(files fs.FS, root, frameAncestors string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, root), "/")
@@ -28,6 +34,9 @@ func Page(files fs.FS, root, frameAncestors string) http.Handler {
 			return
 		}
 		b, err := fs.ReadFile(files, name)
+		if errors.Is(err, fs.ErrNotExist) {
+			b, err = fs.ReadFile(common, "page/"+name)
+		}
 		if err != nil {
 			NotFound().ServeHTTP(w, r)
 			return

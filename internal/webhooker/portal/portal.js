@@ -7,23 +7,8 @@
   const state = { token: "", endpoints: [], selected: null, timer: 0 };
   const $ = (id) => document.getElementById(id);
 
-  function el(tag, attrs, ...kids) {
-    const n = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
-      else if (v === true) n.setAttribute(k, "");
-      else if (v !== false && v != null) n.setAttribute(k, v);
-    }
-    for (const k of kids.flat()) if (k != null) n.append(k instanceof Node ? k : String(k));
-    return n;
-  }
+  const { el, when, notice } = window.eventline;
 
-  function notice(text, error) {
-    const n = $("notice");
-    n.textContent = text;
-    n.className = error ? "notice error" : "notice";
-    n.hidden = !text;
-  }
 
   async function api(method, path, body) {
     const res = await fetch(path, {
@@ -52,7 +37,6 @@
     $("endpoints").replaceChildren();
   }
 
-  const when = (t) => (t ? new Date(t).toLocaleString() : "");
   const run = (f) => async (ev) => {
     if (ev) ev.preventDefault();
     try { await f(ev); } catch (e) { notice(e.message, true); }
