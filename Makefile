@@ -29,6 +29,11 @@ build: ## build every binary into ./bin
 test: tools ## run every test (needs Postgres: DATABASE_URL, localhost:5432 or local initdb)
 	$(GO) test -race -count=1 -timeout 12m ./...
 
+.PHONY: test-browser
+test-browser: ## browser tests in real Chromium (e2e/; needs Debian's chromium and npm): builds eventline, starts eventline dev on free ports, runs node --test
+	$(GO) build -o bin/eventline ./cmd/eventline
+	cd e2e && npm ci --no-audit --no-fund && EVENTLINE_BIN=$(abspath bin/eventline) node --test --test-concurrency=1
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s; the FuzzAcceptedIsStorable ones need Postgres, as make test)
 	$(GO) test ./pkg/events -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)

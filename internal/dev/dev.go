@@ -277,6 +277,12 @@ func services(client func(identity string) stream.Client, dbURL, secretKey, publ
 		nc.UnsubscribeSecret = secretKey
 	}
 	wc.PublicURL = publicURL
+	// User tokens work in dev out of the box, with a key of their own
+	// derived from the dev secret (USER_TOKEN_SECRET, when set, wins).
+	if nc.Service.UserTokenSecret == "" {
+		nc.Service.UserTokenSecret = "dev-user-tokens:" + secretKey
+	}
+	pc.UserTokenSecret = nc.Service.UserTokenSecret
 	wc.AllowPrivate = true // local receivers are the point of dev
 	if wc.SecretKey == "" {
 		wc.SecretKey = secretKey
@@ -289,9 +295,9 @@ func services(client func(identity string) stream.Client, dbURL, secretKey, publ
 	na := notifier.NewApp(nc, log.With("service", "notifier"))
 	return []*service{
 		{name: "ingest", routes: []string{"POST /v1/events"}, listening: ia.Listening, run: ia.Run},
-		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity", "GET /v1/rejected-events"}, listening: pa.Listening, run: pa.Run},
+		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity", "GET /v1/rejected-events", "OPTIONS /v1/timelines/"}, listening: pa.Listening, run: pa.Run},
 		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/", "/v1/portal-tokens", "/portal", "/portal/"}, listening: wa.Listening, run: wa.Run},
-		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/"}, listening: na.Listening, run: na.Run},
+		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/", "/v1/user-tokens", "/v1/browser-origins", "/components/"}, listening: na.Listening, run: na.Run},
 	}
 }
 

@@ -22,6 +22,12 @@ func KeyFrom(ctx context.Context) (apikey.Key, bool) {
 	return k, ok
 }
 
+// WithKey returns ctx carrying key, as RequireScope passes it on; for
+// other ways in (a user token) that act for the key's tenant.
+func WithKey(ctx context.Context, key apikey.Key) context.Context {
+	return context.WithValue(ctx, keyCtx{}, key)
+}
+
 // RequireScope authenticates "Authorization: Bearer <key>" and answers 401
 // without a valid key and 403 when the key lacks scope. The key reaches
 // next through the request context (KeyFrom).

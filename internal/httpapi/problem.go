@@ -5,6 +5,8 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -103,4 +105,25 @@ func Fallback(mux *http.ServeMux) http.Handler {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		Error(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use "+strings.Join(allow, " or "))
 	})
+}
+
+// ReadJSON reads a request body of at most limit bytes sent as
+// application/json, answering 415, 413 or 400 (and returning false)
+// otherwise.
+func ReadJSON(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		Error(w, http.StatusUnsupportedMediaType, "send the body as Content-Type: application/json")
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			Error(w, http.StatusRequestEntityTooLarge, "the body is larger than "+strconv.FormatInt(limit, 10)+" bytes")
+		} else {
+			Error(w, http.StatusBadRequest, "could not read the body")
+		}
+		return nil, false
+	}
+	return body, true
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -29,6 +30,10 @@ type API struct {
 	secret    []byte
 	heartbeat time.Duration
 	log       *slog.Logger
+	// guard admits user tokens on the inbox paths and browser serves the
+	// token and origin APIs (docs/browser.md); NewService sets them.
+	guard   *browser.Guard
+	browser *browser.API
 }
 
 // NewAPI returns the notification API. secret signs unsubscribe links.
@@ -42,16 +47,24 @@ func NewAPI(store *Store, hub *Hub, auth httpapi.Authenticator, secret []byte, h
 // Routes registers the endpoints on mux.
 func (a *API) Routes(mux *http.ServeMux) {
 	scope := func(s string, h http.HandlerFunc) http.Handler { return httpapi.RequireScope(a.auth, s, h) }
+	if a.guard == nil {
+		a.guard = browser.NewGuard(a.auth, nil, nil, a.log)
+	}
+	// What a browser may do with a user token for its own user.
+	own := func(h http.HandlerFunc) http.Handler { return a.guard.Allow(apikey.ScopeRead, browser.OwnInbox, h) }
+	if a.browser != nil {
+		a.browser.Routes(mux, "/v1/users/")
+	}
 	mux.Handle("GET /v1/notification-rules", scope(apikey.ScopeRead, a.getRules))
 	mux.Handle("PUT /v1/notification-rules", scope(apikey.ScopeAdmin, a.putRules))
 	mux.Handle("DELETE /v1/notification-rules", scope(apikey.ScopeAdmin, a.deleteRules))
 	mux.Handle("PUT /v1/watches/{type}/{id}/users/{user_id}", scope(apikey.ScopeIngest, a.putWatch))
 	mux.Handle("DELETE /v1/watches/{type}/{id}/users/{user_id}", scope(apikey.ScopeIngest, a.deleteWatch))
 	mux.Handle("GET /v1/users/{user_id}/watches", scope(apikey.ScopeRead, a.listWatches))
-	mux.Handle("GET /v1/users/{user_id}/notifications", scope(apikey.ScopeRead, a.inbox))
-	mux.Handle("GET /v1/users/{user_id}/notifications/stream", scope(apikey.ScopeRead, a.stream))
-	mux.Handle("POST /v1/users/{user_id}/notifications/read-all", scope(apikey.ScopeRead, a.readAll))
-	mux.Handle("POST /v1/users/{user_id}/notifications/{id}/read", scope(apikey.ScopeRead, a.read))
+	mux.Handle("GET /v1/users/{user_id}/notifications", own(a.inbox))
+	mux.Handle("GET /v1/users/{user_id}/notifications/stream", own(a.stream))
+	mux.Handle("POST /v1/users/{user_id}/notifications/read-all", own(a.readAll))
+	mux.Handle("POST /v1/users/{user_id}/notifications/{id}/read", own(a.read))
 	mux.Handle("GET /v1/users/{user_id}/preferences", scope(apikey.ScopeRead, a.getPreferences))
 	mux.Handle("PUT /v1/users/{user_id}/preferences", scope(apikey.ScopeIngest, a.putPreferences))
 	mux.HandleFunc("GET /v1/unsubscribe/{token}", a.unsubscribePage)
@@ -96,25 +109,6 @@ func notStorable(w http.ResponseWriter, errs []events.FieldError) {
 	httpapi.ValidationFailed(w, "the path names an object or user that cannot be stored; nothing was changed", errs)
 }
 
-// readBody reads a JSON body of at most limit bytes, answering 415/413.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		httpapi.Error(w, http.StatusUnsupportedMediaType, "send the body as Content-Type: application/json")
-		return nil, false
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			httpapi.Error(w, http.StatusRequestEntityTooLarge, "the body is larger than "+strconv.FormatInt(limit, 10)+" bytes")
-		} else {
-			httpapi.Error(w, http.StatusBadRequest, "could not read the body")
-		}
-		return nil, false
-	}
-	return body, true
-}
-
 type rulesBody struct {
 	Rules     []Rule `json:"rules"`
 	IsDefault bool   `json:"is_default"`
@@ -132,7 +126,7 @@ func (a *API) getRules(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) putRules(w http.ResponseWriter, r *http.Request) {
 	key, _ := httpapi.KeyFrom(r.Context())
-	body, ok := readBody(w, r, MaxRulesBytes)
+	body, ok := httpapi.ReadJSON(w, r, MaxRulesBytes)
 	if !ok {
 		return
 	}
@@ -381,7 +375,7 @@ func (a *API) putPreferences(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, ok := readBody(w, r, 4<<10)
+	body, ok := httpapi.ReadJSON(w, r, 4<<10)
 	if !ok {
 		return
 	}

@@ -48,6 +48,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.Service.Digest.Mailto, "unsubscribe-mailto", "UNSUBSCRIBE_MAILTO", "", "optional address for a mailto: List-Unsubscribe")
 	s.String(&c.Service.Digest.GroupURL, "digest-group-url", "DIGEST_GROUP_URL", "", "optional link per group in digests, with {tenant}, {type} and {id}, e.g. https://app.example.com/{type}s/{id}")
 	s.Duration(&c.Service.DigestEvery, "digest-interval", "DIGEST_INTERVAL", 30*time.Second, "how often due digests are looked for")
+	s.String(&c.Service.UserTokenSecret, "user-token-secret", "USER_TOKEN_SECRET", "", "key that signs the user tokens browsers open the inbox with (at least 16 characters, the same on every notifier and projector replica); empty: API keys only")
 	s.Duration(&c.Service.Heartbeat, "sse-heartbeat", "SSE_HEARTBEAT", 15*time.Second, "comment line sent on idle event streams")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
 }

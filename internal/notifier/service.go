@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/lifecycle"
@@ -65,6 +66,9 @@ type Config struct {
 	// traceparent; the binary sets it from OTEL_* (observe.StartTracing).
 	// Nil: no spans.
 	TracerProvider trace.TracerProvider
+	// UserTokenSecret (USER_TOKEN_SECRET) signs the user tokens browsers
+	// open the inbox with (docs/browser.md); empty: API keys only.
+	UserTokenSecret string
 	// Now replaces the clock (tests).
 	Now func() time.Time
 }
@@ -155,10 +159,16 @@ func NewService(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, pool
 	}
 	store := NewStore(pool, cfg.Now)
 	hub := NewHub(pool, m, log)
+	guard, browserAPI, err := browser.Setup(pool, auth, cfg.UserTokenSecret, log)
+	if err != nil {
+		return nil, err
+	}
+	api := NewAPI(store, hub, auth, cfg.Digest.Secret, cfg.Heartbeat, log)
+	api.guard, api.browser = guard, browserAPI
 	return &Service{
 		lag: lag,
 		cfg: cfg, pool: pool, nc: nc, cons: cons, str: str, store: store, hub: hub, log: log, metrics: m,
-		api:     NewAPI(store, hub, auth, cfg.Digest.Secret, cfg.Heartbeat, log),
+		api:     api,
 		digests: &digestSender{pool: pool, mailer: cfg.Mailer, cfg: cfg.Digest, now: cfg.Now, log: log, metrics: m},
 	}, nil
 }

@@ -224,20 +224,29 @@ func (b *bundle) startService(t *testing.T, cfg Config, prepare func(*Service)) 
 // call sends a JSON request with the named key and decodes the answer.
 func (b *bundle) call(t *testing.T, key, method, path string, body any) (int, map[string]any) {
 	t.Helper()
+	raw, ok := body.([]byte)
+	if !ok && body != nil {
+		var err error
+		raw, err = json.Marshal(body)
+		require.NoError(t, err)
+	}
+	code, _, out := b.request(t, method, path, map[string]string{"Authorization": "Bearer " + b.keys[key], "Content-Type": "application/json"}, raw)
+	return code, out
+}
+
+// request sends method path with the given headers (a bearer header or an
+// Origin) and body, and returns status, headers and the decoded body.
+func (b *bundle) request(t *testing.T, method, path string, header map[string]string, body []byte) (int, http.Header, map[string]any) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
-		raw, ok := body.([]byte)
-		if !ok {
-			var err error
-			raw, err = json.Marshal(body)
-			require.NoError(t, err)
-		}
-		rd = bytes.NewReader(raw)
+		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequest(method, b.api+path, rd)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+b.keys[key])
-	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -246,7 +255,7 @@ func (b *bundle) call(t *testing.T, key, method, path string, body any) (int, ma
 	if len(raw) > 0 {
 		require.NoError(t, json.Unmarshal(raw, &out), "%s", raw)
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, resp.Header, out
 }
 
 // post sends a POST without a body with the named key and returns the

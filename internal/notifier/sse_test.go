@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/testenv"
 )
 
@@ -163,9 +165,15 @@ func (b *bundle) openItems(t *testing.T, key, user, lastEventID string) <-chan s
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, "GET", b.api+"/v1/users/"+user+"/notifications/stream", nil)
+	path := "/v1/users/" + user + "/notifications/stream"
+	if browser.LooksLikeToken(key) { // a user token, sent as EventSource sends it
+		path += "?token=" + url.QueryEscape(key)
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", b.api+path, nil)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+b.keys[key])
+	if !browser.LooksLikeToken(key) {
+		req.Header.Set("Authorization", "Bearer "+b.keys[key])
+	}
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}

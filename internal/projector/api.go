@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -24,6 +25,9 @@ type API struct {
 	store *Store
 	auth  httpapi.Authenticator
 	log   *slog.Logger
+	// guard admits user tokens on the timelines they list (docs/browser.md);
+	// NewService sets it.
+	guard *browser.Guard
 }
 
 // NewAPI returns the timeline API.
@@ -34,7 +38,11 @@ func NewAPI(store *Store, auth httpapi.Authenticator, log *slog.Logger) *API {
 // Routes registers the endpoints on mux.
 func (a *API) Routes(mux *http.ServeMux) {
 	read := func(h http.HandlerFunc) http.Handler { return httpapi.RequireScope(a.auth, apikey.ScopeRead, h) }
-	mux.Handle("GET /v1/timelines/{type}/{id}", read(a.timeline))
+	if a.guard == nil {
+		a.guard = browser.NewGuard(a.auth, nil, nil, a.log)
+	}
+	mux.Handle("GET /v1/timelines/{type}/{id}", a.guard.Allow(apikey.ScopeRead, browser.ListedTimeline, http.HandlerFunc(a.timeline)))
+	mux.Handle("OPTIONS /v1/timelines/", a.guard.Preflight())
 	mux.Handle("GET /v1/activity", read(a.activity))
 	mux.Handle("GET /v1/events/{id}", read(a.event))
 	mux.Handle("GET /v1/rejected-events", read(a.rejected))

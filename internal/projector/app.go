@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/internal/httpapi"
@@ -37,6 +38,9 @@ type AppConfig struct {
 	MaxLag          time.Duration  // /readyz fails beyond this lag; default 60s, 0 disables
 	LagEvery        time.Duration  // how often lag is measured; default 5s
 	ShutdownTimeout time.Duration
+	// UserTokenSecret (USER_TOKEN_SECRET) verifies the user tokens that
+	// may read the timelines they list (docs/browser.md); empty: API keys only.
+	UserTokenSecret string
 	// TracerProvider, when set, records a span per projected event in the
 	// event's trace; the binary sets it when OTEL_* configures an exporter.
 	TracerProvider trace.TracerProvider
@@ -54,6 +58,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.Consumer.Name, "consumer", "PROJECTOR_CONSUMER", DefaultConsumer, "durable consumer name (provisioned by eventline migrate)")
 	s.Duration(&c.MaxLag, "max-lag", "PROJECTOR_MAX_LAG", time.Minute, "/readyz fails when the projection is further behind; 0 disables")
 	s.Duration(&c.LagEvery, "lag-interval", "PROJECTOR_LAG_INTERVAL", 5*time.Second, "how often lag is measured")
+	s.String(&c.UserTokenSecret, "user-token-secret", "USER_TOKEN_SECRET", "", "key that verifies the user tokens browsers read timelines with (the notifier's); empty: API keys only")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
 }
 
@@ -82,10 +87,17 @@ func NewService(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool,
 	if err != nil {
 		return nil, err
 	}
+	keys := apikey.NewStore(pool, 0)
+	guard, _, err := browser.Setup(pool, keys, cfg.UserTokenSecret, log)
+	if err != nil {
+		return nil, err
+	}
+	api := NewAPI(NewStore(pool), keys, log)
+	api.guard = guard
 	s := &Service{
 		lag: consumerlag.NewMonitor(cons, str, m.consumer, consumerlag.Config{Consumer: cfg.Consumer.withDefaults().Name,
 			Every: cfg.LagEvery, MaxLag: cfg.MaxLag, OnMeasure: func(l consumerlag.Lag) { m.lagSeconds.Set(l.Behind.Seconds()) }}),
-		api: NewAPI(NewStore(pool), apikey.NewStore(pool, 0), log),
+		api: api,
 	}
 	for range cfg.Workers {
 		wc := Config{Consumer: cfg.Consumer.withDefaults().Name, BatchSize: cfg.Batch}

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/apikey"
+	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
@@ -71,7 +72,11 @@ func setup(t *testing.T, cc ConsumerConfig) *bundle {
 	require.NoError(t, err)
 	b.keys["acme-ingest-only"] = ingestOnly
 	mux := http.NewServeMux()
-	NewAPI(b.store, keys, b.log).Routes(mux)
+	api := NewAPI(b.store, keys, b.log)
+	guard, _, err := browser.Setup(pool, keys, tokenSecret, b.log)
+	require.NoError(t, err)
+	api.guard = guard
+	api.Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	b.api = srv.URL
