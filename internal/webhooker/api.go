@@ -364,6 +364,12 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	httpapi.Unavailable(w, time.Second, "the request could not be completed right now; retry")
 }
 
+// testEventDelay is how long a test event's delivery waits: every
+// replica's registry sees an endpoint created or changed within it
+// (Config.RefreshEvery), so an endpoint tested right after it was created
+// or its secret rotated is attempted as it now is.
+const testEventDelay = time.Second
+
 // TestEventType is the type of the events POST /v1/webhooks/{id}/test
 // sends. Such an event is delivered to the one endpoint it names (its
 // eventable), whatever that endpoint's filters, and never fanned out to
@@ -372,7 +378,7 @@ const TestEventType = "webhook.test"
 
 // test appends a webhook.test event for the endpoint to the stream (so it
 // is durable, in the tenant's timeline, and retryable like any event) and
-// makes its delivery to this endpoint due now. It answers 202 with the
+// makes its delivery to this endpoint due in testEventDelay. It answers 202 with the
 // event's id and sequence; the delivery shows in the endpoint's log.
 func (a *API) test(w http.ResponseWriter, r *http.Request) {
 	tenant := tenantOf(r)
@@ -409,7 +415,7 @@ func (a *API) test(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev.Seq = res.Seq
-	if _, err := a.store.resend(r.Context(), ep, []events.Event{ev}, now); err != nil {
+	if _, err := a.store.resend(r.Context(), ep, []events.Event{ev}, now.Add(testEventDelay)); err != nil {
 		a.fail(w, r, err)
 		return
 	}

@@ -195,6 +195,7 @@ func TestPortalTestEvent(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, "%v", out)
 	ev := out["event"].(map[string]any)
 	require.Equal(t, TestEventType, ev["type"])
+	p.clock.Add(testEventDelay)
 	p.scheduleUntil(t, id, 1)
 	ds := p.waitAttempts(t, id, 1)
 	require.Len(t, ds, 1)
