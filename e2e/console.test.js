@@ -85,6 +85,7 @@ test('an operator replays a dead letter and sees the lag return to zero', async 
   await page.getByRole('button', { name: 'Dead letters' }).click();
   const letter = page.locator(`tr[data-letter="projector:${poisoned.seq}"]`);
   await letter.getByText('e2e_refuse_poison').waitFor();
+  await screenshot(page, 'console-dead-letters');
   await letter.getByRole('button', { name: 'Replay' }).click();
   await page.getByText(`Replayed projector seq ${poisoned.seq}.`).waitFor();
   await page.locator('#no-letters').waitFor();

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -20,8 +21,10 @@ import (
 	"github.com/eventline/eventline/internal/console"
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/projector"
+	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -268,4 +271,81 @@ func consumer(t *testing.T, o map[string]any, name string) map[string]any {
 	}
 	t.Fatalf("no consumer %s in %v", name, o["consumers"])
 	return nil
+}
+
+// The endpoints page shows every tenant's endpoints with their health over
+// the last day, the delivery log lists deliveries across tenants with
+// their last answer and filters them, and rejected events are counted
+// and listed per tenant.
+func TestConsoleEndpointsDeliveriesRejections(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	key, err := secretbox.GenerateKey()
+	require.NoError(t, err)
+	keys, err := secretbox.NewKeyring(key)
+	require.NoError(t, err)
+	store := webhooker.NewStore(b.pool, keys)
+	healthy, err := store.CreateEndpoint(ctx, webhooker.Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	require.NoError(t, err)
+	failing, err := store.CreateEndpoint(ctx, webhooker.Endpoint{Tenant: "globex", URL: "https://g.example/hook", Events: []string{"card.*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `UPDATE webhook.endpoints SET consecutive_failures = 3, failing_since = now() WHERE id = $1`, failing.ID)
+	require.NoError(t, err)
+	delivery := func(ep webhooker.Endpoint, status string, code int, errText string) string {
+		id := uuid.Must(uuid.NewV7()).String()
+		_, err := b.pool.Exec(ctx, `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, last_attempt_at)
+			VALUES ($1, $2, $3, $1, 1, 'card.closed', $4, 1, now())`, id, ep.Tenant, ep.ID, status)
+		require.NoError(t, err)
+		_, err = b.pool.Exec(ctx, `INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error)
+			VALUES ($1, 1, $2, $3, now(), 12, nullif($4, 0), nullif($5, ''), nullif($5, ''))`, id, ep.Tenant, ep.ID, code, errText)
+		require.NoError(t, err)
+		return id
+	}
+	delivery(healthy, "succeeded", 200, "")
+	delivery(healthy, "succeeded", 204, "")
+	failed := delivery(failing, "failed", 0, "timeout")
+
+	get := func(path string) map[string]any {
+		resp, out := do(t, http.DefaultClient, http.MethodGet, b.url+path, "", token, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %v", path, out)
+		return out
+	}
+	eps := get("/console/api/endpoints")["endpoints"].([]any)
+	require.Len(t, eps, 2)
+	byID := map[string]map[string]any{}
+	for _, e := range eps {
+		byID[e.(map[string]any)["id"].(string)] = e.(map[string]any)
+	}
+	require.Equal(t, "healthy", byID[healthy.ID]["health"])
+	require.Equal(t, float64(2), byID[healthy.ID]["succeeded_24h"])
+	require.Equal(t, "failing", byID[failing.ID]["health"])
+	require.Equal(t, float64(1), byID[failing.ID]["failed_24h"])
+	require.Len(t, get("/console/api/endpoints?tenant=globex")["endpoints"], 1)
+
+	ds := get("/console/api/deliveries")["deliveries"].([]any)
+	require.Len(t, ds, 3)
+	require.Equal(t, failed, ds[0].(map[string]any)["id"], "newest first")
+	require.Equal(t, "timeout", ds[0].(map[string]any)["last_error"])
+	require.Equal(t, "https://g.example/hook", ds[0].(map[string]any)["url"])
+	require.Equal(t, float64(204), ds[1].(map[string]any)["last_status_code"])
+	require.Len(t, get("/console/api/deliveries?status=failed")["deliveries"], 1)
+	require.Len(t, get("/console/api/deliveries?tenant=acme")["deliveries"], 2)
+	require.Len(t, get("/console/api/deliveries?endpoint=" + healthy.ID)["deliveries"], 2)
+	resp, _ := do(t, http.DefaultClient, http.MethodGet, b.url+"/console/api/deliveries?status=lost", "", token, nil)
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode)
+
+	// A message on globex's subjects without an action is a rejection.
+	require.NoError(t, deadletter.Add(ctx, b.pool, deadletter.Letter{Consumer: projector.DefaultConsumer, StreamSeq: 7, Subject: "events.globex.card.closed",
+		Data: []byte(`{"eventable":{"type":"card","id":"c1"}}`), StreamTime: time.Now(), Error: "rejected",
+		Errors: []events.FieldError{{Field: "action", Message: "is required"}}}))
+	counts := overview(t, b)["rejected"].([]any)
+	require.Len(t, counts, 1)
+	require.Equal(t, "globex", counts[0].(map[string]any)["tenant"])
+	require.Equal(t, float64(1), counts[0].(map[string]any)["pending"])
+	rs := get("/console/api/rejected?tenant=globex")["rejected_events"].([]any)
+	require.Len(t, rs, 1)
+	require.Contains(t, rs[0].(map[string]any)["body"], `"eventable"`)
+	require.Empty(t, get("/console/api/rejected?tenant=acme")["rejected_events"])
+	require.ElementsMatch(t, []any{"acme", "globex"}, get("/console/api/tenants")["tenants"])
 }
