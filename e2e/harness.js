@@ -49,6 +49,8 @@ export function binary() {
 // own, and resolves once /readyz answers 200. The result:
 //   url                   the one public base URL
 //   key                   a key of tenant "dev" with every scope
+//   databaseURL           its Postgres database (tests arrange faults with psql)
+//   consoleToken          the operator token of its console (/console)
 //   api(method, path, {key, body, headers})  -> {status, headers, body}
 //   postEvents(events)    POST /v1/events with the dev key
 //   mintToken(user, opts) POST /v1/user-tokens -> token
@@ -60,7 +62,7 @@ export async function startDev({ args = [], env = {} } = {}) {
   const base = process.env.E2E_DATABASE_BASE || 'postgres://localhost:5432';
   const child = spawn(binary(), ['dev', '--dir', dir, '--http-addr', '127.0.0.1:0', '--nats-addr', '127.0.0.1:0', ...args], {
     cwd: root,
-    env: { ...process.env, DATABASE_URL: `${base}/${db}?sslmode=disable`, LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, DATABASE_URL: `${base}/${db}?sslmode=disable`, LOG_LEVEL: 'warn', CONSOLE_TOKEN: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const log = createWriteStream(join(dir, 'dev.log'));
@@ -77,9 +79,12 @@ export async function startDev({ args = [], env = {} } = {}) {
   });
   await poll('eventline dev to be ready', 60_000, async () => (await fetch(info.url + '/readyz')).ok);
 
+  const databaseURL = `${base}/${db}?sslmode=disable`;
   const dev = {
     ...info,
     dir,
+    databaseURL,
+    consoleToken: readFileSync(join(dir, 'console.token'), 'utf8').trim(),
     async api(method, path, { key = info.key, body, headers = {} } = {}) {
       const h = { ...headers };
       if (key) h.Authorization = `Bearer ${key}`;

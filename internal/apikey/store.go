@@ -97,6 +97,21 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Key, error)
 	return k, nil
 }
 
+// Active returns the key with this id while it is not revoked, else
+// ErrInvalid; like Authenticate it is cached, so a revoked key is refused
+// within CacheTTL. Credentials minted with a key (a webhook portal token)
+// check through it that the key still stands.
+func (s *Store) Active(ctx context.Context, id string) (Key, error) {
+	k, found, err := s.lookup(ctx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	if !found {
+		return Key{}, ErrInvalid
+	}
+	return k, nil
+}
+
 func (s *Store) lookup(ctx context.Context, id string) (Key, bool, error) {
 	now := s.now()
 	if s.cacheTTL > 0 {
@@ -164,14 +179,14 @@ func (s *Store) Revoke(ctx context.Context, id string) error {
 	return nil
 }
 
-// Active reports whether the key with this id exists and is not revoked,
-// reading the database (not the cache): the NATS callout's revocation sweep
-// asks it.
-func (s *Store) Active(ctx context.Context, id string) (bool, error) {
-	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.api_keys WHERE id = $1 AND revoked_at IS NULL)`, id).Scan(&ok)
+// Revoked reports whether the key with this id is revoked or does not
+// exist, reading the database (not the cache): the NATS callout's
+// revocation sweep asks it.
+func (s *Store) Revoked(ctx context.Context, id string) (bool, error) {
+	var active bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.api_keys WHERE id = $1 AND revoked_at IS NULL)`, id).Scan(&active)
 	if err != nil {
 		return false, fmt.Errorf("look up api key: %w", err)
 	}
-	return ok, nil
+	return !active, nil
 }

@@ -57,6 +57,10 @@ Usage:
   eventline rejected replay [--tenant T] [SEQ ...]
                                     after a fix, replay rejections (all pending, or these stream
                                     sequences) to every consumer that dead-lettered them
+  eventline console [--listen 127.0.0.1:8090] [--operator-token-file F] [--services name=url,...]
+                                    the operator console at /console: stream and consumer lag, readiness,
+                                    dead letters (replay), rejected events, endpoints, deliveries,
+                                    timelines; log in with CONSOLE_TOKEN (needs NATS as the admin identity)
   eventline rebuild timelines [--keep-old] [--drop-delay 5s]
                                     replay the stream into fresh timeline tables while the current
                                     ones serve, then switch over (needs NATS as the admin identity)
@@ -91,6 +95,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = rejected(ctx, args[1:], stdout)
 	case "rebuild":
 		err = rebuild(ctx, args[1:], stdout)
+	case "console":
+		err = consoleCmd(ctx, args[1:], stdout)
 	default:
 		fmt.Fprintf(stderr, "eventline: unknown command %q\n\n%s", args[0], usage)
 		return 2

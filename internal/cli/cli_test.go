@@ -232,6 +232,7 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"dlq", "replay", "-h"}, "-consumer"},
 		{[]string{"rejected", "list", "--help"}, "-all"},
 		{[]string{"rejected", "replay", "-h"}, "-tenant"},
+		{[]string{"console", "--help"}, "-operator-token-file"},
 		{[]string{"migrate", "--help"}, "-database-url"},
 		{[]string{"bench", "--help"}, "-rate"},
 		{[]string{"rebuild", "timelines", "--help"}, "-keep-old"},

@@ -4,38 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/eventline/eventline/internal/deadletter"
-	"github.com/eventline/eventline/internal/notifier"
-	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/projector"
-	"github.com/eventline/eventline/internal/webhooker"
+	"github.com/eventline/eventline/internal/replay"
 )
-
-// replayers process a dead letter again, per consumer. Each returns the
-// reason a letter is still poison, or an error reaching the database.
-var replayers = map[string]func(context.Context, *pgxpool.Pool, deadletter.Letter) (error, error){
-	projector.DefaultConsumer: projector.ReplayDeadLetter,
-	notifier.DefaultConsumer:  notifier.ReplayDeadLetter,
-	webhooker.DefaultConsumer: webhooker.ReplayDeadLetter,
-}
-
-// consumerNames lists the consumers that have dead letters, sorted.
-func consumerNames() []string {
-	names := make([]string, 0, len(replayers))
-	for n := range replayers {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
 
 func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
@@ -55,8 +32,8 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parse(set, args[1:]); err != nil {
 		return err
 	}
-	if _, known := replayers[consumer]; consumer != "" && !known {
-		return usageError{fmt.Sprintf("dlq %s: no consumer %q; use one of %s", args[0], consumer, strings.Join(consumerNames(), ", "))}
+	if consumer != "" && !replay.Known(consumer) {
+		return usageError{fmt.Sprintf("dlq %s: no consumer %q; use one of %s", args[0], consumer, strings.Join(replay.Consumers(), ", "))}
 	}
 	pool, err := openMigrated(ctx, dbURL)
 	if err != nil {
@@ -80,8 +57,7 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return tw.Flush()
 	}
-	replay, ok := replayers[consumer]
-	if !ok {
+	if !replay.Known(consumer) {
 		return usageError{fmt.Sprintf("dlq replay: no replay for consumer %q", consumer)}
 	}
 	store := deadletter.NewStore(pool)
@@ -103,7 +79,7 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	var failed int
 	for _, l := range letters {
-		poison, err := replayLetter(ctx, pool, replay, l)
+		poison, err := replay.Letter(ctx, pool, l)
 		if err != nil {
 			return err
 		}
@@ -119,30 +95,6 @@ func dlq(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%d dead letters still fail", failed)
 	}
 	return nil
-}
-
-// replayer returns the replay of a consumer's letters: the consumer's own,
-// and the projector's for a rebuild's durable (its letters go into the
-// current generation).
-func replayer(consumer string) (func(context.Context, *pgxpool.Pool, deadletter.Letter) (error, error), bool) {
-	if strings.HasPrefix(consumer, projector.RebuildConsumerPrefix) {
-		return projector.ReplayDeadLetter, true
-	}
-	r, ok := replayers[consumer]
-	return r, ok
-}
-
-// replayLetter processes l again with replay. poison is why it still
-// fails, kept on the letter; err is a failure to reach the database.
-func replayLetter(ctx context.Context, pool *pgxpool.Pool, replay func(context.Context, *pgxpool.Pool, deadletter.Letter) (error, error), l deadletter.Letter) (poison, err error) {
-	poison, err = replay(ctx, pool, l)
-	if err != nil && postgres.Permanent(err) {
-		// Postgres still refuses its data: the letter stays poison and
-		// keeps the new reason; the other letters are still replayed.
-		poison, l.Error = err, err.Error()
-		err = deadletter.Add(ctx, pool, l)
-	}
-	return poison, err
 }
 
 func clip(s string, n int) string {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/internal/replay"
 )
 
 // rejected lists the messages that failed validation (each once, whichever
@@ -117,12 +118,11 @@ func replayRejection(ctx context.Context, pool *pgxpool.Pool, store *deadletter.
 	}
 	var consumers, problems []string
 	for _, l := range letters {
-		replay, ok := replayer(l.Consumer)
-		if !ok {
+		if _, ok := replay.For(l.Consumer); !ok {
 			problems = append(problems, fmt.Sprintf("%s: no replay for this consumer", l.Consumer))
 			continue
 		}
-		poison, err := replayLetter(ctx, pool, replay, l)
+		poison, err := replay.Letter(ctx, pool, l)
 		if err != nil {
 			return false, err
 		}

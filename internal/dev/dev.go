@@ -25,10 +25,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/console"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/ingest"
 	"github.com/eventline/eventline/internal/lifecycle"
@@ -61,6 +63,8 @@ type Info struct {
 	URL     string // the one public base URL
 	NATSURL string
 	Key     string // tenant dev, every scope
+	// ConsoleToken logs in to the operator console at URL/console.
+	ConsoleToken string
 }
 
 // Tenant is the tenant of the dev key.
@@ -188,6 +192,10 @@ func Run(ctx context.Context, o Options) error {
 			mux.Handle(p, proxy)
 		}
 	}
+	consoleToken, err := devConsole(ctx, mux, client(natsauth.Admin), dbURL, filepath.Join(o.Dir, "console.token"), svcs, o.Log)
+	if err != nil {
+		return errors.Join(err, stopAll())
+	}
 	sink := newSink()
 	mux.Handle("POST /dev/webhook-sink", sink)
 	mux.Handle("GET /dev/webhook-sink", sink)
@@ -213,6 +221,8 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Stdout, "  postgres  %s\n", redact(dbURL))
 	fmt.Fprintf(o.Stdout, "  sink      %s/dev/webhook-sink   (a local webhook receiver; GET lists what it got)\n", base)
 	fmt.Fprintf(o.Stdout, "  browser   %s/dev/components?user=%s   (the inbox and timeline components with a user token)\n", base, user)
+	fmt.Fprintf(o.Stdout, "  console   %s/console   (operator token in %s)\n", base, filepath.Join(o.Dir, "console.token"))
+	fmt.Fprintf(o.Stdout, "  portal    POST %s/v1/portal-tokens with the key below, open the url it returns\n", base)
 	if o.Demo {
 		fmt.Fprintf(o.Stdout, "demo      boards %s; users %s\n", strings.Join(demoBoards, ", "), strings.Join(DemoUsers, ", "))
 	}
@@ -222,7 +232,7 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Stdout, "key for tenant %q (scopes ingest,read,admin):\n%s\n", Tenant, key)
 
 	if o.Ready != nil {
-		o.Ready(Info{URL: base, NATSURL: natsURL, Key: key})
+		o.Ready(Info{URL: base, NATSURL: natsURL, Key: key, ConsoleToken: consoleToken})
 	}
 	if o.Demo {
 		go func() {
@@ -282,6 +292,7 @@ func services(client func(identity string) stream.Client, callout ingest.Callout
 	if nc.UnsubscribeSecret == "" {
 		nc.UnsubscribeSecret = secretKey
 	}
+	wc.PublicURL = publicURL
 	// User tokens work in dev out of the box, with a key of their own
 	// derived from the dev secret (USER_TOKEN_SECRET, when set, wins).
 	if nc.Service.UserTokenSecret == "" {
@@ -301,7 +312,7 @@ func services(client func(identity string) stream.Client, callout ingest.Callout
 	return []*service{
 		{name: "ingest", routes: []string{"POST /v1/events"}, listening: ia.Listening, run: ia.Run},
 		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity", "GET /v1/rejected-events", "OPTIONS /v1/timelines/"}, listening: pa.Listening, run: pa.Run},
-		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/"}, listening: wa.Listening, run: wa.Run},
+		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/", "/v1/portal-tokens", "/portal", "/portal/"}, listening: wa.Listening, run: wa.Run},
 		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/", "/v1/user-tokens", "/v1/browser-origins", "/v1/sentence-templates", "/v1/digests/", "/components/"}, listening: na.Listening, run: na.Run},
 	}
 }
@@ -338,6 +349,49 @@ func readyz(w http.ResponseWriter, r *http.Request, svcs []*service) {
 		return
 	}
 	_, _ = io.WriteString(w, "ok\n")
+}
+
+// devConsole mounts the operator console on mux, connected as the NATS
+// admin and the database owner, showing every service's readiness; its
+// token is CONSOLE_TOKEN, else the one kept in file (made up the first
+// time). It returns the token. The pool and connection live as long as
+// the process.
+func devConsole(ctx context.Context, mux *http.ServeMux, admin stream.Client, dbURL, file string, svcs []*service, log *slog.Logger) (string, error) {
+	token := os.Getenv("CONSOLE_TOKEN")
+	if token == "" {
+		var err error
+		if token, err = secretFile(file, 24); err != nil {
+			return "", err
+		}
+	}
+	pool, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		return "", err
+	}
+	nc, err := stream.Connect(admin, natsauth.Admin, "eventline-dev-console", log)
+	if err != nil {
+		pool.Close()
+		return "", err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		pool.Close()
+		nc.Close()
+		return "", err
+	}
+	var ready []console.Service
+	for _, s := range svcs {
+		ready = append(ready, console.Service{Name: s.name, ReadyURL: "http://" + s.listening.AdminAddr().String() + "/readyz"})
+	}
+	c, err := console.New(console.Config{Pool: pool, JS: js, OperatorToken: token, Services: ready, Log: log.With("service", "console")})
+	if err != nil {
+		pool.Close()
+		nc.Close()
+		return "", err
+	}
+	c.Routes(mux)
+	go func() { <-ctx.Done(); nc.Close(); pool.Close() }()
+	return token, nil
 }
 
 // startNATS starts the embedded server with eventline's accounts and
@@ -387,19 +441,11 @@ func natsPasswords(dir string, auth natsauth.Config) (map[string]string, error) 
 	}
 	out := map[string]string{}
 	for _, name := range auth.RenderedNames() {
-		file := filepath.Join(dir, name)
-		if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 { //nolint:gosec // our own state directory
-			out[name] = strings.TrimSpace(string(b))
-			continue
-		}
-		k := make([]byte, 24)
-		if _, err := rand.Read(k); err != nil {
+		p, err := secretFile(filepath.Join(dir, name), 24)
+		if err != nil {
 			return nil, err
 		}
-		out[name] = hex.EncodeToString(k)
-		if err := os.WriteFile(file, []byte(out[name]+"\n"), 0o600); err != nil {
-			return nil, err
-		}
+		out[name] = p
 	}
 	return out, nil
 }
@@ -428,6 +474,20 @@ func calloutIssuer(file string) (seed, public string, err error) {
 	}
 	public, err = kp.PublicKey()
 	return string(raw), public, err
+}
+
+// secretFile returns the secret kept in file, or makes one up (hex of n
+// random bytes) and keeps it there (mode 600).
+func secretFile(file string, n int) (string, error) {
+	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 { //nolint:gosec // our own state directory
+		return strings.TrimSpace(string(b)), nil
+	}
+	k := make([]byte, n)
+	if _, err := rand.Read(k); err != nil {
+		return "", err
+	}
+	secret := hex.EncodeToString(k)
+	return secret, os.WriteFile(file, []byte(secret+"\n"), 0o600)
 }
 
 // provisionNATS creates the stream and the durables as the admin, as

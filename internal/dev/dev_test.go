@@ -156,9 +156,47 @@ func TestDevEndToEnd(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, "routed to the projector: %s", body)
 	require.JSONEq(t, `{"rejected_events":[],"next_cursor":null}`, string(body))
 
+	// The operator console answers its token (kept in the state directory)
+	// with every service ready and every durable's lag; the webhook portal
+	// is served and its tokens minted.
+	require.Contains(t, p.stdout, p.url+"/console")
+	consoleToken, err := os.ReadFile(filepath.Join(dir, "console.token"))
+	require.NoError(t, err)
+	testenv.Poll(t, 20*time.Second, "the console's overview with every service ready", func() bool {
+		req, err := http.NewRequest(http.MethodGet, p.url+"/console/api/overview", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(consoleToken)))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var o struct {
+			Services []struct {
+				Name  string
+				Ready bool
+			}
+			Consumers []struct{ Name string }
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&o))
+		ready := 0
+		for _, s := range o.Services {
+			if s.Ready {
+				ready++
+			}
+		}
+		return ready == 4 && len(o.Consumers) == 3
+	})
+	code, body = p.do(t, http.MethodGet, "/console/api/overview", "")
+	require.Equal(t, http.StatusUnauthorized, code, "an API key does not open the console: %s", body)
+	code, body = p.do(t, http.MethodPost, "/v1/portal-tokens", "")
+	require.Equal(t, http.StatusCreated, code, "%s", body)
+	require.Contains(t, string(body), `"url":"`+p.url+`/portal#token=elp_`)
+	code, body = p.do(t, http.MethodGet, "/portal", "")
+	require.Equal(t, http.StatusOK, code, "%s", body)
+
 	// The embedded NATS server has eventline's identities, with passwords
 	// kept in the state directory: no credentials, no connection.
-	_, err := nats.Connect(p.natsURL)
+	_, err = nats.Connect(p.natsURL)
 	require.ErrorIs(t, err, nats.ErrAuthorization, "an anonymous client at %s", p.natsURL)
 	adminFile := filepath.Join(dir, "nats-identities", "admin")
 	fi, err := os.Stat(adminFile)

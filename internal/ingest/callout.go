@@ -67,10 +67,7 @@ func startCallout(ctx context.Context, c CalloutConfig, nc stream.Client, keys *
 	swept := make(chan struct{})
 	go func() {
 		defer close(swept)
-		r.Sweep(sctx, sysNC, func(ctx context.Context, id string) (bool, error) {
-			active, err := keys.Active(ctx, id)
-			return !active, err
-		})
+		r.Sweep(sctx, sysNC, keys.Revoked)
 	}()
 	log.Info("nats auth callout serving: tenant producers connect with their API keys")
 	return func() {

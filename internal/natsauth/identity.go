@@ -195,7 +195,8 @@ func notifier() Identity {
 func webhooker() Identity {
 	id := consumer(Webhooker, WebhookerDurable, "fans events out to webhook endpoints")
 	id.Grants = append(id.Grants,
-		Grant{Publish, "events.*.webhook.disabled", "records webhook.disabled when it disables an endpoint (creator system), in that endpoint's tenant"})
+		Grant{Publish, "events.*.webhook.disabled", "records webhook.disabled when it disables an endpoint (creator system), in that endpoint's tenant"},
+		Grant{Publish, "events.*.webhook.test", "records webhook.test when an admin tests an endpoint from the API or the portal, in that endpoint's tenant"})
 	for i, g := range id.Grants {
 		if g.Subject == "$JS.API.DIRECT.GET."+Stream {
 			id.Grants[i].Why += "; retries load their event by sequence; replays read a tenant's events by time"

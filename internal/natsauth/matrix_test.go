@@ -49,11 +49,12 @@ var durables = []string{natsauth.ProjectorDurable, natsauth.NotifierDurable, nat
 // not listed for an identity must be refused by the server.
 func expect(identity, action string) outcome {
 	mayPublish := map[string][]string{
-		natsauth.Admin:  {"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled"},
-		natsauth.Ingest: {"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled"},
-		// the webhooker records webhook.disabled in any tenant, nothing else
-		natsauth.Webhooker: {"publish events.a.webhook.disabled"},
-		"tenant a":         {"publish events.a.x.y", "publish events.a.webhook.disabled"},
+		natsauth.Admin:  {"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test"},
+		natsauth.Ingest: {"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test"},
+		// the webhooker records webhook.disabled and webhook.test in any
+		// tenant, nothing else
+		natsauth.Webhooker: {"publish events.a.webhook.disabled", "publish events.a.webhook.test"},
+		"tenant a":         {"publish events.a.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test"},
 		"tenant b":         {"publish events.b.x.y"},
 	}
 	if slices.Contains(mayPublish[identity], action) {
@@ -88,7 +89,7 @@ func expect(identity, action string) outcome {
 
 // actionsFor lists the matrix's columns for identity.
 func actionsFor(identity string) []string {
-	out := []string{"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "subscribe events.>",
+	out := []string{"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test", "subscribe events.>",
 		"read stream info", "reply to its own inbox"}
 	for _, d := range durables {
 		out = append(out, "pull from "+d, "ack on "+d)
@@ -383,10 +384,7 @@ func calloutServer(t *testing.T) (*testenv.NATSProcess, *matrix, map[string]stri
 	stop, err := r.Listen(authConn)
 	require.NoError(t, err)
 	cctx, cancel := context.WithCancel(ctx)
-	go r.Sweep(cctx, sysConn, func(ctx context.Context, id string) (bool, error) {
-		active, err := store.Active(ctx, id)
-		return !active, err
-	})
+	go r.Sweep(cctx, sysConn, store.Revoked)
 	t.Cleanup(func() { cancel(); _ = stop(); authConn.Close(); sysConn.Close() })
 	return p, m, keys, store
 }

@@ -39,6 +39,17 @@ type Query struct {
 	Sentences bool
 }
 
+// Continue makes q continue from the next_cursor of an earlier page of
+// q.Tenant's (for readers outside this package: the operator console).
+func (q *Query) Continue(cursor string) error {
+	c, err := decodeCursor(cursor, q.Tenant)
+	if err != nil {
+		return err
+	}
+	q.After = &c
+	return nil
+}
+
 // Page is one page of a timeline.
 type Page struct {
 	Events     []events.Event `json:"events"`

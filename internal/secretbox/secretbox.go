@@ -10,6 +10,7 @@ package secretbox
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -50,6 +51,7 @@ type Keyring struct {
 type key struct {
 	id   string
 	aead cipher.AEAD
+	raw  []byte // for Derive
 }
 
 // GenerateKey returns a new random key, base64 encoded as NewKeyring
@@ -110,7 +112,18 @@ func parseKey(s string) (*key, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(append([]byte("eventline secretbox key id\x00"), raw...))
-	return &key{id: hex.EncodeToString(sum[:])[:keyIDLen], aead: aead}, nil
+	return &key{id: hex.EncodeToString(sum[:])[:keyIDLen], aead: aead, raw: raw}, nil
+}
+
+// Derive returns a 32-byte key for purpose derived from the primary key
+// (HMAC-SHA256 of the purpose under it): another use of the same
+// configured secret, such as signing short-lived tokens, gets a key of its
+// own that reveals nothing of the sealing key. It changes when the primary
+// key is rotated.
+func (k *Keyring) Derive(purpose string) []byte {
+	h := hmac.New(sha256.New, k.primary.raw)
+	h.Write([]byte("eventline secretbox derive\x00" + purpose))
+	return h.Sum(nil)
 }
 
 // PrimaryID is the id of the key Seal uses. Ids are derived from the keys

@@ -33,6 +33,7 @@ type API struct {
 	auth      httpapi.Authenticator
 	urls      URLValidator
 	js        jetstream.JetStream
+	pub       *events.Publisher // test events; nil without js
 	now       func() time.Time
 	log       *slog.Logger
 	maxReplay int
@@ -43,7 +44,13 @@ func NewAPI(store *Store, auth httpapi.Authenticator, urls URLValidator, js jets
 	if now == nil {
 		now = time.Now
 	}
-	return &API{store: store, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000}
+	a := &API{store: store, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000}
+	if js != nil {
+		// The connection's server was checked when js was made; a
+		// publisher over it cannot fail that check again.
+		a.pub, _ = events.NewPublisher(js.Conn())
+	}
+	return a
 }
 
 // Routes registers the endpoints on mux.
@@ -59,6 +66,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/webhooks/{id}/secret/rotate", admin(a.rotate))
 	mux.Handle("GET /v1/webhooks/{id}/deliveries", admin(a.deliveries))
 	mux.Handle("POST /v1/webhooks/{id}/replay", admin(a.replay))
+	mux.Handle("POST /v1/webhooks/{id}/test", admin(a.test))
 	mux.Handle("POST /v1/deliveries/{id}/retry", admin(a.retry))
 }
 
@@ -89,6 +97,11 @@ func tenantOf(r *http.Request) string {
 // UTF-8 and lone surrogates with U+FFFD, and Postgres refuses NUL, so such
 // input is refused naming its field instead of being stored rewritten.
 func (a *API) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
+	return decodeJSON(w, r, dst)
+}
+
+// decodeJSON is API.decode for handlers outside the API (the portal's).
+func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -349,4 +362,62 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	a.log.ErrorContext(r.Context(), "webhook API", "path", r.URL.Path, "error", err)
 	httpapi.Unavailable(w, time.Second, "the request could not be completed right now; retry")
+}
+
+// testEventDelay is how long a test event's delivery waits: every
+// replica's registry sees an endpoint created or changed within it
+// (Config.RefreshEvery), so an endpoint tested right after it was created
+// or its secret rotated is attempted as it now is.
+const testEventDelay = time.Second
+
+// TestEventType is the type of the events POST /v1/webhooks/{id}/test
+// sends. Such an event is delivered to the one endpoint it names (its
+// eventable), whatever that endpoint's filters, and never fanned out to
+// the others (Endpoint.Matches).
+const TestEventType = "webhook.test"
+
+// test appends a webhook.test event for the endpoint to the stream (so it
+// is durable, in the tenant's timeline, and retryable like any event) and
+// makes its delivery to this endpoint due in testEventDelay. It answers 202 with the
+// event's id and sequence; the delivery shows in the endpoint's log.
+func (a *API) test(w http.ResponseWriter, r *http.Request) {
+	tenant := tenantOf(r)
+	ep, err := a.store.GetEndpoint(r.Context(), tenant, r.PathValue("id"))
+	if err != nil {
+		a.respond(w, r, ep, err)
+		return
+	}
+	if !ep.Enabled {
+		httpapi.ValidationFailed(w, "the test event was not sent", []events.FieldError{{Field: "id", Message: "the webhook is disabled; enable it before sending a test event"}})
+		return
+	}
+	if a.pub == nil {
+		httpapi.Unavailable(w, time.Second, "this server cannot append events; retry")
+		return
+	}
+	key, _ := httpapi.KeyFrom(r.Context())
+	now := a.now()
+	ev := events.Event{
+		ID:          "webhook-test-" + newID(),
+		Tenant:      tenant,
+		Action:      "test",
+		Eventable:   events.Ref{Type: "webhook", ID: ep.ID},
+		Creator:     events.Ref{Type: events.SystemCreator, ID: "webhooker"},
+		Particulars: fmt.Appendf(nil, `{"endpoint_id":%q,"url":%q,"requested_with_key":%q}`, ep.ID, ep.URL, key.ID),
+	}
+	res, err := a.pub.Append(r.Context(), ev)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := ev.Normalize(now); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ev.Seq = res.Seq
+	if _, err := a.store.resend(r.Context(), ep, []events.Event{ev}, now.Add(testEventDelay)); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httpapi.JSON(w, http.StatusAccepted, map[string]any{"event": map[string]any{"id": ev.ID, "seq": ev.Seq, "type": ev.Type}})
 }

@@ -36,6 +36,9 @@ type AppConfig struct {
 	// separated) are keys it replaced, still needed to open secrets sealed
 	// with them until the start-up re-seal has run.
 	SecretKey, OldSecretKeys string
+	// PublicURL and PortalFrameAncestors configure the webhook portal
+	// (docs/portal.md).
+	PublicURL, PortalFrameAncestors string
 }
 
 // Register binds the settings to flags and environment variables.
@@ -57,6 +60,8 @@ func (c *AppConfig) Register(s *config.Set) {
 		"how long the fan-out waits, without an attempt finishing, to record first attempts with their outcome; 0 records every delivery before its first attempt")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
 	s.String(&c.SecretKey, "secret-key", "EVENTLINE_SECRET_KEY", "", "base64 of 32 random bytes that seals webhook secrets at rest (required; prefer the environment variable, flags show in ps)")
+	s.String(&c.PublicURL, "public-url", "PUBLIC_URL", "", "base URL browsers reach this API at, for the links of portal tokens; default: the URL of the request")
+	s.String(&c.PortalFrameAncestors, "portal-frame-ancestors", "PORTAL_FRAME_ANCESTORS", "*", "who may embed /portal in a frame (a CSP frame-ancestors source list, e.g. https://app.example.com)")
 	s.String(&c.OldSecretKeys, "old-secret-keys", "EVENTLINE_OLD_SECRET_KEYS", "", "comma-separated keys EVENTLINE_SECRET_KEY replaced; secrets sealed with them are re-sealed on start")
 }
 
@@ -152,8 +157,15 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	keys := apikey.NewStore(pool, 0)
+	portal, err := NewPortal(keys, PortalConfig{SigningKey: cfg.Service.Secrets.Derive(PortalTokenPrefix), PublicURL: cfg.PublicURL,
+		FrameAncestors: cfg.PortalFrameAncestors}, a.log)
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
-	NewAPI(svc.Store(), apikey.NewStore(pool, 0), client, js, nil, a.log).Routes(mux)
+	NewAPI(svc.Store(), portal, client, js, nil, a.log).Routes(mux)
+	portal.Routes(mux)
 	mux.Handle("/", httpapi.Fallback(mux))
 	checks := observe.Checks(nc, pool)
 	checks["stream"] = stream.NewPresence(js, svc.cfg.Consumer, 0).Check

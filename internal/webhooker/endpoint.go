@@ -54,10 +54,11 @@ func (e Endpoint) activeSecrets(now time.Time) []string {
 
 // Matches reports whether the endpoint wants the event: its type matches
 // one of the patterns and, when parents are set, the event's eventable or
-// one of its parents is among them.
+// one of its parents is among them. Test events (TestEventType) match no
+// endpoint: the API delivers each to the one endpoint it tests.
 func (e Endpoint) Matches(ev events.Event) bool {
-	if !e.Enabled || e.deleted {
-		return false
+	if !e.Enabled || e.deleted || ev.Type == TestEventType {
+		return false // a test event goes only where the API sends it
 	}
 	if !slices.ContainsFunc(e.Events, func(p string) bool { return matchPattern(p, ev.Type) }) {
 		return false

@@ -121,15 +121,24 @@ func testKeyring(t testing.TB) *secretbox.Keyring {
 // call sends a JSON request to the webhook API and decodes the answer.
 func (b *bundle) call(t *testing.T, method, path string, body any) (int, map[string]any) {
 	t.Helper()
+	return request(t, b.api, b.key, method, path, body)
+}
+
+// request sends a JSON request with a bearer credential ("" for none) to
+// base+path and decodes the JSON answer.
+func request(t *testing.T, base, credential, method, path string, body any) (int, map[string]any) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		raw, err := json.Marshal(body)
 		require.NoError(t, err)
 		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, b.api+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+b.key)
+	if credential != "" {
+		req.Header.Set("Authorization", "Bearer "+credential)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
