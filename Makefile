@@ -51,6 +51,8 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s; the FuzzAcceptedI
 	$(GO) test ./internal/secretbox -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/notifier -run '^$$' -fuzz '^FuzzInboxCursor$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/render -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/browser -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME)
 
 .PHONY: reliability
 reliability: tools ## fault-injection suite, ~12-14 min (RUN=TestName for one row); writes $(RELIABILITY_RESULTS) and the table of RELIABILITY.md
@@ -77,6 +79,10 @@ bench: bench-ingest bench-projector bench-webhooker bench-notifier bench-pipelin
 .PHONY: bench-ingest
 bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync always
 	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh
+
+.PHONY: bench-ids
+bench-ids: tools ## batched ingest without and with the idempotency table (ingest.event_ids), alternating in one run
+	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh ids
 
 .PHONY: bench-auth
 bench-auth: tools ## NATS authentication and permissions on vs off in one run: batched ingest, and projection of AUTH_BENCH_EVENTS (default 200000)

@@ -156,6 +156,8 @@ func TestComposeServiceGraph(t *testing.T) {
 	for name, port := range map[string]string{"ingest": "8080", "projector": "8081", "webhooker": "8082", "notifier": "8083"} {
 		require.Contains(t, string(caddy), "dynamic a "+name+" "+port, "the gateway balances over every %s replica", name)
 	}
+	// What browsers use (docs/browser.md) goes to the notifier.
+	require.Regexp(t, `@notifier path .*/v1/user-tokens /v1/browser-origins /v1/sentence-templates /v1/digests/\* /components/\*`, string(caddy))
 }
 
 // TestNATSConfigFsyncAlways: the compose NATS server runs JetStream with

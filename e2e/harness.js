@@ -9,6 +9,7 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -122,12 +123,17 @@ export async function startDev({ args = [], env = {} } = {}) {
   return dev;
 }
 
-// servePages serves the given pages ({"/inbox.html": "<html>…"}) from a
-// loopback port of their own: another origin than eventline's, as an
-// application's pages are.
-export async function servePages(pages) {
+// servePages serves the given pages ({"/inbox.html": "<html>…"}, more
+// with set(path, html)) from a loopback port of their own: another origin
+// than eventline's, as an application's pages are.
+export async function servePages(pages = {}) {
   const server = createServer((req, res) => {
-    const page = pages[new URL(req.url, 'http://x').pathname];
+    const path = new URL(req.url, 'http://x').pathname;
+    if (path === '/favicon.ico') {
+      res.writeHead(204).end();
+      return;
+    }
+    const page = pages[path];
     if (page === undefined) {
       res.writeHead(404).end();
       return;
@@ -136,7 +142,12 @@ export async function servePages(pages) {
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const origin = `http://127.0.0.1:${server.address().port}`;
-  return { origin, url: (path) => origin + path, stop: () => new Promise((r) => server.close(r)) };
+  return {
+    origin,
+    url: (path) => origin + path,
+    set: (path, html) => { pages[path] = html; },
+    stop: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
+  };
 }
 
 // launchBrowser starts Chromium ($CHROMIUM, default Debian's
@@ -166,4 +177,26 @@ export function consoleErrors(page) {
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(e.message));
   return errors;
+}
+
+// useSetup registers node:test hooks that start eventline dev, a page
+// server whose origin the dev tenant lists (PUT /v1/browser-origins) and
+// Chromium before the file's tests, then runs prepare(ctx) if given, and
+// stops them after. The returned object holds dev, pages and browser once
+// the tests run.
+export function useSetup(prepare) {
+  const ctx = {};
+  before(async () => {
+    ctx.dev = await startDev();
+    ctx.pages = await servePages();
+    await ctx.dev.setOrigins([ctx.pages.origin]);
+    ctx.browser = await launchBrowser();
+    if (prepare) await prepare(ctx);
+  });
+  after(async () => {
+    await ctx.browser?.close();
+    await ctx.pages?.stop();
+    await ctx.dev?.stop();
+  });
+  return ctx;
 }

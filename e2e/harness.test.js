@@ -1,28 +1,16 @@
 // The harness itself in a real browser: a page on another origin reads a
 // user's inbox with a user token (CORS from the tenant's listed origin),
 // and cannot read it from an origin the tenant did not list.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDev, servePages, launchBrowser } from './harness.js';
+import { useSetup } from './harness.js';
 
-let dev, pages, browser;
-
-before(async () => {
-  dev = await startDev();
-  pages = await servePages({ '/blank.html': '<!doctype html><title>blank</title>' });
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await pages?.stop();
-  await dev?.stop();
-});
+const ctx = useSetup(({ pages }) => pages.set('/blank.html', '<!doctype html><title>blank</title>'));
 
 async function fetchInbox(token, user) {
-  const page = await browser.newPage();
+  const page = await ctx.browser.newPage();
   try {
-    await page.goto(pages.url('/blank.html'));
+    await page.goto(ctx.pages.url('/blank.html'));
     return await page.evaluate(async ([url, token, user]) => {
       try {
         const r = await fetch(`${url}/v1/users/${user}/notifications?token=${encodeURIComponent(token)}`);
@@ -30,15 +18,15 @@ async function fetchInbox(token, user) {
       } catch (e) {
         return { error: String(e) };
       }
-    }, [dev.url, token, user]);
+    }, [ctx.dev.url, token, user]);
   } finally {
     await page.close();
   }
 }
 
 test('a listed origin reads the inbox with a user token; another user is refused', async () => {
-  await dev.setOrigins([pages.origin]);
-  const token = await dev.mintToken('u1');
+  await ctx.dev.setOrigins([ctx.pages.origin]);
+  const token = await ctx.dev.mintToken('u1');
   const own = await fetchInbox(token, 'u1');
   assert.equal(own.status, 200, JSON.stringify(own));
   assert.ok(Array.isArray(own.body.notifications));
@@ -48,8 +36,8 @@ test('a listed origin reads the inbox with a user token; another user is refused
 });
 
 test('an origin the tenant did not list cannot read the answer', async () => {
-  await dev.setOrigins(['https://somewhere-else.example']);
-  const token = await dev.mintToken('u1');
+  await ctx.dev.setOrigins(['https://somewhere-else.example']);
+  const token = await ctx.dev.mintToken('u1');
   // CORS caches are per origin list for a few seconds on the server.
   let r;
   for (let i = 0; i < 100; i++) {
@@ -58,4 +46,21 @@ test('an origin the tenant did not list cannot read the answer', async () => {
     await new Promise((res) => setTimeout(res, 100));
   }
   assert.match(r.error ?? '', /Failed to fetch/, JSON.stringify(r));
+});
+
+test('a token in the Authorization header passes the browser\'s CORS preflight from a listed origin', async () => {
+  await ctx.dev.setOrigins([ctx.pages.origin]);
+  const token = await ctx.dev.mintToken('u1');
+  const page = await ctx.browser.newPage();
+  try {
+    await page.goto(ctx.pages.url('/blank.html'));
+    const r = await page.evaluate(async ([url, token]) => {
+      const resp = await fetch(`${url}/v1/users/u1/notifications/read-all`, { method: 'POST', headers: { Authorization: `Bearer ${token}` } });
+      return { status: resp.status, body: await resp.json() };
+    }, [ctx.dev.url, token]);
+    assert.equal(r.status, 200, JSON.stringify(r));
+    assert.equal(r.body.unread_total, 0);
+  } finally {
+    await page.close();
+  }
 });

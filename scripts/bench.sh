@@ -7,6 +7,8 @@
 #   scripts/bench.sh clients          # sweep the batched case's client count
 #   scripts/bench.sh auth             # batched ingest without NATS auth and with the
 #                                     # shipped identities, alternating in one run
+#   scripts/bench.sh ids              # batched ingest without and with the idempotency
+#                                     # table (ingest.event_ids), alternating in one run
 #
 # Settings (environment):
 #   BENCH_COUNT=5        runs of each benchmark (medians are reported)
@@ -19,8 +21,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
-case $mode in all | clients | auth) ;; *)
-	echo "usage: $0 [clients | auth]" >&2
+case $mode in all | clients | auth | ids) ;; *)
+	echo "usage: $0 [clients | auth | ids]" >&2
 	exit 2
 	;;
 esac
@@ -57,8 +59,9 @@ nats_bin=${NATS_SERVER_BIN:-$(go env GOPATH)/bin/nats-server}
 	echo "nats-server:  $("$nats_bin" --version 2>/dev/null || echo "not found at $nats_bin"), jetstream sync_interval: always"
 	echo "overrides:    $(env | grep -E '^(INGEST_|GOGC|GOMEMLIMIT|GOMAXPROCS|EVENTLINE_BENCH_)' | tr '\n' ' ')"
 	echo "load before:  $(cut -d' ' -f1-3 /proc/loadavg)"
-	if [ "$mode" = auth ]; then
-		echo "command:      $count rounds of: go test ./internal/ingest -run '^\$' -bench '^BenchmarkIngestAuth\$' -benchtime $benchtime -count 1"
+	if [ "$mode" = auth ] || [ "$mode" = ids ]; then
+		name=IngestAuth; [ "$mode" = ids ] && name=IngestIDTable
+		echo "command:      $count rounds of: go test ./internal/ingest -run '^\$' -bench '^Benchmark$name\$' -benchtime $benchtime -count 1"
 	elif [ "$mode" = clients ]; then
 		echo "command:      for each client count: EVENTLINE_BENCH_CLIENTS=n go test ./internal/ingest -run '^\$' -bench '^BenchmarkIngestBatched100\$' -benchtime $benchtime -count 1; $count rounds"
 	else
@@ -98,33 +101,43 @@ if [ "$mode" = clients ]; then
 	exit 0
 fi
 
-if [ "$mode" = auth ]; then
-	# Rounds outside: each round runs auth=off then auth=on, so noise on
-	# the machine hits both (-count would run every off before any on).
+# paired bench off on what: rounds outside, each running off then on, so
+# noise on the machine hits both (-count would run every off before any
+# on); prints both medians and their ratio.
+paired() {
+	local bench=$1 off=$2 on=$3 what=$4
 	for _ in $(seq "$count"); do
-		EVENTLINE_INGEST_BIN="$out/ingest" go test ./internal/ingest -run '^$' -bench '^BenchmarkIngestAuth$' \
-			-benchtime "$benchtime" -count 1 -timeout 20m | tee -a "$out/auth.txt"
+		EVENTLINE_INGEST_BIN="$out/ingest" go test ./internal/ingest -run '^$' -bench "^Benchmark$bench\$" \
+			-benchtime "$benchtime" -count 1 -timeout 20m | tee -a "$out/$bench.txt"
 	done
 	echo "load after:   $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
 	echo
-	awk "$awk_median"'
-	/^BenchmarkIngestAuth\// {
-		name = $1; sub(/^BenchmarkIngestAuth\//, "", name); sub(/-[0-9]+$/, "", name)
+	awk -v bench="$bench" -v off="$off" -v on="$on" -v what="$what" "$awk_median"'
+	index($1, "Benchmark" bench "/") == 1 {
+		name = $1; sub(/^Benchmark[A-Za-z0-9]*\//, "", name); sub(/-[0-9]+$/, "", name)
 		for (i = 3; i < NF; i += 2) { k = name SUBSEP $(i+1); v[k, ++n[k]] = $i }
 	}
 	END {
-		printf "IngestBatched100 (32 clients), medians of %d runs each\n", n["auth=on" SUBSEP "events/s"]
+		printf "IngestBatched100 (32 clients), medians of %d runs each\n", n[on SUBSEP "events/s"]
 		printf "%-9s %10s %8s %8s %12s %11s\n", "", "events/s", "p50 ms", "p99 ms", "ingest cores", "nats cores"
-		split("auth=off auth=on", names, " ")
+		names[1] = off; names[2] = on
 		for (i = 1; i <= 2; i++) {
 			b = names[i]
 			printf "%-9s %10.0f %8.1f %8.1f %12.2f %11.2f\n", b, median(b SUBSEP "events/s"), median(b SUBSEP "p50-ms"), median(b SUBSEP "p99-ms"),
 				median(b SUBSEP "ingest-cores"), median(b SUBSEP "nats-cores")
 		}
-		printf "\nwith auth / without: %.3f events/s (the cost should be under 5%%)\n", median("auth=on" SUBSEP "events/s") / median("auth=off" SUBSEP "events/s")
-	}' "$out/auth.txt" | tee "$out/auth-summary.txt"
+		printf "\n%s / %s: %.3f events/s (%s)\n", on, off, median(on SUBSEP "events/s") / median(off SUBSEP "events/s"), what
+	}' "$out/$bench.txt" | tee "$out/$bench-summary.txt"
 	echo
 	echo "raw output in $out"
+}
+
+if [ "$mode" = auth ]; then
+	paired IngestAuth auth=off auth=on "the cost should be under 5%"
+	exit 0
+fi
+if [ "$mode" = ids ]; then
+	paired IngestIDTable ids=off ids=on "the cost should be under 15%"
 	exit 0
 fi
 

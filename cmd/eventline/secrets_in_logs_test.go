@@ -75,6 +75,7 @@ func TestNoSecretInLogs(t *testing.T) {
 	// the server checks.
 	const dbPassword, hookPassword = "db-Pa55word-a8f3", "hook-Pa55word-19d0"
 	const smtpPassword, unsubscribeSecret = "smtp-Pa55word-5e2b", "unsubscribe-secret-0c9d41f7a2"
+	const userTokenSecret = "user-token-secret-7d1e55c0b3"
 	const wrongNATSPassword, natsToken = "wrong-nats-Pa55word-31b7", "nats-T0ken-secret-8d2e"
 	dbu, err := url.Parse(dbURL)
 	require.NoError(t, err)
@@ -110,6 +111,7 @@ func TestNoSecretInLogs(t *testing.T) {
 	notifierBin := testenv.BuildBinary(t, "./cmd/notifier")
 	smtpURL := "smtp://digest:" + smtpPassword + "@" + mails.addr
 	notifierEnv := with(natsEnv(natsauth.Notifier), []string{"SMTP_URL=" + smtpURL, "UNSUBSCRIBE_SECRET=" + unsubscribeSecret,
+		"USER_TOKEN_SECRET=" + userTokenSecret,
 		"PUBLIC_URL=http://notify.example.test", "DIGEST_INTERVAL=200ms", "SSE_HEARTBEAT=1s"})
 	// SMTP_URLs the notifier cannot take apart: it refuses to start, and
 	// the error must not carry the password.
@@ -354,6 +356,21 @@ func TestNoSecretInLogs(t *testing.T) {
 	code, out = call(notifier.URL, http.MethodPost, "/v1/users/u2/notifications/read-all", acmeKey, "")
 	require.Equal(t, http.StatusOK, code, "%v", out)
 
+	// User tokens (docs/browser.md): minted, used in the URL as a browser
+	// does, tampered with, and used for another user.
+	code, out = call(notifier.URL, http.MethodPost, "/v1/user-tokens", acmeKey, `{"user_id": "u2"}`)
+	require.Equal(t, http.StatusCreated, code, "%v", out)
+	userToken := out["token"].(string)
+	tampered := userToken[:len(userToken)-3] + "abc"
+	code, out = call(notifier.URL, http.MethodGet, "/v1/users/u2/notifications?token="+url.QueryEscape(userToken), "", "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+	code, _ = call(notifier.URL, http.MethodGet, "/v1/users/u3/notifications?token="+url.QueryEscape(userToken), "", "")
+	require.Equal(t, http.StatusForbidden, code)
+	code, _ = call(notifier.URL, http.MethodGet, "/v1/users/u2/notifications?token="+url.QueryEscape(tampered), "", "")
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = call(notifier.URL, http.MethodGet, "/v1/users/u2/notifications", tampered, "")
+	require.Equal(t, http.StatusUnauthorized, code)
+
 	// A NATS restart once everything runs: every service logs its
 	// disconnect and reconnect.
 	n.Restart(t)
@@ -371,6 +388,8 @@ func TestNoSecretInLogs(t *testing.T) {
 		"refused NATS password": wrongNATSPassword, "refused NATS token": natsToken,
 		"sealing key": sealKey, "old sealing key": oldSealKey,
 		"SMTP_URL password": smtpPassword, "unsubscribe secret": unsubscribeSecret,
+		"user token secret": userTokenSecret, "user token": userToken, "tampered user token": tampered,
+		"user token signature": userToken[strings.LastIndex(userToken, ".")+1:], "user token payload": userToken[:strings.LastIndex(userToken, ".")],
 		"SMTP AUTH PLAIN response": base64.StdEncoding.EncodeToString([]byte("\x00digest\x00" + smtpPassword)),
 	}
 	for _, user := range []string{"u2", "u3"} {

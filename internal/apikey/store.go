@@ -97,11 +97,11 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Key, error)
 	return k, nil
 }
 
-// Active returns the key with this id while it is not revoked, else
+// Get returns the key with this id while it is not revoked, else
 // ErrInvalid; like Authenticate it is cached, so a revoked key is refused
 // within CacheTTL. Credentials minted with a key (a webhook portal token)
 // check through it that the key still stands.
-func (s *Store) Active(ctx context.Context, id string) (Key, error) {
+func (s *Store) Get(ctx context.Context, id string) (Key, error) {
 	k, found, err := s.lookup(ctx, id)
 	if err != nil {
 		return Key{}, err
@@ -177,4 +177,16 @@ func (s *Store) Revoke(ctx context.Context, id string) error {
 	delete(s.cache, id)
 	s.mu.Unlock()
 	return nil
+}
+
+// Active reports whether the key with this id exists and is not revoked,
+// reading the database (not the cache): the NATS callout's revocation sweep
+// asks it.
+func (s *Store) Active(ctx context.Context, id string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.api_keys WHERE id = $1 AND revoked_at IS NULL)`, id).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("look up api key: %w", err)
+	}
+	return ok, nil
 }

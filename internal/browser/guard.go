@@ -71,7 +71,7 @@ func (g *Guard) Allow(scope string, permit Permit, next http.Handler) http.Handl
 	byKey := httpapi.RequireScope(g.keys, scope, next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, fromQuery := presented(r)
-		if token == "" {
+		if token == "" && !fromQuery {
 			byKey.ServeHTTP(w, r)
 			return
 		}
@@ -134,6 +134,7 @@ func (g *Guard) cors(w http.ResponseWriter, r *http.Request, tenant string) erro
 	if origin == "" || g.origins == nil {
 		return nil
 	}
+	w.Header().Add("Vary", "Origin") // the answer's headers depend on it, allowed or not
 	ok, err := g.origins.Allowed(r.Context(), tenant, origin)
 	if err != nil {
 		return err
@@ -159,7 +160,9 @@ func (g *Guard) corsUnknownTenant(w http.ResponseWriter, r *http.Request) {
 func allowOrigin(w http.ResponseWriter, origin string) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
-	h.Add("Vary", "Origin")
+	if h.Get("Vary") == "" {
+		h.Add("Vary", "Origin")
+	}
 	h.Set("Access-Control-Expose-Headers", "Retry-After, Content-Type")
 }
 

@@ -3,7 +3,8 @@
 // mints with its API key, the guard that accepts them (with CORS for the
 // origins a tenant configured) on the inbox and timeline APIs, the admin
 // APIs for tokens and origins, and the drop-in components served under
-// /components/.
+// /components/. Browsers hold user tokens, never API keys
+// (docs/architecture.md §13).
 package browser
 
 import (

@@ -38,9 +38,11 @@ Usage:
                                     apply the database migrations, then provision NATS as the NATS
                                     admin identity: create or update the EVENTS stream and every
                                     service's durable (the services only check they exist)
-  eventline nats config [--helm] [--callout-issuer A...] [--callout-xkey X...]
+  eventline nats config [--helm] [--callout-issuer A...]
                                     print eventline's NATS accounts, identities and permissions as
                                     a nats-server configuration (deploy/nats/auth.conf) or as Helm values
+  eventline nats callout-keys       make the auth callout's key pair (seed for ingest, public key
+                                    for the server): tenant producers then connect with API keys
   eventline keys create --tenant T [--scopes ingest,read] [--rate-limit N] [--description D]
                                     create an API key; the key is the last line of output
   eventline keys list [--tenant T]  list active keys (never their secrets)

@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
@@ -34,6 +35,7 @@ import (
 	"github.com/eventline/eventline/internal/ingest"
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/natsauth"
+	"github.com/eventline/eventline/internal/natsauth/callout"
 	"github.com/eventline/eventline/internal/notifier"
 	"github.com/eventline/eventline/internal/pgcluster"
 	"github.com/eventline/eventline/internal/postgres"
@@ -96,11 +98,17 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return err
 	}
-	passwords, err := natsPasswords(filepath.Join(o.Dir, "nats-identities"))
+	issuerSeed, issuer, err := calloutIssuer(filepath.Join(o.Dir, "nats-callout.seed"))
 	if err != nil {
 		return err
 	}
-	ns, err := startNATS(o, passwords)
+	auth := natsauth.Config{Callout: &natsauth.Callout{Issuer: issuer}}
+	passwords, err := natsPasswords(filepath.Join(o.Dir, "nats-identities"), auth)
+	if err != nil {
+		return err
+	}
+	auth.Passwords = passwords
+	ns, err := startNATS(o, auth)
 	if err != nil {
 		return err
 	}
@@ -143,7 +151,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer l.Close()
 	base := "http://" + l.Addr().String()
-	svcs := services(client, dbURL, secretKey, base, o.Log)
+	callout := ingest.CalloutConfig{IssuerSeed: issuerSeed, AuthPassword: passwords[natsauth.Auth], SysPassword: passwords[natsauth.Sys]}
+	svcs := services(client, callout, dbURL, secretKey, base, o.Log)
 	var wg sync.WaitGroup
 	errc := make(chan error, len(svcs))
 	for _, s := range svcs {
@@ -190,6 +199,12 @@ func Run(ctx context.Context, o Options) error {
 	sink := newSink()
 	mux.Handle("POST /dev/webhook-sink", sink)
 	mux.Handle("GET /dev/webhook-sink", sink)
+	board, user := "b1", "u1"
+	if o.Demo {
+		board, user = demoBoards[0], DemoUsers[0]
+	}
+	mux.Handle("GET /dev/components", componentsPage(base, key, user, board))
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { readyz(w, r, svcs) })
 	for _, s := range svcs {
@@ -201,14 +216,14 @@ func Run(ctx context.Context, o Options) error {
 
 	fmt.Fprintf(o.Stdout, "eventline dev is running (state in %s)\n", o.Dir)
 	fmt.Fprintf(o.Stdout, "  api       %s   (ingest, timelines, notifications, webhooks)\n", base)
-	fmt.Fprintf(o.Stdout, "  nats      %s   (users %s; passwords in %s)\n", natsURL, strings.Join(natsauth.Config{}.RenderedNames(), ", "), filepath.Join(o.Dir, "nats-identities"))
+	fmt.Fprintf(o.Stdout, "  nats      %s   (producers: an API key as the token, inbox prefix _INBOX.<tenant>; services: users %s, passwords in %s)\n",
+		natsURL, strings.Join(auth.RenderedNames(), ", "), filepath.Join(o.Dir, "nats-identities"))
 	fmt.Fprintf(o.Stdout, "  postgres  %s\n", redact(dbURL))
 	fmt.Fprintf(o.Stdout, "  sink      %s/dev/webhook-sink   (a local webhook receiver; GET lists what it got)\n", base)
+	fmt.Fprintf(o.Stdout, "  browser   %s/dev/components?user=%s   (the inbox and timeline components with a user token)\n", base, user)
 	fmt.Fprintf(o.Stdout, "  console   %s/console   (operator token in %s)\n", base, filepath.Join(o.Dir, "console.token"))
 	fmt.Fprintf(o.Stdout, "  portal    POST %s/v1/portal-tokens with the key below, open the url it returns\n", base)
-	board, user := "b1", "u1"
 	if o.Demo {
-		board, user = demoBoards[0], DemoUsers[0]
 		fmt.Fprintf(o.Stdout, "demo      boards %s; users %s\n", strings.Join(demoBoards, ", "), strings.Join(DemoUsers, ", "))
 	}
 	fmt.Fprintf(o.Stdout, "try:\n  curl -X POST %s/v1/events -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' \\\n"+
@@ -255,7 +270,7 @@ type service struct {
 
 // services builds every service with its defaults and environment, on
 // loopback ports of its own, each connecting to NATS as its own identity.
-func services(client func(identity string) stream.Client, dbURL, secretKey, publicURL string, log *slog.Logger) []*service {
+func services(client func(identity string) stream.Client, callout ingest.CalloutConfig, dbURL, secretKey, publicURL string, log *slog.Logger) []*service {
 	const local = "127.0.0.1:0"
 	var (
 		ic ingest.Config
@@ -269,6 +284,7 @@ func services(client func(identity string) stream.Client, dbURL, secretKey, publ
 	parseDefaults(nc.Register)
 
 	ic.HTTPAddr, ic.AdminAddr, ic.NATS, ic.DatabaseURL = local, local, client(natsauth.Ingest), dbURL
+	ic.Callout = callout // tenant producers connect to the embedded NATS with their API keys
 	pc.HTTPAddr, pc.AdminAddr, pc.NATS, pc.DatabaseURL = local, local, client(natsauth.Projector), dbURL
 	wc.HTTPAddr, wc.AdminAddr, wc.NATS, wc.DatabaseURL = local, local, client(natsauth.Webhooker), dbURL
 	nc.HTTPAddr, nc.AdminAddr, nc.NATS, nc.DatabaseURL = local, local, client(natsauth.Notifier), dbURL
@@ -297,7 +313,7 @@ func services(client func(identity string) stream.Client, dbURL, secretKey, publ
 		{name: "ingest", routes: []string{"POST /v1/events"}, listening: ia.Listening, run: ia.Run},
 		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity", "GET /v1/rejected-events", "OPTIONS /v1/timelines/"}, listening: pa.Listening, run: pa.Run},
 		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/", "/v1/portal-tokens", "/portal", "/portal/"}, listening: wa.Listening, run: wa.Run},
-		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/", "/v1/user-tokens", "/v1/browser-origins", "/components/"}, listening: na.Listening, run: na.Run},
+		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/", "/v1/user-tokens", "/v1/browser-origins", "/v1/sentence-templates", "/v1/digests/", "/components/"}, listening: na.Listening, run: na.Run},
 	}
 }
 
@@ -381,7 +397,7 @@ func devConsole(ctx context.Context, mux *http.ServeMux, admin stream.Client, db
 // startNATS starts the embedded server with eventline's accounts and
 // identities (internal/natsauth), the same as the shipped configurations
 // render, with the dev passwords.
-func startNATS(o Options, passwords map[string]string) (*server.Server, error) {
+func startNATS(o Options, auth natsauth.Config) (*server.Server, error) {
 	host, port, err := net.SplitHostPort(o.NATSAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--nats-addr %q: %w", o.NATSAddr, err)
@@ -393,7 +409,7 @@ func startNATS(o Options, passwords map[string]string) (*server.Server, error) {
 	if p == 0 {
 		p = server.RANDOM_PORT
 	}
-	opts, err := natsauth.Config{Passwords: passwords}.ServerOptions()
+	opts, err := auth.ServerOptions()
 	if err != nil {
 		return nil, err
 	}
@@ -419,12 +435,12 @@ func startNATS(o Options, passwords map[string]string) (*server.Server, error) {
 // natsPasswords returns a password per NATS identity, kept one per file in
 // dir (mode 600) and made up the first time. `make run` keeps its
 // passwords in the same place.
-func natsPasswords(dir string) (map[string]string, error) {
+func natsPasswords(dir string, auth natsauth.Config) (map[string]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
-	for _, name := range (natsauth.Config{}).RenderedNames() {
+	for _, name := range auth.RenderedNames() {
 		p, err := secretFile(filepath.Join(dir, name), 24)
 		if err != nil {
 			return nil, err
@@ -446,6 +462,32 @@ func secretFile(file string, n int) (string, error) {
 	}
 	secret := hex.EncodeToString(k)
 	return secret, os.WriteFile(file, []byte(secret+"\n"), 0o600)
+}
+
+// calloutIssuer returns the account seed that signs the auth callout's
+// answers, and its public key: kept in file (mode 600), made the first time.
+func calloutIssuer(file string) (seed, public string, err error) {
+	if b, err := os.ReadFile(file); err == nil { //nolint:gosec // our own state directory
+		kp, err := callout.ParseIssuer(string(b))
+		if err != nil {
+			return "", "", fmt.Errorf("%s: %w (delete it to make a new one)", file, err)
+		}
+		public, err := kp.PublicKey()
+		return strings.TrimSpace(string(b)), public, err
+	}
+	kp, err := nkeys.CreateAccount()
+	if err != nil {
+		return "", "", err
+	}
+	raw, err := kp.Seed()
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(file, append(raw, '\n'), 0o600); err != nil {
+		return "", "", err
+	}
+	public, err = kp.PublicKey()
+	return string(raw), public, err
 }
 
 // provisionNATS creates the stream and the durables as the admin, as

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,12 +30,21 @@ import (
 
 // Config is everything the ingest binary reads from flags and environment.
 type Config struct {
-	HTTPAddr        string        // public API; default :8080
-	AdminAddr       string        // /livez, /readyz, /metrics; default :9090
-	NATS            stream.Client // as identity ingest (deploy/nats)
-	DatabaseURL     string        // API keys; default postgres://localhost:5432/eventline
-	LogLevel        string        // debug, info, warn, error; default info
-	RateLimit       int           // events/s per key without its own limit; default 10000, 0 = unlimited
+	HTTPAddr    string        // public API; default :8080
+	AdminAddr   string        // /livez, /readyz, /metrics; default :9090
+	NATS        stream.Client // as identity ingest (deploy/nats)
+	DatabaseURL string        // API keys; default postgres://localhost:5432/eventline
+	LogLevel    string        // debug, info, warn, error; default info
+	RateLimit   int           // events/s per key without its own limit; default 10000, 0 = unlimited
+	// IdempotencyRetention is how long appended ids are kept in
+	// ingest.event_ids so that re-sending one answers duplicate with its
+	// original seq; default 24h, 0 turns the table off (only the stream's
+	// duplicate window applies).
+	IdempotencyRetention time.Duration
+	// IDs is the pool of ingest.event_ids (App.Run sets it); nil: no table.
+	IDs *pgxpool.Pool
+	// Callout serves the NATS auth callout when its issuer seed is set.
+	Callout         CalloutConfig
 	Batch           CommitterConfig
 	ShutdownTimeout time.Duration // default 30s
 	// TracerProvider makes the request spans; the binary sets it when
@@ -48,9 +58,11 @@ func (c *Config) Register(s *config.Set) {
 	s.String(&c.HTTPAddr, "http-addr", "HTTP_ADDR", ":8080", "public API listen address")
 	s.String(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", ":9090", "admin listen address (/livez, /readyz, /metrics)")
 	c.NATS.Register(s)
+	c.Callout.Register(s)
 	s.String(&c.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres URL (API keys)")
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Int(&c.RateLimit, "rate-limit", "INGEST_RATE_LIMIT", 10000, "events per second per API key without its own limit; 0 for unlimited")
+	s.Duration(&c.IdempotencyRetention, "idempotency-retention", "INGEST_IDEMPOTENCY_RETENTION", 24*time.Hour, "how long a re-sent id answers duplicate with its original seq (ingest.event_ids); 0 for only the stream's duplicate window")
 	s.Int(&c.Batch.MaxBatch, "batch-max", "INGEST_BATCH_MAX", events.MaxBatch, "most events per atomic batch (<= 1000)")
 	s.Duration(&c.Batch.Linger, "batch-linger", "INGEST_BATCH_LINGER", 5*time.Millisecond, "how long a batch waits for more requests while another commits")
 	s.Int(&c.Batch.MaxInflight, "batch-inflight", "INGEST_BATCH_INFLIGHT", 4, "batches committing at once")
@@ -63,6 +75,8 @@ func (c *Config) Register(s *config.Set) {
 type Service struct {
 	committer *Committer
 	handler   http.Handler
+	ids       *idTable // nil without an id table
+	finished  chan struct{}
 }
 
 // NewService wires the ingest API over a publisher and a key store.
@@ -70,12 +84,17 @@ func NewService(pub Appender, keys httpapi.Authenticator, cfg Config, reg promet
 	m := newMetrics(reg)
 	bc := cfg.Batch
 	bc.Observe = m.batch
+	var ids *idTable
+	if cfg.IDs != nil && cfg.IdempotencyRetention > 0 {
+		ids = newIDTable(cfg.IDs, cfg.IdempotencyRetention, reg, log)
+		pub = ids.wrap(pub)
+	}
 	c := NewCommitter(pub, bc)
 	h := &handler{committer: c, limiter: newLimiter(cfg.RateLimit), metrics: m, log: log, now: time.Now}
 	if cfg.TracerProvider != nil {
 		h.tracer = observe.Tracer(cfg.TracerProvider, "ingest")
 	}
-	return &Service{committer: c, handler: httpapi.RequireScope(keys, apikey.ScopeIngest, h)}
+	return &Service{committer: c, handler: httpapi.RequireScope(keys, apikey.ScopeIngest, h), ids: ids, finished: make(chan struct{})}
 }
 
 // Routes registers POST /v1/events on mux.
@@ -85,8 +104,24 @@ func (s *Service) Routes(mux *http.ServeMux) {
 }
 
 // Run commits batches until Close has been called and every accepted
-// request is answered.
-func (s *Service) Run() { s.committer.Run() }
+// request is answered, then records the last appended ids. ctx carries
+// values only: Close, not ctx's end, stops it (requests accepted before
+// Close are still answered).
+func (s *Service) Run(ctx context.Context) {
+	defer close(s.finished)
+	if s.ids == nil {
+		s.committer.Run()
+		return
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go s.ids.run(ctx)
+	s.committer.Run()
+	cancel()
+	<-s.ids.done
+}
+
+// Done is closed when Run has returned.
+func (s *Service) Done() <-chan struct{} { return s.finished }
 
 // Close stops accepting appends; Run returns once the last batch is done.
 func (s *Service) Close() { s.committer.Close() }
@@ -134,7 +169,16 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	reg := observe.NewRegistry()
-	svc := NewService(pub, apikey.NewStore(pool, 0), cfg, reg, a.log)
+	cfg.IDs = pool
+	keys := apikey.NewStore(pool, 0)
+	if cfg.Callout.IssuerSeed != "" {
+		stop, err := startCallout(ctx, cfg.Callout, cfg.NATS, keys, a.log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	svc := NewService(pub, keys, cfg, reg, a.log)
 	mux := http.NewServeMux()
 	svc.Routes(mux)
 	mux.Handle("/", httpapi.Fallback(mux))
@@ -145,10 +189,10 @@ func (a *App) Run(ctx context.Context) error {
 		Admin: observe.NewAdmin(cfg.AdminAddr, reg, checks), ShutdownTimeout: cfg.ShutdownTimeout,
 	}, func(ctx context.Context) error {
 		// The HTTP server has drained when ctx ends: commit what is left.
-		go svc.Run()
+		go svc.Run(ctx)
 		<-ctx.Done()
 		svc.Close()
-		<-svc.committer.Done()
+		<-svc.Done()
 		return nil
 	})
 	if derr := drain(nc); derr != nil {

@@ -213,14 +213,29 @@ func BenchmarkIngestAuth(b *testing.B) {
 	}
 }
 
+// BenchmarkIngestIDTable measures what the idempotency table costs: the
+// batched case with ingest.event_ids off (INGEST_IDEMPOTENCY_RETENTION=0:
+// only the stream's window) and on (the default; every request's ids are
+// client-chosen, so every batch is looked up and every id written).
+// scripts/bench.sh ids runs it several times with -count 1, alternating.
+func BenchmarkIngestIDTable(b *testing.B) {
+	for _, c := range []struct{ name, retention string }{{"ids=off", "0"}, {"ids=on", "24h"}} {
+		b.Run(c.name, func(b *testing.B) {
+			benchIngestOn(b, startBenchNATS(b), benchBatchedClients, benchBatchedEvents, "INGEST_IDEMPOTENCY_RETENTION="+c.retention)
+		})
+	}
+}
+
 func benchIngest(b *testing.B, clients, perRequest int) {
 	benchIngestOn(b, startBenchNATS(b), clients, perRequest)
 }
 
-func benchIngestOn(b *testing.B, nb benchNATS, clients, perRequest int) {
+// benchIngestOn runs the load against an ingest process started with env
+// added to its environment.
+func benchIngestOn(b *testing.B, nb benchNATS, clients, perRequest int, env ...string) {
 	c := benchCorpus(b)
 	ids := newIDSource()
-	ing := startIngestProcess(b, nb.proc)
+	ing := startIngestProcess(b, nb.proc, env...)
 	client := &http.Client{
 		Timeout: time.Minute,
 		Transport: &http.Transport{
@@ -571,7 +586,7 @@ type ingestProcess struct {
 // EVENTLINE_INGEST_BIN when set (to measure another build), and waits until
 // it is ready. The parent's environment passes through, so INGEST_BATCH_*
 // and GOGC can be varied for experiments.
-func startIngestProcess(b *testing.B, n testenv.NATSServer) *ingestProcess {
+func startIngestProcess(b *testing.B, n testenv.NATSServer, env ...string) *ingestProcess {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), time.Minute)
 	defer cancel()
@@ -590,7 +605,7 @@ func startIngestProcess(b *testing.B, n testenv.NATSServer) *ingestProcess {
 		bin = testenv.BuildBinary(b, "./cmd/ingest")
 	}
 	p := &ingestProcess{key: key, Service: testenv.StartService(b, bin,
-		append(n.Env(natsauth.Ingest), "DATABASE_URL="+dbURL, "INGEST_RATE_LIMIT=0", "LOG_LEVEL=warn")...)}
+		append(append(n.Env(natsauth.Ingest), "DATABASE_URL="+dbURL, "INGEST_RATE_LIMIT=0", "LOG_LEVEL=warn"), env...)...)}
 	p.WaitReady(b)
 	return p
 }

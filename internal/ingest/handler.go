@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/pkg/events"
@@ -70,11 +71,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 	key, _ := httpapi.KeyFrom(r.Context())
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		if h.overLimit(w, key, 1, now) {
+			return
+		}
 		httpapi.Error(w, http.StatusUnsupportedMediaType, "send the body as JSON with 'Content-Type: application/json'")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
+		if h.overLimit(w, key, 1, now) {
+			return
+		}
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			httpapi.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes (1 MiB); split the events into several requests", MaxBody))
@@ -86,13 +93,13 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 	es, verrs := parseBody(body, key.Tenant, now)
 	if len(verrs) > 0 {
 		h.metrics.rejected(verrs)
+		if h.overLimit(w, key, 1, now) {
+			return
+		}
 		httpapi.ValidationFailed(w, "the request has invalid events; nothing was appended. Fix every listed field and send it again", verrs)
 		return
 	}
-	if ok, wait := h.limiter.allow(key.ID, key.RateLimit, len(es), now); !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()))))
-		httpapi.WriteProblem(w, httpapi.Problem{Type: httpapi.TypeRateLimit, Title: "Rate limit exceeded", Status: http.StatusTooManyRequests,
-			Detail: "this API key is over its rate limit; retry after the Retry-After delay or ask for a higher limit"})
+	if h.overLimit(w, key, len(es), now) {
 		return
 	}
 	// One span per request keeps tracing cheap on the hot path: its
@@ -124,6 +131,25 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 	}
 	h.metrics.appended(results)
 	httpapi.JSON(w, http.StatusAccepted, appendResponse{Events: results})
+}
+
+// overLimit takes n events from the key's rate limit and, when they do not
+// fit, answers 429 and returns true. An invalid request is charged one.
+func (h *handler) overLimit(w http.ResponseWriter, key apikey.Key, n int, now time.Time) bool {
+	v := h.limiter.take(key.ID, key.RateLimit, n, now)
+	if v.ok {
+		return false
+	}
+	p := httpapi.Problem{Type: httpapi.TypeRateLimit, Title: "Rate limit exceeded", Status: http.StatusTooManyRequests}
+	if v.tooBig {
+		// Retrying the same request can never succeed: no Retry-After.
+		p.Detail = fmt.Sprintf("this request has %d events, more than this API key's burst of %d (its limit is %d events/s, and a request counts every event); split it into requests of at most %d events, or ask for a higher limit", n, v.burst, v.burst, v.burst)
+	} else {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(v.wait.Seconds()))))
+		p.Detail = "this API key is over its rate limit; retry after the Retry-After delay or ask for a higher limit"
+	}
+	httpapi.WriteProblem(w, p)
+	return true
 }
 
 // parseBody reads one event or {"events": [...]}, decodes every event for

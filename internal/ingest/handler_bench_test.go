@@ -39,7 +39,7 @@ func benchHandler(b *testing.B, cfg ingest.Config) http.Handler {
 	b.Helper()
 	cfg.RateLimit = 0
 	svc := ingest.NewService(instantAppender{}, benchKeys{}, cfg, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	go svc.Run()
+	go svc.Run(context.Background())
 	b.Cleanup(svc.Close)
 	mux := http.NewServeMux()
 	svc.Routes(mux)

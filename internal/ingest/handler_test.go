@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -34,27 +35,37 @@ type bundle struct {
 	readKey  string // tenant acme, scope read
 	slowKey  string // tenant acme, ingest, 10 events/s
 	otherKey string // tenant globex, ingest
+	// mk creates a key (rate 0: the service default, unlimited here).
+	mk func(tenant string, scopes []string, rate int) string
 }
 
-func setup(t *testing.T) bundle {
+func setup(t *testing.T) bundle { t.Helper(); return setupWith(t, stream.Config{}, nil) }
+
+// setupWith provisions the stream with sc and lets configure change the
+// service's configuration (and see the test database's pool).
+func setupWith(t *testing.T, sc stream.Config, configure func(*ingest.Config, *pgxpool.Pool)) bundle {
 	t.Helper()
 	ctx := context.Background()
 	n := testenv.StartNATS(t)
 	nc := n.Connect(t)
-	str, err := stream.Ensure(ctx, nc, stream.Config{})
+	str, err := stream.Ensure(ctx, nc, sc)
 	require.NoError(t, err)
 	pub, err := events.NewPublisher(n.ConnectAs(t, natsauth.Ingest), events.WithTimeout(2*time.Second))
 	require.NoError(t, err)
-	keys := apikey.NewStore(testenv.Pool(t), 0)
+	pool := testenv.Pool(t)
+	keys := apikey.NewStore(pool, 0)
 	mk := func(tenant string, scopes []string, rate int) string {
 		_, plain, err := keys.Create(ctx, apikey.CreateParams{Tenant: tenant, Scopes: scopes, RateLimit: rate})
 		require.NoError(t, err)
 		return plain
 	}
 	cfg := ingest.Config{RateLimit: 0, Batch: ingest.CommitterConfig{Timeout: 2 * time.Second}}
+	if configure != nil {
+		configure(&cfg, pool)
+	}
 	svc := ingest.NewService(pub, keys, cfg, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	go svc.Run()
-	t.Cleanup(svc.Close)
+	go svc.Run(context.Background())
+	t.Cleanup(func() { svc.Close(); <-svc.Done() })
 	mux := http.NewServeMux()
 	svc.Routes(mux)
 	srv := httptest.NewServer(mux)
@@ -65,6 +76,7 @@ func setup(t *testing.T) bundle {
 		readKey:  mk("acme", []string{apikey.ScopeRead}, 0),
 		slowKey:  mk("acme", []string{apikey.ScopeIngest}, 10),
 		otherKey: mk("globex", []string{apikey.ScopeIngest}, 0),
+		mk:       mk,
 	}
 }
 
@@ -389,18 +401,61 @@ func TestIngestErrors(t *testing.T) {
 		require.Equal(t, []string{"1:id"}, fieldsOf(t, r.problem))
 	})
 	t.Run("429 over the key's rate limit", func(t *testing.T) {
-		es := make([]map[string]any, 1000) // the burst: one second's worth, at least one batch
+		// slowKey: 10 events/s, so a burst of 10.
+		es := make([]map[string]any, 11)
 		for i := range es {
 			es[i] = event("", i)
 		}
 		r := postJSON(t, b, b.slowKey, batch(es...))
-		require.Equal(t, http.StatusAccepted, r.status)
-		r = postJSON(t, b, b.slowKey, batch(es[:20]...))
-		require.Equal(t, http.StatusTooManyRequests, r.status)
-		require.NotEmpty(t, r.header.Get("Retry-After"))
+		require.Equal(t, http.StatusTooManyRequests, r.status, "a batch of 11 is larger than the burst of 10")
+		require.Empty(t, r.header.Get("Retry-After"), "retrying a batch larger than the burst cannot help")
+		require.Contains(t, r.problem["detail"], "split it into requests of at most 10 events")
+		r = postJSON(t, b, b.slowKey, batch(es[:10]...))
+		require.Equal(t, http.StatusAccepted, r.status, "the burst: ten events at once")
+
+		// A key of 1 event/s: a second event within the second waits.
+		oneKey := b.mk("acme", []string{apikey.ScopeIngest}, 1)
+		first, second := withinASecond(t, func() response { return postJSON(t, b, oneKey, event("", 1)) },
+			func() response { return postJSON(t, b, oneKey, event("", 2)) })
+		require.Equal(t, http.StatusAccepted, first.status)
+		require.Equal(t, http.StatusTooManyRequests, second.status, "a second event within the second")
+		require.NotEmpty(t, second.header.Get("Retry-After"))
 		r = postJSON(t, b, b.key, event("", 1))
 		require.Equal(t, http.StatusAccepted, r.status, "other keys are not limited")
 	})
+	t.Run("invalid requests count against the rate limit", func(t *testing.T) {
+		bad := event("", 1)
+		bad["action"] = "Closed!"
+		oneKey := b.mk("acme", []string{apikey.ScopeIngest}, 1)
+		first, second := withinASecond(t, func() response { return postJSON(t, b, oneKey, bad) },
+			func() response { return postJSON(t, b, oneKey, bad) })
+		require.Equal(t, http.StatusUnprocessableEntity, first.status, "the first invalid request is within the limit")
+		require.Equal(t, http.StatusTooManyRequests, second.status, "a second invalid request within the second is over it")
+
+		otherKey := b.mk("acme", []string{apikey.ScopeIngest}, 1)
+		first, second = withinASecond(t, func() response { return post(t, b.url, otherKey, "text/plain", []byte("x")) },
+			func() response { return postJSON(t, b, otherKey, event("", 1)) })
+		require.Equal(t, http.StatusUnsupportedMediaType, first.status)
+		require.Equal(t, http.StatusTooManyRequests, second.status, "the request with a wrong content type took the key's budget")
+	})
+}
+
+// withinASecond sends first then second and returns their answers, once
+// both were sent within 900 ms: a pair that took longer (a slow machine)
+// is sent again after the key's budget refilled, so a one-per-second
+// limit check cannot flake.
+func withinASecond(t *testing.T, first, second func() response) (response, response) {
+	t.Helper()
+	for range 5 {
+		start := time.Now()
+		a, b := first(), second()
+		if time.Since(start) < 900*time.Millisecond {
+			return a, b
+		}
+		time.Sleep(1100 * time.Millisecond)
+	}
+	t.Fatal("five tries could not send two requests within 900 ms: the machine is too slow for this check")
+	return response{}, response{}
 }
 
 func TestIngestUnavailableWhenNATSIsDown(t *testing.T) {

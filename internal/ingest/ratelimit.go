@@ -8,9 +8,13 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// limiter enforces each API key's rate limit in events per second, with a
-// burst of one second's worth (at least one full batch). Limits are per
-// ingest replica.
+// limiter enforces each API key's rate limit in events per second
+// (docs/contract.md §2 "Ingest"). A key limited to N events/s has a burst
+// of N: it may send N events at once, then N per second. A request takes
+// as many tokens as it has events, so a batch counts every event, and a
+// batch larger than the burst can never fit: it is refused with a message
+// to split it. An invalid request takes one token, so malformed traffic is
+// limited too. Limits are per ingest replica.
 type limiter struct {
 	def int // events per second for keys without their own limit
 
@@ -23,35 +27,50 @@ type keyLimiter struct {
 	l         *rate.Limiter
 }
 
+// verdict is what the limiter decided for a request.
+type verdict struct {
+	ok      bool
+	wait    time.Duration // until the request would fit (when !ok and !tooBig)
+	tooBig  bool          // more events than the key's burst: it never fits
+	burst   int
+	limited bool // the key has a limit at all
+}
+
 func newLimiter(def int) *limiter {
 	return &limiter{def: def, keys: map[string]*keyLimiter{}}
 }
 
-// allow takes n events from the key's budget, or returns how long until
-// they would fit.
-func (l *limiter) allow(keyID string, keyLimit, n int, now time.Time) (bool, time.Duration) {
+// take takes n events from the key's budget, or says why it cannot.
+func (l *limiter) take(keyID string, keyLimit, n int, now time.Time) verdict {
 	perSecond := keyLimit
 	if perSecond <= 0 {
 		perSecond = l.def
 	}
 	if perSecond <= 0 {
-		return true, 0 // unlimited
+		return verdict{ok: true} // unlimited
 	}
 	l.mu.Lock()
 	kl, ok := l.keys[keyID]
 	if !ok || kl.perSecond != perSecond {
-		burst := max(perSecond, 1000)
-		kl = &keyLimiter{perSecond: perSecond, l: rate.NewLimiter(rate.Limit(perSecond), burst)}
+		kl = &keyLimiter{perSecond: perSecond, l: rate.NewLimiter(rate.Limit(perSecond), perSecond)}
 		l.keys[keyID] = kl
 	}
 	l.mu.Unlock()
+	v := verdict{burst: perSecond, limited: true}
+	if n > perSecond {
+		v.tooBig = true
+		return v
+	}
 	r := kl.l.ReserveN(now, n)
 	if !r.OK() {
-		return false, time.Second
+		v.tooBig = true
+		return v
 	}
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
-		return false, time.Duration(math.Ceil(d.Seconds())) * time.Second
+		v.wait = time.Duration(math.Ceil(d.Seconds())) * time.Second
+		return v
 	}
-	return true, 0
+	v.ok = true
+	return v
 }

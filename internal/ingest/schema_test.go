@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,7 +31,7 @@ func TestSchemaAgreesWithIngest(t *testing.T) {
 	s, err := schema.Compile()
 	require.NoError(t, err)
 	svc := ingest.NewService(instantAppender{}, benchKeys{}, ingest.Config{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	go svc.Run()
+	go svc.Run(context.Background())
 	t.Cleanup(svc.Close)
 	mux := http.NewServeMux()
 	svc.Routes(mux)

@@ -13,9 +13,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/natsauth"
+	"github.com/eventline/eventline/internal/natsauth/callout"
 	"github.com/eventline/eventline/internal/notifier"
 	"github.com/eventline/eventline/internal/provision"
 	"github.com/eventline/eventline/internal/stream"
@@ -353,25 +356,57 @@ func TestPermissionMatrix(t *testing.T) {
 	}
 }
 
-// tenantProducer connects as a producer of tenant. HOOK for the auth
-// callout: until it lands, a static user rendered with the same tenant
-// template (natsauth.TenantGrants) in account TENANTS stands in; the
-// callout replaces it with a producer authenticated by an eventline API key
-// (and the server then started with the callout configured).
-func tenantProducer(t *testing.T, p *testenv.NATSProcess, passwords map[string]string, tenant string) (*client, error) {
+// calloutServer starts the server process with the auth callout
+// configured and eventline's responder (and its revocation sweep) serving
+// it, authenticating API keys from a fresh database; it returns the keys
+// of tenant producers a and b.
+func calloutServer(t *testing.T) (*testenv.NATSProcess, *matrix, map[string]string, *apikey.Store) {
 	t.Helper()
-	return connectAs(t, p.URL(), "tenant "+tenant, nats.UserInfo(natsauth.StaticTenantUser(tenant), passwords[tenant]),
-		nats.CustomInboxPrefix(natsauth.TenantInboxPrefix(tenant)))
+	ctx := context.Background()
+	issuer, err := nkeys.CreateAccount()
+	require.NoError(t, err)
+	pub, err := issuer.PublicKey()
+	require.NoError(t, err)
+	p, m := provisioned(t, testenv.NATSConfig{Auth: &natsauth.Config{Callout: &natsauth.Callout{Issuer: pub}}})
+	store := apikey.NewStore(testenv.Pool(t), 0)
+	keys := map[string]string{}
+	for _, tenant := range []string{"a", "b"} {
+		_, plain, err := store.Create(ctx, apikey.CreateParams{Tenant: tenant, Scopes: []string{apikey.ScopeIngest}})
+		require.NoError(t, err)
+		keys[tenant] = plain
+	}
+	r, err := callout.New(callout.Config{Issuer: issuer, Keys: store, SweepEvery: 200 * time.Millisecond})
+	require.NoError(t, err)
+	authConn, err := nats.Connect(p.URL(), nats.UserInfo(natsauth.Auth, p.Passwords[natsauth.Auth]), nats.CustomInboxPrefix(stream.InboxPrefix(natsauth.Auth)))
+	require.NoError(t, err)
+	sysConn, err := nats.Connect(p.URL(), nats.UserInfo(natsauth.Sys, p.Passwords[natsauth.Sys]), nats.CustomInboxPrefix(stream.InboxPrefix(natsauth.Sys)))
+	require.NoError(t, err)
+	stop, err := r.Listen(authConn)
+	require.NoError(t, err)
+	cctx, cancel := context.WithCancel(ctx)
+	go r.Sweep(cctx, sysConn, func(ctx context.Context, id string) (bool, error) {
+		active, err := store.Active(ctx, id)
+		return !active, err
+	})
+	t.Cleanup(func() { cancel(); _ = stop(); authConn.Close(); sysConn.Close() })
+	return p, m, keys, store
+}
+
+// tenantProducer connects as a producer with an eventline API key, through
+// the auth callout.
+func tenantProducer(t *testing.T, p *testenv.NATSProcess, key, tenant string, opts ...nats.Option) (*client, error) {
+	t.Helper()
+	return connectAs(t, p.URL(), "tenant "+tenant, append([]nats.Option{nats.Token(key), nats.CustomInboxPrefix(natsauth.TenantInboxPrefix(tenant))}, opts...)...)
 }
 
 // TestPermissionMatrixTenants: the rows of the tenant producers (A and B),
-// in account TENANTS with the tenant permission template.
+// authenticated by their eventline API keys through the real auth callout
+// and placed in account TENANTS with the tenant permission template.
 func TestPermissionMatrixTenants(t *testing.T) {
 	t.Parallel()
-	passwords := map[string]string{"a": "tenant-a-password-7f3e", "b": "tenant-b-password-c41d"}
-	p, m := provisioned(t, testenv.NATSConfig{Auth: &natsauth.Config{StaticTenants: passwords}})
+	p, m, keys, _ := calloutServer(t)
 	for _, tenant := range []string{"a", "b"} {
-		c, err := tenantProducer(t, p, passwords, tenant)
+		c, err := tenantProducer(t, p, keys[tenant], tenant)
 		require.NoError(t, err)
 		name := "tenant " + tenant
 		for _, action := range actionsFor(name) {
@@ -379,6 +414,42 @@ func TestPermissionMatrixTenants(t *testing.T) {
 			t.Run(name+"/"+action+"="+want.String(), func(t *testing.T) { m.run(t, c, action, want) })
 		}
 	}
+}
+
+// TestCalloutRefusesAndRevokes: a wrong key, a key without the ingest
+// scope and no key are refused; revoking a key closes its open
+// connections (the sweep) and refuses new ones.
+func TestCalloutRefusesAndRevokes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p, _, keys, store := calloutServer(t)
+
+	_, err := nats.Connect(p.URL(), nats.Token(keys["a"][:len(keys["a"])-2]+"xx"))
+	require.ErrorIs(t, err, nats.ErrAuthorization, "a wrong key")
+	_, err = nats.Connect(p.URL())
+	require.ErrorIs(t, err, nats.ErrAuthorization, "no key")
+	readKey, readPlain, err := store.Create(ctx, apikey.CreateParams{Tenant: "a", Scopes: []string{apikey.ScopeRead}})
+	require.NoError(t, err)
+	_, err = nats.Connect(p.URL(), nats.Token(readPlain))
+	require.ErrorIs(t, err, nats.ErrAuthorization, "a key without the ingest scope (%s)", readKey.ID)
+
+	c, err := tenantProducer(t, p, keys["a"], "a", nats.NoReconnect())
+	require.NoError(t, err)
+	js, err := jetstream.New(c.nc)
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, "events.a.card.published", []byte(`{}`))
+	require.NoError(t, err, "a producer publishes its tenant's events and gets the PubAck")
+
+	key, err := store.Authenticate(ctx, keys["a"])
+	require.NoError(t, err)
+	require.NoError(t, store.Revoke(ctx, key.ID))
+	testenv.Poll(t, 30*time.Second, "the revoked key's connection is closed", c.nc.IsClosed)
+	_, err = nats.Connect(p.URL(), nats.Token(keys["a"]))
+	require.ErrorIs(t, err, nats.ErrAuthorization, "a revoked key")
+
+	other, err := tenantProducer(t, p, keys["b"], "b")
+	require.NoError(t, err)
+	require.True(t, other.nc.IsConnected(), "another key's connection stays")
 }
 
 // advisories collects the server's JetStream API audit advisories (the
@@ -463,9 +534,8 @@ func TestReplySubjectCannotActForTheClient(t *testing.T) {
 func TestTenantReplyCannotWriteToAnotherTenant(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	passwords := map[string]string{"a": "tenant-a-password-7f3e", "b": "tenant-b-password-c41d"}
-	p, m := provisioned(t, testenv.NATSConfig{Auth: &natsauth.Config{StaticTenants: passwords}})
-	a, err := tenantProducer(t, p, passwords, "a")
+	p, m, keys, _ := calloutServer(t)
+	a, err := tenantProducer(t, p, keys["a"], "a")
 	require.NoError(t, err)
 	require.NoError(t, a.nc.PublishMsg(&nats.Msg{Subject: "events.a.card.closed", Reply: "events.b.card.closed", Data: []byte(`{}`)}))
 	// Two more appends, each waiting for its PubAck. The stream sends its

@@ -16,6 +16,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -34,6 +35,10 @@ type API struct {
 	// token and origin APIs (docs/browser.md); NewService sets them.
 	guard   *browser.Guard
 	browser *browser.API
+	// sentences renders notifications and digests (internal/render).
+	sentences *render.Store
+	// digest composes digest previews as the sender would.
+	digest DigestConfig
 }
 
 // NewAPI returns the notification API. secret signs unsubscribe links.
@@ -55,6 +60,12 @@ func (a *API) Routes(mux *http.ServeMux) {
 	if a.browser != nil {
 		a.browser.Routes(mux, "/v1/users/")
 	}
+	if a.sentences == nil {
+		a.sentences = render.NewStore(nil)
+	}
+	render.NewAPI(a.sentences, a.auth, a.log).Routes(mux)
+	mux.Handle("GET /components/", browser.Components())
+	mux.Handle("GET /v1/digests/preview", scope(apikey.ScopeRead, a.previewDigest))
 	mux.Handle("GET /v1/notification-rules", scope(apikey.ScopeRead, a.getRules))
 	mux.Handle("PUT /v1/notification-rules", scope(apikey.ScopeAdmin, a.putRules))
 	mux.Handle("DELETE /v1/notification-rules", scope(apikey.ScopeAdmin, a.deleteRules))
@@ -276,6 +287,7 @@ func (a *API) inbox(w http.ResponseWriter, r *http.Request) {
 		a.unavailable(w, r, "reading the inbox", err)
 		return
 	}
+	a.describe(r, tenant, p.Notifications)
 	httpapi.JSON(w, http.StatusOK, p)
 }
 
@@ -296,7 +308,22 @@ func (a *API) read(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		a.unavailable(w, r, "marking the notification read", err)
 	default:
+		a.describe(r, tenant, []Notification{n})
 		httpapi.JSON(w, http.StatusOK, n)
+	}
+}
+
+// describe sets the sentence and group name of each notification; with
+// the built-in templates if the tenant's cannot be read.
+func (a *API) describe(r *http.Request, tenant string, ns []Notification) {
+	set, err := a.sentences.For(r.Context(), tenant)
+	if err != nil {
+		a.log.WarnContext(r.Context(), "cannot read the tenant's sentence templates; using the built-in ones", "error", err)
+	}
+	for i := range ns {
+		e := lastEventOf(ns[i])
+		s, g := set.Render(e).Rendered(), set.Name(e, ns[i].Group).Rendered()
+		ns[i].Sentence, ns[i].GroupName = &s, &g
 	}
 }
 

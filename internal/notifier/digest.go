@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -156,6 +157,8 @@ type digestSender struct {
 	now     func() time.Time
 	log     *slog.Logger
 	metrics *Metrics
+	// sentences are the tenants' templates the digest's sentences use.
+	sentences *render.Store
 }
 
 // tick sends every due digest it can claim and returns how many were
@@ -207,7 +210,11 @@ func (s *digestSender) deliver(ctx context.Context, d digest) {
 		s.finish(ctx, d, "skipped", 0, pref, &upto)
 		return
 	}
-	msg, err := s.render(d, pref, items)
+	set, err := s.sentences.For(ctx, d.tenant)
+	if err != nil {
+		s.log.WarnContext(ctx, "cannot read the tenant's sentence templates; the digest uses the built-in sentences", "error", err)
+	}
+	msg, err := s.render(set, d, pref, items)
 	if err != nil {
 		s.fail(ctx, d, err)
 		return

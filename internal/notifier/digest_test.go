@@ -28,7 +28,7 @@ import (
 // of the window, grouped, with one-click unsubscribe that works.
 func TestDigestOverSMTP(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{})
+	b := setup(t, options{cfg: Config{Digest: DigestConfig{GroupURL: "https://app.example.com/{type}s/{id}"}}})
 	ctx := context.Background()
 	b.setPrefs(t, "u1", "ana@example.com", "every_few_hours", "Europe/Paris")
 	b.watch(t, "acme", "card", "c1", "u1")
@@ -37,7 +37,7 @@ func TestDigestOverSMTP(t *testing.T) {
 	start := b.clock.Now()
 	b.publish(t, ev("cm1", "comment", "created", "u2", "", card))
 	b.clock.Add(time.Hour)
-	b.publish(t, ev("cm2", "comment", "created", "u3", "", card),
+	b.publish(t, ev("cm2", "comment", "created", "u3", `{"card_title":"Fix <login>","body":"Looks\ngood to me"}`, card),
 		ev("cm3", "comment", "created", "u2", "", events.Ref{Type: "card", ID: "c2"}),
 		ev("cm4", "comment", "created", "u2", "", events.Ref{Type: "card", ID: "c3"}))
 	// c3 is read before the window ends: not in the digest.
@@ -60,6 +60,15 @@ func TestDigestOverSMTP(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n)
 	require.Empty(t, b.smtp.messages())
+
+	// The preview shows the digest that is about to go out.
+	code, preview := b.call(t, "acme-read", "GET", "/v1/digests/preview?user=u1", nil)
+	require.Equal(t, http.StatusOK, code, "%v", preview)
+	require.Equal(t, true, preview["window_open"])
+	require.EqualValues(t, 2, preview["notifications"])
+	code, bad := b.call(t, "acme-read", "GET", "/v1/digests/preview?format=pdf", nil)
+	require.Equal(t, http.StatusBadRequest, code)
+	require.ElementsMatch(t, []string{"user", "format"}, fields(bad))
 
 	b.clock.Add(2 * time.Minute)
 	n, err = b.svc.SendDueDigests(ctx)
@@ -108,9 +117,12 @@ func TestDigestOverSMTP(t *testing.T) {
 	}
 	require.Contains(t, parts, "text/plain")
 	require.Contains(t, parts, "text/html")
-	text := parts["text/plain"]
-	require.Contains(t, text, "card c1 — 2 new: user u3: comment.created comment cm2")
-	require.Contains(t, text, "card c2 — 1 new")
+	text := strings.ReplaceAll(parts["text/plain"], "\r\n", "\n")
+	require.Contains(t, text, "card Fix <login> — 2 new\n  u3 commented on card Fix <login> (Wed 25 Nov 11:00 CET)\n  “Looks good to me”\n  https://app.example.com/cards/c1\n")
+	require.Contains(t, text, "card c2 — 1 new\n  u2 commented on card c2 (")
+	require.Equal(t, preview["text"], text, "the preview is the digest")
+	require.Equal(t, preview["subject"], subject)
+	require.Contains(t, parts["text/html"], `<a href="https://app.example.com/cards/c1" style="color: #0b57d0; text-decoration: none">card <em>Fix &lt;login&gt;</em></a>`)
 	require.NotContains(t, text, "card c3")
 	require.Contains(t, text, "(Wed 25 Nov 11:00 CET)", "times in the user's zone")
 	require.Contains(t, parts["text/html"], `href="`+unsub[1]+`"`)
@@ -274,7 +286,9 @@ func TestFrequencyChangeFlushesPendingDigest(t *testing.T) {
 }
 
 // digestLineRE is one notification of a digest's text part.
-var digestLineRE = regexp.MustCompile(`(?m)^\* card (\S+) — (\d+) new: user \S+: comment\.created comment (\S+) \(`)
+// The comment bursts carry their event id as the comment's body, which a
+// digest quotes.
+var digestLineRE = regexp.MustCompile(`(?m)^card (\S+) — (\d+) new\r?\n  .*\n  “(\S+)”\r?$`)
 
 // digestLines returns the (group, count, last event) lines of a digest.
 func digestLines(t *testing.T, m received) [][3]string {

@@ -22,6 +22,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/eventline/eventline/internal/render"
+	"github.com/eventline/eventline/pkg/events"
 )
 
 // SMTPMailer sends mail over SMTP: smtp://host:port (STARTTLS when the
@@ -193,14 +196,19 @@ func (c DigestConfig) groupURL(tenant string, g Notification) string {
 	return strings.NewReplacer("{tenant}", url.PathEscape(tenant), "{type}", url.PathEscape(g.Group.Type), "{id}", url.PathEscape(g.Group.ID)).Replace(c.GroupURL)
 }
 
-// digestLine is one notification rendered for a digest.
+// digestLine is one conversation (notification group) of a digest.
 type digestLine struct {
-	Group   string
-	Count   int
-	Summary string
-	When    string
-	URL     string
+	Group    render.Sentence // "card *Fix login*"
+	Count    int
+	Sentence render.Sentence // the latest event's
+	Excerpt  string          // the latest event's body (a comment's text), shortened
+	When     string
+	URL      string
 }
+
+// GroupHTML and SentenceHTML are the escaped HTML of the sentences.
+func (l digestLine) GroupHTML() template.HTML    { return template.HTML(l.Group.HTML()) }    //nolint:gosec // render escapes every part
+func (l digestLine) SentenceHTML() template.HTML { return template.HTML(l.Sentence.HTML()) } //nolint:gosec // render escapes every part
 
 type digestView struct {
 	Title       string
@@ -209,35 +217,56 @@ type digestView struct {
 }
 
 var htmlDigest = template.Must(template.New("digest").Parse(`<!doctype html>
-<html><body style="font-family: sans-serif">
-<h1 style="font-size: 18px">{{.Title}}</h1>
-<ul>{{range .Lines}}
-<li><strong>{{if .URL}}<a href="{{.URL}}">{{.Group}}</a>{{else}}{{.Group}}{{end}}</strong> — {{.Count}} new: {{.Summary}} <small>({{.When}})</small></li>{{end}}
-</ul>
-<p style="font-size: 12px; color: #666">You get this digest because of your notification settings. <a href="{{.Unsubscribe}}">Unsubscribe from these emails</a>.</p>
+<html><body style="margin: 0; padding: 24px; background: #f6f7f9; font-family: -apple-system, 'Segoe UI', Roboto, sans-serif; color: #1f2328">
+<div style="max-width: 560px; margin: 0 auto; background: #fff; border-radius: 8px; padding: 24px">
+<h1 style="font-size: 18px; margin: 0 0 16px">{{.Title}}</h1>{{range .Lines}}
+<div style="border-top: 1px solid #e5e7eb; padding: 12px 0">
+<div style="font-weight: 600">{{if .URL}}<a href="{{.URL}}" style="color: #0b57d0; text-decoration: none">{{.GroupHTML}}</a>{{else}}{{.GroupHTML}}{{end}} <span style="color: #59636e; font-weight: normal">· {{.Count}} new</span></div>
+<div style="margin-top: 4px">{{.SentenceHTML}} <small style="color: #59636e">{{.When}}</small></div>{{if .Excerpt}}
+<blockquote style="margin: 6px 0 0; padding-left: 10px; border-left: 3px solid #e5e7eb; color: #59636e">{{.Excerpt}}</blockquote>{{end}}
+</div>{{end}}
+<p style="font-size: 12px; color: #59636e; border-top: 1px solid #e5e7eb; padding-top: 12px">You get this digest because of your notification settings. <a href="{{.Unsubscribe}}" style="color: #59636e">Unsubscribe from these emails</a>.</p>
+</div>
 </body></html>
 `))
 
-// render builds the digest email: plain text and HTML alternatives,
-// grouped by group, with List-Unsubscribe headers (RFC 2369, RFC 8058).
-func (s *digestSender) render(d digest, pref Preferences, items []Notification) ([]byte, error) {
-	loc := loadLocation(pref.Timezone)
+// digestMail is a digest's subject and both bodies, before MIME.
+type digestMail struct {
+	Subject string `json:"subject"`
+	Text    string `json:"text"`
+	HTML    string `json:"html"`
+}
+
+// compose writes a digest: one block per conversation, newest first
+// within a type, each with how many are new, the latest event's sentence
+// (internal/render, with the tenant's templates), a comment's excerpt and
+// the link to the conversation when DIGEST_GROUP_URL is set. The subject
+// is the sentence itself when there is one notification.
+func (c DigestConfig) compose(set render.Set, tenant, user string, loc *time.Location, items []Notification) (digestMail, error) {
 	sortItems(items)
-	view := digestView{Unsubscribe: s.cfg.unsubscribeURL(d.tenant, d.userID)}
+	view := digestView{Unsubscribe: c.unsubscribeURL(tenant, user)}
 	total := 0
 	for _, n := range items {
 		total += n.UnreadCount
+		e := lastEventOf(n)
 		view.Lines = append(view.Lines, digestLine{
-			Group: n.Group.Type + " " + n.Group.ID, Count: n.UnreadCount, Summary: summarize(n.LastEvent),
-			When: n.UpdatedAt.In(loc).Format("Mon 2 Jan 15:04 MST"), URL: s.cfg.groupURL(d.tenant, n),
+			Group: set.Name(e, n.Group), Count: n.UnreadCount, Sentence: set.Render(e), Excerpt: excerpt(e),
+			When: n.UpdatedAt.In(loc).Format("Mon 2 Jan 15:04 MST"), URL: c.groupURL(tenant, n),
 		})
 	}
 	view.Title = fmt.Sprintf("%d new notification%s in %d conversation%s", total, plural(total), len(items), plural(len(items)))
+	subject := view.Title
+	if total == 1 && len(view.Lines) == 1 {
+		subject = view.Lines[0].Sentence.Plain()
+	}
 
 	var text strings.Builder
-	text.WriteString(view.Title + "\n\n")
+	text.WriteString(view.Title + "\n")
 	for _, l := range view.Lines {
-		fmt.Fprintf(&text, "* %s — %d new: %s (%s)\n", l.Group, l.Count, l.Summary, l.When)
+		fmt.Fprintf(&text, "\n%s — %d new\n  %s (%s)\n", l.Group.Plain(), l.Count, l.Sentence.Plain(), l.When)
+		if l.Excerpt != "" {
+			fmt.Fprintf(&text, "  “%s”\n", l.Excerpt)
+		}
 		if l.URL != "" {
 			fmt.Fprintf(&text, "  %s\n", l.URL)
 		}
@@ -245,15 +274,51 @@ func (s *digestSender) render(d digest, pref Preferences, items []Notification) 
 	fmt.Fprintf(&text, "\nUnsubscribe from these emails: %s\n", view.Unsubscribe)
 	var html bytes.Buffer
 	if err := htmlDigest.Execute(&html, view); err != nil {
+		return digestMail{}, err
+	}
+	return digestMail{Subject: subject, Text: text.String(), HTML: html.String()}, nil
+}
+
+// lastEventOf decodes a notification's latest event (a zero event, which
+// renders generically, if it does not decode).
+func lastEventOf(n Notification) events.Event {
+	var e events.Event
+	_ = json.Unmarshal(n.LastEvent, &e)
+	return e
+}
+
+// excerpt is the event's "body" particular, on one line, at most 140
+// characters.
+func excerpt(e events.Event) string {
+	var p struct {
+		Body string `json:"body"`
+	}
+	if json.Unmarshal(e.Particulars, &p) != nil {
+		return ""
+	}
+	b := strings.Join(strings.Fields(p.Body), " ")
+	if r := []rune(b); len(r) > 140 {
+		b = string(r[:139]) + "…"
+	}
+	return b
+}
+
+// render builds the digest email: plain text and HTML alternatives,
+// grouped by conversation, with List-Unsubscribe headers (RFC 2369,
+// RFC 8058).
+func (s *digestSender) render(set render.Set, d digest, pref Preferences, items []Notification) ([]byte, error) {
+	loc := loadLocation(pref.Timezone)
+	m, err := s.cfg.compose(set, d.tenant, d.userID, loc, items)
+	if err != nil {
 		return nil, err
 	}
-
+	unsubURL := s.cfg.unsubscribeURL(d.tenant, d.userID)
 	var msg bytes.Buffer
 	host := "eventline"
 	if u, err := url.Parse(s.cfg.PublicURL); err == nil && u.Hostname() != "" {
 		host = u.Hostname()
 	}
-	unsub := "<" + view.Unsubscribe + ">"
+	unsub := "<" + unsubURL + ">"
 	if s.cfg.Mailto != "" {
 		unsub += ", <mailto:" + s.cfg.Mailto + "?subject=unsubscribe>"
 	}
@@ -265,7 +330,7 @@ func (s *digestSender) render(d digest, pref Preferences, items []Notification) 
 	headers := []struct{ k, v string }{
 		{"From", from},
 		{"To", (&mail.Address{Address: pref.Email}).String()},
-		{"Subject", mime.QEncoding.Encode("utf-8", view.Title)},
+		{"Subject", mime.QEncoding.Encode("utf-8", m.Subject)},
 		{"Date", s.now().In(loc).Format(time.RFC1123Z)},
 		{"Message-ID", fmt.Sprintf("<digest-%d@%s>", d.id, host)},
 		{"MIME-Version", "1.0"},
@@ -278,7 +343,7 @@ func (s *digestSender) render(d digest, pref Preferences, items []Notification) 
 		fmt.Fprintf(&msg, "%s: %s\r\n", h.k, h.v)
 	}
 	msg.WriteString("\r\n")
-	for _, part := range []struct{ ctype, body string }{{"text/plain; charset=utf-8", text.String()}, {"text/html; charset=utf-8", html.String()}} {
+	for _, part := range []struct{ ctype, body string }{{"text/plain; charset=utf-8", m.Text}, {"text/html; charset=utf-8", m.HTML}} {
 		pw, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {part.ctype}, "Content-Transfer-Encoding": {"quoted-printable"}})
 		if err != nil {
 			return nil, err
@@ -302,23 +367,4 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
-}
-
-// summarize describes an event in a few words: "user u7: comment.created".
-func summarize(raw json.RawMessage) string {
-	var e struct {
-		Type    string `json:"type"`
-		Creator struct {
-			Type string `json:"type"`
-			ID   string `json:"id"`
-		} `json:"creator"`
-		Eventable struct {
-			Type string `json:"type"`
-			ID   string `json:"id"`
-		} `json:"eventable"`
-	}
-	if json.Unmarshal(raw, &e) != nil {
-		return "new activity"
-	}
-	return fmt.Sprintf("%s %s: %s %s %s", e.Creator.Type, e.Creator.ID, e.Type, e.Eventable.Type, e.Eventable.ID)
 }

@@ -47,7 +47,7 @@ func commentBurst(rng *rand.Rand, n, maxBatch int, cards []string) [][]events.Ev
 	for i := 0; i < n; {
 		var batch []events.Event
 		for range 1 + rng.IntN(maxBatch) {
-			batch = append(batch, commentEvent(fmt.Sprintf("cm%d", i), cards[rng.IntN(len(cards))], "zz", ""))
+			batch = append(batch, commentEvent(fmt.Sprintf("cm%d", i), cards[rng.IntN(len(cards))], "zz", fmt.Sprintf(`{"body":"cm%d"}`, i)))
 			i++
 		}
 		batches = append(batches, batch)

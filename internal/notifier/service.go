@@ -31,6 +31,7 @@ import (
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -163,13 +164,14 @@ func NewService(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, pool
 	if err != nil {
 		return nil, err
 	}
+	sentences := render.NewStore(pool)
 	api := NewAPI(store, hub, auth, cfg.Digest.Secret, cfg.Heartbeat, log)
-	api.guard, api.browser = guard, browserAPI
+	api.guard, api.browser, api.sentences, api.digest = guard, browserAPI, sentences, cfg.Digest
 	return &Service{
 		lag: lag,
 		cfg: cfg, pool: pool, nc: nc, cons: cons, str: str, store: store, hub: hub, log: log, metrics: m,
 		api:     api,
-		digests: &digestSender{pool: pool, mailer: cfg.Mailer, cfg: cfg.Digest, now: cfg.Now, log: log, metrics: m},
+		digests: &digestSender{pool: pool, mailer: cfg.Mailer, cfg: cfg.Digest, now: cfg.Now, log: log, metrics: m, sentences: sentences},
 	}, nil
 }
 

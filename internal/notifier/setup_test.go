@@ -175,6 +175,7 @@ func setup(t *testing.T, o options) *bundle {
 	b.api = srv.URL
 	b.svc.cfg.Digest.PublicURL = srv.URL
 	b.svc.digests.cfg.PublicURL = srv.URL
+	b.svc.api.digest.PublicURL = srv.URL
 	return b
 }
 

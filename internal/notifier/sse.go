@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -208,6 +209,14 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
+	// A stream opened with a user token ends when the token expires: the
+	// client's reconnection then needs a fresh one (docs/browser.md).
+	ctx := r.Context()
+	if c, ok := browser.ClaimsFrom(ctx); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.Unix(c.Expires, 0))
+		defer cancel()
+	}
 	// Subscribe before catching up: a change committed meanwhile is in the
 	// catch-up or on the subscription, and sent once (by its sequence).
 	sub, cancel := a.hub.Subscribe(tenant, user)
@@ -220,9 +229,9 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) {
 	var sent int64 // the highest sequence sent (or resumed after)
 	if rp, ok := parseLastEventID(r.Header.Get("Last-Event-ID")); ok {
 		var err error
-		sent, err = a.store.catchUp(r.Context(), tenant, user, rp, func(c Change) { writeChange(w, c) })
+		sent, err = a.store.catchUp(ctx, tenant, user, rp, func(c Change) { writeChange(w, c) })
 		if err != nil {
-			a.log.WarnContext(r.Context(), "inbox catch-up failed", "error", err)
+			a.log.WarnContext(ctx, "inbox catch-up failed", "error", err)
 			return
 		}
 	}
@@ -233,7 +242,7 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) {
 	defer heartbeat.Stop()
 	for {
 		select {
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
 		case <-sub.gone:
 			return

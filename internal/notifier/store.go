@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -30,6 +31,11 @@ type Notification struct {
 	LastEvent   json.RawMessage `json:"last_event"`
 	ReadAt      *time.Time      `json:"read_at"`
 	UpdatedAt   time.Time       `json:"updated_at"`
+	// Sentence is the latest event's sentence and GroupName how it names
+	// the group ("card *Fix login*"), with the tenant's templates
+	// (internal/render): what the inbox component shows.
+	Sentence  *render.Rendered `json:"sentence,omitempty"`
+	GroupName *render.Rendered `json:"group_name,omitempty"`
 }
 
 const notificationCols = `id, group_type, group_id, unread_count, last_event, read_at, updated_at`

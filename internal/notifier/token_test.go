@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/browser"
+	"github.com/eventline/eventline/internal/testenv"
 )
 
 const tokenSecret = "test-user-token-secret-0123456789"
@@ -101,7 +102,7 @@ func TestUserTokens(t *testing.T) {
 	payload, sig, _ := strings.Cut(u1, ".")
 	u2 := b.mint(t, "acme-read", "u2")
 	u2payload, _, _ := strings.Cut(u2, ".")
-	for name, tok := range map[string]string{"expired": expired, "other secret": strange, "payload of u2": u2payload + "." + sig, "truncated": payload} {
+	for name, tok := range map[string]string{"expired": expired, "other secret": strange, "payload of u2": u2payload + "." + sig, "truncated": payload, "empty": ""} {
 		for _, path := range []string{"/v1/users/u1/notifications", "/v1/users/u1/notifications/stream", "/v1/users/u2/notifications"} {
 			code, hdr, body := b.request(t, "GET", path+"?token="+url.QueryEscape(tok), nil, nil)
 			require.Equal(t, http.StatusUnauthorized, code, "%s %s: %v", name, path, body)
@@ -117,6 +118,28 @@ func TestUserTokens(t *testing.T) {
 	code, body = b.call(t, "acme-read", "POST", "/v1/user-tokens", map[string]any{"user_id": "", "ttl_seconds": 1})
 	require.Equal(t, http.StatusUnprocessableEntity, code)
 	require.ElementsMatch(t, []string{"user_id", "ttl_seconds"}, fields(body))
+}
+
+// TestUserTokenStreamEndsAtExpiry: a stream opened with a token closes
+// when the token expires, and reopening it with that token is 401.
+func TestUserTokenStreamEndsAtExpiry(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{cfg: Config{UserTokenSecret: tokenSecret, Heartbeat: time.Hour}})
+	signer, err := browser.NewSigner(tokenSecret)
+	require.NoError(t, err)
+	tok, err := signer.Mint(browser.Claims{Tenant: "acme", User: "u1", Scopes: []string{browser.ScopeInbox}, Expires: time.Now().Add(2 * time.Second).Unix()})
+	require.NoError(t, err)
+	items := b.openItems(t, tok, "u1", "")
+	select {
+	case _, open := <-items:
+		require.False(t, open, "nothing is sent on an idle stream before the token expires")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived its token by far")
+	}
+	testenv.Poll(t, 5*time.Second, "the token to expire", func() bool {
+		code, _, _ := b.request(t, "GET", "/v1/users/u1/notifications/stream?token="+url.QueryEscape(tok), nil, nil)
+		return code == http.StatusUnauthorized
+	})
 }
 
 // TestUserTokensDisabled: without USER_TOKEN_SECRET minting is 503 and a
@@ -182,6 +205,9 @@ func TestBrowserOrigins(t *testing.T) {
 		code, hdr, body := b.request(t, c.method, c.path, c.header, nil)
 		require.Equal(t, c.code, code, "%s: %v", c.name, body)
 		require.Equal(t, c.allow, hdr.Get("Access-Control-Allow-Origin"), c.name)
+		if c.allow != "" || (c.code == 200 && c.header["Authorization"] == "" && c.header["Origin"] != "") {
+			require.Equal(t, []string{"Origin"}, hdr.Values("Vary"), c.name)
+		}
 		if c.code == 204 {
 			require.Contains(t, hdr.Get("Access-Control-Allow-Headers"), "Authorization", c.name)
 			require.Contains(t, hdr.Get("Access-Control-Allow-Methods"), "POST", c.name)

@@ -16,6 +16,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/httpapi"
+	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -25,9 +26,18 @@ type API struct {
 	store *Store
 	auth  httpapi.Authenticator
 	log   *slog.Logger
-	// guard admits user tokens on the timelines they list (docs/browser.md);
-	// NewService sets it.
-	guard *browser.Guard
+	// guard admits user tokens on the timelines they list (docs/browser.md)
+	// and sentences renders events with the tenant's templates; NewService
+	// sets them.
+	guard     *browser.Guard
+	sentences *render.Store
+}
+
+// sentencePage is a page with sentences=true: each event's sentence by
+// event id (internal/render), what the timeline component shows.
+type sentencePage struct {
+	Page
+	Sentences map[string]render.Rendered `json:"sentences"`
 }
 
 // NewAPI returns the timeline API.
@@ -40,6 +50,9 @@ func (a *API) Routes(mux *http.ServeMux) {
 	read := func(h http.HandlerFunc) http.Handler { return httpapi.RequireScope(a.auth, apikey.ScopeRead, h) }
 	if a.guard == nil {
 		a.guard = browser.NewGuard(a.auth, nil, nil, a.log)
+	}
+	if a.sentences == nil {
+		a.sentences = render.NewStore(nil)
 	}
 	mux.Handle("GET /v1/timelines/{type}/{id}", a.guard.Allow(apikey.ScopeRead, browser.ListedTimeline, http.HandlerFunc(a.timeline)))
 	mux.Handle("OPTIONS /v1/timelines/", a.guard.Preflight())
@@ -81,7 +94,19 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, obj *events.Ref, errs
 	if page.Events == nil {
 		page.Events = []events.Event{}
 	}
-	httpapi.JSON(w, http.StatusOK, page)
+	if !q.Sentences {
+		httpapi.JSON(w, http.StatusOK, page)
+		return
+	}
+	set, err := a.sentences.For(r.Context(), key.Tenant)
+	if err != nil {
+		a.log.WarnContext(r.Context(), "cannot read the tenant's sentence templates; using the built-in ones", "error", err)
+	}
+	out := sentencePage{Page: page, Sentences: make(map[string]render.Rendered, len(page.Events))}
+	for _, e := range page.Events {
+		out.Sentences[e.ID] = set.Render(e).Rendered()
+	}
+	httpapi.JSON(w, http.StatusOK, out)
 }
 
 func (a *API) event(w http.ResponseWriter, r *http.Request) {
@@ -98,7 +123,7 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-var queryParams = []string{"limit", "cursor", "action", "creator", "eventable_type", "since", "until"}
+var queryParams = []string{"limit", "cursor", "action", "creator", "eventable_type", "since", "until", "sentences"}
 
 // parseQuery reads the list parameters, naming every bad one.
 func parseQuery(v url.Values, tenant string) (Query, []events.FieldError) {
@@ -139,6 +164,13 @@ func parseQuery(v url.Values, tenant string) (Query, []events.FieldError) {
 		} else {
 			q.Creator = &events.Ref{Type: typ, ID: id}
 		}
+	}
+	switch v.Get("sentences") {
+	case "", "false":
+	case "true":
+		q.Sentences = true
+	default:
+		bad("sentences", "must be true or false")
 	}
 	if s := v.Get("eventable_type"); s != "" {
 		if !events.IsName(s) {

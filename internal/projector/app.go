@@ -21,6 +21,7 @@ import (
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/internal/stream"
 )
 
@@ -93,7 +94,7 @@ func NewService(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool,
 		return nil, err
 	}
 	api := NewAPI(NewStore(pool), keys, log)
-	api.guard = guard
+	api.guard, api.sentences = guard, render.NewStore(pool)
 	s := &Service{
 		lag: consumerlag.NewMonitor(cons, str, m.consumer, consumerlag.Config{Consumer: cfg.Consumer.withDefaults().Name,
 			Every: cfg.LagEvery, MaxLag: cfg.MaxLag, OnMeasure: func(l consumerlag.Lag) { m.lagSeconds.Set(l.Behind.Seconds()) }}),

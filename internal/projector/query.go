@@ -35,6 +35,8 @@ type Query struct {
 	After *cursor
 	// Limit is the page size.
 	Limit int
+	// Sentences asks the API to add each event's sentence (not a filter).
+	Sentences bool
 }
 
 // Continue makes q continue from the next_cursor of an earlier page of

@@ -46,6 +46,16 @@ func TestTimelineUserToken(t *testing.T) {
 	r = b.get(t, "", "/v1/timelines/board/b1", url.Values{"token": {acme}, "limit": {"1"}})
 	require.Equal(t, http.StatusOK, r.status, "%v", r.problem)
 	require.Equal(t, []string{"e1"}, ids(r.page.Events))
+	var withSentences struct {
+		Events    []events.Event               `json:"events"`
+		Sentences map[string]map[string]string `json:"sentences"`
+	}
+	code, problem := b.getJSON(t, acme, "/v1/timelines/board/b1", url.Values{"sentences": {"true"}}, &withSentences)
+	require.Equal(t, http.StatusOK, code, "%v", problem)
+	require.Equal(t, map[string]string{"text": "u7 published card c1", "html": "u7 published card <em>c1</em>"}, withSentences.Sentences["e1"])
+	code, problem = b.getJSON(t, acme, "/v1/timelines/board/b1", url.Values{"sentences": {"yes"}}, &withSentences)
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Equal(t, "sentences", problem["errors"].([]any)[0].(map[string]any)["field"])
 	r = b.get(t, mint("globex", time.Hour, browser.ScopeTimeline), "/v1/timelines/board/b1", nil)
 	require.Equal(t, []string{"e3"}, ids(r.page.Events), "a globex token reads globex's b1")
 

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/pkg/webhook"
 )
 
@@ -47,7 +48,8 @@ type attempter struct {
 	metrics   *Metrics
 	observe   func(j job, took time.Duration) // first-attempt latency, for metrics and benchmarks
 	speed     *endpointSpeed
-	tracer    trace.Tracer // nil: no spans
+	tracer    trace.Tracer  // nil: no spans
+	sentences *render.Store // the tenants' sentence templates, for Slack messages
 }
 
 const maxLoggedResponse = 1024
@@ -64,7 +66,7 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 		a.report(o)
 		return
 	}
-	body, err := a.body(ep, j)
+	body, err := a.body(ctx, ep, j)
 	if err != nil {
 		o.attempt.ErrorClass, o.attempt.Error = "encode", err.Error()
 		o.finishedAt = start
@@ -154,10 +156,14 @@ func (a *attempter) startSpan(ctx context.Context, j job, ep Endpoint) (context.
 
 // body is the delivery payload: the event JSON with seq and type, or a
 // Slack message.
-func (a *attempter) body(ep Endpoint, j job) ([]byte, error) {
+func (a *attempter) body(ctx context.Context, ep Endpoint, j job) ([]byte, error) {
 	switch {
 	case ep.Format == "slack":
-		return slackBody(j.event)
+		set, err := a.sentences.For(ctx, j.event.Tenant)
+		if err != nil {
+			a.log.WarnContext(ctx, "cannot read the tenant's sentence templates; the built-in sentence is sent", "error", err)
+		}
+		return slackBody(set, j.event)
 	case j.body != nil:
 		return j.body, nil
 	}

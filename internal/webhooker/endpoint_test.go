@@ -213,13 +213,29 @@ func TestSlackFormat(t *testing.T) {
 	b := setup(t, options{allowPrivate: true})
 	rc := newReceiver(t, nil)
 	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"*"}, "format": "slack"})
-	_, err := b.pub.Append(context.Background(), events.Event{Tenant: "acme", Action: "closed", Eventable: events.Ref{Type: "card", ID: "<b>c42</b> & co"},
+	// The tenant's own template (internal/render) applies to Slack too,
+	// with the particulars' title.
+	_, err := b.pool.Exec(context.Background(), `INSERT INTO eventline.sentence_templates (tenant, event_type, template)
+		VALUES ('acme', 'card.moved', '{creator} dragged *{title}* to the {to_column} column')`)
+	require.NoError(t, err)
+	_, err = b.pub.Append(context.Background(), events.Event{Tenant: "acme", Action: "closed", Eventable: events.Ref{Type: "card", ID: "<b>c42</b> & co"},
 		Creator: events.Ref{Type: "user", ID: "u7"}, Parents: []events.Ref{{Type: "board", ID: "b1"}}})
 	require.NoError(t, err)
 	b.waitStatus(t, id, "succeeded", 1)
 	var msg map[string]string
 	require.NoError(t, json.Unmarshal(rc.all()[0].body, &msg))
-	require.Equal(t, "u7 closed card &lt;b&gt;c42&lt;/b&gt; &amp; co in board b1", msg["text"])
+	require.Equal(t, "u7 closed *&lt;b&gt;c42&lt;/b&gt; &amp; co* in board b1", msg["text"])
+
+	_, err = b.pub.Append(context.Background(), events.Event{Tenant: "acme", Action: "moved", Eventable: events.Ref{Type: "card", ID: "c1"},
+		Creator: events.Ref{Type: "user", ID: "ana"}, Particulars: json.RawMessage(`{"title":"Fix login","to_column":"Done"}`)})
+	require.NoError(t, err)
+	b.waitStatus(t, id, "succeeded", 2)
+	texts := map[string]bool{}
+	for _, d := range rc.all() {
+		require.NoError(t, json.Unmarshal(d.body, &msg))
+		texts[msg["text"]] = true
+	}
+	require.True(t, texts["ana dragged *Fix login* to the Done column"], "%v", texts)
 }
 
 func TestEndpointAPIValidationAndSSRF(t *testing.T) {

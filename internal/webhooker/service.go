@@ -18,6 +18,7 @@ import (
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/pkg/events"
@@ -170,7 +171,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
 	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand, speed: speed,
-		userAgent: s.cfg.UserAgent, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker"),
+		userAgent: s.cfg.UserAgent, log: s.log, sentences: render.NewStore(s.pool), metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker"),
 		observe: func(_ job, d time.Duration) { s.metrics.firstAttemptDelay(d) }}
 	// Attempts get their own context: on shutdown they finish (bounded by
 	// the HTTP timeout) and their outcomes are written.
