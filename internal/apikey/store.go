@@ -97,11 +97,11 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Key, error)
 	return k, nil
 }
 
-// Active returns the key with this id while it is not revoked, else
+// Get returns the key with this id while it is not revoked, else
 // ErrInvalid; like Authenticate it is cached, so a revoked key is refused
 // within CacheTTL. Credentials minted with a key (a webhook portal token)
 // check through it that the key still stands.
-func (s *Store) Active(ctx context.Context, id string) (Key, error) {
+func (s *Store) Get(ctx context.Context, id string) (Key, error) {
 	k, found, err := s.lookup(ctx, id)
 	if err != nil {
 		return Key{}, err

@@ -280,11 +280,9 @@ func (d *data) replay(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &in) {
 		return
 	}
-	if !replay.Known(in.Consumer) {
-		if _, ok := replay.For(in.Consumer); !ok {
-			httpapi.ValidationFailed(w, "no such consumer", []events.FieldError{{Field: "consumer", Message: "must be one of " + strings.Join(replay.Consumers(), ", ")}})
-			return
-		}
+	if _, ok := replay.For(in.Consumer); !ok {
+		httpapi.ValidationFailed(w, "no such consumer", []events.FieldError{{Field: "consumer", Message: "must be one of " + strings.Join(replay.Consumers(), ", ")}})
+		return
 	}
 	ctx, cancel := ctxTimeout(r.Context())
 	defer cancel()

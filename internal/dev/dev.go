@@ -450,6 +450,20 @@ func natsPasswords(dir string, auth natsauth.Config) (map[string]string, error) 
 	return out, nil
 }
 
+// secretFile returns the secret kept in file, or makes one up (hex of n
+// random bytes) and keeps it there (mode 600).
+func secretFile(file string, n int) (string, error) {
+	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 { //nolint:gosec // our own state directory
+		return strings.TrimSpace(string(b)), nil
+	}
+	k := make([]byte, n)
+	if _, err := rand.Read(k); err != nil {
+		return "", err
+	}
+	secret := hex.EncodeToString(k)
+	return secret, os.WriteFile(file, []byte(secret+"\n"), 0o600)
+}
+
 // calloutIssuer returns the account seed that signs the auth callout's
 // answers, and its public key: kept in file (mode 600), made the first time.
 func calloutIssuer(file string) (seed, public string, err error) {
@@ -474,20 +488,6 @@ func calloutIssuer(file string) (seed, public string, err error) {
 	}
 	public, err = kp.PublicKey()
 	return string(raw), public, err
-}
-
-// secretFile returns the secret kept in file, or makes one up (hex of n
-// random bytes) and keeps it there (mode 600).
-func secretFile(file string, n int) (string, error) {
-	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 { //nolint:gosec // our own state directory
-		return strings.TrimSpace(string(b)), nil
-	}
-	k := make([]byte, n)
-	if _, err := rand.Read(k); err != nil {
-		return "", err
-	}
-	secret := hex.EncodeToString(k)
-	return secret, os.WriteFile(file, []byte(secret+"\n"), 0o600)
 }
 
 // provisionNATS creates the stream and the durables as the admin, as

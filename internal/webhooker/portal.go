@@ -34,7 +34,7 @@ var portalFiles embed.FS
 // stands.
 type PortalKeys interface {
 	httpapi.Authenticator
-	Active(ctx context.Context, id string) (apikey.Key, error)
+	Get(ctx context.Context, id string) (apikey.Key, error)
 }
 
 // portalClaims are what a portal token carries: its tenant and the admin
@@ -108,7 +108,7 @@ func (p *Portal) Authenticate(ctx context.Context, plaintext string) (apikey.Key
 	if _, err := p.signer.Verify(plaintext, &c); err != nil {
 		return apikey.Key{}, apikey.ErrInvalid
 	}
-	k, err := p.keys.Active(ctx, c.KeyID)
+	k, err := p.keys.Get(ctx, c.KeyID)
 	if err != nil {
 		return apikey.Key{}, err
 	}
