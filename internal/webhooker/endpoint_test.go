@@ -330,11 +330,21 @@ func TestPruneLogKeepsRecentAndPending(t *testing.T) {
 		UPDATE webhook.deliveries SET id = $2, created_at = now() - interval '2 hours' WHERE id = $1`, ds[0].ID, old)
 	require.NoError(t, err)
 	b.publish(t, "e2")
-	b.waitStatus(t, id, "succeeded", 2)
+	// The service's own pruning (at start, then every minute) may run
+	// between the aging and here and take the old delivery itself: wait for
+	// e2 alone, and let the explicit call prune what is left.
+	require.Eventually(t, func() bool {
+		for _, d := range b.deliveries(t, id) {
+			if d.EventID == "e2" && d.Status == "succeeded" {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 20*time.Millisecond, "e2 delivered")
 	b.clock.Add(0)
 	n, err := b.svc.PruneLog(context.Background())
 	require.NoError(t, err)
-	require.EqualValues(t, 1, n)
+	require.LessOrEqual(t, n, int64(1), "at most the one old delivery")
 	ds = b.deliveries(t, id)
 	require.Len(t, ds, 1)
 	require.Equal(t, "e2", ds[0].EventID)
