@@ -20,6 +20,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/observe"
+	"github.com/eventline/eventline/pkg/cloudevent"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -70,11 +71,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 	key, _ := httpapi.KeyFrom(r.Context())
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || (mt != "application/json" && mt != cloudevent.MediaType && mt != cloudevent.BatchMediaType) {
 		if h.overLimit(w, key, 1, now) {
 			return
 		}
-		httpapi.Error(w, http.StatusUnsupportedMediaType, "send the body as JSON with 'Content-Type: application/json'")
+		httpapi.Error(w, http.StatusUnsupportedMediaType, "send the body as JSON with 'Content-Type: application/json' (or CloudEvents: application/cloudevents+json, application/cloudevents-batch+json)")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
@@ -90,7 +92,13 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 		httpapi.Error(w, http.StatusBadRequest, "could not read the request body: "+err.Error())
 		return
 	}
-	es, verrs := parseBody(body, key.Tenant, now)
+	var es []events.Event
+	var verrs []events.FieldError
+	if mt == "application/json" {
+		es, verrs = parseBody(body, key.Tenant, now)
+	} else {
+		es, verrs = parseCloudEvents(body, mt == cloudevent.BatchMediaType, key.Tenant, now)
+	}
 	if len(verrs) > 0 {
 		h.metrics.rejected(verrs)
 		if h.overLimit(w, key, 1, now) {
@@ -150,6 +158,43 @@ func (h *handler) overLimit(w http.ResponseWriter, key apikey.Key, n int, now ti
 	}
 	httpapi.WriteProblem(w, p)
 	return true
+}
+
+// parseCloudEvents reads one structured-mode CloudEvent, or a batch of
+// them, into events (docs/cloudevents.md): each becomes the input form of
+// an event, validated as any other, with errors named by CloudEvents
+// attribute.
+func parseCloudEvents(body []byte, batch bool, tenant string, now time.Time) ([]events.Event, []events.FieldError) {
+	raws := []json.RawMessage{body}
+	if batch {
+		if err := json.Unmarshal(body, &raws); err != nil || raws == nil {
+			return nil, []events.FieldError{{Field: "body", Message: "must be a JSON array of CloudEvents (application/cloudevents-batch+json)"}}
+		}
+		if len(raws) == 0 || len(raws) > MaxEventsPerRequest {
+			return nil, []events.FieldError{{Field: "body", Message: fmt.Sprintf("has %d CloudEvents; send 1 to %d per request", len(raws), MaxEventsPerRequest)}}
+		}
+	}
+	inputs := make([]json.RawMessage, len(raws))
+	var errs []events.FieldError
+	for i, raw := range raws {
+		in, ferrs := cloudevent.ToInput(raw, i)
+		errs = append(errs, ferrs...)
+		inputs[i] = in
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	var wrapped bytes.Buffer
+	enc := json.NewEncoder(&wrapped)
+	enc.SetEscapeHTML(false) // particulars pass through as sent
+	if err := enc.Encode(map[string][]json.RawMessage{"events": inputs}); err != nil {
+		return nil, []events.FieldError{{Field: "body", Message: err.Error()}}
+	}
+	es, errs := parseBodySlow(wrapped.Bytes(), tenant, now)
+	for i := range errs {
+		errs[i].Field = cloudevent.Attribute(errs[i].Field)
+	}
+	return es, errs
 }
 
 // parseBody reads one event or {"events": [...]}, decodes every event for

@@ -172,8 +172,8 @@ func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating
 		e.Parents = *in.Parents
 	}
 	if in.Format != nil {
-		if *in.Format != "json" && *in.Format != "slack" {
-			bad("format", `must be "json" or "slack"`)
+		if *in.Format != "json" && *in.Format != "slack" && *in.Format != "cloudevents" {
+			bad("format", `must be "json", "slack" or "cloudevents"`)
 		}
 		e.Format = *in.Format
 	} else if creating {

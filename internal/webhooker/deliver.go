@@ -16,6 +16,7 @@ import (
 
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/render"
+	"github.com/eventline/eventline/pkg/cloudevent"
 	"github.com/eventline/eventline/pkg/webhook"
 )
 
@@ -75,6 +76,9 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	}
 	header := http.Header{}
 	header.Set("Content-Type", "application/json")
+	if ep.Format == "cloudevents" {
+		header.Set("Content-Type", cloudevent.MediaType)
+	}
 	header.Set("User-Agent", a.userAgent)
 	header.Set(webhook.HeaderID, j.event.ID)
 	header.Set(webhook.HeaderTimestamp, fmt.Sprint(start.Unix()))
@@ -154,8 +158,8 @@ func (a *attempter) startSpan(ctx context.Context, j job, ep Endpoint) (context.
 	return ctx, span
 }
 
-// body is the delivery payload: the event JSON with seq and type, or a
-// Slack message.
+// body is the delivery payload: the event JSON with seq and type, a
+// Slack message, or a CloudEvent (docs/cloudevents.md).
 func (a *attempter) body(ctx context.Context, ep Endpoint, j job) ([]byte, error) {
 	switch {
 	case ep.Format == "slack":
@@ -164,6 +168,8 @@ func (a *attempter) body(ctx context.Context, ep Endpoint, j job) ([]byte, error
 			a.log.WarnContext(ctx, "cannot read the tenant's sentence templates; the built-in sentence is sent", "error", err)
 		}
 		return slackBody(set, j.event)
+	case ep.Format == "cloudevents":
+		return cloudevent.Marshal(j.event)
 	case j.body != nil:
 		return j.body, nil
 	}
