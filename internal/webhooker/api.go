@@ -77,6 +77,7 @@ type endpointInput struct {
 	Events        *[]string     `json:"events"`
 	Parents       *[]events.Ref `json:"parents"`
 	Format        *string       `json:"format"`
+	Signing       *string       `json:"signing"`
 	Description   *string       `json:"description"`
 	RateLimit     *int          `json:"rate_limit"`
 	RetrySchedule *[]int        `json:"retry_schedule"`
@@ -85,6 +86,24 @@ type endpointInput struct {
 type endpointView struct {
 	Endpoint
 	Secret string `json:"secret,omitempty"`
+}
+
+// view shows a new or rotated endpoint: an HMAC secret once, here; an
+// Ed25519 signing key never (receivers verify with public_key).
+func view(e Endpoint, secret string) endpointView {
+	if webhook.IsSigningKey(secret) {
+		secret = ""
+	}
+	return endpointView{Endpoint: e, Secret: secret}
+}
+
+// newSecret makes an endpoint's signing secret: an Ed25519 signing key
+// when asymmetric, else an HMAC secret.
+func newSecret(asymmetric bool) (string, error) {
+	if asymmetric {
+		return webhook.GenerateSigningKey()
+	}
+	return webhook.GenerateSecret()
 }
 
 func tenantOf(r *http.Request) string {
@@ -171,6 +190,14 @@ func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating
 		}
 		e.Parents = *in.Parents
 	}
+	if in.Signing != nil {
+		switch {
+		case !creating:
+			bad("signing", "is chosen when the endpoint is created; create a new endpoint to change it")
+		case *in.Signing != SigningHMAC && *in.Signing != SigningEd25519:
+			bad("signing", `must be "hmac" (v1, the default) or "ed25519" (v1a)`)
+		}
+	}
 	if in.Format != nil {
 		if *in.Format != "json" && *in.Format != "slack" && *in.Format != "cloudevents" {
 			bad("format", `must be "json", "slack" or "cloudevents"`)
@@ -215,7 +242,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		httpapi.ValidationFailed(w, "the webhook is not valid; nothing was created", errs)
 		return
 	}
-	secret, err := webhook.GenerateSecret()
+	secret, err := newSecret(in.Signing != nil && *in.Signing == SigningEd25519)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -225,7 +252,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	httpapi.JSON(w, http.StatusCreated, endpointView{Endpoint: created, Secret: secret})
+	httpapi.JSON(w, http.StatusCreated, view(created, secret))
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
@@ -320,7 +347,12 @@ func (a *API) rotate(w http.ResponseWriter, r *http.Request) {
 		httpapi.ValidationFailed(w, "grace_seconds is out of range", []events.FieldError{{Field: "grace_seconds", Message: "must be from 0 to 604800 (7 days); default 86400"}})
 		return
 	}
-	secret, err := webhook.GenerateSecret()
+	cur, err := a.store.GetEndpoint(r.Context(), tenantOf(r), r.PathValue("id"))
+	if err != nil {
+		a.respond(w, r, cur, err)
+		return
+	}
+	secret, err := newSecret(cur.Signing == SigningEd25519)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -331,7 +363,7 @@ func (a *API) rotate(w http.ResponseWriter, r *http.Request) {
 		a.respond(w, r, e, err)
 		return
 	}
-	httpapi.JSON(w, http.StatusOK, endpointView{Endpoint: e, Secret: secret})
+	httpapi.JSON(w, http.StatusOK, view(e, secret))
 }
 
 func (a *API) respond(w http.ResponseWriter, r *http.Request, e Endpoint, err error) {

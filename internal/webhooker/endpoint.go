@@ -29,11 +29,22 @@ type Endpoint struct {
 	DisabledReason string       `json:"disabled_reason,omitempty"`
 	CreatedAt      time.Time    `json:"created_at"`
 	UpdatedAt      time.Time    `json:"updated_at"`
+	// Signing is how deliveries are signed: SigningHMAC (v1, with the
+	// secret shown at creation and rotation) or SigningEd25519 (v1a,
+	// verified with PublicKey; the signing key never leaves eventline).
+	Signing   string `json:"signing"`
+	PublicKey string `json:"public_key,omitempty"`
 
 	secrets   []secret
 	deleted   bool
 	changeSeq int64
 }
+
+// Signing schemes (Standard Webhooks v1 and v1a).
+const (
+	SigningHMAC    = "hmac"
+	SigningEd25519 = "ed25519"
+)
 
 type secret struct {
 	Secret    string     `json:"secret"`

@@ -14,6 +14,7 @@ import (
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/pkg/events"
+	"github.com/eventline/eventline/pkg/webhook"
 )
 
 // Store keeps endpoints, deliveries and attempts in the webhook schema.
@@ -68,6 +69,13 @@ func (s *Store) scanEndpoint(r pgx.CollectableRow) (Endpoint, error) {
 	} // else: a row from before 0006 that SealSecrets has not reached yet
 	if err := json.Unmarshal(plain, &e.secrets); err != nil {
 		return e, fmt.Errorf("decode the secrets of webhook %s: %w", e.ID, err)
+	}
+	e.Signing = SigningHMAC
+	if len(e.secrets) > 0 && webhook.IsSigningKey(e.secrets[0].Secret) {
+		e.Signing = SigningEd25519
+		if e.PublicKey, err = webhook.PublicKey(e.secrets[0].Secret); err != nil {
+			return e, fmt.Errorf("the signing key of webhook %s: %w", e.ID, err)
+		}
 	}
 	return e, nil
 }

@@ -1,7 +1,8 @@
 // Package webhook implements the signing scheme of eventline's webhook
-// deliveries (docs/contract.md §3), which is Standard Webhooks 1.0 with symmetric
-// (HMAC-SHA256) signatures. Receivers use it to check that a delivery really
-// comes from eventline; eventline's own sender uses it to sign them.
+// deliveries (docs/contract.md §3), which is Standard Webhooks 1.0 with
+// symmetric (HMAC-SHA256, v1) signatures, or asymmetric (Ed25519, v1a) ones
+// for endpoints that opt in. Receivers use it to check that a delivery
+// really comes from eventline; eventline's own sender uses it to sign them.
 //
 // Every delivery carries three headers:
 //
@@ -13,6 +14,11 @@
 // base64 encoding of 24 to 64 random bytes. During a secret rotation the
 // signature header holds one space-separated signature per secret, and a
 // receiver accepts the delivery if any of them matches.
+//
+// An Ed25519 endpoint is signed with a key that never leaves eventline
+// ("whsk_..."); its deliveries carry "v1a,<base64 signature>" over the same
+// content, and NewVerifier given its public key ("whpk_...", shown by the
+// webhook API) checks those.
 //
 // A receiver verifies the raw body, before decoding it:
 //

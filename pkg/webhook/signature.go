@@ -26,8 +26,8 @@ const (
 	HeaderSignature = "webhook-signature"
 )
 
-// signatureVersion identifies HMAC-SHA256 signatures; "v1a" would be ed25519,
-// which eventline does not send.
+// signatureVersion identifies HMAC-SHA256 signatures; asymmetricVersion
+// (v1a) Ed25519 ones (ed25519.go).
 const signatureVersion = "v1"
 
 // Sign returns the webhook-signature header value for one delivery:
@@ -45,7 +45,7 @@ func Sign(secret, msgID string, timestamp time.Time, body []byte) (string, error
 
 // SignAll returns the webhook-signature header value for a delivery signed
 // with several secrets, as during a secret rotation: one "v1,<base64>"
-// signature per secret, in the order given, separated by single spaces.
+// signature per secret (or "v1a,<base64>" per Ed25519 signing key, whsk_), in the order given, separated by single spaces.
 // eventline passes the newest secret first; receivers accept the delivery if
 // any signature matches, so the order does not affect verification.
 //
@@ -60,12 +60,21 @@ func SignAll(secrets []string, msgID string, timestamp time.Time, body []byte) (
 	}
 	var b strings.Builder
 	for i, s := range secrets {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if IsSigningKey(s) {
+			key, err := parseSigningKey(s)
+			if err != nil {
+				return "", fmt.Errorf("sign webhook with key %d of %d: %w", i+1, len(secrets), err)
+			}
+			b.WriteString(asymmetricVersion + ",")
+			b.Write(signEd25519(key, msgID, timestamp.Unix(), body))
+			continue
+		}
 		key, err := ParseSecret(s)
 		if err != nil {
 			return "", fmt.Errorf("sign webhook with secret %d of %d: %w", i+1, len(secrets), err)
-		}
-		if i > 0 {
-			b.WriteByte(' ')
 		}
 		b.WriteString(signatureVersion)
 		b.WriteByte(',')

@@ -1,7 +1,9 @@
 package webhook
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -42,7 +44,8 @@ var (
 // one endpoint secret. Build it once with NewVerifier; it is immutable and
 // safe for concurrent use.
 type Verifier struct {
-	key       []byte
+	key       []byte            // HMAC key (whsec_)
+	public    ed25519.PublicKey // or an Ed25519 public key (whpk_): v1a
 	tolerance time.Duration
 	now       func() time.Time
 }
@@ -67,11 +70,20 @@ func WithClock(now func() time.Time) Option {
 // fails if the secret is invalid, with an error wrapping ErrInvalidSecret
 // (see ParseSecret), or if the tolerance is not positive.
 func NewVerifier(secret string, opts ...Option) (*Verifier, error) {
-	key, err := ParseSecret(secret)
-	if err != nil {
-		return nil, err
+	v := &Verifier{tolerance: DefaultTolerance, now: time.Now}
+	if strings.HasPrefix(secret, PublicKeyPrefix) {
+		pub, err := parsePublicKey(secret)
+		if err != nil {
+			return nil, err
+		}
+		v.public = pub
+	} else {
+		key, err := ParseSecret(secret)
+		if err != nil {
+			return nil, err
+		}
+		v.key = key
 	}
-	v := &Verifier{key: key, tolerance: DefaultTolerance, now: time.Now}
 	for _, opt := range opts {
 		opt(v)
 	}
@@ -136,22 +148,39 @@ func (v *Verifier) Verify(headers http.Header, body []byte) error {
 		return fmt.Errorf("%w: sent %s in the future, tolerance %s (check the clocks)", ErrTimestampTooNew, (-age).Round(time.Second), v.tolerance)
 	}
 
-	expected := signature(v.key, msgID, timestamp, body)
+	want := signatureVersion
+	var expected, content []byte
+	if v.public != nil {
+		want, content = asymmetricVersion, signedContent(msgID, timestamp, body)
+	} else {
+		expected = signature(v.key, msgID, timestamp, body)
+	}
 	versions := 0
 	for _, entry := range entries {
 		version, sig, ok := strings.Cut(entry, ",")
-		if !ok || version != signatureVersion {
+		if !ok || version != want {
 			continue
 		}
 		versions++
+		if v.public != nil {
+			raw, err := base64.StdEncoding.DecodeString(sig)
+			if err == nil && ed25519.Verify(v.public, content, raw) {
+				return nil
+			}
+			continue
+		}
 		if hmac.Equal([]byte(sig), expected) {
 			return nil
 		}
 	}
 	if versions == 0 {
-		return fmt.Errorf("%w: %s has no %s signature", ErrNoMatchingSignature, HeaderSignature, signatureVersion)
+		return fmt.Errorf("%w: %s has no %s signature", ErrNoMatchingSignature, HeaderSignature, want)
 	}
-	return fmt.Errorf("%w: none of the %d %s signatures matches; check the secret, and verify the raw body before decoding it", ErrNoMatchingSignature, versions, signatureVersion)
+	what := "secret"
+	if v.public != nil {
+		what = "public key"
+	}
+	return fmt.Errorf("%w: none of the %d %s signatures matches; check the %s, and verify the raw body before decoding it", ErrNoMatchingSignature, versions, want, what)
 }
 
 // Verify checks a delivery against one endpoint secret with the default
