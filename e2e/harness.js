@@ -48,6 +48,7 @@ export function binary() {
 // 8080/4222/4223) with a state directory and a Postgres database of its
 // own, and resolves once /readyz answers 200. The result:
 //   url                   the one public base URL
+//   natsURL               its embedded NATS (producers connect with an API key)
 //   key                   a key of tenant "dev" with every scope
 //   databaseURL           its Postgres database (tests arrange faults with psql)
 //   consoleToken          the operator token of its console (/console)
@@ -74,8 +75,9 @@ export async function startDev({ args = [], env = {} } = {}) {
   const info = await poll('eventline dev to print its URL and key', 120_000, () => {
     if (exited) throw new Error(`eventline dev exited (${JSON.stringify(exited)}); its log: ${readFileSync(join(dir, 'dev.log'), 'utf8').slice(-2000)}\n${out}`);
     const url = out.match(/^\s+api\s+(http:\/\/\S+)/m);
+    const nats = out.match(/^\s+nats\s+(nats:\/\/\S+)/m);
     const key = out.match(/^key for tenant "dev".*\n(el_\S+)$/m);
-    return url && key ? { url: url[1], key: key[1] } : null;
+    return url && key && nats ? { url: url[1], natsURL: nats[1], key: key[1] } : null;
   });
   await poll('eventline dev to be ready', 60_000, async () => (await fetch(info.url + '/readyz')).ok);
 
