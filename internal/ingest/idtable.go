@@ -139,8 +139,11 @@ func (t *idTable) lookup(ctx context.Context, es []events.Event) map[idRow]uint6
 	}
 	ctx, cancel := context.WithTimeout(ctx, lookupBudget)
 	defer cancel()
-	rows, err := t.pool.Query(ctx, `SELECT e.tenant, e.id, e.seq FROM ingest.event_ids e
-		JOIN unnest($1::text[], $2::text[]) AS q(tenant, id) ON e.tenant = q.tenant AND e.id = q.id
+	// One primary-key probe per id: the LIMIT keeps the planner from
+	// turning the lateral join into a hash join over the whole table,
+	// which it picks when the table's statistics are stale.
+	rows, err := t.pool.Query(ctx, `SELECT q.tenant, q.id, e.seq FROM unnest($1::text[], $2::text[]) AS q(tenant, id)
+		CROSS JOIN LATERAL (SELECT seq, recorded_at FROM ingest.event_ids e WHERE e.tenant = q.tenant AND e.id = q.id LIMIT 1) e
 		WHERE e.recorded_at > $3`, tenants, ids, now.Add(-t.retention))
 	if err != nil {
 		t.lookupFailed(err)
