@@ -34,7 +34,7 @@ fi
 mkdir -p .eventline/nats-identities
 chmod 700 .eventline/nats-identities
 server_env=()
-for id in admin ingest projector notifier webhooker; do
+for id in admin ingest projector notifier webhooker auth sys; do
   f=.eventline/nats-identities/$id
   if [ ! -s "$f" ]; then
     (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$f")
@@ -47,6 +47,18 @@ done
 # yourself, or give that server deploy/nats/auth.conf and these passwords.
 pw() { cat ".eventline/nats-identities/$1"; }
 
+# The auth callout lets tenant producers connect to NATS with their API key
+# (docs/publishing-from-any-language.md): its key pair is kept in
+# .eventline/nats-callout.env, the server's configuration is rendered with
+# it into .eventline/nats-auth.conf, and ingest answers the callout.
+if [ ! -s .eventline/nats-callout.env ]; then
+  (umask 077 && bin/eventline nats callout-keys | grep '^NATS_CALLOUT_' >.eventline/nats-callout.env)
+fi
+callout_seed=$(sed -n 's/^NATS_CALLOUT_ISSUER_SEED=//p' .eventline/nats-callout.env)
+callout_issuer=$(sed -n 's/^NATS_CALLOUT_ISSUER=//p' .eventline/nats-callout.env)
+bin/eventline nats config --callout-issuer "$callout_issuer" >.eventline/nats-auth.conf
+sed 's#^include "nats/auth.conf"#include "nats-auth.conf"#; s#store_dir: ".eventline/nats"#store_dir: "nats"#' deploy/nats-dev.conf >.eventline/nats.conf
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -55,7 +67,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 if [ "$NATS_URL" = "nats://127.0.0.1:14222" ]; then
-  env "${server_env[@]}" "$GOBIN/nats-server" -c deploy/nats-dev.conf >.eventline/nats.log 2>&1 &
+  (cd .eventline && exec env "${server_env[@]}" "$GOBIN/nats-server" -c nats.conf >nats.log 2>&1) &
   pids+=($!)
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/14222) 2>/dev/null && break; sleep 0.1; done
 fi
@@ -67,7 +79,8 @@ if ! NATS_USER=admin NATS_PASSWORD=$(pw admin) bin/eventline migrate; then
 fi
 key=$(bin/eventline keys create --tenant dev --scopes ingest,read,admin --description "make run" | tail -n 1)
 
-NATS_USER=ingest NATS_PASSWORD=$(pw ingest) HTTP_ADDR=127.0.0.1:8080 ADMIN_ADDR=127.0.0.1:9090 bin/ingest & pids+=($!)
+NATS_USER=ingest NATS_PASSWORD=$(pw ingest) NATS_CALLOUT_ISSUER_SEED="$callout_seed" NATS_AUTH_PASSWORD=$(pw auth) NATS_SYS_PASSWORD=$(pw sys) \
+  HTTP_ADDR=127.0.0.1:8080 ADMIN_ADDR=127.0.0.1:9090 bin/ingest & pids+=($!)
 NATS_USER=projector NATS_PASSWORD=$(pw projector) HTTP_ADDR=127.0.0.1:8081 ADMIN_ADDR=127.0.0.1:9091 bin/projector & pids+=($!)
 NATS_USER=webhooker NATS_PASSWORD=$(pw webhooker) HTTP_ADDR=127.0.0.1:8082 ADMIN_ADDR=127.0.0.1:9092 WEBHOOK_ALLOW_PRIVATE=true bin/webhooker & pids+=($!)
 if [ -n "${SMTP_URL:-}" ] && [ -z "${UNSUBSCRIBE_SECRET:-}" ]; then
@@ -79,7 +92,9 @@ cat <<MSG
 
 eventline is running for tenant "dev". Key (ingest, read, admin):
   $key
-NATS ($NATS_URL) lets in eventline's identities only; their passwords are in
+NATS ($NATS_URL) lets in tenant producers with an API key as the token
+(inbox prefix _INBOX.<tenant>; docs/publishing-from-any-language.md) and
+eventline's identities, whose passwords are in
 .eventline/nats-identities/ (e.g. nats --user admin --password "\$(cat .eventline/nats-identities/admin)" --inbox-prefix _INBOX_admin ...).
 
 Record an event:
