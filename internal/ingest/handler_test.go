@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -467,4 +468,38 @@ func TestIngestUnavailableWhenNATSIsDown(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, r.status)
 	require.NotEmpty(t, r.header.Get("Retry-After"))
 	require.True(t, strings.Contains(fmt.Sprint(r.problem["detail"]), "Retry"))
+}
+
+// TestForeignDuplicateIsNotTrusted: a producer may set any Nats-Msg-Id, so
+// another tenant's message can hold acme's id within the stream's window.
+// ingest does not answer acme "duplicate" with globex's message: it appends
+// acme's event, and a re-send finds that one.
+func TestForeignDuplicateIsNotTrusted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	admin := b.nats.Connect(t)
+	js, err := jetstream.New(admin)
+	require.NoError(t, err)
+	forged := nats.NewMsg("events.globex.card.closed")
+	forged.Header.Set(events.HeaderMsgID, "acme:stolen-1")
+	forged.Data = []byte(`{"id":"stolen-1","action":"closed","eventable":{"type":"card","id":"x"},"creator":{"type":"user","id":"mallory"}}`)
+	foreign, err := js.PublishMsg(context.Background(), forged)
+	require.NoError(t, err)
+
+	r := postJSON(t, b, b.key, event("stolen-1", 1))
+	require.Equal(t, http.StatusAccepted, r.status)
+	require.False(t, r.results[0].Duplicate, "globex's message is not acme's event")
+	require.NotEqual(t, foreign.Sequence, r.results[0].Seq)
+	again := postJSON(t, b, b.key, event("stolen-1", 1))
+	require.True(t, again.results[0].Duplicate, "a re-send finds acme's own append")
+	require.Equal(t, r.results[0].Seq, again.results[0].Seq)
+
+	batch2 := postJSON(t, b, b.key, batch(event("stolen-1", 1), event("fresh-2", 2)))
+	require.Equal(t, http.StatusAccepted, batch2.status)
+	require.Equal(t, r.results[0].Seq, batch2.results[0].Seq, "in a batch too")
+	require.True(t, batch2.results[0].Duplicate)
+
+	msg, err := b.str.GetMsg(context.Background(), r.results[0].Seq)
+	require.NoError(t, err)
+	require.Equal(t, "events.acme.card.closed", msg.Subject)
 }

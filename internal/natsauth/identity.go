@@ -158,6 +158,7 @@ func ingest() Identity {
 		Grants: []Grant{
 			{Publish, "events.>", "appends events of every tenant: single publishes, and atomic batches whose last message (the commit) carries the reply"},
 			{Publish, "$JS.API.STREAM.INFO." + Stream, "start-up and /readyz: the stream exists and allows atomic publish"},
+			{Publish, "$JS.API.DIRECT.GET." + Stream, "reads the message behind a duplicate the stream reports, to check it is the tenant's own (a producer may set any Nats-Msg-Id)"},
 			inbox(Ingest),
 		}}
 }

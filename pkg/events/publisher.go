@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -108,7 +109,53 @@ func (p *Publisher) Append(ctx context.Context, e Event) (Result, error) {
 	if err != nil {
 		return Result{}, unavailable("append event", err)
 	}
+	r := Result{ID: e.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}
+	if r.Duplicate {
+		return p.ownDuplicate(ctx, e, msg, r)
+	}
+	return r, nil
+}
+
+// ownDuplicate checks a duplicate the stream reported for e: the stored
+// message must be on e's tenant's subjects. A NATS producer may set any
+// Nats-Msg-Id, so a message of another tenant can hold e's id (within the
+// stream's window); then e is appended under a message id of its own,
+// <tenant>:<id>:<that message's seq>, which a retry finds again.
+func (p *Publisher) ownDuplicate(ctx context.Context, e Event, msg *nats.Msg, r Result) (Result, error) {
+	subject, err := p.storedSubject(ctx, r.Seq)
+	if err != nil {
+		return Result{}, unavailable("check a duplicate", err)
+	}
+	if strings.HasPrefix(subject, "events."+e.Tenant+".") {
+		return r, nil
+	}
+	own := nats.NewMsg(msg.Subject)
+	own.Data = msg.Data
+	for k, v := range msg.Header {
+		own.Header[k] = v
+	}
+	own.Header.Set(HeaderMsgID, MsgID(e.Tenant, e.ID)+":"+strconv.FormatUint(r.Seq, 10))
+	ack, err := p.js.PublishMsg(ctx, own, jetstream.WithExpectStream(p.stream))
+	if err != nil {
+		return Result{}, unavailable("append event", err)
+	}
 	return Result{ID: e.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// storedSubject reads the subject of the message at seq (a direct get).
+func (p *Publisher) storedSubject(ctx context.Context, seq uint64) (string, error) {
+	req, err := json.Marshal(map[string]uint64{"seq": seq})
+	if err != nil {
+		return "", err
+	}
+	resp, err := p.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+p.stream, req)
+	if err != nil {
+		return "", err
+	}
+	if subject := resp.Header.Get("Nats-Subject"); subject != "" {
+		return subject, nil
+	}
+	return "", fmt.Errorf("direct get of message %d: %s %s", seq, resp.Header.Get("Status"), resp.Header.Get("Description"))
 }
 
 // AppendBatch validates every event (all or nothing: one invalid event
@@ -267,6 +314,13 @@ func (p *Publisher) appendOneByOne(ctx context.Context, es []Event, msgs []*nats
 		select {
 		case ack := <-f.Ok():
 			results[i] = Result{ID: es[i].ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}
+			if ack.Duplicate {
+				r, err := p.ownDuplicate(ctx, es[i], msgs[i], results[i])
+				if err != nil {
+					return nil, err
+				}
+				results[i] = r
+			}
 		case err := <-f.Err():
 			return nil, unavailable("append event", err)
 		case <-ctx.Done():
