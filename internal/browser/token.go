@@ -118,12 +118,15 @@ func (s *Signer) Verify(token string) (Claims, error) {
 	if !ok {
 		return Claims{}, ErrInvalid
 	}
+	// Only the canonical spelling is a token: base64 decoding skips line
+	// breaks and ignores unused trailing bits, so re-encoding must give
+	// back exactly what was sent.
 	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, s.sign(body)) {
+	if err != nil || base64.RawURLEncoding.EncodeToString(got) != sig || !hmac.Equal(got, s.sign(body)) {
 		return Claims{}, ErrInvalid
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(body[len(tokenPrefix):])
-	if err != nil {
+	if err != nil || base64.RawURLEncoding.EncodeToString(payload) != body[len(tokenPrefix):] {
 		return Claims{}, ErrInvalid
 	}
 	var c Claims

@@ -48,6 +48,11 @@ func TestTokenRoundTripExpiryAndTampering(t *testing.T) {
 		"payload not json":  tokenPrefix + base64.RawURLEncoding.EncodeToString([]byte("x")) + "." + sig,
 		"too long":          tokenPrefix + strings.Repeat("a", maxTokenLen),
 		"signature not b64": body + ".***",
+		// The same bytes spelled otherwise: base64 decoding skips line
+		// breaks and ignores the last character's unused bits.
+		"line break in the signature": body + "." + sig[:10] + "\n" + sig[10:],
+		"line break in the payload":   body[:12] + "\r\n" + body[12:] + "." + sig,
+		"unused bits changed":         body + "." + sig[:len(sig)-1] + string(unusedBitsFlipped(sig[len(sig)-1])),
 		"signed by a stranger": func() string {
 			s2, _ := NewSigner("another-secret-entirely-0123456789")
 			tok, _ := s2.Mint(c)
@@ -60,6 +65,13 @@ func TestTokenRoundTripExpiryAndTampering(t *testing.T) {
 
 	_, err = NewSigner("short")
 	require.ErrorContains(t, err, "USER_TOKEN_SECRET")
+}
+
+// unusedBitsFlipped changes the lowest bit of a base64url character, which
+// the last character of a 32-byte value does not use.
+func unusedBitsFlipped(c byte) byte {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	return alphabet[strings.IndexByte(alphabet, c)^1]
 }
 
 func flip(s string) string {
