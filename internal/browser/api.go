@@ -32,9 +32,10 @@ func NewAPI(guard *Guard, tokens *Signer, origins *Origins, log *slog.Logger) *A
 	return &API{guard: guard, tokens: tokens, origins: origins, log: log}
 }
 
-// Routes registers the endpoints on mux. preflights are the path prefixes
-// (such as "/v1/users/") whose OPTIONS requests the Guard answers.
-func (a *API) Routes(mux *http.ServeMux, preflights ...string) {
+// Routes registers the endpoints on mux. preflights are the path patterns
+// (such as "/v1/users/{user_id}/notifications") whose OPTIONS requests the
+// Guard answers.
+func (a *API) Routes(mux httpapi.Router, preflights ...string) {
 	mux.Handle("POST /v1/user-tokens", httpapi.RequireScope(a.guard.keys, apikey.ScopeRead, http.HandlerFunc(a.mint)))
 	mux.Handle("GET /v1/browser-origins", httpapi.RequireScope(a.guard.keys, apikey.ScopeRead, http.HandlerFunc(a.getOrigins)))
 	mux.Handle("PUT /v1/browser-origins", httpapi.RequireScope(a.guard.keys, apikey.ScopeAdmin, http.HandlerFunc(a.putOrigins)))

@@ -114,7 +114,7 @@ func New(cfg Config) (*Console, error) {
 }
 
 // Routes registers the console under /console on mux.
-func (c *Console) Routes(mux *http.ServeMux) {
+func (c *Console) Routes(mux httpapi.Router) {
 	files, _ := fs.Sub(uiFiles, "ui")
 	page := httpapi.Page(files, "/console", "'none'")
 	mux.Handle("GET /console", page)

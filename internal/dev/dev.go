@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/eventline/eventline/api"
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/console"
@@ -65,6 +66,9 @@ type Info struct {
 	Key     string // tenant dev, every scope
 	// ConsoleToken logs in to the operator console at URL/console.
 	ConsoleToken string
+	// Routes are the patterns each service serves (by service name), all
+	// proxied from URL.
+	Routes map[string][]string
 }
 
 // Tenant is the tenant of the dev key.
@@ -183,15 +187,20 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	mux := http.NewServeMux()
+	// Every route of every service, as the service registered it, goes to
+	// that service; /openapi.json describes them all.
+	mux := httpapi.NewMux()
 	for _, s := range svcs {
 		target := &url.URL{Scheme: "http", Host: s.listening.Addr().String()}
 		proxy := httputil.NewSingleHostReverseProxy(target)
 		proxy.FlushInterval = -1 // Server-Sent Events pass straight through
-		for _, p := range s.routes {
-			mux.Handle(p, proxy)
+		for _, p := range s.listening.Routes() {
+			if p != openAPIRoute {
+				mux.Handle(p, proxy)
+			}
 		}
 	}
+	mux.Handle(openAPIRoute, api.Handler())
 	consoleToken, err := devConsole(ctx, mux, client(natsauth.Admin), dbURL, filepath.Join(o.Dir, "console.token"), svcs, o.Log)
 	if err != nil {
 		return errors.Join(err, stopAll())
@@ -210,7 +219,6 @@ func Run(ctx context.Context, o Options) error {
 	for _, s := range svcs {
 		mux.Handle("GET /metrics/"+s.name, metricsProxy(s.listening.AdminAddr().String()))
 	}
-	mux.Handle("/", httpapi.Fallback(mux))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 
@@ -232,7 +240,11 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Stdout, "key for tenant %q (scopes ingest,read,admin):\n%s\n", Tenant, key)
 
 	if o.Ready != nil {
-		o.Ready(Info{URL: base, NATSURL: natsURL, Key: key, ConsoleToken: consoleToken})
+		routes := map[string][]string{}
+		for _, s := range svcs {
+			routes[s.name] = s.listening.Routes()
+		}
+		o.Ready(Info{URL: base, NATSURL: natsURL, Key: key, ConsoleToken: consoleToken, Routes: routes})
 	}
 	if o.Demo {
 		go func() {
@@ -250,6 +262,9 @@ func Run(ctx context.Context, o Options) error {
 	return stopAll()
 }
 
+// openAPIRoute serves each service's API description; dev serves the whole.
+const openAPIRoute = "GET /openapi.json"
+
 // metricsProxy serves a service's /metrics from its admin address.
 // (NewSingleHostReverseProxy joins the target path with the request's, so
 // /metrics/ingest stripped to "" became /metrics/, which is a 404.)
@@ -263,7 +278,6 @@ func metricsProxy(adminAddr string) http.Handler {
 // service is one eventline service run in this process.
 type service struct {
 	name      string
-	routes    []string // http.ServeMux patterns proxied to it
 	listening *lifecycle.Listening
 	run       func(context.Context) error
 }
@@ -310,10 +324,10 @@ func services(client func(identity string) stream.Client, callout ingest.Callout
 	wa := webhooker.NewApp(wc, log.With("service", "webhooker"))
 	na := notifier.NewApp(nc, log.With("service", "notifier"))
 	return []*service{
-		{name: "ingest", routes: []string{"POST /v1/events"}, listening: ia.Listening, run: ia.Run},
-		{name: "projector", routes: []string{"GET /v1/events/{id}", "GET /v1/timelines/", "GET /v1/activity", "GET /v1/rejected-events", "OPTIONS /v1/timelines/"}, listening: pa.Listening, run: pa.Run},
-		{name: "webhooker", routes: []string{"/v1/webhooks", "/v1/webhooks/", "/v1/deliveries/", "/v1/portal-tokens", "/portal", "/portal/"}, listening: wa.Listening, run: wa.Run},
-		{name: "notifier", routes: []string{"/v1/notification-rules", "/v1/watches/", "/v1/users/", "/v1/unsubscribe/", "/v1/user-tokens", "/v1/browser-origins", "/v1/sentence-templates", "/v1/digests/", "/components/"}, listening: na.Listening, run: na.Run},
+		{name: "ingest", listening: ia.Listening, run: ia.Run},
+		{name: "projector", listening: pa.Listening, run: pa.Run},
+		{name: "webhooker", listening: wa.Listening, run: wa.Run},
+		{name: "notifier", listening: na.Listening, run: na.Run},
 	}
 }
 
@@ -356,7 +370,7 @@ func readyz(w http.ResponseWriter, r *http.Request, svcs []*service) {
 // token is CONSOLE_TOKEN, else the one kept in file (made up the first
 // time). It returns the token. The pool and connection live as long as
 // the process.
-func devConsole(ctx context.Context, mux *http.ServeMux, admin stream.Client, dbURL, file string, svcs []*service, log *slog.Logger) (string, error) {
+func devConsole(ctx context.Context, mux httpapi.Router, admin stream.Client, dbURL, file string, svcs []*service, log *slog.Logger) (string, error) {
 	token := os.Getenv("CONSOLE_TOKEN")
 	if token == "" {
 		var err error

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventline/eventline/api"
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/httpapi"
@@ -98,9 +99,8 @@ func NewService(pub Appender, keys httpapi.Authenticator, cfg Config, reg promet
 }
 
 // Routes registers POST /v1/events on mux.
-func (s *Service) Routes(mux *http.ServeMux) {
+func (s *Service) Routes(mux httpapi.Router) {
 	mux.Handle("POST /v1/events", s.handler)
-	mux.Handle("/v1/events", methodNotAllowed(http.MethodPost))
 }
 
 // Run commits batches until Close has been called and every accepted
@@ -179,9 +179,9 @@ func (a *App) Run(ctx context.Context) error {
 		defer stop()
 	}
 	svc := NewService(pub, keys, cfg, reg, a.log)
-	mux := http.NewServeMux()
+	mux := httpapi.NewMux()
 	svc.Routes(mux)
-	mux.Handle("/", httpapi.Fallback(mux))
+	mux.Handle("GET /openapi.json", api.Handler(api.Ingest))
 	checks := observe.Checks(nc, pool)
 	checks["stream"] = stream.NewPresence(js, "", 0).Check
 	err = lifecycle.Serve(ctx, lifecycle.Server{

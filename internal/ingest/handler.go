@@ -277,11 +277,3 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	}
 	return s.ResponseWriter.Write(b)
 }
-
-// methodNotAllowed answers other methods on a route with a problem body.
-func methodNotAllowed(allow string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Allow", allow)
-		httpapi.Error(w, http.StatusMethodNotAllowed, "use "+allow)
-	}
-}

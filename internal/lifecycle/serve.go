@@ -18,6 +18,7 @@ type Listening struct {
 	mu      sync.Mutex
 	api     net.Addr
 	admin   net.Addr
+	routes  []string
 	started chan struct{}
 }
 
@@ -33,9 +34,13 @@ func (l *Listening) Addr() net.Addr { l.mu.Lock(); defer l.mu.Unlock(); return l
 // AdminAddr is the bound admin address.
 func (l *Listening) AdminAddr() net.Addr { l.mu.Lock(); defer l.mu.Unlock(); return l.admin }
 
-func (l *Listening) set(api, admin net.Addr) {
+// Routes are the patterns the public API serves, when its handler is an
+// httpapi.Mux (nil otherwise).
+func (l *Listening) Routes() []string { l.mu.Lock(); defer l.mu.Unlock(); return l.routes }
+
+func (l *Listening) set(api, admin net.Addr, routes []string) {
 	l.mu.Lock()
-	l.api, l.admin = api, admin
+	l.api, l.admin, l.routes = api, admin, routes
 	l.mu.Unlock()
 	close(l.started)
 }
@@ -93,7 +98,11 @@ func Serve(ctx context.Context, s Server, work func(context.Context) error) erro
 	}()
 	s.Log.Info(s.Name+" started", "http_addr", l.Addr().String(), "admin_addr", adminL.Addr().String())
 	if s.Listening != nil {
-		s.Listening.set(l.Addr(), adminL.Addr())
+		var routes []string
+		if m, ok := s.Handler.(interface{ Patterns() []string }); ok {
+			routes = m.Patterns()
+		}
+		s.Listening.set(l.Addr(), adminL.Addr(), routes)
 	}
 
 	var runErr error

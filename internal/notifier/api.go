@@ -50,7 +50,7 @@ func NewAPI(store *Store, hub *Hub, auth httpapi.Authenticator, secret []byte, h
 }
 
 // Routes registers the endpoints on mux.
-func (a *API) Routes(mux *http.ServeMux) {
+func (a *API) Routes(mux httpapi.Router) {
 	scope := func(s string, h http.HandlerFunc) http.Handler { return httpapi.RequireScope(a.auth, s, h) }
 	if a.guard == nil {
 		a.guard = browser.NewGuard(a.auth, nil, nil, a.log)
@@ -58,13 +58,14 @@ func (a *API) Routes(mux *http.ServeMux) {
 	// What a browser may do with a user token for its own user.
 	own := func(h http.HandlerFunc) http.Handler { return a.guard.Allow(apikey.ScopeRead, browser.OwnInbox, h) }
 	if a.browser != nil {
-		a.browser.Routes(mux, "/v1/users/")
+		a.browser.Routes(mux, "/v1/users/{user_id}/notifications", "/v1/users/{user_id}/notifications/stream",
+			"/v1/users/{user_id}/notifications/read-all", "/v1/users/{user_id}/notifications/{id}/read")
 	}
 	if a.sentences == nil {
 		a.sentences = render.NewStore(nil)
 	}
 	render.NewAPI(a.sentences, a.auth, a.log).Routes(mux)
-	mux.Handle("GET /components/", browser.Components())
+	mux.Handle("GET /components/{file}", browser.Components())
 	mux.Handle("GET /v1/digests/preview", scope(apikey.ScopeRead, a.previewDigest))
 	mux.Handle("GET /v1/notification-rules", scope(apikey.ScopeRead, a.getRules))
 	mux.Handle("PUT /v1/notification-rules", scope(apikey.ScopeAdmin, a.putRules))

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/mail"
 	"net/url"
 	"time"
 
+	"github.com/eventline/eventline/api"
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/httpapi"
@@ -114,9 +114,9 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
+	mux := httpapi.NewMux()
 	svc.Routes(mux)
-	mux.Handle("/", httpapi.Fallback(mux))
+	mux.Handle("GET /openapi.json", api.Handler(api.Notifier))
 	checks := observe.Checks(nc, pool)
 	checks["stream"] = stream.NewPresence(js, svc.cfg.Consumer, 0).Check
 	checks["inbox_listener"] = func(context.Context) error {

@@ -16,7 +16,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
@@ -176,7 +175,7 @@ func NewService(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, pool
 }
 
 // Routes registers the notification API.
-func (s *Service) Routes(mux *http.ServeMux) { s.api.Routes(mux) }
+func (s *Service) Routes(mux httpapi.Router) { s.api.Routes(mux) }
 
 // Hub is the SSE fan-out (its Close ends every stream).
 func (s *Service) Hub() *Hub { return s.hub }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,7 @@ type Check func(ctx context.Context) error
 // Admin serves /livez, /readyz and /metrics.
 type Admin struct {
 	srv      *http.Server
+	mux      *httpapi.Mux
 	checks   map[string]Check
 	draining atomic.Bool
 }
@@ -55,8 +57,8 @@ type Admin struct {
 // a short timeout and answers 503 naming the failing ones, or while the
 // service drains.
 func NewAdmin(addr string, reg *prometheus.Registry, checks map[string]Check) *Admin {
-	a := &Admin{checks: checks}
-	mux := http.NewServeMux()
+	mux := httpapi.NewMux()
+	a := &Admin{checks: checks, mux: mux}
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
@@ -66,6 +68,9 @@ func NewAdmin(addr string, reg *prometheus.Registry, checks map[string]Check) *A
 	a.srv = &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return a
 }
+
+// Routes are the patterns the admin address serves.
+func (a *Admin) Routes() []string { return a.mux.Patterns() }
 
 // SetDraining makes /readyz answer 503 so load balancers stop sending
 // traffic during shutdown.

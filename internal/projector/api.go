@@ -46,7 +46,7 @@ func NewAPI(store *Store, auth httpapi.Authenticator, log *slog.Logger) *API {
 }
 
 // Routes registers the endpoints on mux.
-func (a *API) Routes(mux *http.ServeMux) {
+func (a *API) Routes(mux httpapi.Router) {
 	read := func(h http.HandlerFunc) http.Handler { return httpapi.RequireScope(a.auth, apikey.ScopeRead, h) }
 	if a.guard == nil {
 		a.guard = browser.NewGuard(a.auth, nil, nil, a.log)
@@ -55,7 +55,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 		a.sentences = render.NewStore(nil)
 	}
 	mux.Handle("GET /v1/timelines/{type}/{id}", a.guard.Allow(apikey.ScopeRead, browser.ListedTimeline, http.HandlerFunc(a.timeline)))
-	mux.Handle("OPTIONS /v1/timelines/", a.guard.Preflight())
+	mux.Handle("OPTIONS /v1/timelines/{type}/{id}", a.guard.Preflight())
 	mux.Handle("GET /v1/activity", read(a.activity))
 	mux.Handle("GET /v1/events/{id}", read(a.event))
 	mux.Handle("GET /v1/rejected-events", read(a.rejected))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventline/eventline/api"
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/config"
@@ -111,7 +111,7 @@ func NewService(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool,
 }
 
 // Routes registers the timeline API.
-func (s *Service) Routes(mux *http.ServeMux) { s.api.Routes(mux) }
+func (s *Service) Routes(mux httpapi.Router) { s.api.Routes(mux) }
 
 // Ready is the lag readiness check.
 func (s *Service) Ready(ctx context.Context) error { return s.lag.Ready(ctx) }
@@ -184,9 +184,9 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
+	mux := httpapi.NewMux()
 	svc.Routes(mux)
-	mux.Handle("/", httpapi.Fallback(mux))
+	mux.Handle("GET /openapi.json", api.Handler(api.Projector))
 	checks := observe.Checks(nc, pool)
 	checks["lag"] = svc.Ready
 	checks["stream"] = stream.NewPresence(js, cfg.Consumer.withDefaults().Name, 0).Check

@@ -28,7 +28,7 @@ func NewAPI(store *Store, auth httpapi.Authenticator, log *slog.Logger) *API {
 }
 
 // Routes registers the endpoints on mux.
-func (a *API) Routes(mux *http.ServeMux) {
+func (a *API) Routes(mux httpapi.Router) {
 	mux.Handle("GET /v1/sentence-templates", httpapi.RequireScope(a.auth, apikey.ScopeRead, http.HandlerFunc(a.get)))
 	mux.Handle("PUT /v1/sentence-templates", httpapi.RequireScope(a.auth, apikey.ScopeAdmin, http.HandlerFunc(a.put)))
 	mux.Handle("DELETE /v1/sentence-templates", httpapi.RequireScope(a.auth, apikey.ScopeAdmin, http.HandlerFunc(a.reset)))

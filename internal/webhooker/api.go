@@ -54,7 +54,7 @@ func NewAPI(store *Store, auth httpapi.Authenticator, urls URLValidator, js jets
 }
 
 // Routes registers the endpoints on mux.
-func (a *API) Routes(mux *http.ServeMux) {
+func (a *API) Routes(mux httpapi.Router) {
 	admin := func(h http.HandlerFunc) http.Handler { return httpapi.RequireScope(a.auth, apikey.ScopeAdmin, h) }
 	mux.Handle("POST /v1/webhooks", admin(a.create))
 	mux.Handle("GET /v1/webhooks", admin(a.list))

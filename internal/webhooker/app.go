@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/eventline/eventline/api"
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/config"
 	"github.com/eventline/eventline/internal/httpapi"
@@ -163,10 +163,10 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
+	mux := httpapi.NewMux()
 	NewAPI(svc.Store(), portal, client, js, nil, a.log).Routes(mux)
 	portal.Routes(mux)
-	mux.Handle("/", httpapi.Fallback(mux))
+	mux.Handle("GET /openapi.json", api.Handler(api.Webhooker))
 	checks := observe.Checks(nc, pool)
 	checks["stream"] = stream.NewPresence(js, svc.cfg.Consumer, 0).Check
 	return lifecycle.Serve(ctx, lifecycle.Server{

@@ -86,7 +86,7 @@ func NewPortal(keys PortalKeys, cfg PortalConfig, log *slog.Logger) (*Portal, er
 
 // Routes registers the token endpoint and the page. Only an API key with
 // the admin scope mints a token: a portal token cannot mint another.
-func (p *Portal) Routes(mux *http.ServeMux) {
+func (p *Portal) Routes(mux httpapi.Router) {
 	mux.Handle("POST /v1/portal-tokens", httpapi.RequireScope(p.keys, apikey.ScopeAdmin, http.HandlerFunc(p.mint)))
 	files, _ := fs.Sub(portalFiles, "portal")
 	page := httpapi.Page(files, "/portal", p.cfg.FrameAncestors)
