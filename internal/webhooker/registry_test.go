@@ -88,7 +88,7 @@ func randEvent(rnd *rand.Rand) events.Event {
 func TestRegistryMatchEqualsScan(t *testing.T) {
 	t.Parallel()
 	for seed := range uint64(20) {
-		rnd := rand.New(rand.NewPCG(seed, 14))
+		rnd := rand.New(rand.NewPCG(seed, 1))
 		r := NewRegistry(nil, 0, nil)
 		model := registryModel{}
 		var seq int64
