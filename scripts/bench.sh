@@ -73,7 +73,7 @@ nats_bin=${NATS_SERVER_BIN:-$(go env GOPATH)/bin/nats-server}
 	echo "load before:  $(cut -d' ' -f1-3 /proc/loadavg)"
 	if [ "$mode" = ab ]; then
 		echo "base:         $base ($(git rev-parse --short "$base"))"
-		echo "command:      $count rounds of, for ingest=base then ingest=new: go test ./internal/ingest -run '^\$' -bench '^Benchmark(RawAtomicBatch|IngestBatched100|IngestSingle64)\$' -benchtime $benchtime -count 1"
+		echo "command:      $count rounds of, for ingest=base and ingest=new (the order flips every round): go test ./internal/ingest -run '^\$' -bench '^Benchmark(RawAtomicBatch|IngestBatched100|IngestSingle64)\$' -benchtime $benchtime -count 1"
 	elif [ "$mode" = auth ] || [ "$mode" = ids ]; then
 		name=IngestAuth; [ "$mode" = ids ] && name=IngestIDTable
 		echo "command:      $count rounds of: go test ./internal/ingest -run '^\$' -bench '^Benchmark$name\$' -benchtime $benchtime -count 1"
@@ -148,9 +148,12 @@ paired() {
 }
 
 if [ "$mode" = ab ]; then
-	# Rounds outside, builds inside, so noise on the machine hits both.
-	for _ in $(seq "$count"); do
-		for b in base new; do
+	# Rounds outside, builds inside, so noise on the machine hits both; the
+	# order flips every round (base new, new base, ...) so a load that
+	# grows or fades during the run does not favour the one that goes first.
+	for r in $(seq "$count"); do
+		order="base new"; [ $((r % 2)) = 0 ] && order="new base"
+		for b in $order; do
 			bin=$out/ingest; [ $b = base ] && bin=$out/ingest-base
 			EVENTLINE_INGEST_BIN=$bin go test ./internal/ingest -run '^$' \
 				-bench '^Benchmark(RawAtomicBatch|IngestBatched100|IngestSingle64)$' \
