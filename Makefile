@@ -84,6 +84,10 @@ bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync alway
 bench-ids: tools ## batched ingest without and with the idempotency table (ingest.event_ids), alternating in one run
 	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh ids
 
+.PHONY: bench-ab
+bench-ab: tools ## ingest of BASE (default main) against this tree's, alternating in one run: single-event and batched next to the raw atomic batch
+	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh ab $(or $(BASE),main)
+
 .PHONY: bench-auth
 bench-auth: tools ## NATS authentication and permissions on vs off in one run: batched ingest, and projection of AUTH_BENCH_EVENTS (default 200000)
 	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh auth
