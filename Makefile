@@ -74,7 +74,7 @@ lint: ## gofmt, go vet and golangci-lint
 	$(GOBIN)/golangci-lint run ./...
 
 .PHONY: bench
-bench: bench-ingest bench-projector bench-webhooker bench-notifier bench-pipeline ## run every benchmark (BENCHMARKS.md says how to read them)
+bench: bench-ingest bench-projector bench-webhooker bench-registry bench-notifier bench-pipeline ## run every benchmark (BENCHMARKS.md says how to read them)
 
 .PHONY: bench-ingest
 bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync always
@@ -83,6 +83,10 @@ bench-ingest: tools ## HTTP ingest vs raw nats.go publish baselines, fsync alway
 .PHONY: bench-ids
 bench-ids: tools ## batched ingest without and with the idempotency table (ingest.event_ids), alternating in one run
 	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh ids
+
+.PHONY: bench-ab
+bench-ab: tools ## ingest of BASE (default main) against this tree's, alternating in one run: single-event and batched next to the raw atomic batch
+	BENCH_COUNT=$(BENCHCOUNT) scripts/bench.sh ab $(or $(BASE),main)
 
 .PHONY: bench-auth
 bench-auth: tools ## NATS authentication and permissions on vs off in one run: batched ingest, and projection of AUTH_BENCH_EVENTS (default 200000)
@@ -95,7 +99,13 @@ bench-projector: tools ## projection of a 1M-event stream vs raw COPY; timeline 
 
 .PHONY: bench-webhooker
 bench-webhooker: tools ## deliveries/s vs a raw HTTP client; slow-endpoint isolation; first-attempt latency
-	$(GO) test ./internal/webhooker -run '^$$' -bench . -benchtime 3x -timeout 60m
+	$(GO) test ./internal/webhooker -run '^$$' -bench '^Benchmark(Fanout|SlowEndpoint|FirstAttempt)' -benchtime 3x -timeout 60m
+
+.PHONY: bench-registry
+bench-registry: ## webhook endpoint registry at 100k endpoints (load, match, change) vs a plain map and the old scan; starts nothing
+	@mkdir -p bench-results
+	$(GO) test ./internal/webhooker -run '^$$' -bench '^BenchmarkRegistry' -benchmem -count $(BENCHCOUNT) -timeout 30m | tee bench-results/registry.txt
+	@awk -f scripts/medians.awk bench-results/registry.txt
 
 .PHONY: image
 image: ## build the container image of every binary (eventline:local, as docker-compose.yml uses)

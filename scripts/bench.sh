@@ -9,6 +9,9 @@
 #                                     # shipped identities, alternating in one run
 #   scripts/bench.sh ids              # batched ingest without and with the idempotency
 #                                     # table (ingest.event_ids), alternating in one run
+#   scripts/bench.sh ab [ref]         # the ingest of git ref (default main) against this
+#                                     # tree's, alternating in one run: single-event and
+#                                     # batched ingest next to the raw atomic batch
 #
 # Settings (environment):
 #   BENCH_COUNT=5        runs of each benchmark (medians are reported)
@@ -21,8 +24,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
-case $mode in all | clients | auth | ids) ;; *)
-	echo "usage: $0 [clients | auth | ids]" >&2
+case $mode in all | clients | auth | ids | ab) ;; *)
+	echo "usage: $0 [clients | auth | ids | ab [ref]]" >&2
 	exit 2
 	;;
 esac
@@ -37,7 +40,16 @@ out=$(cd "$out" && pwd) # go test runs in the package directory
 # One ingest binary for every run and every go test invocation, so they all
 # measure the same build.
 go build -o "$out/ingest" ./cmd/ingest
-trap 'rm -f "$out/ingest"' EXIT
+trap 'rm -f "$out/ingest" "$out/ingest-base"' EXIT
+base=${2:-main}
+if [ "$mode" = ab ]; then
+	# The base build from the same module cache, out of a plain export of
+	# the ref (no worktree is added).
+	src=$(mktemp -d)
+	git archive "$base" | tar -x -C "$src"
+	(cd "$src" && go build -o "$out/ingest-base" ./cmd/ingest)
+	rm -rf "$src"
+fi
 
 # The median of the values v[k, 1..n[k]] the awk programs below collect.
 awk_median='
@@ -59,7 +71,10 @@ nats_bin=${NATS_SERVER_BIN:-$(go env GOPATH)/bin/nats-server}
 	echo "nats-server:  $("$nats_bin" --version 2>/dev/null || echo "not found at $nats_bin"), jetstream sync_interval: always"
 	echo "overrides:    $(env | grep -E '^(INGEST_|GOGC|GOMEMLIMIT|GOMAXPROCS|EVENTLINE_BENCH_)' | tr '\n' ' ')"
 	echo "load before:  $(cut -d' ' -f1-3 /proc/loadavg)"
-	if [ "$mode" = auth ] || [ "$mode" = ids ]; then
+	if [ "$mode" = ab ]; then
+		echo "base:         $base ($(git rev-parse --short "$base"))"
+		echo "command:      $count rounds of, for ingest=base and ingest=new (the order flips every round): go test ./internal/ingest -run '^\$' -bench '^Benchmark(RawAtomicBatch|IngestBatched100|IngestSingle64)\$' -benchtime $benchtime -count 1"
+	elif [ "$mode" = auth ] || [ "$mode" = ids ]; then
 		name=IngestAuth; [ "$mode" = ids ] && name=IngestIDTable
 		echo "command:      $count rounds of: go test ./internal/ingest -run '^\$' -bench '^Benchmark$name\$' -benchtime $benchtime -count 1"
 	elif [ "$mode" = clients ]; then
@@ -132,6 +147,46 @@ paired() {
 	echo "raw output in $out"
 }
 
+if [ "$mode" = ab ]; then
+	# Rounds outside, builds inside, so noise on the machine hits both; the
+	# order flips every round (base new, new base, ...) so a load that
+	# grows or fades during the run does not favour the one that goes first.
+	for r in $(seq "$count"); do
+		order="base new"; [ $((r % 2)) = 0 ] && order="new base"
+		for b in $order; do
+			bin=$out/ingest; [ $b = base ] && bin=$out/ingest-base
+			EVENTLINE_INGEST_BIN=$bin go test ./internal/ingest -run '^$' \
+				-bench '^Benchmark(RawAtomicBatch|IngestBatched100|IngestSingle64)$' \
+				-benchtime "$benchtime" -count 1 -timeout 20m | sed "s/^Benchmark\([A-Za-z0-9]*\)/Benchmark\1\/$b/" | tee -a "$out/ab.txt"
+		done
+	done
+	echo "load after:   $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
+	echo
+	awk "$awk_median"'
+	/^Benchmark/ {
+		name = $1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$/, "", name)
+		for (i = 3; i < NF; i += 2) { k = name SUBSEP $(i+1); v[k, ++n[k]] = $i }
+	}
+	function med(b, u) { return median(b SUBSEP u) }
+	function opt(b, u, f) { return n[b SUBSEP u] ? sprintf(f, med(b, u)) : "-" }
+	END {
+		printf "medians of %d rounds (base = '"$base"', new = this tree)\n", n["IngestSingle64/new" SUBSEP "events/s"]
+		printf "%-22s %9s %7s %7s %8s %7s %7s\n", "benchmark", "events/s", "p50 ms", "p99 ms", "ev/batch", "ingest", "nats"
+		split("RawAtomicBatch/base RawAtomicBatch/new IngestBatched100/base IngestBatched100/new IngestSingle64/base IngestSingle64/new", names, " ")
+		for (i = 1; i <= 6; i++) {
+			b = names[i]
+			printf "%-22s %9.0f %7s %7s %8s %7s %7.2f\n", b, med(b, "events/s"), opt(b, "p50-ms", "%.2f"), opt(b, "p99-ms", "%.2f"),
+				opt(b, "events/batch", "%.1f"), opt(b, "ingest-cores", "%.2f"), med(b, "nats-cores")
+		}
+		printf "\nnew / base, single-event:   %.3f events/s\n", med("IngestSingle64/new", "events/s") / med("IngestSingle64/base", "events/s")
+		printf "new / base, batched:        %.3f events/s\n", med("IngestBatched100/new", "events/s") / med("IngestBatched100/base", "events/s")
+		printf "batched / raw atomic batch: base %.2f, new %.2f\n", med("IngestBatched100/base", "events/s") / med("RawAtomicBatch/base", "events/s"),
+			med("IngestBatched100/new", "events/s") / med("RawAtomicBatch/new", "events/s")
+	}' "$out/ab.txt" | tee "$out/ab-summary.txt"
+	echo
+	echo "raw output in $out"
+	exit 0
+fi
 if [ "$mode" = auth ]; then
 	paired IngestAuth auth=off auth=on "the cost should be under 5%"
 	exit 0

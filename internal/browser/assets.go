@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"path"
 	"strings"
+
+	"github.com/eventline/eventline/internal/httpapi"
 )
 
 // The components are plain JavaScript custom elements, embedded in the
@@ -35,7 +37,7 @@ func Components() http.Handler {
 		name := strings.TrimPrefix(path.Clean(r.URL.Path), "/")
 		etag, ok := etags[name]
 		if !ok {
-			http.NotFound(w, r)
+			httpapi.Error(w, http.StatusNotFound, "no such component file: "+r.URL.Path)
 			return
 		}
 		h := w.Header()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -71,35 +72,76 @@ Commands that use NATS take --nats-url and the credentials and TLS settings of t
 NATS_TLS_CERT/NATS_TLS_KEY); they connect as the NATS admin identity.
 `
 
+// command is one top-level command. A group (subs non-empty) is run with
+// its subcommand as args[0]; Run checks that subcommand and answers the
+// group's --help itself, so this table is the one list of what the CLI
+// offers.
+type command struct {
+	name string
+	subs []string
+	run  func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = []command{
+	{name: "dev", run: func(ctx context.Context, args []string, stdout, _ io.Writer) error { return devCmd(ctx, args, stdout) }},
+	{name: "bench", run: func(ctx context.Context, args []string, stdout, _ io.Writer) error {
+		return benchCmd(ctx, args, stdout)
+	}},
+	{name: "migrate", run: migrate},
+	{name: "nats", subs: []string{"config", "callout-keys"}, run: func(_ context.Context, args []string, stdout, _ io.Writer) error { return natsCmd(args, stdout) }},
+	{name: "keys", subs: []string{"create", "list", "revoke"}, run: func(ctx context.Context, args []string, stdout, _ io.Writer) error { return keys(ctx, args, stdout) }},
+	{name: "dlq", subs: []string{"list", "replay"}, run: func(ctx context.Context, args []string, stdout, _ io.Writer) error { return dlq(ctx, args, stdout) }},
+	{name: "rejected", subs: []string{"list", "replay"}, run: func(ctx context.Context, args []string, stdout, _ io.Writer) error {
+		return rejected(ctx, args, stdout)
+	}},
+	{name: "console", run: func(ctx context.Context, args []string, stdout, _ io.Writer) error {
+		return consoleCmd(ctx, args, stdout)
+	}},
+	{name: "rebuild", subs: []string{"timelines"}, run: func(ctx context.Context, args []string, stdout, _ io.Writer) error { return rebuild(ctx, args, stdout) }},
+}
+
+// Commands lists every command path the CLI accepts: each top-level
+// command, and each group's subcommands after it.
+func Commands() [][]string {
+	var paths [][]string
+	for _, c := range commands {
+		paths = append(paths, []string{c.name})
+		for _, s := range c.subs {
+			paths = append(paths, []string{c.name, s})
+		}
+	}
+	return paths
+}
+
+func isHelp(arg string) bool {
+	return arg == "help" || arg == "-h" || arg == "-help" || arg == "--help"
+}
+
 // Run executes one command and returns the process exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 || isHelp(args[0]) {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	var err error
-	switch args[0] {
-	case "migrate":
-		err = migrate(ctx, args[1:], stdout, stderr)
-	case "nats":
-		err = natsCmd(args[1:], stdout)
-	case "dev":
-		err = devCmd(ctx, args[1:], stdout)
-	case "bench":
-		err = benchCmd(ctx, args[1:], stdout)
-	case "keys":
-		err = keys(ctx, args[1:], stdout)
-	case "dlq":
-		err = dlq(ctx, args[1:], stdout)
-	case "rejected":
-		err = rejected(ctx, args[1:], stdout)
-	case "rebuild":
-		err = rebuild(ctx, args[1:], stdout)
-	case "console":
-		err = consoleCmd(ctx, args[1:], stdout)
-	default:
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == args[0] })
+	if i < 0 {
 		fmt.Fprintf(stderr, "eventline: unknown command %q\n\n%s", args[0], usage)
 		return 2
+	}
+	cmd, rest := commands[i], args[1:]
+	var err error
+	switch {
+	case len(cmd.subs) == 0:
+		err = cmd.run(ctx, rest, stdout, stderr)
+	case len(rest) > 0 && isHelp(rest[0]):
+		fmt.Fprint(stdout, groupUsage(cmd))
+		return 0
+	case len(rest) == 0:
+		err = usageError{fmt.Sprintf("%s: say %s", cmd.name, orList(cmd.subs))}
+	case !slices.Contains(cmd.subs, rest[0]):
+		err = usageError{fmt.Sprintf("%s: unknown subcommand %q; say %s", cmd.name, rest[0], orList(cmd.subs))}
+	default:
+		err = cmd.run(ctx, rest, stdout, stderr)
 	}
 	var uerr usageError
 	var help helpRequested
@@ -118,6 +160,40 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "eventline: %v\n", err)
 		return 1
 	}
+}
+
+// orList spells words as "a, b or c".
+func orList(words []string) string {
+	if len(words) == 1 {
+		return words[0]
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// groupUsage is the part of usage about a group's subcommands.
+func groupUsage(c command) string {
+	return "Usage:\n" + usageEntries("eventline "+c.name) +
+		fmt.Sprintf("\nSubcommands: %s. `eventline %s <subcommand> --help` lists a subcommand's flags.\n", strings.Join(c.subs, ", "), c.name)
+}
+
+// usageEntries returns the entries of usage for the commands starting
+// with prefix: an entry is a line "  eventline ..." and the more indented
+// lines under it.
+func usageEntries(prefix string) string {
+	var b strings.Builder
+	in := false
+	for line := range strings.SplitSeq(usage, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  eventline "):
+			in = strings.HasPrefix(line+" ", "  "+prefix+" ")
+		case !strings.HasPrefix(line, "   "):
+			in = false
+		}
+		if in {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
 }
 
 type usageError struct{ msg string }
@@ -139,7 +215,16 @@ func (h helpRequested) Unwrap() error { return flag.ErrHelp }
 
 func (h helpRequested) print(w io.Writer) {
 	fs := h.set.FlagSet()
-	fmt.Fprintf(w, "Usage: %s [flags]\n\nFlags (each also read from the environment variable named):\n", fs.Name())
+	fmt.Fprintf(w, "Usage: %s [flags]\n", fs.Name())
+	if entry := usageEntries(fs.Name()); entry != "" {
+		fmt.Fprintf(w, "\n%s", entry)
+	}
+	hasFlags := false
+	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if !hasFlags {
+		return
+	}
+	fmt.Fprint(w, "\nFlags (each also read from the environment variable named):\n")
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 }

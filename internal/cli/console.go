@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/console"
+	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/stream"
@@ -67,6 +68,7 @@ func consoleCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	mux := http.NewServeMux()
 	c.Routes(mux)
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.Handle("/", httpapi.Fallback(mux))
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", listen)
 	if err != nil {

@@ -72,6 +72,8 @@ func TestConsoleCommand(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "EVENTS", o.Stream.Name)
 	require.Len(t, o.Consumers, 3)
+	testenv.RequireProblem(t, http.MethodGet, "http://"+addr+"/no-such-thing", http.StatusNotFound, "")
+	testenv.RequireProblem(t, http.MethodPost, "http://"+addr+"/livez", http.StatusMethodNotAllowed, "GET")
 
 	stop()
 	select {

@@ -359,7 +359,7 @@ func readyz(w http.ResponseWriter, r *http.Request, svcs []*service) {
 		}
 	}
 	if len(bad) > 0 {
-		http.Error(w, "not ready: "+strings.Join(bad, "; "), http.StatusServiceUnavailable)
+		httpapi.Error(w, http.StatusServiceUnavailable, "not ready: "+strings.Join(bad, "; "))
 		return
 	}
 	_, _ = io.WriteString(w, "ok\n")

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/eventline/eventline/internal/httpapi"
 )
 
 // sink is a local webhook receiver for dev: POST records a delivery, GET
@@ -44,7 +46,7 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil || !json.Valid(body) {
-		http.Error(w, "want a JSON body", http.StatusBadRequest)
+		httpapi.Error(w, http.StatusBadRequest, "send the webhook body as JSON")
 		return
 	}
 	rec := received{WebhookID: r.Header.Get("webhook-id"), At: time.Now().UTC(), Signature: r.Header.Get("webhook-signature"), Body: body}

@@ -52,6 +52,9 @@ type Config struct {
 	// OTEL_* configures an exporter (observe.StartTracing). Nil: no spans,
 	// and an incoming traceparent is passed on to the events unchanged.
 	TracerProvider trace.TracerProvider
+	// Now is the clock of recorded_at and of the rate limits; nil:
+	// time.Now. Tests set it to check limits without waiting for them.
+	Now func() time.Time
 }
 
 // Register binds the settings to flags and environment variables.
@@ -91,7 +94,11 @@ func NewService(pub Appender, keys httpapi.Authenticator, cfg Config, reg promet
 		pub = ids.wrap(pub)
 	}
 	c := NewCommitter(pub, bc)
-	h := &handler{committer: c, limiter: newLimiter(cfg.RateLimit), metrics: m, log: log, now: time.Now}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	h := &handler{committer: c, limiter: newLimiter(cfg.RateLimit), metrics: m, log: log, now: now}
 	if cfg.TracerProvider != nil {
 		h.tracer = observe.Tracer(cfg.TracerProvider, "ingest")
 	}

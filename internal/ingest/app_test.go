@@ -115,6 +115,10 @@ func TestAppAdminEndpoints(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
 
+	testenv.RequireProblem(t, http.MethodDelete, r.url+"/v1/events", http.StatusMethodNotAllowed, "POST")
+	testenv.RequireProblem(t, http.MethodGet, r.adm+"/no-such-thing", http.StatusNotFound, "")
+	testenv.RequireProblem(t, http.MethodPost, r.adm+"/livez", http.StatusMethodNotAllowed, "GET")
+
 	code, body = get(t, r.adm+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	for _, want := range []string{

@@ -176,6 +176,68 @@ func BenchmarkRawAtomicBatch(b *testing.B) {
 	b.ReportMetric(float64(b.N*events.MaxBatch)/elapsed.Seconds(), "events/s")
 }
 
+// BenchmarkRawSmallBatch is what one small append costs the server, one
+// at a time: an atomic batch of n messages (atomic=n) against the same n
+// messages as ordinary publishes, pipelined (plain=n). The atomic batch
+// pays a fixed cost whatever its size: the server stages it in a file
+// store of its own, created, fsynced and removed per batch. One op is one
+// batch of n; "us/batch" is the mean time from the first publish to the
+// last ack.
+func BenchmarkRawSmallBatch(b *testing.B) {
+	nb := startBenchNATS(b)
+	c := benchCorpus(b)
+	ids := newIDSource()
+	js, err := jetstream.New(nb.nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msgs := func(n int) []*nats.Msg {
+		first := ids.reserve(n)
+		ms := make([]*nats.Msg, n)
+		for i := range ms {
+			ms[i] = c.message(first+uint64(i), ids)
+		}
+		return ms
+	}
+	plain := func(ms []*nats.Msg) error {
+		acks := make([]jetstream.PubAckFuture, len(ms))
+		for i, m := range ms {
+			f, err := js.PublishMsgAsync(m, jetstream.WithExpectStream(events.StreamName))
+			if err != nil {
+				return err
+			}
+			acks[i] = f
+		}
+		for _, f := range acks {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return err
+			case <-time.After(30 * time.Second):
+				return errors.New("no ack in 30 s")
+			}
+		}
+		return nil
+	}
+	for _, n := range []int{1, 2, 5} {
+		for _, mode := range []string{"atomic", "plain"} {
+			b.Run(fmt.Sprintf("%s=%d", mode, n), func(b *testing.B) {
+				send := plain
+				if mode == "atomic" {
+					send = func(ms []*nats.Msg) error { return publishAtomic(nb.nc, ms) }
+				}
+				for b.Loop() {
+					if err := send(msgs(n)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/batch")
+			})
+		}
+	}
+	nb.requireStored(b, ids.issued())
+}
+
 // BenchmarkIngestBatched100 measures the ingest binary under concurrent
 // clients posting {"events": [...]} bodies of 100 events. One op is one
 // request.

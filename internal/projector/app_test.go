@@ -76,7 +76,14 @@ func TestAppProjectsServesAndStops(t *testing.T) {
 		return resp.StatusCode == http.StatusOK && strings.Count(string(body), `"type":"card.moved"`) == 10
 	}, 20*time.Second, 20*time.Millisecond)
 
+	// What the router has no route for is a problem, as every other error.
+	testenv.RequireProblem(t, http.MethodGet, api+"/v1/no-such-thing", http.StatusNotFound, "")
+	testenv.RequireProblem(t, http.MethodPost, api+"/v1/timelines/board/b1", http.StatusMethodNotAllowed, "GET")
+	testenv.RequireProblem(t, http.MethodDelete, api+"/v1/activity", http.StatusMethodNotAllowed, "GET")
+
 	admin := "http://" + app.AdminAddr().String()
+	testenv.RequireProblem(t, http.MethodGet, admin+"/no-such-thing", http.StatusNotFound, "")
+	testenv.RequireProblem(t, http.MethodPost, admin+"/readyz", http.StatusMethodNotAllowed, "GET")
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(admin + "/readyz")
 		if err != nil {

@@ -89,6 +89,13 @@ func TestAppDeliversEndToEnd(t *testing.T) {
 		return json.NewDecoder(resp.Body).Decode(&out) == nil && len(out.Deliveries) > 0 && len(out.Deliveries[0].Attempts) == 1
 	}, 10*time.Second, 20*time.Millisecond)
 
+	// What the routers have no route for is a problem, as every other error.
+	testenv.RequireProblem(t, http.MethodGet, api+"/v1/no-such-thing", http.StatusNotFound, "")
+	testenv.RequireProblem(t, http.MethodPut, api+"/v1/webhooks/"+ep["id"].(string), http.StatusMethodNotAllowed, "GET, PATCH, DELETE")
+	testenv.RequireProblem(t, http.MethodDelete, api+"/portal", http.StatusMethodNotAllowed, "GET")
+	testenv.RequireProblem(t, http.MethodGet, "http://"+app.AdminAddr().String()+"/no-such-thing", http.StatusNotFound, "")
+	testenv.RequireProblem(t, http.MethodPost, "http://"+app.AdminAddr().String()+"/metrics", http.StatusMethodNotAllowed, "GET")
+
 	resp, err = http.Get("http://" + app.AdminAddr().String() + "/metrics")
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)

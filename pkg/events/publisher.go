@@ -105,6 +105,16 @@ func (p *Publisher) Append(ctx context.Context, e Event) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	return p.publishOne(ctx, e, msg)
+}
+
+// publishOne appends one event with an ordinary JetStream publish, expecting
+// the stream: the server makes it durable before the PubAck as the stream's
+// sync_interval says (always, docs/architecture.md §2), and de-duplicates its
+// Nats-Msg-Id like any other. An atomic batch would add nothing for one
+// message but its fixed cost: the server stages every batch in a store of
+// its own, created and fsynced for it, before the commit.
+func (p *Publisher) publishOne(ctx context.Context, e Event, msg *nats.Msg) (Result, error) {
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(p.stream))
 	if err != nil {
 		return Result{}, unavailable("append event", err)
@@ -187,7 +197,8 @@ func (p *Publisher) AppendBatch(ctx context.Context, es []Event) ([]Result, erro
 }
 
 // AppendNormalized appends events that Normalize has already accepted, in
-// order, as atomic batches of at most MaxBatch events. When the server
+// order, as atomic batches of at most MaxBatch events; a single event is an
+// ordinary publish (as Append), which is as durable and cheaper. When the server
 // rejects a batch because it holds an id that is already stored (or the
 // same id twice), that batch's events are appended one by one instead, so
 // the re-sent ids come back Duplicate with their original Seq and the other
@@ -217,7 +228,13 @@ func (p *Publisher) appendChunk(ctx context.Context, es []Event) ([]Result, erro
 		msgs[i] = m
 	}
 	if len(msgs) == 1 {
-		return p.appendOneByOne(ctx, es, msgs)
+		// A lone event (most often a group commit of one single-event
+		// request) needs no batch to be atomic.
+		r, err := p.publishOne(ctx, es[0], msgs[0])
+		if err != nil {
+			return nil, err
+		}
+		return []Result{r}, nil
 	}
 	const attempts = 3
 	for attempt := 1; ; attempt++ {

@@ -215,3 +215,81 @@ func TestAppendWhileServerDown(t *testing.T) {
 	_, err := b.pub.AppendBatch(ctx, []events.Event{card("acme", "", 1), card("acme", "", 2)})
 	require.True(t, errors.Is(err, events.ErrUnavailable), "got %v", err)
 }
+
+// withoutAtomicPublish is a publisher on an EVENTS stream that refuses
+// atomic batches: what it appends went through an ordinary publish.
+func withoutAtomicPublish(t *testing.T) (*nats.Conn, jetstream.Stream, *events.Publisher) {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	nc := n.Connect(t)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	str, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"events.>"}, AllowDirect: true})
+	require.NoError(t, err)
+	pub, err := events.NewPublisher(nc, events.WithTimeout(2*time.Second))
+	require.NoError(t, err)
+	return nc, str, pub
+}
+
+// TestLoneEventIsAPlainPublish: a batch of one event (a group commit of one
+// single-event request) is an ordinary publish with the same message id and
+// headers, and a re-send of its id is a duplicate of it.
+func TestLoneEventIsAPlainPublish(t *testing.T) {
+	t.Parallel()
+	_, str, pub := withoutAtomicPublish(t)
+	ctx := context.Background()
+	first, err := pub.AppendBatch(ctx, []events.Event{card("acme", "e1", 1)})
+	require.NoError(t, err, "one event needs no atomic batch")
+	require.Equal(t, []events.Result{{ID: "e1", Seq: 1}}, first)
+
+	again, err := pub.AppendBatch(ctx, []events.Event{card("acme", "e1", 1)})
+	require.NoError(t, err)
+	require.Equal(t, []events.Result{{ID: "e1", Seq: 1, Duplicate: true}}, again)
+	one, err := pub.Append(ctx, card("acme", "e1", 1))
+	require.NoError(t, err)
+	require.Equal(t, events.Result{ID: "e1", Seq: 1, Duplicate: true}, one, "Append and AppendBatch de-duplicate alike")
+
+	info, err := str.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), info.State.Msgs)
+	m, err := str.GetMsg(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, "events.acme.card.closed", m.Subject)
+	require.Equal(t, "acme:e1", m.Header.Get(events.HeaderMsgID))
+	require.Equal(t, "application/json", m.Header.Get("Content-Type"))
+	for _, h := range []string{"Nats-Batch-Id", "Nats-Batch-Sequence", "Nats-Batch-Commit"} {
+		require.Empty(t, m.Header.Get(h), h)
+	}
+
+	_, err = pub.AppendBatch(ctx, []events.Event{card("acme", "e2", 2), card("acme", "e3", 3)})
+	require.ErrorIs(t, err, events.ErrUnavailable, "two events are still an atomic batch")
+}
+
+// TestLoneEventForeignDuplicateIsNotTrusted: another tenant's message
+// holding acme's message id does not make acme's lone event a duplicate;
+// the event is appended, and a re-send finds it.
+func TestLoneEventForeignDuplicateIsNotTrusted(t *testing.T) {
+	t.Parallel()
+	nc, str, pub := withoutAtomicPublish(t)
+	ctx := context.Background()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	forged := nats.NewMsg("events.globex.card.closed")
+	forged.Header.Set(events.HeaderMsgID, "acme:stolen-1")
+	forged.Data = []byte(`{"id":"stolen-1","action":"closed","eventable":{"type":"card","id":"x"},"creator":{"type":"user","id":"mallory"}}`)
+	foreign, err := js.PublishMsg(ctx, forged)
+	require.NoError(t, err)
+
+	res, err := pub.AppendBatch(ctx, []events.Event{card("acme", "stolen-1", 1)})
+	require.NoError(t, err)
+	require.False(t, res[0].Duplicate, "globex's message is not acme's event")
+	require.NotEqual(t, foreign.Sequence, res[0].Seq)
+	again, err := pub.AppendBatch(ctx, []events.Event{card("acme", "stolen-1", 1)})
+	require.NoError(t, err)
+	require.True(t, again[0].Duplicate, "a re-send finds acme's own append")
+	require.Equal(t, res[0].Seq, again[0].Seq)
+
+	m, err := str.GetMsg(ctx, res[0].Seq)
+	require.NoError(t, err)
+	require.Equal(t, "events.acme.card.closed", m.Subject)
+}
