@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/eventline/eventline/internal/httpapi"
 )
 
 // NewLogger returns a JSON logger writing to w at level ("debug", "info",
@@ -67,7 +66,6 @@ func NewAdmin(addr string, reg *prometheus.Registry, checks map[string]Check) *A
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("/", httpapi.Fallback(mux))
 	a.srv = &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return a
 }
