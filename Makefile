@@ -34,6 +34,10 @@ test-browser: ## browser tests in real Chromium (e2e/; needs Debian's chromium a
 	$(GO) build -o bin/eventline ./cmd/eventline
 	cd e2e && npm ci --no-audit --no-fund && EVENTLINE_BIN=$(abspath bin/eventline) node --test --test-concurrency=1
 
+.PHONY: lint-openapi
+lint-openapi: ## lint api/openapi.yaml with Redocly CLI (npm, from e2e's lockfile)
+	cd e2e && npm ci --no-audit --no-fund && npx --no-install redocly lint --config ../redocly.yaml ../api/openapi.yaml
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s; the FuzzAcceptedIsStorable ones need Postgres, as make test)
 	scripts/fuzz.sh ./pkg/events FuzzDecode $(FUZZTIME)

@@ -23,6 +23,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/ingest"
 	"github.com/eventline/eventline/internal/natsauth"
+	"github.com/eventline/eventline/internal/openapitest"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -69,7 +70,7 @@ func setupWith(t *testing.T, sc stream.Config, configure func(*ingest.Config, *p
 	t.Cleanup(func() { svc.Close(); <-svc.Done() })
 	mux := http.NewServeMux()
 	svc.Routes(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(openapitest.Check(t, mux))
 	t.Cleanup(srv.Close)
 	return bundle{
 		nats: n, str: str, url: srv.URL,

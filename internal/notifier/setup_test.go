@@ -24,6 +24,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/natsauth"
+	"github.com/eventline/eventline/internal/openapitest"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -170,7 +171,7 @@ func setup(t *testing.T, o options) *bundle {
 	b.svc = b.startService(t, o.cfg, o.prepare)
 	mux := http.NewServeMux()
 	b.svc.Routes(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(openapitest.Check(t, mux))
 	t.Cleanup(srv.Close)
 	b.api = srv.URL
 	b.svc.cfg.Digest.PublicURL = srv.URL

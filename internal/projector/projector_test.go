@@ -22,6 +22,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/browser"
 	"github.com/eventline/eventline/internal/natsauth"
+	"github.com/eventline/eventline/internal/openapitest"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -77,7 +78,7 @@ func setup(t *testing.T, cc ConsumerConfig) *bundle {
 	require.NoError(t, err)
 	api.guard = guard
 	api.Routes(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(openapitest.Check(t, mux))
 	t.Cleanup(srv.Close)
 	b.api = srv.URL
 	return b

@@ -20,6 +20,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/natsauth"
+	"github.com/eventline/eventline/internal/openapitest"
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
@@ -103,7 +104,7 @@ func setup(t *testing.T, o options) *bundle {
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	NewAPI(svc.Store(), keys, client, wjs, clk.Now, log).Routes(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(openapitest.Check(t, mux))
 	t.Cleanup(srv.Close)
 	return &bundle{nats: n, pool: pool, js: js, pub: pub, svc: svc, clock: clk, api: srv.URL, key: key, secrets: cfg.Secrets}
 }
