@@ -61,9 +61,10 @@ func Check(t testing.TB, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		sent := r.Clone(r.Context()) // as the client sent it: handlers may rewrite r
 		rec := &recorder{ResponseWriter: w, header: w.Header()}
 		h.ServeHTTP(rec, r)
-		if problem := Exchange(v, r, body, rec.status(), w.Header(), rec.body.Bytes()); problem != "" {
+		if problem := Exchange(v, sent, body, rec.status(), w.Header(), rec.body.Bytes()); problem != "" {
 			t.Errorf("%s %s answered %d, which api/openapi.yaml does not describe: %s", r.Method, r.URL.RequestURI(), rec.status(), problem)
 		}
 	})
