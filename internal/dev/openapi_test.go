@@ -43,7 +43,12 @@ func TestEveryRouteIsDescribed(t *testing.T) {
 		done <- dev.Run(ctx, dev.Options{Dir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", DatabaseURL: testenv.Database(t),
 			Stdout: io.Discard, Log: slog.New(slog.DiscardHandler), Ready: func(i dev.Info) { ready <- i }})
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Logf("eventline dev stopped: %v", err)
+		}
+	})
 	var info dev.Info
 	select {
 	case info = <-ready:

@@ -153,7 +153,7 @@ func (r *recorder) status() int {
 }
 
 // Flush lets event streams through.
-func (r *recorder) Flush() { http.NewResponseController(r.ResponseWriter).Flush() } //nolint:errcheck // as http.Flusher, which has no error
+func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
 
 // Unwrap gives http.ResponseController the writer underneath.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
