@@ -15,6 +15,7 @@ type Metrics struct {
 	firstAttempt prometheus.Histogram
 	due          prometheus.Counter
 	consumer     *consumerlag.Metrics
+	reg          prometheus.Registerer
 }
 
 // NewMetrics registers the webhooker metrics on reg.
@@ -34,6 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "eventline_webhook_retries_scheduled_total", Help: "Deliveries taken from Postgres for a retry or after an expired claim.",
 		}),
 		consumer: consumerlag.NewMetrics(reg),
+		reg:      reg,
 	}
 	reg.MustRegister(m.attempts, m.fanout, m.firstAttempt, m.due)
 	return m
@@ -60,5 +62,15 @@ func (m *Metrics) firstAttemptDelay(d time.Duration) {
 func (m *Metrics) scheduled(n int) {
 	if m != nil {
 		m.due.Add(float64(n))
+	}
+}
+
+// watchRegistry exports the size of this replica's endpoint registry
+// (once per Metrics: a second registry is ignored).
+func (m *Metrics) watchRegistry(r *Registry) {
+	if m != nil {
+		_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "eventline_webhook_endpoints", Help: "Endpoints in this replica's registry, enabled or not.",
+		}, func() float64 { return float64(r.Len()) }))
 	}
 }

@@ -161,6 +161,7 @@ func (s *Service) Run(ctx context.Context) error {
 	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRegistry()
 	go s.registry.Run(regCtx)
+	s.metrics.watchRegistry(s.registry)
 	select {
 	case <-s.registry.Loaded():
 	case <-ctx.Done():

@@ -254,14 +254,26 @@ func (s *Store) modifyIf(ctx context.Context, q querier, tenant, id, set, cond s
 	return e, err
 }
 
-// changedSince returns every endpoint (deleted ones too) changed after seq,
-// across tenants (the registry of every replica).
-func (s *Store) changedSince(ctx context.Context, seq int64) ([]Endpoint, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook.endpoints WHERE change_seq > $1 ORDER BY change_seq`, seq)
-	if err != nil {
-		return nil, fmt.Errorf("load endpoints: %w", err)
+// changedSince returns every endpoint (deleted ones too) changed by a
+// transaction not older than since, in change order, and what to pass as
+// since next time: the oldest transaction still running before the read.
+// Rows committed out of change_seq order are therefore never skipped
+// (docs/architecture.md §14); a row may come back in the next read, and the
+// registry ignores a copy it already has.
+func (s *Store) changedSince(ctx context.Context, since int64) ([]Endpoint, int64, error) {
+	var next int64
+	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&next); err != nil {
+		return nil, since, fmt.Errorf("load endpoints: %w", err)
 	}
-	return pgx.CollectRows(rows, s.scanEndpoint)
+	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook.endpoints WHERE change_xid >= $1::bigint::text::xid8 ORDER BY change_seq`, since)
+	if err != nil {
+		return nil, since, fmt.Errorf("load endpoints: %w", err)
+	}
+	changed, err := pgx.CollectRows(rows, s.scanEndpoint)
+	if err != nil {
+		return nil, since, err
+	}
+	return changed, next, nil
 }
 
 // SealSecrets seals the secrets of every endpoint that holds them in
