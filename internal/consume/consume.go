@@ -147,23 +147,32 @@ type Config struct {
 	// its last delivery; when it succeeds the message is acked.
 	DeadLetter func(ctx context.Context, msg *message.Message, cause error) error
 	Log        *slog.Logger
+	// MaxHold bounds how long a handler's message is kept alive with
+	// in-progress acks, every third of the durable's AckWait, while the
+	// handler holds it (progress.go). Default MaxHold.
+	MaxHold time.Duration
 }
 
 // NewRouter builds the router and its subscriber on nc (a connection of
 // its own: closing the subscriber drains it).
 func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, error) {
 	wlog := quietLogger{LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(c.Log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}), log: c.Log}
+	p := &progress{maxHold: MaxHold}
+	if c.MaxHold > 0 {
+		p.maxHold = c.MaxHold
+	}
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
-		Conn:           nc,
-		Logger:         wlog,
-		AckWaitTimeout: 30 * time.Second,
-		AckAsync:       true,
-		Unmarshaler:    Unmarshaler{},
-		ResourceInitializer: wmjs.ExistingConsumer(func(string, string) jetstream.ConsumerConfig {
-			return jetstream.ConsumerConfig{Name: c.Consumer}
-		}, ""),
-		NakDelay:       Backoff{},
-		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(32)},
+		Conn:   nc,
+		Logger: wlog,
+		// How long the subscriber waits for a handler's ack or nack before
+		// it drops it: the handler's message is kept alive by in-progress
+		// acks until then (progress.go), whatever the durable's AckWait.
+		AckWaitTimeout:      p.maxHold,
+		AckAsync:            true,
+		Unmarshaler:         p.unmarshaler(),
+		ResourceInitializer: p.consumer(c.Consumer),
+		NakDelay:            Backoff{},
+		ConsumeOptions:      []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(32)},
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("watermill subscriber: %w", err)
@@ -173,6 +182,7 @@ func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, erro
 		return nil, nil, fmt.Errorf("watermill router: %w", err)
 	}
 	router.AddMiddleware(
+		p.middleware, // outermost: covers retries and dead-lettering
 		middleware.Recoverer,
 		middleware.CorrelationID,
 		deadLetterFailed(c.MaxDeliver, c.DeadLetter),
@@ -237,23 +247,27 @@ func (Backoff) WaitTime(delivered uint64) time.Duration {
 // to two requests outstanding, across every replica of the service: the
 // server's default of 512 is reached by one webhooker replica of 256
 // handlers, and past it requests are refused and some messages sat
-// unhandled until their AckWait (30 s). 16,384 covers 8,192 handlers,
+// unhandled until their AckWait. 16,384 covers 8,192 handlers,
 // e.g. the 16 webhooker replicas of 256 the KEDA config allows, twice
 // over (deploy tests check it).
 const MaxWaiting = 16384
 
 // Ensure creates or updates a Watermill-consumed durable on EVENTS:
-// explicit acks, 30 s ack wait, maxDeliver deliveries, 10,000 in flight,
+// explicit acks, ackWait (DefaultAckWait when zero; an existing durable's
+// is updated when it differs), maxDeliver deliveries, 10,000 in flight,
 // MaxWaiting waiting pull requests. The server cannot change MaxWaiting
 // on an existing durable, so one created before keeps its own (see the
 // returned consumer's CachedInfo; the README says how to raise it).
-func Ensure(ctx context.Context, js jetstream.JetStream, name, description string, maxDeliver int) (jetstream.Consumer, error) {
+func Ensure(ctx context.Context, js jetstream.JetStream, name, description string, maxDeliver int, ackWait time.Duration) (jetstream.Consumer, error) {
+	if ackWait <= 0 {
+		ackWait = DefaultAckWait
+	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   description,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       ackWait,
 		MaxDeliver:    maxDeliver,
 		MaxAckPending: 10_000,
 		MaxWaiting:    MaxWaiting,

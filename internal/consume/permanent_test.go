@@ -34,7 +34,7 @@ func TestPermanentFailureDeadLetteredAtOnce(t *testing.T) {
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	_, err = consume.Ensure(ctx, js, "permanent", "test", 5)
+	_, err = consume.Ensure(ctx, js, "permanent", "test", 5, 0)
 	require.NoError(t, err)
 
 	type letter struct {

@@ -53,7 +53,7 @@ func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
 	}
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	_, err = consume.Ensure(ctx, js, "router-stop", "test", 10)
+	_, err = consume.Ensure(ctx, js, "router-stop", "test", 10, 0)
 	require.NoError(t, err)
 
 	var handled atomic.Int64
@@ -114,7 +114,7 @@ func TestEnsureMaxWaiting(t *testing.T) {
 	require.NoError(t, err)
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := consume.Ensure(ctx, js, "fresh", "a new durable", 5)
+	c, err := consume.Ensure(ctx, js, "fresh", "a new durable", 5, 0)
 	require.NoError(t, err)
 	require.Equal(t, consume.MaxWaiting, c.CachedInfo().Config.MaxWaiting)
 	require.Equal(t, 256, consume.Handlers(ctx, log, c, 256))
@@ -122,7 +122,7 @@ func TestEnsureMaxWaiting(t *testing.T) {
 	_, err = js.CreateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "older", AckPolicy: jetstream.AckExplicitPolicy,
 		FilterSubject: events.SubjectPrefix + ".>"})
 	require.NoError(t, err)
-	c, err = consume.Ensure(ctx, js, "older", "updated", 7)
+	c, err = consume.Ensure(ctx, js, "older", "updated", 7, 0)
 	require.NoError(t, err)
 	info := c.CachedInfo().Config
 	require.Equal(t, 512, info.MaxWaiting, "the server's default, kept")

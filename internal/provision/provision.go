@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/config"
+	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/notifier"
 	"github.com/eventline/eventline/internal/projector"
 	"github.com/eventline/eventline/internal/stream"
@@ -34,6 +35,13 @@ type Config struct {
 	// them. Default notifier.DefaultPinnedTTL.
 	NotifierPinnedTTL   time.Duration
 	WebhookerMaxDeliver int // default 100
+	// WebhookerAckWait is how long a message the webhooker's fan-out
+	// received without acking waits before JetStream redelivers it: a
+	// SIGKILLed replica's messages come back after it, while live handlers
+	// keep theirs with in-progress acks (docs/operations.md). Default
+	// consume.DefaultAckWait (10 s); provisioning updates an existing
+	// durable's.
+	WebhookerAckWait time.Duration
 }
 
 // Register binds the settings to flags and environment variables: the
@@ -47,6 +55,7 @@ func (c *Config) Register(s *config.Set) {
 	s.Int(&c.NotifierMaxDeliver, "notifier-max-deliver", "NOTIFIER_MAX_DELIVER", 50, "deliveries of one message to the notifier by JetStream (one it gives up on is read from the stream)")
 	s.Duration(&c.NotifierPinnedTTL, "notifier-pinned-ttl", "NOTIFIER_PINNED_TTL", notifier.DefaultPinnedTTL, "how long the notifier's durable waits for a replica that stopped asking for messages before a standby takes over")
 	s.Int(&c.WebhookerMaxDeliver, "webhooker-max-deliver", "WEBHOOK_MAX_DELIVER", 100, "deliveries of one event to the webhooker's fan-out (1s..1m apart) before it is dead-lettered")
+	s.Duration(&c.WebhookerAckWait, "webhooker-ack-wait", "WEBHOOK_ACK_WAIT", consume.DefaultAckWait, "redeliver a message the webhooker's fan-out has not acked within this (a live handler's message is kept with in-progress acks)")
 }
 
 // Result says what Run provisioned.
@@ -74,7 +83,7 @@ func Run(ctx context.Context, nc *nats.Conn, c Config) (Result, error) {
 			return notifier.EnsureConsumer(ctx, js, notifier.DefaultConsumer, orDefault(c.NotifierMaxDeliver, 50), c.NotifierPinnedTTL)
 		},
 		func() (jetstream.Consumer, error) {
-			return webhooker.EnsureConsumer(ctx, js, webhooker.DefaultConsumer, orDefault(c.WebhookerMaxDeliver, 100))
+			return webhooker.EnsureConsumer(ctx, js, webhooker.DefaultConsumer, orDefault(c.WebhookerMaxDeliver, 100), c.WebhookerAckWait)
 		},
 	} {
 		cons, err := ensure()

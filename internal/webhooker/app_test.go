@@ -37,7 +37,7 @@ func TestAppDeliversEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	_, err = EnsureConsumer(ctx, js, DefaultConsumer, 100)
+	_, err = EnsureConsumer(ctx, js, DefaultConsumer, 100, 0)
 	require.NoError(t, err)
 	app := NewApp(AppConfig{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", NATS: n.Client(natsauth.Webhooker), DatabaseURL: dbURL, SecretKey: secretKey,
 		AllowCIDRs: "127.0.0.0/8", Timeout: 5 * time.Second, ShutdownTimeout: 10 * time.Second,

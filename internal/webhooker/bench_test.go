@@ -111,7 +111,7 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if _, err := EnsureConsumer(ctx, js, DefaultConsumer, 100); err != nil {
+	if _, err := EnsureConsumer(ctx, js, DefaultConsumer, 100, 0); err != nil {
 		b.Fatal(err)
 	}
 	wjs, err := jetstream.New(p.ConnectAs(b, natsauth.Webhooker))

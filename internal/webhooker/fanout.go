@@ -68,9 +68,10 @@ func insertSplitting(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, 
 // DefaultConsumer is the durable name of the fan-out.
 const DefaultConsumer = "webhooker"
 
-// EnsureConsumer creates or updates the fan-out's durable consumer.
-func EnsureConsumer(ctx context.Context, js jetstream.JetStream, name string, maxDeliver int) (jetstream.Consumer, error) {
-	return consume.Ensure(ctx, js, name, "eventline webhooker: fan-out of EVENTS to webhook endpoints", maxDeliver)
+// EnsureConsumer creates or updates the fan-out's durable consumer;
+// ackWait 0 is consume.DefaultAckWait.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, name string, maxDeliver int, ackWait time.Duration) (jetstream.Consumer, error) {
+	return consume.Ensure(ctx, js, name, "eventline webhooker: fan-out of EVENTS to webhook endpoints", maxDeliver, ackWait)
 }
 
 // fanout creates one delivery per matching endpoint for each event and

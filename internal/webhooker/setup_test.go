@@ -85,7 +85,7 @@ func setup(t *testing.T, o options) *bundle {
 	// The admin provisions the durable (eventline migrate); the service
 	// and its API run as the webhooker's own NATS identity.
 	d := cfg.withDefaults()
-	_, err = EnsureConsumer(ctx, js, d.Consumer, d.MaxDeliver)
+	_, err = EnsureConsumer(ctx, js, d.Consumer, d.MaxDeliver, 0)
 	require.NoError(t, err)
 	wnc := n.ConnectAs(t, natsauth.Webhooker)
 	wjs, err := jetstream.New(wnc)

@@ -51,7 +51,7 @@ func TestStopWhileMessagesFlow(t *testing.T) {
 	// A durable of its own, provisioned by the admin; the service runs with
 	// the admin's connections (the webhooker's identity reads only its own
 	// durable).
-	_, err = EnsureConsumer(ctx, b.js, "webhooker-stop", 100)
+	_, err = EnsureConsumer(ctx, b.js, "webhooker-stop", 100, 0)
 	require.NoError(t, err)
 	for round := range 4 {
 		appendEvents(round)
