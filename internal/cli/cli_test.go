@@ -59,17 +59,22 @@ func TestMigrateFromScratchAndAgain(t *testing.T) {
 		_, err := js.Consumer(context.Background(), "EVENTS", durable)
 		require.NoError(t, err, durable)
 	}
+	c, err := js.Consumer(context.Background(), "EVENTS", "webhooker")
+	require.NoError(t, err)
+	require.Equal(t, 10*time.Second, c.CachedInfo().Config.AckWait, "WEBHOOK_ACK_WAIT's default")
 
 	t.Setenv("STREAM_DUPLICATE_WINDOW", "5m")
 	t.Setenv("WEBHOOK_MAX_DELIVER", "7")
+	t.Setenv("WEBHOOK_ACK_WAIT", "45s")
 	code, out, _ = run(t, url, "migrate")
 	require.Equal(t, 0, code)
 	require.NotContains(t, out, "applied")
 	require.Contains(t, out, "schema is at version")
 	require.Contains(t, out, "duplicate window 5m0s", "a second run updates what differs")
-	c, err := js.Consumer(context.Background(), "EVENTS", "webhooker")
+	c, err = js.Consumer(context.Background(), "EVENTS", "webhooker")
 	require.NoError(t, err)
 	require.Equal(t, 7, c.CachedInfo().Config.MaxDeliver)
+	require.Equal(t, 45*time.Second, c.CachedInfo().Config.AckWait, "an existing durable's AckWait updated")
 
 	pool, err := postgres.Open(context.Background(), url)
 	require.NoError(t, err)

@@ -3,6 +3,8 @@
 package reliability
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ func TestConsumerKillLoop(t *testing.T) {
 	f.l = startLoad(t, f.s, loadConfig{Rate: 2500, Batch: 100, Workers: 8, Total: total})
 
 	kills := map[string]int{}
+	lastKill := map[string]time.Time{}
 	for turn := 0; ; turn++ {
 		select {
 		case <-f.l.done:
@@ -30,6 +33,7 @@ func TestConsumerKillLoop(t *testing.T) {
 			name := []string{"projector", "notifier", "webhooker"}[turn%3]
 			f.s.kill(name)
 			kills[name]++
+			lastKill[name] = time.Now()
 			time.Sleep(500 * time.Millisecond)
 			f.s.start(name)
 			continue
@@ -38,6 +42,16 @@ func TestConsumerKillLoop(t *testing.T) {
 	}
 	f.clear()
 	f.note("SIGKILLs: projector %d, notifier %d, webhooker %d", kills["projector"], kills["notifier"], kills["webhooker"])
+	// Recovery on a consumer's side depends on how long before the fault
+	// cleared it was last killed: what it held comes back after its
+	// durable's AckWait (docs/operations.md, AckWait and in-progress acks).
+	var last []string
+	for _, name := range []string{"projector", "notifier", "webhooker"} {
+		if at, ok := lastKill[name]; ok {
+			last = append(last, fmt.Sprintf("%s %.1fs", name, f.cleared.Sub(at).Seconds()))
+		}
+	}
+	f.note("last SIGKILL before the fault cleared: %s", strings.Join(last, ", "))
 	require.GreaterOrEqual(t, f.l.ackedCount(), total)
 	f.finish(5 * time.Minute)
 }
