@@ -79,3 +79,21 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	f.l.waitAcked(f.l.ackedCount()+3000, time.Minute)
 	f.finish(3 * time.Minute)
 }
+
+// TestWebhookerKill SIGKILLs the webhooker once while events flow at a
+// rate every consumer keeps up with, so that its recovery is not a
+// backlog's: the messages its fan-out handlers held come back after the
+// durable's AckWait (WEBHOOK_ACK_WAIT, docs/operations.md), while a live
+// handler keeps its own with in-progress acks.
+func TestWebhookerKill(t *testing.T) {
+	f := newFaultRun(t, "webhooker SIGKILLed once under light load (500 events/s), restarted 0.5 s later")
+	p := testenv.StartNATSProcess(t)
+	f.s = startSystem(t, systemConfig{NATSURL: p.URL(), NATSPasswords: p.Passwords})
+	f.l = startLoad(t, f.s, loadConfig{Rate: 500, Batch: 25})
+	f.l.waitAcked(5000, time.Minute)
+	f.s.kill("webhooker")
+	time.Sleep(500 * time.Millisecond)
+	f.s.start("webhooker")
+	f.clear()
+	f.finish(3 * time.Minute)
+}
