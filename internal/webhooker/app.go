@@ -51,6 +51,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Bool(&c.AllowPrivate, "allow-private", "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback and private networks (local use only)")
 	s.String(&c.AllowCIDRs, "allow-cidrs", "WEBHOOK_ALLOW_CIDRS", "", "comma-separated CIDRs webhooks may reach although private")
 	s.Duration(&c.Timeout, "timeout", "WEBHOOK_TIMEOUT", 15*time.Second, "bound on one delivery attempt")
+	s.Duration(&c.Service.Claim, "claim", "WEBHOOK_CLAIM", time.Minute, "how long a replica owns a delivery it is attempting: one a SIGKILLed replica claimed is attempted again after this (keep it well above WEBHOOK_TIMEOUT)")
 	s.Int(&c.Service.Handlers, "handlers", "WEBHOOK_FANOUT_HANDLERS", DefaultHandlers, "concurrent fan-out handlers: each holds one event while its first attempts run (their records are group-committed)")
 	s.Int(&c.Service.Dispatch.Workers, "workers", "WEBHOOK_WORKERS", 512, "attempts in flight in this process")
 	s.Int(&c.Service.Dispatch.PerEndpoint, "per-endpoint", "WEBHOOK_PER_ENDPOINT", 16, "attempts in flight to one endpoint")
