@@ -83,8 +83,9 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 // TestWebhookerKill SIGKILLs the webhooker once while events flow at a
 // rate every consumer keeps up with, so that its recovery is not a
 // backlog's: the messages its fan-out handlers held come back after the
-// durable's AckWait (WEBHOOK_ACK_WAIT, docs/operations.md), while a live
-// handler keeps its own with in-progress acks.
+// durable's AckWait (WEBHOOK_ACK_WAIT), and the deliveries it had claimed,
+// attempts in flight, after their claim (WEBHOOK_CLAIM), the longer of
+// the two (docs/operations.md, AckWait and in-progress acks).
 func TestWebhookerKill(t *testing.T) {
 	f := newFaultRun(t, "webhooker SIGKILLed once under light load (500 events/s), restarted 0.5 s later")
 	p := testenv.StartNATSProcess(t)
