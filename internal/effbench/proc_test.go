@@ -1,0 +1,91 @@
+package effbench
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want time.Duration
+	}{
+		// utime 1234, stime 56 ticks.
+		{"4242 (nats-server) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 9 0 500 0 0", 1290 * clockTick},
+		// comm with spaces and parentheses: counted from the last ')'.
+		{"7 (a) b) c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 0 0", 7 * clockTick},
+		{"8 (postgres) S 1 8 8 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 1 0 0", 0},
+	} {
+		got, err := parseStat([]byte(c.line))
+		if err != nil {
+			t.Fatalf("%q: %v", c.line, err)
+		}
+		if got != c.want {
+			t.Errorf("%q: %v, want %v", c.line, got, c.want)
+		}
+	}
+	for _, bad := range []string{"", "1 (x", "1 (x) S 1 2 3", "1 (x) S 1 1 1 0 -1 0 0 0 0 0 12x 4 0"} {
+		if _, err := parseStat([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestProcessCPUSelf(t *testing.T) {
+	before, err := ProcessCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	for start := time.Now(); time.Since(start) < 150*time.Millisecond; {
+		x++
+	}
+	after, err := ProcessCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := after - before; d < 50*time.Millisecond || d > 2*time.Second {
+		t.Errorf("150ms of spinning measured as %v (x=%d)", d, x)
+	}
+}
+
+func TestDelta(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	a := Sample{At: t0, CPU: map[string]map[int]time.Duration{
+		"ingest":       {10: 2 * time.Second},
+		"pg:projector": {20: time.Second, 21: 500 * time.Millisecond},
+	}}
+	b := Sample{At: t0.Add(4 * time.Second), CPU: map[string]map[int]time.Duration{
+		"ingest": {10: 3 * time.Second},
+		// 21 exited (lost), 22 started (counts whole).
+		"pg:projector": {20: 1500 * time.Millisecond, 22: 200 * time.Millisecond},
+	}}
+	u := Delta(a, b)
+	if u.Wall != 4*time.Second {
+		t.Errorf("wall %v", u.Wall)
+	}
+	if u.CPU["ingest"] != time.Second || u.CPU["pg:projector"] != 700*time.Millisecond {
+		t.Errorf("cpu %v", u.CPU)
+	}
+	if c := Cores(u.CPU["ingest"], u.Wall); c != 0.25 {
+		t.Errorf("cores %v, want 0.25", c)
+	}
+	if p := PerEvent(u.CPU["ingest"], 4000); p != 250 {
+		t.Errorf("per event %v µs, want 250", p)
+	}
+	if PerEvent(time.Second, 0) != 0 || Cores(time.Second, 0) != 0 {
+		t.Error("zero divisor")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := Median(c.xs); got != c.want {
+			t.Errorf("Median(%v) = %v, want %v", c.xs, got, c.want)
+		}
+	}
+}
