@@ -35,6 +35,10 @@ type Options struct {
 	Burst                                 time.Duration // the max-throughput phase; 0 skips it
 	ReceiverAddr                          string        // where the local webhook receiver listens; default 127.0.0.1:0
 	ReceiverURL                           string        // the URL the webhooker should call; default http://ReceiverAddr
+	// Window, when set, is called as the measured window of the latency
+	// phase opens (true) and closes (false), before the wait for the
+	// stragglers: `eventline bench efficiency` samples CPU time there.
+	Window func(open bool)
 }
 
 // Latency summarises one latency distribution.
@@ -181,7 +185,12 @@ loop:
 		if now.After(measureTo) {
 			break
 		}
-		tr.measuring.Store(now.After(measureFrom))
+		if now.After(measureFrom) && !tr.measuring.Load() {
+			if o.Window != nil {
+				o.Window(true)
+			}
+			tr.measuring.Store(true)
+		}
 		due := int(float64(now.Sub(start)) / float64(time.Second) * float64(o.Rate))
 		for ; issued < due; issued++ {
 			select {
@@ -193,7 +202,9 @@ loop:
 		}
 	}
 	tick.Stop()
-	tr.measuring.Store(false)
+	if tr.measuring.Swap(false) && o.Window != nil {
+		o.Window(false)
+	}
 	close(jobs)
 	wg.Wait()
 	res.Errors = int(errs.Load())

@@ -111,3 +111,16 @@ func Median(xs []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
+
+// Pipeline is the CPU of the pipeline's own processes: every group but
+// the load generator ("bench") and the Postgres server's background
+// processes ("pg:background"), which the cluster's other databases share.
+func (u Usage) Pipeline() time.Duration {
+	var d time.Duration
+	for g, t := range u.CPU {
+		if g != "bench" && g != "pg:background" {
+			d += t
+		}
+	}
+	return d
+}

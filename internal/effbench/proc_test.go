@@ -89,3 +89,13 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+func TestPipelineLeavesOutTheLoadGeneratorAndSharedPostgres(t *testing.T) {
+	u := Usage{CPU: map[string]time.Duration{
+		"ingest": time.Second, "nats-server": 2 * time.Second, "pg:projector": 3 * time.Second,
+		"pg:other": 4 * time.Second, "bench": 100 * time.Second, "pg:background": 200 * time.Second,
+	}}
+	if got := u.Pipeline(); got != 10*time.Second {
+		t.Errorf("Pipeline() = %v, want 10s", got)
+	}
+}
