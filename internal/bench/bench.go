@@ -61,6 +61,7 @@ type Result struct {
 	BurstEvents    int
 	BurstPerSecond float64
 	BurstCatchUp   time.Duration // end of burst → last burst event in the timeline and at the receiver
+	Polls          int           // timeline reads during the measured window (each costs the projector and Postgres)
 }
 
 type tracker struct {
@@ -70,6 +71,7 @@ type tracker struct {
 	timeline  map[string]time.Time
 	webhook   map[string]time.Time
 	measuring atomic.Bool
+	polls     atomic.Int64 // timeline reads while measuring
 }
 
 func newTracker() *tracker {
@@ -208,6 +210,7 @@ loop:
 	close(jobs)
 	wg.Wait()
 	res.Errors = int(errs.Load())
+	res.Polls = int(tr.polls.Load())
 
 	// Wait until every acknowledged event is observed, or 30s pass.
 	waitSeen(ctx, tr, 30*time.Second)
@@ -316,6 +319,9 @@ func pollTimeline(ctx context.Context, c *client, base string, every time.Durati
 			Events []struct {
 				ID string `json:"id"`
 			} `json:"events"`
+		}
+		if tr.measuring.Load() {
+			tr.polls.Add(1)
 		}
 		if err := c.do(ctx, http.MethodGet, base+"/v1/activity?limit=200", nil, http.StatusOK, &page); err != nil {
 			continue

@@ -112,24 +112,40 @@ func Report(w io.Writer, o Options, res Result) {
 // row written by each of the three consumers.
 func FloorPerEvent(publish, http, insert float64) float64 { return publish + 2*http + 3*insert }
 
-// netPerEvent is p's pipeline CPU less the poller-only phase's cores over
-// p's wall time, per event, using the same run's poller phase.
+// netPerEvent is p's pipeline CPU per event less what its timeline
+// reads cost, at the cost per read of the same run's poller-only phase.
 func netPerEvent(res Result, p Phase) float64 {
 	for _, run := range res.Runs {
-		var poller *Phase
+		var idle, poller *Phase
 		found := false
 		for i := range run {
-			if run[i].Name == "poller" {
+			switch {
+			case run[i].Name == "idle":
+				idle = &run[i]
+			case run[i].Name == "poller":
 				poller = &run[i]
-			}
-			if run[i].Name == p.Name && run[i].Events == p.Events && run[i].Usage.Wall == p.Usage.Wall {
+			case run[i].Name == p.Name && run[i].Events == p.Events && run[i].Usage.Wall == p.Usage.Wall:
 				found = true
 			}
 		}
-		if found && poller != nil {
-			base := Cores(poller.Usage.Pipeline(), poller.Usage.Wall) * p.Usage.Wall.Seconds()
-			return PerEvent(p.Usage.Pipeline()-time.Duration(base*float64(time.Second)), p.Events)
+		if found && idle != nil && poller != nil {
+			return NetPerEvent(p.Usage.Pipeline(), p.Events, p.Polls, PollCost(*idle, *poller))
 		}
 	}
 	return 0
+}
+
+// PollCost is the pipeline CPU one timeline read costs: what the
+// poller-only phase used beyond the idle phase's rate, per read.
+func PollCost(idle, poller Phase) time.Duration {
+	if poller.Polls == 0 {
+		return 0
+	}
+	extra := poller.Usage.Pipeline() - time.Duration(Cores(idle.Usage.Pipeline(), idle.Usage.Wall)*float64(poller.Usage.Wall))
+	return max(0, extra/time.Duration(poller.Polls))
+}
+
+// NetPerEvent is pipeline CPU per event in µs less polls reads at perPoll.
+func NetPerEvent(pipeline time.Duration, events, polls int, perPoll time.Duration) float64 {
+	return PerEvent(max(0, pipeline-time.Duration(polls)*perPoll), events)
 }

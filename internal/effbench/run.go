@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,6 +41,7 @@ type Phase struct {
 	Events   int // acknowledged in the measured window
 	Achieved float64
 	Errors   int
+	Polls    int // timeline reads in the window
 	Usage    Usage
 	Timeline bench.Latency
 	Webhook  bench.Latency
@@ -91,6 +93,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	defer floorNATS.stop()
 
+	if err := seed(ctx, s); err != nil {
+		return Result{}, err
+	}
 	var res Result
 	for run := 1; run <= o.Runs; run++ {
 		fmt.Fprintf(o.Progress, "run %d/%d: raw floors\n", run, o.Runs)
@@ -119,8 +124,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			if err != nil {
 				return res, err
 			}
-			fmt.Fprintf(o.Progress, "  %d events (%.0f/s), %.0f µs CPU/event, timeline p99 %s, webhook p99 %s\n",
-				p.Events, p.Achieved, PerEvent(p.Usage.Pipeline(), p.Events), p.Timeline.P99, p.Webhook.P99)
+			fmt.Fprintf(o.Progress, "  %d events (%.0f/s, %d errors), %.0f µs CPU/event, timeline p99 %s, webhook p99 %s\n",
+				p.Events, p.Achieved, p.Errors, PerEvent(p.Usage.Pipeline(), p.Events), p.Timeline.P99, p.Webhook.P99)
 			phases = append(phases, p)
 		}
 		res.Runs = append(res.Runs, phases)
@@ -160,7 +165,7 @@ func ratePhase(ctx context.Context, o Options, s *system, conn *pgx.Conn, rate i
 	if err != nil {
 		return Phase{}, err
 	}
-	return Phase{Name: fmt.Sprint(rate), Rate: rate, Events: r.Acked, Achieved: r.Achieved, Errors: r.Errors,
+	return Phase{Name: fmt.Sprint(rate), Rate: rate, Events: r.Acked, Achieved: r.Achieved, Errors: r.Errors, Polls: r.Polls,
 		Usage: Delta(first, last), Timeline: r.ToTimeline, Webhook: r.ToWebhook}, nil
 }
 
@@ -171,6 +176,7 @@ func idlePhase(ctx context.Context, o Options, s *system, conn *pgx.Conn, poll b
 	name := "idle"
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
+	var polls, counting atomic.Int64
 	if poll {
 		name = "poller"
 		go func() {
@@ -184,6 +190,7 @@ func idlePhase(ctx context.Context, o Options, s *system, conn *pgx.Conn, poll b
 					return
 				case <-t.C:
 				}
+				polls.Add(counting.Load())
 				req, _ := http.NewRequestWithContext(pctx, http.MethodGet, s.svcs["projector"].url+"/v1/activity?limit=200", nil)
 				req.Header.Set("Authorization", "Bearer "+s.key)
 				if resp, err := c.Do(req); err == nil {
@@ -198,12 +205,14 @@ func idlePhase(ctx context.Context, o Options, s *system, conn *pgx.Conn, poll b
 	time.Sleep(time.Second) // the poller's connections are open before the window
 	a, err := s.sample(ctx, conn)
 	if err == nil {
+		counting.Store(1)
 		time.Sleep(o.Idle)
+		counting.Store(0)
 		var b Sample
 		b, err = s.sample(ctx, conn)
 		stop()
 		<-done
-		return Phase{Name: name, Usage: Delta(a, b)}, err
+		return Phase{Name: name, Polls: int(polls.Load()), Usage: Delta(a, b)}, err
 	}
 	stop()
 	<-done
@@ -328,4 +337,49 @@ func measureFloors(ctx context.Context, o Options, s *system, floorNATS *proc, f
 		return nil, err
 	}
 	return append(floors, f), nil
+}
+
+// seed records 200 events before the first idle phase, so that the
+// poller-only phase reads full pages of the activity feed, as the timeline
+// poll of the rate phases does, and waits until they are readable.
+func seed(ctx context.Context, s *system) error {
+	gen := dev.NewDemoGenerator(uint64(time.Now().UnixNano()))
+	batch := gen.Next(200)
+	b, err := json.Marshal(map[string]any{"events": batch})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.svcs["ingest"].url+"/v1/events", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("seed: ingest answered %d", resp.StatusCode)
+	}
+	last := batch[len(batch)-1]["id"].(string)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.svcs["projector"].url+"/v1/events/"+last, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+s.key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return nil
+		}
+	}
+	return fmt.Errorf("seed: event %s not in the timeline after 30s", last)
 }
