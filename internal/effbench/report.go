@@ -73,7 +73,7 @@ func Report(w io.Writer, o Options, res Result) {
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
 
-	fmt.Fprintf(w, "\nCPU per event in µs by process; \"net\" is the pipeline less what it uses idle with the timeline poll running (the measurement's own cost), per event:\n\n")
+	fmt.Fprintf(w, "\nCPU per event in µs by process; \"net\" is the pipeline less its timeline reads (the latency measurement's own cost), each at the cost per read of the poller-only phase:\n\n")
 	head("rate", "pipeline", "net", "achieved ev/s", "202→timeline p50/p99 ms", "202→webhook p50/p99 ms")
 	for _, r := range o.Rates {
 		n := fmt.Sprint(r)
