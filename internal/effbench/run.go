@@ -121,6 +121,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			}
 			fmt.Fprintf(o.Progress, "run %d/%d: %d events/s for %s\n", run, o.Runs, rate, o.Duration)
 			p, err := ratePhase(ctx, o, s, conn, rate)
+			if err == nil {
+				err = s.exited()
+			}
 			if err != nil {
 				return res, err
 			}

@@ -376,3 +376,20 @@ func (s *system) sample(ctx context.Context, conn *pgx.Conn) (Sample, error) {
 	}
 	return sm, add("bench", os.Getpid())
 }
+
+// exited is an error naming the first process of the pipeline that is no
+// longer running: its CPU would silently stop counting.
+func (s *system) exited() error {
+	ps := []*proc{s.nats}
+	for _, name := range Services {
+		ps = append(ps, s.svcs[name])
+	}
+	for _, p := range ps {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited during the benchmark:\n%s", p.name, p.tail())
+		default:
+		}
+	}
+	return nil
+}
