@@ -16,6 +16,13 @@ type Appender interface {
 	AppendNormalized(ctx context.Context, es []events.Event) ([]events.Result, error)
 }
 
+// EachAppender appends normalized events each on its own, independently of
+// the others, and reports each one's outcome: results[i] when errs[i] is
+// nil. *events.Publisher implements it (AppendEach).
+type EachAppender interface {
+	AppendEach(ctx context.Context, es []events.Event) (results []events.Result, errs []error)
+}
+
 // ErrClosed is returned by Committer.Append once shutdown has begun.
 var ErrClosed = errors.New("ingest is shutting down")
 
@@ -33,6 +40,11 @@ type CommitterConfig struct {
 	MaxInflight int
 	// Timeout bounds one batch append. Default 10s.
 	Timeout time.Duration
+	// PipelineMax is the largest group of single-event requests appended as
+	// pipelined plain publishes (one fsync each) rather than one atomic
+	// batch (a fixed cost of several fsyncs), when the appender is an
+	// EachAppender. Default DefaultPipelineMax; negative: never.
+	PipelineMax int
 	// Observe, when set, is called after every batch with its size, how
 	// long the append took and whether it failed.
 	Observe func(events int, took time.Duration, err error)
@@ -51,12 +63,23 @@ func (c *CommitterConfig) withDefaults() {
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
 	}
+	if c.PipelineMax == 0 {
+		c.PipelineMax = DefaultPipelineMax
+	}
 }
+
+// DefaultPipelineMax is CommitterConfig.PipelineMax's default, chosen by
+// measurement (BENCHMARKS.md, "Single-event requests: pipelined plain
+// publishes").
+const DefaultPipelineMax = 1000
 
 // Committer coalesces concurrent append requests into atomic batches (group
 // commit): one durable append, about one fsync, answers many requests. A
 // request's events always travel in one batch, so a request is appended
 // all or nothing. Each request is answered when its batch is acknowledged.
+// A group made only of single-event requests (at most PipelineMax) is
+// appended as pipelined plain publishes instead, each request answered by
+// its own PubAck (docs/architecture.md §3).
 //
 // Append is safe for concurrent use. Run must be running for requests to
 // progress; Close stops intake and Run returns once every accepted request
@@ -68,7 +91,11 @@ type Committer struct {
 // NewCommitter returns a Committer appending through appender.
 func NewCommitter(appender Appender, cfg CommitterConfig) *Committer {
 	cfg.withDefaults()
+	each, _ := appender.(EachAppender)
 	commit := func(ctx context.Context, reqs [][]events.Event) ([][]events.Result, error) {
+		if each != nil && len(reqs) <= cfg.PipelineMax && allSingle(reqs) {
+			return appendEach(ctx, each, reqs)
+		}
 		var all []events.Event
 		for _, r := range reqs {
 			all = append(all, r...)
@@ -91,6 +118,47 @@ func NewCommitter(appender Appender, cfg CommitterConfig) *Committer {
 	return &Committer{b: groupcommit.New(commit, func(es []events.Event) int { return len(es) }, groupcommit.Config{
 		MaxBatch: cfg.MaxBatch, Linger: cfg.Linger, MaxInflight: cfg.MaxInflight, Timeout: cfg.Timeout, Observe: cfg.Observe,
 	})}
+}
+
+func allSingle(reqs [][]events.Event) bool {
+	for _, r := range reqs {
+		if len(r) != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// appendEach appends a group of single-event requests as independent
+// publishes: each request is atomic on its own (one event), and none needs
+// the others' (docs/contract.md §2 Ingest). Each request gets its own
+// outcome, so a partial failure answers 202 exactly for the stored events
+// and 503 for the others.
+func appendEach(ctx context.Context, each EachAppender, reqs [][]events.Event) ([][]events.Result, error) {
+	es := make([]events.Event, len(reqs))
+	for i, r := range reqs {
+		es[i] = r[0]
+	}
+	results, errs := each.AppendEach(ctx, es)
+	if len(results) != len(es) || len(errs) != len(es) {
+		return nil, fmt.Errorf("append returned %d results and %d errors for %d events", len(results), len(errs), len(es))
+	}
+	out := make([][]events.Result, len(reqs))
+	var failed groupcommit.Errors
+	for i, err := range errs {
+		if err != nil {
+			if failed == nil {
+				failed = make(groupcommit.Errors, len(reqs))
+			}
+			failed[i] = err
+			continue
+		}
+		out[i] = results[i : i+1 : i+1]
+	}
+	if failed != nil {
+		return out, failed
+	}
+	return out, nil
 }
 
 // Append queues normalized events (at most MaxBatch) for the next batch and
