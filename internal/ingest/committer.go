@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/eventline/eventline/internal/groupcommit"
@@ -77,9 +78,10 @@ const DefaultPipelineMax = 1000
 // commit): one durable append, about one fsync, answers many requests. A
 // request's events always travel in one batch, so a request is appended
 // all or nothing. Each request is answered when its batch is acknowledged.
-// A group made only of single-event requests (at most PipelineMax) is
+// The single-event requests of a group (when at most PipelineMax) are
 // appended as pipelined plain publishes instead, each request answered by
-// its own PubAck (docs/architecture.md §3).
+// its own PubAck, while the group's multi-event requests still share one
+// atomic batch (docs/architecture.md §3).
 //
 // Append is safe for concurrent use. Run must be running for requests to
 // progress; Close stops intake and Run returns once every accepted request
@@ -93,40 +95,106 @@ func NewCommitter(appender Appender, cfg CommitterConfig) *Committer {
 	cfg.withDefaults()
 	each, _ := appender.(EachAppender)
 	commit := func(ctx context.Context, reqs [][]events.Event) ([][]events.Result, error) {
-		if each != nil && len(reqs) <= cfg.PipelineMax && allSingle(reqs) {
-			return appendEach(ctx, each, reqs)
+		var singles, multis []int
+		if each != nil {
+			for i, r := range reqs {
+				if len(r) == 1 {
+					singles = append(singles, i)
+				} else {
+					multis = append(multis, i)
+				}
+			}
 		}
-		var all []events.Event
-		for _, r := range reqs {
-			all = append(all, r...)
+		if len(singles) == 0 || len(singles) > cfg.PipelineMax {
+			return appendAtomic(ctx, appender, reqs)
 		}
-		results, err := appender.AppendNormalized(ctx, all)
-		if err != nil {
-			return nil, err
-		}
-		if len(results) != len(all) {
-			return nil, fmt.Errorf("append returned %d results for %d events", len(results), len(all))
-		}
-		out := make([][]events.Result, len(reqs))
-		off := 0
-		for i, r := range reqs {
-			out[i] = results[off : off+len(r)]
-			off += len(r)
-		}
-		return out, nil
+		return appendSplit(ctx, appender, each, reqs, singles, multis)
 	}
 	return &Committer{b: groupcommit.New(commit, func(es []events.Event) int { return len(es) }, groupcommit.Config{
 		MaxBatch: cfg.MaxBatch, Linger: cfg.Linger, MaxInflight: cfg.MaxInflight, Timeout: cfg.Timeout, Observe: cfg.Observe,
 	})}
 }
 
-func allSingle(reqs [][]events.Event) bool {
+// appendAtomic appends every request of a group in one atomic batch (or
+// as few as MaxBatch allows): one outcome for the whole group.
+func appendAtomic(ctx context.Context, appender Appender, reqs [][]events.Event) ([][]events.Result, error) {
+	var all []events.Event
 	for _, r := range reqs {
-		if len(r) != 1 {
-			return false
+		all = append(all, r...)
+	}
+	results, err := appender.AppendNormalized(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	if len(results) != len(all) {
+		return nil, fmt.Errorf("append returned %d results for %d events", len(results), len(all))
+	}
+	out := make([][]events.Result, len(reqs))
+	off := 0
+	for i, r := range reqs {
+		out[i] = results[off : off+len(r)]
+		off += len(r)
+	}
+	return out, nil
+}
+
+// appendSplit appends a group's single-event requests (singles) as
+// pipelined plain publishes, each with its own outcome, and its multi-event
+// requests (multis) meanwhile in one atomic batch, so each of those stays
+// all or nothing (docs/contract.md §2 Ingest). A failure answers exactly
+// the requests it concerns (groupcommit.Errors).
+func appendSplit(ctx context.Context, appender Appender, each EachAppender, reqs [][]events.Event, singles, multis []int) ([][]events.Result, error) {
+	pick := func(at []int) [][]events.Event {
+		out := make([][]events.Event, len(at))
+		for j, i := range at {
+			out[j] = reqs[i]
+		}
+		return out
+	}
+	var (
+		wg       sync.WaitGroup
+		multiOut [][]events.Result
+		multiErr error
+	)
+	if len(multis) > 0 {
+		wg.Go(func() { multiOut, multiErr = appendAtomic(ctx, appender, pick(multis)) })
+	}
+	singleOut, singleErr := appendEach(ctx, each, pick(singles))
+	wg.Wait()
+
+	out := make([][]events.Result, len(reqs))
+	var failed groupcommit.Errors
+	fail := func(i int, err error) {
+		if failed == nil {
+			failed = make(groupcommit.Errors, len(reqs))
+		}
+		failed[i] = err
+	}
+	var singleErrs groupcommit.Errors
+	if !errors.As(singleErr, &singleErrs) && singleErr != nil {
+		for _, i := range singles {
+			fail(i, singleErr)
+		}
+	} else {
+		for j, i := range singles {
+			if singleErrs != nil && singleErrs[j] != nil {
+				fail(i, singleErrs[j])
+				continue
+			}
+			out[i] = singleOut[j]
 		}
 	}
-	return true
+	for j, i := range multis {
+		if multiErr != nil {
+			fail(i, multiErr)
+			continue
+		}
+		out[i] = multiOut[j]
+	}
+	if failed != nil {
+		return out, failed
+	}
+	return out, nil
 }
 
 // appendEach appends a group of single-event requests as independent
