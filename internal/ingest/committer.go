@@ -72,7 +72,7 @@ func (c *CommitterConfig) withDefaults() {
 // DefaultPipelineMax is CommitterConfig.PipelineMax's default, chosen by
 // measurement (BENCHMARKS.md, "Single-event requests: pipelined plain
 // publishes").
-const DefaultPipelineMax = 1000
+const DefaultPipelineMax = 12
 
 // Committer coalesces concurrent append requests into atomic batches (group
 // commit): one durable append, about one fsync, answers many requests. A
