@@ -49,6 +49,7 @@ type dispatcher struct {
 	ctx      context.Context
 	queues   map[string]*endpointQueue
 	inflight int
+	queued   int              // jobs in every queue, not started
 	waiting  []*endpointQueue // queues with work, blocked on the global cap
 	wg       sync.WaitGroup
 
@@ -96,7 +97,9 @@ func (d *dispatcher) submit(jobs ...job) (dropped []job) {
 			dropped = append(dropped, j) // stays pending in Postgres
 			continue
 		}
+		j.queuedAt = time.Now()
 		q.jobs = append(q.jobs, j)
+		d.queued++
 		touched[q] = true
 	}
 	for q := range touched {
@@ -153,6 +156,7 @@ func (d *dispatcher) start(q *endpointQueue) {
 		j := q.jobs[0]
 		q.jobs[0] = job{}
 		q.jobs = q.jobs[1:]
+		d.queued--
 		q.inflight++
 		d.inflight++
 		d.wg.Add(1)
@@ -194,6 +198,31 @@ func (d *dispatcher) run(q *endpointQueue, j job) {
 	if q.inflight == 0 && len(q.jobs) == 0 && q.timer == nil && !q.waiting {
 		delete(d.queues, q.id)
 	}
+}
+
+// room is how many more jobs the dispatcher should take so that at most
+// limit are queued or running: the scheduler claims no more than that, so
+// a replica never holds deliveries it cannot start soon while other
+// replicas are idle.
+func (d *dispatcher) room(limit int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return max(0, limit-d.queued-d.inflight)
+}
+
+// backlog is how many jobs are queued and running, and how long the
+// oldest queued job has waited.
+func (d *dispatcher) backlog(now time.Time) (queued, inflight int, oldest time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.queued > 0 {
+		for _, q := range d.queues {
+			if len(q.jobs) > 0 {
+				oldest = max(oldest, now.Sub(q.jobs[0].queuedAt))
+			}
+		}
+	}
+	return d.queued, d.inflight, oldest
 }
 
 // wait blocks until every running attempt has finished.

@@ -27,11 +27,19 @@ import (
 // DefaultHandlers is how many fan-out handlers a replica runs by default.
 const DefaultHandlers = 256
 
+// DefaultShareAbove is the fan-out size above which replicas share an
+// event's deliveries (Config.ShareAbove).
+const DefaultShareAbove = 1000
+
 // Config tunes the webhooker. Zero values take defaults.
 type Config struct {
 	Consumer      string // durable name; default "webhooker"
 	MaxDeliver    int    // deliveries of one event to the fan-out: the durable's, as provisioned (NewService reads it)
 	Handlers      int    // concurrent fan-out handlers; default 256
+	// ShareAbove: an event to more endpoints is recorded due, for every
+	// replica's scheduler to take in chunks, instead of attempted by the
+	// replica that took it. Default 1,000.
+	ShareAbove    int
 	Dispatch      DispatchConfig
 	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
@@ -62,6 +70,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Handlers <= 0 {
 		c.Handlers = DefaultHandlers
+	}
+	if c.ShareAbove <= 0 {
+		c.ShareAbove = DefaultShareAbove
 	}
 	c.FirstAttempt = c.FirstAttempt.withDefaults()
 	if c.Claim <= 0 {
@@ -182,7 +193,8 @@ func (s *Service) Run(ctx context.Context) error {
 		e, _ := s.registry.Get(id)
 		return e.RateLimit
 	})
-	sch := &scheduler{pool: s.pool, str: s.str, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim, batch: 500, log: s.log, metrics: s.metrics}
+	sch := &scheduler{pool: s.pool, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, batch: 500, hold: 2 * d.cfg.Workers,
+		log: s.log, metrics: s.metrics, poke: make(chan struct{}, 1)}
 	s.mu.Lock()
 	s.dispatcher, s.scheduler = d, sch
 	s.mu.Unlock()
@@ -190,7 +202,7 @@ func (s *Service) Run(ctx context.Context) error {
 	inserts := newInserts(s.pool, rw, s.cfg.Now, s.cfg.Claim)
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
-	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim,
+	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
 		results: func(o outcome) { rw.in <- o }, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
