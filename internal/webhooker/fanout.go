@@ -86,7 +86,7 @@ type fanout struct {
 	submit     func(...job) []job // returns the jobs it could not queue
 	scheduler  *scheduler         // takes shared fan-outs (recordShared)
 	shareAbove int
-	results    func(outcome)      // logs an outcome once its delivery is recorded
+	results    func(outcome) // logs an outcome once its delivery is recorded
 	first      FirstAttemptConfig
 	gate       *firstGate
 	speed      *endpointSpeed
