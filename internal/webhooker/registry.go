@@ -23,12 +23,12 @@ type Registry struct {
 	every time.Duration
 	log   *slog.Logger
 
-	mu      sync.RWMutex
-	byID    map[string]Endpoint
-	index   endpointIndex
-	lastSeq int64
-	loaded  chan struct{}
-	once    sync.Once
+	mu     sync.RWMutex
+	byID   map[string]Endpoint
+	index  endpointIndex
+	since  int64 // the transaction horizon of the next read (Store.changedSince)
+	loaded chan struct{}
+	once   sync.Once
 }
 
 // NewRegistry returns a registry refreshing every interval (default 250ms).
@@ -61,20 +61,24 @@ func (r *Registry) Loaded() <-chan struct{} { return r.loaded }
 // Refresh applies every endpoint change since the last refresh.
 func (r *Registry) Refresh(ctx context.Context) error {
 	r.mu.RLock()
-	seq := r.lastSeq
+	since := r.since
 	r.mu.RUnlock()
-	changed, err := r.store.changedSince(ctx, seq)
+	changed, next, err := r.store.changedSince(ctx, since)
 	if err != nil {
 		return err
 	}
 	r.apply(changed)
+	r.mu.Lock()
+	r.since = next
+	r.mu.Unlock()
 	r.once.Do(func() { close(r.loaded) })
 	return nil
 }
 
 // apply applies a batch of endpoint changes, in change order: new,
 // changed and deleted (e.deleted) endpoints. Each costs its own index
-// entries, whatever the size of its tenant.
+// entries, whatever the size of its tenant. A copy no newer than the one
+// held (read again, see Store.changedSince) changes nothing.
 func (r *Registry) apply(changed []Endpoint) {
 	if len(changed) == 0 {
 		return
@@ -82,7 +86,11 @@ func (r *Registry) apply(changed []Endpoint) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, e := range changed {
-		if old, ok := r.byID[e.ID]; ok {
+		old, ok := r.byID[e.ID]
+		if ok && old.changeSeq >= e.changeSeq {
+			continue
+		}
+		if ok {
 			r.index.remove(old)
 		}
 		if e.deleted {
@@ -91,7 +99,6 @@ func (r *Registry) apply(changed []Endpoint) {
 			r.byID[e.ID] = e
 			r.index.add(e)
 		}
-		r.lastSeq = max(r.lastSeq, e.changeSeq)
 	}
 }
 
@@ -116,6 +123,13 @@ func (r *Registry) Match(ev events.Event) []Endpoint {
 		}
 	}
 	return out
+}
+
+// Len is how many endpoints the registry holds, enabled or not.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byID)
 }
 
 // Get returns the current copy of an endpoint.
