@@ -8,6 +8,7 @@ FUZZTIME ?= 30s
 BENCHCOUNT ?= 5
 AUTH_BENCH_EVENTS ?= 200000
 RUN ?= .
+EFFICIENCY_RATES ?= 50,200,1000,5000
 RELIABILITY_RESULTS ?= reliability-results.jsonl
 
 .DEFAULT_GOAL := help
@@ -122,6 +123,11 @@ bench-notifier: tools ## notifications/s vs a raw batched upsert (10 watchers pe
 .PHONY: run
 run: tools ## run eventline locally: nats-server (fsync always), migrations, a dev key, ingest/projector/webhooker/notifier
 	scripts/run.sh
+
+.PHONY: bench-efficiency
+bench-efficiency: tools build ## CPU per event of each process (services, nats-server, Postgres backends) at 50/200/1,000/5,000 events/s, and the raw floor; ~10 min, medians of 3 runs
+	@mkdir -p bench-results
+	bin/eventline bench efficiency --rates $(EFFICIENCY_RATES) --duration 20s --runs 3 --json bench-results/efficiency.json | tee bench-results/efficiency.md
 
 .PHONY: bench-pipeline
 bench-pipeline: ## the whole pipeline (eventline bench): 1,000 events/s, p50/p99 from 202 to timeline and to first webhook

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -26,6 +27,8 @@ import (
 
 	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/natsauth"
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/internal/webhooker"
 )
 
@@ -51,6 +54,36 @@ type scaledObject struct {
 			Metadata   map[string]string `json:"metadata"`
 		} `json:"triggers"`
 	} `json:"spec"`
+}
+
+// kedaPostgresKeys are the postgresql trigger's metadata fields the
+// manifests may use (keda.sh/docs/scalers/postgresql).
+var kedaPostgresKeys = []string{"connectionFromEnv", "query", "targetQueryValue", "activationTargetQueryValue"}
+
+// requireBacklogTrigger: the webhooker's postgresql trigger reads a
+// connection string its Deployment has, and its query runs on a migrated
+// database and returns one integer: the deliveries due, claimed by no one.
+func requireBacklogTrigger(t *testing.T, d appsv1.Deployment, typ string, md map[string]string) {
+	t.Helper()
+	require.Equal(t, "postgresql", typ)
+	for k := range md {
+		require.Contains(t, kedaPostgresKeys, k, "%s is not a postgresql trigger field", k)
+	}
+	require.Equal(t, "DATABASE_URL", md["connectionFromEnv"])
+	c := d.Spec.Template.Spec.Containers[0]
+	fromSecret := slices.ContainsFunc(c.EnvFrom, func(e corev1.EnvFromSource) bool { return e.SecretRef != nil && e.SecretRef.Name == "eventline" })
+	require.True(t, fromSecret, "the webhooker gets DATABASE_URL from the eventline Secret, where KEDA reads it")
+	require.Regexp(t, `^[1-9][0-9]*$`, md["targetQueryValue"])
+
+	ctx := context.Background()
+	pool, err := postgres.Open(ctx, testenv.Database(t))
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = pool.Exec(ctx, `INSERT INTO webhook.due (delivery_id, tenant, due_at) VALUES ('d1', 'acme', now() - interval '1 minute'), ('d2', 'acme', now() + interval '1 minute')`)
+	require.NoError(t, err)
+	var due int64
+	require.NoError(t, pool.QueryRow(ctx, md["query"]).Scan(&due))
+	require.Equal(t, int64(1), due, "one due now; the other is claimed (due later)")
 }
 
 // kustomizeKeys are the nats-jetstream trigger's metadata fields
@@ -207,8 +240,13 @@ func TestKustomizeBase(t *testing.T) {
 		require.Nil(t, b.deployments[ref.Name].Spec.Replicas, "KEDA owns %s's replica count", name)
 		require.GreaterOrEqual(t, so.Spec.MinReplicaCount, int32(1))
 		require.Greater(t, so.Spec.MaxReplicaCount, so.Spec.MinReplicaCount)
-		require.Len(t, so.Spec.Triggers, 1)
 		tr := so.Spec.Triggers[0]
+		if name == "webhooker" {
+			require.Len(t, so.Spec.Triggers, 2, "the webhooker scales on its lag and on its backlog in Postgres")
+			requireBacklogTrigger(t, b.deployments[name], so.Spec.Triggers[1].Type, so.Spec.Triggers[1].Metadata)
+		} else {
+			require.Len(t, so.Spec.Triggers, 1)
+		}
 		if name == "notifier" {
 			// One replica applies the stream (the durable is pinned to it):
 			// the others are standbys and serve the API, so they scale on
@@ -465,3 +503,5 @@ func TestScaledConsumersFitMaxWaiting(t *testing.T) {
 			"%s: %d replicas of %d handlers", name, so.Spec.MaxReplicaCount, handlers)
 	}
 }
+
+func TestMain(m *testing.M) { testenv.Main(m) }

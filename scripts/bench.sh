@@ -12,6 +12,7 @@
 #   scripts/bench.sh ab [ref]         # the ingest of git ref (default main) against this
 #                                     # tree's, alternating in one run: single-event and
 #                                     # batched ingest next to the raw atomic batch
+#                                     # (single-event at 64 and at 8 clients)
 #
 # Settings (environment):
 #   BENCH_COUNT=5        runs of each benchmark (medians are reported)
@@ -73,7 +74,7 @@ nats_bin=${NATS_SERVER_BIN:-$(go env GOPATH)/bin/nats-server}
 	echo "load before:  $(cut -d' ' -f1-3 /proc/loadavg)"
 	if [ "$mode" = ab ]; then
 		echo "base:         $base ($(git rev-parse --short "$base"))"
-		echo "command:      $count rounds of, for ingest=base and ingest=new (the order flips every round): go test ./internal/ingest -run '^\$' -bench '^Benchmark(RawAtomicBatch|IngestBatched100|IngestSingle64)\$' -benchtime $benchtime -count 1"
+		echo "command:      $count rounds of, for ingest=base and ingest=new (the order flips every round): go test ./internal/ingest -run '^\$' -bench '^Benchmark(RawAtomicBatch|IngestBatched100|IngestSingle64|IngestSingle8)\$' -benchtime $benchtime -count 1"
 	elif [ "$mode" = auth ] || [ "$mode" = ids ]; then
 		name=IngestAuth; [ "$mode" = ids ] && name=IngestIDTable
 		echo "command:      $count rounds of: go test ./internal/ingest -run '^\$' -bench '^Benchmark$name\$' -benchtime $benchtime -count 1"
@@ -156,7 +157,7 @@ if [ "$mode" = ab ]; then
 		for b in $order; do
 			bin=$out/ingest; [ $b = base ] && bin=$out/ingest-base
 			EVENTLINE_INGEST_BIN=$bin go test ./internal/ingest -run '^$' \
-				-bench '^Benchmark(RawAtomicBatch|IngestBatched100|IngestSingle64)$' \
+				-bench '^Benchmark(RawAtomicBatch|IngestBatched100|IngestSingle64|IngestSingle8)$' \
 				-benchtime "$benchtime" -count 1 -timeout 20m | sed "s/^Benchmark\([A-Za-z0-9]*\)/Benchmark\1\/$b/" | tee -a "$out/ab.txt"
 		done
 	done
@@ -172,13 +173,14 @@ if [ "$mode" = ab ]; then
 	END {
 		printf "medians of %d rounds (base = '"$base"', new = this tree)\n", n["IngestSingle64/new" SUBSEP "events/s"]
 		printf "%-22s %9s %7s %7s %8s %7s %7s\n", "benchmark", "events/s", "p50 ms", "p99 ms", "ev/batch", "ingest", "nats"
-		split("RawAtomicBatch/base RawAtomicBatch/new IngestBatched100/base IngestBatched100/new IngestSingle64/base IngestSingle64/new", names, " ")
-		for (i = 1; i <= 6; i++) {
+		split("RawAtomicBatch/base RawAtomicBatch/new IngestBatched100/base IngestBatched100/new IngestSingle64/base IngestSingle64/new IngestSingle8/base IngestSingle8/new", names, " ")
+		for (i = 1; i <= 8; i++) {
 			b = names[i]
 			printf "%-22s %9.0f %7s %7s %8s %7s %7.2f\n", b, med(b, "events/s"), opt(b, "p50-ms", "%.2f"), opt(b, "p99-ms", "%.2f"),
 				opt(b, "events/batch", "%.1f"), opt(b, "ingest-cores", "%.2f"), med(b, "nats-cores")
 		}
 		printf "\nnew / base, single-event:   %.3f events/s\n", med("IngestSingle64/new", "events/s") / med("IngestSingle64/base", "events/s")
+		printf "new / base, single-event 8: %.3f events/s\n", med("IngestSingle8/new", "events/s") / med("IngestSingle8/base", "events/s")
 		printf "new / base, batched:        %.3f events/s\n", med("IngestBatched100/new", "events/s") / med("IngestBatched100/base", "events/s")
 		printf "batched / raw atomic batch: base %.2f, new %.2f\n", med("IngestBatched100/base", "events/s") / med("RawAtomicBatch/base", "events/s"),
 			med("IngestBatched100/new", "events/s") / med("RawAtomicBatch/new", "events/s")

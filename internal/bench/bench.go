@@ -35,6 +35,10 @@ type Options struct {
 	Burst                                 time.Duration // the max-throughput phase; 0 skips it
 	ReceiverAddr                          string        // where the local webhook receiver listens; default 127.0.0.1:0
 	ReceiverURL                           string        // the URL the webhooker should call; default http://ReceiverAddr
+	// Window, when set, is called as the measured window of the latency
+	// phase opens (true) and closes (false), before the wait for the
+	// stragglers: `eventline bench efficiency` samples CPU time there.
+	Window func(open bool)
 }
 
 // Latency summarises one latency distribution.
@@ -57,6 +61,7 @@ type Result struct {
 	BurstEvents    int
 	BurstPerSecond float64
 	BurstCatchUp   time.Duration // end of burst → last burst event in the timeline and at the receiver
+	Polls          int           // timeline reads during the measured window (each costs the projector and Postgres)
 }
 
 type tracker struct {
@@ -66,6 +71,7 @@ type tracker struct {
 	timeline  map[string]time.Time
 	webhook   map[string]time.Time
 	measuring atomic.Bool
+	polls     atomic.Int64 // timeline reads while measuring
 }
 
 func newTracker() *tracker {
@@ -181,7 +187,12 @@ loop:
 		if now.After(measureTo) {
 			break
 		}
-		tr.measuring.Store(now.After(measureFrom))
+		if now.After(measureFrom) && !tr.measuring.Load() {
+			if o.Window != nil {
+				o.Window(true)
+			}
+			tr.measuring.Store(true)
+		}
 		due := int(float64(now.Sub(start)) / float64(time.Second) * float64(o.Rate))
 		for ; issued < due; issued++ {
 			select {
@@ -193,10 +204,13 @@ loop:
 		}
 	}
 	tick.Stop()
-	tr.measuring.Store(false)
+	if tr.measuring.Swap(false) && o.Window != nil {
+		o.Window(false)
+	}
 	close(jobs)
 	wg.Wait()
 	res.Errors = int(errs.Load())
+	res.Polls = int(tr.polls.Load())
 
 	// Wait until every acknowledged event is observed, or 30s pass.
 	waitSeen(ctx, tr, 30*time.Second)
@@ -305,6 +319,9 @@ func pollTimeline(ctx context.Context, c *client, base string, every time.Durati
 			Events []struct {
 				ID string `json:"id"`
 			} `json:"events"`
+		}
+		if tr.measuring.Load() {
+			tr.polls.Add(1)
 		}
 		if err := c.do(ctx, http.MethodGet, base+"/v1/activity?limit=200", nil, http.StatusOK, &page); err != nil {
 			continue

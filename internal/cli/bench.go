@@ -17,6 +17,9 @@ import (
 )
 
 func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "efficiency" {
+		return efficiencyCmd(ctx, args[1:], stdout)
+	}
 	var o bench.Options
 	var url, dbURL string
 	var asJSON bool

@@ -240,6 +240,7 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"console", "--help"}, "-operator-token-file"},
 		{[]string{"migrate", "--help"}, "-database-url"},
 		{[]string{"bench", "--help"}, "-rate"},
+		{[]string{"bench", "efficiency", "--help"}, "-rates"},
 		{[]string{"rebuild", "timelines", "--help"}, "-keep-old"},
 	} {
 		code, out, errOut := run(t, url, tc.args...)

@@ -25,11 +25,15 @@ import (
 
 // DefaultAckWait is the AckWait of a durable Ensure creates when none is
 // given: a SIGKILLed replica's messages are redelivered to the others
-// within 10 s, while in-progress acks keep every message a live handler
+// after 30 s, while in-progress acks keep every message a live handler
 // holds. Messages prefetched into a replica's buffer (up to 32 per
-// handler) get no in-progress acks until a handler takes them, so a much
-// shorter AckWait would redeliver some of those under load.
-const DefaultAckWait = 10 * time.Second
+// handler) get no in-progress acks until a handler takes them: with 10 s,
+// a loaded machine redelivered some of those while their replica was alive
+// (the redelivery then records first, so nothing is sent twice, but the
+// first-attempt path is lost for it). After a webhooker SIGKILL its
+// claimed deliveries wait for their claim (WEBHOOK_CLAIM) anyway, so a
+// shorter AckWait would not bring its recovery under the claim.
+const DefaultAckWait = 30 * time.Second
 
 // MaxHold bounds how long a handler holds one message: in-progress acks
 // stop after it (the message is redelivered an AckWait later), and the

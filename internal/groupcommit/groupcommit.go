@@ -49,8 +49,44 @@ func (c *Config) withDefaults() {
 }
 
 // CommitFunc commits a batch of requests and returns one result per
-// request, in order; an error fails every request of the batch.
+// request, in order; an error fails every request of the batch, except an
+// Errors of one entry per request, which answers each request on its own.
 type CommitFunc[T, R any] func(ctx context.Context, batch []T) ([]R, error)
+
+// Errors is the error a CommitFunc returns when the requests of a batch
+// were committed independently and some failed: entry i is request i's
+// error, and request i gets results[i] when it is nil. A request must never
+// be told it failed when it was committed, nor the reverse
+// (docs/contract.md §2 Ingest: 202 only once durable, 503 when nothing is
+// acknowledged).
+type Errors []error
+
+func (e Errors) Error() string {
+	failed, first := 0, error(nil)
+	for _, err := range e {
+		if err != nil {
+			failed++
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if first == nil {
+		return "no request failed"
+	}
+	return fmt.Sprintf("%d of %d requests failed, first: %v", failed, len(e), first)
+}
+
+// Failed reports how many requests failed.
+func (e Errors) Failed() int {
+	n := 0
+	for _, err := range e {
+		if err != nil {
+			n++
+		}
+	}
+	return n
+}
 
 // Batcher forms and commits batches. Submit is safe for concurrent use;
 // Run must be running for requests to progress; after Close, Run returns
@@ -202,6 +238,19 @@ func (b *Batcher[T, R]) run(batch []*request[T, R], finished chan<- struct{}) {
 	start := time.Now()
 	results, err := b.commit(ctx, items)
 	cancel()
+	var each Errors
+	if errors.As(err, &each) {
+		switch {
+		case len(each) != len(batch):
+			err = fmt.Errorf("commit returned %d errors for %d requests: %w", len(each), len(batch), err)
+			each = nil
+		case len(results) != len(batch):
+			err = fmt.Errorf("commit returned %d results for %d requests: %w", len(results), len(batch), err)
+			each = nil
+		case each.Failed() == 0:
+			err, each = nil, nil
+		}
+	}
 	if err == nil && len(results) != len(batch) {
 		err = fmt.Errorf("commit returned %d results for %d requests", len(results), len(batch))
 	}
@@ -209,10 +258,13 @@ func (b *Batcher[T, R]) run(batch []*request[T, R], finished chan<- struct{}) {
 		b.cfg.Observe(units, time.Since(start), err)
 	}
 	for i, r := range batch {
-		if err != nil {
-			r.err = err
-		} else {
+		switch {
+		case each != nil && each[i] != nil:
+			r.err = each[i]
+		case each != nil || err == nil:
 			r.result = results[i]
+		default:
+			r.err = err
 		}
 		close(r.ready)
 	}

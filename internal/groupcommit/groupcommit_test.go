@@ -3,6 +3,7 @@ package groupcommit_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -120,4 +121,102 @@ func TestSizeLimitsAndClose(t *testing.T) {
 	<-b.Done()
 	_, err = b.Submit(context.Background(), 1)
 	require.ErrorIs(t, err, groupcommit.ErrClosed)
+}
+
+// gatedBatch holds the first commit so that the requests submitted meanwhile
+// form one batch, then commits that batch with commit.
+func gatedBatch[R any](t *testing.T, items []int, commit func([]int) ([]R, error)) ([]R, []error, [][]int) {
+	t.Helper()
+	var (
+		mu      sync.Mutex
+		batches [][]int
+		entered = make(chan struct{})
+		gate    = make(chan struct{})
+		once    sync.Once
+	)
+	b := groupcommit.New(func(_ context.Context, batch []int) ([]R, error) {
+		first := false
+		once.Do(func() { first = true; close(entered); <-gate })
+		if first {
+			return make([]R, len(batch)), nil
+		}
+		mu.Lock()
+		batches = append(batches, append([]int(nil), batch...))
+		mu.Unlock()
+		return commit(batch)
+	}, nil, groupcommit.Config{MaxInflight: 1, Linger: time.Hour})
+	go b.Run()
+	defer func() { b.Close(); <-b.Done() }()
+	go func() { _, _ = b.Submit(context.Background(), -1) }()
+	<-entered
+	results := make([]R, len(items))
+	errs := make([]error, len(items))
+	var wg sync.WaitGroup
+	for i, v := range items {
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i], errs[i] = b.Submit(context.Background(), v) }()
+	}
+	require.Eventually(t, func() bool { return b.Waiting.Load() == int64(len(items)) }, 5*time.Second, time.Millisecond)
+	close(gate)
+	wg.Wait()
+	return results, errs, batches
+}
+
+// TestErrorsAnswerEachRequestOnItsOwn: a commit that returns Errors fails
+// exactly the requests whose entry is set; the others get their results.
+func TestErrorsAnswerEachRequestOnItsOwn(t *testing.T) {
+	t.Parallel()
+	items := []int{1, 2, 3, 4, 5, 6}
+	results, errs, batches := gatedBatch(t, items, func(batch []int) ([]int, error) {
+		out := make([]int, len(batch))
+		each := make(groupcommit.Errors, len(batch))
+		for i, v := range batch {
+			if v%2 == 0 {
+				each[i] = fmt.Errorf("item %d failed", v)
+				continue
+			}
+			out[i] = v * 10
+		}
+		return out, each
+	})
+	require.Len(t, batches, 1, "the requests shared one batch")
+	for i, v := range items {
+		if v%2 == 0 {
+			require.EqualError(t, errs[i], fmt.Sprintf("item %d failed", v))
+			require.Zero(t, results[i])
+			continue
+		}
+		require.NoError(t, errs[i])
+		require.Equal(t, v*10, results[i])
+	}
+}
+
+// TestErrorsWithoutFailuresIsSuccess: an Errors of nil entries answers
+// every request with its result.
+func TestErrorsWithoutFailuresIsSuccess(t *testing.T) {
+	t.Parallel()
+	results, errs, _ := gatedBatch(t, []int{1, 2, 3}, func(batch []int) ([]int, error) {
+		return []int{7, 8, 9}, make(groupcommit.Errors, len(batch))
+	})
+	require.Equal(t, []error{nil, nil, nil}, errs)
+	require.ElementsMatch(t, []int{7, 8, 9}, results)
+}
+
+// TestMalformedErrorsFailsEveryRequest: an Errors that does not have one
+// entry per request cannot say who failed, so every request fails (none is
+// told it succeeded).
+func TestMalformedErrorsFailsEveryRequest(t *testing.T) {
+	t.Parallel()
+	_, errs, _ := gatedBatch(t, []int{1, 2, 3}, func([]int) ([]int, error) {
+		return []int{1, 2, 3}, groupcommit.Errors{errors.New("x")}
+	})
+	for _, err := range errs {
+		require.ErrorContains(t, err, "commit returned 1 errors for 3 requests")
+	}
+	_, errs, _ = gatedBatch(t, []int{1, 2, 3}, func([]int) ([]int, error) {
+		return []int{1}, groupcommit.Errors{nil, nil, errors.New("x")}
+	})
+	for _, err := range errs {
+		require.ErrorContains(t, err, "commit returned 1 results for 3 requests")
+	}
 }

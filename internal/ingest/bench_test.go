@@ -219,7 +219,7 @@ func BenchmarkRawSmallBatch(b *testing.B) {
 		}
 		return nil
 	}
-	for _, n := range []int{1, 2, 5} {
+	for _, n := range []int{1, 2, 5, 8, 12, 16, 28} {
 		for _, mode := range []string{"atomic", "plain"} {
 			b.Run(fmt.Sprintf("%s=%d", mode, n), func(b *testing.B) {
 				send := plain
@@ -257,6 +257,13 @@ func BenchmarkIngestBatched100(b *testing.B) {
 // clients each posting one event per request. One op is one request.
 func BenchmarkIngestSingle64(b *testing.B) {
 	benchIngest(b, benchSingleClients, 1)
+}
+
+// BenchmarkIngestSingle8 is BenchmarkIngestSingle64 at a light load, 8
+// clients: groups of a few single-event requests, which the group commit
+// appends as pipelined plain publishes (CommitterConfig.PipelineMax).
+func BenchmarkIngestSingle8(b *testing.B) {
+	benchIngest(b, 8, 1)
 }
 
 // BenchmarkIngestAuth measures what NATS authentication and permissions

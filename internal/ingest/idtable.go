@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -122,6 +123,63 @@ func (a *idempotent) AppendNormalized(ctx context.Context, es []events.Event) ([
 		}
 	}
 	return results, nil
+}
+
+// AppendEach is AppendNormalized for independent events: ids found in the
+// table are answered duplicate, the others go to next (on its own if next
+// is an EachAppender, else as one append whose error is every event's),
+// and only the stored ones are recorded.
+func (a *idempotent) AppendEach(ctx context.Context, es []events.Event) ([]events.Result, []error) {
+	found := a.t.lookup(ctx, es)
+	results := make([]events.Result, len(es))
+	errs := make([]error, len(es))
+	send := make([]events.Event, 0, len(es))
+	var at []int
+	for i, e := range es {
+		if seq, ok := found[idRow{tenant: e.Tenant, id: e.ID}]; ok {
+			results[i] = events.Result{ID: e.ID, Seq: seq, Duplicate: true}
+			continue
+		}
+		send = append(send, e)
+		at = append(at, i)
+	}
+	if len(send) == 0 {
+		return results, errs
+	}
+	var res []events.Result
+	var sendErrs []error
+	var err error
+	if each, ok := a.next.(EachAppender); ok {
+		res, sendErrs = each.AppendEach(ctx, send)
+		if len(res) != len(send) || len(sendErrs) != len(send) {
+			err = fmt.Errorf("append returned %d results and %d errors for %d events", len(res), len(sendErrs), len(send))
+		}
+	} else {
+		res, err = a.next.AppendNormalized(ctx, send)
+		if err == nil && len(res) != len(send) {
+			err = fmt.Errorf("append returned %d results for %d events", len(res), len(send))
+		}
+	}
+	if err != nil {
+		res, sendErrs = make([]events.Result, len(send)), make([]error, len(send))
+		for j := range sendErrs {
+			sendErrs[j] = err
+		}
+	}
+	var stored []events.Event
+	var storedRes []events.Result
+	for j, r := range res {
+		if sendErrs[j] != nil {
+			errs[at[j]] = sendErrs[j]
+			continue
+		}
+		results[at[j]] = r
+		stored, storedRes = append(stored, send[j]), append(storedRes, r)
+	}
+	if len(stored) > 0 {
+		a.t.record(stored, storedRes)
+	}
+	return results, errs
 }
 
 // lookup returns the stored sequence of every id of es in the table

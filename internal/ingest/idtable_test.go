@@ -60,6 +60,28 @@ func TestResendAfterStreamWindowIsDuplicate(t *testing.T) {
 	require.False(t, late.results[0].Duplicate, "an id past the retention is appended again")
 }
 
+// TestSingleEventResendAfterStreamWindowIsDuplicate: single-event requests
+// are appended independently of one another (pipelined plain publishes),
+// and the table records and finds their ids as it does a batch's.
+func TestSingleEventResendAfterStreamWindowIsDuplicate(t *testing.T) {
+	t.Parallel()
+	var pool *pgxpool.Pool
+	b := setupWith(t, stream.Config{Duplicates: window}, func(c *ingest.Config, p *pgxpool.Pool) {
+		c.IDs, c.IdempotencyRetention, pool = p, 24*time.Hour, p
+	})
+	first := postJSON(t, b, b.key, event("single-1", 1))
+	require.Equal(t, http.StatusAccepted, first.status)
+	waitRecorded(t, pool, "single-1")
+	// A sleep, not a poll: the stream forgets ids on nats-server's own timer, which no clock of ours drives and nothing reports.
+	time.Sleep(pastWindow)
+
+	again := postJSON(t, b, b.key, event("single-1", 1))
+	require.Equal(t, http.StatusAccepted, again.status)
+	require.True(t, again.results[0].Duplicate)
+	require.Equal(t, first.results[0].Seq, again.results[0].Seq, "the original seq")
+	require.Len(t, streamEvents(t, b.str)["single-1"], 1, "one copy in the stream")
+}
+
 // TestResendAfterStreamWindowWithoutTable is the control: with the table
 // off, the same re-send is a new append. It shows the window in these
 // tests is short enough for the test above to mean something.

@@ -53,6 +53,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Duration(&c.Timeout, "timeout", "WEBHOOK_TIMEOUT", 15*time.Second, "bound on one delivery attempt")
 	s.Duration(&c.Service.Claim, "claim", "WEBHOOK_CLAIM", time.Minute, "how long a replica owns a delivery it is attempting: one a SIGKILLed replica claimed is attempted again after this (keep it well above WEBHOOK_TIMEOUT)")
 	s.Int(&c.Service.Handlers, "handlers", "WEBHOOK_FANOUT_HANDLERS", DefaultHandlers, "concurrent fan-out handlers: each holds one event while its first attempts run (their records are group-committed)")
+	s.Int(&c.Service.ShareAbove, "share-above", "WEBHOOK_SHARE_ABOVE", DefaultShareAbove, "an event to more endpoints is recorded due and its deliveries are shared by every replica, in chunks, instead of sent by the replica that took it")
 	s.Int(&c.Service.Dispatch.Workers, "workers", "WEBHOOK_WORKERS", 512, "attempts in flight in this process")
 	s.Int(&c.Service.Dispatch.PerEndpoint, "per-endpoint", "WEBHOOK_PER_ENDPOINT", 16, "attempts in flight to one endpoint")
 	s.Int(&c.Service.Dispatch.DefaultRate, "default-rate", "WEBHOOK_DEFAULT_RATE", 0, "deliveries per second to an endpoint without its own rate_limit; 0 unlimited")

@@ -50,9 +50,10 @@ func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Lett
 			jobs = append(jobs, job{deliveryID: newID(), tenant: ev.Tenant, endpointID: e.ID, event: ev, attempt: 1})
 		}
 	}
-	for len(jobs) > 0 {
+	now := time.Now()
+	for len(jobs) > 0 { // due now, for any replica's scheduler
 		n := min(len(jobs), maxInsert)
-		if _, err := insertDeliveries(ctx, pool, nil, []fanoutItem{{jobs: jobs[:n]}}, time.Now()); err != nil {
+		if _, err := insertDeliveries(ctx, pool, nil, []fanoutItem{{jobs: jobs[:n], shared: true}}, now, now.Add(time.Minute)); err != nil {
 			return nil, err
 		}
 		jobs = jobs[n:]

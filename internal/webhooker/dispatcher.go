@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // DispatchConfig bounds concurrency. Zero values take defaults.
@@ -44,11 +42,16 @@ type dispatcher struct {
 	cfg     DispatchConfig
 	attempt func(context.Context, job)
 	rateOf  func(endpointID string) int
+	// windows shares rate limits with the other replicas; nil: each
+	// replica limits on its own.
+	windows rateWindows
+	budgets map[string]limit // by endpoint id
 
 	mu       sync.Mutex
 	ctx      context.Context
 	queues   map[string]*endpointQueue
 	inflight int
+	queued   int              // jobs in every queue, not started
 	waiting  []*endpointQueue // queues with work, blocked on the global cap
 	wg       sync.WaitGroup
 
@@ -70,7 +73,7 @@ type endpointQueue struct {
 	id       string
 	jobs     []job
 	inflight int
-	limiter  *rate.Limiter
+	limiter  budget // nil: unlimited
 	perSec   int
 	timer    *time.Timer // pending retry when rate limited
 	waiting  bool        // in dispatcher.waiting
@@ -78,7 +81,7 @@ type endpointQueue struct {
 
 func newDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, job), rateOf func(string) int) *dispatcher {
 	cfg = cfg.withDefaults()
-	return &dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, work: make(chan task, cfg.Workers)}
+	return &dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{}, work: make(chan task, cfg.Workers)}
 }
 
 // submit queues jobs and returns those it had no room for; it never
@@ -96,7 +99,9 @@ func (d *dispatcher) submit(jobs ...job) (dropped []job) {
 			dropped = append(dropped, j) // stays pending in Postgres
 			continue
 		}
+		j.queuedAt = time.Now()
 		q.jobs = append(q.jobs, j)
+		d.queued++
 		touched[q] = true
 	}
 	for q := range touched {
@@ -111,18 +116,40 @@ func (d *dispatcher) queue(id string) *endpointQueue {
 	if perSec <= 0 {
 		perSec = d.cfg.DefaultRate
 	}
+	if !ok {
+		q = &endpointQueue{id: id}
+		d.queues[id] = q
+	}
 	if !ok || q.perSec != perSec {
-		if !ok {
-			q = &endpointQueue{id: id}
-			d.queues[id] = q
-		}
 		q.perSec = perSec
-		q.limiter = nil
-		if perSec > 0 {
-			q.limiter = rate.NewLimiter(rate.Limit(perSec), max(1, perSec/10))
-		}
+		q.limiter = d.budget(id, perSec)
 	}
 	return q
+}
+
+// budget returns the rate limit of an endpoint. It outlives the endpoint's
+// queue, which goes whenever it is empty: a new queue must not start with a
+// fresh budget, or deliveries arriving one at a time would never wait.
+func (d *dispatcher) budget(id string, perSec int) budget {
+	if perSec <= 0 {
+		delete(d.budgets, id)
+		return nil
+	}
+	if b, ok := d.budgets[id]; ok && b.perSec == perSec {
+		return b.budget
+	}
+	b := limit{perSec: perSec, budget: newLocalBudget(perSec)}
+	if d.windows != nil {
+		b.budget = newSharedBudget(d.ctx, d.windows, id, perSec)
+	}
+	d.budgets[id] = b
+	return b.budget
+}
+
+// limit is an endpoint's budget and the rate it was made for.
+type limit struct {
+	perSec int
+	budget budget
 }
 
 // start launches what q may run now; d.mu held.
@@ -136,9 +163,7 @@ func (d *dispatcher) start(q *endpointQueue) {
 			return
 		}
 		if q.limiter != nil {
-			r := q.limiter.Reserve()
-			if delay := r.Delay(); delay > 0 {
-				r.Cancel()
+			if ok, delay := q.limiter.take(time.Now(), len(q.jobs)); !ok {
 				if q.timer == nil {
 					q.timer = time.AfterFunc(delay, func() {
 						d.mu.Lock()
@@ -153,6 +178,7 @@ func (d *dispatcher) start(q *endpointQueue) {
 		j := q.jobs[0]
 		q.jobs[0] = job{}
 		q.jobs = q.jobs[1:]
+		d.queued--
 		q.inflight++
 		d.inflight++
 		d.wg.Add(1)
@@ -194,6 +220,31 @@ func (d *dispatcher) run(q *endpointQueue, j job) {
 	if q.inflight == 0 && len(q.jobs) == 0 && q.timer == nil && !q.waiting {
 		delete(d.queues, q.id)
 	}
+}
+
+// room is how many more jobs the dispatcher should take so that at most
+// limit are queued or running: the scheduler claims no more than that, so
+// a replica never holds deliveries it cannot start soon while other
+// replicas are idle.
+func (d *dispatcher) room(limit int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return max(0, limit-d.queued-d.inflight)
+}
+
+// backlog is how many jobs are queued and running, and how long the
+// oldest queued job has waited.
+func (d *dispatcher) backlog(now time.Time) (queued, inflight int, oldest time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.queued > 0 {
+		for _, q := range d.queues {
+			if len(q.jobs) > 0 {
+				oldest = max(oldest, now.Sub(q.jobs[0].queuedAt))
+			}
+		}
+	}
+	return d.queued, d.inflight, oldest
 }
 
 // wait blocks until every running attempt has finished.

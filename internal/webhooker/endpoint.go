@@ -1,7 +1,3 @@
-// Package webhooker fans events out to the webhook endpoints of their
-// tenant as signed Standard Webhooks deliveries, retried on a schedule,
-// isolated per endpoint and logged (docs/contract.md §2 "Webhooks", §3;
-// docs/architecture.md §8-9).
 package webhooker
 
 import (

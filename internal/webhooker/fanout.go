@@ -29,7 +29,8 @@ const maxInsert = 5000
 // newInserts returns the group commit of delivery inserts.
 func newInserts(pool *pgxpool.Pool, rw *resultWriter, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, inserted] {
 	return groupcommit.New(func(ctx context.Context, items []fanoutItem) ([]inserted, error) {
-		return insertSplitting(ctx, pool, rw, items, now().Add(claim)), nil
+		at := now()
+		return insertSplitting(ctx, pool, rw, items, at, at.Add(claim)), nil
 	}, func(it fanoutItem) int { return len(it.jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
 }
 
@@ -45,9 +46,9 @@ type inserted struct {
 // it splits items in halves and records each, so the refused event fails
 // alone, to be dead-lettered, and the events grouped with it are
 // recorded. Any other error fails every item of the statement that hit it.
-func insertSplitting(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, claimUntil time.Time) []inserted {
+func insertSplitting(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, now, claimUntil time.Time) []inserted {
 	out := make([]inserted, len(items))
-	created, err := insertDeliveries(ctx, pool, rw, items, claimUntil)
+	created, err := insertDeliveries(ctx, pool, rw, items, now, claimUntil)
 	switch {
 	case err == nil:
 		for i := range out {
@@ -55,8 +56,8 @@ func insertSplitting(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, 
 		}
 	case len(items) > 1 && postgres.Permanent(err) && ctx.Err() == nil:
 		half := len(items) / 2
-		copy(out, insertSplitting(ctx, pool, rw, items[:half], claimUntil))
-		copy(out[half:], insertSplitting(ctx, pool, rw, items[half:], claimUntil))
+		copy(out, insertSplitting(ctx, pool, rw, items[:half], now, claimUntil))
+		copy(out[half:], insertSplitting(ctx, pool, rw, items[half:], now, claimUntil))
 	default:
 		for i := range out {
 			out[i].err = err
@@ -84,7 +85,9 @@ type fanout struct {
 	inserts    *groupcommit.Batcher[fanoutItem, inserted]
 	registry   *Registry
 	submit     func(...job) []job // returns the jobs it could not queue
-	results    func(outcome)      // logs an outcome once its delivery is recorded
+	scheduler  *scheduler         // takes shared fan-outs (recordShared)
+	shareAbove int
+	results    func(outcome) // logs an outcome once its delivery is recorded
 	first      FirstAttemptConfig
 	gate       *firstGate
 	speed      *endpointSpeed
@@ -133,7 +136,9 @@ func (f *fanout) handle(msg *message.Message) error {
 	seq := consume.StreamSeq(msg)
 	f.gate.taken(seq)
 	delivered, _ := strconv.ParseUint(msg.Metadata.Get(consume.MetaDelivered), 10, 64)
-	if msg.Metadata.Get(metaAttempted) == "" && f.gate.attemptFirst(seq, delivered, ev.RecordedAt, len(jobs)) {
+	if len(jobs) > f.shareAbove {
+		err = f.recordShared(ctx, jobs)
+	} else if msg.Metadata.Get(metaAttempted) == "" && f.gate.attemptFirst(seq, delivered, ev.RecordedAt, len(jobs)) {
 		// A retry of this handler (the record failed) must not attempt
 		// again: it records first, like a redelivery.
 		msg.Metadata.Set(metaAttempted, "true")
@@ -154,10 +159,24 @@ func (f *fanout) handle(msg *message.Message) error {
 // metaAttempted marks a message whose first attempts were made.
 const metaAttempted = "eventline_attempted"
 
+// recordShared records the deliveries that do not exist yet, due now and
+// claimed by no one: every replica's scheduler claims them, as many as its
+// dispatcher can start soon, so replicas share a large fan-out and none
+// holds more than it can send before its claim expires.
+func (f *fanout) recordShared(ctx context.Context, jobs []job) error {
+	created, err := f.record(ctx, jobs, nil, true)
+	if err != nil {
+		return err
+	}
+	f.metrics.created(len(created))
+	f.scheduler.nudge()
+	return nil
+}
+
 // recordThenAttempt records the deliveries that do not exist yet, claimed,
 // and queues their first attempts.
 func (f *fanout) recordThenAttempt(ctx context.Context, jobs []job) error {
-	created, err := f.record(ctx, jobs, nil)
+	created, err := f.record(ctx, jobs, nil, false)
 	if err != nil {
 		return err
 	}
@@ -231,7 +250,7 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 func (f *fanout) recordAttempted(ctx context.Context, jobs []job, done []outcome) ([]job, error) {
 	deadline := time.Now().Add(f.first.RecordFor)
 	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
-		created, err := f.record(ctx, jobs, done)
+		created, err := f.record(ctx, jobs, done, false)
 		if err == nil || postgres.Permanent(err) || time.Now().Add(pause).After(deadline) {
 			return created, err
 		}
@@ -247,13 +266,14 @@ func (f *fanout) recordAttempted(ctx context.Context, jobs []job, done []outcome
 
 // record inserts the deliveries of jobs, those in done with their
 // outcome, in statements of at most maxInsert, and returns the jobs it
-// created without an outcome.
-func (f *fanout) record(ctx context.Context, jobs []job, done []outcome) ([]job, error) {
+// created without an outcome: claimed by this replica, or due for any
+// replica when shared.
+func (f *fanout) record(ctx context.Context, jobs []job, done []outcome, shared bool) ([]job, error) {
 	var created []job
 	split := len(jobs) > maxInsert
 	for len(jobs) > 0 {
 		n := min(len(jobs), maxInsert)
-		item := fanoutItem{jobs: jobs[:n], done: done}
+		item := fanoutItem{jobs: jobs[:n], done: done, shared: shared}
 		if split && len(done) > 0 { // several statements: each takes its own outcomes
 			in := make(map[string]bool, n)
 			for _, j := range item.jobs {

@@ -148,11 +148,11 @@ func TestRecordSplitsLargeFanOut(t *testing.T) {
 	for i := range jobs {
 		jobs[i] = job{deliveryID: newID(), tenant: "acme", endpointID: fmt.Sprintf("ep-%d", i), event: ev, attempt: 1}
 	}
-	created, err := f.record(context.Background(), jobs, nil)
+	created, err := f.record(context.Background(), jobs, nil, false)
 	require.NoError(t, err)
 	require.Len(t, created, len(jobs))
 	require.Equal(t, len(jobs), b.count(t, `SELECT count(*) FROM webhook.deliveries WHERE event_id = 'big'`))
-	again, err := f.record(context.Background(), jobs, nil)
+	again, err := f.record(context.Background(), jobs, nil, false)
 	require.NoError(t, err)
 	require.Empty(t, again, "recorded once")
 }

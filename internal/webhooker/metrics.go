@@ -16,6 +16,8 @@ type Metrics struct {
 	due          prometheus.Counter
 	consumer     *consumerlag.Metrics
 	reg          prometheus.Registerer
+	dueNow       prometheus.Gauge
+	oldestDue    prometheus.Gauge
 }
 
 // NewMetrics registers the webhooker metrics on reg.
@@ -36,8 +38,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		consumer: consumerlag.NewMetrics(reg),
 		reg:      reg,
+		dueNow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "eventline_webhook_due_deliveries", Help: "Deliveries due and claimed by no replica (webhook.due), from Postgres: the same on every replica.",
+		}),
+		oldestDue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "eventline_webhook_oldest_due_seconds", Help: "How long the oldest delivery due and claimed by no replica has waited, from Postgres; 0 when none.",
+		}),
 	}
-	reg.MustRegister(m.attempts, m.fanout, m.firstAttempt, m.due)
+	reg.MustRegister(m.attempts, m.fanout, m.firstAttempt, m.due, m.dueNow, m.oldestDue)
 	return m
 }
 
@@ -72,5 +80,27 @@ func (m *Metrics) watchRegistry(r *Registry) {
 		_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "eventline_webhook_endpoints", Help: "Endpoints in this replica's registry, enabled or not.",
 		}, func() float64 { return float64(r.Len()) }))
+	}
+}
+
+// watchDispatcher exports what this replica holds: deliveries claimed and
+// waiting in its dispatcher, and how long the oldest has waited (once per
+// Metrics).
+func (m *Metrics) watchDispatcher(d *dispatcher) {
+	if m == nil {
+		return
+	}
+	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eventline_webhook_queued_deliveries", Help: "Deliveries this replica claimed that wait for an attempt slot (not running yet).",
+	}, func() float64 { q, _, _ := d.backlog(time.Now()); return float64(q) }))
+	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eventline_webhook_oldest_queued_seconds", Help: "How long the oldest delivery waiting in this replica's dispatcher has waited; 0 when none.",
+	}, func() float64 { _, _, age := d.backlog(time.Now()); return age.Seconds() }))
+}
+
+func (m *Metrics) backlog(due int64, oldest time.Duration) {
+	if m != nil {
+		m.dueNow.Set(float64(due))
+		m.oldestDue.Set(oldest.Seconds())
 	}
 }

@@ -18,23 +18,53 @@ import (
 // claims them with FOR UPDATE SKIP LOCKED so replicas never take the same
 // one, and hands them to the dispatcher. Retries wait here, never in the
 // hot consumer's ack-pending set (docs/architecture.md §9).
+//
+// It claims no more than its dispatcher can start soon (hold): a replica
+// that is busy leaves due deliveries to the others, so replicas share a
+// large fan-out (recorded due, see fanout.recordShared) and no claim
+// expires while its delivery waits in a busy replica's memory.
 type scheduler struct {
 	pool    *pgxpool.Pool
 	str     jetstream.Stream
-	submit  func(...job) []job
+	queue   jobQueue
 	now     func() time.Time
 	claim   time.Duration // how long a claimed delivery is ours
-	batch   int
+	batch   int           // most deliveries claimed by one statement
+	hold    int           // most jobs the dispatcher holds, queued or running, after a claim
 	log     *slog.Logger
 	metrics *Metrics
+	poke    chan struct{} // ticks at once (a shared fan-out was recorded)
+}
+
+// jobQueue is where the scheduler hands the deliveries it claimed: the
+// dispatcher.
+type jobQueue interface {
+	submit(jobs ...job) []job
+	room(limit int) int
+}
+
+// nudge makes the scheduler tick at once instead of at its next interval.
+func (s *scheduler) nudge() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
 }
 
 // tick claims and submits the deliveries due at now; it returns how many.
-// First it turns expired first-attempt claims into due rows for the
-// deliveries that still have no attempt; due rows whose delivery is no
-// longer pending (finished meanwhile, or pruned) are dropped.
 func (s *scheduler) tick(ctx context.Context) (int, error) {
+	n, _, err := s.claimDue(ctx)
+	return n, err
+}
+
+// claimDue claims and submits the deliveries due at now, at most as many
+// as the dispatcher has room for, and returns how many and how many it
+// asked for. First it turns expired first-attempt claims into due rows
+// for the deliveries that still have no attempt; due rows whose delivery
+// is no longer pending (finished meanwhile, or pruned) are dropped.
+func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	now := s.now()
+	limit := min(s.batch, s.queue.room(s.hold))
 	type due struct {
 		id, tenant, endpoint string
 		seq                  int64
@@ -55,9 +85,12 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 		if err != nil {
 			return fmt.Errorf("expire claims: %w", err)
 		}
+		if limit == 0 {
+			return nil // busy: the others take what is due
+		}
 		rows, err := tx.Query(ctx, `SELECT u.delivery_id, coalesce(d.tenant, ''), coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1)
 			FROM webhook.due u LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'
-			WHERE u.due_at <= $1 ORDER BY u.due_at LIMIT $2 FOR UPDATE OF u SKIP LOCKED`, now, s.batch)
+			WHERE u.due_at <= $1 ORDER BY u.due_at LIMIT $2 FOR UPDATE OF u SKIP LOCKED`, now, limit)
 		if err != nil {
 			return err
 		}
@@ -86,23 +119,27 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("claim due deliveries: %w", err)
+		return 0, limit, fmt.Errorf("claim due deliveries: %w", err)
 	}
 	jobs := make([]job, 0, len(claimed))
+	loaded := map[int64]events.Event{} // the deliveries of a fan-out share their event
 	for _, d := range claimed {
 		if d.attempts < 0 {
 			continue
 		}
-		ev, err := s.event(ctx, uint64(d.seq))
-		if err != nil {
-			s.log.WarnContext(ctx, "load event for delivery", "delivery_id", d.id, "event_seq", d.seq, "error", err)
-			continue // retried when the claim expires
+		ev, ok := loaded[d.seq]
+		if !ok {
+			if ev, err = s.event(ctx, uint64(d.seq)); err != nil {
+				s.log.WarnContext(ctx, "load event for delivery", "delivery_id", d.id, "event_seq", d.seq, "error", err)
+				continue // retried when the claim expires
+			}
+			loaded[d.seq] = ev
 		}
 		jobs = append(jobs, job{deliveryID: d.id, tenant: d.tenant, endpointID: d.endpoint, event: ev, attempt: d.attempts + 1, scheduled: true})
 	}
 	s.metrics.scheduled(len(jobs))
-	s.submit(jobs...)
-	return len(live), nil
+	s.queue.submit(jobs...)
+	return len(live), limit, nil
 }
 
 // event reads one event back from the stream by sequence.
@@ -114,22 +151,24 @@ func (s *scheduler) event(ctx context.Context, seq uint64) (events.Event, error)
 	return events.ParseStored(events.Message{Subject: m.Subject, Data: m.Data, Header: m.Header, Seq: seq, Timestamp: m.Time})
 }
 
-// run ticks every interval until ctx ends; a full batch ticks again at once.
+// run ticks every interval, and when nudged, until ctx ends; a claim that
+// got all it asked for ticks again at once.
 func (s *scheduler) run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		n, err := s.tick(ctx)
+		n, asked, err := s.claimDue(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "schedule deliveries", "error", err)
 		}
-		if n == s.batch {
+		if n > 0 && n == asked {
 			continue
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.poke:
 		}
 	}
 }

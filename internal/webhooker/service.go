@@ -27,16 +27,24 @@ import (
 // DefaultHandlers is how many fan-out handlers a replica runs by default.
 const DefaultHandlers = 256
 
+// DefaultShareAbove is the fan-out size above which replicas share an
+// event's deliveries (Config.ShareAbove).
+const DefaultShareAbove = 1000
+
 // Config tunes the webhooker. Zero values take defaults.
 type Config struct {
-	Consumer      string // durable name; default "webhooker"
-	MaxDeliver    int    // deliveries of one event to the fan-out: the durable's, as provisioned (NewService reads it)
-	Handlers      int    // concurrent fan-out handlers; default 256
+	Consumer   string // durable name; default "webhooker"
+	MaxDeliver int    // deliveries of one event to the fan-out: the durable's, as provisioned (NewService reads it)
+	Handlers   int    // concurrent fan-out handlers; default 256
+	// ShareAbove: an event to more endpoints is recorded due, for every
+	// replica's scheduler to take in chunks, instead of attempted by the
+	// replica that took it. Default 1,000.
+	ShareAbove    int
 	Dispatch      DispatchConfig
 	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
 	ScheduleEvery time.Duration // how often due retries are looked for; default 250ms
-	LagEvery      time.Duration // how often the durable's lag is measured for /metrics; default 5s
+	LagEvery      time.Duration // how often the durable's lag and the backlog are measured for /metrics; default 5s
 	RefreshEvery  time.Duration // endpoint cache refresh; default 250ms
 	Disable       DisableRule
 	Retention     time.Duration // delivery log retention; default 30 days
@@ -62,6 +70,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Handlers <= 0 {
 		c.Handlers = DefaultHandlers
+	}
+	if c.LagEvery <= 0 {
+		c.LagEvery = 5 * time.Second
+	}
+	if c.ShareAbove <= 0 {
+		c.ShareAbove = DefaultShareAbove
 	}
 	c.FirstAttempt = c.FirstAttempt.withDefaults()
 	if c.Claim <= 0 {
@@ -182,7 +196,10 @@ func (s *Service) Run(ctx context.Context) error {
 		e, _ := s.registry.Get(id)
 		return e.RateLimit
 	})
-	sch := &scheduler{pool: s.pool, str: s.str, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim, batch: 500, log: s.log, metrics: s.metrics}
+	d.windows = pgRateWindows{s.pool}
+	sch := &scheduler{pool: s.pool, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, batch: 500, hold: 2 * d.cfg.Workers,
+		log: s.log, metrics: s.metrics, poke: make(chan struct{}, 1)}
+	s.metrics.watchDispatcher(d)
 	s.mu.Lock()
 	s.dispatcher, s.scheduler = d, sch
 	s.mu.Unlock()
@@ -190,7 +207,7 @@ func (s *Service) Run(ctx context.Context) error {
 	inserts := newInserts(s.pool, rw, s.cfg.Now, s.cfg.Claim)
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
-	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, now: s.cfg.Now, claim: s.cfg.Claim,
+	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
 		results: func(o outcome) { rw.in <- o }, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
@@ -199,8 +216,16 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	if s.lag != nil {
-		wg.Add(1)
+		wg.Add(2)
 		go func() { defer wg.Done(); s.lag.Run(ctx) }()
+		go func() {
+			defer wg.Done()
+			lifecycle.Every(ctx, s.cfg.LagEvery, func(ctx context.Context) {
+				if err := s.measureBacklog(ctx); err != nil && ctx.Err() == nil {
+					s.log.WarnContext(ctx, "measure the webhook backlog", "error", err)
+				}
+			})
+		}()
 	}
 	wg.Add(2)
 	go func() { defer wg.Done(); sch.run(ctx, s.cfg.ScheduleEvery) }()
@@ -211,6 +236,24 @@ func (s *Service) Run(ctx context.Context) error {
 	close(rw.in)
 	<-rw.done
 	return runErr
+}
+
+// measureBacklog sets the backlog gauges: deliveries due that no replica
+// has claimed, and the age of the oldest. What the webhooker's
+// ScaledObject reads (deploy/base/scaledobjects.yaml) is the same count.
+func (s *Service) measureBacklog(ctx context.Context) error {
+	now := s.cfg.Now()
+	var due int64
+	var oldest *time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), min(due_at) FROM webhook.due WHERE due_at <= $1`, now).Scan(&due, &oldest); err != nil {
+		return err
+	}
+	var age time.Duration
+	if oldest != nil {
+		age = now.Sub(*oldest)
+	}
+	s.metrics.backlog(due, age)
+	return nil
 }
 
 // ScheduleNow runs one scheduler pass at once (tests with a fake clock).
@@ -251,6 +294,9 @@ func (s *Service) retain(ctx context.Context) {
 	lifecycle.Every(ctx, time.Minute, func(ctx context.Context) {
 		if _, err := s.PruneLog(ctx); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "prune delivery log", "error", err)
+		}
+		if err := (pgRateWindows{s.pool}).prune(ctx, s.cfg.Now()); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "prune rate-limit slots", "error", err)
 		}
 	})
 }

@@ -372,6 +372,8 @@ type job struct {
 	// scheduled: taken from webhook.due (a retry, a replay, an expired
 	// claim), whose row goes once the delivery is finished.
 	scheduled bool
+	// queuedAt is when the dispatcher queued the job (its backlog age).
+	queuedAt time.Time
 	// first collects the outcome while the fan-out waits to record the
 	// delivery with it (attempt first); nil: log it as usual.
 	first *firstAttempts
@@ -383,6 +385,9 @@ type job struct {
 type fanoutItem struct {
 	jobs []job
 	done []outcome
+	// shared: the jobs without an outcome are recorded due now for any
+	// replica to claim (fanout.recordShared), not claimed by this one.
+	shared bool
 }
 
 // insertDeliveries records one delivery per job of a batch of events in
@@ -391,10 +396,11 @@ type fanoutItem struct {
 // due (webhook.due), with its attempt logged; a job without one is claimed
 // for this replica until claimUntil: one webhook.claims row per tenant
 // lists them, and the scheduler makes those still without an attempt due
-// once the claim expires (the replica died). Outcomes also move their
+// once the claim expires (the replica died). The jobs of a shared item are
+// instead due at now, claimed by no one, for any replica's scheduler. Outcomes also move their
 // endpoints' failure trackers (rw.trackEndpoints) in the same transaction.
 // It returns, per item, the jobs it created without an outcome.
-func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, claimUntil time.Time) ([][]job, error) {
+func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, now, claimUntil time.Time) ([][]job, error) {
 	var ids, eps, tenants, eventIDs, types, status []string
 	var seqs []int64
 	var attempts []int32
@@ -409,6 +415,10 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 	}
 	attempted := newAttemptRows(done)
 	for _, it := range items {
+		unattempted := &claimUntil
+		if it.shared {
+			unattempted = &now
+		}
 		for _, j := range it.jobs {
 			ids, eps, tenants, eventIDs, types = append(ids, j.deliveryID), append(eps, j.endpointID), append(tenants, j.tenant), append(eventIDs, j.event.ID), append(types, j.event.Type)
 			seqs = append(seqs, int64(j.event.Seq))
@@ -417,7 +427,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 				next, last = append(next, attempted.next[k]), append(last, &attempted.at[k])
 				continue
 			}
-			status, attempts, next, last = append(status, "pending"), append(attempts, 0), append(next, &claimUntil), append(last, nil)
+			status, attempts, next, last = append(status, "pending"), append(attempts, 0), append(next, unattempted), append(last, nil)
 		}
 	}
 	out := make([][]job, len(items))
@@ -438,9 +448,11 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 				RETURNING id, tenant, status, attempts, next_attempt_at
 			), c AS (
 				INSERT INTO webhook.claims (tenant, claimed_until, delivery_ids)
-				SELECT tenant, $11, array_agg(id) FROM d WHERE attempts = 0 GROUP BY tenant
+				SELECT tenant, $11, array_agg(id) FROM d WHERE attempts = 0 AND next_attempt_at = $11 GROUP BY tenant
 			), r AS (
-				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next_attempt_at FROM d WHERE status = 'pending' AND attempts > 0
+				-- retries of attempted deliveries, and shared ones (due before $11)
+				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next_attempt_at FROM d
+				WHERE status = 'pending' AND (attempts > 0 OR next_attempt_at <> $11)
 			), a AS (
 				INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
 				SELECT o.* FROM unnest($12::text[], $13::int[], $14::text[], $15::text[], $16::timestamptz[], $17::int[], $18::int[], $19::text[], $20::text[], $21::text[])

@@ -81,14 +81,21 @@ func NewPublisher(nc *nats.Conn, opts ...PublisherOption) (*Publisher, error) {
 	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream context: %w", err)
-	}
-	p := &Publisher{nc: nc, js: js, stream: StreamName, timeout: 10 * time.Second, now: time.Now}
+	// Pending async publishes (AppendEach) whose ack never comes are
+	// dropped after the publisher's timeout instead of filling the window.
+	p := &Publisher{nc: nc, stream: StreamName, timeout: 10 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(p)
 	}
+	asyncTimeout := p.timeout
+	if asyncTimeout <= 0 {
+		asyncTimeout = time.Minute
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(asyncTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	p.js = js
 	return p, nil
 }
 
@@ -266,6 +273,61 @@ func (p *Publisher) appendChunk(ctx context.Context, es []Event) ([]Result, erro
 		}
 		return nil, unavailable("append batch", err)
 	}
+}
+
+// AppendEach appends events that Normalize has already accepted, each on
+// its own: one ordinary durable publish per event, all sent before any ack
+// is awaited (pipelined), so the round trips overlap. Unlike
+// AppendNormalized nothing ties the events together: results[i] is event
+// i's outcome when errs[i] is nil, and an event whose errs[i] wraps
+// ErrUnavailable may or may not be stored (a retry is de-duplicated by its
+// id, docs/contract.md §2 Ingest). It is how the ingest service's group
+// commit appends concurrent single-event requests, which need no atomic
+// batch: each request is atomic on its own (docs/architecture.md §3).
+// A repeated id is reported as a duplicate of its first occurrence.
+func (p *Publisher) AppendEach(ctx context.Context, es []Event) ([]Result, []error) {
+	ctx, cancel := p.withTimeout(ctx)
+	defer cancel()
+	results := make([]Result, len(es))
+	errs := make([]error, len(es))
+	msgs := make([]*nats.Msg, len(es))
+	futures := make([]jetstream.PubAckFuture, len(es))
+	for i, e := range es {
+		m, err := message(e)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		msgs[i] = m
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithExpectStream(p.stream))
+		if err != nil {
+			errs[i] = unavailable("append event", err)
+			continue
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case ack := <-f.Ok():
+			r := Result{ID: es[i].ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}
+			if ack.Stream != p.stream {
+				errs[i] = unavailable("append event", fmt.Errorf("stored in stream %q, expected %q", ack.Stream, p.stream))
+				continue
+			}
+			if r.Duplicate {
+				r, errs[i] = p.ownDuplicate(ctx, es[i], msgs[i], r)
+			}
+			results[i] = r
+		case err := <-f.Err():
+			errs[i] = unavailable("append event", err)
+		case <-ctx.Done():
+			errs[i] = unavailable("append event", ctx.Err())
+		}
+	}
+	return results, errs
 }
 
 // publishAtomic sends msgs as one atomic batch and returns the stream

@@ -293,3 +293,105 @@ func TestLoneEventForeignDuplicateIsNotTrusted(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "events.acme.card.closed", m.Subject)
 }
+
+// onePerSubject limits b's stream to one message per subject, refusing
+// more (discard new per subject): the server then refuses an event of a
+// tenant that already has one, and takes every other.
+func onePerSubject(t *testing.T, b bundle) {
+	t.Helper()
+	ctx := context.Background()
+	info, err := b.str.Info(ctx)
+	require.NoError(t, err)
+	cfg := info.Config
+	cfg.MaxMsgsPerSubject = 1
+	cfg.Discard = jetstream.DiscardNew
+	cfg.DiscardNewPerSubject = true
+	js, err := jetstream.New(b.nc)
+	require.NoError(t, err)
+	_, err = js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+}
+
+// TestAppendEachReportsEachOutcome: AppendEach publishes each event on its
+// own; one the server refuses fails alone, the others are stored, and a
+// repeated id is a duplicate of its first occurrence.
+func TestAppendEachReportsEachOutcome(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	onePerSubject(t, b)
+	ctx := context.Background()
+	full, err := b.pub.Append(ctx, card("full", "f0", 0))
+	require.NoError(t, err)
+
+	es := []events.Event{card("t1", "a", 1), card("full", "f1", 2), card("t2", "c", 3), card("t1", "a", 1)}
+	for i := range es {
+		require.NoError(t, es[i].Normalize(time.Now()))
+	}
+	res, errs := b.pub.AppendEach(ctx, es)
+	require.Len(t, res, 4)
+	require.Len(t, errs, 4)
+	require.NoError(t, errs[0])
+	require.ErrorIs(t, errs[1], events.ErrUnavailable, "the full subject refuses its event")
+	require.NoError(t, errs[2])
+	require.NoError(t, errs[3])
+	require.False(t, res[0].Duplicate)
+	require.False(t, res[2].Duplicate)
+	require.Equal(t, events.Result{ID: "a", Seq: res[0].Seq, Duplicate: true}, res[3], "the repeated id is its first occurrence")
+
+	msgs := stored(t, b)
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.Header.Get(events.HeaderMsgID))
+	}
+	require.Equal(t, []string{"full:f0", "t1:a", "t2:c"}, got, "exactly the events reported stored are stored")
+	require.Equal(t, full.Seq, msgs[0].Sequence)
+
+	// Sent again (a client retrying), the stored ones come back duplicate
+	// with their original sequence.
+	again, errs := b.pub.AppendEach(ctx, []events.Event{es[0], es[2]})
+	require.Equal(t, []error{nil, nil}, errs)
+	require.Equal(t, []events.Result{{ID: "a", Seq: res[0].Seq, Duplicate: true}, {ID: "c", Seq: res[2].Seq, Duplicate: true}}, again)
+	require.Len(t, stored(t, b), 3)
+}
+
+// TestAppendEachForeignDuplicateIsNotTrusted: as for a lone event, another
+// tenant's message holding the id does not make the event a duplicate.
+func TestAppendEachForeignDuplicateIsNotTrusted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	js, err := jetstream.New(b.nc)
+	require.NoError(t, err)
+	forged := nats.NewMsg("events.globex.card.closed")
+	forged.Header.Set(events.HeaderMsgID, "acme:stolen-1")
+	forged.Data = []byte(`{"id":"stolen-1","action":"closed","eventable":{"type":"card","id":"x"},"creator":{"type":"user","id":"mallory"}}`)
+	foreign, err := js.PublishMsg(ctx, forged)
+	require.NoError(t, err)
+
+	e := card("acme", "stolen-1", 1)
+	require.NoError(t, e.Normalize(time.Now()))
+	res, errs := b.pub.AppendEach(ctx, []events.Event{e})
+	require.NoError(t, errs[0])
+	require.False(t, res[0].Duplicate, "globex's message is not acme's event")
+	require.NotEqual(t, foreign.Sequence, res[0].Seq)
+	m, err := b.str.GetMsg(ctx, res[0].Seq)
+	require.NoError(t, err)
+	require.Equal(t, "events.acme.card.closed", m.Subject)
+}
+
+// TestAppendEachWithoutStreamIsUnavailable: no stream, every event fails
+// with ErrUnavailable (no responders), none is reported stored.
+func TestAppendEachWithoutStreamIsUnavailable(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	pub, err := events.NewPublisher(n.Connect(t), events.WithTimeout(2*time.Second))
+	require.NoError(t, err)
+	es := []events.Event{card("acme", "x1", 1), card("acme", "x2", 2)}
+	for i := range es {
+		require.NoError(t, es[i].Normalize(time.Now()))
+	}
+	_, errs := pub.AppendEach(context.Background(), es)
+	for _, err := range errs {
+		require.ErrorIs(t, err, events.ErrUnavailable)
+	}
+}

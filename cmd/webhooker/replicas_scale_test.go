@@ -1,0 +1,100 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// TestThreeReplicasShareA10kFanout: one event for 10,000 endpoints,
+// three webhooker processes on one durable. Every endpoint receives it
+// exactly once, every delivery is recorded as succeeded at its first
+// attempt, and each replica sends a share (docs/architecture.md
+// "Webhooks": large fan-outs are cut into chunks any replica can take).
+func TestThreeReplicasShareA10kFanout(t *testing.T) {
+	t.Parallel()
+	const endpoints = 10_000
+	r := startReplicas(t, 3)
+	rc := newReceiver(t)
+	bodies := make([]string, endpoints)
+	for i := range bodies {
+		bodies[i] = fmt.Sprintf(`{"url":"%s/e/%d","events":["card.*"]}`, rc.URL, i)
+	}
+	r.createEndpoints(bodies)
+	r.waitRegistries(endpoints)
+
+	start := time.Now()
+	_, err := r.pub.Append(context.Background(), cardEvent("fanout-10k", "c1"))
+	require.NoError(t, err)
+	testenv.Poll(t, 2*time.Minute, "every endpoint received the event", func() bool { return rc.paths() == endpoints })
+	t.Logf("%d endpoints received the event within %s", endpoints, time.Since(start).Round(time.Millisecond))
+
+	var pending, retried int
+	testenv.Poll(t, time.Minute, "every delivery recorded as succeeded", func() bool {
+		err := r.pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE status <> 'succeeded'), count(*) FILTER (WHERE attempts > 1)
+			FROM webhook.deliveries`).Scan(&pending, &retried)
+		require.NoError(t, err)
+		return pending == 0
+	})
+	require.Zero(t, retried, "no delivery needed a second attempt")
+	for i := range endpoints {
+		require.Equal(t, []string{"fanout-10k"}, rc.ids(fmt.Sprintf("/e/%d", i)), "endpoint %d received the event exactly once", i)
+	}
+	sent := r.sent()
+	t.Logf("attempts per replica: %v", sent)
+	for i, n := range sent {
+		require.GreaterOrEqual(t, n, float64(endpoints/10), "replica %d sent a share of the fan-out (attempts per replica: %v)", i, sent)
+	}
+	require.Equal(t, float64(endpoints), sent[0]+sent[1]+sent[2], "one attempt per endpoint in all")
+}
+
+// TestThreeReplicasHoldARateLimit: an endpoint with rate_limit 20 receives
+// at most 22 deliveries in any second although three replicas take its
+// events, and receives every event once.
+func TestThreeReplicasHoldARateLimit(t *testing.T) {
+	t.Parallel()
+	const limit, count = 20, 160
+	// One fan-out handler each: every replica takes a share of the events
+	// (a handler holds its event while the first attempt waits for the
+	// limit), so every replica sends to the endpoint.
+	r := startReplicas(t, 3, "WEBHOOK_FANOUT_HANDLERS=1")
+	rc := newReceiver(t)
+	r.createEndpoints([]string{fmt.Sprintf(`{"url":"%s/limited","events":["card.*"],"rate_limit":%d}`, rc.URL, limit)})
+	r.waitRegistries(1)
+
+	batch := make([]events.Event, count)
+	for i := range batch {
+		batch[i] = cardEvent(fmt.Sprintf("limited-%d", i), fmt.Sprintf("c%d", i))
+	}
+	for chunk := range slices.Chunk(batch, 40) {
+		_, err := r.pub.AppendBatch(context.Background(), chunk)
+		require.NoError(t, err)
+	}
+	testenv.Poll(t, 2*time.Minute, "every event delivered", func() bool { return len(rc.ids("/limited")) >= count })
+	ids := rc.ids("/limited")
+	slices.Sort(ids)
+	require.Equal(t, count, len(slices.Compact(ids)), "every event once")
+	require.Len(t, rc.ids("/limited"), count, "no event twice")
+
+	rc.mu.Lock()
+	when := slices.Clone(rc.when["/limited"])
+	rc.mu.Unlock()
+	most := 0
+	for i := range when { // the busiest second that starts at an arrival
+		j, _ := slices.BinarySearchFunc(when, when[i].Add(time.Second), func(a, b time.Time) int { return a.Compare(b) })
+		most = max(most, j-i)
+	}
+	sent := r.sent()
+	t.Logf("busiest second %d, attempts per replica %v", most, sent)
+	for i, n := range sent {
+		require.Positive(t, n, "replica %d sent to the endpoint (attempts per replica: %v)", i, sent)
+	}
+	require.LessOrEqual(t, most, limit*11/10, "deliveries in the busiest second, limit %d, %d events over %s", limit, count, when[len(when)-1].Sub(when[0]))
+}

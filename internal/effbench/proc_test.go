@@ -1,0 +1,140 @@
+package effbench
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want time.Duration
+	}{
+		// utime 1234, stime 56 ticks.
+		{"4242 (nats-server) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 9 0 500 0 0", 1290 * clockTick},
+		// comm with spaces and parentheses: counted from the last ')'.
+		{"7 (a) b) c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 0 0", 7 * clockTick},
+		{"8 (postgres) S 1 8 8 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 1 0 0", 0},
+	} {
+		got, err := parseStat([]byte(c.line))
+		if err != nil {
+			t.Fatalf("%q: %v", c.line, err)
+		}
+		if got != c.want {
+			t.Errorf("%q: %v, want %v", c.line, got, c.want)
+		}
+	}
+	for _, bad := range []string{"", "1 (x", "1 (x) S 1 2 3", "1 (x) S 1 1 1 0 -1 0 0 0 0 0 12x 4 0"} {
+		if _, err := parseStat([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// TestProcessCPUAgreesWithGetrusage spins until getrusage says 200ms of
+// CPU were used (however long that takes on a shared machine) and wants
+// /proc/self/stat to say the same within a few clock ticks.
+func TestProcessCPUAgreesWithGetrusage(t *testing.T) {
+	rusage := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	before, err := ProcessCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0 := rusage()
+	x := 0
+	for deadline := time.Now().Add(30 * time.Second); rusage()-r0 < 200*time.Millisecond; x++ {
+		if time.Now().After(deadline) {
+			t.Skip("not 200ms of CPU in 30s")
+		}
+	}
+	r := rusage() - r0
+	after, err := ProcessCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := after - before; d < r-3*clockTick || d > r+3*clockTick {
+		t.Errorf("getrusage says %v, /proc/self/stat %v (x=%d)", r, d, x)
+	}
+}
+
+func TestDelta(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	a := Sample{At: t0, CPU: map[string]map[int]time.Duration{
+		"ingest":       {10: 2 * time.Second},
+		"pg:projector": {20: time.Second, 21: 500 * time.Millisecond},
+	}}
+	b := Sample{At: t0.Add(4 * time.Second), CPU: map[string]map[int]time.Duration{
+		"ingest": {10: 3 * time.Second},
+		// 21 exited (lost), 22 started (counts whole).
+		"pg:projector": {20: 1500 * time.Millisecond, 22: 200 * time.Millisecond},
+	}}
+	u := Delta(a, b)
+	if u.Wall != 4*time.Second {
+		t.Errorf("wall %v", u.Wall)
+	}
+	if u.CPU["ingest"] != time.Second || u.CPU["pg:projector"] != 700*time.Millisecond {
+		t.Errorf("cpu %v", u.CPU)
+	}
+	if c := Cores(u.CPU["ingest"], u.Wall); c != 0.25 {
+		t.Errorf("cores %v, want 0.25", c)
+	}
+	if p := PerEvent(u.CPU["ingest"], 4000); p != 250 {
+		t.Errorf("per event %v µs, want 250", p)
+	}
+	if PerEvent(time.Second, 0) != 0 || Cores(time.Second, 0) != 0 {
+		t.Error("zero divisor")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := Median(c.xs); got != c.want {
+			t.Errorf("Median(%v) = %v, want %v", c.xs, got, c.want)
+		}
+	}
+}
+
+func TestPipelineLeavesOutTheLoadGeneratorAndSharedPostgres(t *testing.T) {
+	u := Usage{CPU: map[string]time.Duration{
+		"ingest": time.Second, "nats-server": 2 * time.Second, "pg:projector": 3 * time.Second,
+		"pg:other": 4 * time.Second, "bench": 100 * time.Second, "pg:background": 200 * time.Second,
+	}}
+	if got := u.Pipeline(); got != 10*time.Second {
+		t.Errorf("Pipeline() = %v, want 10s", got)
+	}
+}
+
+func TestPollCostAndNet(t *testing.T) {
+	idle := Phase{Usage: Usage{Wall: 10 * time.Second, CPU: map[string]time.Duration{"nats-server": time.Second}}} // 0.1 core
+	poller := Phase{Polls: 1000, Usage: Usage{Wall: 5 * time.Second, CPU: map[string]time.Duration{
+		"nats-server": 500 * time.Millisecond, "projector": 2 * time.Second, "bench": time.Hour,
+	}}}
+	// 2.5s used, 0.5s of it idle: 2s over 1000 reads.
+	if got := PollCost(idle, poller); got != 2*time.Millisecond {
+		t.Errorf("PollCost = %v, want 2ms", got)
+	}
+	if got := PollCost(idle, Phase{}); got != 0 {
+		t.Errorf("no reads: %v", got)
+	}
+	// 10s over 1000 events, 2000 reads at 2ms = 4s of it: 6 ms per event.
+	if got := NetPerEvent(10*time.Second, 1000, 2000, 2*time.Millisecond); got != 6000 {
+		t.Errorf("NetPerEvent = %v µs, want 6000", got)
+	}
+	if got := NetPerEvent(time.Second, 10, 2000, 2*time.Millisecond); got != 0 {
+		t.Errorf("reads costing more than measured: %v, want 0", got)
+	}
+	if got := FloorPerEvent(400, 70, 280); got != 400+140+840 {
+		t.Errorf("FloorPerEvent = %v", got)
+	}
+}

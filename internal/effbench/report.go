@@ -1,0 +1,151 @@
+package effbench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Columns are the groups the report shows, in order; a group a run did
+// not see (the notifier's backends, when no watch matches) shows 0.
+var Columns = []string{"ingest", "nats-server", "projector", "notifier", "webhooker", "pg:ingest", "pg:projector", "pg:notifier", "pg:webhooker", "pg:other"}
+
+// medianOf is the median over runs of f applied to each run's phase
+// named name.
+func medianOf(res Result, name string, f func(Phase) float64) float64 {
+	var xs []float64
+	for _, run := range res.Runs {
+		for _, p := range run {
+			if p.Name == name {
+				xs = append(xs, f(p))
+			}
+		}
+	}
+	return Median(xs)
+}
+
+func floorMedian(res Result, name string, f func(Floor) float64) float64 {
+	var xs []float64
+	for _, run := range res.Floors {
+		for _, fl := range run {
+			if fl.Name == name {
+				xs = append(xs, f(fl))
+			}
+		}
+	}
+	return Median(xs)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Report writes the medians over the runs as Markdown tables.
+func Report(w io.Writer, o Options, res Result) {
+	fmt.Fprintf(w, "Medians of %d runs; each rate %s measured after %s of warm-up, one event per request (64 workers, open loop).\n\n", len(res.Runs), o.Duration, o.Warmup)
+	head := func(first string, extra ...string) {
+		cols := append(append([]string{first}, Columns...), extra...)
+		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(cols, " | "), strings.Repeat("---:|", len(cols)))
+	}
+	names := []string{"idle", "poller"}
+	for _, r := range o.Rates {
+		names = append(names, fmt.Sprint(r))
+	}
+
+	fmt.Fprintf(w, "CPU in cores (CPU time / wall time) by process:\n\n")
+	head("phase", "pipeline", "pg:background", "bench client")
+	for _, n := range names {
+		label := n + " ev/s"
+		switch n {
+		case "idle":
+			label = "idle"
+		case "poller":
+			label = fmt.Sprintf("idle + timeline poll every %s", o.Poll)
+		}
+		row := []string{label}
+		for _, g := range append(append([]string{}, Columns...), "", "pg:background", "bench") {
+			row = append(row, fmt.Sprintf("%.3f", medianOf(res, n, func(p Phase) float64 {
+				if g == "" {
+					return Cores(p.Usage.Pipeline(), p.Usage.Wall)
+				}
+				return Cores(p.Usage.CPU[g], p.Usage.Wall)
+			})))
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+	}
+
+	fmt.Fprintf(w, "\nCPU per event in µs by process; \"net\" is the pipeline less its timeline reads (the latency measurement's own cost), each at the cost per read of the poller-only phase:\n\n")
+	head("rate", "pipeline", "net", "achieved ev/s", "202→timeline p50/p99 ms", "202→webhook p50/p99 ms")
+	for _, r := range o.Rates {
+		n := fmt.Sprint(r)
+		row := []string{n + " ev/s"}
+		for _, g := range Columns {
+			row = append(row, fmt.Sprintf("%.0f", medianOf(res, n, func(p Phase) float64 { return PerEvent(p.Usage.CPU[g], p.Events) })))
+		}
+		row = append(row,
+			fmt.Sprintf("**%.0f**", medianOf(res, n, func(p Phase) float64 { return PerEvent(p.Usage.Pipeline(), p.Events) })),
+			fmt.Sprintf("%.0f", medianOf(res, n, func(p Phase) float64 { return netPerEvent(res, p) })),
+			fmt.Sprintf("%.0f", medianOf(res, n, func(p Phase) float64 { return p.Achieved })),
+			fmt.Sprintf("%.1f / %.1f", medianOf(res, n, func(p Phase) float64 { return ms(p.Timeline.P50) }), medianOf(res, n, func(p Phase) float64 { return ms(p.Timeline.P99) })),
+			fmt.Sprintf("%.1f / %.1f", medianOf(res, n, func(p Phase) float64 { return ms(p.Webhook.P50) }), medianOf(res, n, func(p Phase) float64 { return ms(p.Webhook.P99) })))
+		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+	}
+
+	fmt.Fprintf(w, "\nRaw floor, same run, sequential, µs of CPU per operation (client + server):\n\n| operation | client | server | total | ops/s |\n|---|---:|---:|---:|---:|\n")
+	per := map[string]float64{}
+	for _, f := range []struct{ name, label string }{
+		{"publish", "plain durable JetStream publish of one event (PubAck after fsync)"},
+		{"http", "one HTTP request with one event to a handler that answers 202"},
+		{"insert", "one single-row Postgres INSERT, own transaction"},
+	} {
+		per[f.name] = floorMedian(res, f.name, Floor.PerOp)
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0f |\n", f.label,
+			floorMedian(res, f.name, func(fl Floor) float64 { return PerEvent(fl.Client, fl.Ops) }),
+			floorMedian(res, f.name, func(fl Floor) float64 { return PerEvent(fl.Server, fl.Ops) }),
+			per[f.name], floorMedian(res, f.name, func(fl Floor) float64 { return float64(fl.Ops) / o.Floor.Seconds() }))
+	}
+	floor := FloorPerEvent(per["publish"], per["http"], per["insert"])
+	fmt.Fprintf(w, "\nFloor of one event through the pipeline: 1 publish + 2 HTTP requests (ingest, webhook delivery) + 3 inserts (one per consumer) = **%.0f µs**.\n", floor)
+}
+
+// FloorPerEvent is the raw floor of one event's trip: its publish, the
+// request that brings it and the webhook request that delivers it, and a
+// row written by each of the three consumers.
+func FloorPerEvent(publish, http, insert float64) float64 { return publish + 2*http + 3*insert }
+
+// netPerEvent is p's pipeline CPU per event less what its timeline
+// reads cost, at the cost per read of the same run's poller-only phase.
+func netPerEvent(res Result, p Phase) float64 {
+	for _, run := range res.Runs {
+		var idle, poller *Phase
+		found := false
+		for i := range run {
+			switch {
+			case run[i].Name == "idle":
+				idle = &run[i]
+			case run[i].Name == "poller":
+				poller = &run[i]
+			case run[i].Name == p.Name && run[i].Events == p.Events && run[i].Usage.Wall == p.Usage.Wall:
+				found = true
+			}
+		}
+		if found && idle != nil && poller != nil {
+			return NetPerEvent(p.Usage.Pipeline(), p.Events, p.Polls, PollCost(*idle, *poller))
+		}
+	}
+	return 0
+}
+
+// PollCost is the pipeline CPU one timeline read costs: what the
+// poller-only phase used beyond the idle phase's rate, per read.
+func PollCost(idle, poller Phase) time.Duration {
+	if poller.Polls == 0 {
+		return 0
+	}
+	extra := poller.Usage.Pipeline() - time.Duration(Cores(idle.Usage.Pipeline(), idle.Usage.Wall)*float64(poller.Usage.Wall))
+	return max(0, extra/time.Duration(poller.Polls))
+}
+
+// NetPerEvent is pipeline CPU per event in µs less polls reads at perPoll.
+func NetPerEvent(pipeline time.Duration, events, polls int, perPoll time.Duration) float64 {
+	return PerEvent(max(0, pipeline-time.Duration(polls)*perPoll), events)
+}

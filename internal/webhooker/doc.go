@@ -1,0 +1,37 @@
+// Package webhooker fans events out to the webhook endpoints of their
+// tenant as signed Standard Webhooks deliveries, retried on a schedule,
+// isolated per endpoint and logged (docs/contract.md §2 "Webhooks", §3;
+// docs/webhooks.md for users and operators; docs/architecture.md §8-9,
+// §14-15 for the reasons).
+//
+// How it runs, part by part (Service.Run wires them):
+//
+//   - Registry (registry.go) keeps every endpoint in memory, indexed by
+//     tenant, event-type pattern and parent filter, and follows changes in
+//     Postgres every 250 ms by transaction horizon (Store.changedSince), so
+//     an endpoint committed out of sequence order is never skipped.
+//   - The fan-out (fanout.go) is a Watermill handler on the durable
+//     "webhooker": it matches an event against the registry and records
+//     one delivery per endpoint (group-committed inserts, store.go
+//     insertDeliveries). For an event's first delivery to at most 100
+//     endpoints it attempts first and records each delivery with its
+//     outcome (firstattempt.go); otherwise it records first, claimed by
+//     this replica, and queues the attempts. An event to more than
+//     Config.ShareAbove endpoints is recorded due and claimed by no one,
+//     for every replica to share.
+//   - The scheduler (scheduler.go) claims due deliveries from webhook.due
+//     (retries, manual retries, replays, shared fan-outs, first attempts
+//     whose claim expired because their replica died) with FOR UPDATE SKIP
+//     LOCKED, never more than its dispatcher has room for.
+//   - The dispatcher (dispatcher.go) runs attempts on a bounded pool of
+//     workers with a queue, a concurrency cap and a rate limit per
+//     endpoint; rate limits are budgets per time slot shared by every
+//     replica through Postgres (ratelimit.go).
+//   - The attempter (deliver.go) signs, posts through the SSRF-safe client
+//     and classifies the outcome; the result writer (results.go) logs
+//     outcomes in batches, schedules retries (schedule.go), and moves the
+//     endpoints' failure trackers, which disable an endpoint that keeps
+//     failing and announce it as a webhook.disabled event.
+//   - The API (api.go, delivery_log.go, portal.go) manages endpoints and
+//     shows, retries and resends deliveries.
+package webhooker
