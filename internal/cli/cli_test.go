@@ -61,7 +61,7 @@ func TestMigrateFromScratchAndAgain(t *testing.T) {
 	}
 	c, err := js.Consumer(context.Background(), "EVENTS", "webhooker")
 	require.NoError(t, err)
-	require.Equal(t, 10*time.Second, c.CachedInfo().Config.AckWait, "WEBHOOK_ACK_WAIT's default")
+	require.Equal(t, 30*time.Second, c.CachedInfo().Config.AckWait, "WEBHOOK_ACK_WAIT's default")
 
 	t.Setenv("STREAM_DUPLICATE_WINDOW", "5m")
 	t.Setenv("WEBHOOK_MAX_DELIVER", "7")
