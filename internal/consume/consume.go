@@ -177,6 +177,7 @@ func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, erro
 	if err != nil {
 		return nil, nil, fmt.Errorf("watermill subscriber: %w", err)
 	}
+	progressOf.Store(sub, p)
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
 	if err != nil {
 		return nil, nil, fmt.Errorf("watermill router: %w", err)
@@ -356,6 +357,14 @@ func RunRouter(ctx context.Context, router *message.Router, sub *wmjs.Subscriber
 			select {
 			case <-router.Running():
 				drain(nc)
+				// Draining ends when the connection has handed its last
+				// message to a subscriber callback, not when that callback
+				// has sent it on: wait for the handlers to take and finish
+				// what was handed over before the router closes the
+				// callbacks' output.
+				if p, ok := progressOf.Load(sub); ok {
+					p.(*progress).waitIdle(30 * time.Second)
+				}
 			case <-routerCtx.Done():
 			}
 		case <-routerCtx.Done():
@@ -367,6 +376,7 @@ func RunRouter(ctx context.Context, router *message.Router, sub *wmjs.Subscriber
 		err = nil
 	}
 	_ = sub.Close()
+	progressOf.Delete(sub)
 	return err
 }
 

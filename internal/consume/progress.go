@@ -47,6 +47,10 @@ type progress struct {
 	ackWait atomic.Int64 // the durable's AckWait, read when a handler subscribes
 	held    sync.Map     // *message.Message -> jetstream.Msg, from unmarshal until a handler takes it
 	maxHold time.Duration
+	// busy counts the messages between unmarshal and the end of their
+	// handler: while it is above zero a subscriber callback may still send
+	// to the router (RunRouter waits for zero before it closes the router).
+	busy atomic.Int64
 }
 
 // unmarshaler remembers each message's jetstream.Msg for the middleware.
@@ -57,6 +61,7 @@ type progressUnmarshaler struct{ p *progress }
 func (u progressUnmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
 	m, err := Unmarshaler{}.Unmarshal(msg)
 	if m != nil {
+		u.p.busy.Add(1)
 		u.p.held.Store(m, msg)
 	}
 	return m, err
@@ -96,6 +101,7 @@ func (p *progress) middleware(h message.HandlerFunc) message.HandlerFunc {
 		if !ok {
 			return h(msg)
 		}
+		defer p.busy.Add(-1)
 		stop := p.keepAlive(v.(jetstream.Msg))
 		defer stop()
 		return h(msg)
@@ -131,5 +137,22 @@ func (p *progress) keepAlive(jm jetstream.Msg) (stop func()) {
 	return func() {
 		close(done)
 		<-stopped
+	}
+}
+
+// progressOf finds a router's progress by its subscriber (RunRouter).
+var progressOf sync.Map // *wmjs.Subscriber -> *progress
+
+// waitIdle waits, up to within, until no message is between unmarshal and
+// the end of its handler, twice 10 ms apart (a callback that has just
+// started has not unmarshaled yet).
+func (p *progress) waitIdle(within time.Duration) {
+	deadline := time.Now().Add(within)
+	for quiet := 0; quiet < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if p.busy.Load() == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
 	}
 }
