@@ -45,9 +45,15 @@ func TestSharedFanoutIsDueForAnyReplica(t *testing.T) {
 	require.InDelta(t, 2.0, gauge(t, b.svc.metrics.oldestDue), 0.001, "the oldest waited since it was recorded")
 
 	// A scheduler whose dispatcher is full claims nothing.
-	b.svc.mu.Lock()
-	sch := *b.svc.scheduler
-	b.svc.mu.Unlock()
+	var sch scheduler
+	require.Eventually(t, func() bool { // Run sets it once the registry is loaded
+		b.svc.mu.Lock()
+		defer b.svc.mu.Unlock()
+		if b.svc.scheduler != nil {
+			sch = *b.svc.scheduler
+		}
+		return b.svc.scheduler != nil
+	}, 10*time.Second, 5*time.Millisecond)
 	sch.queue = fullQueue{}
 	n, err := sch.tick(ctx)
 	require.NoError(t, err)
