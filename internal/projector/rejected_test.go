@@ -113,7 +113,7 @@ func (b *bundle) rejectedSeqs(t *testing.T, key string, limit int) []uint64 {
 func otherConsumer(t *testing.T, b *bundle, name string) func() []string {
 	t.Helper()
 	ctx := context.Background()
-	_, err := consume.Ensure(ctx, b.js, name, "stands for the notifier and the webhooker", 5)
+	_, err := consume.Ensure(ctx, b.js, name, "stands for the notifier and the webhooker", 5, 0)
 	require.NoError(t, err)
 	var mu sync.Mutex
 	var handled []string
