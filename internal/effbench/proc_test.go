@@ -52,7 +52,7 @@ func TestProcessCPUAgreesWithGetrusage(t *testing.T) {
 	x := 0
 	for deadline := time.Now().Add(30 * time.Second); rusage()-r0 < 200*time.Millisecond; x++ {
 		if time.Now().After(deadline) {
-			t.Skip("not 200ms of CPU in 30s")
+			t.Fatal("this process did not get 200 ms of CPU in 30 s: the machine is starved; the check needs some CPU to compare /proc with getrusage")
 		}
 	}
 	r := rusage() - r0
