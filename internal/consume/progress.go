@@ -30,9 +30,7 @@ import (
 // handler) get no in-progress acks until a handler takes them: with 10 s,
 // a loaded machine redelivered some of those while their replica was alive
 // (the redelivery then records first, so nothing is sent twice, but the
-// first-attempt path is lost for it). After a webhooker SIGKILL its
-// claimed deliveries wait for their claim (WEBHOOK_CLAIM) anyway, so a
-// shorter AckWait would not bring its recovery under the claim.
+// first-attempt path is lost for it).
 const DefaultAckWait = 30 * time.Second
 
 // MaxHold bounds how long a handler holds one message: in-progress acks

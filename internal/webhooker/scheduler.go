@@ -28,7 +28,8 @@ type scheduler struct {
 	str     jetstream.Stream
 	queue   jobQueue
 	now     func() time.Time
-	claim   time.Duration // how long a claimed delivery is ours
+	claim   time.Duration // how long a claim lasts unless renewed
+	leases  *leases       // renews what this replica holds
 	batch   int           // most deliveries claimed by one statement
 	hold    int           // most jobs the dispatcher holds, queued or running, after a claim
 	log     *slog.Logger
@@ -115,12 +116,13 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 				return fmt.Errorf("drop finished due rows: %w", err)
 			}
 		}
-		_, err = tx.Exec(ctx, `UPDATE webhook.due SET due_at = $2 WHERE delivery_id = ANY($1)`, live, now.Add(s.claim))
+		_, err = tx.Exec(ctx, `UPDATE webhook.due SET due_at = $2, claimed_by = $3 WHERE delivery_id = ANY($1)`, live, now.Add(s.claim), s.leases.owner)
 		return err
 	})
 	if err != nil {
 		return 0, limit, fmt.Errorf("claim due deliveries: %w", err)
 	}
+	s.leases.holdDue(live)
 	jobs := make([]job, 0, len(claimed))
 	loaded := map[int64]events.Event{} // the deliveries of a fan-out share their event
 	for _, d := range claimed {
@@ -131,14 +133,15 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 		if !ok {
 			if ev, err = s.event(ctx, uint64(d.seq)); err != nil {
 				s.log.WarnContext(ctx, "load event for delivery", "delivery_id", d.id, "event_seq", d.seq, "error", err)
-				continue // retried when the claim expires
+				s.leases.release(d.id) // tried again when the claim ends
+				continue
 			}
 			loaded[d.seq] = ev
 		}
 		jobs = append(jobs, job{deliveryID: d.id, tenant: d.tenant, endpointID: d.endpoint, event: ev, attempt: d.attempts + 1, scheduled: true})
 	}
 	s.metrics.scheduled(len(jobs))
-	s.queue.submit(jobs...)
+	s.leases.releaseJobs(s.queue.submit(jobs...)) // no room: tried again when the claim ends
 	return len(live), limit, nil
 }
 

@@ -377,6 +377,9 @@ type job struct {
 	// first collects the outcome while the fan-out waits to record the
 	// delivery with it (attempt first); nil: log it as usual.
 	first *firstAttempts
+	// claim is the webhook.claims row that lists the delivery while this
+	// replica holds it (recorded claimed); 0: none (leases).
+	claim int64
 }
 
 // fanoutItem is the deliveries of one event to record: jobs, one per
@@ -396,10 +399,11 @@ type fanoutItem struct {
 // due (webhook.due), with its attempt logged; a job without one is claimed
 // for this replica until claimUntil: one webhook.claims row per tenant
 // lists them, and the scheduler makes those still without an attempt due
-// once the claim expires (the replica died). The jobs of a shared item are
+// once the claim ends (the replica died, or let them go: leases). The jobs of a shared item are
 // instead due at now, claimed by no one, for any replica's scheduler. Outcomes also move their
 // endpoints' failure trackers (rw.trackEndpoints) in the same transaction.
-// It returns, per item, the jobs it created without an outcome.
+// It returns, per item, the jobs it created without an outcome, each
+// claimed one naming its webhook.claims row (job.claim).
 func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, now, claimUntil time.Time) ([][]job, error) {
 	var ids, eps, tenants, eventIDs, types, status []string
 	var seqs []int64
@@ -438,7 +442,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 	// are cleared inside the statement, and one statement needs no
 	// transaction. A failure needs the tracker logic (trackEndpoints).
 	healthy, allSucceeded := succeededEndpoints(done)
-	var created map[string]bool
+	var created map[string]int64 // delivery id -> its webhook.claims row (0: not claimed)
 	var disabled []disabledEndpoint
 	record := func(q querier) error {
 		rows, err := q.Query(ctx, `WITH d AS (
@@ -449,6 +453,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 			), c AS (
 				INSERT INTO webhook.claims (tenant, claimed_until, delivery_ids)
 				SELECT tenant, $11, array_agg(id) FROM d WHERE attempts = 0 AND next_attempt_at = $11 GROUP BY tenant
+				RETURNING id, tenant
 			), r AS (
 				-- retries of attempted deliveries, and shared ones (due before $11)
 				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next_attempt_at FROM d
@@ -462,15 +467,16 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
 				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL)
 			)
-			SELECT id FROM d`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
+			SELECT d.id, coalesce(c.id, 0) FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
 			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
 			healthy)
 		if err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
-		created = map[string]bool{}
+		created = map[string]int64{}
 		var id string
-		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { created[id] = true; return nil }); err != nil {
+		var claim int64
+		if _, err := pgx.ForEachRow(rows, []any{&id, &claim}, func() error { created[id] = claim; return nil }); err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
 		if allSucceeded {
@@ -478,7 +484,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 		}
 		var logged []outcome
 		for _, o := range done {
-			if created[o.job.deliveryID] {
+			if _, ok := created[o.job.deliveryID]; ok {
 				logged = append(logged, o)
 			}
 		}
@@ -500,7 +506,9 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 	rw.announce(ctx, disabled)
 	for i, it := range items {
 		for _, j := range it.jobs {
-			if _, ok := outcomes[j.deliveryID]; !ok && created[j.deliveryID] {
+			claim, ok := created[j.deliveryID]
+			if _, attempted := outcomes[j.deliveryID]; !attempted && ok {
+				j.claim = claim
 				out[i] = append(out[i], j)
 			}
 		}
