@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -203,6 +204,11 @@ func benchmarkFanoutScale(b *testing.B, endpoints, perRun int) {
 		rc.round(prefix)
 		evs := benchEvents(perRun, prefix)
 		stop := profileSystem(b, i)
+		var stats pgStats
+		if os.Getenv("BENCH_PGSTATS") != "" {
+			time.Sleep(11 * time.Second) // the raw client's round is published
+			stats = env.readPGStats()
+		}
 		c = env.cpu.sample(b)
 		start := time.Now()
 		res, err := env.pub.AppendBatch(context.Background(), evs)
@@ -214,6 +220,9 @@ func benchmarkFanoutScale(b *testing.B, endpoints, perRun int) {
 		env.waitSettled()
 		ourCPU = append(ourCPU, env.cpu.since(b, c))
 		stop()
+		if stats != nil {
+			env.logPGStatsSince(stats, n)
+		}
 		ours = append(ours, float64(n)/took.Seconds())
 		lastAt = append(lastAt, took.Seconds())
 		// A duplicate would come from a claim that expired while its
@@ -235,3 +244,60 @@ func BenchmarkFanout1to10000(b *testing.B) { benchmarkFanoutScale(b, 10_000, 3) 
 
 // BenchmarkFanout1to100000: 1 event to 100,000 endpoints of one tenant.
 func BenchmarkFanout1to100000(b *testing.B) { benchmarkFanoutScale(b, 100_000, 1) }
+
+// pgStats is what Postgres counted for the webhook tables and the
+// database: row writes and index reads, for BENCH_PGSTATS.
+type pgStats map[string]int64
+
+// readPGStats reads the statistics views (docs/operations.md): per table
+// of the webhook schema, rows inserted, updated (HOT or not), deleted,
+// and index entries read; for the database, commits.
+func (e *benchEnv) readPGStats() pgStats {
+	e.b.Helper()
+	ctx := context.Background()
+	out := pgStats{}
+	rows, err := e.store.pool.Query(ctx, `SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, coalesce(idx_tup_fetch, 0), coalesce(seq_tup_read, 0)
+		FROM pg_stat_user_tables WHERE schemaname = 'webhook'`)
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	var name string
+	var ins, upd, hot, del, idx, seq int64
+	if _, err := pgx.ForEachRow(rows, []any{&name, &ins, &upd, &hot, &del, &idx, &seq}, func() error {
+		out[name+" ins"], out[name+" upd"], out[name+" hot-upd"], out[name+" del"], out[name+" idx-fetch"], out[name+" seq-read"] = ins, upd, hot, del, idx, seq
+		return nil
+	}); err != nil {
+		e.b.Fatal(err)
+	}
+	rows, err = e.store.pool.Query(ctx, `SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = 'webhook'`)
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	if _, err := pgx.ForEachRow(rows, []any{&name, &idx}, func() error { out[name+" idx-read"] = idx; return nil }); err != nil {
+		e.b.Fatal(err)
+	}
+	var commits int64
+	if err := e.store.pool.QueryRow(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&commits); err != nil {
+		e.b.Fatal(err)
+	}
+	out["commits"] = commits
+	return out
+}
+
+// logPGStatsSince logs, per delivery, what changed since before: where
+// the webhooker's Postgres time goes next to the floor's one row insert.
+// Backends publish their counters within about 10 s of going idle, so it
+// waits that long first (outside every measurement).
+func (e *benchEnv) logPGStatsSince(before pgStats, deliveries int) {
+	e.b.Helper()
+	time.Sleep(11 * time.Second)
+	after := e.readPGStats()
+	var lines []string
+	for k, v := range after {
+		if d := v - before[k]; d != 0 {
+			lines = append(lines, fmt.Sprintf("%-40s %10d %8.3f/delivery", k, d, float64(d)/float64(deliveries)))
+		}
+	}
+	slices.Sort(lines)
+	fmt.Fprintf(os.Stderr, "Postgres counters for %d deliveries:\n%s\n", deliveries, strings.Join(lines, "\n"))
+}
