@@ -209,6 +209,11 @@ func benchmarkFanoutScale(b *testing.B, endpoints, perRun int) {
 			time.Sleep(11 * time.Second) // the raw client's round is published
 			stats = env.readPGStats()
 		}
+		stopSampling := make(chan struct{})
+		var sampled <-chan struct{}
+		if stats != nil {
+			sampled = env.samplePGActivity(stopSampling)
+		}
 		c = env.cpu.sample(b)
 		start := time.Now()
 		res, err := env.pub.AppendBatch(context.Background(), evs)
@@ -221,6 +226,8 @@ func benchmarkFanoutScale(b *testing.B, endpoints, perRun int) {
 		ourCPU = append(ourCPU, env.cpu.since(b, c))
 		stop()
 		if stats != nil {
+			close(stopSampling)
+			<-sampled
 			env.logPGStatsSince(stats, n)
 		}
 		ours = append(ours, float64(n)/took.Seconds())
@@ -300,4 +307,62 @@ func (e *benchEnv) logPGStatsSince(before pgStats, deliveries int) {
 	}
 	slices.Sort(lines)
 	fmt.Fprintf(os.Stderr, "Postgres counters for %d deliveries:\n%s\n", deliveries, strings.Join(lines, "\n"))
+}
+
+// samplePGActivity samples, every 5 ms until stop is closed, what the
+// database's other backends are running (pg_stat_activity), and prints
+// the statements most often seen on CPU (no wait event): a statement
+// profile of Postgres for BENCH_PGSTATS.
+func (e *benchEnv) samplePGActivity(stop <-chan struct{}) (done <-chan struct{}) {
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		ctx := context.Background()
+		seen := map[string]int{}
+		samples := 0
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				type kv struct {
+					k string
+					n int
+				}
+				var top []kv
+				for k, n := range seen {
+					top = append(top, kv{k, n})
+				}
+				slices.SortFunc(top, func(a, b kv) int { return b.n - a.n })
+				var lines []string
+				for _, t := range top[:min(len(top), 12)] {
+					lines = append(lines, fmt.Sprintf("%6d %5.1f%%  %s", t.n, 100*float64(t.n)/float64(max(1, samples)), t.k))
+				}
+				fmt.Fprintf(os.Stderr, "Postgres backends on CPU, %d samples every 5 ms (count, share of samples, statement):\n%s\n", samples, strings.Join(lines, "\n"))
+				return
+			case <-tick.C:
+			}
+			rows, err := e.store.pool.Query(ctx, `SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_activity
+				WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' AND wait_event IS NULL`)
+			if err != nil {
+				continue
+			}
+			var q string
+			_, _ = pgx.ForEachRow(rows, []any{&q}, func() error { seen[q]++; return nil })
+			samples++
+		}
+	}()
+	return finished
+}
+
+// benchRefreshEvery is how often the benchmarks' registry follows
+// endpoint changes: 50 ms (new endpoints are found at once), or
+// BENCH_REFRESH_MS; the service's default is 250 ms. Each refresh is a
+// query whose cost can grow with the endpoints of the database, so at
+// 100,000 endpoints the interval shows in CPU per delivery.
+func benchRefreshEvery() time.Duration {
+	if ms := envInt("BENCH_REFRESH_MS"); ms > 0 {
+		return time.Duration(ms) * time.Millisecond
+	}
+	return 50 * time.Millisecond
 }
