@@ -143,6 +143,9 @@ func TestClaimsRenewedWhileAttemptsRun(t *testing.T) {
 
 	b.publish(t, "first")
 	require.Equal(t, 3, <-started)
+	// Recorded claimed once the fan-out stops waiting for it (50 ms),
+	// with a claim from the clock of that moment.
+	require.Eventually(t, func() bool { return b.svc.heldLeases().len() == 2 }, 10*time.Second, time.Millisecond)
 	outlast()
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM webhook.claims`), "the first attempt's claim, renewed")
 
