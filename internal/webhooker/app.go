@@ -32,6 +32,10 @@ type AppConfig struct {
 	AllowCIDRs                                 string // comma-separated
 	Timeout                                    time.Duration
 	ShutdownTimeout                            time.Duration
+
+	// MaxEndpoints caps each tenant's endpoints (not deleted); 0: no cap
+	// (WEBHOOK_MAX_ENDPOINTS).
+	MaxEndpoints int
 	// SecretKey seals webhook secrets at rest; OldSecretKeys (comma
 	// separated) are keys it replaced, still needed to open secrets sealed
 	// with them until the start-up re-seal has run.
@@ -50,6 +54,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Bool(&c.AllowPrivate, "allow-private", "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback and private networks (local use only)")
 	s.String(&c.AllowCIDRs, "allow-cidrs", "WEBHOOK_ALLOW_CIDRS", "", "comma-separated CIDRs webhooks may reach although private")
+	s.Int(&c.MaxEndpoints, "max-endpoints", "WEBHOOK_MAX_ENDPOINTS", DefaultMaxEndpoints, "webhook endpoints (not deleted) a tenant may have; a create beyond it is refused with 422; 0 no cap")
 	s.Duration(&c.Timeout, "timeout", "WEBHOOK_TIMEOUT", 15*time.Second, "bound on one delivery attempt")
 	s.Duration(&c.Service.Claim, "claim", "WEBHOOK_CLAIM", time.Minute, "how long a replica owns a delivery it is attempting: one a SIGKILLed replica claimed is attempted again after this (keep it well above WEBHOOK_TIMEOUT)")
 	s.Int(&c.Service.Handlers, "handlers", "WEBHOOK_FANOUT_HANDLERS", DefaultHandlers, "concurrent fan-out handlers: each holds one event while its first attempts run (their records are group-committed)")
@@ -127,6 +132,9 @@ func (a *App) Run(ctx context.Context) error {
 	if cfg.Service.UserAgent == "" {
 		cfg.Service.UserAgent = "eventline/dev"
 	}
+	if cfg.MaxEndpoints < 0 {
+		return fmt.Errorf("WEBHOOK_MAX_ENDPOINTS is %d: give the most endpoints a tenant may have, or 0 for no cap", cfg.MaxEndpoints)
+	}
 	if cfg.Service.FirstAttempt.Wait == 0 {
 		cfg.Service.FirstAttempt.Wait = -1 // WEBHOOK_FIRST_ATTEMPT_WAIT=0: record first
 	}
@@ -166,7 +174,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	mux := httpapi.NewMux()
-	NewAPI(svc.Store(), portal, client, js, nil, a.log).Routes(mux)
+	NewAPI(svc.Store(), portal, client, js, nil, a.log).WithMaxEndpoints(cfg.MaxEndpoints).Routes(mux)
 	portal.Routes(mux)
 	mux.Handle("GET /openapi.json", api.Handler(api.Webhooker))
 	checks := observe.Checks(nc, pool)
