@@ -481,9 +481,10 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 	// Only successes (the usual case): their endpoints' failure trackers
 	// are cleared inside the statement, and one statement needs no
 	// transaction. A failure needs the tracker logic (trackEndpoints).
-	healthy, allSucceeded := succeededEndpoints(done)
+	// Operational events' deliveries move no tracker (trackedOutcomes).
+	healthy, allSucceeded := succeededEndpoints(trackedOutcomes(done))
 	var created map[string]bool
-	var disabled []disabledEndpoint
+	var disabled announcements
 	record := func(q querier) error {
 		rows, err := q.Query(ctx, `WITH d AS (
 				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, last_attempt_at)
@@ -503,10 +504,13 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
 				WHERE o.id IN (SELECT id FROM d)
 			), h AS (
+				-- the announced streak is kept: its end is announced first (trackEndpoints)
 				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
-				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL)
+				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
+				RETURNING tenant, id, failing_announced
 			)
-			SELECT id FROM d`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
+			SELECT id, NULL, NULL FROM d
+			UNION ALL SELECT id, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
 			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
 			healthy)
 		if err != nil {
@@ -514,7 +518,16 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 		}
 		created = map[string]bool{}
 		var id string
-		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { created[id] = true; return nil }); err != nil {
+		var recoveredTenant *string
+		var announced *time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&id, &recoveredTenant, &announced}, func() error {
+			if recoveredTenant != nil && announced != nil { // a row of h: an announced streak ended
+				disabled.notices = append(disabled.notices, recovered(*recoveredTenant, id, *announced))
+			} else {
+				created[id] = true
+			}
+			return nil
+		}); err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
 		if allSucceeded {
