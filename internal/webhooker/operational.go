@@ -164,6 +164,10 @@ type announcer struct {
 	log  *slog.Logger
 	in   chan notice
 	done chan struct{}
+	// stop cancels the appends still queued when close has waited
+	// appendTimeout: shutdown is not held up by an unreachable stream.
+	ctx  context.Context
+	stop context.CancelFunc
 
 	mu sync.Mutex
 	// appended counts, by event type, the appends the stream took,
@@ -173,7 +177,9 @@ type announcer struct {
 }
 
 func newAnnouncer(pool *pgxpool.Pool, pub appender, log *slog.Logger) *announcer {
-	return &announcer{pool: pool, pub: pub, log: log, in: make(chan notice, 4096), done: make(chan struct{}), appended: map[string]int{}}
+	ctx, stop := context.WithCancel(context.Background())
+	return &announcer{pool: pool, pub: pub, log: log, in: make(chan notice, 4096), done: make(chan struct{}), ctx: ctx, stop: stop,
+		appended: map[string]int{}}
 }
 
 // notify queues n without blocking.
@@ -193,17 +199,21 @@ func (a *announcer) run() {
 	}
 }
 
-// close stops run once the queued notices are appended.
+// close stops run once the queued notices are appended, or after
+// appendTimeout with the rest logged as not appended.
 func (a *announcer) close() {
 	close(a.in)
+	t := time.AfterFunc(appendTimeout, a.stop)
 	<-a.done
+	t.Stop()
+	a.stop()
 }
 
 // appendTimeout bounds one append and its bookkeeping.
 const appendTimeout = 5 * time.Second
 
 func (a *announcer) append(n notice) {
-	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
+	ctx, cancel := context.WithTimeout(a.ctx, appendTimeout)
 	defer cancel()
 	log := a.log.With("type", n.typ, "tenant", n.tenant, "endpoint_id", n.endpointID)
 	ev, err := n.event()

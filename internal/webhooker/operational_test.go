@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -311,4 +313,41 @@ func TestNoticeEventIDsAreDerived(t *testing.T) {
 		require.NoError(t, e.Normalize(time.Now()), "%s", n.id())
 		require.Equal(t, n.typ, e.Type)
 	}
+}
+
+// stuckAppender blocks every append until released, then refuses it: a
+// stream that is down.
+type stuckAppender struct{ released chan struct{} }
+
+func (s stuckAppender) Append(ctx context.Context, _ events.Event) (events.Result, error) {
+	select {
+	case <-s.released:
+	case <-ctx.Done():
+	}
+	return events.Result{}, events.ErrUnavailable
+}
+
+// TestAnnouncerNeverHoldsUpOutcomes: with the stream down, queueing
+// notices never blocks (the result writer goes on writing outcomes);
+// what does not fit is dropped and logged, and close returns.
+func TestAnnouncerNeverHoldsUpOutcomes(t *testing.T) {
+	t.Parallel()
+	stuck := stuckAppender{released: make(chan struct{})}
+	a := newAnnouncer(nil, stuck, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go a.run()
+	queued := make(chan struct{})
+	go func() {
+		for i := range 10_000 {
+			a.notify(notice{typ: TypeAttemptExhausted, tenant: "acme", endpointID: "ep", deliveryID: fmt.Sprint(i), attempts: 8})
+		}
+		close(queued)
+	}()
+	select {
+	case <-queued:
+	case <-time.After(10 * time.Second):
+		t.Fatal("queueing notices blocked while the stream was down")
+	}
+	close(stuck.released)
+	a.close()
+	require.Zero(t, a.appended[TypeAttemptExhausted], "nothing was appended")
 }
