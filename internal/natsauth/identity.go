@@ -197,7 +197,10 @@ func webhooker() Identity {
 	id := consumer(Webhooker, WebhookerDurable, "fans events out to webhook endpoints")
 	id.Grants = append(id.Grants,
 		Grant{Publish, "events.*.webhook.disabled", "records webhook.disabled when it disables an endpoint (creator system), in that endpoint's tenant"},
-		Grant{Publish, "events.*.webhook.test", "records webhook.test when an admin tests an endpoint from the API or the portal, in that endpoint's tenant"})
+		Grant{Publish, "events.*.webhook.test", "records webhook.test when an admin tests an endpoint from the API or the portal, in that endpoint's tenant"},
+		Grant{Publish, "events.*.webhook.attempt_failing", "records webhook.attempt_failing when an endpoint's deliveries keep failing (creator system), in that endpoint's tenant"},
+		Grant{Publish, "events.*.webhook.attempt_exhausted", "records webhook.attempt_exhausted when a delivery ran out of retries (creator system), in that endpoint's tenant"},
+		Grant{Publish, "events.*.webhook.recovered", "records webhook.recovered when a failing endpoint succeeds again (creator system), in that endpoint's tenant"})
 	for i, g := range id.Grants {
 		if g.Subject == "$JS.API.DIRECT.GET."+Stream {
 			id.Grants[i].Why += "; retries load their event by sequence; replays read a tenant's events by time"

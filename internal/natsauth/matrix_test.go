@@ -49,12 +49,13 @@ var durables = []string{natsauth.ProjectorDurable, natsauth.NotifierDurable, nat
 // not listed for an identity must be refused by the server.
 func expect(identity, action string) outcome {
 	mayPublish := map[string][]string{
-		natsauth.Admin:  {"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test"},
-		natsauth.Ingest: {"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test"},
-		// the webhooker records webhook.disabled and webhook.test in any
-		// tenant, nothing else
-		natsauth.Webhooker: {"publish events.a.webhook.disabled", "publish events.a.webhook.test"},
-		"tenant a":         {"publish events.a.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test"},
+		natsauth.Admin:  {"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test", "publish events.a.webhook.attempt_failing", "publish events.a.webhook.attempt_exhausted", "publish events.a.webhook.recovered"},
+		natsauth.Ingest: {"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test", "publish events.a.webhook.attempt_failing", "publish events.a.webhook.attempt_exhausted", "publish events.a.webhook.recovered"},
+		// the webhooker records webhook.disabled, webhook.test and the
+		// operational webhook events (docs/webhooks.md) in any tenant,
+		// nothing else
+		natsauth.Webhooker: {"publish events.a.webhook.disabled", "publish events.a.webhook.test", "publish events.a.webhook.attempt_failing", "publish events.a.webhook.attempt_exhausted", "publish events.a.webhook.recovered"},
+		"tenant a":         {"publish events.a.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test", "publish events.a.webhook.attempt_failing", "publish events.a.webhook.attempt_exhausted", "publish events.a.webhook.recovered"},
 		"tenant b":         {"publish events.b.x.y"},
 	}
 	if slices.Contains(mayPublish[identity], action) {
@@ -89,7 +90,7 @@ func expect(identity, action string) outcome {
 
 // actionsFor lists the matrix's columns for identity.
 func actionsFor(identity string) []string {
-	out := []string{"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test", "subscribe events.>",
+	out := []string{"publish events.a.x.y", "publish events.b.x.y", "publish events.a.webhook.disabled", "publish events.a.webhook.test", "publish events.a.webhook.attempt_failing", "publish events.a.webhook.attempt_exhausted", "publish events.a.webhook.recovered", "subscribe events.>",
 		"read stream info", "reply to its own inbox"}
 	for _, d := range durables {
 		out = append(out, "pull from "+d, "ack on "+d)

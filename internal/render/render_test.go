@@ -42,6 +42,15 @@ func TestDemoGolden(t *testing.T) {
 	disabled := events.Event{Action: "disabled", Type: "webhook.disabled", Eventable: events.Ref{Type: "webhook", ID: "ep_1"},
 		Creator: events.Ref{Type: events.SystemCreator, ID: "webhooker"}, Particulars: json.RawMessage(`{"reason":"410 Gone"}`)}
 	fmt.Fprintf(&b, "-- %-16s %s\n", disabled.Type, render.Builtins().Render(disabled).Markdown())
+	for _, op := range []struct{ action, particulars string }{
+		{"attempt_failing", `{"endpoint_id":"ep_1","failures":3,"failing_since":"2026-01-02T03:04:05Z","last_error_class":"timeout"}`},
+		{"attempt_exhausted", `{"endpoint_id":"ep_1","delivery_id":"d1","event_id":"e1","event_type":"card.closed","attempts":8,"last_error_class":"status"}`},
+		{"recovered", `{"endpoint_id":"ep_1","failing_since":"2026-01-02T03:04:05Z"}`},
+	} {
+		e := events.Event{Action: op.action, Type: "webhook." + op.action, Eventable: events.Ref{Type: "webhook", ID: "ep_1"},
+			Creator: events.Ref{Type: events.SystemCreator, ID: "webhooker"}, Particulars: json.RawMessage(op.particulars)}
+		fmt.Fprintf(&b, "-- %-16s %s\n", e.Type, render.Builtins().Render(e).Markdown())
+	}
 	golden := "testdata/demo.golden"
 	if *update {
 		require.NoError(t, os.WriteFile(golden, []byte(b.String()), 0o600))

@@ -26,6 +26,10 @@ var Builtin = map[string]string{
 	"card.reopened":    "{creator} reopened *{title|eventable.id}*",
 	"comment.created":  "{creator} commented on card *{card_title|parent.card}*",
 	"webhook.disabled": "eventline disabled webhook endpoint *{eventable.id}* after repeated failures",
+	// The webhooker's operational events (docs/webhooks.md "Operational events").
+	"webhook.attempt_failing":   "deliveries to webhook endpoint *{eventable.id}* are failing: {failures} failed attempts in a row",
+	"webhook.attempt_exhausted": "eventline gave up delivering {event_type|'an event'} to webhook endpoint *{eventable.id}* after {attempts} attempts",
+	"webhook.recovered":         "webhook endpoint *{eventable.id}* receives deliveries again",
 }
 
 // Generic is the sentence of any event no template applies to:

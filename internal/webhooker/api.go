@@ -37,6 +37,9 @@ type API struct {
 	now       func() time.Time
 	log       *slog.Logger
 	maxReplay int
+	// maxEndpoints caps a tenant's endpoints (not deleted) at creation;
+	// 0: no cap (WEBHOOK_MAX_ENDPOINTS, docs/webhooks.md).
+	maxEndpoints int
 }
 
 // NewAPI returns the webhook API.
@@ -44,12 +47,20 @@ func NewAPI(store *Store, auth httpapi.Authenticator, urls URLValidator, js jets
 	if now == nil {
 		now = time.Now
 	}
-	a := &API{store: store, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000}
+	a := &API{store: store, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000, maxEndpoints: DefaultMaxEndpoints}
 	if js != nil {
 		// The connection's server was checked when js was made; a
 		// publisher over it cannot fail that check again.
 		a.pub, _ = events.NewPublisher(js.Conn())
 	}
+	return a
+}
+
+// WithMaxEndpoints sets how many endpoints (not deleted) a tenant may have:
+// a create beyond it is refused with 422. 0 means no cap; NewAPI's default
+// is DefaultMaxEndpoints.
+func (a *API) WithMaxEndpoints(n int) *API {
+	a.maxEndpoints = max(n, 0)
 	return a
 }
 
@@ -247,7 +258,14 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	created, err := a.store.CreateEndpoint(r.Context(), e, secret)
+	created, err := a.store.CreateEndpointCapped(r.Context(), e, secret, a.maxEndpoints)
+	var capped *EndpointCapError
+	if errors.As(err, &capped) {
+		httpapi.ValidationFailed(w, "the tenant has as many webhook endpoints as it may have; nothing was created",
+			[]events.FieldError{{Field: "body", Message: fmt.Sprintf("a tenant may have at most %d webhook endpoints and this one has %d: "+
+				"delete endpoints it no longer uses (DELETE /v1/webhooks/{id}), or ask the operator to raise WEBHOOK_MAX_ENDPOINTS", capped.Max, capped.Existing)}})
+		return
+	}
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -32,6 +32,10 @@ type AppConfig struct {
 	AllowCIDRs                                 string // comma-separated
 	Timeout                                    time.Duration
 	ShutdownTimeout                            time.Duration
+
+	// MaxEndpoints caps each tenant's endpoints (not deleted); 0: no cap
+	// (WEBHOOK_MAX_ENDPOINTS).
+	MaxEndpoints int
 	// SecretKey seals webhook secrets at rest; OldSecretKeys (comma
 	// separated) are keys it replaced, still needed to open secrets sealed
 	// with them until the start-up re-seal has run.
@@ -50,6 +54,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Bool(&c.AllowPrivate, "allow-private", "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback and private networks (local use only)")
 	s.String(&c.AllowCIDRs, "allow-cidrs", "WEBHOOK_ALLOW_CIDRS", "", "comma-separated CIDRs webhooks may reach although private")
+	s.Int(&c.MaxEndpoints, "max-endpoints", "WEBHOOK_MAX_ENDPOINTS", DefaultMaxEndpoints, "webhook endpoints (not deleted) a tenant may have; a create beyond it is refused with 422; 0 no cap")
 	s.Duration(&c.Timeout, "timeout", "WEBHOOK_TIMEOUT", 15*time.Second, "bound on one delivery attempt")
 	s.Duration(&c.Service.Claim, "claim", "WEBHOOK_CLAIM", DefaultClaim, "how long a claim on a delivery lasts unless renewed: a replica renews the claims of what it holds every quarter of this, and another attempts what a SIGKILLed replica held once its claims end")
 	s.Int(&c.Service.Handlers, "handlers", "WEBHOOK_FANOUT_HANDLERS", DefaultHandlers, "concurrent fan-out handlers: each holds one event while its first attempts run (their records are group-committed)")
@@ -57,6 +62,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Int(&c.Service.Dispatch.Workers, "workers", "WEBHOOK_WORKERS", 512, "attempts in flight in this process")
 	s.Int(&c.Service.Dispatch.PerEndpoint, "per-endpoint", "WEBHOOK_PER_ENDPOINT", 16, "attempts in flight to one endpoint")
 	s.Int(&c.Service.Dispatch.DefaultRate, "default-rate", "WEBHOOK_DEFAULT_RATE", 0, "deliveries per second to an endpoint without its own rate_limit; 0 unlimited")
+	s.Int(&c.Service.FailingAfter, "failing-after", "WEBHOOK_FAILING_AFTER", DefaultFailingAfter, "consecutive failed attempts of an endpoint announced as a webhook.attempt_failing event, once per failing streak")
 	s.Duration(&c.Service.Retention, "retention", "WEBHOOK_RETENTION", 30*24*time.Hour, "how long the delivery log is kept")
 	s.Duration(&c.Service.FirstAttempt.Wait, "first-attempt-wait", "WEBHOOK_FIRST_ATTEMPT_WAIT", 50*time.Millisecond,
 		"how long the fan-out waits, without an attempt finishing, to record first attempts with their outcome; 0 records every delivery before its first attempt")
@@ -127,6 +133,9 @@ func (a *App) Run(ctx context.Context) error {
 	if cfg.Service.UserAgent == "" {
 		cfg.Service.UserAgent = "eventline/dev"
 	}
+	if cfg.MaxEndpoints < 0 {
+		return fmt.Errorf("WEBHOOK_MAX_ENDPOINTS is %d: give the most endpoints a tenant may have, or 0 for no cap", cfg.MaxEndpoints)
+	}
 	if cfg.Service.FirstAttempt.Wait == 0 {
 		cfg.Service.FirstAttempt.Wait = -1 // WEBHOOK_FIRST_ATTEMPT_WAIT=0: record first
 	}
@@ -166,7 +175,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	mux := httpapi.NewMux()
-	NewAPI(svc.Store(), portal, client, js, nil, a.log).Routes(mux)
+	NewAPI(svc.Store(), portal, client, js, nil, a.log).WithMaxEndpoints(cfg.MaxEndpoints).Routes(mux)
 	portal.Routes(mux)
 	mux.Handle("GET /openapi.json", api.Handler(api.Webhooker))
 	checks := observe.Checks(nc, pool)

@@ -34,7 +34,10 @@
 //     and classifies the outcome; the result writer (results.go) logs
 //     outcomes in batches, schedules retries (schedule.go), and moves the
 //     endpoints' failure trackers, which disable an endpoint that keeps
-//     failing and announce it as a webhook.disabled event.
+//     failing and announce it as a webhook.disabled event. The announcer
+//     (operational.go) appends the other operational events — failing
+//     streaks, exhausted deliveries, recoveries — once their outcomes are
+//     committed (docs/webhooks.md "Operational events").
 //   - The API (api.go, delivery_log.go, portal.go) manages endpoints and
 //     shows, retries and resends deliveries.
 package webhooker

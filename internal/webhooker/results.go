@@ -33,6 +33,11 @@ type resultWriter struct {
 	onDisable func(ctx context.Context, tenant, endpointID, reason string)
 	leases    *leases // let go once written (or given up on)
 	done      chan struct{}
+	// failingAfter consecutive failed attempts make a failing streak,
+	// announced through notify with the other operational events
+	// (docs/webhooks.md "Operational events"); nil notify: none.
+	failingAfter int
+	notify       func(notice)
 }
 
 // DisableRule disables an endpoint that keeps failing: at least Failures
@@ -49,7 +54,8 @@ func newResultWriter(pool *pgxpool.Pool, rule DisableRule, held *leases, log *sl
 	if rule.Span <= 0 {
 		rule.Span = 24 * time.Hour
 	}
-	return &resultWriter{pool: pool, in: make(chan outcome, 8192), log: log, disable: rule, onDisable: onDisable, leases: held, done: make(chan struct{})}
+	return &resultWriter{pool: pool, in: make(chan outcome, 8192), log: log, disable: rule, onDisable: onDisable, leases: held, done: make(chan struct{}),
+		failingAfter: DefaultFailingAfter}
 }
 
 // outcomeLinger is how long a small batch of outcomes waits for more.
@@ -116,6 +122,7 @@ type endpointTally struct {
 	failuresAfter int       // failures after the last success (or all)
 	firstFailure  time.Time // first of those
 	gone          bool
+	lastClass     string // of the latest failure
 }
 
 // attemptRows is a batch of outcomes as the column arrays of the
@@ -166,7 +173,7 @@ func (o outcome) status() string {
 
 func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
 	r := newAttemptRows(batch)
-	var disabled []disabledEndpoint
+	var disabled announcements
 	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 		// One statement: log the attempts, move the deliveries (a HOT
 		// update: no index of webhook.deliveries names these columns), and
@@ -223,18 +230,49 @@ func succeededEndpoints(batch []outcome) (ids []string, ok bool) {
 
 type disabledEndpoint struct{ tenant, id, reason string }
 
-// announce reports the endpoints a committed batch disabled.
-func (w *resultWriter) announce(ctx context.Context, disabled []disabledEndpoint) {
-	for _, d := range disabled {
+// announcements are what a batch of outcomes announces once it is
+// committed: the endpoints it disabled, and the other operational events.
+type announcements struct {
+	disabled []disabledEndpoint
+	notices  []notice
+}
+
+// announce reports what a committed batch disabled, and queues its
+// operational events (never before the outcomes are durably written). A
+// nil w (inserts without a result writer, in tests) announces nothing.
+func (w *resultWriter) announce(ctx context.Context, a announcements) {
+	if w == nil {
+		return
+	}
+	for _, d := range a.disabled {
 		w.onDisable(ctx, d.tenant, d.id, d.reason)
 	}
+	if w.notify != nil {
+		for _, n := range a.notices {
+			w.notify(n)
+		}
+	}
+}
+
+// recovered is the notice of an endpoint's announced failing streak,
+// started at since, ended by a success.
+func recovered(tenant, endpointID string, since time.Time) notice {
+	return notice{typ: TypeRecovered, tenant: tenant, endpointID: endpointID, since: since}
 }
 
 // trackEndpoints moves the failure trackers of the batch's endpoints in
 // tx: a success clears them, failures add up, and an endpoint that
 // answered 410 or meets the disable rule is disabled. It returns the
-// endpoints it disabled, to announce once tx commits.
-func (w *resultWriter) trackEndpoints(ctx context.Context, tx pgx.Tx, batch []outcome) ([]disabledEndpoint, error) {
+// endpoints it disabled and the operational events of the batch, to
+// announce once tx commits: a failing streak that reached failingAfter and
+// was not announced yet, the end of one that was, and each delivery that
+// ran out of retries. Outcomes of operational events' deliveries are left
+// out (trackedOutcomes).
+func (w *resultWriter) trackEndpoints(ctx context.Context, tx pgx.Tx, batch []outcome) (announcements, error) {
+	var out announcements
+	if batch = trackedOutcomes(batch); len(batch) == 0 {
+		return out, nil
+	}
 	tallies := map[string]*endpointTally{}
 	for _, o := range batch {
 		t := tallies[o.job.endpointID]
@@ -249,6 +287,7 @@ func (w *resultWriter) trackEndpoints(ctx context.Context, tx pgx.Tx, batch []ou
 				t.firstFailure = o.attempt.At
 			}
 			t.failuresAfter++
+			t.lastClass = o.attempt.ErrorClass
 		}
 		t.gone = t.gone || o.gone
 	}
@@ -262,27 +301,49 @@ func (w *resultWriter) trackEndpoints(ctx context.Context, tx pgx.Tx, batch []ou
 		}
 	}
 	if len(healthy) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
-			WHERE id = ANY($1) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL)`, healthy); err != nil {
-			return nil, fmt.Errorf("reset endpoint failures: %w", err)
+		// The announced streak is kept: a success ends it, and its end is
+		// announced (recovered) before it is cleared.
+		rows, err := tx.Query(ctx, `UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
+			WHERE id = ANY($1) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
+			RETURNING tenant, id, failing_announced`, healthy)
+		if err != nil {
+			return out, fmt.Errorf("reset endpoint failures: %w", err)
+		}
+		var tenant, id string
+		var announced *time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&tenant, &id, &announced}, func() error {
+			if announced != nil {
+				out.notices = append(out.notices, recovered(tenant, id, *announced))
+			}
+			return nil
+		}); err != nil {
+			return out, fmt.Errorf("reset endpoint failures: %w", err)
 		}
 	}
-	var disabled []disabledEndpoint
 	for id, t := range tallies {
 		var failures int
-		var since *time.Time
+		var since, announced *time.Time
 		var enabled bool
 		err := tx.QueryRow(ctx, `UPDATE webhook.endpoints SET
 				consecutive_failures = CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END,
 				failing_since = CASE WHEN $4 = 0 THEN NULL WHEN $3 OR failing_since IS NULL THEN $5 ELSE failing_since END
 			WHERE tenant = $1 AND id = $2
-			RETURNING consecutive_failures, failing_since, enabled`,
-			t.tenant, id, t.reset, t.failuresAfter, t.firstFailure).Scan(&failures, &since, &enabled)
+			RETURNING consecutive_failures, failing_since, enabled, failing_announced`,
+			t.tenant, id, t.reset, t.failuresAfter, t.firstFailure).Scan(&failures, &since, &enabled, &announced)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("track endpoint failures: %w", err)
+			return out, fmt.Errorf("track endpoint failures: %w", err)
+		}
+		// A success in the batch ended the announced streak (a streak
+		// after it has a later first failure).
+		if t.reset && announced != nil && (since == nil || !since.Equal(*announced)) {
+			out.notices = append(out.notices, recovered(t.tenant, id, *announced))
+		}
+		if enabled && since != nil && failures >= w.failingAfter && (announced == nil || !announced.Equal(*since)) {
+			out.notices = append(out.notices, notice{typ: TypeAttemptFailing, tenant: t.tenant, endpointID: id, since: *since, failures: failures,
+				lastErrorClass: t.lastClass})
 		}
 		reason := ""
 		switch {
@@ -295,12 +356,18 @@ func (w *resultWriter) trackEndpoints(ctx context.Context, tx pgx.Tx, batch []ou
 		if reason != "" {
 			if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET enabled = false, disabled_reason = $3, updated_at = now(),
 					change_seq = nextval('webhook.endpoint_changes') WHERE tenant = $1 AND id = $2`, t.tenant, id, reason); err != nil {
-				return nil, fmt.Errorf("disable endpoint: %w", err)
+				return out, fmt.Errorf("disable endpoint: %w", err)
 			}
-			disabled = append(disabled, disabledEndpoint{t.tenant, id, reason})
+			out.disabled = append(out.disabled, disabledEndpoint{t.tenant, id, reason})
 		}
 	}
-	return disabled, nil
+	for _, o := range batch {
+		if o.exhausted() {
+			out.notices = append(out.notices, notice{typ: TypeAttemptExhausted, tenant: o.job.tenant, endpointID: o.job.endpointID,
+				deliveryID: o.job.deliveryID, eventID: o.job.event.ID, eventType: o.job.event.Type, attempts: o.attempt.N, lastErrorClass: o.attempt.ErrorClass})
+		}
+	}
+	return out, nil
 }
 
 func nilIfBlank(s string) *string {

@@ -55,6 +55,10 @@ type Config struct {
 	Disable       DisableRule
 	Retention     time.Duration // delivery log retention; default 30 days
 	UserAgent     string        // default "eventline/dev"
+	// FailingAfter consecutive failed attempts of an endpoint are
+	// announced as webhook.attempt_failing, once per failing streak
+	// (docs/webhooks.md "Operational events"); default 3.
+	FailingAfter int
 	// Secrets seals endpoint secrets at rest (required; see AppConfig's
 	// EVENTLINE_SECRET_KEY).
 	Secrets *secretbox.Keyring
@@ -93,6 +97,9 @@ func (c Config) withDefaults() Config {
 	if c.Retention <= 0 {
 		c.Retention = 30 * 24 * time.Hour
 	}
+	if c.FailingAfter <= 0 {
+		c.FailingAfter = DefaultFailingAfter
+	}
 	if c.UserAgent == "" {
 		c.UserAgent = "eventline/dev"
 	}
@@ -127,6 +134,7 @@ type Service struct {
 	dispatcher *dispatcher
 	scheduler  *scheduler
 	leases     *leases
+	announcer  *announcer
 }
 
 // NewService finds the durable (`eventline migrate` provisions it) and
@@ -189,8 +197,18 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	}
 
+	var pub appender
+	if s.publisher != nil {
+		pub = s.publisher
+	}
+	// Closed last (deferred first): the result writer and the fan-out's
+	// inserts queue operational events until they stop.
+	ann := newAnnouncer(s.pool, pub, s.log)
+	go ann.run()
+	defer ann.close()
 	held := newLeases(s.pool, s.cfg.Claim, s.cfg.Now, s.log)
 	rw := newResultWriter(s.pool, s.cfg.Disable, held, s.log, s.recordDisabled)
+	rw.failingAfter, rw.notify = s.cfg.FailingAfter, ann.notify
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
 	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand, speed: speed,
@@ -209,7 +227,7 @@ func (s *Service) Run(ctx context.Context) error {
 		log: s.log, metrics: s.metrics, poke: make(chan struct{}, 1)}
 	s.metrics.watchDispatcher(d)
 	s.mu.Lock()
-	s.dispatcher, s.scheduler, s.leases = d, sch, held
+	s.dispatcher, s.scheduler, s.leases, s.announcer = d, sch, held, ann
 	s.mu.Unlock()
 
 	inserts := newInserts(s.pool, rw, held, s.cfg.Now, s.cfg.Claim)

@@ -55,6 +55,7 @@ type options struct {
 	allowPrivate bool
 	timeout      time.Duration
 	cfg          Config
+	stream       stream.Config // the EVENTS stream's shape (its de-duplication window)
 }
 
 func setup(t *testing.T, o options) *bundle {
@@ -62,7 +63,7 @@ func setup(t *testing.T, o options) *bundle {
 	ctx := context.Background()
 	n := testenv.StartNATS(t)
 	nc := n.Connect(t)
-	_, err := stream.Ensure(ctx, nc, stream.Config{})
+	_, err := stream.Ensure(ctx, nc, o.stream)
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)

@@ -89,8 +89,31 @@ func (s *Store) seal(tenant, id string, secrets []secret) ([]byte, error) {
 	return s.keys.Seal(plain, secretsAAD(tenant, id))
 }
 
-// CreateEndpoint stores a new endpoint with its first secret.
+// CreateEndpoint stores a new endpoint with its first secret, whatever
+// the tenant already has.
 func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint, firstSecret string) (Endpoint, error) {
+	return s.CreateEndpointCapped(ctx, e, firstSecret, 0)
+}
+
+// DefaultMaxEndpoints is how many endpoints (not deleted) a tenant may have
+// by default (WEBHOOK_MAX_ENDPOINTS; docs/webhooks.md).
+const DefaultMaxEndpoints = 10_000
+
+// EndpointCapError refuses an endpoint the tenant has no room for: it has
+// Existing endpoints (not deleted) and may have at most Max.
+type EndpointCapError struct {
+	Max, Existing int
+}
+
+func (e *EndpointCapError) Error() string {
+	return fmt.Sprintf("the tenant has %d webhook endpoints and may have at most %d (WEBHOOK_MAX_ENDPOINTS)", e.Existing, e.Max)
+}
+
+// CreateEndpointCapped is CreateEndpoint refusing with *EndpointCapError
+// when the tenant already has maxEndpoints endpoints that are not deleted
+// (0: no cap). Creates of one tenant are serialised by an advisory lock
+// held until the insert commits, so concurrent creates never exceed the cap.
+func (s *Store) CreateEndpointCapped(ctx context.Context, e Endpoint, firstSecret string, maxEndpoints int) (Endpoint, error) {
 	e.ID = newID()
 	parents, err := marshalParents(e.Parents)
 	if err != nil {
@@ -102,6 +125,23 @@ func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint, firstSecret stri
 	}
 	var out Endpoint
 	err = postgres.TenantTx(ctx, s.pool, e.Tenant, func(tx pgx.Tx) error {
+		if maxEndpoints > 0 {
+			// The lock's first key names this use; the second is the
+			// tenant's hash (a collision only serialises two tenants). The
+			// count is a statement of its own: under READ COMMITTED it
+			// then sees every create that committed while this one waited
+			// for the lock, which a snapshot taken before it would not.
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, endpointCapLock, e.Tenant); err != nil {
+				return fmt.Errorf("lock the tenant's endpoints: %w", err)
+			}
+			var existing int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM webhook.endpoints WHERE tenant = $1 AND deleted_at IS NULL`, e.Tenant).Scan(&existing); err != nil {
+				return fmt.Errorf("count endpoints: %w", err)
+			}
+			if existing >= maxEndpoints {
+				return &EndpointCapError{Max: maxEndpoints, Existing: existing}
+			}
+		}
 		rows, err := tx.Query(ctx, `INSERT INTO webhook.endpoints (tenant, id, url, events, parents, format, description, rate_limit, retry_schedule, secrets_sealed, secrets_key)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, 0), $9, $10, $11) RETURNING `+endpointColumns,
 			e.Tenant, e.ID, e.URL, e.Events, parents, e.Format, e.Description, e.RateLimit, nilIfEmpty(e.RetrySchedule), sealed, s.keys.PrimaryID())
@@ -113,6 +153,10 @@ func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint, firstSecret stri
 	})
 	return out, err
 }
+
+// endpointCapLock is the first key of the advisory lock that serialises a
+// tenant's endpoint creates (CreateEndpointCapped).
+const endpointCapLock int32 = 7262001
 
 func nilIfEmpty(s []int) []int {
 	if len(s) == 0 {
@@ -441,9 +485,10 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 	// Only successes (the usual case): their endpoints' failure trackers
 	// are cleared inside the statement, and one statement needs no
 	// transaction. A failure needs the tracker logic (trackEndpoints).
-	healthy, allSucceeded := succeededEndpoints(done)
+	// Operational events' deliveries move no tracker (trackedOutcomes).
+	healthy, allSucceeded := succeededEndpoints(trackedOutcomes(done))
 	var created map[string]int64 // delivery id -> its webhook.claims row (0: not claimed)
-	var disabled []disabledEndpoint
+	var disabled announcements
 	record := func(q querier) error {
 		rows, err := q.Query(ctx, `WITH d AS (
 				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, last_attempt_at)
@@ -464,10 +509,13 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
 				WHERE o.id IN (SELECT id FROM d)
 			), h AS (
+				-- the announced streak is kept: its end is announced first (trackEndpoints)
 				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
-				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL)
+				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
+				RETURNING tenant, id, failing_announced
 			)
-			SELECT d.id, coalesce(c.id, 0) FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
+			SELECT d.id, coalesce(c.id, 0), NULL::text, NULL::timestamptz FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
+			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
 			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
 			healthy)
 		if err != nil {
@@ -476,7 +524,16 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 		created = map[string]int64{}
 		var id string
 		var claim int64
-		if _, err := pgx.ForEachRow(rows, []any{&id, &claim}, func() error { created[id] = claim; return nil }); err != nil {
+		var recoveredTenant *string
+		var announced *time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&id, &claim, &recoveredTenant, &announced}, func() error {
+			if recoveredTenant != nil && announced != nil { // a row of h: an announced streak ended
+				disabled.notices = append(disabled.notices, recovered(*recoveredTenant, id, *announced))
+			} else {
+				created[id] = claim
+			}
+			return nil
+		}); err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
 		if allSucceeded {
