@@ -151,8 +151,9 @@ func newAttemptRows(batch []outcome) attemptRows {
 			r.code[i] = &c
 		}
 		r.class[i], r.errs[i], r.resp[i] = nilIfBlank(a.ErrorClass), nilIfBlank(a.Error), nilIfBlank(a.Response)
-		r.status[i] = o.status()
-		if r.status[i] == "pending" {
+		st := o.status()
+		r.status[i] = string(st)
+		if st == StatusPending {
 			next := o.finishedAt.Add(o.retryIn)
 			r.next[i] = &next
 		}
@@ -160,15 +161,24 @@ func newAttemptRows(batch []outcome) attemptRows {
 	return r
 }
 
+// Status is where a delivery stands (docs/contract.md §2 "Webhooks").
+type Status string
+
+const (
+	StatusPending   Status = "pending"   // its next attempt is due, claimed or running
+	StatusSucceeded Status = "succeeded" // an attempt got a 2xx
+	StatusFailed    Status = "failed"    // out of retries (or its endpoint is gone); retryable by hand
+)
+
 // status is the delivery's status after the outcome.
-func (o outcome) status() string {
+func (o outcome) status() Status {
 	switch {
 	case o.succeeded:
-		return "succeeded"
+		return StatusSucceeded
 	case o.retry:
-		return "pending"
+		return StatusPending
 	}
-	return "failed"
+	return StatusFailed
 }
 
 func (w *resultWriter) write(ctx context.Context, batch []outcome) error {

@@ -384,7 +384,7 @@ type Delivery struct {
 	EventID       string     `json:"event_id"`
 	EventSeq      uint64     `json:"event_seq"`
 	EventType     string     `json:"event_type"`
-	Status        string     `json:"status"`
+	Status        Status     `json:"status"`
 	Attempts      []Attempt  `json:"attempts"`
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
 	CreatedAt     time.Time  `json:"created_at"`
@@ -475,7 +475,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 				next, last = append(next, attempted.next[k]), append(last, &attempted.at[k])
 				continue
 			}
-			status, attempts, next, last = append(status, "pending"), append(attempts, 0), append(next, unattempted), append(last, nil)
+			status, attempts, next, last = append(status, string(StatusPending)), append(attempts, 0), append(next, unattempted), append(last, nil)
 		}
 	}
 	out := make([][]job, len(items))
