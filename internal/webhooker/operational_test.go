@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -102,6 +103,18 @@ func (b *bundle) waitAnnounced(t *testing.T, endpointID string) {
 	})
 }
 
+// waitEndCleared waits until the endpoint has no failing streak left to
+// announce the end of.
+func (b *bundle) waitEndCleared(t *testing.T, endpointID string) {
+	t.Helper()
+	testenv.Poll(t, 5*time.Second, "the end of the streak announced", func() bool {
+		var pending bool
+		require.NoError(t, b.pool.QueryRow(context.Background(),
+			`SELECT failing_announced IS NOT NULL FROM webhook.endpoints WHERE id = $1`, endpointID).Scan(&pending))
+		return !pending
+	})
+}
+
 // switchable answers 500 while down, else 200.
 func switchable(t *testing.T, down *atomic.Bool) *receiver {
 	return newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
@@ -165,6 +178,7 @@ func TestAttemptFailingOncePerStreakThenRecovered(t *testing.T) {
 	}
 	requireFromWebhooker(t, b.lastOp(t, TypeRecovered, &rec), id)
 	require.True(t, failing.FailingSince.Equal(rec.FailingSince), "recovered names the streak it ends: %s, %s", failing.FailingSince, rec.FailingSince)
+	b.waitEndCleared(t, id)
 
 	// A success without an announced streak announces nothing; a new
 	// streak is announced again, after which the count of recovered is
@@ -350,4 +364,62 @@ func TestAnnouncerNeverHoldsUpOutcomes(t *testing.T) {
 	close(stuck.released)
 	a.close()
 	require.Zero(t, a.appended[TypeAttemptExhausted], "nothing was appended")
+}
+
+// TestRecoveredAfterAnUnmarkedStreak: a success that ends a streak which
+// reached WEBHOOK_FAILING_AFTER before the announcer remembered it as
+// announced (its attempt_failing still queued) still announces the end;
+// a streak that never reached it announces nothing.
+func TestRecoveredAfterAnUnmarkedStreak(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	store := NewStore(pool, testKeyring(t))
+	ep, err := store.CreateEndpoint(ctx, Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	require.NoError(t, err)
+	rw := newResultWriter(pool, DisableRule{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	out := func(n int, ok bool) outcome {
+		o := outcome{job: job{deliveryID: fmt.Sprint("d", n), tenant: "acme", endpointID: ep.ID, event: events.Event{ID: fmt.Sprint("e", n), Type: "card.closed"}},
+			attempt: Attempt{N: 1, At: at.Add(time.Duration(n) * time.Second)}, succeeded: ok, retry: !ok, finishedAt: at.Add(time.Duration(n) * time.Second)}
+		if !ok {
+			o.attempt.ErrorClass = "timeout"
+		}
+		return o
+	}
+	track := func(batch ...outcome) []notice {
+		var a announcements
+		require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			var err error
+			a, err = rw.trackEndpoints(ctx, tx, batch)
+			return err
+		}))
+		return a.notices
+	}
+	typesOf := func(ns []notice) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.typ)
+		}
+		return out
+	}
+	require.Empty(t, track(out(1, false), out(2, false)))
+	require.Empty(t, track(out(3, true)), "two failures are no streak to end")
+	ns := track(out(4, false), out(5, false), out(6, false))
+	require.Equal(t, []string{TypeAttemptFailing}, typesOf(ns))
+	require.True(t, ns[0].since.Equal(at.Add(4*time.Second)))
+	// No announcer ran: the streak is not remembered as announced, and a
+	// success ends it.
+	ns = track(out(7, true))
+	require.Equal(t, []string{TypeRecovered}, typesOf(ns))
+	require.True(t, ns[0].since.Equal(at.Add(4*time.Second)), "recovered names the streak it ends")
+	// Another streak: announced (the end of the one before was never
+	// appended, and is not announced again); a success and a new streak
+	// in one batch announce its end, then the new streak.
+	ns = track(out(8, false), out(9, false), out(10, false))
+	require.Equal(t, []string{TypeAttemptFailing}, typesOf(ns))
+	ns = track(out(11, true), out(12, false), out(13, false), out(14, false))
+	require.Equal(t, []string{TypeRecovered, TypeAttemptFailing}, typesOf(ns))
+	require.True(t, ns[0].since.Equal(at.Add(8*time.Second)), "the end of the latest streak: %s", ns[0].since)
+	require.True(t, ns[1].since.Equal(at.Add(12*time.Second)))
 }

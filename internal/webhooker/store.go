@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -509,15 +510,16 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
 				WHERE o.id IN (SELECT id FROM d)
 			), h AS (
-				-- the announced streak is kept: its end is announced first (trackEndpoints)
-				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL
+				-- the ended streak is kept to announce its end (results.go endedStreak)
+				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL,
+					failing_announced = `+strings.ReplaceAll(endedStreak, "$2", "$23")+`
 				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
 				RETURNING tenant, id, failing_announced
 			)
 			SELECT d.id, coalesce(c.id, 0), NULL::text, NULL::timestamptz FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
 			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
 			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
-			healthy)
+			healthy, rw.streakLength())
 		if err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
