@@ -12,6 +12,7 @@ import (
 
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/cli"
+	"github.com/eventline/eventline/internal/consume"
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
@@ -61,7 +62,7 @@ func TestMigrateFromScratchAndAgain(t *testing.T) {
 	}
 	c, err := js.Consumer(context.Background(), "EVENTS", "webhooker")
 	require.NoError(t, err)
-	require.Equal(t, 30*time.Second, c.CachedInfo().Config.AckWait, "WEBHOOK_ACK_WAIT's default")
+	require.Equal(t, consume.DefaultAckWait, c.CachedInfo().Config.AckWait, "WEBHOOK_ACK_WAIT's default")
 
 	t.Setenv("STREAM_DUPLICATE_WINDOW", "5m")
 	t.Setenv("WEBHOOK_MAX_DELIVER", "7")

@@ -153,6 +153,14 @@ type Config struct {
 	MaxHold time.Duration
 }
 
+// Prefetch is how many messages each handler's subscription asks the
+// server for ahead: at most Prefetch-1 wait behind the one a handler
+// holds, get no in-progress acks (progress.go) and age towards the
+// AckWait meanwhile, so it is small enough that they are taken well
+// within DefaultAckWait, and large enough that a busy handler does not
+// ask for every message on its own.
+const Prefetch = 4
+
 // NewRouter builds the router and its subscriber on nc (a connection of
 // its own: closing the subscriber drains it).
 func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, error) {
@@ -172,7 +180,7 @@ func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, erro
 		Unmarshaler:         p.unmarshaler(),
 		ResourceInitializer: p.consumer(c.Consumer),
 		NakDelay:            Backoff{},
-		ConsumeOptions:      []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(32)},
+		ConsumeOptions:      []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(Prefetch)},
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("watermill subscriber: %w", err)

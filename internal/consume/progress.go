@@ -12,28 +12,27 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// In-progress acks (docs/architecture.md, "Acks and AckWait"). A durable's
-// AckWait is how long a message a dead process held waits before JetStream
-// gives it to another replica, so it is short (DefaultAckWait); a handler
-// that is alive but slow (a large fan-out, a slow Postgres) must not lose
-// its message to a redelivery meanwhile. While a handler holds a message,
-// the router sends an in-progress ack (+WPI, jetstream.Msg.InProgress),
-// which restarts the server's AckWait, every AckWait/3, until the handler
-// returns (the message is then acked or nacked) or MaxHold has passed.
-// A SIGKILLed process sends none, so what it held comes back after
-// AckWait.
+// In-progress acks (docs/operations.md, "AckWait and in-progress acks").
+// A durable's AckWait is how long a message a dead process held waits
+// before JetStream gives it to another replica, so it is short
+// (DefaultAckWait); a handler that is alive but slow (a large fan-out, a
+// slow Postgres) must not lose its message to a redelivery meanwhile.
+// While a handler holds a message, the router sends an in-progress ack
+// (+WPI, jetstream.Msg.InProgress), which restarts the server's AckWait,
+// every AckWait/3, until the handler returns (the message is then acked
+// or nacked) or MaxHold has passed. A SIGKILLed process sends none, so
+// what it held comes back after AckWait.
 
 // DefaultAckWait is the AckWait of a durable Ensure creates when none is
 // given: a SIGKILLed replica's messages are redelivered to the others
-// after 30 s, while in-progress acks keep every message a live handler
-// holds. Messages prefetched into a replica's buffer (up to 32 per
-// handler) get no in-progress acks until a handler takes them: with 10 s,
-// a loaded machine redelivered some of those while their replica was alive
-// (the redelivery then records first, so nothing is sent twice, but the
-// first-attempt path is lost for it). After a webhooker SIGKILL its
-// claimed deliveries wait for their claim (WEBHOOK_CLAIM) anyway, so a
-// shorter AckWait would not bring its recovery under the claim.
-const DefaultAckWait = 30 * time.Second
+// after 10 s, while in-progress acks keep every message a live handler
+// holds. Messages prefetched into a replica's buffer get no in-progress
+// acks until a handler takes them; at most Prefetch-1 wait per handler,
+// taken within a few handler runs. (With 32 per handler, a loaded machine
+// redelivered some of those under a 10 s AckWait while their replica was
+// alive: the redelivery records first, so nothing is sent twice, but the
+// first-attempt path is lost for it.)
+const DefaultAckWait = 10 * time.Second
 
 // MaxHold bounds how long a handler holds one message: in-progress acks
 // stop after it (the message is redelivered an AckWait later), and the

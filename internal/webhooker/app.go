@@ -56,7 +56,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.AllowCIDRs, "allow-cidrs", "WEBHOOK_ALLOW_CIDRS", "", "comma-separated CIDRs webhooks may reach although private")
 	s.Int(&c.MaxEndpoints, "max-endpoints", "WEBHOOK_MAX_ENDPOINTS", DefaultMaxEndpoints, "webhook endpoints (not deleted) a tenant may have; a create beyond it is refused with 422; 0 no cap")
 	s.Duration(&c.Timeout, "timeout", "WEBHOOK_TIMEOUT", 15*time.Second, "bound on one delivery attempt")
-	s.Duration(&c.Service.Claim, "claim", "WEBHOOK_CLAIM", time.Minute, "how long a replica owns a delivery it is attempting: one a SIGKILLed replica claimed is attempted again after this (keep it well above WEBHOOK_TIMEOUT)")
+	s.Duration(&c.Service.Claim, "claim", "WEBHOOK_CLAIM", DefaultClaim, "how long a claim on a delivery lasts unless renewed: a replica renews the claims of what it holds every quarter of this, and another attempts what a SIGKILLed replica held once its claims end")
 	s.Int(&c.Service.Handlers, "handlers", "WEBHOOK_FANOUT_HANDLERS", DefaultHandlers, "concurrent fan-out handlers: each holds one event while its first attempts run (their records are group-committed)")
 	s.Int(&c.Service.ShareAbove, "share-above", "WEBHOOK_SHARE_ABOVE", DefaultShareAbove, "an event to more endpoints is recorded due and its deliveries are shared by every replica, in chunks, instead of sent by the replica that took it")
 	s.Int(&c.Service.Dispatch.Workers, "workers", "WEBHOOK_WORKERS", 512, "attempts in flight in this process")

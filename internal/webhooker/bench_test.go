@@ -81,6 +81,7 @@ func startBenchReceiver(b *testing.B, slowFor time.Duration) *benchReceiver {
 type benchEnv struct {
 	b     *testing.B
 	cpu   *cpuMeter
+	js    jetstream.JetStream // admin: the floor's raw consumers (bench_floor_test.go)
 	pub   *events.Publisher
 	svc   *Service
 	store *Store
@@ -119,14 +120,14 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, HTTPPoster{Client: client}, pub,
-		Config{RefreshEvery: 50 * time.Millisecond, Secrets: testKeyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
+		Config{RefreshEvery: benchRefreshEvery(), Secrets: testKeyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx) }()
-	env := &benchEnv{b: b, cpu: &cpuMeter{pool: pool, natsPID: p.PID()}, pub: pub, svc: svc, store: svc.Store(), stop: func() {
+	env := &benchEnv{b: b, cpu: &cpuMeter{pool: pool, natsPID: p.PID()}, js: js, pub: pub, svc: svc, store: svc.Store(), stop: func() {
 		cancel()
 		if err := <-done; err != nil {
 			b.Errorf("webhooker: %v", err)
@@ -225,7 +226,7 @@ func BenchmarkFanout1to1(b *testing.B) {
 	rc := startBenchReceiver(b, 0)
 	env.endpoints([]string{rc.url + "/one"})
 	var raw, ours []float64
-	var rawCPU, ourCPU []cpuUse
+	var rawCPU, ourCPU, pgCPU, jsCPU []cpuUse
 	for i := 0; i < b.N; i++ {
 		rc.hits.Store(0)
 		c := env.cpu.sample(b)
@@ -234,14 +235,20 @@ func BenchmarkFanout1to1(b *testing.B) {
 		rc.hits.Store(0)
 		c = env.cpu.sample(b)
 		start := time.Now()
-		if _, err := env.pub.AppendBatch(context.Background(), benchEvents(n, fmt.Sprintf("r%d", i))); err != nil {
+		evs := benchEvents(n, fmt.Sprintf("r%d", i)) // in the window, as before the floor was added
+		res, err := env.pub.AppendBatch(context.Background(), evs)
+		if err != nil {
 			b.Fatal(err)
 		}
 		waitHits(b, &rc.hits, n, 5*time.Minute)
 		ours = append(ours, float64(n)/time.Since(start).Seconds())
 		ourCPU = append(ourCPU, env.cpu.since(b, c))
+		env.waitAttempts((i + 1) * n)
+		pgCPU = append(pgCPU, env.floorInsert(1, evs, res[0].Seq))
+		jsCPU = append(jsCPU, env.floorConsume(res[0].Seq, n))
 	}
 	report(b, n, raw, ours, rawCPU, ourCPU)
+	reportFloor(b, n, ourCPU, rawCPU, pgCPU, jsCPU)
 }
 
 // BenchmarkFanout1to1000: events to 1,000 endpoints (1,000 deliveries per
@@ -257,7 +264,7 @@ func BenchmarkFanout1to1000(b *testing.B) {
 	}
 	env.endpoints(urls)
 	var raw, ours []float64
-	var rawCPU, ourCPU []cpuUse
+	var rawCPU, ourCPU, pgCPU, jsCPU []cpuUse
 	for i := 0; i < b.N; i++ {
 		rc.hits.Store(0)
 		c := env.cpu.sample(b)
@@ -266,14 +273,20 @@ func BenchmarkFanout1to1000(b *testing.B) {
 		rc.hits.Store(0)
 		c = env.cpu.sample(b)
 		start := time.Now()
-		if _, err := env.pub.AppendBatch(context.Background(), benchEvents(perRun, fmt.Sprintf("r%d", i))); err != nil {
+		evs := benchEvents(perRun, fmt.Sprintf("r%d", i)) // in the window, as before the floor was added
+		res, err := env.pub.AppendBatch(context.Background(), evs)
+		if err != nil {
 			b.Fatal(err)
 		}
 		waitHits(b, &rc.hits, endpoints*perRun, 5*time.Minute)
 		ours = append(ours, float64(endpoints*perRun)/time.Since(start).Seconds())
 		ourCPU = append(ourCPU, env.cpu.since(b, c))
+		env.waitAttempts((i + 1) * endpoints * perRun)
+		pgCPU = append(pgCPU, env.floorInsert(endpoints, evs, res[0].Seq))
+		jsCPU = append(jsCPU, env.floorConsume(res[0].Seq, perRun))
 	}
 	report(b, endpoints*perRun, raw, ours, rawCPU, ourCPU)
+	reportFloor(b, endpoints*perRun, ourCPU, rawCPU, pgCPU, jsCPU)
 }
 
 // BenchmarkSlowEndpointIsolation: deliveries/s to 100 healthy endpoints

@@ -16,8 +16,8 @@ type DispatchConfig struct {
 	// rate_limit; 0 is unlimited. Default 0.
 	DefaultRate int
 	// MaxQueued is how many due jobs one endpoint may hold in memory; past
-	// it, jobs are dropped from memory and picked up again from Postgres
-	// when their claim expires. Default 10,000.
+	// it, jobs are let go (leases) and picked up again from Postgres
+	// when their claim ends. Default 10,000.
 	MaxQueued int
 }
 
@@ -90,7 +90,7 @@ func (d *dispatcher) submit(jobs ...job) (dropped []job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.ctx.Err() != nil {
-		return jobs // shutting down: the claims expire and another replica takes them
+		return jobs // shutting down: the claims are given back and another replica takes them
 	}
 	touched := map[*endpointQueue]bool{}
 	for _, j := range jobs {

@@ -2,7 +2,7 @@
 // tenant as signed Standard Webhooks deliveries, retried on a schedule,
 // isolated per endpoint and logged (docs/contract.md §2 "Webhooks", §3;
 // docs/webhooks.md for users and operators; docs/architecture.md §8-9,
-// §14-15 for the reasons).
+// §14-16 for the reasons).
 //
 // How it runs, part by part (Service.Run wires them):
 //
@@ -21,8 +21,11 @@
 //     for every replica to share.
 //   - The scheduler (scheduler.go) claims due deliveries from webhook.due
 //     (retries, manual retries, replays, shared fan-outs, first attempts
-//     whose claim expired because their replica died) with FOR UPDATE SKIP
+//     whose claim ended because their replica died) with FOR UPDATE SKIP
 //     LOCKED, never more than its dispatcher has room for.
+//   - The leases (lease.go) renew the claim of every delivery this replica
+//     holds, from its claim until its outcome is written, every quarter of
+//     Config.Claim, and give them back when the replica stops.
 //   - The dispatcher (dispatcher.go) runs attempts on a bounded pool of
 //     workers with a queue, a concurrency cap and a rate limit per
 //     endpoint; rate limits are budgets per time slot shared by every

@@ -106,10 +106,11 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	body, err := json.Marshal(ev)
 	require.NoError(t, err)
 	var submitted atomic.Int64
-	inserts := newInserts(b.pool, nil, b.clock.Now, time.Minute)
+	held := newLeases(b.pool, time.Minute, b.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	inserts := newInserts(b.pool, nil, held, b.clock.Now, time.Minute)
 	go inserts.Run()
 	defer inserts.Close()
-	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, submit: func(js ...job) []job { submitted.Add(int64(len(js))); return nil },
+	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, leases: held, submit: func(js ...job) []job { submitted.Add(int64(len(js))); return nil },
 		now: b.clock.Now, claim: time.Minute, consumer: "webhooker", log: slog.New(slog.NewTextHandler(io.Discard, nil)), gate: &firstGate{}}
 	msg := message.NewMessage("x", body)
 	msg.Metadata.Set(consume.MetaSubject, "events.acme.card.closed")

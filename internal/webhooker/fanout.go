@@ -26,11 +26,17 @@ import (
 // maxInsert is the most deliveries one insert statement writes.
 const maxInsert = 5000
 
-// newInserts returns the group commit of delivery inserts.
-func newInserts(pool *pgxpool.Pool, rw *resultWriter, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, inserted] {
+// newInserts returns the group commit of delivery inserts; the
+// deliveries recorded claimed are held (leases) before their jobs are
+// handed back, so no outcome can be written before its delivery is held.
+func newInserts(pool *pgxpool.Pool, rw *resultWriter, held *leases, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, inserted] {
 	return groupcommit.New(func(ctx context.Context, items []fanoutItem) ([]inserted, error) {
 		at := now()
-		return insertSplitting(ctx, pool, rw, items, at, at.Add(claim)), nil
+		out := insertSplitting(ctx, pool, rw, items, at, at.Add(claim))
+		for _, it := range out {
+			held.holdRecorded(it.jobs)
+		}
+		return out, nil
 	}, func(it fanoutItem) int { return len(it.jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
 }
 
@@ -85,6 +91,7 @@ type fanout struct {
 	inserts    *groupcommit.Batcher[fanoutItem, inserted]
 	registry   *Registry
 	submit     func(...job) []job // returns the jobs it could not queue
+	leases     *leases            // what this replica holds claimed
 	scheduler  *scheduler         // takes shared fan-outs (recordShared)
 	shareAbove int
 	results    func(outcome) // logs an outcome once its delivery is recorded
@@ -162,7 +169,7 @@ const metaAttempted = "eventline_attempted"
 // recordShared records the deliveries that do not exist yet, due now and
 // claimed by no one: every replica's scheduler claims them, as many as its
 // dispatcher can start soon, so replicas share a large fan-out and none
-// holds more than it can send before its claim expires.
+// holds much more than it can start soon.
 func (f *fanout) recordShared(ctx context.Context, jobs []job) error {
 	created, err := f.record(ctx, jobs, nil, true)
 	if err != nil {
@@ -181,7 +188,7 @@ func (f *fanout) recordThenAttempt(ctx context.Context, jobs []job) error {
 		return err
 	}
 	f.metrics.created(len(created))
-	f.submit(created...)
+	f.leases.releaseJobs(f.submit(created...)) // no room: due once their claim ends
 	return nil
 }
 
@@ -230,15 +237,15 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 	w.recorded(f.results)
 	f.metrics.created(len(created) + len(done))
 	// Claimed and not attempted yet: slow endpoints, and jobs the
-	// dispatcher had no room for (it drops them again while full; the
-	// claim then expires into a due row).
+	// dispatcher had no room for (it drops them again while full; they
+	// are let go and become due once their claim ends).
 	later := created[:0]
 	for _, j := range created {
 		if j.first == nil {
 			later = append(later, j)
 		}
 	}
-	f.submit(later...)
+	f.leases.releaseJobs(f.submit(later...))
 	return nil
 }
 

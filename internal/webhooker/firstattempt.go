@@ -32,7 +32,8 @@ type FirstAttemptConfig struct {
 	// Default 50ms; negative: record first, then attempt, always.
 	Wait time.Duration
 	// Max bounds the whole wait. Default 2s: messages prefetched behind
-	// the one a handler holds keep ageing towards the AckWait (30 s).
+	// the one a handler holds (consume.Prefetch) keep ageing towards the
+	// AckWait (WEBHOOK_ACK_WAIT, 10 s).
 	Max time.Duration
 	// MaxEndpoints: an event to more endpoints is recorded first. A large
 	// fan-out's record is already cheap per delivery (big batches), and
@@ -45,7 +46,8 @@ type FirstAttemptConfig struct {
 	MaxAge time.Duration
 	// RecordFor is how long a failed record of attempted deliveries is
 	// tried again before the event is left to be redelivered (and its
-	// deliveries attempted again). Default 20s, inside the AckWait.
+	// deliveries attempted again). Default 20s; the message is kept
+	// meanwhile by in-progress acks (package consume).
 	RecordFor time.Duration
 }
 

@@ -32,6 +32,7 @@ type resultWriter struct {
 	log       *slog.Logger
 	disable   DisableRule
 	onDisable func(ctx context.Context, tenant, endpointID, reason string)
+	leases    *leases // let go once written (or given up on)
 	done      chan struct{}
 	// failingAfter consecutive failed attempts make a failing streak,
 	// announced through notify with the other operational events
@@ -47,14 +48,14 @@ type DisableRule struct {
 	Span     time.Duration
 }
 
-func newResultWriter(pool *pgxpool.Pool, rule DisableRule, log *slog.Logger, onDisable func(context.Context, string, string, string)) *resultWriter {
+func newResultWriter(pool *pgxpool.Pool, rule DisableRule, held *leases, log *slog.Logger, onDisable func(context.Context, string, string, string)) *resultWriter {
 	if rule.Failures <= 0 {
 		rule.Failures = 20
 	}
 	if rule.Span <= 0 {
 		rule.Span = 24 * time.Hour
 	}
-	return &resultWriter{pool: pool, in: make(chan outcome, 8192), log: log, disable: rule, onDisable: onDisable, done: make(chan struct{}),
+	return &resultWriter{pool: pool, in: make(chan outcome, 8192), log: log, disable: rule, onDisable: onDisable, leases: held, done: make(chan struct{}),
 		failingAfter: DefaultFailingAfter}
 }
 
@@ -105,10 +106,13 @@ func (w *resultWriter) run() {
 			}
 			w.log.Error("write delivery outcomes", "outcomes", len(batch), "error", err)
 			if attempt >= 5 {
-				// The claims expire and the deliveries are attempted again.
+				// Let go: the claims end and the deliveries are attempted again.
 				break
 			}
 			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+		}
+		for _, o := range batch {
+			w.leases.release(o.job.deliveryID)
 		}
 	}
 }
@@ -191,7 +195,7 @@ func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
 				RETURNING d.id, d.tenant, o.status, o.next, o.scheduled
 			), r AS (
 				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next FROM u WHERE status = 'pending'
-				ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at
+				ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at, claimed_by = NULL
 			)
 			DELETE FROM webhook.due x USING u WHERE x.delivery_id = u.id AND u.status <> 'pending' AND u.scheduled`,
 			r.ids, r.n, r.tenants, r.endpoints, r.at, r.dur, r.code, r.class, r.errs, r.resp, r.status, r.next, r.scheduled)

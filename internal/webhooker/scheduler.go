@@ -28,7 +28,8 @@ type scheduler struct {
 	str     jetstream.Stream
 	queue   jobQueue
 	now     func() time.Time
-	claim   time.Duration // how long a claimed delivery is ours
+	claim   time.Duration // how long a claim lasts unless renewed
+	leases  *leases       // renews what this replica holds
 	batch   int           // most deliveries claimed by one statement
 	hold    int           // most jobs the dispatcher holds, queued or running, after a claim
 	log     *slog.Logger
@@ -115,30 +116,43 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 				return fmt.Errorf("drop finished due rows: %w", err)
 			}
 		}
-		_, err = tx.Exec(ctx, `UPDATE webhook.due SET due_at = $2 WHERE delivery_id = ANY($1)`, live, now.Add(s.claim))
+		_, err = tx.Exec(ctx, `UPDATE webhook.due SET due_at = $2, claimed_by = $3 WHERE delivery_id = ANY($1)`, live, now.Add(s.claim), s.leases.owner)
 		return err
 	})
 	if err != nil {
 		return 0, limit, fmt.Errorf("claim due deliveries: %w", err)
 	}
+	s.leases.holdDue(live)
 	jobs := make([]job, 0, len(claimed))
-	loaded := map[int64]events.Event{} // the deliveries of a fan-out share their event
+	// The deliveries of a fan-out share their event, read and encoded
+	// once per claim, not once per delivery.
+	type loadedEvent struct {
+		ev   events.Event
+		body []byte
+	}
+	loaded := map[int64]loadedEvent{}
 	for _, d := range claimed {
 		if d.attempts < 0 {
 			continue
 		}
-		ev, ok := loaded[d.seq]
+		le, ok := loaded[d.seq]
 		if !ok {
-			if ev, err = s.event(ctx, uint64(d.seq)); err != nil {
+			ev, err := s.event(ctx, uint64(d.seq))
+			if err != nil {
 				s.log.WarnContext(ctx, "load event for delivery", "delivery_id", d.id, "event_seq", d.seq, "error", err)
-				continue // retried when the claim expires
+				s.leases.release(d.id) // tried again when the claim ends
+				continue
 			}
-			loaded[d.seq] = ev
+			le.ev = ev
+			// An encoding that fails leaves body nil: each attempt then
+			// encodes (and reports the error) itself.
+			le.body, _ = ev.MarshalJSON()
+			loaded[d.seq] = le
 		}
-		jobs = append(jobs, job{deliveryID: d.id, tenant: d.tenant, endpointID: d.endpoint, event: ev, attempt: d.attempts + 1, scheduled: true})
+		jobs = append(jobs, job{deliveryID: d.id, tenant: d.tenant, endpointID: d.endpoint, event: le.ev, body: le.body, attempt: d.attempts + 1, scheduled: true})
 	}
 	s.metrics.scheduled(len(jobs))
-	s.queue.submit(jobs...)
+	s.leases.releaseJobs(s.queue.submit(jobs...)) // no room: tried again when the claim ends
 	return len(live), limit, nil
 }
 

@@ -27,6 +27,12 @@ import (
 // DefaultHandlers is how many fan-out handlers a replica runs by default.
 const DefaultHandlers = 256
 
+// DefaultClaim is how long a claim on a delivery lasts unless renewed: a
+// replica renews what it holds every quarter of it (leases), so a
+// SIGKILLed replica's deliveries are attempted by the others within
+// seconds, while a live replica keeps them however long they wait.
+const DefaultClaim = 8 * time.Second
+
 // DefaultShareAbove is the fan-out size above which replicas share an
 // event's deliveries (Config.ShareAbove).
 const DefaultShareAbove = 1000
@@ -42,7 +48,7 @@ type Config struct {
 	ShareAbove    int
 	Dispatch      DispatchConfig
 	FirstAttempt  FirstAttemptConfig
-	Claim         time.Duration // how long a replica owns a delivery it is attempting; default 60s
+	Claim         time.Duration // how long a claim on a delivery lasts unless its replica renews it (every Claim/4); default 8s
 	ScheduleEvery time.Duration // how often due retries are looked for; default 250ms
 	LagEvery      time.Duration // how often the durable's lag and the backlog are measured for /metrics; default 5s
 	RefreshEvery  time.Duration // endpoint cache refresh; default 250ms
@@ -83,7 +89,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.FirstAttempt = c.FirstAttempt.withDefaults()
 	if c.Claim <= 0 {
-		c.Claim = time.Minute
+		c.Claim = DefaultClaim
 	}
 	if c.ScheduleEvery <= 0 {
 		c.ScheduleEvery = 250 * time.Millisecond
@@ -127,6 +133,7 @@ type Service struct {
 	mu         sync.Mutex
 	dispatcher *dispatcher
 	scheduler  *scheduler
+	leases     *leases
 	announcer  *announcer
 }
 
@@ -199,7 +206,8 @@ func (s *Service) Run(ctx context.Context) error {
 	ann := newAnnouncer(s.pool, pub, s.log)
 	go ann.run()
 	defer ann.close()
-	rw := newResultWriter(s.pool, s.cfg.Disable, s.log, s.recordDisabled)
+	held := newLeases(s.pool, s.cfg.Claim, s.cfg.Now, s.log)
+	rw := newResultWriter(s.pool, s.cfg.Disable, held, s.log, s.recordDisabled)
 	rw.failingAfter, rw.notify = s.cfg.FailingAfter, ann.notify
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
@@ -215,17 +223,17 @@ func (s *Service) Run(ctx context.Context) error {
 		return e.RateLimit
 	})
 	d.windows = pgRateWindows{s.pool}
-	sch := &scheduler{pool: s.pool, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, batch: 500, hold: 2 * d.cfg.Workers,
+	sch := &scheduler{pool: s.pool, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, leases: held, batch: 500, hold: 2 * d.cfg.Workers,
 		log: s.log, metrics: s.metrics, poke: make(chan struct{}, 1)}
 	s.metrics.watchDispatcher(d)
 	s.mu.Lock()
-	s.dispatcher, s.scheduler, s.announcer = d, sch, ann
+	s.dispatcher, s.scheduler, s.leases, s.announcer = d, sch, held, ann
 	s.mu.Unlock()
 
-	inserts := newInserts(s.pool, rw, s.cfg.Now, s.cfg.Claim)
+	inserts := newInserts(s.pool, rw, held, s.cfg.Now, s.cfg.Claim)
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
-	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
+	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, leases: held, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
 		results: func(o outcome) { rw.in <- o }, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
@@ -245,6 +253,11 @@ func (s *Service) Run(ctx context.Context) error {
 			})
 		}()
 	}
+	// Claims are renewed until every attempt has finished and its outcome
+	// is written, not only until ctx ends.
+	renewCtx, stopRenewing := context.WithCancel(context.WithoutCancel(ctx))
+	renewed := make(chan struct{})
+	go func() { defer close(renewed); held.run(renewCtx) }()
 	wg.Add(2)
 	go func() { defer wg.Done(); sch.run(ctx, s.cfg.ScheduleEvery) }()
 	go func() { defer wg.Done(); s.retain(ctx) }()
@@ -253,6 +266,13 @@ func (s *Service) Run(ctx context.Context) error {
 	d.wait()
 	close(rw.in)
 	<-rw.done
+	stopRenewing()
+	<-renewed
+	giveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := held.giveBack(giveCtx); err != nil {
+		s.log.WarnContext(ctx, "give back delivery claims (the others take them when they end)", "error", err)
+	}
 	return runErr
 }
 

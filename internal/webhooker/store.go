@@ -422,6 +422,9 @@ type job struct {
 	// first collects the outcome while the fan-out waits to record the
 	// delivery with it (attempt first); nil: log it as usual.
 	first *firstAttempts
+	// claim is the webhook.claims row that lists the delivery while this
+	// replica holds it (recorded claimed); 0: none (leases).
+	claim int64
 }
 
 // fanoutItem is the deliveries of one event to record: jobs, one per
@@ -441,10 +444,11 @@ type fanoutItem struct {
 // due (webhook.due), with its attempt logged; a job without one is claimed
 // for this replica until claimUntil: one webhook.claims row per tenant
 // lists them, and the scheduler makes those still without an attempt due
-// once the claim expires (the replica died). The jobs of a shared item are
+// once the claim ends (the replica died, or let them go: leases). The jobs of a shared item are
 // instead due at now, claimed by no one, for any replica's scheduler. Outcomes also move their
 // endpoints' failure trackers (rw.trackEndpoints) in the same transaction.
-// It returns, per item, the jobs it created without an outcome.
+// It returns, per item, the jobs it created without an outcome, each
+// claimed one naming its webhook.claims row (job.claim).
 func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, now, claimUntil time.Time) ([][]job, error) {
 	var ids, eps, tenants, eventIDs, types, status []string
 	var seqs []int64
@@ -484,7 +488,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 	// transaction. A failure needs the tracker logic (trackEndpoints).
 	// Operational events' deliveries move no tracker (trackedOutcomes).
 	healthy, allSucceeded := succeededEndpoints(trackedOutcomes(done))
-	var created map[string]bool
+	var created map[string]int64 // delivery id -> its webhook.claims row (0: not claimed)
 	var disabled announcements
 	record := func(q querier) error {
 		rows, err := q.Query(ctx, `WITH d AS (
@@ -495,6 +499,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 			), c AS (
 				INSERT INTO webhook.claims (tenant, claimed_until, delivery_ids)
 				SELECT tenant, $11, array_agg(id) FROM d WHERE attempts = 0 AND next_attempt_at = $11 GROUP BY tenant
+				RETURNING id, tenant
 			), r AS (
 				-- retries of attempted deliveries, and shared ones (due before $11)
 				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next_attempt_at FROM d
@@ -511,22 +516,23 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
 				RETURNING tenant, id, failing_announced
 			)
-			SELECT id, NULL, NULL FROM d
-			UNION ALL SELECT id, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
+			SELECT d.id, coalesce(c.id, 0), NULL, NULL FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
+			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
 			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
 			healthy, rw.streakLength())
 		if err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
-		created = map[string]bool{}
+		created = map[string]int64{}
 		var id string
+		var claim int64
 		var recoveredTenant *string
 		var announced *time.Time
-		if _, err := pgx.ForEachRow(rows, []any{&id, &recoveredTenant, &announced}, func() error {
+		if _, err := pgx.ForEachRow(rows, []any{&id, &claim, &recoveredTenant, &announced}, func() error {
 			if recoveredTenant != nil && announced != nil { // a row of h: an announced streak ended
 				disabled.notices = append(disabled.notices, recovered(*recoveredTenant, id, *announced))
 			} else {
-				created[id] = true
+				created[id] = claim
 			}
 			return nil
 		}); err != nil {
@@ -537,7 +543,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 		}
 		var logged []outcome
 		for _, o := range done {
-			if created[o.job.deliveryID] {
+			if _, ok := created[o.job.deliveryID]; ok {
 				logged = append(logged, o)
 			}
 		}
@@ -559,7 +565,9 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 	rw.announce(ctx, disabled)
 	for i, it := range items {
 		for _, j := range it.jobs {
-			if _, ok := outcomes[j.deliveryID]; !ok && created[j.deliveryID] {
+			claim, ok := created[j.deliveryID]
+			if _, attempted := outcomes[j.deliveryID]; !attempted && ok {
+				j.claim = claim
 				out[i] = append(out[i], j)
 			}
 		}

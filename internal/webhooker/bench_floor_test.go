@@ -1,0 +1,168 @@
+package webhooker
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// The durable floor of a fan-out: the least a system that consumes events
+// from JetStream, records one delivery row per endpoint in Postgres and
+// posts each delivery over HTTP must spend (docs/architecture.md §2, §3,
+// §8-9), measured in the same benchmark iteration as the webhooker and
+// for the same number of deliveries:
+//
+//   - HTTP: the raw Go client and the receiver (rawRate);
+//   - Postgres: a raw COPY of the same delivery rows into a table shaped
+//     like webhook.deliveries (its indexes and fillfactor), one commit per
+//     statement of the size the webhooker's group commit writes;
+//   - JetStream: a raw pull consume and ack of the same events.
+//
+// Its CPU (this process, nats-server, the database's backends) per
+// delivery is the denominator of the benchmarks' cpu/floor ratio. What
+// the floor leaves out and the webhooker does: the event's append (in the
+// webhooker's window, one per event), the attempt rows and the outcome of
+// each delivery, claims and due rows, signing, and Watermill.
+
+// floorRowsPerStatement is the size of the floor's COPY statements for a
+// fan-out to endpoints: the webhooker's group commit writes up to
+// maxInsert deliveries per statement, and with 256 handlers (two
+// statements in flight) about 128 one-delivery events at a time.
+func floorRowsPerStatement(endpoints int) int {
+	if endpoints == 1 {
+		return DefaultHandlers / 2
+	}
+	return maxInsert
+}
+
+// floorTable creates the scratch table once per database.
+func (e *benchEnv) floorTable() {
+	e.b.Helper()
+	_, err := e.store.pool.Exec(context.Background(), `CREATE SCHEMA IF NOT EXISTS benchfloor;
+		CREATE TABLE IF NOT EXISTS benchfloor.deliveries (LIKE webhook.deliveries INCLUDING ALL) WITH (fillfactor = 50)`)
+	if err != nil {
+		e.b.Fatal(err)
+	}
+}
+
+// floorInsert copies endpoints×len(evs) pending delivery rows into
+// benchfloor.deliveries, perStatement rows per commit, and returns the
+// CPU it cost. The rows are built inside the measurement, as the
+// webhooker builds its own.
+func (e *benchEnv) floorInsert(endpoints int, evs []events.Event, firstSeq uint64) cpuUse {
+	e.b.Helper()
+	e.floorTable()
+	ctx := context.Background()
+	cols := []string{"id", "tenant", "endpoint_id", "event_id", "event_seq", "event_type", "status", "attempts", "next_attempt_at", "last_attempt_at"}
+	perStatement := floorRowsPerStatement(endpoints)
+	epIDs := make([]string, endpoints)
+	for i := range epIDs {
+		epIDs[i] = fmt.Sprintf("floor-ep-%d", i)
+	}
+	c := e.cpu.sample(e.b)
+	rows := make([][]any, 0, perStatement)
+	flush := func() {
+		if len(rows) == 0 {
+			return
+		}
+		if _, err := e.store.pool.CopyFrom(ctx, pgx.Identifier{"benchfloor", "deliveries"}, cols, pgx.CopyFromRows(rows)); err != nil {
+			e.b.Fatal(err)
+		}
+		rows = rows[:0]
+	}
+	now := time.Now()
+	var last *time.Time
+	for k, ev := range evs {
+		for _, ep := range epIDs {
+			rows = append(rows, []any{newID(), ev.Tenant, ep, ev.ID, int64(firstSeq) + int64(k), "card.closed", "pending", int32(0), now, last})
+			if len(rows) == perStatement {
+				flush()
+			}
+		}
+	}
+	flush()
+	return e.cpu.since(e.b, c)
+}
+
+// floorConsume pulls n events from the stream, from firstSeq on, with a
+// fresh durable configured like the webhooker's (explicit acks, 32
+// messages a pull, asynchronous acks), acks each, waits until the server
+// has every ack, and returns the CPU it cost. The durable is made and
+// deleted outside the measurement.
+func (e *benchEnv) floorConsume(firstSeq uint64, n int) cpuUse {
+	e.b.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("benchfloor-%d", firstSeq)
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: name,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: firstSeq, AckPolicy: jetstream.AckExplicitPolicy,
+		MaxAckPending: 10_000, FilterSubject: events.SubjectPrefix + ".>"})
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	defer func() { _ = e.js.DeleteConsumer(ctx, events.StreamName, name) }()
+	c := e.cpu.sample(e.b)
+	var got atomic.Int64
+	done := make(chan struct{})
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		if got.Add(1) == int64(n) {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(32))
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		e.b.Fatalf("floor consume: %d of %d events", got.Load(), n)
+	}
+	cc.Stop()
+	testenv.Poll(e.b, time.Minute, "the floor's acks reach the server", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Consumer >= uint64(n)
+	})
+	return e.cpu.since(e.b, c)
+}
+
+// reportFloor prints the floor of the same iterations next to the
+// webhooker's CPU: each part per delivery, their sum, and the ratio of the
+// webhooker's CPU per delivery to it (the median of the iterations'
+// ratios). httpCPU is rawRate's, which also posted n requests.
+func reportFloor(b *testing.B, n int, ourCPU, httpCPU, pgCPU, jsCPU []cpuUse) {
+	perDelivery := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(n) }
+	var floor, ratio, pg, js []float64
+	for i := range ourCPU {
+		f := perDelivery(httpCPU[i].total() + pgCPU[i].total() + jsCPU[i].total())
+		floor = append(floor, f)
+		ratio = append(ratio, perDelivery(ourCPU[i].total())/f)
+		pg = append(pg, perDelivery(pgCPU[i].total()))
+		js = append(js, perDelivery(jsCPU[i].total()))
+	}
+	b.ReportMetric(testenv.Median(pg), "floor-pg-cpu-µs/delivery")
+	b.ReportMetric(testenv.Median(js), "floor-js-cpu-µs/delivery")
+	b.ReportMetric(testenv.Median(floor), "floor-cpu-µs/delivery")
+	b.ReportMetric(testenv.Median(ratio), "cpu/floor")
+}
+
+// waitAttempts waits until total attempts are logged, so that outcomes
+// the result writer still holds after the last delivery arrived are not
+// counted in the floor measured next.
+func (e *benchEnv) waitAttempts(total int) {
+	e.b.Helper()
+	testenv.Poll(e.b, 5*time.Minute, fmt.Sprintf("%d attempts logged", total), func() bool {
+		var n int
+		if err := e.store.pool.QueryRow(context.Background(), `SELECT count(*) FROM webhook.attempts`).Scan(&n); err != nil {
+			e.b.Fatal(err)
+		}
+		return n >= total
+	})
+}

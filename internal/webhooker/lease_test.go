@@ -1,0 +1,171 @@
+package webhooker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/testenv"
+)
+
+// TestLeases: the leases of one replica against Postgres alone. A renewal
+// moves the end of every claim it holds and of nothing else: not a due
+// row another replica took, not a retry an outcome scheduled; a claims
+// row is renewed while any of its deliveries is held and ended once none
+// is; giving back ends everything at once.
+func TestLeases(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	clk := &clock{t: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
+	t0 := clk.Now()
+	l := newLeases(pool, 10*time.Second, clk.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		_, err := pool.Exec(ctx, sql, args...)
+		require.NoError(t, err)
+	}
+	dueAt := func(id string) time.Time {
+		t.Helper()
+		var at time.Time
+		require.NoError(t, pool.QueryRow(ctx, `SELECT due_at FROM webhook.due WHERE delivery_id = $1`, id).Scan(&at))
+		return at.UTC()
+	}
+	claimedUntil := func(row int64) time.Time {
+		t.Helper()
+		var at time.Time
+		require.NoError(t, pool.QueryRow(ctx, `SELECT claimed_until FROM webhook.claims WHERE id = $1`, row).Scan(&at))
+		return at.UTC()
+	}
+	claimsRow := func(ids ...string) int64 {
+		t.Helper()
+		var row int64
+		require.NoError(t, pool.QueryRow(ctx, `INSERT INTO webhook.claims (tenant, claimed_until, delivery_ids) VALUES ('acme', $1, $2) RETURNING id`,
+			t0.Add(10*time.Second), ids).Scan(&row))
+		return row
+	}
+
+	exec(`INSERT INTO webhook.due (delivery_id, tenant, due_at, claimed_by) VALUES ('d1', 'acme', $1, $2), ('d2', 'acme', $1, $2), ('d3', 'acme', $1, 'other')`,
+		t0.Add(10*time.Second), l.owner)
+	l.holdDue([]string{"d1", "d2", "d3"})
+	r1, r2 := claimsRow("c1", "c2"), claimsRow("c3")
+	l.holdRecorded([]job{{deliveryID: "c1", claim: r1}, {deliveryID: "c2", claim: r1}, {deliveryID: "c3", claim: r2}, {deliveryID: "unclaimed"}})
+	require.Equal(t, 6, l.len(), "a job without a claims row is not held")
+
+	clk.Add(5 * time.Second)
+	require.NoError(t, l.renew(ctx))
+	require.Equal(t, t0.Add(15*time.Second), dueAt("d1"))
+	require.Equal(t, t0.Add(15*time.Second), dueAt("d2"))
+	require.Equal(t, t0.Add(10*time.Second), dueAt("d3"), "taken by another replica: not ours to renew")
+	require.Equal(t, t0.Add(15*time.Second), claimedUntil(r1))
+	require.Equal(t, t0.Add(15*time.Second), claimedUntil(r2))
+
+	// An outcome schedules d2's retry (and clears its claim) just before
+	// this replica lets it go: a renewal in between leaves the retry alone.
+	exec(`UPDATE webhook.due SET due_at = $1, claimed_by = NULL WHERE delivery_id = 'd2'`, t0.Add(time.Hour))
+	l.release("c1")
+	clk.Add(time.Second)
+	require.NoError(t, l.renew(ctx))
+	require.Equal(t, t0.Add(time.Hour), dueAt("d2"))
+	require.Equal(t, t0.Add(16*time.Second), claimedUntil(r1), "c2 is still held")
+
+	l.release("c2", "d2", "d3", "never-held")
+	clk.Add(time.Second)
+	require.NoError(t, l.renew(ctx))
+	require.Equal(t, t0.Add(7*time.Second), claimedUntil(r1), "nothing of it held: ended now, so what was let go is due at once")
+	require.Equal(t, t0.Add(17*time.Second), claimedUntil(r2))
+	require.Equal(t, t0.Add(17*time.Second), dueAt("d1"))
+
+	clk.Add(time.Second)
+	require.NoError(t, l.giveBack(ctx))
+	require.Equal(t, t0.Add(8*time.Second), dueAt("d1"), "given back: due now")
+	require.Equal(t, t0.Add(8*time.Second), claimedUntil(r2))
+	require.Zero(t, l.len())
+	clk.Add(time.Second)
+	require.NoError(t, l.renew(ctx))
+	require.Equal(t, t0.Add(8*time.Second), dueAt("d1"), "nothing held: nothing renewed")
+}
+
+// TestClaimsRenewedWhileAttemptsRun: a delivery whose attempt outlasts its
+// claim is not attempted a second time while its replica lives, whether
+// it was recorded claimed (a first attempt) or claimed from webhook.due
+// (a retry); once the outcome is written nothing of it stays claimed.
+func TestClaimsRenewedWhileAttemptsRun(t *testing.T) {
+	t.Parallel()
+	const claim = 2 * time.Second
+	b := setup(t, options{allowPrivate: true, timeout: time.Minute, cfg: Config{Claim: claim}})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	started := make(chan int, 10)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		started <- n
+		switch n {
+		case 1: // the first event's first attempt fails: its retry is due
+			w.WriteHeader(http.StatusInternalServerError)
+		default:
+			<-release
+		}
+	})
+	t.Cleanup(letGo) // registered last: runs before the receiver and the service stop
+	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"*"}})
+	ctx := context.Background()
+
+	// outlast makes time pass well beyond the claim, renewing as the
+	// replica does every quarter of it, and runs the scheduler each time.
+	outlast := func() {
+		t.Helper()
+		for range 6 {
+			b.clock.Add(claim / 2)
+			require.NoError(t, b.svc.heldLeases().renew(ctx))
+			n, err := b.svc.ScheduleNow(ctx)
+			require.NoError(t, err)
+			require.Zero(t, n, "a held delivery was claimed again")
+		}
+	}
+
+	b.publish(t, "retried")
+	require.Equal(t, 1, <-started)
+	b.waitStatusAttempts(t, id, 1)
+	b.clock.Add(time.Hour)
+	n, err := b.svc.ScheduleNow(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the retry")
+	require.Equal(t, 2, <-started)
+	outlast()
+
+	b.publish(t, "first")
+	require.Equal(t, 3, <-started)
+	// Recorded claimed once the fan-out stops waiting for it (50 ms),
+	// with a claim from the clock of that moment.
+	require.Eventually(t, func() bool { return b.svc.heldLeases().len() == 2 }, 10*time.Second, time.Millisecond)
+	outlast()
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM webhook.claims`), "the first attempt's claim, renewed")
+
+	letGo()
+	b.waitStatus(t, id, "succeeded", 2)
+	require.Len(t, rc.all(), 3, "no attempt made twice")
+	// Written: let go. The claims row is ended at the next renewal and
+	// removed by the scheduler; no due row stays.
+	require.Eventually(t, func() bool { return b.svc.heldLeases().len() == 0 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, b.svc.heldLeases().renew(ctx))
+	_, err = b.svc.ScheduleNow(ctx)
+	require.NoError(t, err)
+	require.Zero(t, b.count(t, `SELECT count(*) FROM webhook.claims`))
+	require.Zero(t, b.count(t, `SELECT count(*) FROM webhook.due`))
+	require.Len(t, rc.all(), 3)
+}
+
+// heldLeases returns the leases Run made, under the lock Run sets them with.
+func (s *Service) heldLeases() *leases {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leases
+}
