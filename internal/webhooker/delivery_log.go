@@ -40,7 +40,7 @@ func listDeliveries(ctx context.Context, tx pgx.Tx, tenant, endpointID, status, 
 		var seq int64
 		err := r.Scan(&d.ID, &d.EndpointID, &d.EventID, &seq, &d.EventType, &d.Status, &d.n, &d.NextAttemptAt, &d.CreatedAt)
 		d.EventSeq = uint64(seq)
-		if d.Status != "pending" {
+		if d.Status != StatusPending {
 			d.NextAttemptAt = nil
 		}
 		d.Attempts = []Attempt{}
@@ -130,7 +130,7 @@ func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	status := r.URL.Query().Get("status")
-	if status != "" && status != "pending" && status != "succeeded" && status != "failed" {
+	if st := Status(status); st != "" && st != StatusPending && st != StatusSucceeded && st != StatusFailed {
 		httpapi.WriteProblem(w, httpapi.Problem{Type: httpapi.TypeValidation, Title: "Invalid parameters", Status: http.StatusBadRequest,
 			Detail: "fix the listed parameters", Errors: []events.FieldError{{Field: "status", Message: "must be pending, succeeded or failed"}}})
 		return
@@ -164,7 +164,7 @@ func (a *API) retry(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		a.fail(w, r, err)
 	default:
-		httpapi.JSON(w, http.StatusAccepted, map[string]any{"id": r.PathValue("id"), "status": "pending"})
+		httpapi.JSON(w, http.StatusAccepted, map[string]any{"id": r.PathValue("id"), "status": StatusPending})
 	}
 }
 

@@ -62,7 +62,7 @@ func (b *bundle) waitStatus(t *testing.T, endpointID, status string, n int) []De
 	require.Eventually(t, func() bool {
 		out = out[:0]
 		for _, d := range b.deliveries(t, endpointID) {
-			if d.Status == status {
+			if string(d.Status) == status {
 				out = append(out, d)
 			}
 		}
@@ -93,7 +93,7 @@ func TestRetryAfterFailure(t *testing.T) {
 	b.publish(t, "e1")
 	ds := b.waitStatusAttempts(t, id, 1)
 	d := ds[0]
-	require.Equal(t, "pending", d.Status)
+	require.Equal(t, StatusPending, d.Status)
 	require.Equal(t, 500, d.Attempts[0].StatusCode)
 	require.Equal(t, "status", d.Attempts[0].ErrorClass)
 	require.Equal(t, "boom", d.Attempts[0].Response)
@@ -225,7 +225,7 @@ func TestRedirectIsAFailureNotFollowed(t *testing.T) {
 	d := b.waitStatusAttempts(t, id, 1)[0]
 	require.Equal(t, 302, d.Attempts[0].StatusCode)
 	require.Equal(t, "status", d.Attempts[0].ErrorClass)
-	require.Equal(t, "pending", d.Status, "a 3xx is retried like any failure")
+	require.Equal(t, StatusPending, d.Status, "a 3xx is retried like any failure")
 	require.Empty(t, canary.all(), "the redirect was not followed")
 }
 

@@ -38,7 +38,7 @@ func TestFirstAttemptIsRecordedWithItsDelivery(t *testing.T) {
 	require.Len(t, d.Attempts, 1)
 	require.Equal(t, 200, d.Attempts[0].StatusCode)
 	f := b.waitAttempts(t, failID, 1)[0]
-	require.Equal(t, "pending", f.Status)
+	require.Equal(t, StatusPending, f.Status)
 	require.Equal(t, 500, f.Attempts[0].StatusCode)
 	require.NotNil(t, f.NextAttemptAt)
 	require.WithinDuration(t, f.Attempts[0].At.Add(time.Hour), *f.NextAttemptAt, time.Second, "due after the schedule's first step")
@@ -86,7 +86,7 @@ func TestSlowFirstAttemptIsRecordedWithoutWaiting(t *testing.T) {
 				return false
 			}
 			for _, d := range ds {
-				if d.Status != "pending" || len(d.Attempts) != 0 {
+				if d.Status != StatusPending || len(d.Attempts) != 0 {
 					return false
 				}
 			}

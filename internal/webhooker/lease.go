@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventline/eventline/internal/lifecycle"
 )
 
 // leases keeps this replica's claims alive while it holds their
@@ -169,16 +171,9 @@ func renewEvery(claim time.Duration) time.Duration { return claim / 4 }
 
 // run renews every renewEvery(claim) until ctx ends.
 func (l *leases) run(ctx context.Context) {
-	t := time.NewTicker(renewEvery(l.claim))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	lifecycle.Every(ctx, renewEvery(l.claim), func(ctx context.Context) {
 		if err := l.renew(ctx); err != nil && ctx.Err() == nil {
 			l.log.WarnContext(ctx, "renew delivery claims", "held", l.len(), "error", err)
 		}
-	}
+	})
 }

@@ -200,7 +200,7 @@ func TestPortalTestEvent(t *testing.T) {
 	ds := p.waitAttempts(t, id, 1)
 	require.Len(t, ds, 1)
 	require.Equal(t, TestEventType, ds[0].EventType)
-	require.Equal(t, "succeeded", ds[0].Status)
+	require.Equal(t, StatusSucceeded, ds[0].Status)
 	require.Equal(t, http.StatusOK, ds[0].Attempts[0].StatusCode)
 	got := target.all()
 	require.Len(t, got, 1)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -385,7 +384,7 @@ type Delivery struct {
 	EventID       string     `json:"event_id"`
 	EventSeq      uint64     `json:"event_seq"`
 	EventType     string     `json:"event_type"`
-	Status        string     `json:"status"`
+	Status        Status     `json:"status"`
 	Attempts      []Attempt  `json:"attempts"`
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
 	CreatedAt     time.Time  `json:"created_at"`
@@ -476,7 +475,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 				next, last = append(next, attempted.next[k]), append(last, &attempted.at[k])
 				continue
 			}
-			status, attempts, next, last = append(status, "pending"), append(attempts, 0), append(next, unattempted), append(last, nil)
+			status, attempts, next, last = append(status, string(StatusPending)), append(attempts, 0), append(next, unattempted), append(last, nil)
 		}
 	}
 	out := make([][]job, len(items))
@@ -512,11 +511,11 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 			), h AS (
 				-- the ended streak is kept to announce its end (results.go endedStreak)
 				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL,
-					failing_announced = `+strings.ReplaceAll(endedStreak, "$2", "$23")+`
+					failing_announced = `+endedStreak("$23")+`
 				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
 				RETURNING tenant, id, failing_announced
 			)
-			SELECT d.id, coalesce(c.id, 0), NULL, NULL FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
+			SELECT d.id, coalesce(c.id, 0), NULL::text, NULL::timestamptz FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
 			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
 			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
 			healthy, rw.streakLength())
