@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -275,12 +274,15 @@ func (w *resultWriter) streakLength() int {
 }
 
 // endedStreak is what webhook.endpoints.failing_announced becomes when a
-// success ends the endpoint's streak ($2: failingAfter): the streak ending
-// if it reached failingAfter — announced, or its attempt_failing still
-// queued, so a success right after it still announces its end — else the
-// streak remembered before (its end not announced yet). The SET
-// expression reads the row as it was before the update.
-const endedStreak = `CASE WHEN consecutive_failures >= $2 AND failing_since IS NOT NULL THEN failing_since ELSE failing_announced END`
+// success ends the endpoint's streak (failingAfter names the statement's
+// parameter holding it, "$2"): the streak ending if it reached
+// failingAfter — announced, or its attempt_failing still queued, so a
+// success right after it still announces its end — else the streak
+// remembered before (its end not announced yet). The SET expression reads
+// the row as it was before the update.
+func endedStreak(failingAfter string) string {
+	return `CASE WHEN consecutive_failures >= ` + failingAfter + ` AND failing_since IS NOT NULL THEN failing_since ELSE failing_announced END`
+}
 
 // recovered is the notice of an endpoint's announced failing streak,
 // started at since, ended by a success.
@@ -333,7 +335,7 @@ func (w *resultWriter) trackEndpoints(ctx context.Context, tx pgx.Tx, batch []ou
 		// failingAfter (its announcement may still be queued), is kept in
 		// failing_announced until its end is announced (recovered).
 		rows, err := tx.Query(ctx, `UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL,
-				failing_announced = `+endedStreak+`
+				failing_announced = `+endedStreak("$2")+`
 			WHERE id = ANY($1) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
 			RETURNING tenant, id, failing_announced`, healthy, w.failingAfter)
 		if err != nil {
@@ -357,7 +359,7 @@ func (w *resultWriter) trackEndpoints(ctx context.Context, tx pgx.Tx, batch []ou
 		err := tx.QueryRow(ctx, `UPDATE webhook.endpoints SET
 				consecutive_failures = CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END,
 				failing_since = CASE WHEN $4 = 0 THEN NULL WHEN $3 OR failing_since IS NULL THEN $5 ELSE failing_since END,
-				failing_announced = CASE WHEN $3 THEN `+strings.ReplaceAll(endedStreak, "$2", "$6")+` ELSE failing_announced END
+				failing_announced = CASE WHEN $3 THEN `+endedStreak("$6")+` ELSE failing_announced END
 			WHERE tenant = $1 AND id = $2
 			RETURNING consecutive_failures, failing_since, enabled, failing_announced`,
 			t.tenant, id, t.reset, t.failuresAfter, t.firstFailure, w.failingAfter).Scan(&failures, &since, &enabled, &announced)

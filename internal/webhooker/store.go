@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -512,7 +511,7 @@ func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter,
 			), h AS (
 				-- the ended streak is kept to announce its end (results.go endedStreak)
 				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL,
-					failing_announced = `+strings.ReplaceAll(endedStreak, "$2", "$23")+`
+					failing_announced = `+endedStreak("$23")+`
 				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
 				RETURNING tenant, id, failing_announced
 			)
