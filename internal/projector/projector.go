@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -117,6 +118,10 @@ type Projector struct {
 	// the acks); an error stops the worker there, as a crash would. Tests
 	// use it.
 	hook func(stage string, batch int) error
+
+	// gen is the timeline generation this worker last locked (0: none
+	// yet, or it moved): commitPipelined writes into it.
+	gen atomic.Int64
 }
 
 // New returns a worker reading cons and writing into pool.
@@ -352,6 +357,9 @@ type batchResult struct {
 // commit writes the batch, its dead letters and the checkpoint in one
 // transaction.
 func (p *Projector) commit(ctx context.Context, items []item) (batchResult, error) {
+	if res, ok := p.commitPipelined(ctx, items); ok {
+		return res, nil
+	}
 	var res batchResult
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		g := p.cfg.Generation
@@ -360,6 +368,7 @@ func (p *Projector) commit(ctx context.Context, items []item) (batchResult, erro
 			if g, err = lockGeneration(ctx, tx); err != nil {
 				return err
 			}
+			p.gen.Store(int64(g))
 		}
 		good := make([]events.Event, 0, len(items))
 		var maxSeq uint64
@@ -391,4 +400,67 @@ func (p *Projector) commit(ctx context.Context, items []item) (batchResult, erro
 		return recordProgress(ctx, tx, g, p.cfg.Consumer, maxSeq)
 	})
 	return res, err
+}
+
+// genGuardSQL takes the share lock of lockGeneration on timeline.current
+// and fails, in the server, unless the current generation is $1: a row
+// that is missing, doubled or names another generation raises an error
+// (the text cast of the message), which rolls back the pipeline it is in.
+const genGuardSQL = `SELECT CASE WHEN g = $1::int THEN g
+	ELSE ('timeline generation is ' || coalesce(g::text, 'missing') || ', not ' || $1::int::text)::int END
+FROM (SELECT (SELECT generation FROM timeline.current FOR SHARE) AS g) AS current`
+
+// commitPipelined writes a batch of decodable messages in one round trip
+// to Postgres (docs/architecture.md, "Projector: batch in, one
+// transaction, ack after commit"): the generation guard, the insert and the
+// checkpoint go as one pipeline, which the server runs as one implicit
+// transaction ended by its Sync, so they commit together or not at all.
+// The slow path (commit) takes five round trips (BEGIN, the lock, the
+// insert, the checkpoint, COMMIT), and at low rates, with a batch per
+// event, each one is a wake-up of this process and of its backend
+// (BENCHMARKS.md, "Where the CPU goes at low rates").
+//
+// It writes into the generation the worker last locked, and the guard
+// makes the transaction fail unless that generation is still current, as
+// lockGeneration's lock makes a rebuild wait. ok is false when the batch
+// was not committed here: a message to dead-letter (the slow path records
+// it), no generation known yet, or any failure — the slow path then runs
+// the batch again (the insert skips what is stored, the checkpoint only
+// moves forward) and reports its error as before.
+func (p *Projector) commitPipelined(ctx context.Context, items []item) (res batchResult, ok bool) {
+	g, pinned := p.cfg.Generation, p.cfg.Generation != 0
+	if !pinned {
+		g = int(p.gen.Load())
+	}
+	if g == 0 || len(items) == 0 {
+		return res, false
+	}
+	good := make([]events.Event, 0, len(items))
+	var maxSeq uint64
+	for _, it := range items {
+		if it.err != nil {
+			return res, false
+		}
+		good = append(good, it.event)
+		maxSeq = max(maxSeq, it.seq)
+	}
+	args, err := insertArgs(good)
+	if err != nil {
+		return res, false
+	}
+	var stored int
+	b := &pgx.Batch{}
+	if !pinned {
+		b.Queue(genGuardSQL, g)
+	}
+	b.Queue(fmt.Sprintf(insertSQL, schema(g)), args...).QueryRow(func(r pgx.Row) error { return r.Scan(&stored) })
+	b.Queue(fmt.Sprintf(progressSQL, schema(g)), p.cfg.Consumer, int64(maxSeq))
+	if err := p.pool.SendBatch(ctx, b).Close(); err != nil {
+		if !pinned {
+			p.gen.Store(0) // the slow path locks and remembers the current one
+		}
+		return res, false
+	}
+	res.projected, res.duplicates = stored, len(good)-stored
+	return res, true
 }

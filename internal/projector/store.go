@@ -80,12 +80,8 @@ WITH input AS (
 )
 SELECT count(*) FROM stored`
 
-// insertEvents stores es into generation g inside tx and returns how many
-// were new.
-func insertEvents(ctx context.Context, tx pgx.Tx, g int, es []events.Event) (int, error) {
-	if len(es) == 0 {
-		return 0, nil
-	}
+// insertArgs are the parallel arrays of insertSQL for es (not empty).
+func insertArgs(es []events.Event) ([]any, error) {
 	n := len(es)
 	var (
 		tenant, id, typ, action, eType, eID, cType, cID = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -102,25 +98,38 @@ func insertEvents(ctx context.Context, tx pgx.Tx, g int, es []events.Event) (int
 		}
 		pj, err := json.Marshal(ps)
 		if err != nil {
-			return 0, fmt.Errorf("encode parents of %s: %w", e.ID, err)
+			return nil, fmt.Errorf("encode parents of %s: %w", e.ID, err)
 		}
 		parents[i], particulars[i] = string(pj), string(e.Particulars)
 		occurred[i], recorded[i] = e.OccurredAt, e.RecordedAt
 	}
-	var stored int
-	err := tx.QueryRow(ctx, fmt.Sprintf(insertSQL, schema(g)),
-		tenant, id, seq, typ, action, eType, eID, cType, cID, parents, particulars, occurred, recorded).Scan(&stored)
+	return []any{tenant, id, seq, typ, action, eType, eID, cType, cID, parents, particulars, occurred, recorded}, nil
+}
+
+// insertEvents stores es into generation g inside tx and returns how many
+// were new.
+func insertEvents(ctx context.Context, tx pgx.Tx, g int, es []events.Event) (int, error) {
+	if len(es) == 0 {
+		return 0, nil
+	}
+	args, err := insertArgs(es)
 	if err != nil {
-		return 0, fmt.Errorf("insert %d events into %s: %w", n, schema(g), err)
+		return 0, err
+	}
+	var stored int
+	if err := tx.QueryRow(ctx, fmt.Sprintf(insertSQL, schema(g)), args...).Scan(&stored); err != nil {
+		return 0, fmt.Errorf("insert %d events into %s: %w", len(es), schema(g), err)
 	}
 	return stored, nil
 }
 
+// progressSQL moves a consumer's checkpoint in generation %s to at least $2.
+const progressSQL = `INSERT INTO %s.progress (consumer, last_seq) VALUES ($1, $2)
+		ON CONFLICT (consumer) DO UPDATE SET last_seq = GREATEST(progress.last_seq, excluded.last_seq), updated_at = now()`
+
 // recordProgress moves the consumer's checkpoint to at least seq.
 func recordProgress(ctx context.Context, tx pgx.Tx, g int, consumer string, seq uint64) error {
-	_, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.progress (consumer, last_seq) VALUES ($1, $2)
-		ON CONFLICT (consumer) DO UPDATE SET last_seq = GREATEST(progress.last_seq, excluded.last_seq), updated_at = now()`, schema(g)),
-		consumer, int64(seq))
+	_, err := tx.Exec(ctx, fmt.Sprintf(progressSQL, schema(g)), consumer, int64(seq))
 	if err != nil {
 		return fmt.Errorf("record progress: %w", err)
 	}
