@@ -60,14 +60,35 @@ func (l *leases) holdRecorded(jobs []job) {
 	}
 }
 
-// holdDue holds deliveries the scheduler claimed from webhook.due.
-func (l *leases) holdDue(ids []string) {
+// holdDue holds deliveries the scheduler claimed from webhook.due and
+// returns those this replica did not hold already. One it held already
+// had its claim end while it waited here (renewals failed: Postgres was
+// unreachable longer than the claim) and is still queued or running: it
+// must not be attempted a second time, and its claim is now its due row.
+func (l *leases) holdDue(ids []string) (fresh []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, id := range ids {
-		if _, ok := l.held[id]; !ok {
+		row, ok := l.held[id]
+		if !ok {
 			l.held[id] = 0
+			fresh = append(fresh, id)
+			continue
 		}
+		if row != 0 {
+			l.held[id] = 0
+			l.dropRow(row)
+		}
+	}
+	return fresh
+}
+
+// dropRow counts one delivery of a claims row no longer held through it;
+// l.mu held.
+func (l *leases) dropRow(row int64) {
+	if l.rows[row]--; l.rows[row] <= 0 {
+		delete(l.rows, row)
+		l.ended = append(l.ended, row)
 	}
 }
 
@@ -82,12 +103,8 @@ func (l *leases) release(ids ...string) {
 			continue
 		}
 		delete(l.held, id)
-		if row == 0 {
-			continue
-		}
-		if l.rows[row]--; l.rows[row] <= 0 {
-			delete(l.rows, row)
-			l.ended = append(l.ended, row)
+		if row != 0 {
+			l.dropRow(row)
 		}
 	}
 }

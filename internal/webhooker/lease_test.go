@@ -76,17 +76,20 @@ func TestLeases(t *testing.T) {
 	require.Equal(t, t0.Add(time.Hour), dueAt("d2"))
 	require.Equal(t, t0.Add(16*time.Second), claimedUntil(r1), "c2 is still held")
 
+	// The scheduler claims c3 again after its claim ended: still held, not
+	// fresh, and held through its due row from now on.
+	require.Equal(t, []string{"d4"}, l.holdDue([]string{"c3", "d4"}))
+	l.release("d4")
 	l.release("c2", "d2", "d3", "never-held")
 	clk.Add(time.Second)
 	require.NoError(t, l.renew(ctx))
 	require.Equal(t, t0.Add(7*time.Second), claimedUntil(r1), "nothing of it held: ended now, so what was let go is due at once")
-	require.Equal(t, t0.Add(17*time.Second), claimedUntil(r2))
+	require.Equal(t, t0.Add(7*time.Second), claimedUntil(r2), "c3 is held through its due row now")
 	require.Equal(t, t0.Add(17*time.Second), dueAt("d1"))
 
 	clk.Add(time.Second)
 	require.NoError(t, l.giveBack(ctx))
 	require.Equal(t, t0.Add(8*time.Second), dueAt("d1"), "given back: due now")
-	require.Equal(t, t0.Add(8*time.Second), claimedUntil(r2))
 	require.Zero(t, l.len())
 	clk.Add(time.Second)
 	require.NoError(t, l.renew(ctx))
@@ -149,6 +152,20 @@ func TestClaimsRenewedWhileAttemptsRun(t *testing.T) {
 	outlast()
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM webhook.claims`), "the first attempt's claim, renewed")
 
+	// Renewals fail for longer than the claim (Postgres unreachable): the
+	// claims end and the scheduler claims both deliveries again, but this
+	// replica still holds them and attempts neither a second time.
+	b.clock.Add(3 * claim)
+	n, err = b.svc.ScheduleNow(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "both ended claims, due and claimed again")
+	select {
+	case got := <-started:
+		t.Fatalf("attempt %d: a delivery this replica holds was attempted again", got)
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.Equal(t, 2, b.svc.heldLeases().len())
+
 	letGo()
 	b.waitStatus(t, id, "succeeded", 2)
 	require.Len(t, rc.all(), 3, "no attempt made twice")
@@ -156,6 +173,7 @@ func TestClaimsRenewedWhileAttemptsRun(t *testing.T) {
 	// removed by the scheduler; no due row stays.
 	require.Eventually(t, func() bool { return b.svc.heldLeases().len() == 0 }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, b.svc.heldLeases().renew(ctx))
+	b.clock.Add(2 * claim) // the due row of the claim taken again goes once due: its delivery is finished
 	_, err = b.svc.ScheduleNow(ctx)
 	require.NoError(t, err)
 	require.Zero(t, b.count(t, `SELECT count(*) FROM webhook.claims`))

@@ -122,7 +122,10 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	if err != nil {
 		return 0, limit, fmt.Errorf("claim due deliveries: %w", err)
 	}
-	s.leases.holdDue(live)
+	fresh := make(map[string]bool, len(live))
+	for _, id := range s.leases.holdDue(live) {
+		fresh[id] = true
+	}
 	jobs := make([]job, 0, len(claimed))
 	// The deliveries of a fan-out share their event, read and encoded
 	// once per claim, not once per delivery.
@@ -132,7 +135,7 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	}
 	loaded := map[int64]loadedEvent{}
 	for _, d := range claimed {
-		if d.attempts < 0 {
+		if d.attempts < 0 || !fresh[d.id] { // finished, or already queued or running here
 			continue
 		}
 		le, ok := loaded[d.seq]
