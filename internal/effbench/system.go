@@ -244,34 +244,41 @@ func startSystem(ctx context.Context, o Options, dir string) (_ *system, err err
 
 	secretKey := make([]byte, 32)
 	_, _ = rand.Read(secretKey)
+	// A port found free can be taken by another process before the
+	// service binds it: a service that exits for that is started again
+	// on other ports.
 	for _, name := range Services {
-		httpAddr, err := freeAddr(ctx)
-		if err != nil {
-			return s, err
-		}
-		adminAddr, err := freeAddr(ctx)
-		if err != nil {
-			return s, err
-		}
-		db, err := withApp(s.dbURL, name)
-		if err != nil {
-			return s, err
-		}
-		env := append(append([]string{}, base...),
-			"DATABASE_URL="+db, "NATS_USER="+name, "NATS_PASSWORD="+s.passwords[name],
-			"HTTP_ADDR="+httpAddr, "ADMIN_ADDR="+adminAddr,
-			"INGEST_RATE_LIMIT=0", "WEBHOOK_ALLOW_PRIVATE=true", "PUBLIC_URL=http://"+httpAddr,
-			"EVENTLINE_SECRET_KEY="+base64.StdEncoding.EncodeToString(secretKey))
-		p, err := start(ctx, name, dir, filepath.Join(o.BinDir, name), env)
-		if err != nil {
-			return s, err
-		}
-		p.url, p.admin = "http://"+httpAddr, "http://"+adminAddr
-		s.svcs[name] = p
-	}
-	for _, name := range Services {
-		if err := waitReady(ctx, s.svcs[name]); err != nil {
-			return s, err
+		for try := 1; ; try++ {
+			httpAddr, err := freeAddr(ctx)
+			if err != nil {
+				return s, err
+			}
+			adminAddr, err := freeAddr(ctx)
+			if err != nil {
+				return s, err
+			}
+			db, err := withApp(s.dbURL, name)
+			if err != nil {
+				return s, err
+			}
+			env := append(append([]string{}, base...),
+				"DATABASE_URL="+db, "NATS_USER="+name, "NATS_PASSWORD="+s.passwords[name],
+				"HTTP_ADDR="+httpAddr, "ADMIN_ADDR="+adminAddr,
+				"INGEST_RATE_LIMIT=0", "WEBHOOK_ALLOW_PRIVATE=true", "PUBLIC_URL=http://"+httpAddr,
+				"EVENTLINE_SECRET_KEY="+base64.StdEncoding.EncodeToString(secretKey))
+			p, err := start(ctx, name, dir, filepath.Join(o.BinDir, name), env)
+			if err != nil {
+				return s, err
+			}
+			p.url, p.admin = "http://"+httpAddr, "http://"+adminAddr
+			s.svcs[name] = p
+			err = waitReady(ctx, p)
+			if err == nil {
+				break
+			}
+			if try >= 3 || !strings.Contains(err.Error(), "address already in use") {
+				return s, err
+			}
 		}
 	}
 	return s, nil
