@@ -34,7 +34,7 @@ func newInserts(pool *pgxpool.Pool, rw *resultWriter, held *leases, now func() t
 		at := now()
 		out := insertSplitting(ctx, pool, rw, items, at, at.Add(claim))
 		for _, it := range out {
-			held.holdRecorded(it.jobs)
+			held.holdRecorded(it.jobs, at.Add(claim))
 		}
 		return out, nil
 	}, func(it fanoutItem) int { return len(it.jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})

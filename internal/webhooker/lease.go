@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/lifecycle"
@@ -22,6 +23,14 @@ import (
 // that dies stops renewing, and what it held is taken by the others
 // once the claim ends, seconds later.
 //
+// A replica attempts a delivery only while its claim has at least half a
+// claim to run (usable): renewals that failed or came late (Postgres
+// unreachable, or the replica starved of CPU or connections) make it let
+// the delivery go, due for any replica, instead of sending it after its
+// claim may have ended and another replica may have sent it too. The end
+// it compares with is the one Postgres confirmed last: a renewal counts
+// only for the rows it found still claimed by this replica.
+//
 // A webhook.claims row lists the deliveries of one fan-out batch: it is
 // renewed while any of them is held, and when none is any more it is
 // ended at once, so a delivery of it that was let go without an attempt
@@ -35,18 +44,24 @@ type leases struct {
 	log   *slog.Logger
 
 	mu    sync.Mutex
-	held  map[string]int64 // delivery id -> the webhook.claims row listing it; 0: a webhook.due row
-	rows  map[int64]int    // webhook.claims row -> deliveries held
-	ended []int64          // webhook.claims rows with nothing held any more
+	held  map[string]hold // by delivery id
+	rows  map[int64]int   // webhook.claims row -> deliveries held
+	ended []int64         // webhook.claims rows with nothing held any more
+}
+
+// hold is one delivery this replica holds.
+type hold struct {
+	row   int64     // the webhook.claims row listing it; 0: its webhook.due row
+	until time.Time // when its claim ends, as last written to Postgres
 }
 
 func newLeases(pool *pgxpool.Pool, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
-	return &leases{owner: newID(), pool: pool, now: now, claim: claim, log: log, held: map[string]int64{}, rows: map[int64]int{}}
+	return &leases{owner: newID(), pool: pool, now: now, claim: claim, log: log, held: map[string]hold{}, rows: map[int64]int{}}
 }
 
-// holdRecorded holds jobs recorded claimed for this replica: each names
-// its webhook.claims row (job.claim); the others are not held.
-func (l *leases) holdRecorded(jobs []job) {
+// holdRecorded holds jobs recorded claimed for this replica until until:
+// each names its webhook.claims row (job.claim); the others are not held.
+func (l *leases) holdRecorded(jobs []job, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, j := range jobs {
@@ -54,33 +69,41 @@ func (l *leases) holdRecorded(jobs []job) {
 			continue
 		}
 		if _, ok := l.held[j.deliveryID]; !ok {
-			l.held[j.deliveryID] = j.claim
+			l.held[j.deliveryID] = hold{row: j.claim, until: until}
 			l.rows[j.claim]++
 		}
 	}
 }
 
-// holdDue holds deliveries the scheduler claimed from webhook.due and
-// returns those this replica did not hold already. One it held already
-// had its claim end while it waited here (renewals failed: Postgres was
-// unreachable longer than the claim) and is still queued or running: it
-// must not be attempted a second time, and its claim is now its due row.
-func (l *leases) holdDue(ids []string) (fresh []string) {
+// holdDue holds deliveries the scheduler claimed from webhook.due until
+// until and returns those this replica did not hold already. One it held
+// already had its claim end while it waited here (renewals failed:
+// Postgres was unreachable longer than the claim) and is still queued or
+// running: it must not be attempted a second time, and its claim is now
+// its due row.
+func (l *leases) holdDue(ids []string, until time.Time) (fresh []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, id := range ids {
-		row, ok := l.held[id]
+		h, ok := l.held[id]
+		l.held[id] = hold{until: until}
 		if !ok {
-			l.held[id] = 0
 			fresh = append(fresh, id)
-			continue
-		}
-		if row != 0 {
-			l.held[id] = 0
-			l.dropRow(row)
+		} else if h.row != 0 {
+			l.dropRow(h.row)
 		}
 	}
 	return fresh
+}
+
+// usable reports whether the delivery id may be attempted now: it is not
+// held (an attempt made before its delivery is recorded claims nothing),
+// or its claim has at least half a claim to run.
+func (l *leases) usable(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h, ok := l.held[id]
+	return !ok || h.until.Sub(l.now()) >= l.claim/2
 }
 
 // dropRow counts one delivery of a claims row no longer held through it;
@@ -98,13 +121,13 @@ func (l *leases) release(ids ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, id := range ids {
-		row, ok := l.held[id]
+		h, ok := l.held[id]
 		if !ok {
 			continue
 		}
 		delete(l.held, id)
-		if row != 0 {
-			l.dropRow(row)
+		if h.row != 0 {
+			l.dropRow(h.row)
 		}
 	}
 }
@@ -142,12 +165,16 @@ func (l *leases) giveBack(ctx context.Context) error {
 }
 
 // extend moves the end of every held claim to now + by, and ends the
-// claims rows that hold nothing any more; forget lets everything go.
+// claims rows that hold nothing any more; forget lets everything go, and
+// clears the due rows' claimer (given back, not lapsed). A held delivery
+// counts as renewed only when Postgres found its row still claimed by this
+// replica: one another replica took after its claim ended keeps its old
+// end here, and usable refuses it.
 func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) error {
 	l.mu.Lock()
 	due := make([]string, 0, len(l.held))
-	for id, row := range l.held {
-		if row == 0 {
+	for id, h := range l.held {
+		if h.row == 0 {
 			due = append(due, id)
 		}
 	}
@@ -158,25 +185,66 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 	ended := l.ended
 	l.ended = nil
 	if forget {
-		l.held, l.rows = map[string]int64{}, map[int64]int{}
+		l.held, l.rows = map[string]hold{}, map[int64]int{}
 	}
 	l.mu.Unlock()
 	if len(due)+len(rows)+len(ended) == 0 {
 		return nil
 	}
 	now := l.now()
-	_, err := l.pool.Exec(ctx, `WITH d AS (
-			UPDATE webhook.due SET due_at = $3 WHERE delivery_id = ANY($1) AND claimed_by = $4
+	until := now.Add(by)
+	var claimer *string
+	if !forget {
+		claimer = &l.owner
+	}
+	res, err := l.pool.Query(ctx, `WITH d AS (
+			UPDATE webhook.due SET due_at = $3, claimed_by = $7 WHERE delivery_id = ANY($1) AND claimed_by = $4 RETURNING delivery_id
 		), c AS (
-			UPDATE webhook.claims SET claimed_until = $3 WHERE id = ANY($2)
+			UPDATE webhook.claims SET claimed_until = $3 WHERE id = ANY($2) RETURNING id
+		), e AS (
+			UPDATE webhook.claims SET claimed_until = $5 WHERE id = ANY($6)
 		)
-		UPDATE webhook.claims SET claimed_until = $5 WHERE id = ANY($6)`,
-		due, rows, now.Add(by), l.owner, now, ended)
-	if err != nil && !forget {
-		l.mu.Lock()
-		l.ended = append(l.ended, ended...)
-		l.mu.Unlock()
-		return fmt.Errorf("renew claims: %w", err)
+		SELECT delivery_id, 0::bigint FROM d UNION ALL SELECT '', id FROM c`,
+		due, rows, until, l.owner, now, ended, claimer)
+	var renewedDue []string
+	renewedRows := map[int64]bool{}
+	if err == nil {
+		var id string
+		var row int64
+		_, err = pgx.ForEachRow(res, []any{&id, &row}, func() error {
+			if row == 0 {
+				renewedDue = append(renewedDue, id)
+			} else {
+				renewedRows[row] = true
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		if !forget {
+			l.mu.Lock()
+			l.ended = append(l.ended, ended...)
+			l.mu.Unlock()
+			return fmt.Errorf("renew claims: %w", err)
+		}
+		return nil
+	}
+	if forget {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range renewedDue {
+		if h, ok := l.held[id]; ok && h.row == 0 && h.until.Before(until) {
+			l.held[id] = hold{until: until}
+		}
+	}
+	if len(renewedRows) > 0 {
+		for id, h := range l.held {
+			if renewedRows[h.row] && h.until.Before(until) {
+				l.held[id] = hold{row: h.row, until: until}
+			}
+		}
 	}
 	return nil
 }

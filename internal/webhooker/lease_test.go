@@ -54,9 +54,9 @@ func TestLeases(t *testing.T) {
 
 	exec(`INSERT INTO webhook.due (delivery_id, tenant, due_at, claimed_by) VALUES ('d1', 'acme', $1, $2), ('d2', 'acme', $1, $2), ('d3', 'acme', $1, 'other')`,
 		t0.Add(10*time.Second), l.owner)
-	l.holdDue([]string{"d1", "d2", "d3"})
+	l.holdDue([]string{"d1", "d2", "d3"}, t0.Add(10*time.Second))
 	r1, r2 := claimsRow("c1", "c2"), claimsRow("c3")
-	l.holdRecorded([]job{{deliveryID: "c1", claim: r1}, {deliveryID: "c2", claim: r1}, {deliveryID: "c3", claim: r2}, {deliveryID: "unclaimed"}})
+	l.holdRecorded([]job{{deliveryID: "c1", claim: r1}, {deliveryID: "c2", claim: r1}, {deliveryID: "c3", claim: r2}, {deliveryID: "unclaimed"}}, t0.Add(10*time.Second))
 	require.Equal(t, 6, l.len(), "a job without a claims row is not held")
 
 	clk.Add(5 * time.Second)
@@ -66,6 +66,8 @@ func TestLeases(t *testing.T) {
 	require.Equal(t, t0.Add(10*time.Second), dueAt("d3"), "taken by another replica: not ours to renew")
 	require.Equal(t, t0.Add(15*time.Second), claimedUntil(r1))
 	require.Equal(t, t0.Add(15*time.Second), claimedUntil(r2))
+	require.True(t, l.usable("d3"), "half its claim left")
+	require.True(t, l.usable("unclaimed"), "nothing claimed: an attempt before the record")
 
 	// An outcome schedules d2's retry (and clears its claim) just before
 	// this replica lets it go: a renewal in between leaves the retry alone.
@@ -75,10 +77,13 @@ func TestLeases(t *testing.T) {
 	require.NoError(t, l.renew(ctx))
 	require.Equal(t, t0.Add(time.Hour), dueAt("d2"))
 	require.Equal(t, t0.Add(16*time.Second), claimedUntil(r1), "c2 is still held")
+	require.True(t, l.usable("d1"))
+	require.True(t, l.usable("c2"))
+	require.False(t, l.usable("d3"), "another replica's row was not renewed: its claim ends in 4 s here, less than half a claim")
 
 	// The scheduler claims c3 again after its claim ended: still held, not
 	// fresh, and held through its due row from now on.
-	require.Equal(t, []string{"d4"}, l.holdDue([]string{"c3", "d4"}))
+	require.Equal(t, []string{"d4"}, l.holdDue([]string{"c3", "d4"}, clk.Now().Add(10*time.Second)))
 	l.release("d4")
 	l.release("c2", "d2", "d3", "never-held")
 	clk.Add(time.Second)
@@ -186,4 +191,48 @@ func (s *Service) heldLeases() *leases {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.leases
+}
+
+// TestLapsedClaimIsLetGo: a delivery waiting in the dispatcher whose
+// claim ends unrenewed (its replica was starved: no renewal came through)
+// is not attempted when its turn comes, since another replica may have
+// taken it meanwhile: it is let go, and attempted once when claimed again.
+func TestLapsedClaimIsLetGo(t *testing.T) {
+	t.Parallel()
+	// Renewals run every quarter of the claim: none comes in this test.
+	const claim = 20 * time.Minute
+	b := setup(t, options{allowPrivate: true, timeout: time.Minute, cfg: Config{Claim: claim, Dispatch: DispatchConfig{PerEndpoint: 1}}})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	started := make(chan int, 10)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		started <- n
+		if n == 1 {
+			<-release
+		}
+	})
+	t.Cleanup(letGo)
+	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"*"}})
+	ctx := context.Background()
+
+	b.publish(t, "running")
+	require.Equal(t, 1, <-started)
+	b.publish(t, "queued") // behind the first: one attempt at a time to the endpoint
+	require.Eventually(t, func() bool { return b.svc.heldLeases().len() == 2 }, 10*time.Second, time.Millisecond, "both recorded claimed")
+
+	b.clock.Add(claim) // no renewal: both claims end
+	letGo()
+	// The running attempt finishes and is written; the queued delivery is
+	// let go without an attempt.
+	require.Eventually(t, func() bool { return b.svc.heldLeases().len() == 0 }, 10*time.Second, time.Millisecond)
+	require.Equal(t, 1, len(rc.all()), "the delivery whose claim ended was attempted")
+
+	require.NoError(t, b.svc.heldLeases().renew(ctx)) // ends the claims row it was listed in
+	n, err := b.svc.ScheduleNow(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "claimed again once its claim ended")
+	require.Equal(t, 2, <-started)
+	b.waitStatus(t, id, "succeeded", 2)
+	require.Equal(t, 2, len(rc.all()), "each delivery attempted once")
 }

@@ -18,6 +18,7 @@ type Metrics struct {
 	reg          prometheus.Registerer
 	dueNow       prometheus.Gauge
 	oldestDue    prometheus.Gauge
+	claims       *prometheus.CounterVec
 }
 
 // NewMetrics registers the webhooker metrics on reg.
@@ -44,8 +45,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		oldestDue: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "eventline_webhook_oldest_due_seconds", Help: "How long the oldest delivery due and claimed by no replica has waited, from Postgres; 0 when none.",
 		}),
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventline_webhook_claims_ended_total",
+			Help: "Deliveries whose claim ended under a live replica: lapsed (this replica let them go unattempted, its renewals had failed or come late), taken_over (this replica claimed them after another replica's claim ended: it died or could not renew).",
+		}, []string{"how"}),
 	}
-	reg.MustRegister(m.attempts, m.fanout, m.firstAttempt, m.due, m.dueNow, m.oldestDue)
+	reg.MustRegister(m.attempts, m.fanout, m.firstAttempt, m.due, m.dueNow, m.oldestDue, m.claims)
 	return m
 }
 
@@ -96,6 +101,14 @@ func (m *Metrics) watchDispatcher(d *dispatcher) {
 	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eventline_webhook_oldest_queued_seconds", Help: "How long the oldest delivery waiting in this replica's dispatcher has waited; 0 when none.",
 	}, func() float64 { _, _, age := d.backlog(time.Now()); return age.Seconds() }))
+}
+
+// claimsEnded counts deliveries whose claim ended under a live replica
+// (how: lapsed, taken_over).
+func (m *Metrics) claimsEnded(how string, n int) {
+	if m != nil && n > 0 {
+		m.claims.WithLabelValues(how).Add(float64(n))
+	}
 }
 
 func (m *Metrics) backlog(due int64, oldest time.Duration) {

@@ -70,6 +70,7 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 		id, tenant, endpoint string
 		seq                  int64
 		attempts             int
+		claimedBy            string // the replica whose claim ended; "" when none
 	}
 	var claimed []due
 	var live, stale []string
@@ -89,7 +90,7 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 		if limit == 0 {
 			return nil // busy: the others take what is due
 		}
-		rows, err := tx.Query(ctx, `SELECT u.delivery_id, coalesce(d.tenant, ''), coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1)
+		rows, err := tx.Query(ctx, `SELECT u.delivery_id, coalesce(d.tenant, ''), coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1), coalesce(u.claimed_by, '')
 			FROM webhook.due u LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'
 			WHERE u.due_at <= $1 ORDER BY u.due_at LIMIT $2 FOR UPDATE OF u SKIP LOCKED`, now, limit)
 		if err != nil {
@@ -97,7 +98,7 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 		}
 		claimed, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
 			var d due
-			err := r.Scan(&d.id, &d.tenant, &d.endpoint, &d.seq, &d.attempts)
+			err := r.Scan(&d.id, &d.tenant, &d.endpoint, &d.seq, &d.attempts, &d.claimedBy)
 			return d, err
 		})
 		if err != nil || len(claimed) == 0 {
@@ -122,8 +123,20 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	if err != nil {
 		return 0, limit, fmt.Errorf("claim due deliveries: %w", err)
 	}
+	// A due row still naming another replica was claimed by it and its
+	// claim ended without an outcome: it died, or could not renew.
+	takenOver := 0
+	for _, d := range claimed {
+		if d.attempts >= 0 && d.claimedBy != "" && d.claimedBy != s.leases.owner {
+			takenOver++
+		}
+	}
+	if takenOver > 0 {
+		s.metrics.claimsEnded("taken_over", takenOver)
+		s.log.WarnContext(ctx, "claimed deliveries whose claim by another replica ended without an outcome (that replica died or could not renew its claims)", "deliveries", takenOver)
+	}
 	fresh := make(map[string]bool, len(live))
-	for _, id := range s.leases.holdDue(live) {
+	for _, id := range s.leases.holdDue(live, now.Add(s.claim)) {
 		fresh[id] = true
 	}
 	jobs := make([]job, 0, len(claimed))

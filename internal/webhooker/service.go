@@ -206,7 +206,14 @@ func (s *Service) Run(ctx context.Context) error {
 	ann := newAnnouncer(s.pool, pub, s.log)
 	go ann.run()
 	defer ann.close()
-	held := newLeases(s.pool, s.cfg.Claim, s.cfg.Now, s.log)
+	// Renewals have a connection of their own: they never wait for one
+	// behind fan-out inserts and outcome writes (docs/architecture.md §16).
+	renewals, err := pgxpool.NewWithConfig(ctx, leaseConfig(s.pool))
+	if err != nil {
+		return fmt.Errorf("open the claim renewals' connection: %w", err)
+	}
+	defer renewals.Close()
+	held := newLeases(renewals, s.cfg.Claim, s.cfg.Now, s.log)
 	rw := newResultWriter(s.pool, s.cfg.Disable, held, s.log, s.recordDisabled)
 	rw.failingAfter, rw.notify = s.cfg.FailingAfter, ann.notify
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
@@ -218,7 +225,17 @@ func (s *Service) Run(ctx context.Context) error {
 	// the HTTP timeout) and their outcomes are written.
 	attemptCtx, stopAttempts := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAttempts()
-	d := newDispatcher(attemptCtx, s.cfg.Dispatch, att.attempt, func(id string) int {
+	// A delivery whose claim is about to end unrenewed is let go, not
+	// attempted: another replica may take it once it ends (leases.usable).
+	attempt := func(ctx context.Context, j job) {
+		if !held.usable(j.deliveryID) {
+			held.release(j.deliveryID)
+			s.metrics.claimsEnded("lapsed", 1)
+			return
+		}
+		att.attempt(ctx, j)
+	}
+	d := newDispatcher(attemptCtx, s.cfg.Dispatch, attempt, func(id string) int {
 		e, _ := s.registry.Get(id)
 		return e.RateLimit
 	})
@@ -274,6 +291,14 @@ func (s *Service) Run(ctx context.Context) error {
 		s.log.WarnContext(ctx, "give back delivery claims (the others take them when they end)", "error", err)
 	}
 	return runErr
+}
+
+// leaseConfig is the configuration of the renewals' pool: pool's, with
+// one connection.
+func leaseConfig(pool *pgxpool.Pool) *pgxpool.Config {
+	cfg := pool.Config()
+	cfg.MaxConns, cfg.MinConns, cfg.MinIdleConns = 1, 0, 0
+	return cfg
 }
 
 // measureBacklog sets the backlog gauges: deliveries due that no replica
