@@ -46,6 +46,12 @@ type dispatcher struct {
 	// replica limits on its own.
 	windows rateWindows
 	budgets map[string]limit // by endpoint id
+	// idleBudget is how long the budget of an endpoint with no queue is
+	// kept: past it a fresh budget is the same (a token bucket is full
+	// again within a second, a shared budget's slot has passed), so
+	// dropping it keeps the map to the endpoints that sent lately.
+	idleBudget time.Duration
+	swept      time.Time // when budgets were last swept
 
 	mu       sync.Mutex
 	ctx      context.Context
@@ -81,7 +87,8 @@ type endpointQueue struct {
 
 func newDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, job), rateOf func(string) int) *dispatcher {
 	cfg = cfg.withDefaults()
-	return &dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{}, work: make(chan task, cfg.Workers)}
+	return &dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{},
+		idleBudget: 2 * time.Second, work: make(chan task, cfg.Workers)}
 }
 
 // submit queues jobs and returns those it had no room for; it never
@@ -136,6 +143,10 @@ func (d *dispatcher) budget(id string, perSec int) budget {
 		return nil
 	}
 	if b, ok := d.budgets[id]; ok && b.perSec == perSec {
+		if !b.idle.IsZero() {
+			b.idle = time.Time{}
+			d.budgets[id] = b
+		}
 		return b.budget
 	}
 	b := limit{perSec: perSec, budget: newLocalBudget(perSec)}
@@ -150,6 +161,21 @@ func (d *dispatcher) budget(id string, perSec int) budget {
 type limit struct {
 	perSec int
 	budget budget
+	idle   time.Time // when its endpoint's queue went; zero while it has one
+}
+
+// sweepBudgets drops the budgets of endpoints without a queue for longer
+// than idleBudget, at most once per idleBudget; d.mu held.
+func (d *dispatcher) sweepBudgets(now time.Time) {
+	if now.Sub(d.swept) < d.idleBudget {
+		return
+	}
+	d.swept = now
+	for id, b := range d.budgets {
+		if _, queued := d.queues[id]; !queued && !b.idle.IsZero() && now.Sub(b.idle) >= d.idleBudget {
+			delete(d.budgets, id)
+		}
+	}
 }
 
 // start launches what q may run now; d.mu held.
@@ -219,6 +245,12 @@ func (d *dispatcher) run(q *endpointQueue, j job) {
 	}
 	if q.inflight == 0 && len(q.jobs) == 0 && q.timer == nil && !q.waiting {
 		delete(d.queues, q.id)
+		now := time.Now()
+		if b, ok := d.budgets[q.id]; ok {
+			b.idle = now
+			d.budgets[q.id] = b
+		}
+		d.sweepBudgets(now)
 	}
 }
 

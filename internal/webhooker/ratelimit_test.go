@@ -2,6 +2,7 @@ package webhooker
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -57,6 +58,27 @@ func TestDispatcherKeepsTheBudgetOfAnIdleEndpoint(t *testing.T) {
 	defer mu.Unlock()
 	// A burst of one (a tenth of 10/s), then one per 100 ms.
 	require.GreaterOrEqual(t, started[4].Sub(started[0]), 350*time.Millisecond, "5 deliveries at 10/s, one at a time")
+}
+
+// TestDispatcherForgetsIdleBudgets: the budgets of rate-limited endpoints
+// that have had nothing queued for idleBudget are dropped, so a replica
+// does not keep one per endpoint it ever sent to.
+func TestDispatcherForgetsIdleBudgets(t *testing.T) {
+	t.Parallel()
+	const endpoints = 200
+	var attempts sync.WaitGroup
+	attempts.Add(endpoints)
+	d := newDispatcher(context.Background(), DispatchConfig{}, func(context.Context, job) { attempts.Done() }, func(string) int { return 10 })
+	d.idleBudget = 0 // idle at once: every queue that goes sweeps
+	for i := range endpoints {
+		d.submit(job{deliveryID: newID(), endpointID: fmt.Sprintf("ep%d", i)})
+	}
+	attempts.Wait()
+	d.wait()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	require.Empty(t, d.queues)
+	require.Empty(t, d.budgets, "the budgets of endpoints with nothing queued")
 }
 
 // memWindows is rateWindows in memory.
