@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -99,6 +100,23 @@ func (p *devProcess) stop(t *testing.T) {
 	case <-time.After(45 * time.Second):
 		t.Fatalf("eventline dev did not stop within 45s of SIGTERM:\n%s", p.stderr)
 	}
+}
+
+// webhookEndpoints is the size of the webhooker's endpoint registry, from
+// its metrics.
+func (p *devProcess) webhookEndpoints(t *testing.T) int {
+	t.Helper()
+	code, body := p.do(t, http.MethodGet, "/metrics/webhooker", "")
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "eventline_webhook_endpoints "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err, "%q", line)
+			return int(n)
+		}
+	}
+	t.Fatalf("no eventline_webhook_endpoints in the webhooker's metrics:\n%s", body)
+	return 0
 }
 
 func (p *devProcess) do(t *testing.T, method, path, body string) (int, []byte) {
@@ -227,11 +245,12 @@ func TestDevEndToEnd(t *testing.T) {
 		got <- delivery{r.Header.Clone(), b}
 	}))
 	defer rc.Close()
+	known := p.webhookEndpoints(t)
 	code, body = p.do(t, http.MethodPost, "/v1/webhooks", fmt.Sprintf(`{"url":%q,"events":["card.*"]}`, rc.URL))
 	require.Equal(t, http.StatusCreated, code, "%s", body)
 	var ep struct{ Secret string }
 	require.NoError(t, json.Unmarshal(body, &ep))
-	time.Sleep(1500 * time.Millisecond) // every replica sees a new endpoint within a second
+	testenv.Poll(t, 10*time.Second, "the webhooker's registry holds the new endpoint", func() bool { return p.webhookEndpoints(t) > known })
 
 	code, body = p.do(t, http.MethodPost, "/v1/events", `{"id":"close-c42","action":"closed",
 		"eventable":{"type":"card","id":"c42"},"creator":{"type":"user","id":"u7"},
