@@ -109,9 +109,7 @@ func TestClaimsRenewedWhileAttemptsRun(t *testing.T) {
 	t.Parallel()
 	const claim = 2 * time.Second
 	b := setup(t, options{allowPrivate: true, timeout: time.Minute, cfg: Config{Claim: claim}})
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	held := newGate()
 	started := make(chan int, 10)
 	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		started <- n
@@ -119,10 +117,10 @@ func TestClaimsRenewedWhileAttemptsRun(t *testing.T) {
 		case 1: // the first event's first attempt fails: its retry is due
 			w.WriteHeader(http.StatusInternalServerError)
 		default:
-			<-release
+			held.wait()
 		}
 	})
-	t.Cleanup(letGo) // registered last: runs before the receiver and the service stop
+	t.Cleanup(held.open) // registered last: runs before the receiver and the service stop
 	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"*"}})
 	ctx := context.Background()
 
@@ -171,7 +169,7 @@ func TestClaimsRenewedWhileAttemptsRun(t *testing.T) {
 	}
 	require.Equal(t, 2, b.svc.heldLeases().len())
 
-	letGo()
+	held.open()
 	b.waitStatus(t, id, "succeeded", 2)
 	require.Len(t, rc.all(), 3, "no attempt made twice")
 	// Written: let go. The claims row is ended at the next renewal and
@@ -202,17 +200,15 @@ func TestLapsedClaimIsLetGo(t *testing.T) {
 	// Renewals run every quarter of the claim: none comes in this test.
 	const claim = 20 * time.Minute
 	b := setup(t, options{allowPrivate: true, timeout: time.Minute, cfg: Config{Claim: claim, Dispatch: DispatchConfig{PerEndpoint: 1}}})
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	held := newGate()
 	started := make(chan int, 10)
-	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+	rc := newReceiver(t, func(n int, _ http.ResponseWriter, _ *http.Request) {
 		started <- n
 		if n == 1 {
-			<-release
+			held.wait()
 		}
 	})
-	t.Cleanup(letGo)
+	t.Cleanup(held.open) // registered last: runs before the receiver and the service stop
 	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"*"}})
 	ctx := context.Background()
 
@@ -222,7 +218,7 @@ func TestLapsedClaimIsLetGo(t *testing.T) {
 	require.Eventually(t, func() bool { return b.svc.heldLeases().len() == 2 }, 10*time.Second, time.Millisecond, "both recorded claimed")
 
 	b.clock.Add(claim) // no renewal: both claims end
-	letGo()
+	held.open()
 	// The running attempt finishes and is written; the queued delivery is
 	// let go without an attempt.
 	require.Eventually(t, func() bool { return b.svc.heldLeases().len() == 0 }, 10*time.Second, time.Millisecond)
@@ -236,3 +232,14 @@ func TestLapsedClaimIsLetGo(t *testing.T) {
 	b.waitStatus(t, id, "succeeded", 2)
 	require.Equal(t, 2, len(rc.all()), "each delivery attempted once")
 }
+
+// gate holds whoever waits on it until it is opened; opening it again
+// does nothing.
+type gate struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newGate() *gate  { return &gate{ch: make(chan struct{})} }
+func (g *gate) open() { g.once.Do(func() { close(g.ch) }) }
+func (g *gate) wait() { <-g.ch }
