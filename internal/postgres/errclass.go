@@ -75,3 +75,11 @@ func RefusedValue(err error) (*pgconn.PgError, bool) {
 	}
 	return nil, false
 }
+
+// Conflict reports whether err is a transaction that lost to a concurrent
+// one (SQLSTATE class 40: serialization failure, deadlock detected): the
+// same work, run again, normally succeeds.
+func Conflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && len(pgErr.Code) == 5 && pgErr.Code[:2] == "40"
+}

@@ -129,3 +129,13 @@ func TestRefusedValue(t *testing.T) {
 		require.False(t, ok, "%v", err)
 	}
 }
+
+func TestConflict(t *testing.T) {
+	t.Parallel()
+	for _, err := range []error{&pgconn.PgError{Code: "40P01"}, fmt.Errorf("log attempts: %w", &pgconn.PgError{Code: "40001"})} {
+		require.True(t, postgres.Conflict(err), "%v", err)
+	}
+	for _, err := range []error{&pgconn.PgError{Code: "23505"}, &pgconn.PgError{Code: "08006"}, errors.New("deadlock detected"), nil} {
+		require.False(t, postgres.Conflict(err), "%v", err)
+	}
+}

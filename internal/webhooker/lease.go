@@ -197,12 +197,21 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 	if !forget {
 		claimer = &l.owner
 	}
+	// A renewal waits for no lock (SKIP LOCKED): a row locked by another
+	// transaction is being written by this replica's outcome writer (its
+	// outcome is in, it needs no renewal) or claimed by a scheduler after
+	// the claim ended (too late to renew). Waiting instead deadlocked
+	// with outcome writes that lock the same due rows in another order,
+	// and failed renewals let claims lapse (docs/architecture.md §16).
 	res, err := l.pool.Query(ctx, `WITH d AS (
-			UPDATE webhook.due SET due_at = $3, claimed_by = $7 WHERE delivery_id = ANY($1) AND claimed_by = $4 RETURNING delivery_id
+			UPDATE webhook.due SET due_at = $3, claimed_by = $7 WHERE delivery_id IN (
+				SELECT delivery_id FROM webhook.due WHERE delivery_id = ANY($1) AND claimed_by = $4 FOR UPDATE SKIP LOCKED)
+			RETURNING delivery_id
 		), c AS (
-			UPDATE webhook.claims SET claimed_until = $3 WHERE id = ANY($2) RETURNING id
+			UPDATE webhook.claims SET claimed_until = $3 WHERE id IN (SELECT id FROM webhook.claims WHERE id = ANY($2) FOR UPDATE SKIP LOCKED)
+			RETURNING id
 		), e AS (
-			UPDATE webhook.claims SET claimed_until = $5 WHERE id = ANY($6)
+			UPDATE webhook.claims SET claimed_until = $5 WHERE id IN (SELECT id FROM webhook.claims WHERE id = ANY($6) FOR UPDATE SKIP LOCKED)
 		)
 		SELECT delivery_id, 0::bigint FROM d UNION ALL SELECT '', id FROM c`,
 		due, rows, until, l.owner, now, ended, claimer)

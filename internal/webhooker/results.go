@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventline/eventline/internal/postgres"
 )
 
 // outcome is the result of one attempt, to be logged.
@@ -98,15 +100,20 @@ func (w *resultWriter) run() {
 			}
 		}
 		linger.Stop()
-		for attempt := 0; ; attempt++ {
+		for attempt := 0; ; {
 			err := w.write(context.Background(), batch)
 			if err == nil {
 				break
 			}
 			w.log.Error("write delivery outcomes", "outcomes", len(batch), "error", err)
-			if attempt >= 5 {
-				// Let go: the claims end and the deliveries are attempted again.
-				break
+			// A transaction that lost to a concurrent one (a deadlock) is
+			// written again however often it takes: giving up would have
+			// these deliveries attempted a second time with no fault.
+			if !postgres.Conflict(err) {
+				if attempt++; attempt > 5 {
+					// Let go: the claims end and the deliveries are attempted again.
+					break
+				}
 			}
 			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 		}

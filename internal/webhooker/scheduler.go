@@ -65,7 +65,9 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 // is no longer pending (finished meanwhile, or pruned) are dropped.
 func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	now := s.now()
-	limit := min(s.batch, s.queue.room(s.hold))
+	// Held counts what waits for its outcome to be written too: a replica
+	// whose writes fall behind claims no more than it can finish.
+	limit := max(0, min(s.batch, s.queue.room(s.hold), s.hold-s.leases.len()))
 	type due struct {
 		id, tenant, endpoint string
 		seq                  int64
