@@ -90,15 +90,17 @@ type item struct {
 	// msgs are the deliveries of this message to this replica (a
 	// redelivery adds one), acked once it is committed; none when it was
 	// read from the stream to fill a gap.
-	msgs    []jetstream.Msg
-	touched time.Time // received, or last told the server it is in progress
+	msgs     []jetstream.Msg
+	touched  time.Time // received, or last told the server it is in progress
+	received time.Time // received (or read from the stream)
 }
 
 // parseItem parses one stream message (events.ParseStored): the one place
 // the notifier decodes the stream.
 func parseItem(m events.Message) *item {
+	now := time.Now()
 	it := &item{seq: m.Seq, subject: m.Subject, data: m.Data, traceparent: m.Header.Get("traceparent"),
-		streamTime: m.Timestamp, msgID: strings.Join(m.Header.Values(events.HeaderMsgID), "\n"), touched: time.Now()}
+		streamTime: m.Timestamp, msgID: strings.Join(m.Header.Values(events.HeaderMsgID), "\n"), touched: now, received: now}
 	ev, err := events.ParseStored(m)
 	if err != nil {
 		it.err = err
