@@ -142,6 +142,21 @@ func (s *slot) lockUsers(ctx context.Context, users map[userKey]bool) error {
 	return nil
 }
 
+// beforeCommitted reports whether every batch before s has committed.
+func (s *slot) beforeCommitted() bool {
+	for _, p := range s.before {
+		select {
+		case <-p.done:
+			if p.err != nil {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // waitBefore waits for every batch before s to commit.
 func (s *slot) waitBefore(ctx context.Context) error {
 	for _, p := range s.before {
