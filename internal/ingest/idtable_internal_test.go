@@ -44,12 +44,15 @@ func TestMustLookUp(t *testing.T) {
 	}
 }
 
-// lingerTable is an idTable whose linger timer the test fires and whose
-// inserts it receives, without Postgres.
-func lingerTable(t *testing.T) (tbl *idTable, started chan chan time.Time, inserts chan []idRow) {
+// lingering runs an idTable writer whose linger timer the test fires and
+// whose inserts it receives, without Postgres, records first and returns
+// once the writer lingers with it (it fails the test if the writer
+// inserted it without lingering). cancel stops the writer.
+func lingering(t *testing.T, first string) (tbl *idTable, timer chan time.Time, inserts chan []idRow, cancel func()) {
 	t.Helper()
 	tbl = newIDTable(nil, time.Hour, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
-	started, inserts = make(chan chan time.Time, 10), make(chan []idRow, 10)
+	started := make(chan chan time.Time, 10)
+	inserts = make(chan []idRow, 10)
 	tbl.after = func(time.Duration) <-chan time.Time {
 		c := make(chan time.Time, 1)
 		started <- c
@@ -59,7 +62,17 @@ func lingerTable(t *testing.T) (tbl *idTable, started chan chan time.Time, inser
 		inserts <- slices.Clone(batch)
 		return nil
 	}
-	return tbl, started, inserts
+	ctx, stop := context.WithCancel(context.Background())
+	go tbl.run(ctx)
+	cancel = func() { stop(); <-tbl.done }
+	recordIDs(tbl, first)
+	select {
+	case timer = <-started:
+	case b := <-inserts:
+		cancel()
+		t.Fatalf("inserted %v without lingering", b)
+	}
+	return tbl, timer, inserts, cancel
 }
 
 func recordIDs(tbl *idTable, ids ...string) {
@@ -72,18 +85,8 @@ func recordIDs(tbl *idTable, ids ...string) {
 // first one go into the same insert, and nothing is inserted before the
 // linger ends.
 func TestIDWriterLingers(t *testing.T) {
-	tbl, started, inserts := lingerTable(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); <-tbl.done }()
-	go tbl.run(ctx)
-
-	recordIDs(tbl, "a")
-	var timer chan time.Time
-	select {
-	case timer = <-started: // the writer took "a" and lingers
-	case b := <-inserts:
-		t.Fatalf("inserted %v without lingering", b)
-	}
+	tbl, timer, inserts, cancel := lingering(t, "a")
+	defer cancel()
 	recordIDs(tbl, "b", "c")
 	select {
 	case b := <-inserts:
@@ -102,19 +105,10 @@ func TestIDWriterLingers(t *testing.T) {
 }
 
 // TestIDWriterFullBatchDoesNotLinger: a full insert's worth is written
-// without waiting for the linger to end.
+// without waiting for the linger to end (the timer is never fired).
 func TestIDWriterFullBatchDoesNotLinger(t *testing.T) {
-	tbl, started, inserts := lingerTable(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); <-tbl.done }()
-	go tbl.run(ctx)
-
-	recordIDs(tbl, "first")
-	select {
-	case <-started: // never fired
-	case b := <-inserts:
-		t.Fatalf("inserted %v without lingering", b)
-	}
+	tbl, _, inserts, cancel := lingering(t, "first")
+	defer cancel()
 	ids := make([]string, idWriteBatch)
 	for i := range ids {
 		ids[i] = fmt.Sprint("id-", i)
@@ -128,19 +122,9 @@ func TestIDWriterFullBatchDoesNotLinger(t *testing.T) {
 // TestIDWriterStopWritesLingering: stopping while the writer lingers
 // writes what it gathered.
 func TestIDWriterStopWritesLingering(t *testing.T) {
-	tbl, started, inserts := lingerTable(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	go tbl.run(ctx)
-
-	recordIDs(tbl, "a")
-	select {
-	case <-started:
-	case b := <-inserts:
-		t.Fatalf("inserted %v without lingering", b)
-	}
+	tbl, _, inserts, cancel := lingering(t, "a")
 	recordIDs(tbl, "b")
 	cancel()
-	<-tbl.done
 	var n int
 	for len(inserts) > 0 {
 		n += len(<-inserts)
