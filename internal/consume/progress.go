@@ -109,37 +109,33 @@ func (p *progress) middleware(h message.HandlerFunc) message.HandlerFunc {
 
 // keepAlive sends in-progress acks for jm until the returned func is
 // called (it returns once no more can be sent) or maxHold has passed.
-// A timer re-armed after each ack, not a goroutine per message: most
-// handlers finish long before the first ack is due, and a goroutine
-// started and stopped for each of them woke idle threads for every event
-// (BENCHMARKS.md "Where the CPU goes at low rates").
 func (p *progress) keepAlive(jm jetstream.Msg) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
 	every := p.interval()
-	deadline := time.Now().Add(p.maxHold)
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	mu.Lock()
-	t = time.AfterFunc(every, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		limit := time.NewTimer(p.maxHold)
+		defer limit.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-limit.C:
+				return
+			case <-tick.C:
+				// Fire and forget: an error means the connection is gone
+				// (the message comes back after AckWait) or it was acked.
+				if err := jm.InProgress(); err != nil {
+					return
+				}
+			}
 		}
-		// Fire and forget: an error means the connection is gone (the
-		// message comes back after AckWait) or it was acked.
-		if time.Now().After(deadline) || jm.InProgress() != nil {
-			stopped = true
-			return
-		}
-		t.Reset(every)
-	})
-	mu.Unlock()
+	}()
 	return func() {
-		t.Stop()
-		mu.Lock()
-		stopped = true
-		mu.Unlock()
+		close(done)
+		<-stopped
 	}
 }
 
