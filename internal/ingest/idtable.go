@@ -20,8 +20,11 @@ import (
 //
 // The request path pays one indexed lookup per group-commit batch, and only
 // for ids a client chose (see mustLookUp). The ids of appended events are
-// written after the PubAck, in bulk, by a background writer: the stream's
-// duplicate window covers the moment between the PubAck and the insert. If
+// written after the PubAck, in bulk, by a background writer that gathers
+// them for up to idLinger before each insert: the stream's duplicate window
+// (STREAM_DUPLICATE_WINDOW, default 2 min, docs/contract.md §2 "Ingest";
+// mustLookUp already counts on at least a minute) covers the moment between
+// the PubAck and the insert, linger included. If
 // Postgres is slow or down, ingest keeps accepting: the lookup is skipped
 // (warned and counted) and the writer drops what its bounded queue cannot
 // hold, so only the stream's window protects those ids.
@@ -33,6 +36,10 @@ type idTable struct {
 
 	queue chan idRow
 	done  chan struct{}
+	// after starts the linger of a write (time.After; tests drive it),
+	// insert runs one (insertIDs).
+	after  func(time.Duration) <-chan time.Time
+	insert func(ctx context.Context, batch []idRow) error
 
 	lookupErrors prometheus.Counter
 	dropped      prometheus.Counter
@@ -48,16 +55,22 @@ type idRow struct {
 }
 
 // idQueue bounds the ids waiting to be written; idWriteBatch the rows of
-// one insert.
+// one insert. idLinger is how long the writer gathers ids after the first
+// one before it inserts them (sooner when idWriteBatch are queued): at low
+// rates one insert carries many requests' ids instead of one each, which
+// is most of what ingest's Postgres backend and the writer cost per event
+// (BENCHMARKS.md "Efficiency: CPU per event, by process"). It is far
+// inside the stream's duplicate window, which answers re-sends meanwhile.
 const (
 	idQueue      = 100_000
 	idWriteBatch = 5_000
+	idLinger     = 100 * time.Millisecond
 	lookupBudget = 2 * time.Second
 )
 
 func newIDTable(pool *pgxpool.Pool, retention time.Duration, reg prometheus.Registerer, log *slog.Logger) *idTable {
 	t := &idTable{pool: pool, retention: retention, log: log, now: time.Now,
-		queue: make(chan idRow, idQueue), done: make(chan struct{}),
+		queue: make(chan idRow, idQueue), done: make(chan struct{}), after: time.After,
 		lookupErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "eventline_ingest_idempotency_lookup_errors_total",
 			Help: "Batches whose ids could not be looked up in ingest.event_ids (only the stream's duplicate window applied)."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "eventline_ingest_idempotency_dropped_total",
@@ -66,6 +79,7 @@ func newIDTable(pool *pgxpool.Pool, retention time.Duration, reg prometheus.Regi
 			Help: "Appended ids recorded in ingest.event_ids."}),
 	}
 	reg.MustRegister(t.lookupErrors, t.dropped, t.written)
+	t.insert = t.insertIDs
 	return t
 }
 
@@ -267,8 +281,7 @@ func (t *idTable) run(ctx context.Context) {
 	for {
 		select {
 		case r := <-t.queue:
-			batch = append(batch[:0], r)
-			batch = t.fill(batch)
+			batch = t.linger(ctx, append(batch[:0], r))
 			t.write(context.WithoutCancel(ctx), batch)
 		case <-prune.C:
 			t.prune(ctx)
@@ -280,6 +293,23 @@ func (t *idTable) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// linger adds to batch what is queued within idLinger, up to one insert's
+// worth; it returns early, with what is queued, when ctx ends.
+func (t *idTable) linger(ctx context.Context, batch []idRow) []idRow {
+	timeout := t.after(idLinger)
+	for len(batch) < idWriteBatch {
+		select {
+		case r := <-t.queue:
+			batch = append(batch, r)
+		case <-timeout:
+			return t.fill(batch)
+		case <-ctx.Done():
+			return t.fill(batch)
+		}
+	}
+	return batch
 }
 
 // fill takes what else is queued, up to one insert's worth.
@@ -299,6 +329,16 @@ func (t *idTable) write(ctx context.Context, batch []idRow) {
 	if len(batch) == 0 {
 		return
 	}
+	if err := t.insert(ctx, batch); err != nil {
+		t.dropped.Add(float64(len(batch)))
+		t.warn("could not record appended ids for idempotency; only the stream's duplicate window covers them", err)
+		return
+	}
+	t.written.Add(float64(len(batch)))
+}
+
+// insertIDs inserts batch into ingest.event_ids in one statement.
+func (t *idTable) insertIDs(ctx context.Context, batch []idRow) error {
 	tenants, ids, seqs := make([]string, len(batch)), make([]string, len(batch)), make([]int64, len(batch))
 	for i, r := range batch {
 		tenants[i], ids[i], seqs[i] = r.tenant, r.id, int64(r.seq)
@@ -311,12 +351,7 @@ func (t *idTable) write(ctx context.Context, batch []idRow) {
 	_, err := t.pool.Exec(ctx, `WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true))
 		INSERT INTO ingest.event_ids (tenant, id, seq)
 		SELECT t, i, s FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(t, i, s), cfg ON CONFLICT DO NOTHING`, tenants, ids, seqs)
-	if err != nil {
-		t.dropped.Add(float64(len(batch)))
-		t.warn("could not record appended ids for idempotency; only the stream's duplicate window covers them", err)
-		return
-	}
-	t.written.Add(float64(len(batch)))
+	return err
 }
 
 // prune deletes rows past the retention, in bounded chunks so no

@@ -39,6 +39,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Int(&c.Service.Batch, "batch", "NOTIFIER_BATCH", 500, "most events per inbox transaction")
 	s.Int(&c.Service.Inflight, "inflight", "NOTIFIER_INFLIGHT", 2, "inbox transactions of unrelated batches running at once (they commit in stream order)")
+	s.Duration(&c.Service.Linger, "linger", "NOTIFIER_LINGER", DefaultLinger, "how long a batch that is not full waits for more events before its inbox transaction starts, when none runs; negative: no wait")
 	s.Duration(&c.Service.DedupRetention, "dedup-retention", "NOTIFIER_DEDUP_RETENTION", 30*24*time.Hour, "how long the de-duplication key of an applied event is kept")
 	s.String(&c.SMTPURL, "smtp-url", "SMTP_URL", "", "SMTP server for digests: smtp://[user:pass@]host:port (STARTTLS when offered) or smtps://...; empty: no digests are sent")
 	s.Duration(&c.SMTPTimeout, "smtp-timeout", "SMTP_TIMEOUT", 30*time.Second, "bound on one SMTP conversation")

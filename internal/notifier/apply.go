@@ -100,12 +100,18 @@ type gate interface {
 // digests to schedule and the NOTIFY of every change. Events already
 // applied (a redelivery) change nothing.
 func (w *writer) apply(ctx context.Context, evs []*events.Event) (applyResult, error) {
-	return w.applyWith(ctx, evs, nil, nil)
+	return w.applyWith(ctx, evs, nil, nil, nil)
 }
 
-// applyWith is apply ordered by g (when not nil), with also run last in
+// firstFunc queues statements of the caller into the transaction's first
+// round trip (when there are events to apply) and returns what reads
+// their results, or nil when it queued none.
+type firstFunc func(*pgx.Batch) func(pgx.BatchResults) error
+
+// applyWith is apply ordered by g (when not nil), with first (when not
+// nil) joining the transaction's first round trip and also run last in
 // the same transaction.
-func (w *writer) applyWith(ctx context.Context, evs []*events.Event, g gate, also func(pgx.Tx) error) (applyResult, error) {
+func (w *writer) applyWith(ctx context.Context, evs []*events.Event, g gate, first firstFunc, also func(pgx.Tx) error) (applyResult, error) {
 	var res applyResult
 	now := w.now().UTC().Truncate(time.Microsecond)
 	// One copy of each event id, in stream order.
@@ -124,7 +130,7 @@ func (w *writer) applyWith(ctx context.Context, evs []*events.Event, g gate, als
 	dups := res.duplicates
 	err := postgres.InTx(ctx, w.pool, func(tx pgx.Tx) error {
 		res = applyResult{duplicates: dups}
-		if err := w.applyTx(ctx, tx, uniq, now, &res, g); err != nil {
+		if err := w.applyTx(ctx, tx, uniq, now, &res, g, first); err != nil {
 			return err
 		}
 		if also != nil {
@@ -143,17 +149,27 @@ func (w *writer) applyWith(ctx context.Context, evs []*events.Event, g gate, als
 // those committed (an earlier batch touching the same objects has
 // committed before g admits this one) and those of this batch (threaded
 // through in stream order).
-func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, now time.Time, res *applyResult, g gate) error {
-	// One round trip: the de-duplication keys and the tenants' rules.
+func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, now time.Time, res *applyResult, g gate, first firstFunc) error {
+	// One round trip: the caller's first statements, the de-duplication
+	// keys and the tenants' rules.
 	var fresh []*events.Event
 	var rules map[string]Rules
 	if len(uniq) > 0 {
 		batch := &pgx.Batch{}
+		var readFirst func(pgx.BatchResults) error
+		if first != nil {
+			readFirst = first(batch)
+		}
 		queueClaim(batch, uniq)
 		queueRules(batch, uniq)
 		br := tx.SendBatch(ctx, batch)
 		var err error
-		fresh, err = readClaim(br, uniq)
+		if readFirst != nil {
+			err = readFirst(br)
+		}
+		if err == nil {
+			fresh, err = readClaim(br, uniq)
+		}
 		if err == nil {
 			rules, err = readRules(br, uniq)
 		}

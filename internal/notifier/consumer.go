@@ -90,15 +90,17 @@ type item struct {
 	// msgs are the deliveries of this message to this replica (a
 	// redelivery adds one), acked once it is committed; none when it was
 	// read from the stream to fill a gap.
-	msgs    []jetstream.Msg
-	touched time.Time // received, or last told the server it is in progress
+	msgs     []jetstream.Msg
+	touched  time.Time // received, or last told the server it is in progress
+	received time.Time // received (or read from the stream)
 }
 
 // parseItem parses one stream message (events.ParseStored): the one place
 // the notifier decodes the stream.
 func parseItem(m events.Message) *item {
+	now := time.Now()
 	it := &item{seq: m.Seq, subject: m.Subject, data: m.Data, traceparent: m.Header.Get("traceparent"),
-		streamTime: m.Timestamp, msgID: strings.Join(m.Header.Values(events.HeaderMsgID), "\n"), touched: time.Now()}
+		streamTime: m.Timestamp, msgID: strings.Join(m.Header.Values(events.HeaderMsgID), "\n"), touched: now, received: now}
 	ev, err := events.ParseStored(m)
 	if err != nil {
 		it.err = err
@@ -254,8 +256,9 @@ func (c *orderedConsumer) unpin(pinID string) {
 
 // commit is a batch's last step inside its transaction: dead-letter its
 // poison messages, wait for the batches before it to commit, and move the
-// checkpoint past it (which fails if another replica got there first).
-func (c *orderedConsumer) commit(ctx context.Context, tx pgx.Tx, s *slot) error {
+// checkpoint past it (which fails if another replica got there first),
+// unless advanced says the first round trip moved it already.
+func (c *orderedConsumer) commit(ctx context.Context, tx pgx.Tx, s *slot, advanced bool) error {
 	for _, it := range s.items {
 		if it.err == nil {
 			continue
@@ -273,10 +276,36 @@ func (c *orderedConsumer) commit(ctx context.Context, tx pgx.Tx, s *slot) error 
 			return err
 		}
 	}
+	if advanced {
+		return nil
+	}
 	if err := s.waitBefore(ctx); err != nil {
 		return err
 	}
 	return advance(ctx, tx, c.name, s.after, s.last)
+}
+
+// advanceFirst moves the checkpoint in the transaction's first round trip
+// when every batch before s has committed already (always at low rates,
+// where a batch that is not full starts only when none runs): one round
+// trip fewer per batch. The checkpoint row stays locked until the
+// transaction ends, as it did from the last step on; a later batch of this
+// replica moves it only after this one committed (waitBefore), and another
+// replica's batch is fenced out as before. *advanced tells commit.
+func (c *orderedConsumer) advanceFirst(s *slot, advanced *bool) firstFunc {
+	return func(b *pgx.Batch) func(pgx.BatchResults) error {
+		if !s.beforeCommitted() {
+			return nil
+		}
+		queueAdvance(b, c.name, s.after, s.last)
+		return func(br pgx.BatchResults) error {
+			if err := readAdvance(br); err != nil {
+				return err
+			}
+			*advanced = true
+			return nil
+		}
+	}
 }
 
 // storable is s as Postgres text takes it: valid UTF-8 without NUL (a
@@ -293,7 +322,8 @@ func (c *orderedConsumer) apply(ctx context.Context, s *slot) {
 			evs = append(evs, it.event)
 		}
 	}
-	s.res, s.err = c.w.applyWith(ctx, evs, s, func(tx pgx.Tx) error { return c.commit(ctx, tx, s) })
+	advanced := false
+	s.res, s.err = c.w.applyWith(ctx, evs, s, c.advanceFirst(s, &advanced), func(tx pgx.Tx) error { return c.commit(ctx, tx, s, advanced) })
 }
 
 // committed records a committed batch: acks (dead letters are
@@ -360,7 +390,7 @@ func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Lett
 		return poison, err
 	}
 	w := &writer{pool: pool, now: time.Now}
-	_, err = w.applyWith(ctx, []*events.Event{&e}, nil, func(tx pgx.Tx) error {
+	_, err = w.applyWith(ctx, []*events.Event{&e}, nil, nil, func(tx pgx.Tx) error {
 		return deadletter.MarkReplayed(ctx, tx, l.Consumer, l.StreamSeq)
 	})
 	return nil, err

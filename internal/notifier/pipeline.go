@@ -142,6 +142,21 @@ func (s *slot) lockUsers(ctx context.Context, users map[userKey]bool) error {
 	return nil
 }
 
+// beforeCommitted reports whether every batch before s has committed.
+func (s *slot) beforeCommitted() bool {
+	for _, p := range s.before {
+		select {
+		case <-p.done:
+			if p.err != nil {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // waitBefore waits for every batch before s to commit.
 func (s *slot) waitBefore(ctx context.Context) error {
 	for _, p := range s.before {
@@ -179,18 +194,21 @@ type loop struct {
 	splitTo uint64            // up to this sequence, batches carry one message
 	retryAt time.Time         // after a failure, when to try again
 	backoff time.Duration
-	resync  bool // the checkpoint moved under us: read it before going on
+	resync  bool        // the checkpoint moved under us: read it before going on
+	linger  *time.Timer // wakes run when a lingering batch may start
 }
 
 func newLoop(c *orderedConsumer, last uint64) *loop {
 	return &loop{c: c, next: last + 1, cursor: last + 1, held: map[uint64]*item{}, skip: map[uint64]uint64{},
-		wake: make(chan struct{}, 1), backoff: 100 * time.Millisecond}
+		wake: make(chan struct{}, 1), backoff: 100 * time.Millisecond, linger: time.NewTimer(time.Hour)}
 }
 
 // run consumes msgs until ctx ends and every running batch has ended.
 func (l *loop) run(ctx context.Context, msgs <-chan jetstream.Msg) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	l.linger.Stop()
+	defer l.linger.Stop()
 	lastTouch := time.Now()
 	for {
 		if ctx.Err() != nil && len(l.running) == 0 {
@@ -205,6 +223,7 @@ func (l *loop) run(ctx context.Context, msgs <-chan jetstream.Msg) {
 			l.receive(m)
 		case <-l.wake:
 			l.ended(ctx)
+		case <-l.linger.C:
 		case <-tick.C:
 			if time.Since(lastTouch) > 5*time.Second {
 				l.touch()
@@ -290,6 +309,10 @@ func (l *loop) start(ctx context.Context) {
 		if len(l.running) > 0 && len(items) < n {
 			return
 		}
+		if wait := lingerLeft(items, n, l.c.cfg.Linger, time.Now()); wait > 0 {
+			l.linger.Reset(wait)
+			return
+		}
 		s := newSlot(l.cursor-1, last, items, slices.Clone(l.running))
 		for _, p := range l.running {
 			if overlaps(p.ids, s.ids) {
@@ -301,6 +324,23 @@ func (l *loop) start(ctx context.Context) {
 		l.pending -= len(items)
 		go l.runSlot(ctx, s)
 	}
+}
+
+// lingerLeft is how much longer a batch of items (at most n) waits for
+// more messages before it starts: until linger has passed since its
+// oldest message arrived, unless it is full. At low rates this makes one
+// transaction of events that arrive a few ms apart instead of one each.
+func lingerLeft(items []*item, n int, linger time.Duration, now time.Time) time.Duration {
+	if len(items) >= n || linger <= 0 {
+		return 0
+	}
+	oldest := items[0].received
+	for _, it := range items[1:] {
+		if it.received.Before(oldest) {
+			oldest = it.received
+		}
+	}
+	return max(0, oldest.Add(linger).Sub(now))
 }
 
 func (l *loop) runSlot(ctx context.Context, s *slot) {

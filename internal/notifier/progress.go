@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -52,11 +53,29 @@ func checkpoint(ctx context.Context, pool *pgxpool.Pool, consumer string, stream
 }
 
 // advance moves the checkpoint from after to last inside tx, the batch's
-// last statement before commit. It returns errFenced when the checkpoint
+// last statement before commit (or its first: advanceFirst). It returns errFenced when the checkpoint
 // is not after: the batch does not follow what was committed.
 func advance(ctx context.Context, tx pgx.Tx, consumer string, after, last uint64) error {
-	tag, err := tx.Exec(ctx, `UPDATE notify.progress SET last_seq = $3, updated_at = now() WHERE consumer = $1 AND last_seq = $2`,
-		consumer, int64(after), int64(last))
+	tag, err := tx.Exec(ctx, advanceSQL, consumer, int64(after), int64(last))
+	return advanceResult(tag, err)
+}
+
+// advanceSQL moves the checkpoint from after ($2) to last ($3); it
+// updates no row when another replica moved it.
+const advanceSQL = `UPDATE notify.progress SET last_seq = $3, updated_at = now() WHERE consumer = $1 AND last_seq = $2`
+
+// queueAdvance is advance as one statement of a batch; readAdvance reads
+// its result.
+func queueAdvance(b *pgx.Batch, consumer string, after, last uint64) {
+	b.Queue(advanceSQL, consumer, int64(after), int64(last))
+}
+
+func readAdvance(br pgx.BatchResults) error {
+	tag, err := br.Exec()
+	return advanceResult(tag, err)
+}
+
+func advanceResult(tag pgconn.CommandTag, err error) error {
 	if err != nil {
 		return fmt.Errorf("advance the notifier checkpoint: %w", err)
 	}

@@ -43,6 +43,12 @@ type Config struct {
 	// Inflight is how many batch transactions may run at once (unrelated
 	// batches; they still commit in stream order); default 2.
 	Inflight int
+	// Linger is how long a batch that is not full waits, from the arrival
+	// of its oldest message, for more messages before it starts when no
+	// batch runs; default 5ms, negative for none. At low rates every event
+	// would otherwise be a transaction of its own (BENCHMARKS.md
+	// "Efficiency: CPU per event, by process").
+	Linger time.Duration
 	// PinnedTTL is how long the durable stays pinned to a replica that
 	// stopped asking for messages before a standby gets them; default 10s.
 	PinnedTTL time.Duration
@@ -73,6 +79,10 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultLinger is Config.Linger's default: a few ms of notification
+// latency for fewer, fuller inbox transactions at low rates.
+const DefaultLinger = 5 * time.Millisecond
+
 func (c Config) withDefaults() Config {
 	if c.Consumer == "" {
 		c.Consumer = DefaultConsumer
@@ -88,6 +98,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GapWait <= 0 {
 		c.GapWait = time.Second
+	}
+	if c.Linger == 0 {
+		c.Linger = DefaultLinger
 	}
 	if c.Batch <= 0 {
 		c.Batch = 500
