@@ -219,9 +219,9 @@ func (s *Service) Run(ctx context.Context) error {
 	rw.notify = ann.notify
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
-	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand, speed: speed,
-		userAgent: s.cfg.UserAgent, log: s.log, sentences: render.NewStore(s.pool), metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker"),
-		observe: func(_ job, d time.Duration) { s.metrics.firstAttemptDelay(d) }}
+	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand,
+		userAgent: s.cfg.UserAgent, log: s.log, sentences: render.NewStore(s.pool), observer: attemptMeter{metrics: s.metrics, speed: speed},
+		tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	// Attempts get their own context: on shutdown they finish (bounded by
 	// the HTTP timeout) and their outcomes are written.
 	attemptCtx, stopAttempts := context.WithCancel(context.WithoutCancel(ctx))
@@ -293,6 +293,22 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	return runErr
 }
+
+// attemptMeter is the attempter's observer: the first-attempt delay and
+// each attempt's outcome go to the metrics, and how long each endpoint
+// took to answer to the speeds the fan-out's attempt-first reads.
+type attemptMeter struct {
+	metrics *Metrics // nil: none
+	speed   *endpointSpeed
+}
+
+func (m attemptMeter) firstAttempt(delay time.Duration) { m.metrics.firstAttemptDelay(delay) }
+
+func (m attemptMeter) answered(endpointID string, took time.Duration) {
+	m.speed.observe(endpointID, took)
+}
+
+func (m attemptMeter) attempted(outcome string) { m.metrics.attempt(outcome) }
 
 // leaseConfig is the configuration of the renewals' pool: pool's, with
 // one connection.
