@@ -138,11 +138,8 @@ func (l *ledger) record(ctx context.Context, items []fanoutItem, now, claimUntil
 					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
 				WHERE o.id IN (SELECT id FROM d)
 			), h AS (
-				-- the ended streak is kept to announce its end (ledger.go endedStreak)
-				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL,
-					failing_announced = `+endedStreak("$23")+`
-				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
-				RETURNING tenant, id, failing_announced
+				-- the ended streak is kept to announce its end (endedStreak)
+				`+resetTrackers("$22", "$23")+`
 			)
 			SELECT d.id, coalesce(c.id, 0), NULL::text, NULL::timestamptz FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
 			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
@@ -325,6 +322,21 @@ func endedStreak(failingAfter string) string {
 	return `CASE WHEN consecutive_failures >= ` + failingAfter + ` AND failing_since IS NOT NULL THEN failing_since ELSE failing_announced END`
 }
 
+// resetTrackers is the statement that clears the failure trackers of the
+// endpoints whose ids are in the parameter ids, touching only rows that
+// have something to clear, and returns the tenant, id and
+// failing_announced of each: a success ends the streak, and one that was
+// announced, or reached failingAfter (the parameter holding it; its
+// announcement may still be queued), is kept in failing_announced until
+// its end is announced (endedStreak). record runs it as a CTE next to its
+// inserts, track on its own.
+func resetTrackers(ids, failingAfter string) string {
+	return `UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL,
+			failing_announced = ` + endedStreak(failingAfter) + `
+		WHERE id = ANY(` + ids + `) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
+		RETURNING tenant, id, failing_announced`
+}
+
 // recovered is the notice of an endpoint's announced failing streak,
 // started at since, ended by a success.
 func recovered(tenant, endpointID string, since time.Time) notice {
@@ -384,10 +396,7 @@ func (l *ledger) track(ctx context.Context, tx pgx.Tx, batch []outcome) (announc
 		// A success ends the streak; one that was announced, or reached
 		// failingAfter (its announcement may still be queued), is kept in
 		// failing_announced until its end is announced (recovered).
-		rows, err := tx.Query(ctx, `UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL,
-				failing_announced = `+endedStreak("$2")+`
-			WHERE id = ANY($1) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
-			RETURNING tenant, id, failing_announced`, healthy, l.failingAfter)
+		rows, err := tx.Query(ctx, resetTrackers("$1", "$2"), healthy, l.failingAfter)
 		if err != nil {
 			return out, fmt.Errorf("reset endpoint failures: %w", err)
 		}
