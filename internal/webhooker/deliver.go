@@ -46,11 +46,25 @@ type attempter struct {
 	rnd       func() float64
 	userAgent string
 	log       *slog.Logger
-	metrics   *Metrics
-	observe   func(j job, took time.Duration) // first-attempt latency, for metrics and benchmarks
-	speed     *endpointSpeed
+	observer  attemptObserver
 	tracer    trace.Tracer  // nil: no spans
 	sentences *render.Store // the tenants' sentence templates, for Slack messages
+}
+
+// attemptObserver hears how attempts go, as they go (the Service's
+// attemptMeter: metrics, and the endpoint speeds the fan-out's
+// attempt-first reads). Its methods are called from every attempt
+// goroutine at once, and must not block.
+type attemptObserver interface {
+	// firstAttempt: a delivery's first attempt is sent delay after its
+	// event was recorded.
+	firstAttempt(delay time.Duration)
+	// answered: the endpoint answered, or the request failed, took after
+	// the attempt started.
+	answered(endpointID string, took time.Duration)
+	// attempted: an attempt that reached the endpoint ended as outcome:
+	// "success", or its error class.
+	attempted(outcome string)
 }
 
 const maxLoggedResponse = 1024
@@ -90,8 +104,8 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 		return
 	}
 	header.Set(webhook.HeaderSignature, sig)
-	if a.observe != nil && j.attempt == 1 {
-		a.observe(j, time.Since(j.event.RecordedAt))
+	if j.attempt == 1 {
+		a.observer.firstAttempt(time.Since(j.event.RecordedAt))
 	}
 	ctx, span := a.startSpan(ctx, j, ep)
 	defer span.End()
@@ -100,7 +114,7 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	}
 	resp, err := a.poster.Post(ctx, ep.URL, header, body)
 	end := a.now()
-	a.speed.observe(ep.ID, end.Sub(start))
+	a.observer.answered(ep.ID, end.Sub(start))
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
 		if err != nil || resp.StatusCode < 200 || resp.StatusCode >= 300 {
@@ -113,7 +127,7 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	o.attempt.Response = truncateUTF8(resp.Body, maxLoggedResponse)
 	if err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		o.succeeded = true
-		a.metrics.attempt("success")
+		a.observer.attempted("success")
 		a.report(o)
 		return
 	}
@@ -122,7 +136,7 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	// The log is shown to tenants: say what happened in our words, never
 	// the raw error (it can name internal resolvers and addresses).
 	o.attempt.Error = classMessage(class, resp.StatusCode)
-	a.metrics.attempt(class)
+	a.observer.attempted(class)
 	if resp.StatusCode == http.StatusGone {
 		o.gone = true
 		a.report(o)

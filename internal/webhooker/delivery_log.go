@@ -73,54 +73,16 @@ func listDeliveries(ctx context.Context, tx pgx.Tx, tenant, endpointID, status, 
 }
 
 // RetryDelivery makes a delivery pending and due now, whatever its state;
-// it keeps its webhook-id (the event id). It runs as the tenant.
+// it keeps its webhook-id (the event id). It runs as the tenant
+// (ledger.retry).
 func (s *Store) RetryDelivery(ctx context.Context, tenant, id string, now time.Time) error {
-	return postgres.TenantTx(ctx, s.pool, tenant, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `WITH d AS (
-				UPDATE webhook.deliveries SET status = 'pending', next_attempt_at = $3 WHERE tenant = $1 AND id = $2 RETURNING id, tenant
-			)
-			INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, $3 FROM d
-			ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at`, tenant, id, now)
-		if err != nil {
-			return fmt.Errorf("retry delivery: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return ErrNotFound
-		}
-		return nil
-	})
+	return s.ledger.retry(ctx, tenant, id, now)
 }
 
-// resend makes deliveries of the events to the endpoint due now: new ones
-// are created, existing ones are sent again. It returns how many. It runs
-// as the endpoint's tenant.
-func (s *Store) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (n int, err error) {
-	if len(evs) == 0 {
-		return 0, nil
-	}
-	ids, eventIDs, types := make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
-	seqs := make([]int64, len(evs))
-	for i, e := range evs {
-		ids[i] = newID()
-		eventIDs[i], types[i], seqs[i] = e.ID, e.Type, int64(e.Seq)
-	}
-	err = postgres.TenantTx(ctx, s.pool, ep.Tenant, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `WITH d AS (
-				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
-				SELECT d.id, $5, $6, d.event_id, d.seq, d.type, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d(id, event_id, seq, type)
-				ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = excluded.next_attempt_at
-				RETURNING id, tenant
-			)
-			INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, $7 FROM d
-			ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at`,
-			ids, eventIDs, seqs, types, ep.Tenant, ep.ID, now)
-		if err != nil {
-			return fmt.Errorf("schedule replay: %w", err)
-		}
-		n = int(tag.RowsAffected())
-		return nil
-	})
-	return n, err
+// resend makes deliveries of the events to the endpoint due now
+// (ledger.resend) and returns how many.
+func (s *Store) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (int, error) {
+	return s.ledger.resend(ctx, ep, evs, now)
 }
 
 func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {

@@ -287,7 +287,7 @@ func TestExpiredClaimIsAttemptedByTheScheduler(t *testing.T) {
 	ep, ok := b.svc.registry.Get(id)
 	require.True(t, ok)
 	j := job{deliveryID: newID(), tenant: ev.Tenant, endpointID: ep.ID, event: ev, attempt: 1}
-	jobs, err := insertDeliveries(context.Background(), b.pool, nil, []fanoutItem{{jobs: []job{j}}}, b.clock.Now(), b.clock.Now().Add(time.Minute))
+	jobs, _, err := b.svc.ledger.record(context.Background(), []fanoutItem{{jobs: []job{j}}}, b.clock.Now(), b.clock.Now().Add(time.Minute))
 	require.NoError(t, err)
 	require.Len(t, jobs[0], 1)
 	n, err := b.svc.ScheduleNow(context.Background())

@@ -6,17 +6,29 @@
 //
 // How it runs, part by part (Service.Run wires them):
 //
+//   - The ledger (ledger.go) is the only code that writes the delivery
+//     tables — webhook.deliveries, webhook.attempts, webhook.due,
+//     webhook.claims — and the endpoints' failure trackers
+//     (consecutive_failures, failing_since, failing_announced, and the
+//     disabling of an endpoint that keeps failing). Every other part
+//     decides when to write and calls it: the fan-out records
+//     deliveries, the result writer logs outcomes, the scheduler claims
+//     due rows, the leases renew claims, the API retries and resends,
+//     the Service prunes the log. The ledger returns what committed outcomes announce
+//     (disabled endpoints, operational events) as data, and its callers
+//     act on them; the rule that disables an endpoint is a pure function
+//     (disable.go).
 //   - Registry (registry.go) keeps every endpoint in memory, indexed by
 //     tenant, event-type pattern and parent filter, and follows changes in
 //     Postgres every 250 ms by transaction horizon (Store.changedSince), so
 //     an endpoint committed out of sequence order is never skipped.
 //   - The fan-out (fanout.go) is a Watermill handler on the durable
 //     "webhooker": it matches an event against the registry and records
-//     one delivery per endpoint (group-committed inserts, store.go
-//     insertDeliveries). For an event's first delivery to at most 100
-//     endpoints it attempts first and records each delivery with its
-//     outcome (firstattempt.go); otherwise it records first, claimed by
-//     this replica, and queues the attempts. An event to more than
+//     one delivery per endpoint (group-committed inserts, ledger.record).
+//     For an event's first delivery to at most 100 endpoints it attempts
+//     first and records each delivery with its outcome (firstattempt.go);
+//     otherwise it records first, claimed by this replica, and queues the
+//     attempts. An event to more than
 //     Config.ShareAbove endpoints is recorded due and claimed by no one,
 //     for every replica to share.
 //   - The scheduler (scheduler.go) claims due deliveries from webhook.due
@@ -31,13 +43,14 @@
 //     endpoint; rate limits are budgets per time slot shared by every
 //     replica through Postgres (ratelimit.go).
 //   - The attempter (deliver.go) signs, posts through the SSRF-safe client
-//     and classifies the outcome; the result writer (results.go) logs
-//     outcomes in batches, schedules retries (schedule.go), and moves the
-//     endpoints' failure trackers, which disable an endpoint that keeps
-//     failing and announce it as a webhook.disabled event. The announcer
-//     (operational.go) appends the other operational events — failing
-//     streaks, exhausted deliveries, recoveries — once their outcomes are
-//     committed (docs/webhooks.md "Operational events").
+//     and classifies the outcome, its retry decided by schedule.go; the
+//     result writer (results.go) hands outcomes to the ledger in batches,
+//     which logs them, schedules retries and moves the endpoints' failure
+//     trackers, and announces an endpoint the ledger disabled as a
+//     webhook.disabled event. The announcer (operational.go) appends the
+//     other operational events — failing streaks, exhausted deliveries,
+//     recoveries — once their outcomes are committed (docs/webhooks.md
+//     "Operational events").
 //   - The API (api.go, delivery_log.go, portal.go) manages endpoints and
 //     shows, retries and resends deliveries.
 package webhooker

@@ -106,8 +106,8 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	body, err := json.Marshal(ev)
 	require.NoError(t, err)
 	var submitted atomic.Int64
-	held := newLeases(b.pool, time.Minute, b.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	inserts := newInserts(b.pool, nil, held, b.clock.Now, time.Minute)
+	held := newLeases(b.svc.ledger, time.Minute, b.clock.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	inserts := newInserts(b.svc.ledger, nil, held, b.clock.Now, time.Minute)
 	go inserts.Run()
 	defer inserts.Close()
 	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, leases: held, submit: func(js ...job) []job { submitted.Add(int64(len(js))); return nil },

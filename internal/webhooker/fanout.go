@@ -29,10 +29,11 @@ const maxInsert = 5000
 // newInserts returns the group commit of delivery inserts; the
 // deliveries recorded claimed are held (leases) before their jobs are
 // handed back, so no outcome can be written before its delivery is held.
-func newInserts(pool *pgxpool.Pool, rw *resultWriter, held *leases, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, inserted] {
+// announce acts on what the recorded outcomes announce (nil: nothing).
+func newInserts(l *ledger, announce func(context.Context, announcements), held *leases, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, inserted] {
 	return groupcommit.New(func(ctx context.Context, items []fanoutItem) ([]inserted, error) {
 		at := now()
-		out := insertSplitting(ctx, pool, rw, items, at, at.Add(claim))
+		out := insertSplitting(ctx, l, announce, items, at, at.Add(claim))
 		for _, it := range out {
 			held.holdRecorded(it.jobs, at.Add(claim))
 		}
@@ -47,23 +48,28 @@ type inserted struct {
 	err  error
 }
 
-// insertSplitting records the deliveries of items (insertDeliveries).
-// When the database refuses the data of one event (postgres.Permanent),
-// it splits items in halves and records each, so the refused event fails
-// alone, to be dead-lettered, and the events grouped with it are
-// recorded. Any other error fails every item of the statement that hit it.
-func insertSplitting(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, now, claimUntil time.Time) []inserted {
+// insertSplitting records the deliveries of items (ledger.record) and
+// hands what each committed statement announces to announce (nil:
+// nothing). When the database refuses the data of one event
+// (postgres.Permanent), it splits items in halves and records each, so the
+// refused event fails alone, to be dead-lettered, and the events grouped
+// with it are recorded. Any other error fails every item of the statement
+// that hit it.
+func insertSplitting(ctx context.Context, l *ledger, announce func(context.Context, announcements), items []fanoutItem, now, claimUntil time.Time) []inserted {
 	out := make([]inserted, len(items))
-	created, err := insertDeliveries(ctx, pool, rw, items, now, claimUntil)
+	created, a, err := l.record(ctx, items, now, claimUntil)
 	switch {
 	case err == nil:
+		if announce != nil {
+			announce(ctx, a)
+		}
 		for i := range out {
 			out[i].jobs = created[i]
 		}
 	case len(items) > 1 && postgres.Permanent(err) && ctx.Err() == nil:
 		half := len(items) / 2
-		copy(out, insertSplitting(ctx, pool, rw, items[:half], now, claimUntil))
-		copy(out[half:], insertSplitting(ctx, pool, rw, items[half:], now, claimUntil))
+		copy(out, insertSplitting(ctx, l, announce, items[:half], now, claimUntil))
+		copy(out[half:], insertSplitting(ctx, l, announce, items[half:], now, claimUntil))
 	default:
 		for i := range out {
 			out[i].err = err

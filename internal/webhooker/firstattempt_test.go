@@ -139,7 +139,7 @@ func TestEndpointSpeed(t *testing.T) {
 func TestRecordSplitsLargeFanOut(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{allowPrivate: true})
-	inserts := newInserts(b.pool, nil, newLeases(b.pool, time.Minute, b.clock.Now, nil), b.clock.Now, time.Minute)
+	inserts := newInserts(b.svc.ledger, nil, newLeases(b.svc.ledger, time.Minute, b.clock.Now, nil), b.clock.Now, time.Minute)
 	go inserts.Run()
 	defer inserts.Close()
 	f := &fanout{inserts: inserts, gate: &firstGate{}}

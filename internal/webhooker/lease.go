@@ -2,13 +2,9 @@ package webhooker
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/lifecycle"
 )
@@ -37,11 +33,11 @@ import (
 // is due straight away (the scheduler turns the unattempted deliveries of
 // an ended claim into due rows).
 type leases struct {
-	owner string // this replica, in webhook.due.claimed_by
-	pool  *pgxpool.Pool
-	now   func() time.Time
-	claim time.Duration
-	log   *slog.Logger
+	owner  string  // this replica, in webhook.due.claimed_by
+	ledger *ledger // writes the renewals (on a connection of their own)
+	now    func() time.Time
+	claim  time.Duration
+	log    *slog.Logger
 
 	mu    sync.Mutex
 	held  map[string]hold // by delivery id
@@ -55,8 +51,8 @@ type hold struct {
 	until time.Time // when its claim ends, as last written to Postgres
 }
 
-func newLeases(pool *pgxpool.Pool, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
-	return &leases{owner: newID(), pool: pool, now: now, claim: claim, log: log, held: map[string]hold{}, rows: map[int64]int{}}
+func newLeases(l *ledger, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
+	return &leases{owner: newID(), ledger: l, now: now, claim: claim, log: log, held: map[string]hold{}, rows: map[int64]int{}}
 }
 
 // holdRecorded holds jobs recorded claimed for this replica until until:
@@ -193,48 +189,13 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 	}
 	now := l.now()
 	until := now.Add(by)
-	var claimer *string
-	if !forget {
-		claimer = &l.owner
-	}
-	// A renewal waits for no lock (SKIP LOCKED): a row locked by another
-	// transaction is being written by this replica's outcome writer (its
-	// outcome is in, it needs no renewal) or claimed by a scheduler after
-	// the claim ended (too late to renew). Waiting instead deadlocked
-	// with outcome writes that lock the same due rows in another order,
-	// and failed renewals let claims lapse (docs/architecture.md §16).
-	res, err := l.pool.Query(ctx, `WITH d AS (
-			UPDATE webhook.due SET due_at = $3, claimed_by = $7 WHERE delivery_id IN (
-				SELECT delivery_id FROM webhook.due WHERE delivery_id = ANY($1) AND claimed_by = $4 FOR UPDATE SKIP LOCKED)
-			RETURNING delivery_id
-		), c AS (
-			UPDATE webhook.claims SET claimed_until = $3 WHERE id IN (SELECT id FROM webhook.claims WHERE id = ANY($2) FOR UPDATE SKIP LOCKED)
-			RETURNING id
-		), e AS (
-			UPDATE webhook.claims SET claimed_until = $5 WHERE id IN (SELECT id FROM webhook.claims WHERE id = ANY($6) FOR UPDATE SKIP LOCKED)
-		)
-		SELECT delivery_id, 0::bigint FROM d UNION ALL SELECT '', id FROM c`,
-		due, rows, until, l.owner, now, ended, claimer)
-	var renewedDue []string
-	renewedRows := map[int64]bool{}
-	if err == nil {
-		var id string
-		var row int64
-		_, err = pgx.ForEachRow(res, []any{&id, &row}, func() error {
-			if row == 0 {
-				renewedDue = append(renewedDue, id)
-			} else {
-				renewedRows[row] = true
-			}
-			return nil
-		})
-	}
+	confirmed, err := l.ledger.renew(ctx, renewal{due: due, rows: rows, ended: ended, now: now, until: until, owner: l.owner, giveBack: forget})
 	if err != nil {
 		if !forget {
 			l.mu.Lock()
 			l.ended = append(l.ended, ended...)
 			l.mu.Unlock()
-			return fmt.Errorf("renew claims: %w", err)
+			return err
 		}
 		return nil
 	}
@@ -243,14 +204,14 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, id := range renewedDue {
+	for _, id := range confirmed.due {
 		if h, ok := l.held[id]; ok && h.row == 0 && h.until.Before(until) {
 			l.held[id] = hold{until: until}
 		}
 	}
-	if len(renewedRows) > 0 {
+	if len(confirmed.rows) > 0 {
 		for id, h := range l.held {
-			if renewedRows[h.row] && h.until.Before(until) {
+			if confirmed.rows[h.row] && h.until.Before(until) {
 				l.held[id] = hold{row: h.row, until: until}
 			}
 		}

@@ -25,7 +25,7 @@ func TestLeases(t *testing.T) {
 	pool := testenv.Pool(t)
 	clk := &clock{t: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
 	t0 := clk.Now()
-	l := newLeases(pool, 10*time.Second, clk.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l := newLeases(newLedger(pool, DisableRule{}, 0), 10*time.Second, clk.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	exec := func(sql string, args ...any) {
 		t.Helper()

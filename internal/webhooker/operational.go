@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -159,11 +157,11 @@ type appender interface {
 // announces a dropped attempt_failing or recovered again, under the same
 // event id.
 type announcer struct {
-	pool *pgxpool.Pool
-	pub  appender // nil: notices are only logged
-	log  *slog.Logger
-	in   chan notice
-	done chan struct{}
+	ledger *ledger  // remembers what was announced
+	pub    appender // nil: notices are only logged
+	log    *slog.Logger
+	in     chan notice
+	done   chan struct{}
 	// stop cancels the appends still queued when close has waited
 	// appendTimeout: shutdown is not held up by an unreachable stream.
 	ctx  context.Context
@@ -176,9 +174,9 @@ type announcer struct {
 	appended map[string]int
 }
 
-func newAnnouncer(pool *pgxpool.Pool, pub appender, log *slog.Logger) *announcer {
+func newAnnouncer(l *ledger, pub appender, log *slog.Logger) *announcer {
 	ctx, stop := context.WithCancel(context.Background())
-	return &announcer{pool: pool, pub: pub, log: log, in: make(chan notice, 4096), done: make(chan struct{}), ctx: ctx, stop: stop,
+	return &announcer{ledger: l, pub: pub, log: log, in: make(chan notice, 4096), done: make(chan struct{}), ctx: ctx, stop: stop,
 		appended: map[string]int{}}
 }
 
@@ -234,11 +232,9 @@ func (a *announcer) append(n notice) {
 	a.mu.Unlock()
 	switch n.typ {
 	case TypeAttemptFailing:
-		// Only while the streak goes on: one that ended since stays
-		// unannounced, and its end is then not announced either.
-		_, err = a.pool.Exec(ctx, `UPDATE webhook.endpoints SET failing_announced = $2 WHERE id = $1 AND failing_since = $2`, n.endpointID, n.since)
+		err = a.ledger.markFailingAnnounced(ctx, n.endpointID, n.since)
 	case TypeRecovered:
-		_, err = a.pool.Exec(ctx, `UPDATE webhook.endpoints SET failing_announced = NULL WHERE id = $1 AND failing_announced = $2`, n.endpointID, n.since)
+		err = a.ledger.markRecoveryAnnounced(ctx, n.endpointID, n.since)
 	}
 	if err != nil {
 		log.ErrorContext(ctx, "remember the announced failing streak; the next outcome of the endpoint announces it again (same event id)", "error", err)

@@ -377,7 +377,7 @@ func TestRecoveredAfterAnUnmarkedStreak(t *testing.T) {
 	store := NewStore(pool, testKeyring(t))
 	ep, err := store.CreateEndpoint(ctx, Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 	require.NoError(t, err)
-	rw := newResultWriter(pool, DisableRule{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	lg := newLedger(pool, DisableRule{}, 0)
 	at := time.Now().UTC().Truncate(time.Microsecond)
 	out := func(n int, ok bool) outcome {
 		o := outcome{job: job{deliveryID: fmt.Sprint("d", n), tenant: "acme", endpointID: ep.ID, event: events.Event{ID: fmt.Sprint("e", n), Type: "card.closed"}},
@@ -391,7 +391,7 @@ func TestRecoveredAfterAnUnmarkedStreak(t *testing.T) {
 		var a announcements
 		require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			var err error
-			a, err = rw.trackEndpoints(ctx, tx, batch)
+			a, err = lg.track(ctx, tx, batch)
 			return err
 		}))
 		return a.notices

@@ -80,7 +80,7 @@ func TestInsertSplitsAroundARefusedEvent(t *testing.T) {
 		ev := events.Event{ID: id, Tenant: "acme", Type: "card.closed", Seq: uint64(i + 1)}
 		items = append(items, fanoutItem{jobs: []job{{deliveryID: newID(), tenant: "acme", endpointID: "ep", event: ev, attempt: 1}}})
 	}
-	out := insertSplitting(context.Background(), b.pool, nil, items, time.Now(), time.Now().Add(time.Minute))
+	out := insertSplitting(context.Background(), b.svc.ledger, nil, items, time.Now(), time.Now().Add(time.Minute))
 	require.Len(t, out, len(items))
 	for i, r := range out {
 		if i == 6 {

@@ -2,12 +2,9 @@ package webhooker
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/pkg/events"
@@ -24,7 +21,7 @@ import (
 // large fan-out (recorded due, see fanout.recordShared) and no claim
 // expires while its delivery waits in a busy replica's memory.
 type scheduler struct {
-	pool    *pgxpool.Pool
+	ledger  *ledger // claims what is due
 	str     jetstream.Stream
 	queue   jobQueue
 	now     func() time.Time
@@ -59,77 +56,26 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 }
 
 // claimDue claims and submits the deliveries due at now, at most as many
-// as the dispatcher has room for, and returns how many and how many it
-// asked for. First it turns expired first-attempt claims into due rows
-// for the deliveries that still have no attempt; due rows whose delivery
-// is no longer pending (finished meanwhile, or pruned) are dropped.
+// as the dispatcher has room for (ledger.claimDue), and returns how many
+// and how many it asked for.
 func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	now := s.now()
 	// Held counts what waits for its outcome to be written too: a replica
 	// whose writes fall behind claims no more than it can finish.
 	limit := max(0, min(s.batch, s.queue.room(s.hold), s.hold-s.leases.len()))
-	type due struct {
-		id, tenant, endpoint string
-		seq                  int64
-		attempts             int
-		claimedBy            string // the replica whose claim ended; "" when none
-	}
-	var claimed []due
-	var live, stale []string
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `WITH expired AS (
-				DELETE FROM webhook.claims WHERE id IN (
-					SELECT id FROM webhook.claims WHERE claimed_until <= $1 ORDER BY claimed_until LIMIT 100 FOR UPDATE SKIP LOCKED)
-				RETURNING delivery_ids
-			)
-			INSERT INTO webhook.due (delivery_id, tenant, due_at)
-			SELECT d.id, d.tenant, $1 FROM expired, unnest(expired.delivery_ids) AS x(id) JOIN webhook.deliveries d ON d.id = x.id
-			WHERE d.status = 'pending' AND d.attempts = 0
-			ON CONFLICT (delivery_id) DO NOTHING`, now)
-		if err != nil {
-			return fmt.Errorf("expire claims: %w", err)
-		}
-		if limit == 0 {
-			return nil // busy: the others take what is due
-		}
-		rows, err := tx.Query(ctx, `SELECT u.delivery_id, coalesce(d.tenant, ''), coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1), coalesce(u.claimed_by, '')
-			FROM webhook.due u LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'
-			WHERE u.due_at <= $1 ORDER BY u.due_at LIMIT $2 FOR UPDATE OF u SKIP LOCKED`, now, limit)
-		if err != nil {
-			return err
-		}
-		claimed, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
-			var d due
-			err := r.Scan(&d.id, &d.tenant, &d.endpoint, &d.seq, &d.attempts, &d.claimedBy)
-			return d, err
-		})
-		if err != nil || len(claimed) == 0 {
-			return err
-		}
-		live, stale = nil, nil
-		for _, d := range claimed {
-			if d.attempts < 0 {
-				stale = append(stale, d.id)
-			} else {
-				live = append(live, d.id)
-			}
-		}
-		if len(stale) > 0 {
-			if _, err := tx.Exec(ctx, `DELETE FROM webhook.due WHERE delivery_id = ANY($1)`, stale); err != nil {
-				return fmt.Errorf("drop finished due rows: %w", err)
-			}
-		}
-		_, err = tx.Exec(ctx, `UPDATE webhook.due SET due_at = $2, claimed_by = $3 WHERE delivery_id = ANY($1)`, live, now.Add(s.claim), s.leases.owner)
-		return err
-	})
+	claimed, err := s.ledger.claimDue(ctx, now, now.Add(s.claim), s.leases.owner, limit)
 	if err != nil {
-		return 0, limit, fmt.Errorf("claim due deliveries: %w", err)
+		return 0, limit, err
+	}
+	live := make([]string, len(claimed))
+	for i, d := range claimed {
+		live[i] = d.id
 	}
 	// A due row still naming another replica was claimed by it and its
 	// claim ended without an outcome: it died, or could not renew.
 	takenOver := 0
 	for _, d := range claimed {
-		if d.attempts >= 0 && d.claimedBy != "" && d.claimedBy != s.leases.owner {
+		if d.claimedBy != "" && d.claimedBy != s.leases.owner {
 			takenOver++
 		}
 	}
@@ -150,7 +96,7 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	}
 	loaded := map[int64]loadedEvent{}
 	for _, d := range claimed {
-		if d.attempts < 0 || !fresh[d.id] { // finished, or already queued or running here
+		if !fresh[d.id] { // already queued or running here
 			continue
 		}
 		le, ok := loaded[d.seq]

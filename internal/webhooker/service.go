@@ -17,7 +17,6 @@ import (
 	"github.com/eventline/eventline/internal/consumerlag"
 	"github.com/eventline/eventline/internal/lifecycle"
 	"github.com/eventline/eventline/internal/observe"
-	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
@@ -122,6 +121,7 @@ type Service struct {
 	str       jetstream.Stream
 	registry  *Registry
 	store     *Store
+	ledger    *ledger
 	poster    Poster
 	publisher *events.Publisher
 	log       *slog.Logger
@@ -146,6 +146,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 		return nil, errors.New("webhooker: no secret key to seal webhook secrets with (Config.Secrets)")
 	}
 	store := NewStore(pool, cfg.Secrets)
+	store.ledger = newLedger(pool, cfg.Disable, cfg.FailingAfter)
 	// Rows from before sealing existed, or sealed with a rotated-out key,
 	// are sealed with the primary key before anything reads them.
 	if n, err := store.SealSecrets(ctx); err != nil {
@@ -163,7 +164,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, poster: poster, publisher: pub, log: log, metrics: m,
+	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: store.ledger, poster: poster, publisher: pub, log: log, metrics: m,
 		registry: NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
 	// After NATS reconnects, what the fan-out took before may come again
 	// as first deliveries (a restarted server loses unflushed consumer
@@ -203,7 +204,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	// Closed last (deferred first): the result writer and the fan-out's
 	// inserts queue operational events until they stop.
-	ann := newAnnouncer(s.pool, pub, s.log)
+	ann := newAnnouncer(s.ledger, pub, s.log)
 	go ann.run()
 	defer ann.close()
 	// Renewals have a connection of their own: they never wait for one
@@ -213,14 +214,14 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("open the claim renewals' connection: %w", err)
 	}
 	defer renewals.Close()
-	held := newLeases(renewals, s.cfg.Claim, s.cfg.Now, s.log)
-	rw := newResultWriter(s.pool, s.cfg.Disable, held, s.log, s.recordDisabled)
-	rw.failingAfter, rw.notify = s.cfg.FailingAfter, ann.notify
+	held := newLeases(s.ledger.on(renewals), s.cfg.Claim, s.cfg.Now, s.log)
+	rw := newResultWriter(s.ledger, held, s.log, s.recordDisabled)
+	rw.notify = ann.notify
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
-	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand, speed: speed,
-		userAgent: s.cfg.UserAgent, log: s.log, sentences: render.NewStore(s.pool), metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker"),
-		observe: func(_ job, d time.Duration) { s.metrics.firstAttemptDelay(d) }}
+	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand,
+		userAgent: s.cfg.UserAgent, log: s.log, sentences: render.NewStore(s.pool), observer: attemptMeter{metrics: s.metrics, speed: speed},
+		tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	// Attempts get their own context: on shutdown they finish (bounded by
 	// the HTTP timeout) and their outcomes are written.
 	attemptCtx, stopAttempts := context.WithCancel(context.WithoutCancel(ctx))
@@ -240,14 +241,14 @@ func (s *Service) Run(ctx context.Context) error {
 		return e.RateLimit
 	})
 	d.windows = pgRateWindows{s.pool}
-	sch := &scheduler{pool: s.pool, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, leases: held, batch: 500, hold: 2 * d.cfg.Workers,
+	sch := &scheduler{ledger: s.ledger, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, leases: held, batch: 500, hold: 2 * d.cfg.Workers,
 		log: s.log, metrics: s.metrics, poke: make(chan struct{}, 1)}
 	s.metrics.watchDispatcher(d)
 	s.mu.Lock()
 	s.dispatcher, s.scheduler, s.leases, s.announcer = d, sch, held, ann
 	s.mu.Unlock()
 
-	inserts := newInserts(s.pool, rw, held, s.cfg.Now, s.cfg.Claim)
+	inserts := newInserts(s.ledger, rw.announce, held, s.cfg.Now, s.cfg.Claim)
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
 	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, leases: held, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
@@ -292,6 +293,22 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	return runErr
 }
+
+// attemptMeter is the attempter's observer: the first-attempt delay and
+// each attempt's outcome go to the metrics, and how long each endpoint
+// took to answer to the speeds the fan-out's attempt-first reads.
+type attemptMeter struct {
+	metrics *Metrics // nil: none
+	speed   *endpointSpeed
+}
+
+func (m attemptMeter) firstAttempt(delay time.Duration) { m.metrics.firstAttemptDelay(delay) }
+
+func (m attemptMeter) answered(endpointID string, took time.Duration) {
+	m.speed.observe(endpointID, took)
+}
+
+func (m attemptMeter) attempted(outcome string) { m.metrics.attempt(outcome) }
 
 // leaseConfig is the configuration of the renewals' pool: pool's, with
 // one connection.
@@ -367,23 +384,5 @@ func (s *Service) retain(ctx context.Context) {
 // PruneLog deletes the attempts and finished deliveries older than the
 // retention and returns how many deliveries went.
 func (s *Service) PruneLog(ctx context.Context) (int64, error) {
-	cutoff := s.cfg.Now().Add(-s.cfg.Retention)
-	// Ids are UUIDv7: every delivery created before cutoff has an id below
-	// the first id of cutoff's millisecond.
-	n, err := postgres.DeleteInBatches(ctx, s.pool, 5000, `WITH old AS (
-			SELECT id FROM webhook.deliveries WHERE id < $1 AND created_at < $2 AND status <> 'pending' ORDER BY id LIMIT 5000
-		), gone AS (
-			DELETE FROM webhook.attempts a USING old WHERE a.delivery_id = old.id
-		)
-		DELETE FROM webhook.deliveries d USING old WHERE d.id = old.id`, uuidV7Floor(cutoff), cutoff)
-	if err != nil {
-		return n, fmt.Errorf("prune deliveries: %w", err)
-	}
-	return n, nil
-}
-
-// uuidV7Floor is the smallest UUIDv7 of t's millisecond, as text.
-func uuidV7Floor(t time.Time) string {
-	ms := uint64(t.UnixMilli())
-	return fmt.Sprintf("%08x-%04x-7000-8000-000000000000", ms>>16, ms&0xffff)
+	return s.ledger.prune(ctx, s.cfg.Now().Add(-s.cfg.Retention))
 }

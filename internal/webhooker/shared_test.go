@@ -32,7 +32,7 @@ func TestSharedFanoutIsDueForAnyReplica(t *testing.T) {
 		jobs = append(jobs, job{deliveryID: newID(), tenant: ev.Tenant, endpointID: id, event: ev, attempt: 1})
 	}
 	recordedAt := b.clock.Now()
-	created, err := insertDeliveries(ctx, b.pool, nil, []fanoutItem{{jobs: jobs, shared: true}}, recordedAt, recordedAt.Add(time.Minute))
+	created, _, err := b.svc.ledger.record(ctx, []fanoutItem{{jobs: jobs, shared: true}}, recordedAt, recordedAt.Add(time.Minute))
 	require.NoError(t, err)
 	require.Len(t, created[0], 3)
 	var claims int

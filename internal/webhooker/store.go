@@ -25,11 +25,14 @@ import (
 type Store struct {
 	pool *pgxpool.Pool
 	keys *secretbox.Keyring
+	// ledger writes the deliveries the tenants retry and resend; the
+	// Service's own once NewService made the Store.
+	ledger *ledger
 }
 
 // NewStore returns a Store over pool sealing secrets with keys.
 func NewStore(pool *pgxpool.Pool, keys *secretbox.Keyring) *Store {
-	return &Store{pool: pool, keys: keys}
+	return &Store{pool: pool, keys: keys, ledger: newLedger(pool, DisableRule{}, 0)}
 }
 
 // ErrNotFound means no such endpoint or delivery for the tenant.
@@ -424,154 +427,6 @@ type job struct {
 	// claim is the webhook.claims row that lists the delivery while this
 	// replica holds it (recorded claimed); 0: none (leases).
 	claim int64
-}
-
-// fanoutItem is the deliveries of one event to record: jobs, one per
-// matching endpoint, and the outcomes of the first attempts already made
-// (attempt first, see fanout.attemptFirst).
-type fanoutItem struct {
-	jobs []job
-	done []outcome
-	// shared: the jobs without an outcome are recorded due now for any
-	// replica to claim (fanout.recordShared), not claimed by this one.
-	shared bool
-}
-
-// insertDeliveries records one delivery per job of a batch of events in
-// one statement, skipping those that exist (a redelivered event). A job
-// with an outcome in done is written finished, or pending with its retry
-// due (webhook.due), with its attempt logged; a job without one is claimed
-// for this replica until claimUntil: one webhook.claims row per tenant
-// lists them, and the scheduler makes those still without an attempt due
-// once the claim ends (the replica died, or let them go: leases). The jobs of a shared item are
-// instead due at now, claimed by no one, for any replica's scheduler. Outcomes also move their
-// endpoints' failure trackers (rw.trackEndpoints) in the same transaction.
-// It returns, per item, the jobs it created without an outcome, each
-// claimed one naming its webhook.claims row (job.claim).
-func insertDeliveries(ctx context.Context, pool *pgxpool.Pool, rw *resultWriter, items []fanoutItem, now, claimUntil time.Time) ([][]job, error) {
-	var ids, eps, tenants, eventIDs, types, status []string
-	var seqs []int64
-	var attempts []int32
-	var next, last []*time.Time
-	var done []outcome
-	outcomes := map[string]int{} // delivery id -> index in done
-	for _, it := range items {
-		for _, o := range it.done {
-			outcomes[o.job.deliveryID] = len(done)
-			done = append(done, o)
-		}
-	}
-	attempted := newAttemptRows(done)
-	for _, it := range items {
-		unattempted := &claimUntil
-		if it.shared {
-			unattempted = &now
-		}
-		for _, j := range it.jobs {
-			ids, eps, tenants, eventIDs, types = append(ids, j.deliveryID), append(eps, j.endpointID), append(tenants, j.tenant), append(eventIDs, j.event.ID), append(types, j.event.Type)
-			seqs = append(seqs, int64(j.event.Seq))
-			if k, ok := outcomes[j.deliveryID]; ok {
-				status, attempts = append(status, attempted.status[k]), append(attempts, attempted.n[k])
-				next, last = append(next, attempted.next[k]), append(last, &attempted.at[k])
-				continue
-			}
-			status, attempts, next, last = append(status, string(StatusPending)), append(attempts, 0), append(next, unattempted), append(last, nil)
-		}
-	}
-	out := make([][]job, len(items))
-	if len(ids) == 0 {
-		return out, nil
-	}
-	// Only successes (the usual case): their endpoints' failure trackers
-	// are cleared inside the statement, and one statement needs no
-	// transaction. A failure needs the tracker logic (trackEndpoints).
-	// Operational events' deliveries move no tracker (trackedOutcomes).
-	healthy, allSucceeded := succeededEndpoints(trackedOutcomes(done))
-	var created map[string]int64 // delivery id -> its webhook.claims row (0: not claimed)
-	var disabled announcements
-	record := func(q querier) error {
-		rows, err := q.Query(ctx, `WITH d AS (
-				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, last_attempt_at)
-				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
-				ON CONFLICT (endpoint_id, event_id) DO NOTHING
-				RETURNING id, tenant, status, attempts, next_attempt_at
-			), c AS (
-				INSERT INTO webhook.claims (tenant, claimed_until, delivery_ids)
-				SELECT tenant, $11, array_agg(id) FROM d WHERE attempts = 0 AND next_attempt_at = $11 GROUP BY tenant
-				RETURNING id, tenant
-			), r AS (
-				-- retries of attempted deliveries, and shared ones (due before $11)
-				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next_attempt_at FROM d
-				WHERE status = 'pending' AND (attempts > 0 OR next_attempt_at <> $11)
-			), a AS (
-				INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
-				SELECT o.* FROM unnest($12::text[], $13::int[], $14::text[], $15::text[], $16::timestamptz[], $17::int[], $18::int[], $19::text[], $20::text[], $21::text[])
-					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
-				WHERE o.id IN (SELECT id FROM d)
-			), h AS (
-				-- the ended streak is kept to announce its end (results.go endedStreak)
-				UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL,
-					failing_announced = `+endedStreak("$23")+`
-				WHERE id = ANY($22) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
-				RETURNING tenant, id, failing_announced
-			)
-			SELECT d.id, coalesce(c.id, 0), NULL::text, NULL::timestamptz FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
-			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
-			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
-			healthy, rw.streakLength())
-		if err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
-		}
-		created = map[string]int64{}
-		var id string
-		var claim int64
-		var recoveredTenant *string
-		var announced *time.Time
-		if _, err := pgx.ForEachRow(rows, []any{&id, &claim, &recoveredTenant, &announced}, func() error {
-			if recoveredTenant != nil && announced != nil { // a row of h: an announced streak ended
-				disabled.notices = append(disabled.notices, recovered(*recoveredTenant, id, *announced))
-			} else {
-				created[id] = claim
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
-		}
-		if allSucceeded {
-			return nil
-		}
-		var logged []outcome
-		for _, o := range done {
-			if _, ok := created[o.job.deliveryID]; ok {
-				logged = append(logged, o)
-			}
-		}
-		if len(logged) == 0 {
-			return nil
-		}
-		disabled, err = rw.trackEndpoints(ctx, q.(pgx.Tx), logged)
-		return err
-	}
-	var err error
-	if allSucceeded {
-		err = record(pool) // one statement: no transaction needed
-	} else {
-		err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return record(tx) })
-	}
-	if err != nil {
-		return nil, err
-	}
-	rw.announce(ctx, disabled)
-	for i, it := range items {
-		for _, j := range it.jobs {
-			claim, ok := created[j.deliveryID]
-			if _, attempted := outcomes[j.deliveryID]; !attempted && ok {
-				j.claim = claim
-				out[i] = append(out[i], j)
-			}
-		}
-	}
-	return out, nil
 }
 
 // newID returns a time-ordered id (UUIDv7) for endpoints and deliveries.

@@ -1,0 +1,691 @@
+package webhooker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// ledger is the only code that writes the webhook delivery tables:
+// webhook.deliveries, webhook.attempts, webhook.due, webhook.claims, and
+// the failure tracker of webhook.endpoints (consecutive_failures,
+// failing_since, failing_announced, and enabled when the tracker disables
+// an endpoint). The parts that decide when to write — the fan-out's group
+// commit, the result writer's batches, the scheduler's ticks, the leases'
+// renewals, the API — call its methods, each one statement or one
+// transaction, and act on what it returns: the jobs it created, the rows
+// it claimed or renewed, and the announcements of committed outcomes
+// (disabled endpoints, operational events), which it never sends itself.
+//
+// It keeps the tracker's settings: how many consecutive failures make a
+// failing streak, and the rule that disables an endpoint (DisableRule).
+type ledger struct {
+	pool    *pgxpool.Pool
+	disable DisableRule
+	// failingAfter consecutive failed attempts make a failing streak,
+	// announced with the other operational events (docs/webhooks.md
+	// "Operational events").
+	failingAfter int
+}
+
+// newLedger returns the ledger over pool; a zero rule takes the
+// DisableRule defaults, failingAfter <= 0 DefaultFailingAfter.
+func newLedger(pool *pgxpool.Pool, rule DisableRule, failingAfter int) *ledger {
+	if failingAfter <= 0 {
+		failingAfter = DefaultFailingAfter
+	}
+	return &ledger{pool: pool, disable: rule.withDefaults(), failingAfter: failingAfter}
+}
+
+// on is the same ledger writing through pool (the leases' renewals have a
+// connection of their own, docs/architecture.md §16).
+func (l *ledger) on(pool *pgxpool.Pool) *ledger {
+	c := *l
+	c.pool = pool
+	return &c
+}
+
+// fanoutItem is the deliveries of one event to record: jobs, one per
+// matching endpoint, and the outcomes of the first attempts already made
+// (attempt first, see fanout.attemptFirst).
+type fanoutItem struct {
+	jobs []job
+	done []outcome
+	// shared: the jobs without an outcome are recorded due now for any
+	// replica to claim (fanout.recordShared), not claimed by this one.
+	shared bool
+}
+
+// record records one delivery per job of a batch of events in one
+// statement, skipping those that exist (a redelivered event). A job with
+// an outcome in done is written finished, or pending with its retry due
+// (webhook.due), with its attempt logged; a job without one is claimed
+// for this replica until claimUntil: one webhook.claims row per tenant
+// lists them, and the scheduler makes those still without an attempt due
+// once the claim ends (the replica died, or let them go: leases). The
+// jobs of a shared item are instead due at now, claimed by no one, for
+// any replica's scheduler. Outcomes also move their endpoints' failure
+// trackers (track) in the same transaction.
+//
+// It returns, per item, the jobs it created without an outcome, each
+// claimed one naming its webhook.claims row (job.claim), and what the
+// committed outcomes announce, for the caller to act on.
+func (l *ledger) record(ctx context.Context, items []fanoutItem, now, claimUntil time.Time) ([][]job, announcements, error) {
+	var ids, eps, tenants, eventIDs, types, status []string
+	var seqs []int64
+	var attempts []int32
+	var next, last []*time.Time
+	var done []outcome
+	outcomes := map[string]int{} // delivery id -> index in done
+	for _, it := range items {
+		for _, o := range it.done {
+			outcomes[o.job.deliveryID] = len(done)
+			done = append(done, o)
+		}
+	}
+	attempted := newAttemptRows(done)
+	for _, it := range items {
+		unattempted := &claimUntil
+		if it.shared {
+			unattempted = &now
+		}
+		for _, j := range it.jobs {
+			ids, eps, tenants, eventIDs, types = append(ids, j.deliveryID), append(eps, j.endpointID), append(tenants, j.tenant), append(eventIDs, j.event.ID), append(types, j.event.Type)
+			seqs = append(seqs, int64(j.event.Seq))
+			if k, ok := outcomes[j.deliveryID]; ok {
+				status, attempts = append(status, attempted.status[k]), append(attempts, attempted.n[k])
+				next, last = append(next, attempted.next[k]), append(last, &attempted.at[k])
+				continue
+			}
+			status, attempts, next, last = append(status, string(StatusPending)), append(attempts, 0), append(next, unattempted), append(last, nil)
+		}
+	}
+	out := make([][]job, len(items))
+	if len(ids) == 0 {
+		return out, announcements{}, nil
+	}
+	// Only successes (the usual case): their endpoints' failure trackers
+	// are cleared inside the statement, and one statement needs no
+	// transaction. A failure needs the tracker logic (track).
+	// Operational events' deliveries move no tracker (trackedOutcomes).
+	healthy, allSucceeded := succeededEndpoints(trackedOutcomes(done))
+	var created map[string]int64 // delivery id -> its webhook.claims row (0: not claimed)
+	var disabled announcements
+	record := func(q querier) error {
+		rows, err := q.Query(ctx, `WITH d AS (
+				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, last_attempt_at)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
+				ON CONFLICT (endpoint_id, event_id) DO NOTHING
+				RETURNING id, tenant, status, attempts, next_attempt_at
+			), c AS (
+				INSERT INTO webhook.claims (tenant, claimed_until, delivery_ids)
+				SELECT tenant, $11, array_agg(id) FROM d WHERE attempts = 0 AND next_attempt_at = $11 GROUP BY tenant
+				RETURNING id, tenant
+			), r AS (
+				-- retries of attempted deliveries, and shared ones (due before $11)
+				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next_attempt_at FROM d
+				WHERE status = 'pending' AND (attempts > 0 OR next_attempt_at <> $11)
+			), a AS (
+				INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
+				SELECT o.* FROM unnest($12::text[], $13::int[], $14::text[], $15::text[], $16::timestamptz[], $17::int[], $18::int[], $19::text[], $20::text[], $21::text[])
+					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
+				WHERE o.id IN (SELECT id FROM d)
+			), h AS (
+				-- the ended streak is kept to announce its end (endedStreak)
+				`+resetTrackers("$22", "$23")+`
+			)
+			SELECT d.id, coalesce(c.id, 0), NULL::text, NULL::timestamptz FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
+			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
+			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
+			healthy, l.failingAfter)
+		if err != nil {
+			return fmt.Errorf("insert deliveries: %w", err)
+		}
+		created = map[string]int64{}
+		var id string
+		var claim int64
+		var recoveredTenant *string
+		var announced *time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&id, &claim, &recoveredTenant, &announced}, func() error {
+			if recoveredTenant != nil && announced != nil { // a row of h: an announced streak ended
+				disabled.notices = append(disabled.notices, recovered(*recoveredTenant, id, *announced))
+			} else {
+				created[id] = claim
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("insert deliveries: %w", err)
+		}
+		if allSucceeded {
+			return nil
+		}
+		var logged []outcome
+		for _, o := range done {
+			if _, ok := created[o.job.deliveryID]; ok {
+				logged = append(logged, o)
+			}
+		}
+		if len(logged) == 0 {
+			return nil
+		}
+		disabled, err = l.track(ctx, q.(pgx.Tx), logged)
+		return err
+	}
+	var err error
+	if allSucceeded {
+		err = record(l.pool) // one statement: no transaction needed
+	} else {
+		err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error { return record(tx) })
+	}
+	if err != nil {
+		return nil, announcements{}, err
+	}
+	for i, it := range items {
+		for _, j := range it.jobs {
+			claim, ok := created[j.deliveryID]
+			if _, attempted := outcomes[j.deliveryID]; !attempted && ok {
+				j.claim = claim
+				out[i] = append(out[i], j)
+			}
+		}
+	}
+	return out, disabled, nil
+}
+
+// attemptRows is a batch of outcomes as the column arrays of the
+// statements that log them (unnest).
+type attemptRows struct {
+	ids, status, tenants, endpoints []string
+	class, errs, resp               []*string
+	n, dur                          []int32
+	code                            []*int32
+	at                              []time.Time
+	next                            []*time.Time // a retry's time; nil when finished
+	scheduled                       []bool
+}
+
+func newAttemptRows(batch []outcome) attemptRows {
+	n := len(batch)
+	r := attemptRows{ids: make([]string, n), status: make([]string, n), tenants: make([]string, n), endpoints: make([]string, n),
+		class: make([]*string, n), errs: make([]*string, n), resp: make([]*string, n), n: make([]int32, n), dur: make([]int32, n),
+		code: make([]*int32, n), at: make([]time.Time, n), next: make([]*time.Time, n), scheduled: make([]bool, n)}
+	for i, o := range batch {
+		a := o.attempt
+		r.ids[i], r.tenants[i], r.endpoints[i], r.n[i], r.at[i], r.dur[i] = o.job.deliveryID, o.job.tenant, o.job.endpointID, int32(a.N), a.At, int32(a.DurationMS)
+		r.scheduled[i] = o.job.scheduled
+		if a.StatusCode != 0 {
+			c := int32(a.StatusCode)
+			r.code[i] = &c
+		}
+		r.class[i], r.errs[i], r.resp[i] = nilIfBlank(a.ErrorClass), nilIfBlank(a.Error), nilIfBlank(a.Response)
+		st := o.status()
+		r.status[i] = string(st)
+		if st == StatusPending {
+			next := o.finishedAt.Add(o.retryIn)
+			r.next[i] = &next
+		}
+	}
+	return r
+}
+
+func nilIfBlank(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// logOutcomes logs a batch of outcomes of recorded deliveries in one
+// transaction and moves their endpoints' failure trackers (track). It
+// returns what the committed batch announces, for the caller to act on.
+func (l *ledger) logOutcomes(ctx context.Context, batch []outcome) (announcements, error) {
+	r := newAttemptRows(batch)
+	var disabled announcements
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		// One statement: log the attempts, move the deliveries (a HOT
+		// update: no index of webhook.deliveries names these columns), and
+		// keep webhook.due in step — a retry is due at its time; a finished
+		// delivery taken from webhook.due leaves it. The attempts guard
+		// makes a late outcome of an earlier attempt change nothing.
+		_, err := tx.Exec(ctx, `WITH o AS (
+				SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],
+					$11::text[], $12::timestamptz[], $13::bool[])
+					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response, status, next, scheduled)
+			), a AS (
+				INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
+				SELECT id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response FROM o
+				ON CONFLICT DO NOTHING
+			), u AS (
+				UPDATE webhook.deliveries d SET status = o.status, attempts = o.n, next_attempt_at = o.next, last_attempt_at = o.at
+				FROM o WHERE d.id = o.id AND d.attempts < o.n
+				RETURNING d.id, d.tenant, o.status, o.next, o.scheduled
+			), r AS (
+				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next FROM u WHERE status = 'pending'
+				ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at, claimed_by = NULL
+			)
+			DELETE FROM webhook.due x USING u WHERE x.delivery_id = u.id AND u.status <> 'pending' AND u.scheduled`,
+			r.ids, r.n, r.tenants, r.endpoints, r.at, r.dur, r.code, r.class, r.errs, r.resp, r.status, r.next, r.scheduled)
+		if err != nil {
+			return fmt.Errorf("log attempts: %w", err)
+		}
+		disabled, err = l.track(ctx, tx, batch)
+		return err
+	})
+	if err != nil {
+		return announcements{}, err
+	}
+	return disabled, nil
+}
+
+// succeededEndpoints returns the endpoints of batch when every outcome in
+// it is a success, whose failure trackers are then simply cleared; ok is
+// false when one is not (track).
+func succeededEndpoints(batch []outcome) (ids []string, ok bool) {
+	seen := map[string]bool{}
+	for _, o := range batch {
+		if !o.succeeded {
+			return nil, false
+		}
+		if !seen[o.job.endpointID] {
+			seen[o.job.endpointID] = true
+			ids = append(ids, o.job.endpointID)
+		}
+	}
+	return ids, true
+}
+
+type disabledEndpoint struct{ tenant, id, reason string }
+
+// announcements are what a batch of outcomes announces once it is
+// committed: the endpoints it disabled, and the other operational events.
+// The ledger returns them; the caller acts on them (resultWriter.announce).
+type announcements struct {
+	disabled []disabledEndpoint
+	notices  []notice
+}
+
+// endedStreak is what webhook.endpoints.failing_announced becomes when a
+// success ends the endpoint's streak (failingAfter names the statement's
+// parameter holding it, "$2"): the streak ending if it reached
+// failingAfter — announced, or its attempt_failing still queued, so a
+// success right after it still announces its end — else the streak
+// remembered before (its end not announced yet). The SET expression reads
+// the row as it was before the update.
+func endedStreak(failingAfter string) string {
+	return `CASE WHEN consecutive_failures >= ` + failingAfter + ` AND failing_since IS NOT NULL THEN failing_since ELSE failing_announced END`
+}
+
+// resetTrackers is the statement that clears the failure trackers of the
+// endpoints whose ids are in the parameter ids, touching only rows that
+// have something to clear, and returns the tenant, id and
+// failing_announced of each: a success ends the streak, and one that was
+// announced, or reached failingAfter (the parameter holding it; its
+// announcement may still be queued), is kept in failing_announced until
+// its end is announced (endedStreak). record runs it as a CTE next to its
+// inserts, track on its own.
+func resetTrackers(ids, failingAfter string) string {
+	return `UPDATE webhook.endpoints SET consecutive_failures = 0, failing_since = NULL,
+			failing_announced = ` + endedStreak(failingAfter) + `
+		WHERE id = ANY(` + ids + `) AND (consecutive_failures <> 0 OR failing_since IS NOT NULL OR failing_announced IS NOT NULL)
+		RETURNING tenant, id, failing_announced`
+}
+
+// recovered is the notice of an endpoint's announced failing streak,
+// started at since, ended by a success.
+func recovered(tenant, endpointID string, since time.Time) notice {
+	return notice{typ: TypeRecovered, tenant: tenant, endpointID: endpointID, since: since}
+}
+
+type endpointTally struct {
+	tenant        string
+	reset         bool      // a success in this batch
+	failuresAfter int       // failures after the last success (or all)
+	firstFailure  time.Time // first of those
+	gone          bool
+	lastClass     string // of the latest failure
+}
+
+// track moves the failure trackers of the batch's endpoints in tx: a
+// success clears them, failures add up, and an endpoint that answered 410
+// or meets the disable rule (DisableRule.verdict) is disabled. It returns
+// the endpoints it disabled and the operational events of the batch, to
+// announce once tx commits: a failing streak that reached failingAfter
+// and was not announced yet, the end of one that was, and each delivery
+// that ran out of retries. Outcomes of operational events' deliveries are
+// left out (trackedOutcomes).
+func (l *ledger) track(ctx context.Context, tx pgx.Tx, batch []outcome) (announcements, error) {
+	var out announcements
+	if batch = trackedOutcomes(batch); len(batch) == 0 {
+		return out, nil
+	}
+	tallies := map[string]*endpointTally{}
+	for _, o := range batch {
+		t := tallies[o.job.endpointID]
+		if t == nil {
+			t = &endpointTally{tenant: o.job.tenant}
+			tallies[o.job.endpointID] = t
+		}
+		if o.succeeded {
+			t.reset, t.failuresAfter, t.firstFailure = true, 0, time.Time{}
+		} else {
+			if t.failuresAfter == 0 {
+				t.firstFailure = o.attempt.At
+			}
+			t.failuresAfter++
+			t.lastClass = o.attempt.ErrorClass
+		}
+		t.gone = t.gone || o.gone
+	}
+	// Endpoints that only succeeded: one statement, touching only rows
+	// that have failures to clear (normally none).
+	var healthy []string
+	for id, t := range tallies {
+		if t.reset && t.failuresAfter == 0 && !t.gone {
+			healthy = append(healthy, id)
+			delete(tallies, id)
+		}
+	}
+	if len(healthy) > 0 {
+		// A success ends the streak; one that was announced, or reached
+		// failingAfter (its announcement may still be queued), is kept in
+		// failing_announced until its end is announced (recovered).
+		rows, err := tx.Query(ctx, resetTrackers("$1", "$2"), healthy, l.failingAfter)
+		if err != nil {
+			return out, fmt.Errorf("reset endpoint failures: %w", err)
+		}
+		var tenant, id string
+		var announced *time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&tenant, &id, &announced}, func() error {
+			if announced != nil {
+				out.notices = append(out.notices, recovered(tenant, id, *announced))
+			}
+			return nil
+		}); err != nil {
+			return out, fmt.Errorf("reset endpoint failures: %w", err)
+		}
+	}
+	for id, t := range tallies {
+		var failures int
+		var since, announced *time.Time
+		var enabled bool
+		err := tx.QueryRow(ctx, `UPDATE webhook.endpoints SET
+				consecutive_failures = CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END,
+				failing_since = CASE WHEN $4 = 0 THEN NULL WHEN $3 OR failing_since IS NULL THEN $5 ELSE failing_since END,
+				failing_announced = CASE WHEN $3 THEN `+endedStreak("$6")+` ELSE failing_announced END
+			WHERE tenant = $1 AND id = $2
+			RETURNING consecutive_failures, failing_since, enabled, failing_announced`,
+			t.tenant, id, t.reset, t.failuresAfter, t.firstFailure, l.failingAfter).Scan(&failures, &since, &enabled, &announced)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("track endpoint failures: %w", err)
+		}
+		// A success in the batch ended the announced streak (a streak
+		// after it has a later first failure).
+		if t.reset && announced != nil && (since == nil || !since.Equal(*announced)) {
+			out.notices = append(out.notices, recovered(t.tenant, id, *announced))
+		}
+		if enabled && since != nil && failures >= l.failingAfter && (announced == nil || !announced.Equal(*since)) {
+			out.notices = append(out.notices, notice{typ: TypeAttemptFailing, tenant: t.tenant, endpointID: id, since: *since, failures: failures,
+				lastErrorClass: t.lastClass})
+		}
+		v := l.disable.verdict(trackerState{enabled: enabled, gone: t.gone, failures: failures, since: since, at: batch[len(batch)-1].finishedAt})
+		if v.disable {
+			if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET enabled = false, disabled_reason = $3, updated_at = now(),
+					change_seq = nextval('webhook.endpoint_changes') WHERE tenant = $1 AND id = $2`, t.tenant, id, v.reason); err != nil {
+				return out, fmt.Errorf("disable endpoint: %w", err)
+			}
+			out.disabled = append(out.disabled, disabledEndpoint{t.tenant, id, v.reason})
+		}
+	}
+	for _, o := range batch {
+		if o.exhausted() {
+			out.notices = append(out.notices, notice{typ: TypeAttemptExhausted, tenant: o.job.tenant, endpointID: o.job.endpointID,
+				deliveryID: o.job.deliveryID, eventID: o.job.event.ID, eventType: o.job.event.Type, attempts: o.attempt.N, lastErrorClass: o.attempt.ErrorClass})
+		}
+	}
+	return out, nil
+}
+
+// markFailingAnnounced remembers that the endpoint's failing streak
+// started at since was announced (its webhook.attempt_failing appended),
+// only while that streak goes on: one that ended since stays unannounced,
+// and its end is then not announced either.
+func (l *ledger) markFailingAnnounced(ctx context.Context, endpointID string, since time.Time) error {
+	_, err := l.pool.Exec(ctx, `UPDATE webhook.endpoints SET failing_announced = $2 WHERE id = $1 AND failing_since = $2`, endpointID, since)
+	return err
+}
+
+// markRecoveryAnnounced forgets the endpoint's announced failing streak
+// started at since once its end (webhook.recovered) was appended.
+func (l *ledger) markRecoveryAnnounced(ctx context.Context, endpointID string, since time.Time) error {
+	_, err := l.pool.Exec(ctx, `UPDATE webhook.endpoints SET failing_announced = NULL WHERE id = $1 AND failing_announced = $2`, endpointID, since)
+	return err
+}
+
+// dueDelivery is a delivery the scheduler claimed from webhook.due.
+type dueDelivery struct {
+	id, tenant, endpoint string
+	seq                  int64
+	attempts             int
+	claimedBy            string // the replica whose claim ended; "" when none
+}
+
+// claimDue claims for owner, until until, at most limit deliveries due at
+// now, with FOR UPDATE SKIP LOCKED so replicas never take the same one,
+// and returns them. First it turns expired claims into due rows
+// (expireClaims), also when limit is 0 (busy: the others take what is
+// due); due rows whose delivery is no longer pending (finished meanwhile,
+// or pruned) are dropped, not returned. One transaction.
+func (l *ledger) claimDue(ctx context.Context, now, until time.Time, owner string, limit int) ([]dueDelivery, error) {
+	var live []dueDelivery
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		if err := expireClaims(ctx, tx, now); err != nil {
+			return err
+		}
+		if limit == 0 {
+			return nil // busy: the others take what is due
+		}
+		rows, err := tx.Query(ctx, `SELECT u.delivery_id, coalesce(d.tenant, ''), coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1), coalesce(u.claimed_by, '')
+			FROM webhook.due u LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'
+			WHERE u.due_at <= $1 ORDER BY u.due_at LIMIT $2 FOR UPDATE OF u SKIP LOCKED`, now, limit)
+		if err != nil {
+			return err
+		}
+		claimed, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueDelivery, error) {
+			var d dueDelivery
+			err := r.Scan(&d.id, &d.tenant, &d.endpoint, &d.seq, &d.attempts, &d.claimedBy)
+			return d, err
+		})
+		live = nil
+		if err != nil || len(claimed) == 0 {
+			return err
+		}
+		var liveIDs, stale []string
+		for _, d := range claimed {
+			if d.attempts < 0 {
+				stale = append(stale, d.id)
+			} else {
+				liveIDs = append(liveIDs, d.id)
+				live = append(live, d)
+			}
+		}
+		if len(stale) > 0 {
+			if _, err := tx.Exec(ctx, `DELETE FROM webhook.due WHERE delivery_id = ANY($1)`, stale); err != nil {
+				return fmt.Errorf("drop finished due rows: %w", err)
+			}
+		}
+		_, err = tx.Exec(ctx, `UPDATE webhook.due SET due_at = $2, claimed_by = $3 WHERE delivery_id = ANY($1)`, liveIDs, until, owner)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim due deliveries: %w", err)
+	}
+	return live, nil
+}
+
+// expireClaims turns expired first-attempt claims (webhook.claims rows
+// ended by now) into due rows for the deliveries that still have no
+// attempt, at most 100 claims rows a call, in tx.
+func expireClaims(ctx context.Context, tx pgx.Tx, now time.Time) error {
+	_, err := tx.Exec(ctx, `WITH expired AS (
+			DELETE FROM webhook.claims WHERE id IN (
+				SELECT id FROM webhook.claims WHERE claimed_until <= $1 ORDER BY claimed_until LIMIT 100 FOR UPDATE SKIP LOCKED)
+			RETURNING delivery_ids
+		)
+		INSERT INTO webhook.due (delivery_id, tenant, due_at)
+		SELECT d.id, d.tenant, $1 FROM expired, unnest(expired.delivery_ids) AS x(id) JOIN webhook.deliveries d ON d.id = x.id
+		WHERE d.status = 'pending' AND d.attempts = 0
+		ON CONFLICT (delivery_id) DO NOTHING`, now)
+	if err != nil {
+		return fmt.Errorf("expire claims: %w", err)
+	}
+	return nil
+}
+
+// renewal is one renewal of a replica's claims (leases.extend).
+type renewal struct {
+	due   []string // deliveries held through their webhook.due row
+	rows  []int64  // webhook.claims rows with deliveries still held
+	ended []int64  // webhook.claims rows with nothing held any more: ended at now
+	now   time.Time
+	until time.Time // the new end of the claims of due and rows
+	owner string    // this replica, in webhook.due.claimed_by
+	// giveBack clears the due rows' claimer (given back, not lapsed).
+	giveBack bool
+}
+
+// renewed is what Postgres confirmed renewed: the due rows it found still
+// claimed by the owner, and the claims rows.
+type renewed struct {
+	due  []string
+	rows map[int64]bool
+}
+
+// renew moves the end of the claims in r to r.until and ends r.ended, in
+// one statement. A due row renews only while it still names r.owner: an
+// outcome that scheduled a retry cleared it, and another replica that took
+// it after the claim ended named itself.
+func (l *ledger) renew(ctx context.Context, r renewal) (renewed, error) {
+	var claimer *string
+	if !r.giveBack {
+		claimer = &r.owner
+	}
+	// A renewal waits for no lock (SKIP LOCKED): a row locked by another
+	// transaction is being written by this replica's outcome writer (its
+	// outcome is in, it needs no renewal) or claimed by a scheduler after
+	// the claim ended (too late to renew). Waiting instead deadlocked
+	// with outcome writes that lock the same due rows in another order,
+	// and failed renewals let claims lapse (docs/architecture.md §16).
+	res, err := l.pool.Query(ctx, `WITH d AS (
+			UPDATE webhook.due SET due_at = $3, claimed_by = $7 WHERE delivery_id IN (
+				SELECT delivery_id FROM webhook.due WHERE delivery_id = ANY($1) AND claimed_by = $4 FOR UPDATE SKIP LOCKED)
+			RETURNING delivery_id
+		), c AS (
+			UPDATE webhook.claims SET claimed_until = $3 WHERE id IN (SELECT id FROM webhook.claims WHERE id = ANY($2) FOR UPDATE SKIP LOCKED)
+			RETURNING id
+		), e AS (
+			UPDATE webhook.claims SET claimed_until = $5 WHERE id IN (SELECT id FROM webhook.claims WHERE id = ANY($6) FOR UPDATE SKIP LOCKED)
+		)
+		SELECT delivery_id, 0::bigint FROM d UNION ALL SELECT '', id FROM c`,
+		r.due, r.rows, r.until, r.owner, r.now, r.ended, claimer)
+	out := renewed{rows: map[int64]bool{}}
+	if err == nil {
+		var id string
+		var row int64
+		_, err = pgx.ForEachRow(res, []any{&id, &row}, func() error {
+			if row == 0 {
+				out.due = append(out.due, id)
+			} else {
+				out.rows[row] = true
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return renewed{}, fmt.Errorf("renew claims: %w", err)
+	}
+	return out, nil
+}
+
+// retry makes a delivery pending and due now, whatever its state; it
+// keeps its webhook-id (the event id). It runs as the tenant.
+func (l *ledger) retry(ctx context.Context, tenant, id string, now time.Time) error {
+	return postgres.TenantTx(ctx, l.pool, tenant, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `WITH d AS (
+				UPDATE webhook.deliveries SET status = 'pending', next_attempt_at = $3 WHERE tenant = $1 AND id = $2 RETURNING id, tenant
+			)
+			INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, $3 FROM d
+			ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at`, tenant, id, now)
+		if err != nil {
+			return fmt.Errorf("retry delivery: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
+// resend makes deliveries of the events to the endpoint due now: new ones
+// are created, existing ones are sent again. It returns how many. It runs
+// as the endpoint's tenant.
+func (l *ledger) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (n int, err error) {
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	ids, eventIDs, types := make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
+	seqs := make([]int64, len(evs))
+	for i, e := range evs {
+		ids[i] = newID()
+		eventIDs[i], types[i], seqs[i] = e.ID, e.Type, int64(e.Seq)
+	}
+	err = postgres.TenantTx(ctx, l.pool, ep.Tenant, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `WITH d AS (
+				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
+				SELECT d.id, $5, $6, d.event_id, d.seq, d.type, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d(id, event_id, seq, type)
+				ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = excluded.next_attempt_at
+				RETURNING id, tenant
+			)
+			INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, $7 FROM d
+			ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at`,
+			ids, eventIDs, seqs, types, ep.Tenant, ep.ID, now)
+		if err != nil {
+			return fmt.Errorf("schedule replay: %w", err)
+		}
+		n = int(tag.RowsAffected())
+		return nil
+	})
+	return n, err
+}
+
+// prune deletes the attempts and finished deliveries created before
+// cutoff, in batches, and returns how many deliveries went.
+func (l *ledger) prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	// Ids are UUIDv7: every delivery created before cutoff has an id below
+	// the first id of cutoff's millisecond.
+	n, err := postgres.DeleteInBatches(ctx, l.pool, 5000, `WITH old AS (
+			SELECT id FROM webhook.deliveries WHERE id < $1 AND created_at < $2 AND status <> 'pending' ORDER BY id LIMIT 5000
+		), gone AS (
+			DELETE FROM webhook.attempts a USING old WHERE a.delivery_id = old.id
+		)
+		DELETE FROM webhook.deliveries d USING old WHERE d.id = old.id`, uuidV7Floor(cutoff), cutoff)
+	if err != nil {
+		return n, fmt.Errorf("prune deliveries: %w", err)
+	}
+	return n, nil
+}
+
+// uuidV7Floor is the smallest UUIDv7 of t's millisecond, as text.
+func uuidV7Floor(t time.Time) string {
+	ms := uint64(t.UnixMilli())
+	return fmt.Sprintf("%08x-%04x-7000-8000-000000000000", ms>>16, ms&0xffff)
+}

@@ -1,0 +1,344 @@
+package webhooker
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/pkg/events"
+)
+
+// The ledger against Postgres alone: no NATS, no HTTP, no running
+// service.
+
+// ledgerEnv is a ledger over a database of its own, with helpers that
+// read the tables it writes.
+type ledgerEnv struct {
+	t    *testing.T
+	ctx  context.Context
+	pool *pgxpool.Pool
+	l    *ledger
+	t0   time.Time
+}
+
+func newLedgerEnv(t *testing.T, rule DisableRule) *ledgerEnv {
+	t.Helper()
+	pool := testenv.Pool(t)
+	return &ledgerEnv{t: t, ctx: context.Background(), pool: pool, l: newLedger(pool, rule, 0),
+		t0: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
+}
+
+// job is a first attempt of event to endpoint, under a new delivery id.
+func (e *ledgerEnv) job(event, endpoint string) job {
+	return job{deliveryID: newID(), tenant: "acme", endpointID: endpoint, attempt: 1,
+		event: events.Event{ID: event, Type: "card.closed", Tenant: "acme", Seq: 7}}
+}
+
+// delivery is a delivery row's status and attempts; attempts -1: no row.
+func (e *ledgerEnv) delivery(id string) (Status, int) {
+	e.t.Helper()
+	var st Status
+	n := -1
+	err := e.pool.QueryRow(e.ctx, `SELECT status, attempts FROM webhook.deliveries WHERE id = $1`, id).Scan(&st, &n)
+	if err != nil {
+		require.ErrorContains(e.t, err, "no rows")
+	}
+	return st, n
+}
+
+// due is a due row's time and claimer; ok false: no row.
+func (e *ledgerEnv) due(id string) (at time.Time, claimedBy string, ok bool) {
+	e.t.Helper()
+	var by *string
+	err := e.pool.QueryRow(e.ctx, `SELECT due_at, claimed_by FROM webhook.due WHERE delivery_id = $1`, id).Scan(&at, &by)
+	if err != nil {
+		require.ErrorContains(e.t, err, "no rows")
+		return time.Time{}, "", false
+	}
+	if by != nil {
+		claimedBy = *by
+	}
+	return at.UTC(), claimedBy, true
+}
+
+func (e *ledgerEnv) count(sql string, args ...any) int {
+	e.t.Helper()
+	var n int
+	require.NoError(e.t, e.pool.QueryRow(e.ctx, sql, args...).Scan(&n))
+	return n
+}
+
+func (e *ledgerEnv) exec(sql string, args ...any) {
+	e.t.Helper()
+	_, err := e.pool.Exec(e.ctx, sql, args...)
+	require.NoError(e.t, err)
+}
+
+// failed is a failed attempt n of j at at, retried after retryIn (0: no
+// retry left).
+func failed(j job, n int, at time.Time, retryIn time.Duration) outcome {
+	return outcome{job: j, attempt: Attempt{N: n, At: at, ErrorClass: "status", StatusCode: 500}, retry: retryIn > 0, retryIn: retryIn, finishedAt: at}
+}
+
+// succeeded is a successful attempt n of j at at.
+func succeeded(j job, n int, at time.Time) outcome {
+	return outcome{job: j, attempt: Attempt{N: n, At: at, StatusCode: 200}, succeeded: true, finishedAt: at}
+}
+
+// TestLedgerRecord: one delivery per (event, endpoint), a redelivery
+// creates nothing; deliveries recorded claimed are listed by a claims row
+// until the claim ends, shared ones are due at once for anyone, and one
+// recorded with its outcome is logged with its attempt and, when it is
+// retried, due at its retry.
+func TestLedgerRecord(t *testing.T) {
+	t.Parallel()
+	e := newLedgerEnv(t, DisableRule{})
+	now, until := e.t0, e.t0.Add(8*time.Second)
+
+	claimed1, claimed2, shared := e.job("e1", "ep1"), e.job("e1", "ep2"), e.job("e2", "ep1")
+	attempted := e.job("e3", "ep1")
+	done := failed(attempted, 1, now.Add(-time.Second), time.Minute)
+	created, a, err := e.l.record(e.ctx, []fanoutItem{
+		{jobs: []job{claimed1, claimed2, attempted}, done: []outcome{done}},
+		{jobs: []job{shared}, shared: true},
+	}, now, until)
+	require.NoError(t, err)
+	require.Empty(t, a.disabled)
+	require.Len(t, created, 2)
+	require.Len(t, created[0], 2, "the attempted delivery is not handed back")
+	require.Equal(t, []string{claimed1.deliveryID, claimed2.deliveryID}, []string{created[0][0].deliveryID, created[0][1].deliveryID})
+	require.NotZero(t, created[0][0].claim)
+	require.Equal(t, created[0][0].claim, created[0][1].claim, "one claims row per tenant and statement")
+	require.Len(t, created[1], 1)
+	require.Zero(t, created[1][0].claim, "shared: claimed by no one")
+
+	// Claimed: a claims row lists them until the claim ends; no due row.
+	var ids []string
+	var claimedUntil time.Time
+	require.NoError(t, e.pool.QueryRow(e.ctx, `SELECT delivery_ids, claimed_until FROM webhook.claims WHERE id = $1`, created[0][0].claim).Scan(&ids, &claimedUntil))
+	sort.Strings(ids)
+	want := []string{claimed1.deliveryID, claimed2.deliveryID}
+	sort.Strings(want)
+	require.Equal(t, want, ids)
+	require.True(t, claimedUntil.Equal(until))
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM webhook.claims`))
+	_, _, ok := e.due(claimed1.deliveryID)
+	require.False(t, ok, "a claimed delivery has no due row")
+
+	// Shared: due now, claimed by no replica.
+	at, by, ok := e.due(shared.deliveryID)
+	require.True(t, ok)
+	require.True(t, at.Equal(now))
+	require.Empty(t, by)
+
+	// Recorded with its outcome: logged, and due at its retry.
+	st, n := e.delivery(attempted.deliveryID)
+	require.Equal(t, StatusPending, st)
+	require.Equal(t, 1, n)
+	at, _, ok = e.due(attempted.deliveryID)
+	require.True(t, ok)
+	require.True(t, at.Equal(done.finishedAt.Add(time.Minute)), "due at its retry: %s", at)
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM webhook.attempts WHERE delivery_id = $1`, attempted.deliveryID))
+
+	// A redelivery of both events (new delivery ids) creates nothing.
+	again, _, err := e.l.record(e.ctx, []fanoutItem{{jobs: []job{e.job("e1", "ep1"), e.job("e1", "ep2"), e.job("e3", "ep1")}}, {jobs: []job{e.job("e2", "ep1")}, shared: true}},
+		now.Add(time.Second), until.Add(time.Second))
+	require.NoError(t, err)
+	require.Equal(t, [][]job{nil, nil}, again)
+	require.Equal(t, 4, e.count(`SELECT count(*) FROM webhook.deliveries`))
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM webhook.claims`), "nothing created: no claims row")
+	require.Equal(t, 2, e.count(`SELECT count(*) FROM webhook.due`))
+}
+
+// TestLedgerLogOutcomes: an outcome moves its delivery's status and
+// attempts; a retry is due at its time and no longer claimed by anyone; a
+// finished delivery taken from webhook.due leaves it; a late outcome of
+// an earlier attempt changes nothing.
+func TestLedgerLogOutcomes(t *testing.T) {
+	t.Parallel()
+	e := newLedgerEnv(t, DisableRule{})
+	now := e.t0
+	retried, finished, first := e.job("e1", "ep1"), e.job("e2", "ep1"), e.job("e3", "ep1")
+	_, _, err := e.l.record(e.ctx, []fanoutItem{{jobs: []job{retried, finished, first}}}, now, now.Add(8*time.Second))
+	require.NoError(t, err)
+	// retried and finished were taken from webhook.due by this replica.
+	e.exec(`INSERT INTO webhook.due (delivery_id, tenant, due_at, claimed_by) VALUES ($1, 'acme', $3, 'me'), ($2, 'acme', $3, 'me')`,
+		retried.deliveryID, finished.deliveryID, now.Add(8*time.Second))
+	retried.scheduled, finished.scheduled = true, true
+
+	_, err = e.l.logOutcomes(e.ctx, []outcome{
+		failed(retried, 2, now.Add(time.Second), time.Minute),
+		succeeded(finished, 1, now.Add(time.Second)),
+		succeeded(first, 1, now.Add(time.Second)),
+	})
+	require.NoError(t, err)
+
+	st, n := e.delivery(retried.deliveryID)
+	require.Equal(t, StatusPending, st)
+	require.Equal(t, 2, n)
+	at, by, ok := e.due(retried.deliveryID)
+	require.True(t, ok)
+	require.True(t, at.Equal(now.Add(time.Second+time.Minute)), "due at its retry: %s", at)
+	require.Empty(t, by, "a retry is claimed by no one until a scheduler takes it")
+
+	st, n = e.delivery(finished.deliveryID)
+	require.Equal(t, StatusSucceeded, st)
+	require.Equal(t, 1, n)
+	_, _, ok = e.due(finished.deliveryID)
+	require.False(t, ok, "a finished scheduled delivery leaves webhook.due")
+
+	st, _ = e.delivery(first.deliveryID)
+	require.Equal(t, StatusSucceeded, st)
+	require.Equal(t, 3, e.count(`SELECT count(*) FROM webhook.attempts`))
+
+	// The outcome of attempt 1 of retried comes after that of attempt 2.
+	_, err = e.l.logOutcomes(e.ctx, []outcome{succeeded(retried, 1, now)})
+	require.NoError(t, err)
+	st, n = e.delivery(retried.deliveryID)
+	require.Equal(t, StatusPending, st, "a late outcome of an earlier attempt changes nothing")
+	require.Equal(t, 2, n)
+	_, _, ok = e.due(retried.deliveryID)
+	require.True(t, ok, "its retry is still due")
+}
+
+// TestLedgerClaimDue: a claim takes the due rows that are due, skips rows
+// locked by another claim and rows not due yet, drops due rows whose
+// delivery is finished, and first makes the unattempted deliveries of an
+// ended claims row due.
+func TestLedgerClaimDue(t *testing.T) {
+	t.Parallel()
+	e := newLedgerEnv(t, DisableRule{})
+	now := e.t0
+	ready, later, done, locked, lapsed := e.job("e1", "ep1"), e.job("e2", "ep1"), e.job("e3", "ep1"), e.job("e4", "ep1"), e.job("e5", "ep1")
+	_, _, err := e.l.record(e.ctx, []fanoutItem{{jobs: []job{ready, later, done, locked}, shared: true}}, now.Add(-time.Second), now)
+	require.NoError(t, err)
+	// lapsed was recorded claimed by a replica whose claim ended.
+	_, _, err = e.l.record(e.ctx, []fanoutItem{{jobs: []job{lapsed}}}, now.Add(-time.Minute), now.Add(-time.Second))
+	require.NoError(t, err)
+	e.exec(`UPDATE webhook.due SET due_at = $2 WHERE delivery_id = $1`, later.deliveryID, now.Add(time.Second))
+	e.exec(`UPDATE webhook.deliveries SET status = 'succeeded' WHERE id = $1`, done.deliveryID)
+
+	// Another replica's claim holds locked's due row.
+	tx, err := e.pool.Begin(e.ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(e.ctx) }()
+	_, err = tx.Exec(e.ctx, `SELECT 1 FROM webhook.due WHERE delivery_id = $1 FOR UPDATE`, locked.deliveryID)
+	require.NoError(t, err)
+
+	until := now.Add(8 * time.Second)
+	got, err := e.l.claimDue(e.ctx, now, until, "me", 10)
+	require.NoError(t, err)
+	var ids []string
+	for _, d := range got {
+		ids = append(ids, d.id)
+		require.Equal(t, "ep1", d.endpoint)
+		require.Equal(t, 0, d.attempts)
+		require.Empty(t, d.claimedBy)
+	}
+	require.ElementsMatch(t, []string{ready.deliveryID, lapsed.deliveryID}, ids)
+	for _, id := range ids {
+		at, by, ok := e.due(id)
+		require.True(t, ok)
+		require.True(t, at.Equal(until), "claimed until %s: %s", until, at)
+		require.Equal(t, "me", by)
+	}
+	_, _, ok := e.due(done.deliveryID)
+	require.False(t, ok, "the due row of a finished delivery is dropped")
+	at, by, _ := e.due(later.deliveryID)
+	require.True(t, at.Equal(now.Add(time.Second)), "not due yet: untouched")
+	require.Empty(t, by)
+	require.Zero(t, e.count(`SELECT count(*) FROM webhook.claims`), "the ended claims row went")
+
+	// Once the other claim ends, its row is taken, naming its claimer.
+	require.NoError(t, tx.Rollback(e.ctx))
+	e.exec(`UPDATE webhook.due SET claimed_by = 'other' WHERE delivery_id = $1`, locked.deliveryID)
+	got, err = e.l.claimDue(e.ctx, now, until, "me", 10)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, locked.deliveryID, got[0].id)
+	require.Equal(t, "other", got[0].claimedBy, "the replica whose claim ended")
+
+	// Busy (limit 0): nothing is claimed, but ended claims still expire.
+	_, _, err = e.l.record(e.ctx, []fanoutItem{{jobs: []job{e.job("e6", "ep1")}}}, now.Add(-time.Minute), now.Add(-time.Second))
+	require.NoError(t, err)
+	got, err = e.l.claimDue(e.ctx, now, until, "me", 0)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.Zero(t, e.count(`SELECT count(*) FROM webhook.claims`))
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM webhook.due WHERE claimed_by IS NULL AND due_at = $1`, now))
+}
+
+// TestLedgerDisablesAtThreshold: consecutive failures disable an endpoint
+// once they reach the rule's count and span, not before; the disabled
+// endpoint comes back as data, to announce.
+func TestLedgerDisablesAtThreshold(t *testing.T) {
+	t.Parallel()
+	e := newLedgerEnv(t, DisableRule{Failures: 3, Span: time.Hour})
+	store := NewStore(e.pool, testKeyring(t))
+	ep, err := store.CreateEndpoint(e.ctx, Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	require.NoError(t, err)
+	t0 := e.t0
+	fail := func(n int, at time.Time) outcome { return failed(e.job(fmt.Sprint("e", n), ep.ID), 1, at, time.Minute) }
+	enabled := func() (bool, string) {
+		var on bool
+		var reason *string
+		require.NoError(t, e.pool.QueryRow(e.ctx, `SELECT enabled, disabled_reason FROM webhook.endpoints WHERE id = $1`, ep.ID).Scan(&on, &reason))
+		if reason == nil {
+			return on, ""
+		}
+		return on, *reason
+	}
+
+	a, err := e.l.logOutcomes(e.ctx, []outcome{fail(1, t0), fail(2, t0.Add(time.Minute)), fail(3, t0.Add(2*time.Minute))})
+	require.NoError(t, err)
+	require.Empty(t, a.disabled, "three failures within two minutes: short of the span")
+	on, _ := enabled()
+	require.True(t, on)
+
+	a, err = e.l.logOutcomes(e.ctx, []outcome{fail(4, t0.Add(time.Hour))})
+	require.NoError(t, err)
+	reason := "4 consecutive failed attempts since 2026-12-05T12:00:00Z"
+	require.Equal(t, []disabledEndpoint{{tenant: "acme", id: ep.ID, reason: reason}}, a.disabled)
+	on, got := enabled()
+	require.False(t, on)
+	require.Equal(t, reason, got)
+
+	a, err = e.l.logOutcomes(e.ctx, []outcome{fail(5, t0.Add(2*time.Hour))})
+	require.NoError(t, err)
+	require.Empty(t, a.disabled, "disabled already: not again")
+}
+
+// TestDisableRuleVerdict: the rule alone, on trackers as ledger.track
+// reads them.
+func TestDisableRuleVerdict(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	rule := DisableRule{Failures: 3, Span: time.Hour}
+	for _, tc := range []struct {
+		name  string
+		state trackerState
+		want  disableVerdict
+	}{
+		{"healthy", trackerState{enabled: true, at: t0}, disableVerdict{}},
+		{"short of the count", trackerState{enabled: true, failures: 2, since: &t0, at: t0.Add(2 * time.Hour)}, disableVerdict{}},
+		{"short of the span", trackerState{enabled: true, failures: 30, since: &t0, at: t0.Add(time.Hour - time.Second)}, disableVerdict{}},
+		{"at the threshold", trackerState{enabled: true, failures: 3, since: &t0, at: t0.Add(time.Hour)},
+			disableVerdict{disable: true, reason: "3 consecutive failed attempts since 2026-12-05T12:00:00Z"}},
+		{"gone", trackerState{enabled: true, gone: true, at: t0}, disableVerdict{disable: true, reason: "the endpoint answered 410 Gone"}},
+		{"gone beats the count", trackerState{enabled: true, gone: true, failures: 3, since: &t0, at: t0.Add(time.Hour)},
+			disableVerdict{disable: true, reason: "the endpoint answered 410 Gone"}},
+		{"disabled already", trackerState{gone: true, failures: 3, since: &t0, at: t0.Add(time.Hour)}, disableVerdict{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tc.want, rule.verdict(tc.state))
+		})
+	}
+	require.Equal(t, DisableRule{Failures: 20, Span: 24 * time.Hour}, DisableRule{}.withDefaults())
+}
