@@ -14,9 +14,9 @@ import (
 
 // ReplayDeadLetter fans a dead-lettered event out again (`eventline dlq
 // replay --consumer webhooker`): it records a delivery for every endpoint
-// that matches the event now and has none for it, claimed until now, so
-// the running webhookers' scheduler makes them due at its next pass and
-// attempts them; then it marks the letter replayed. Running it twice
+// that matches the event now and has none for it, due now and claimed by
+// no one, so the running webhookers' schedulers claim and attempt them at
+// their next pass; then it marks the letter replayed. Running it twice
 // creates nothing twice. It needs no secret key: matching reads no
 // secrets. poison is why the letter still cannot be fanned out.
 func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Letter) (poison, err error) {
