@@ -47,8 +47,9 @@ type leases struct {
 
 // hold is one delivery this replica holds.
 type hold struct {
-	row   int64     // the webhook.claims row listing it; 0: its webhook.due row
-	until time.Time // when its claim ends, as last written to Postgres
+	row     int64     // the webhook.claims row listing it; 0: its webhook.due row
+	until   time.Time // when its claim ends, as last written to Postgres
+	attempt int       // the attempt it is held for (job.attempt)
 }
 
 func newLeases(l *ledger, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
@@ -65,27 +66,39 @@ func (l *leases) holdRecorded(jobs []job, until time.Time) {
 			continue
 		}
 		if _, ok := l.held[j.deliveryID]; !ok {
-			l.held[j.deliveryID] = hold{row: j.claim, until: until}
+			l.held[j.deliveryID] = hold{row: j.claim, until: until, attempt: j.attempt}
 			l.rows[j.claim]++
 		}
 	}
 }
 
+// dueClaim is a delivery the scheduler claimed from webhook.due for its
+// attempt-th attempt.
+type dueClaim struct {
+	id      string
+	attempt int
+}
+
 // holdDue holds deliveries the scheduler claimed from webhook.due until
-// until and returns those this replica did not hold already. One it held
-// already had its claim end while it waited here (renewals failed:
-// Postgres was unreachable longer than the claim) and is still queued or
-// running: it must not be attempted a second time, and its claim is now
-// its due row.
-func (l *leases) holdDue(ids []string, until time.Time) (fresh []string) {
+// until and returns those this replica did not hold already for the same
+// attempt or a later one. One it held already for that attempt had its
+// claim end while it waited here (renewals failed: Postgres was
+// unreachable longer than the claim) and is still queued or running: it
+// must not be attempted a second time, and its claim is now its due row.
+// One held for an earlier attempt has that attempt's outcome written (the
+// claim counts it) and only waits to be released: the new attempt (a
+// retry made by hand at that moment) is fresh, and the late release of
+// the earlier attempt leaves it held.
+func (l *leases) holdDue(claims []dueClaim, until time.Time) (fresh []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, id := range ids {
-		h, ok := l.held[id]
-		l.held[id] = hold{until: until}
-		if !ok {
-			fresh = append(fresh, id)
-		} else if h.row != 0 {
+	for _, c := range claims {
+		h, ok := l.held[c.id]
+		l.held[c.id] = hold{until: until, attempt: max(c.attempt, h.attempt)}
+		if !ok || h.attempt < c.attempt {
+			fresh = append(fresh, c.id)
+		}
+		if ok && h.row != 0 {
 			l.dropRow(h.row)
 		}
 	}
@@ -111,30 +124,27 @@ func (l *leases) dropRow(row int64) {
 	}
 }
 
-// release lets deliveries go: their outcome is written, or they will not
-// be attempted by this replica. A delivery that is not held is ignored.
-func (l *leases) release(ids ...string) {
+// release lets a delivery go after its attempt-th attempt: its outcome is
+// written, or this replica will not make it. A delivery that is not held,
+// or is held for another attempt, is left alone.
+func (l *leases) release(id string, attempt int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, id := range ids {
-		h, ok := l.held[id]
-		if !ok {
-			continue
-		}
-		delete(l.held, id)
-		if h.row != 0 {
-			l.dropRow(h.row)
-		}
+	h, ok := l.held[id]
+	if !ok || h.attempt != attempt {
+		return
+	}
+	delete(l.held, id)
+	if h.row != 0 {
+		l.dropRow(h.row)
 	}
 }
 
-// releaseJobs releases the deliveries of jobs.
+// releaseJobs releases the deliveries of jobs, each for its attempt.
 func (l *leases) releaseJobs(jobs []job) {
-	ids := make([]string, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.deliveryID
+	for _, j := range jobs {
+		l.release(j.deliveryID, j.attempt)
 	}
-	l.release(ids...)
 }
 
 // len is how many deliveries are held.
@@ -206,13 +216,15 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 	defer l.mu.Unlock()
 	for _, id := range confirmed.due {
 		if h, ok := l.held[id]; ok && h.row == 0 && h.until.Before(until) {
-			l.held[id] = hold{until: until}
+			h.until = until
+			l.held[id] = h
 		}
 	}
 	if len(confirmed.rows) > 0 {
 		for id, h := range l.held {
 			if confirmed.rows[h.row] && h.until.Before(until) {
-				l.held[id] = hold{row: h.row, until: until}
+				h.until = until
+				l.held[id] = h
 			}
 		}
 	}

@@ -54,9 +54,10 @@ func TestLeases(t *testing.T) {
 
 	exec(`INSERT INTO webhook.due (delivery_id, tenant, due_at, claimed_by) VALUES ('d1', 'acme', $1, $2), ('d2', 'acme', $1, $2), ('d3', 'acme', $1, 'other')`,
 		t0.Add(10*time.Second), l.owner)
-	l.holdDue([]string{"d1", "d2", "d3"}, t0.Add(10*time.Second))
+	l.holdDue(dueFirst("d1", "d2", "d3"), t0.Add(10*time.Second))
 	r1, r2 := claimsRow("c1", "c2"), claimsRow("c3")
-	l.holdRecorded([]job{{deliveryID: "c1", claim: r1}, {deliveryID: "c2", claim: r1}, {deliveryID: "c3", claim: r2}, {deliveryID: "unclaimed"}}, t0.Add(10*time.Second))
+	l.holdRecorded([]job{{deliveryID: "c1", claim: r1, attempt: 1}, {deliveryID: "c2", claim: r1, attempt: 1}, {deliveryID: "c3", claim: r2, attempt: 1},
+		{deliveryID: "unclaimed", attempt: 1}}, t0.Add(10*time.Second))
 	require.Equal(t, 6, l.len(), "a job without a claims row is not held")
 
 	clk.Add(5 * time.Second)
@@ -72,7 +73,7 @@ func TestLeases(t *testing.T) {
 	// An outcome schedules d2's retry (and clears its claim) just before
 	// this replica lets it go: a renewal in between leaves the retry alone.
 	exec(`UPDATE webhook.due SET due_at = $1, claimed_by = NULL WHERE delivery_id = 'd2'`, t0.Add(time.Hour))
-	l.release("c1")
+	l.release("c1", 1)
 	clk.Add(time.Second)
 	require.NoError(t, l.renew(ctx))
 	require.Equal(t, t0.Add(time.Hour), dueAt("d2"))
@@ -83,9 +84,11 @@ func TestLeases(t *testing.T) {
 
 	// The scheduler claims c3 again after its claim ended: still held, not
 	// fresh, and held through its due row from now on.
-	require.Equal(t, []string{"d4"}, l.holdDue([]string{"c3", "d4"}, clk.Now().Add(10*time.Second)))
-	l.release("d4")
-	l.release("c2", "d2", "d3", "never-held")
+	require.Equal(t, []string{"d4"}, l.holdDue(dueFirst("c3", "d4"), clk.Now().Add(10*time.Second)))
+	l.release("d4", 1)
+	for _, id := range []string{"c2", "d2", "d3", "never-held"} {
+		l.release(id, 1)
+	}
 	clk.Add(time.Second)
 	require.NoError(t, l.renew(ctx))
 	require.Equal(t, t0.Add(7*time.Second), claimedUntil(r1), "nothing of it held: ended now, so what was let go is due at once")
@@ -99,6 +102,33 @@ func TestLeases(t *testing.T) {
 	clk.Add(time.Second)
 	require.NoError(t, l.renew(ctx))
 	require.Equal(t, t0.Add(8*time.Second), dueAt("d1"), "nothing held: nothing renewed")
+}
+
+// dueFirst is the due claims of the first attempts of ids.
+func dueFirst(ids ...string) []dueClaim {
+	out := make([]dueClaim, len(ids))
+	for i, id := range ids {
+		out[i] = dueClaim{id: id, attempt: 1}
+	}
+	return out
+}
+
+// TestLeasesKeepANewAttemptFromALateRelease: a delivery whose outcome is
+// written but not yet released is claimed again for its next attempt (a
+// retry made by hand at that moment): the next attempt is fresh, and the
+// late release of the first leaves it held.
+func TestLeasesKeepANewAttemptFromALateRelease(t *testing.T) {
+	t.Parallel()
+	clk := &clock{t: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
+	l := newLeases(nil, 10*time.Second, clk.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	until := clk.Now().Add(10 * time.Second)
+	l.holdDue(dueFirst("x"), until)
+	require.Empty(t, l.holdDue(dueFirst("x"), until), "the same attempt, still running: not fresh")
+	require.Equal(t, []string{"x"}, l.holdDue([]dueClaim{{id: "x", attempt: 2}}, until), "the next attempt is fresh")
+	l.release("x", 1)
+	require.Equal(t, 1, l.len(), "the first attempt's release leaves the second held")
+	l.release("x", 2)
+	require.Zero(t, l.len())
 }
 
 // TestClaimsRenewedWhileAttemptsRun: a delivery whose attempt outlasts its

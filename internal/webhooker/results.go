@@ -97,7 +97,7 @@ func (w *resultWriter) run() {
 			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 		}
 		for _, o := range batch {
-			w.leases.release(o.job.deliveryID)
+			w.leases.release(o.job.deliveryID, o.job.attempt)
 		}
 	}
 }

@@ -67,9 +67,9 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	if err != nil {
 		return 0, limit, err
 	}
-	live := make([]string, len(claimed))
+	live := make([]dueClaim, len(claimed))
 	for i, d := range claimed {
-		live[i] = d.id
+		live[i] = dueClaim{id: d.id, attempt: d.attempts + 1}
 	}
 	// A due row still naming another replica was claimed by it and its
 	// claim ended without an outcome: it died, or could not renew.
@@ -104,7 +104,7 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 			ev, err := s.event(ctx, uint64(d.seq))
 			if err != nil {
 				s.log.WarnContext(ctx, "load event for delivery", "delivery_id", d.id, "event_seq", d.seq, "error", err)
-				s.leases.release(d.id) // tried again when the claim ends
+				s.leases.release(d.id, d.attempts+1) // tried again when the claim ends
 				continue
 			}
 			le.ev = ev

@@ -230,7 +230,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// attempted: another replica may take it once it ends (leases.usable).
 	attempt := func(ctx context.Context, j job) {
 		if !held.usable(j.deliveryID) {
-			held.release(j.deliveryID)
+			held.release(j.deliveryID, j.attempt)
 			s.metrics.claimsEnded("lapsed", 1)
 			return
 		}
