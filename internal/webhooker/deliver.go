@@ -41,7 +41,7 @@ type Poster interface {
 type attempter struct {
 	registry  *Registry
 	poster    Poster
-	results   chan<- outcome
+	report    func(outcome) // firstSink.report: to the fan-out waiting for it, or to the log
 	now       func() time.Time
 	rnd       func() float64
 	userAgent string
@@ -148,14 +148,6 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	}
 	o.retryIn, o.retry = nextAttempt(ep.schedule(), j.attempt, retryAfter, a.rnd)
 	a.report(o)
-}
-
-// report hands o to the fan-out waiting to record it, or to the log.
-func (a *attempter) report(o outcome) {
-	if o.job.first != nil && o.job.first.take(o) {
-		return
-	}
-	a.results <- o
 }
 
 // startSpan starts the attempt's client span as a child of the event's

@@ -101,6 +101,7 @@ type fanout struct {
 	scheduler  *scheduler         // takes shared fan-outs (recordShared)
 	shareAbove int
 	results    func(outcome) // logs an outcome once its delivery is recorded
+	sink       *firstSink    // routes the outcomes of attempts made first to their collector
 	first      FirstAttemptConfig
 	gate       *firstGate
 	speed      *endpointSpeed
@@ -204,33 +205,32 @@ func (f *fanout) recordThenAttempt(ctx context.Context, jobs []job) error {
 func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 	w := newFirstAttempts(0)
 	var now []job
-	for i := range jobs {
-		if !f.speed.isSlow(jobs[i].endpointID) {
-			jobs[i].first = w
-			now = append(now, jobs[i])
+	for _, j := range jobs {
+		if !f.speed.isSlow(j.endpointID) {
+			now = append(now, j)
 		}
 	}
 	w.notAttempted(-len(now))
+	f.sink.expect(w, now) // before submit: an outcome can come at once
+	attempted := make(map[string]bool, len(now))
+	for _, j := range now {
+		attempted[j.deliveryID] = true
+	}
 	if dropped := f.submit(now...); len(dropped) > 0 {
 		w.notAttempted(len(dropped))
-		skip := make(map[string]bool, len(dropped))
+		f.sink.forget(dropped)
 		for _, j := range dropped {
-			skip[j.deliveryID] = true
-		}
-		for i := range jobs {
-			if skip[jobs[i].deliveryID] {
-				jobs[i].first = nil
-			}
+			delete(attempted, j.deliveryID)
 		}
 	}
 	done := w.wait(f.first, f.stop)
-	if len(done) < len(now) {
+	if len(done) < len(attempted) {
 		finished := make(map[string]bool, len(done))
 		for _, o := range done {
 			finished[o.job.deliveryID] = true
 		}
 		for _, j := range jobs {
-			if j.first != nil && !finished[j.deliveryID] {
+			if attempted[j.deliveryID] && !finished[j.deliveryID] {
 				f.speed.markSlow(j.endpointID)
 			}
 		}
@@ -247,7 +247,7 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 	// are let go and become due once their claim ends).
 	later := created[:0]
 	for _, j := range created {
-		if j.first == nil {
+		if !attempted[j.deliveryID] {
 			later = append(later, j)
 		}
 	}

@@ -110,6 +110,51 @@ func (g *firstGate) attemptFirst(seq, delivered uint64, recordedAt time.Time, en
 		now.UnixNano()-g.trouble.Load() > int64(troubleHold)
 }
 
+// firstSink is where every attempt reports its outcome. An outcome the
+// fan-out waits for — a first attempt made before its delivery is
+// recorded — goes to that event's collector, found by delivery id (each
+// attempt reports once); every other goes to the result writer.
+type firstSink struct {
+	mu      sync.Mutex
+	waiting map[string]*firstAttempts // delivery id -> its event's collector
+	log     func(outcome)             // the result writer
+}
+
+func newFirstSink(log func(outcome)) *firstSink {
+	return &firstSink{waiting: map[string]*firstAttempts{}, log: log}
+}
+
+// expect routes the outcomes of jobs to w, until each has reported.
+func (s *firstSink) expect(w *firstAttempts, jobs []job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, j := range jobs {
+		s.waiting[j.deliveryID] = w
+	}
+}
+
+// forget stops routing the outcomes of jobs that will not be attempted.
+func (s *firstSink) forget(jobs []job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, j := range jobs {
+		delete(s.waiting, j.deliveryID)
+	}
+}
+
+// report hands o to the collector waiting for it, or to the log: after
+// the collector's record committed it logs o like any later attempt.
+func (s *firstSink) report(o outcome) {
+	s.mu.Lock()
+	w := s.waiting[o.job.deliveryID]
+	delete(s.waiting, o.job.deliveryID)
+	s.mu.Unlock()
+	if w != nil && w.take(o) {
+		return
+	}
+	s.log(o)
+}
+
 // firstAttempts collects the outcomes of one event's first attempts.
 type firstAttempts struct {
 	mu       sync.Mutex

@@ -179,3 +179,27 @@ func TestFirstGate(t *testing.T) {
 	g.cfg.Wait = -1
 	require.False(t, g.attemptFirst(13, 1, now, 1), "turned off")
 }
+
+// TestFirstSinkRoutesByDelivery: an outcome the fan-out waits for goes to
+// its event's collector, once; one of a job it let go, one nobody waits
+// for and one that comes after the record committed go to the log.
+func TestFirstSinkRoutesByDelivery(t *testing.T) {
+	t.Parallel()
+	var logged []string
+	s := newFirstSink(func(o outcome) { logged = append(logged, o.job.deliveryID) })
+	w := newFirstAttempts(3)
+	a, b, c := job{deliveryID: "a"}, job{deliveryID: "b"}, job{deliveryID: "c"}
+	s.expect(w, []job{a, b, c})
+	s.forget([]job{c})
+	w.notAttempted(1)
+	s.report(outcome{job: a})
+	s.report(outcome{job: c})
+	s.report(outcome{job: job{deliveryID: "other"}})
+	done := w.wait(FirstAttemptConfig{Wait: time.Millisecond, Max: time.Second}, nil)
+	require.Len(t, done, 1)
+	require.Equal(t, "a", done[0].job.deliveryID)
+	w.recorded(func(o outcome) { t.Fatalf("nothing finished while recording: %v", o.job.deliveryID) })
+	s.report(outcome{job: b}) // after the record: logged like any later attempt
+	s.report(outcome{job: a}) // a second outcome of a: the collector took its one
+	require.Equal(t, []string{"c", "other", "b", "a"}, logged)
+}

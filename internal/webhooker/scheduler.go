@@ -60,9 +60,7 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 // and how many it asked for.
 func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	now := s.now()
-	// Held counts what waits for its outcome to be written too: a replica
-	// whose writes fall behind claims no more than it can finish.
-	limit := max(0, min(s.batch, s.queue.room(s.hold), s.hold-s.leases.len()))
+	limit := min(s.batch, s.queue.room(s.hold))
 	claimed, err := s.ledger.claimDue(ctx, now, now.Add(s.claim), s.leases.owner, limit)
 	if err != nil {
 		return 0, limit, err

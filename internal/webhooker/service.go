@@ -219,7 +219,8 @@ func (s *Service) Run(ctx context.Context) error {
 	rw.notify = ann.notify
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
-	att := &attempter{registry: s.registry, poster: s.poster, results: rw.in, now: s.cfg.Now, rnd: s.cfg.Rand,
+	sink := newFirstSink(func(o outcome) { rw.in <- o })
+	att := &attempter{registry: s.registry, poster: s.poster, report: sink.report, now: s.cfg.Now, rnd: s.cfg.Rand,
 		userAgent: s.cfg.UserAgent, log: s.log, sentences: render.NewStore(s.pool), observer: attemptMeter{metrics: s.metrics, speed: speed},
 		tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	// Attempts get their own context: on shutdown they finish (bounded by
@@ -252,7 +253,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
 	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, leases: held, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
-		results: func(o outcome) { rw.in <- o }, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
+		results: sink.log, sink: sink, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
 	if err != nil {

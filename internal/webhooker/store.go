@@ -421,9 +421,6 @@ type job struct {
 	scheduled bool
 	// queuedAt is when the dispatcher queued the job (its backlog age).
 	queuedAt time.Time
-	// first collects the outcome while the fan-out waits to record the
-	// delivery with it (attempt first); nil: log it as usual.
-	first *firstAttempts
 	// claim is the webhook.claims row that lists the delivery while this
 	// replica holds it (recorded claimed); 0: none (leases).
 	claim int64
