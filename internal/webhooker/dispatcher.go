@@ -245,12 +245,13 @@ func (d *dispatcher) run(q *endpointQueue, j job) {
 	}
 	if q.inflight == 0 && len(q.jobs) == 0 && q.timer == nil && !q.waiting {
 		delete(d.queues, q.id)
-		now := time.Now()
+		// Only a rate-limited endpoint's queue marks and sweeps budgets:
+		// the others' attempts (most of them) read no clock here.
 		if b, ok := d.budgets[q.id]; ok {
-			b.idle = now
+			b.idle = time.Now()
 			d.budgets[q.id] = b
+			d.sweepBudgets(b.idle)
 		}
-		d.sweepBudgets(now)
 	}
 }
 
