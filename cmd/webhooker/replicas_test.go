@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,6 +192,8 @@ type receiver struct {
 	mu   sync.Mutex
 	got  map[string][]string    // path → webhook-ids, in arrival order
 	when map[string][]time.Time // path → arrival times
+	// slow is how long each answer takes (nanoseconds); 0 at once.
+	slow atomic.Int64
 }
 
 func newReceiver(t *testing.T) *receiver {
@@ -200,6 +203,7 @@ func newReceiver(t *testing.T) *receiver {
 		rc.got[req.URL.Path] = append(rc.got[req.URL.Path], req.Header.Get("webhook-id"))
 		rc.when[req.URL.Path] = append(rc.when[req.URL.Path], time.Now())
 		rc.mu.Unlock()
+		time.Sleep(time.Duration(rc.slow.Load())) // an endpoint that takes a while to answer
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(rc.Close)
