@@ -183,7 +183,7 @@ func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating
 			bad("events", "has more than 100 patterns")
 		default:
 			for i, p := range *in.Events {
-				if !validPattern(p) {
+				if !ValidPattern(p) {
 					bad(fmt.Sprintf("events[%d]", i), `%q is not an event type pattern: use "type.action", "type.*", "*.action" or "*"`, p)
 				}
 			}
@@ -448,7 +448,7 @@ func (a *API) test(w http.ResponseWriter, r *http.Request) {
 	key, _ := httpapi.KeyFrom(r.Context())
 	now := a.now()
 	ev := events.Event{
-		ID:          "webhook-test-" + newID(),
+		ID:          "webhook-test-" + NewID(),
 		Tenant:      tenant,
 		Action:      "test",
 		Eventable:   events.Ref{Type: "webhook", ID: ep.ID},

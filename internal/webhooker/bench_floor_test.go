@@ -82,7 +82,7 @@ func (e *benchEnv) floorInsert(endpoints int, evs []events.Event, firstSeq uint6
 	var last *time.Time
 	for k, ev := range evs {
 		for _, ep := range epIDs {
-			rows = append(rows, []any{newID(), ev.Tenant, ep, ev.ID, int64(firstSeq) + int64(k), "card.closed", "pending", int32(0), now, last})
+			rows = append(rows, []any{NewID(), ev.Tenant, ep, ev.ID, int64(firstSeq) + int64(k), "card.closed", "pending", int32(0), now, last})
 			if len(rows) == perStatement {
 				flush()
 			}

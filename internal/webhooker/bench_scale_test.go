@@ -114,7 +114,7 @@ func (e *benchEnv) insertEndpoints(urls []string) {
 	rows := make([][]any, len(urls))
 	ids := make([]string, len(urls))
 	for i, u := range urls {
-		ids[i] = newID()
+		ids[i] = NewID()
 		s, err := webhook.GenerateSecret()
 		if err != nil {
 			e.b.Fatal(err)

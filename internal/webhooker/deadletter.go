@@ -44,17 +44,17 @@ func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Lett
 	if err != nil {
 		return nil, fmt.Errorf("load endpoints: %w", err)
 	}
-	var jobs []job
+	var jobs []Job
 	for _, e := range eps {
 		if e.Matches(ev) {
-			jobs = append(jobs, job{deliveryID: newID(), tenant: ev.Tenant, endpointID: e.ID, event: ev, attempt: 1})
+			jobs = append(jobs, Job{DeliveryID: NewID(), Tenant: ev.Tenant, EndpointID: e.ID, Event: ev, Attempt: 1})
 		}
 	}
 	now := time.Now()
-	lg := newLedger(pool, DisableRule{}, 0) // records no outcome: its tracker settings are never used
+	lg := NewLedger(pool, DisableRule{}, 0) // records no outcome: its tracker settings are never used
 	for len(jobs) > 0 {                     // due now, for any replica's scheduler
 		n := min(len(jobs), maxInsert)
-		if _, _, err := lg.record(ctx, []fanoutItem{{jobs: jobs[:n], shared: true}}, now, now.Add(time.Minute)); err != nil {
+		if _, _, err := lg.Record(ctx, []Item{{Jobs: jobs[:n], Shared: true}}, now, now.Add(time.Minute)); err != nil {
 			return nil, err
 		}
 		jobs = jobs[n:]

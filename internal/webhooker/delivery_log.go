@@ -76,13 +76,13 @@ func listDeliveries(ctx context.Context, tx pgx.Tx, tenant, endpointID, status, 
 // it keeps its webhook-id (the event id). It runs as the tenant
 // (ledger.retry).
 func (s *Store) RetryDelivery(ctx context.Context, tenant, id string, now time.Time) error {
-	return s.ledger.retry(ctx, tenant, id, now)
+	return s.ledger.Retry(ctx, tenant, id, now)
 }
 
 // resend makes deliveries of the events to the endpoint due now
 // (ledger.resend) and returns how many.
 func (s *Store) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (int, error) {
-	return s.ledger.resend(ctx, ep, evs, now)
+	return s.ledger.Resend(ctx, ep, evs, now)
 }
 
 func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {

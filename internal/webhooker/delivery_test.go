@@ -286,8 +286,8 @@ func TestExpiredClaimIsAttemptedByTheScheduler(t *testing.T) {
 	ev.Seq = res.Seq
 	ep, ok := b.svc.registry.Get(id)
 	require.True(t, ok)
-	j := job{deliveryID: newID(), tenant: ev.Tenant, endpointID: ep.ID, event: ev, attempt: 1}
-	jobs, _, err := b.svc.ledger.record(context.Background(), []fanoutItem{{jobs: []job{j}}}, b.clock.Now(), b.clock.Now().Add(time.Minute))
+	j := Job{DeliveryID: NewID(), Tenant: ev.Tenant, EndpointID: ep.ID, Event: ev, Attempt: 1}
+	jobs, _, err := b.svc.ledger.Record(context.Background(), []Item{{Jobs: []Job{j}}}, b.clock.Now(), b.clock.Now().Add(time.Minute))
 	require.NoError(t, err)
 	require.Len(t, jobs[0], 1)
 	n, err := b.svc.ScheduleNow(context.Background())

@@ -38,13 +38,13 @@ func (c DispatchConfig) withDefaults() DispatchConfig {
 // limit, and a global cap. Each endpoint has its own queue: a slow or dead
 // endpoint fills only its own queue and slots, never the workers that
 // healthy endpoints need.
-type dispatcher struct {
+type Dispatcher struct {
 	cfg     DispatchConfig
-	attempt func(context.Context, job)
+	attempt func(context.Context, Job)
 	rateOf  func(endpointID string) int
 	// windows shares rate limits with the other replicas; nil: each
 	// replica limits on its own.
-	windows rateWindows
+	Windows RateWindows
 	budgets map[string]limit // by endpoint id
 	// idleBudget is how long the budget of an endpoint with no queue is
 	// kept: past it a fresh budget is the same (a token bucket is full
@@ -72,12 +72,12 @@ type dispatcher struct {
 
 type task struct {
 	q *endpointQueue
-	j job
+	j Job
 }
 
 type endpointQueue struct {
 	id       string
-	jobs     []job
+	jobs     []Job
 	inflight int
 	limiter  budget // nil: unlimited
 	perSec   int
@@ -85,15 +85,15 @@ type endpointQueue struct {
 	waiting  bool        // in dispatcher.waiting
 }
 
-func newDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, job), rateOf func(string) int) *dispatcher {
+func NewDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, Job), rateOf func(string) int) *Dispatcher {
 	cfg = cfg.withDefaults()
-	return &dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{},
+	return &Dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{},
 		idleBudget: 2 * time.Second, work: make(chan task, cfg.Workers)}
 }
 
 // submit queues jobs and returns those it had no room for; it never
 // blocks.
-func (d *dispatcher) submit(jobs ...job) (dropped []job) {
+func (d *Dispatcher) Submit(jobs ...Job) (dropped []Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.ctx.Err() != nil {
@@ -101,7 +101,7 @@ func (d *dispatcher) submit(jobs ...job) (dropped []job) {
 	}
 	touched := map[*endpointQueue]bool{}
 	for _, j := range jobs {
-		q := d.queue(j.endpointID)
+		q := d.queue(j.EndpointID)
 		if len(q.jobs) >= d.cfg.MaxQueued {
 			dropped = append(dropped, j) // stays pending in Postgres
 			continue
@@ -117,7 +117,7 @@ func (d *dispatcher) submit(jobs ...job) (dropped []job) {
 	return dropped
 }
 
-func (d *dispatcher) queue(id string) *endpointQueue {
+func (d *Dispatcher) queue(id string) *endpointQueue {
 	q, ok := d.queues[id]
 	perSec := d.rateOf(id)
 	if perSec <= 0 {
@@ -137,7 +137,7 @@ func (d *dispatcher) queue(id string) *endpointQueue {
 // budget returns the rate limit of an endpoint. It outlives the endpoint's
 // queue, which goes whenever it is empty: a new queue must not start with a
 // fresh budget, or deliveries arriving one at a time would never wait.
-func (d *dispatcher) budget(id string, perSec int) budget {
+func (d *Dispatcher) budget(id string, perSec int) budget {
 	if perSec <= 0 {
 		delete(d.budgets, id)
 		return nil
@@ -150,8 +150,8 @@ func (d *dispatcher) budget(id string, perSec int) budget {
 		return b.budget
 	}
 	b := limit{perSec: perSec, budget: newLocalBudget(perSec)}
-	if d.windows != nil {
-		b.budget = newSharedBudget(d.ctx, d.windows, id, perSec)
+	if d.Windows != nil {
+		b.budget = newSharedBudget(d.ctx, d.Windows, id, perSec)
 	}
 	d.budgets[id] = b
 	return b.budget
@@ -166,7 +166,7 @@ type limit struct {
 
 // sweepBudgets drops the budgets of endpoints without a queue for longer
 // than idleBudget, at most once per idleBudget; d.mu held.
-func (d *dispatcher) sweepBudgets(now time.Time) {
+func (d *Dispatcher) sweepBudgets(now time.Time) {
 	if now.Sub(d.swept) < d.idleBudget {
 		return
 	}
@@ -179,7 +179,7 @@ func (d *dispatcher) sweepBudgets(now time.Time) {
 }
 
 // start launches what q may run now; d.mu held.
-func (d *dispatcher) start(q *endpointQueue) {
+func (d *Dispatcher) start(q *endpointQueue) {
 	for len(q.jobs) > 0 && q.inflight < d.cfg.PerEndpoint {
 		if d.inflight >= d.cfg.Workers {
 			if !q.waiting {
@@ -202,7 +202,7 @@ func (d *dispatcher) start(q *endpointQueue) {
 			}
 		}
 		j := q.jobs[0]
-		q.jobs[0] = job{}
+		q.jobs[0] = Job{}
 		q.jobs = q.jobs[1:]
 		d.queued--
 		q.inflight++
@@ -218,7 +218,7 @@ func (d *dispatcher) start(q *endpointQueue) {
 
 // worker runs attempts until the dispatcher's context ends; by then wait
 // has seen every queued attempt finish.
-func (d *dispatcher) worker() {
+func (d *Dispatcher) worker() {
 	for {
 		select {
 		case t := <-d.work:
@@ -229,7 +229,7 @@ func (d *dispatcher) worker() {
 	}
 }
 
-func (d *dispatcher) run(q *endpointQueue, j job) {
+func (d *Dispatcher) run(q *endpointQueue, j Job) {
 	defer d.wg.Done()
 	d.attempt(d.ctx, j)
 	d.mu.Lock()
@@ -259,7 +259,7 @@ func (d *dispatcher) run(q *endpointQueue, j job) {
 // limit are queued or running: the scheduler claims no more than that, so
 // a replica never holds deliveries it cannot start soon while other
 // replicas are idle.
-func (d *dispatcher) room(limit int) int {
+func (d *Dispatcher) Room(limit int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return max(0, limit-d.queued-d.inflight)
@@ -267,7 +267,7 @@ func (d *dispatcher) room(limit int) int {
 
 // backlog is how many jobs are queued and running, and how long the
 // oldest queued job has waited.
-func (d *dispatcher) backlog(now time.Time) (queued, inflight int, oldest time.Duration) {
+func (d *Dispatcher) Backlog(now time.Time) (queued, inflight int, oldest time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.queued > 0 {
@@ -281,4 +281,4 @@ func (d *dispatcher) backlog(now time.Time) (queued, inflight int, oldest time.D
 }
 
 // wait blocks until every running attempt has finished.
-func (d *dispatcher) wait() { d.wg.Wait() }
+func (d *Dispatcher) Wait() { d.wg.Wait() }

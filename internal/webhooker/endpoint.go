@@ -47,9 +47,9 @@ type secret struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 }
 
-// activeSecrets are the secrets to sign with at now: the newest and any
+// ActiveSecrets are the secrets to sign with at now: the newest and any
 // older one still in its rotation grace period.
-func (e Endpoint) activeSecrets(now time.Time) []string {
+func (e Endpoint) ActiveSecrets(now time.Time) []string {
 	var out []string
 	for _, s := range e.secrets {
 		if s.ExpiresAt == nil || now.Before(*s.ExpiresAt) {
@@ -93,7 +93,7 @@ func matchPattern(pattern, typ string) bool {
 
 // validPattern checks an event-type pattern: "*", "<type>.<action>" with
 // either part "*".
-func validPattern(p string) bool {
+func ValidPattern(p string) bool {
 	if p == "*" {
 		return true
 	}
@@ -105,7 +105,7 @@ func validPattern(p string) bool {
 // 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery fails.
 var DefaultRetrySchedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
 
-func (e Endpoint) schedule() []time.Duration {
+func (e Endpoint) Schedule() []time.Duration {
 	if len(e.RetrySchedule) == 0 {
 		return DefaultRetrySchedule
 	}

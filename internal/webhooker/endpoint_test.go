@@ -30,7 +30,7 @@ func TestSecretRotationSendsBothSignatures(t *testing.T) {
 	require.NotEqual(t, oldSecret, newSecret)
 	require.Eventually(t, func() bool {
 		e, _ := b.svc.registry.Get(id)
-		return len(e.activeSecrets(b.clock.Now())) == 2
+		return len(e.ActiveSecrets(b.clock.Now())) == 2
 	}, 5*time.Second, 5*time.Millisecond)
 
 	b.publish(t, "during-grace")
@@ -110,7 +110,7 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	inserts := newInserts(b.svc.ledger, nil, held, b.clock.Now, time.Minute)
 	go inserts.Run()
 	defer inserts.Close()
-	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, leases: held, submit: func(js ...job) []job { submitted.Add(int64(len(js))); return nil },
+	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, leases: held, submit: func(js ...Job) []Job { submitted.Add(int64(len(js))); return nil },
 		now: b.clock.Now, claim: time.Minute, consumer: "webhooker", log: slog.New(slog.NewTextHandler(io.Discard, nil)), gate: &firstGate{}}
 	msg := message.NewMessage("x", body)
 	msg.Metadata.Set(consume.MetaSubject, "events.acme.card.closed")

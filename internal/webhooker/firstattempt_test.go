@@ -144,9 +144,9 @@ func TestRecordSplitsLargeFanOut(t *testing.T) {
 	defer inserts.Close()
 	f := &fanout{inserts: inserts, gate: &firstGate{}}
 	ev := b.publish(t, "big")
-	jobs := make([]job, 2*maxInsert+1)
+	jobs := make([]Job, 2*maxInsert+1)
 	for i := range jobs {
-		jobs[i] = job{deliveryID: newID(), tenant: "acme", endpointID: fmt.Sprintf("ep-%d", i), event: ev, attempt: 1}
+		jobs[i] = Job{DeliveryID: NewID(), Tenant: "acme", EndpointID: fmt.Sprintf("ep-%d", i), Event: ev, Attempt: 1}
 	}
 	created, err := f.record(context.Background(), jobs, nil, false)
 	require.NoError(t, err)
@@ -186,20 +186,20 @@ func TestFirstGate(t *testing.T) {
 func TestFirstSinkRoutesByDelivery(t *testing.T) {
 	t.Parallel()
 	var logged []string
-	s := newFirstSink(func(o outcome) { logged = append(logged, o.job.deliveryID) })
+	s := newFirstSink(func(o Outcome) { logged = append(logged, o.Job.DeliveryID) })
 	w := newFirstAttempts(3)
-	a, b, c := job{deliveryID: "a"}, job{deliveryID: "b"}, job{deliveryID: "c"}
-	s.expect(w, []job{a, b, c})
-	s.forget([]job{c})
+	a, b, c := Job{DeliveryID: "a"}, Job{DeliveryID: "b"}, Job{DeliveryID: "c"}
+	s.expect(w, []Job{a, b, c})
+	s.forget([]Job{c})
 	w.notAttempted(1)
-	s.report(outcome{job: a})
-	s.report(outcome{job: c})
-	s.report(outcome{job: job{deliveryID: "other"}})
+	s.Report(Outcome{Job: a})
+	s.Report(Outcome{Job: c})
+	s.Report(Outcome{Job: Job{DeliveryID: "other"}})
 	done := w.wait(FirstAttemptConfig{Wait: time.Millisecond, Max: time.Second}, nil)
 	require.Len(t, done, 1)
-	require.Equal(t, "a", done[0].job.deliveryID)
-	w.recorded(func(o outcome) { t.Fatalf("nothing finished while recording: %v", o.job.deliveryID) })
-	s.report(outcome{job: b}) // after the record: logged like any later attempt
-	s.report(outcome{job: a}) // a second outcome of a: the collector took its one
+	require.Equal(t, "a", done[0].Job.DeliveryID)
+	w.recorded(func(o Outcome) { t.Fatalf("nothing finished while recording: %v", o.Job.DeliveryID) })
+	s.Report(Outcome{Job: b}) // after the record: logged like any later attempt
+	s.Report(Outcome{Job: a}) // a second outcome of a: the collector took its one
 	require.Equal(t, []string{"c", "other", "b", "a"}, logged)
 }

@@ -44,12 +44,12 @@ func isOperational(eventType string) bool {
 
 // trackedOutcomes are the outcomes of batch that move failure trackers:
 // all but those of operational events' deliveries.
-func trackedOutcomes(batch []outcome) []outcome {
+func trackedOutcomes(batch []Outcome) []Outcome {
 	for i, o := range batch {
-		if isOperational(o.job.event.Type) {
-			out := append([]outcome(nil), batch[:i]...)
+		if isOperational(o.Job.Event.Type) {
+			out := append([]Outcome(nil), batch[:i]...)
 			for _, o := range batch[i+1:] {
-				if !isOperational(o.job.event.Type) {
+				if !isOperational(o.Job.Event.Type) {
 					out = append(out, o)
 				}
 			}
@@ -63,56 +63,56 @@ func trackedOutcomes(batch []outcome) []outcome {
 // with no retry left, the endpoint neither gone (410 disables it, which is
 // announced as webhook.disabled) nor disabled or deleted before the
 // attempt (every delivery it had pending would be announced).
-func (o outcome) exhausted() bool {
-	return !o.succeeded && !o.retry && !o.gone && o.attempt.ErrorClass != "disabled"
+func (o Outcome) exhausted() bool {
+	return !o.Succeeded && !o.Retry && !o.Gone && o.Attempt.ErrorClass != "disabled"
 }
 
 // notice is an operational event to append once the outcomes that caused
 // it are committed.
-type notice struct {
-	typ                string // TypeAttemptFailing, TypeAttemptExhausted or TypeRecovered
-	tenant, endpointID string
+type Notice struct {
+	Type               string // TypeAttemptFailing, TypeAttemptExhausted or TypeRecovered
+	Tenant, EndpointID string
 	// since is the streak's first failure (attempt_failing, recovered).
-	since time.Time
+	Since time.Time
 	// failures is how many consecutive attempts failed (attempt_failing).
-	failures int
+	Failures int
 	// the delivery that ran out of retries (attempt_exhausted)
-	deliveryID, eventID, eventType string
-	attempts                       int
+	DeliveryID, EventID, EventType string
+	Attempts                       int
 	// lastErrorClass is the class of the latest failed attempt
 	// (attempt_failing, attempt_exhausted).
-	lastErrorClass string
+	LastErrorClass string
 }
 
 // id is the notice's event id, derived from what it announces (the
 // streak's endpoint and first failure, or the delivery and its attempt),
 // so a replayed outcome or another replica announcing the same thing
 // appends the same id and the stream keeps one (its Nats-Msg-Id).
-func (n notice) id() string {
+func (n Notice) ID() string {
 	var key, prefix string
-	switch n.typ {
+	switch n.Type {
 	case TypeAttemptExhausted:
-		prefix, key = "webhook-attempt-exhausted-", fmt.Sprintf("%s\x00%d", n.deliveryID, n.attempts)
+		prefix, key = "webhook-attempt-exhausted-", fmt.Sprintf("%s\x00%d", n.DeliveryID, n.Attempts)
 	case TypeAttemptFailing:
-		prefix, key = "webhook-attempt-failing-", fmt.Sprintf("%s\x00%d", n.endpointID, n.since.UnixMicro())
+		prefix, key = "webhook-attempt-failing-", fmt.Sprintf("%s\x00%d", n.EndpointID, n.Since.UnixMicro())
 	default:
-		prefix, key = "webhook-recovered-", fmt.Sprintf("%s\x00%d", n.endpointID, n.since.UnixMicro())
+		prefix, key = "webhook-recovered-", fmt.Sprintf("%s\x00%d", n.EndpointID, n.Since.UnixMicro())
 	}
 	sum := sha256.Sum256([]byte(key))
 	return prefix + hex.EncodeToString(sum[:16]) // at most 58 bytes (events.MaxIDLen)
 }
 
 // event is the notice as the event to append.
-func (n notice) event() (events.Event, error) {
+func (n Notice) Event() (events.Event, error) {
 	var p any
-	switch n.typ {
+	switch n.Type {
 	case TypeAttemptFailing:
 		p = struct {
 			EndpointID     string    `json:"endpoint_id"`
 			Failures       int       `json:"failures"`
 			FailingSince   time.Time `json:"failing_since"`
 			LastErrorClass string    `json:"last_error_class,omitempty"`
-		}{n.endpointID, n.failures, n.since.UTC(), n.lastErrorClass}
+		}{n.EndpointID, n.Failures, n.Since.UTC(), n.LastErrorClass}
 	case TypeAttemptExhausted:
 		p = struct {
 			EndpointID     string `json:"endpoint_id"`
@@ -121,24 +121,24 @@ func (n notice) event() (events.Event, error) {
 			EventType      string `json:"event_type"`
 			Attempts       int    `json:"attempts"`
 			LastErrorClass string `json:"last_error_class"`
-		}{n.endpointID, n.deliveryID, n.eventID, n.eventType, n.attempts, n.lastErrorClass}
+		}{n.EndpointID, n.DeliveryID, n.EventID, n.EventType, n.Attempts, n.LastErrorClass}
 	case TypeRecovered:
 		p = struct {
 			EndpointID   string    `json:"endpoint_id"`
 			FailingSince time.Time `json:"failing_since"`
-		}{n.endpointID, n.since.UTC()}
+		}{n.EndpointID, n.Since.UTC()}
 	default:
-		return events.Event{}, fmt.Errorf("no operational event %q", n.typ)
+		return events.Event{}, fmt.Errorf("no operational event %q", n.Type)
 	}
 	particulars, err := json.Marshal(p)
 	if err != nil {
 		return events.Event{}, err
 	}
 	return events.Event{
-		ID:          n.id(),
-		Tenant:      n.tenant,
-		Action:      n.typ[len("webhook."):],
-		Eventable:   events.Ref{Type: "webhook", ID: n.endpointID},
+		ID:          n.ID(),
+		Tenant:      n.Tenant,
+		Action:      n.Type[len("webhook."):],
+		Eventable:   events.Ref{Type: "webhook", ID: n.EndpointID},
 		Creator:     events.Ref{Type: events.SystemCreator, ID: "webhooker"},
 		Particulars: particulars,
 	}, nil
@@ -157,10 +157,10 @@ type appender interface {
 // announces a dropped attempt_failing or recovered again, under the same
 // event id.
 type announcer struct {
-	ledger *ledger  // remembers what was announced
+	ledger *Ledger  // remembers what was announced
 	pub    appender // nil: notices are only logged
 	log    *slog.Logger
-	in     chan notice
+	in     chan Notice
 	done   chan struct{}
 	// stop cancels the appends still queued when close has waited
 	// appendTimeout: shutdown is not held up by an unreachable stream.
@@ -174,18 +174,18 @@ type announcer struct {
 	appended map[string]int
 }
 
-func newAnnouncer(l *ledger, pub appender, log *slog.Logger) *announcer {
+func newAnnouncer(l *Ledger, pub appender, log *slog.Logger) *announcer {
 	ctx, stop := context.WithCancel(context.Background())
-	return &announcer{ledger: l, pub: pub, log: log, in: make(chan notice, 4096), done: make(chan struct{}), ctx: ctx, stop: stop,
+	return &announcer{ledger: l, pub: pub, log: log, in: make(chan Notice, 4096), done: make(chan struct{}), ctx: ctx, stop: stop,
 		appended: map[string]int{}}
 }
 
 // notify queues n without blocking.
-func (a *announcer) notify(n notice) {
+func (a *announcer) notify(n Notice) {
 	select {
 	case a.in <- n:
 	default:
-		a.log.Error("operational webhook event dropped: the queue is full", "type", n.typ, "endpoint_id", n.endpointID, "event_id", n.id())
+		a.log.Error("operational webhook event dropped: the queue is full", "type", n.Type, "endpoint_id", n.EndpointID, "event_id", n.ID())
 	}
 }
 
@@ -210,11 +210,11 @@ func (a *announcer) close() {
 // appendTimeout bounds one append and its bookkeeping.
 const appendTimeout = 5 * time.Second
 
-func (a *announcer) append(n notice) {
+func (a *announcer) append(n Notice) {
 	ctx, cancel := context.WithTimeout(a.ctx, appendTimeout)
 	defer cancel()
-	log := a.log.With("type", n.typ, "tenant", n.tenant, "endpoint_id", n.endpointID)
-	ev, err := n.event()
+	log := a.log.With("type", n.Type, "tenant", n.Tenant, "endpoint_id", n.EndpointID)
+	ev, err := n.Event()
 	if err != nil {
 		log.ErrorContext(ctx, "build operational webhook event", "error", err)
 		return
@@ -228,13 +228,13 @@ func (a *announcer) append(n notice) {
 		return
 	}
 	a.mu.Lock()
-	a.appended[n.typ]++
+	a.appended[n.Type]++
 	a.mu.Unlock()
-	switch n.typ {
+	switch n.Type {
 	case TypeAttemptFailing:
-		err = a.ledger.markFailingAnnounced(ctx, n.endpointID, n.since)
+		err = a.ledger.MarkFailingAnnounced(ctx, n.EndpointID, n.Since)
 	case TypeRecovered:
-		err = a.ledger.markRecoveryAnnounced(ctx, n.endpointID, n.since)
+		err = a.ledger.MarkRecoveryAnnounced(ctx, n.EndpointID, n.Since)
 	}
 	if err != nil {
 		log.ErrorContext(ctx, "remember the announced failing streak; the next outcome of the endpoint announces it again (same event id)", "error", err)

@@ -308,24 +308,24 @@ func TestNoticeEventIDsAreDerived(t *testing.T) {
 	t.Parallel()
 	since := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
 	const ep = "0195f7a2-0000-7000-8000-000000000001"
-	notices := []notice{
-		{typ: TypeAttemptFailing, tenant: "acme", endpointID: ep, since: since, failures: 3, lastErrorClass: "timeout"},
-		{typ: TypeAttemptFailing, tenant: "acme", endpointID: ep, since: since.Add(time.Microsecond), failures: 3},
-		{typ: TypeRecovered, tenant: "acme", endpointID: ep, since: since},
-		{typ: TypeAttemptExhausted, tenant: "acme", endpointID: ep, deliveryID: "d1", eventID: "e1", eventType: "card.closed", attempts: 8, lastErrorClass: "status"},
-		{typ: TypeAttemptExhausted, tenant: "acme", endpointID: ep, deliveryID: "d1", eventID: "e1", eventType: "card.closed", attempts: 9, lastErrorClass: "status"},
+	notices := []Notice{
+		{Type: TypeAttemptFailing, Tenant: "acme", EndpointID: ep, Since: since, Failures: 3, LastErrorClass: "timeout"},
+		{Type: TypeAttemptFailing, Tenant: "acme", EndpointID: ep, Since: since.Add(time.Microsecond), Failures: 3},
+		{Type: TypeRecovered, Tenant: "acme", EndpointID: ep, Since: since},
+		{Type: TypeAttemptExhausted, Tenant: "acme", EndpointID: ep, DeliveryID: "d1", EventID: "e1", EventType: "card.closed", Attempts: 8, LastErrorClass: "status"},
+		{Type: TypeAttemptExhausted, Tenant: "acme", EndpointID: ep, DeliveryID: "d1", EventID: "e1", EventType: "card.closed", Attempts: 9, LastErrorClass: "status"},
 	}
 	seen := map[string]bool{}
 	for _, n := range notices {
 		again := n
-		again.failures, again.lastErrorClass = 99, "other" // what it says does not name it
-		require.Equal(t, n.id(), again.id())
-		require.False(t, seen[n.id()], "%s is not unique", n.id())
-		seen[n.id()] = true
-		e, err := n.event()
+		again.Failures, again.LastErrorClass = 99, "other" // what it says does not name it
+		require.Equal(t, n.ID(), again.ID())
+		require.False(t, seen[n.ID()], "%s is not unique", n.ID())
+		seen[n.ID()] = true
+		e, err := n.Event()
 		require.NoError(t, err)
-		require.NoError(t, e.Normalize(time.Now()), "%s", n.id())
-		require.Equal(t, n.typ, e.Type)
+		require.NoError(t, e.Normalize(time.Now()), "%s", n.ID())
+		require.Equal(t, n.Type, e.Type)
 	}
 }
 
@@ -352,7 +352,7 @@ func TestAnnouncerNeverHoldsUpOutcomes(t *testing.T) {
 	queued := make(chan struct{})
 	go func() {
 		for i := range 10_000 {
-			a.notify(notice{typ: TypeAttemptExhausted, tenant: "acme", endpointID: "ep", deliveryID: fmt.Sprint(i), attempts: 8})
+			a.notify(Notice{Type: TypeAttemptExhausted, Tenant: "acme", EndpointID: "ep", DeliveryID: fmt.Sprint(i), Attempts: 8})
 		}
 		close(queued)
 	}()
@@ -377,29 +377,29 @@ func TestRecoveredAfterAnUnmarkedStreak(t *testing.T) {
 	store := NewStore(pool, testKeyring(t))
 	ep, err := store.CreateEndpoint(ctx, Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 	require.NoError(t, err)
-	lg := newLedger(pool, DisableRule{}, 0)
+	lg := NewLedger(pool, DisableRule{}, 0)
 	at := time.Now().UTC().Truncate(time.Microsecond)
-	out := func(n int, ok bool) outcome {
-		o := outcome{job: job{deliveryID: fmt.Sprint("d", n), tenant: "acme", endpointID: ep.ID, event: events.Event{ID: fmt.Sprint("e", n), Type: "card.closed"}},
-			attempt: Attempt{N: 1, At: at.Add(time.Duration(n) * time.Second)}, succeeded: ok, retry: !ok, finishedAt: at.Add(time.Duration(n) * time.Second)}
+	out := func(n int, ok bool) Outcome {
+		o := Outcome{Job: Job{DeliveryID: fmt.Sprint("d", n), Tenant: "acme", EndpointID: ep.ID, Event: events.Event{ID: fmt.Sprint("e", n), Type: "card.closed"}},
+			Attempt: Attempt{N: 1, At: at.Add(time.Duration(n) * time.Second)}, Succeeded: ok, Retry: !ok, FinishedAt: at.Add(time.Duration(n) * time.Second)}
 		if !ok {
-			o.attempt.ErrorClass = "timeout"
+			o.Attempt.ErrorClass = "timeout"
 		}
 		return o
 	}
-	track := func(batch ...outcome) []notice {
-		var a announcements
+	track := func(batch ...Outcome) []Notice {
+		var a Announcements
 		require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			var err error
 			a, err = lg.track(ctx, tx, batch)
 			return err
 		}))
-		return a.notices
+		return a.Notices
 	}
-	typesOf := func(ns []notice) []string {
+	typesOf := func(ns []Notice) []string {
 		var out []string
 		for _, n := range ns {
-			out = append(out, n.typ)
+			out = append(out, n.Type)
 		}
 		return out
 	}
@@ -407,12 +407,12 @@ func TestRecoveredAfterAnUnmarkedStreak(t *testing.T) {
 	require.Empty(t, track(out(3, true)), "two failures are no streak to end")
 	ns := track(out(4, false), out(5, false), out(6, false))
 	require.Equal(t, []string{TypeAttemptFailing}, typesOf(ns))
-	require.True(t, ns[0].since.Equal(at.Add(4*time.Second)))
+	require.True(t, ns[0].Since.Equal(at.Add(4*time.Second)))
 	// No announcer ran: the streak is not remembered as announced, and a
 	// success ends it.
 	ns = track(out(7, true))
 	require.Equal(t, []string{TypeRecovered}, typesOf(ns))
-	require.True(t, ns[0].since.Equal(at.Add(4*time.Second)), "recovered names the streak it ends")
+	require.True(t, ns[0].Since.Equal(at.Add(4*time.Second)), "recovered names the streak it ends")
 	// Another streak: announced (the end of the one before was never
 	// appended, and is not announced again); a success and a new streak
 	// in one batch announce its end, then the new streak.
@@ -420,6 +420,6 @@ func TestRecoveredAfterAnUnmarkedStreak(t *testing.T) {
 	require.Equal(t, []string{TypeAttemptFailing}, typesOf(ns))
 	ns = track(out(11, true), out(12, false), out(13, false), out(14, false))
 	require.Equal(t, []string{TypeRecovered, TypeAttemptFailing}, typesOf(ns))
-	require.True(t, ns[0].since.Equal(at.Add(8*time.Second)), "the end of the latest streak: %s", ns[0].since)
-	require.True(t, ns[1].since.Equal(at.Add(12*time.Second)))
+	require.True(t, ns[0].Since.Equal(at.Add(8*time.Second)), "the end of the latest streak: %s", ns[0].Since)
+	require.True(t, ns[1].Since.Equal(at.Add(12*time.Second)))
 }

@@ -48,15 +48,15 @@ func slots(perSec int) (width time.Duration, per int) {
 // rateWindows is the shared store of slot budgets (Postgres,
 // webhook.rate_windows): take takes up to want of a slot's per and
 // returns how many it got.
-type rateWindows interface {
-	take(ctx context.Context, endpointID string, width time.Duration, slot int64, want, per int) (int, error)
+type RateWindows interface {
+	Take(ctx context.Context, endpointID string, width time.Duration, slot int64, want, per int) (int, error)
 }
 
 // sharedBudget limits every replica together: each slot's budget is taken
 // from rateWindows, as many as the queue wants, by one request at a time.
 type sharedBudget struct {
 	ctx      context.Context
-	windows  rateWindows
+	windows  RateWindows
 	endpoint string
 	width    time.Duration
 	per      int
@@ -67,7 +67,7 @@ type sharedBudget struct {
 	asking bool
 }
 
-func newSharedBudget(ctx context.Context, w rateWindows, endpointID string, perSec int) *sharedBudget {
+func newSharedBudget(ctx context.Context, w RateWindows, endpointID string, perSec int) *sharedBudget {
 	width, per := slots(perSec)
 	return &sharedBudget{ctx: ctx, windows: w, endpoint: endpointID, width: width, per: per}
 }
@@ -95,7 +95,7 @@ func (b *sharedBudget) take(now time.Time, want int) (bool, time.Duration) {
 }
 
 func (b *sharedBudget) ask(slot int64, want int) {
-	n, err := b.windows.take(b.ctx, b.endpoint, b.width, slot, want, b.per)
+	n, err := b.windows.Take(b.ctx, b.endpoint, b.width, slot, want, b.per)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.asking = false
@@ -108,7 +108,7 @@ func (b *sharedBudget) ask(slot int64, want int) {
 // pgRateWindows keeps slot budgets in webhook.rate_windows.
 type pgRateWindows struct{ pool *pgxpool.Pool }
 
-func (w pgRateWindows) take(ctx context.Context, endpointID string, width time.Duration, slot int64, want, per int) (int, error) {
+func (w pgRateWindows) Take(ctx context.Context, endpointID string, width time.Duration, slot int64, want, per int) (int, error) {
 	// SET sees the row before the update: last_grant is what this take got.
 	var got int
 	err := w.pool.QueryRow(ctx, `INSERT INTO webhook.rate_windows AS w (endpoint_id, width_us, slot, used, last_grant)

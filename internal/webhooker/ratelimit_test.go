@@ -43,17 +43,17 @@ func TestDispatcherKeepsTheBudgetOfAnIdleEndpoint(t *testing.T) {
 	var started []time.Time
 	var mu sync.Mutex
 	done := make(chan struct{}, 100)
-	d := newDispatcher(context.Background(), DispatchConfig{}, func(context.Context, job) {
+	d := NewDispatcher(context.Background(), DispatchConfig{}, func(context.Context, Job) {
 		mu.Lock()
 		started = append(started, time.Now())
 		mu.Unlock()
 		done <- struct{}{}
 	}, func(string) int { return 10 })
 	for range 5 {
-		d.submit(job{deliveryID: newID(), endpointID: "ep"})
+		d.Submit(Job{DeliveryID: NewID(), EndpointID: "ep"})
 		<-done
 	}
-	d.wait()
+	d.Wait()
 	mu.Lock()
 	defer mu.Unlock()
 	// A burst of one (a tenth of 10/s), then one per 100 ms.
@@ -68,13 +68,13 @@ func TestDispatcherForgetsIdleBudgets(t *testing.T) {
 	const endpoints = 200
 	var attempts sync.WaitGroup
 	attempts.Add(endpoints)
-	d := newDispatcher(context.Background(), DispatchConfig{}, func(context.Context, job) { attempts.Done() }, func(string) int { return 10 })
+	d := NewDispatcher(context.Background(), DispatchConfig{}, func(context.Context, Job) { attempts.Done() }, func(string) int { return 10 })
 	d.idleBudget = 0 // idle at once: every queue that goes sweeps
 	for i := range endpoints {
-		d.submit(job{deliveryID: newID(), endpointID: fmt.Sprintf("ep%d", i)})
+		d.Submit(Job{DeliveryID: NewID(), EndpointID: fmt.Sprintf("ep%d", i)})
 	}
 	attempts.Wait()
-	d.wait()
+	d.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	require.Empty(t, d.queues)
@@ -87,7 +87,7 @@ type memWindows struct {
 	used map[int64]int
 }
 
-func (w *memWindows) take(_ context.Context, _ string, _ time.Duration, slot int64, want, per int) (int, error) {
+func (w *memWindows) Take(_ context.Context, _ string, _ time.Duration, slot int64, want, per int) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := min(want, per-w.used[slot])
@@ -142,7 +142,7 @@ func TestRateWindowsGrantASlotOnce(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 5 {
-				n, err := w.take(ctx, "ep", 100*time.Millisecond, 42, 3, 10)
+				n, err := w.Take(ctx, "ep", 100*time.Millisecond, 42, 3, 10)
 				require.NoError(t, err)
 				got.Add(int64(n))
 			}
@@ -150,10 +150,10 @@ func TestRateWindowsGrantASlotOnce(t *testing.T) {
 	}
 	wg.Wait()
 	require.Equal(t, int64(10), got.Load(), "40 takes of up to 3 share a slot of 10")
-	n, err := w.take(ctx, "ep", 100*time.Millisecond, 43, 3, 10)
+	n, err := w.Take(ctx, "ep", 100*time.Millisecond, 43, 3, 10)
 	require.NoError(t, err)
 	require.Equal(t, 3, n, "the next slot")
-	n, err = w.take(ctx, "other", 100*time.Millisecond, 42, 3, 10)
+	n, err = w.Take(ctx, "other", 100*time.Millisecond, 42, 3, 10)
 	require.NoError(t, err)
 	require.Equal(t, 3, n, "another endpoint's slot")
 

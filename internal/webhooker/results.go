@@ -9,14 +9,14 @@ import (
 )
 
 // outcome is the result of one attempt, to be logged.
-type outcome struct {
-	job        job
-	attempt    Attempt
-	succeeded  bool
-	gone       bool          // 410: disable the endpoint
-	retryIn    time.Duration // when !succeeded and retry: wait before the next attempt
-	retry      bool
-	finishedAt time.Time
+type Outcome struct {
+	Job        Job
+	Attempt    Attempt
+	Succeeded  bool
+	Gone       bool          // 410: disable the endpoint
+	RetryIn    time.Duration // when !succeeded and retry: wait before the next attempt
+	Retry      bool
+	FinishedAt time.Time
 }
 
 // resultWriter logs outcomes in batches through the ledger: one
@@ -24,19 +24,19 @@ type outcome struct {
 // acts on what a committed batch announces (announce), and lets the
 // batch's deliveries go (leases) once written or given up on.
 type resultWriter struct {
-	ledger    *ledger
-	in        chan outcome
+	ledger    *Ledger
+	in        chan Outcome
 	log       *slog.Logger
 	onDisable func(ctx context.Context, tenant, endpointID, reason string)
 	leases    *leases // let go once written (or given up on)
 	done      chan struct{}
 	// notify queues the operational events of committed outcomes
 	// (docs/webhooks.md "Operational events"); nil: none.
-	notify func(notice)
+	notify func(Notice)
 }
 
-func newResultWriter(l *ledger, held *leases, log *slog.Logger, onDisable func(context.Context, string, string, string)) *resultWriter {
-	return &resultWriter{ledger: l, in: make(chan outcome, 8192), log: log, onDisable: onDisable, leases: held, done: make(chan struct{})}
+func newResultWriter(l *Ledger, held *leases, log *slog.Logger, onDisable func(context.Context, string, string, string)) *resultWriter {
+	return &resultWriter{ledger: l, in: make(chan Outcome, 8192), log: log, onDisable: onDisable, leases: held, done: make(chan struct{})}
 }
 
 // outcomeLinger is how long a small batch of outcomes waits for more.
@@ -45,7 +45,7 @@ const outcomeLinger = 2 * time.Millisecond
 // run writes batches until in is closed and drained.
 func (w *resultWriter) run() {
 	defer close(w.done)
-	batch := make([]outcome, 0, 1000)
+	batch := make([]Outcome, 0, 1000)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for o := range w.in {
@@ -97,7 +97,7 @@ func (w *resultWriter) run() {
 			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 		}
 		for _, o := range batch {
-			w.leases.release(o.job.deliveryID, o.job.attempt)
+			w.leases.release(o.Job.DeliveryID, o.Job.Attempt)
 		}
 	}
 }
@@ -112,19 +112,19 @@ const (
 )
 
 // status is the delivery's status after the outcome.
-func (o outcome) status() Status {
+func (o Outcome) Status() Status {
 	switch {
-	case o.succeeded:
+	case o.Succeeded:
 		return StatusSucceeded
-	case o.retry:
+	case o.Retry:
 		return StatusPending
 	}
 	return StatusFailed
 }
 
 // write logs a batch (ledger.logOutcomes) and acts on what it announces.
-func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
-	a, err := w.ledger.logOutcomes(ctx, batch)
+func (w *resultWriter) write(ctx context.Context, batch []Outcome) error {
+	a, err := w.ledger.Log(ctx, batch)
 	if err != nil {
 		return err
 	}
@@ -134,12 +134,12 @@ func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
 
 // announce reports what a committed batch disabled, and queues its
 // operational events (never before the outcomes are durably written).
-func (w *resultWriter) announce(ctx context.Context, a announcements) {
-	for _, d := range a.disabled {
-		w.onDisable(ctx, d.tenant, d.id, d.reason)
+func (w *resultWriter) announce(ctx context.Context, a Announcements) {
+	for _, d := range a.Disabled {
+		w.onDisable(ctx, d.Tenant, d.ID, d.Reason)
 	}
 	if w.notify != nil {
-		for _, n := range a.notices {
+		for _, n := range a.Notices {
 			w.notify(n)
 		}
 	}

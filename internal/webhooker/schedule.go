@@ -12,7 +12,7 @@ import (
 // (false) when the schedule is exhausted. A Retry-After the receiver sent
 // with 429/503 is honoured within the schedule's bounds: never sooner than
 // the schedule's own wait, never later than its longest step.
-func nextAttempt(schedule []time.Duration, n int, retryAfter time.Duration, rnd func() float64) (time.Duration, bool) {
+func NextAttempt(schedule []time.Duration, n int, retryAfter time.Duration, rnd func() float64) (time.Duration, bool) {
 	if n > len(schedule) {
 		return 0, false
 	}
@@ -31,7 +31,7 @@ func nextAttempt(schedule []time.Duration, n int, retryAfter time.Duration, rnd 
 func defaultRand() float64 { return rand.Float64() } //nolint:gosec // retry jitter needs no cryptographic randomness
 
 // parseRetryAfter reads Retry-After as seconds or an HTTP date.
-func parseRetryAfter(h http.Header, now time.Time) time.Duration {
+func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
 	v := h.Get("Retry-After")
 	if v == "" {
 		return 0

@@ -12,20 +12,20 @@ func TestNextAttempt(t *testing.T) {
 	t.Parallel()
 	sched := []time.Duration{5 * time.Second, time.Minute, time.Hour}
 	mid := func() float64 { return 0.5 }
-	d, ok := nextAttempt(sched, 1, 0, mid)
+	d, ok := NextAttempt(sched, 1, 0, mid)
 	require.True(t, ok)
 	require.Equal(t, 5*time.Second, d)
-	d, _ = nextAttempt(sched, 1, 0, func() float64 { return 0 })
+	d, _ = NextAttempt(sched, 1, 0, func() float64 { return 0 })
 	require.Equal(t, 4*time.Second, d, "-20%")
-	d, _ = nextAttempt(sched, 1, 0, func() float64 { return 1 })
+	d, _ = NextAttempt(sched, 1, 0, func() float64 { return 1 })
 	require.Equal(t, 6*time.Second, d, "+20%")
-	d, _ = nextAttempt(sched, 2, 10*time.Minute, mid)
+	d, _ = NextAttempt(sched, 2, 10*time.Minute, mid)
 	require.Equal(t, 10*time.Minute, d, "Retry-After longer than the step is honoured")
-	d, _ = nextAttempt(sched, 2, 48*time.Hour, mid)
+	d, _ = NextAttempt(sched, 2, 48*time.Hour, mid)
 	require.Equal(t, time.Hour, d, "but not beyond the schedule's longest step")
-	d, _ = nextAttempt(sched, 3, time.Second, mid)
+	d, _ = NextAttempt(sched, 3, time.Second, mid)
 	require.Equal(t, time.Hour, d, "a shorter Retry-After does not hurry the schedule")
-	_, ok = nextAttempt(sched, 4, 0, mid)
+	_, ok = NextAttempt(sched, 4, 0, mid)
 	require.False(t, ok, "schedule exhausted")
 }
 
@@ -33,13 +33,13 @@ func TestParseRetryAfter(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	h := http.Header{}
-	require.Zero(t, parseRetryAfter(h, now))
+	require.Zero(t, ParseRetryAfter(h, now))
 	h.Set("Retry-After", "120")
-	require.Equal(t, 2*time.Minute, parseRetryAfter(h, now))
+	require.Equal(t, 2*time.Minute, ParseRetryAfter(h, now))
 	h.Set("Retry-After", now.Add(time.Hour).Format(http.TimeFormat))
-	require.Equal(t, time.Hour, parseRetryAfter(h, now))
+	require.Equal(t, time.Hour, ParseRetryAfter(h, now))
 	h.Set("Retry-After", "soon")
-	require.Zero(t, parseRetryAfter(h, now))
+	require.Zero(t, ParseRetryAfter(h, now))
 }
 
 func TestMatchPattern(t *testing.T) {
@@ -55,17 +55,17 @@ func TestMatchPattern(t *testing.T) {
 		require.Equal(t, tc.want, matchPattern(tc.pattern, tc.typ), "%s vs %s", tc.pattern, tc.typ)
 	}
 	for _, p := range []string{"*", "card.*", "*.closed", "card.closed", "*.*"} {
-		require.True(t, validPattern(p), p)
+		require.True(t, ValidPattern(p), p)
 	}
 	for _, p := range []string{"", "card", "Card.closed", "card.closed.x", "card.", ".closed", "c*rd.closed"} {
-		require.False(t, validPattern(p), p)
+		require.False(t, ValidPattern(p), p)
 	}
 }
 
 func TestUUIDv7FloorOrdersWithIDs(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	id := newID()
+	id := NewID()
 	require.Less(t, uuidV7Floor(now.Add(-time.Second)), id)
 	require.Greater(t, uuidV7Floor(now.Add(time.Second)), id)
 }

@@ -84,7 +84,7 @@ func TestSecretsSealedAtRest(t *testing.T) {
 
 	e, err := b.svc.Store().GetEndpoint(context.Background(), "acme", id)
 	require.NoError(t, err)
-	require.Equal(t, []string{second, first}, e.activeSecrets(b.clock.Now()))
+	require.Equal(t, []string{second, first}, e.ActiveSecrets(b.clock.Now()))
 }
 
 // insertPlaintext writes an endpoint the way migration 0004 stored it.
@@ -121,14 +121,14 @@ func TestPlaintextSecretsSealedOnStartAndKeyRotation(t *testing.T) {
 	require.Zero(t, n, "nothing left to seal")
 	e, err := s1.GetEndpoint(ctx, "acme", "ep-1")
 	require.NoError(t, err)
-	require.Equal(t, []string{secret}, e.activeSecrets(e.CreatedAt))
+	require.Equal(t, []string{secret}, e.ActiveSecrets(e.CreatedAt))
 
 	// Rotation: k2 is primary, k1 still configured as old.
 	kr2 := keyring(t, k2, k1)
 	s2 := NewStore(pool, kr2)
 	e, err = s2.GetEndpoint(ctx, "acme", "ep-1")
 	require.NoError(t, err, "the old key still opens")
-	require.Equal(t, []string{secret}, e.activeSecrets(e.CreatedAt))
+	require.Equal(t, []string{secret}, e.ActiveSecrets(e.CreatedAt))
 	n, err = s2.SealSecrets(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
@@ -136,7 +136,7 @@ func TestPlaintextSecretsSealedOnStartAndKeyRotation(t *testing.T) {
 	// Now k1 can be dropped.
 	e, err = NewStore(pool, keyring(t, k2)).GetEndpoint(ctx, "other", "ep-2")
 	require.NoError(t, err)
-	require.Equal(t, []string{secret}, e.activeSecrets(e.CreatedAt))
+	require.Equal(t, []string{secret}, e.ActiveSecrets(e.CreatedAt))
 
 	// A keyring without the sealing key refuses to start, naming the key.
 	_, err = NewStore(pool, keyring(t, newTestKey(t))).SealSecrets(ctx)
@@ -166,7 +166,7 @@ func TestSealedSecretsAreBoundToTheirRow(t *testing.T) {
 	require.ErrorIs(t, err, secretbox.ErrOpen, "another tenant's secrets")
 	e, err := s.GetEndpoint(ctx, "acme", "ep-a")
 	require.NoError(t, err)
-	require.Equal(t, []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, e.activeSecrets(e.CreatedAt))
+	require.Equal(t, []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, e.ActiveSecrets(e.CreatedAt))
 }
 
 // TestAPIRunsUnderRowLevelSecurity: the webhook API reads through the

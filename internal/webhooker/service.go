@@ -121,7 +121,7 @@ type Service struct {
 	str       jetstream.Stream
 	registry  *Registry
 	store     *Store
-	ledger    *ledger
+	ledger    *Ledger
 	poster    Poster
 	publisher *events.Publisher
 	log       *slog.Logger
@@ -131,7 +131,7 @@ type Service struct {
 
 	// set by Run
 	mu         sync.Mutex
-	dispatcher *dispatcher
+	dispatcher *Dispatcher
 	scheduler  *scheduler
 	leases     *leases
 	announcer  *announcer
@@ -146,7 +146,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 		return nil, errors.New("webhooker: no secret key to seal webhook secrets with (Config.Secrets)")
 	}
 	store := NewStore(pool, cfg.Secrets)
-	store.ledger = newLedger(pool, cfg.Disable, cfg.FailingAfter)
+	store.ledger = NewLedger(pool, cfg.Disable, cfg.FailingAfter)
 	// Rows from before sealing existed, or sealed with a rotated-out key,
 	// are sealed with the primary key before anything reads them.
 	if n, err := store.SealSecrets(ctx); err != nil {
@@ -214,34 +214,34 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("open the claim renewals' connection: %w", err)
 	}
 	defer renewals.Close()
-	held := newLeases(s.ledger.on(renewals), s.cfg.Claim, s.cfg.Now, s.log)
+	held := newLeases(s.ledger.On(renewals), s.cfg.Claim, s.cfg.Now, s.log)
 	rw := newResultWriter(s.ledger, held, s.log, s.recordDisabled)
 	rw.notify = ann.notify
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
-	sink := newFirstSink(func(o outcome) { rw.in <- o })
-	att := &attempter{registry: s.registry, poster: s.poster, report: sink.report, now: s.cfg.Now, rnd: s.cfg.Rand,
-		userAgent: s.cfg.UserAgent, log: s.log, sentences: render.NewStore(s.pool), observer: attemptMeter{metrics: s.metrics, speed: speed},
-		tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
+	sink := newFirstSink(func(o Outcome) { rw.in <- o })
+	att := &Attempter{Endpoints: s.registry, Poster: s.poster, report: sink.Report, Now: s.cfg.Now, Rand: s.cfg.Rand,
+		UserAgent: s.cfg.UserAgent, Log: s.log, Sentences: render.NewStore(s.pool), Observer: attemptMeter{metrics: s.metrics, speed: speed},
+		Tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	// Attempts get their own context: on shutdown they finish (bounded by
 	// the HTTP timeout) and their outcomes are written.
 	attemptCtx, stopAttempts := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAttempts()
 	// A delivery whose claim is about to end unrenewed is let go, not
 	// attempted: another replica may take it once it ends (leases.usable).
-	attempt := func(ctx context.Context, j job) {
-		if !held.usable(j.deliveryID) {
-			held.release(j.deliveryID, j.attempt)
+	attempt := func(ctx context.Context, j Job) {
+		if !held.usable(j.DeliveryID) {
+			held.release(j.DeliveryID, j.Attempt)
 			s.metrics.claimsEnded("lapsed", 1)
 			return
 		}
-		att.attempt(ctx, j)
+		att.Attempt(ctx, j)
 	}
-	d := newDispatcher(attemptCtx, s.cfg.Dispatch, attempt, func(id string) int {
+	d := NewDispatcher(attemptCtx, s.cfg.Dispatch, attempt, func(id string) int {
 		e, _ := s.registry.Get(id)
 		return e.RateLimit
 	})
-	d.windows = pgRateWindows{s.pool}
+	d.Windows = pgRateWindows{s.pool}
 	sch := &scheduler{ledger: s.ledger, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, leases: held, batch: 500, hold: 2 * d.cfg.Workers,
 		log: s.log, metrics: s.metrics, poke: make(chan struct{}, 1)}
 	s.metrics.watchDispatcher(d)
@@ -252,7 +252,7 @@ func (s *Service) Run(ctx context.Context) error {
 	inserts := newInserts(s.ledger, rw.announce, held, s.cfg.Now, s.cfg.Claim)
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
-	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, leases: held, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
+	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.Submit, leases: held, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
 		results: sink.log, sink: sink, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
@@ -282,7 +282,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.retain(ctx) }()
 	runErr := consume.RunRouter(ctx, router, sub, s.fanoutNC)
 	wg.Wait()
-	d.wait()
+	d.Wait()
 	close(rw.in)
 	<-rw.done
 	stopRenewing()
@@ -303,13 +303,13 @@ type attemptMeter struct {
 	speed   *endpointSpeed
 }
 
-func (m attemptMeter) firstAttempt(delay time.Duration) { m.metrics.firstAttemptDelay(delay) }
+func (m attemptMeter) FirstAttempt(delay time.Duration) { m.metrics.firstAttemptDelay(delay) }
 
-func (m attemptMeter) answered(endpointID string, took time.Duration) {
+func (m attemptMeter) Answered(endpointID string, took time.Duration) {
 	m.speed.observe(endpointID, took)
 }
 
-func (m attemptMeter) attempted(outcome string) { m.metrics.attempt(outcome) }
+func (m attemptMeter) Attempted(outcome string) { m.metrics.attempt(outcome) }
 
 // leaseConfig is the configuration of the renewals' pool: pool's, with
 // one connection.
@@ -385,5 +385,5 @@ func (s *Service) retain(ctx context.Context) {
 // PruneLog deletes the attempts and finished deliveries older than the
 // retention and returns how many deliveries went.
 func (s *Service) PruneLog(ctx context.Context) (int64, error) {
-	return s.ledger.prune(ctx, s.cfg.Now().Add(-s.cfg.Retention))
+	return s.ledger.Prune(ctx, s.cfg.Now().Add(-s.cfg.Retention))
 }

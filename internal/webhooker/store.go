@@ -27,12 +27,12 @@ type Store struct {
 	keys *secretbox.Keyring
 	// ledger writes the deliveries the tenants retry and resend; the
 	// Service's own once NewService made the Store.
-	ledger *ledger
+	ledger *Ledger
 }
 
 // NewStore returns a Store over pool sealing secrets with keys.
 func NewStore(pool *pgxpool.Pool, keys *secretbox.Keyring) *Store {
-	return &Store{pool: pool, keys: keys, ledger: newLedger(pool, DisableRule{}, 0)}
+	return &Store{pool: pool, keys: keys, ledger: NewLedger(pool, DisableRule{}, 0)}
 }
 
 // ErrNotFound means no such endpoint or delivery for the tenant.
@@ -117,7 +117,7 @@ func (e *EndpointCapError) Error() string {
 // (0: no cap). Creates of one tenant are serialised by an advisory lock
 // held until the insert commits, so concurrent creates never exceed the cap.
 func (s *Store) CreateEndpointCapped(ctx context.Context, e Endpoint, firstSecret string, maxEndpoints int) (Endpoint, error) {
-	e.ID = newID()
+	e.ID = NewID()
 	parents, err := marshalParents(e.Parents)
 	if err != nil {
 		return Endpoint{}, err
@@ -407,24 +407,24 @@ type Attempt struct {
 }
 
 // job is a delivery ready for its next attempt.
-type job struct {
-	deliveryID string
-	tenant     string
-	endpointID string
-	event      events.Event // Seq set; body built from it
-	attempt    int          // 1-based number of the attempt to make
+type Job struct {
+	DeliveryID string
+	Tenant     string
+	EndpointID string
+	Event      events.Event // Seq set; body built from it
+	Attempt    int          // 1-based number of the attempt to make
 	// body is the event's JSON, shared by every job of one event (one
 	// encoding for a thousand endpoints); nil to encode on attempt.
-	body []byte
+	Body []byte
 	// scheduled: taken from webhook.due (a retry, a replay, an expired
 	// claim), whose row goes once the delivery is finished.
-	scheduled bool
+	Scheduled bool
 	// queuedAt is when the dispatcher queued the job (its backlog age).
 	queuedAt time.Time
 	// claim is the webhook.claims row that lists the delivery while this
 	// replica holds it (recorded claimed); 0: none (leases).
-	claim int64
+	Claim int64
 }
 
 // newID returns a time-ordered id (UUIDv7) for endpoints and deliveries.
-func newID() string { return uuid.Must(uuid.NewV7()).String() }
+func NewID() string { return uuid.Must(uuid.NewV7()).String() }
