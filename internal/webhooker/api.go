@@ -29,7 +29,8 @@ type URLValidator interface {
 // API serves the webhook endpoints of docs/contract.md §2; every route needs the
 // admin scope (endpoints carry secrets).
 type API struct {
-	store     *Store
+	store     *Store  // the endpoints
+	ledger    *Ledger // their deliveries: the log, retries and resends
 	auth      httpapi.Authenticator
 	urls      URLValidator
 	js        jetstream.JetStream
@@ -42,12 +43,13 @@ type API struct {
 	maxEndpoints int
 }
 
-// NewAPI returns the webhook API.
-func NewAPI(store *Store, auth httpapi.Authenticator, urls URLValidator, js jetstream.JetStream, now func() time.Time, log *slog.Logger) *API {
+// NewAPI returns the webhook API over the endpoints in store and their
+// deliveries in ledger.
+func NewAPI(store *Store, ledger *Ledger, auth httpapi.Authenticator, urls URLValidator, js jetstream.JetStream, now func() time.Time, log *slog.Logger) *API {
 	if now == nil {
 		now = time.Now
 	}
-	a := &API{store: store, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000, maxEndpoints: DefaultMaxEndpoints}
+	a := &API{store: store, ledger: ledger, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000, maxEndpoints: DefaultMaxEndpoints}
 	if js != nil {
 		// The connection's server was checked when js was made; a
 		// publisher over it cannot fail that check again.
@@ -465,7 +467,7 @@ func (a *API) test(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev.Seq = res.Seq
-	if _, err := a.store.resend(r.Context(), ep, []events.Event{ev}, now.Add(testEventDelay)); err != nil {
+	if _, err := a.ledger.Resend(r.Context(), ep, []events.Event{ev}, now.Add(testEventDelay)); err != nil {
 		a.fail(w, r, err)
 		return
 	}

@@ -29,7 +29,7 @@ func apiOnly(t *testing.T) (url, key string) {
 	_, key, err = keys.Create(context.Background(), apikey.CreateParams{Tenant: "acme", Scopes: []string{apikey.ScopeAdmin}})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(NewStore(pool, testKeyring(t)), keys, client, nil, time.Now, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
+	NewAPI(NewStore(pool, testKeyring(t)), NewLedger(pool, DisableRule{}, 0), keys, client, nil, time.Now, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL, key

@@ -175,7 +175,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	mux := httpapi.NewMux()
-	NewAPI(svc.Store(), portal, client, js, nil, a.log).WithMaxEndpoints(cfg.MaxEndpoints).Routes(mux)
+	NewAPI(svc.Store(), svc.Ledger(), portal, client, js, nil, a.log).WithMaxEndpoints(cfg.MaxEndpoints).Routes(mux)
 	portal.Routes(mux)
 	mux.Handle("GET /openapi.json", api.Handler(api.Webhooker))
 	checks := observe.Checks(nc, pool)

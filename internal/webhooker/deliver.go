@@ -37,32 +37,48 @@ type Poster interface {
 	ErrorClass(err error, statusCode int) string
 }
 
-// attempter makes one attempt of a job and reports its outcome.
+// Attempter makes one attempt of a job and reports its outcome to Sink.
 type Attempter struct {
-	Endpoints *Registry
+	Endpoints Endpoints
 	Poster    Poster
-	report    func(Outcome) // firstSink.report: to the fan-out waiting for it, or to the log
+	Sink      Sink // the firstSink: to the fan-out waiting for it, or to the log
 	Now       func() time.Time
 	Rand      func() float64
 	UserAgent string
 	Log       *slog.Logger
 	Observer  Observer
-	Tracer    trace.Tracer  // nil: no spans
-	Sentences *render.Store // the tenants' sentence templates, for Slack messages
+	Tracer    trace.Tracer // nil: no spans
+	Sentences Sentences    // the tenants' sentence templates, for Slack messages
 }
 
-// attemptObserver hears how attempts go, as they go (the Service's
+// Endpoints finds the current copy of an endpoint (the Registry).
+type Endpoints interface {
+	Get(id string) (Endpoint, bool)
+}
+
+// Sink is where the attempter reports every outcome, once per attempt.
+// Report is called from every attempt goroutine at once.
+type Sink interface {
+	Report(o Outcome)
+}
+
+// Sentences are the tenants' sentence templates (render.Store).
+type Sentences interface {
+	For(ctx context.Context, tenant string) (render.Set, error)
+}
+
+// Observer hears how attempts go, as they go (the Service's
 // attemptMeter: metrics, and the endpoint speeds the fan-out's
 // attempt-first reads). Its methods are called from every attempt
 // goroutine at once, and must not block.
 type Observer interface {
-	// firstAttempt: a delivery's first attempt is sent delay after its
+	// FirstAttempt: a delivery's first attempt is sent delay after its
 	// event was recorded.
 	FirstAttempt(delay time.Duration)
-	// answered: the endpoint answered, or the request failed, took after
+	// Answered: the endpoint answered, or the request failed, took after
 	// the attempt started.
 	Answered(endpointID string, took time.Duration)
-	// attempted: an attempt that reached the endpoint ended as outcome:
+	// Attempted: an attempt that reached the endpoint ended as outcome:
 	// "success", or its error class.
 	Attempted(outcome string)
 }
@@ -78,14 +94,14 @@ func (a *Attempter) Attempt(ctx context.Context, j Job) {
 		// without a request and stays retryable by hand.
 		o.Attempt.ErrorClass, o.Attempt.Error = "disabled", "the endpoint is disabled or deleted"
 		o.FinishedAt = start
-		a.report(o)
+		a.Sink.Report(o)
 		return
 	}
 	body, err := a.body(ctx, ep, j)
 	if err != nil {
 		o.Attempt.ErrorClass, o.Attempt.Error = "encode", err.Error()
 		o.FinishedAt = start
-		a.report(o)
+		a.Sink.Report(o)
 		return
 	}
 	header := http.Header{}
@@ -100,7 +116,7 @@ func (a *Attempter) Attempt(ctx context.Context, j Job) {
 	if err != nil {
 		o.Attempt.ErrorClass, o.Attempt.Error = "encode", "sign: "+err.Error()
 		o.FinishedAt = start
-		a.report(o)
+		a.Sink.Report(o)
 		return
 	}
 	header.Set(webhook.HeaderSignature, sig)
@@ -128,7 +144,7 @@ func (a *Attempter) Attempt(ctx context.Context, j Job) {
 	if err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		o.Succeeded = true
 		a.Observer.Attempted("success")
-		a.report(o)
+		a.Sink.Report(o)
 		return
 	}
 	class := a.Poster.ErrorClass(err, resp.StatusCode)
@@ -139,7 +155,7 @@ func (a *Attempter) Attempt(ctx context.Context, j Job) {
 	a.Observer.Attempted(class)
 	if resp.StatusCode == http.StatusGone {
 		o.Gone = true
-		a.report(o)
+		a.Sink.Report(o)
 		return
 	}
 	var retryAfter time.Duration
@@ -147,7 +163,7 @@ func (a *Attempter) Attempt(ctx context.Context, j Job) {
 		retryAfter = ParseRetryAfter(resp.Header, end)
 	}
 	o.RetryIn, o.Retry = NextAttempt(ep.Schedule(), j.Attempt, retryAfter, a.Rand)
-	a.report(o)
+	a.Sink.Report(o)
 }
 
 // startSpan starts the attempt's client span as a child of the event's

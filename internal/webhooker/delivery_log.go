@@ -15,12 +15,12 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
-// ListDeliveries returns an endpoint's deliveries, newest first, with every
+// List returns an endpoint's deliveries, newest first, with every
 // attempt; status filters when set. It runs as the tenant under row-level
-// security.
-func (s *Store) ListDeliveries(ctx context.Context, tenant, endpointID, status, after string, limit int) (out []Delivery, err error) {
+// security, and only reads.
+func (l *Ledger) List(ctx context.Context, tenant, endpointID, status, after string, limit int) (out []Delivery, err error) {
 	// One snapshot for deliveries and attempts, so they agree.
-	err = postgres.TenantTxOptions(ctx, s.pool, tenant, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err = postgres.TenantTxOptions(ctx, l.pool, tenant, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		out, err = listDeliveries(ctx, tx, tenant, endpointID, status, after, limit)
 		return err
 	})
@@ -72,19 +72,6 @@ func listDeliveries(ctx context.Context, tx pgx.Tx, tenant, endpointID, status, 
 	return ds, rows.Err()
 }
 
-// RetryDelivery makes a delivery pending and due now, whatever its state;
-// it keeps its webhook-id (the event id). It runs as the tenant
-// (ledger.retry).
-func (s *Store) RetryDelivery(ctx context.Context, tenant, id string, now time.Time) error {
-	return s.ledger.Retry(ctx, tenant, id, now)
-}
-
-// resend makes deliveries of the events to the endpoint due now
-// (ledger.resend) and returns how many.
-func (s *Store) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (int, error) {
-	return s.ledger.Resend(ctx, ep, evs, now)
-}
-
 func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
 	tenant, id := tenantOf(r), r.PathValue("id")
 	if _, err := a.store.GetEndpoint(r.Context(), tenant, id); err != nil {
@@ -101,7 +88,7 @@ func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ds, err := a.store.ListDeliveries(r.Context(), tenant, id, status, r.URL.Query().Get("cursor"), limit+1)
+	ds, err := a.ledger.List(r.Context(), tenant, id, status, r.URL.Query().Get("cursor"), limit+1)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -119,7 +106,7 @@ func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) retry(w http.ResponseWriter, r *http.Request) {
-	err := a.store.RetryDelivery(r.Context(), tenantOf(r), r.PathValue("id"), a.now())
+	err := a.ledger.Retry(r.Context(), tenantOf(r), r.PathValue("id"), a.now())
 	switch {
 	case errors.Is(err, ErrNotFound):
 		httpapi.Error(w, http.StatusNotFound, "no delivery with this id")
@@ -174,7 +161,7 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	n, err := a.store.resend(r.Context(), ep, evs, now)
+	n, err := a.ledger.Resend(r.Context(), ep, evs, now)
 	if err != nil {
 		a.fail(w, r, err)
 		return

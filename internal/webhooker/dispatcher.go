@@ -70,6 +70,13 @@ type Dispatcher struct {
 	workers int
 }
 
+// queued is a job in an endpoint's queue, with when it was queued (its
+// backlog age).
+type queued struct {
+	Job
+	at time.Time
+}
+
 type task struct {
 	q *endpointQueue
 	j Job
@@ -77,7 +84,7 @@ type task struct {
 
 type endpointQueue struct {
 	id       string
-	jobs     []Job
+	jobs     []queued
 	inflight int
 	limiter  budget // nil: unlimited
 	perSec   int
@@ -106,8 +113,7 @@ func (d *Dispatcher) Submit(jobs ...Job) (dropped []Job) {
 			dropped = append(dropped, j) // stays pending in Postgres
 			continue
 		}
-		j.queuedAt = time.Now()
-		q.jobs = append(q.jobs, j)
+		q.jobs = append(q.jobs, queued{Job: j, at: time.Now()})
 		d.queued++
 		touched[q] = true
 	}
@@ -201,8 +207,8 @@ func (d *Dispatcher) start(q *endpointQueue) {
 				return
 			}
 		}
-		j := q.jobs[0]
-		q.jobs[0] = Job{}
+		j := q.jobs[0].Job
+		q.jobs[0] = queued{}
 		q.jobs = q.jobs[1:]
 		d.queued--
 		q.inflight++
@@ -255,7 +261,10 @@ func (d *Dispatcher) run(q *endpointQueue, j Job) {
 	}
 }
 
-// room is how many more jobs the dispatcher should take so that at most
+// Workers is the most attempts in flight (DispatchConfig.Workers).
+func (d *Dispatcher) Workers() int { return d.cfg.Workers }
+
+// Room is how many more jobs the dispatcher should take so that at most
 // limit are queued or running: the scheduler claims no more than that, so
 // a replica never holds deliveries it cannot start soon while other
 // replicas are idle.
@@ -273,7 +282,7 @@ func (d *Dispatcher) Backlog(now time.Time) (queued, inflight int, oldest time.D
 	if d.queued > 0 {
 		for _, q := range d.queues {
 			if len(q.jobs) > 0 {
-				oldest = max(oldest, now.Sub(q.jobs[0].queuedAt))
+				oldest = max(oldest, now.Sub(q.jobs[0].at))
 			}
 		}
 	}

@@ -41,7 +41,7 @@ func setupPortal(t *testing.T) *portalBundle {
 	client, err := safehttp.New(safehttp.Config{AllowPrivate: true, Timeout: 5 * time.Second})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(b.svc.Store(), p, client, b.svc.js, b.clock.Now, log).Routes(mux)
+	NewAPI(b.svc.Store(), b.svc.Ledger(), p, client, b.svc.js, b.clock.Now, log).Routes(mux)
 	p.Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

@@ -1,7 +1,6 @@
 package webhooker
 
 import (
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -27,8 +26,6 @@ func NextAttempt(schedule []time.Duration, n int, retryAfter time.Duration, rnd 
 	}
 	return wait, true
 }
-
-func defaultRand() float64 { return rand.Float64() } //nolint:gosec // retry jitter needs no cryptographic randomness
 
 // parseRetryAfter reads Retry-After as seconds or an HTTP date.
 func ParseRetryAfter(h http.Header, now time.Time) time.Duration {

@@ -184,7 +184,7 @@ func TestAPIRunsUnderRowLevelSecurity(t *testing.T) {
 	client, err := safehttp.New(safehttp.Config{AllowPrivate: true})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(store, keys, client, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
+	NewAPI(store, NewLedger(pool, DisableRule{}, 0), keys, client, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	call := func(method, path string, body string) (int, map[string]any) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -111,6 +112,8 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+func defaultRand() float64 { return rand.Float64() } //nolint:gosec // retry jitter needs no cryptographic randomness
+
 // Service is the webhooker without listeners: the fan-out router, the
 // dispatcher, the retry scheduler, the result writer and the registry.
 type Service struct {
@@ -146,7 +149,6 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 		return nil, errors.New("webhooker: no secret key to seal webhook secrets with (Config.Secrets)")
 	}
 	store := NewStore(pool, cfg.Secrets)
-	store.ledger = NewLedger(pool, cfg.Disable, cfg.FailingAfter)
 	// Rows from before sealing existed, or sealed with a rotated-out key,
 	// are sealed with the primary key before anything reads them.
 	if n, err := store.SealSecrets(ctx); err != nil {
@@ -164,7 +166,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: store.ledger, poster: poster, publisher: pub, log: log, metrics: m,
+	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: NewLedger(pool, cfg.Disable, cfg.FailingAfter), poster: poster, publisher: pub, log: log, metrics: m,
 		registry: NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
 	// After NATS reconnects, what the fan-out took before may come again
 	// as first deliveries (a restarted server loses unflushed consumer
@@ -182,8 +184,12 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	return s, nil
 }
 
-// Store is the endpoint and delivery store the API uses.
+// Store is the endpoint store the API uses.
 func (s *Service) Store() *Store { return s.store }
+
+// Ledger is the delivery ledger the API uses (the delivery log, retries
+// and resends).
+func (s *Service) Ledger() *Ledger { return s.ledger }
 
 // Run runs every part until ctx ends, then stops taking events, lets
 // running attempts finish and writes their outcomes.
@@ -220,7 +226,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
 	sink := newFirstSink(func(o Outcome) { rw.in <- o })
-	att := &Attempter{Endpoints: s.registry, Poster: s.poster, report: sink.Report, Now: s.cfg.Now, Rand: s.cfg.Rand,
+	att := &Attempter{Endpoints: s.registry, Poster: s.poster, Sink: sink, Now: s.cfg.Now, Rand: s.cfg.Rand,
 		UserAgent: s.cfg.UserAgent, Log: s.log, Sentences: render.NewStore(s.pool), Observer: attemptMeter{metrics: s.metrics, speed: speed},
 		Tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	// Attempts get their own context: on shutdown they finish (bounded by
@@ -242,7 +248,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return e.RateLimit
 	})
 	d.Windows = pgRateWindows{s.pool}
-	sch := &scheduler{ledger: s.ledger, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, leases: held, batch: 500, hold: 2 * d.cfg.Workers,
+	sch := &scheduler{ledger: s.ledger, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, leases: held, batch: 500, hold: 2 * d.Workers(),
 		log: s.log, metrics: s.metrics, poke: make(chan struct{}, 1)}
 	s.metrics.watchDispatcher(d)
 	s.mu.Lock()

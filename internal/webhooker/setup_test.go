@@ -104,7 +104,7 @@ func setup(t *testing.T, o options) *bundle {
 	_, key, err := keys.Create(ctx, apikey.CreateParams{Tenant: "acme", Scopes: []string{apikey.ScopeAdmin}})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(svc.Store(), keys, client, wjs, clk.Now, log).Routes(mux)
+	NewAPI(svc.Store(), svc.Ledger(), keys, client, wjs, clk.Now, log).Routes(mux)
 	srv := httptest.NewServer(openapitest.Check(t, mux))
 	t.Cleanup(srv.Close)
 	return &bundle{nats: n, pool: pool, js: js, pub: pub, svc: svc, clock: clk, api: srv.URL, key: key, secrets: cfg.Secrets}
@@ -178,7 +178,7 @@ func (b *bundle) publish(t *testing.T, id string) events.Event {
 // deliveries returns the endpoint's delivery log.
 func (b *bundle) deliveries(t *testing.T, endpointID string) []Delivery {
 	t.Helper()
-	ds, err := b.svc.Store().ListDeliveries(context.Background(), "acme", endpointID, "", "", 200)
+	ds, err := b.svc.Ledger().List(context.Background(), "acme", endpointID, "", "", 200)
 	require.NoError(t, err)
 	return ds
 }

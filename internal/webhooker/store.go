@@ -17,7 +17,7 @@ import (
 	"github.com/eventline/eventline/pkg/webhook"
 )
 
-// Store keeps endpoints, deliveries and attempts in the webhook schema.
+// Store keeps endpoints in the webhook schema.
 // Methods that take a tenant serve the API and run as that tenant under
 // row-level security (postgres.TenantTx); the workers' methods run as the
 // owner across tenants. Endpoint secrets are sealed with keys (see
@@ -25,17 +25,14 @@ import (
 type Store struct {
 	pool *pgxpool.Pool
 	keys *secretbox.Keyring
-	// ledger writes the deliveries the tenants retry and resend; the
-	// Service's own once NewService made the Store.
-	ledger *Ledger
 }
 
 // NewStore returns a Store over pool sealing secrets with keys.
 func NewStore(pool *pgxpool.Pool, keys *secretbox.Keyring) *Store {
-	return &Store{pool: pool, keys: keys, ledger: NewLedger(pool, DisableRule{}, 0)}
+	return &Store{pool: pool, keys: keys}
 }
 
-// ErrNotFound means no such endpoint or delivery for the tenant.
+// ErrNotFound means no such endpoint for the tenant.
 var ErrNotFound = errors.New("not found")
 
 // querier is a pool or a transaction.
@@ -419,8 +416,6 @@ type Job struct {
 	// scheduled: taken from webhook.due (a retry, a replay, an expired
 	// claim), whose row goes once the delivery is finished.
 	Scheduled bool
-	// queuedAt is when the dispatcher queued the job (its backlog age).
-	queuedAt time.Time
 	// claim is the webhook.claims row that lists the delivery while this
 	// replica holds it (recorded claimed); 0: none (leases).
 	Claim int64
