@@ -17,6 +17,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
 )
@@ -29,8 +30,8 @@ type URLValidator interface {
 // API serves the webhook endpoints of docs/contract.md §2; every route needs the
 // admin scope (endpoints carry secrets).
 type API struct {
-	store     *Store  // the endpoints
-	ledger    *Ledger // their deliveries: the log, retries and resends
+	store     *endpoint.Store // the endpoints
+	ledger    *Ledger         // their deliveries: the log, retries and resends
 	auth      httpapi.Authenticator
 	urls      URLValidator
 	js        jetstream.JetStream
@@ -45,11 +46,11 @@ type API struct {
 
 // NewAPI returns the webhook API over the endpoints in store and their
 // deliveries in ledger.
-func NewAPI(store *Store, ledger *Ledger, auth httpapi.Authenticator, urls URLValidator, js jetstream.JetStream, now func() time.Time, log *slog.Logger) *API {
+func NewAPI(store *endpoint.Store, ledger *Ledger, auth httpapi.Authenticator, urls URLValidator, js jetstream.JetStream, now func() time.Time, log *slog.Logger) *API {
 	if now == nil {
 		now = time.Now
 	}
-	a := &API{store: store, ledger: ledger, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000, maxEndpoints: DefaultMaxEndpoints}
+	a := &API{store: store, ledger: ledger, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000, maxEndpoints: endpoint.DefaultMaxEndpoints}
 	if js != nil {
 		// The connection's server was checked when js was made; a
 		// publisher over it cannot fail that check again.
@@ -97,13 +98,13 @@ type endpointInput struct {
 }
 
 type endpointView struct {
-	Endpoint
+	endpoint.Endpoint
 	Secret string `json:"secret,omitempty"`
 }
 
 // view shows a new or rotated endpoint: an HMAC secret once, here; an
 // Ed25519 signing key never (receivers verify with public_key).
-func view(e Endpoint, secret string) endpointView {
+func view(e endpoint.Endpoint, secret string) endpointView {
 	if webhook.IsSigningKey(secret) {
 		secret = ""
 	}
@@ -158,7 +159,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
 }
 
 // apply validates in and applies it to e; every problem is returned.
-func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating bool) []events.FieldError {
+func (a *API) apply(ctx context.Context, e *endpoint.Endpoint, in endpointInput, creating bool) []events.FieldError {
 	var errs []events.FieldError
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, events.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
@@ -185,7 +186,7 @@ func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating
 			bad("events", "has more than 100 patterns")
 		default:
 			for i, p := range *in.Events {
-				if !ValidPattern(p) {
+				if !endpoint.ValidPattern(p) {
 					bad(fmt.Sprintf("events[%d]", i), `%q is not an event type pattern: use "type.action", "type.*", "*.action" or "*"`, p)
 				}
 			}
@@ -207,7 +208,7 @@ func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating
 		switch {
 		case !creating:
 			bad("signing", "is chosen when the endpoint is created; create a new endpoint to change it")
-		case *in.Signing != SigningHMAC && *in.Signing != SigningEd25519:
+		case *in.Signing != endpoint.SigningHMAC && *in.Signing != endpoint.SigningEd25519:
 			bad("signing", `must be "hmac" (v1, the default) or "ed25519" (v1a)`)
 		}
 	}
@@ -250,18 +251,18 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &in) {
 		return
 	}
-	e := Endpoint{Tenant: tenantOf(r)}
+	e := endpoint.Endpoint{Tenant: tenantOf(r)}
 	if errs := a.apply(r.Context(), &e, in, true); len(errs) > 0 {
 		httpapi.ValidationFailed(w, "the webhook is not valid; nothing was created", errs)
 		return
 	}
-	secret, err := newSecret(in.Signing != nil && *in.Signing == SigningEd25519)
+	secret, err := newSecret(in.Signing != nil && *in.Signing == endpoint.SigningEd25519)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	created, err := a.store.CreateEndpointCapped(r.Context(), e, secret, a.maxEndpoints)
-	var capped *EndpointCapError
+	var capped *endpoint.EndpointCapError
 	if errors.As(err, &capped) {
 		httpapi.ValidationFailed(w, "the tenant has as many webhook endpoints as it may have; nothing was created",
 			[]events.FieldError{{Field: "body", Message: fmt.Sprintf("a tenant may have at most %d webhook endpoints and this one has %d: "+
@@ -292,7 +293,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		next = &c
 	}
 	if eps == nil {
-		eps = []Endpoint{}
+		eps = []endpoint.Endpoint{}
 	}
 	httpapi.JSON(w, http.StatusOK, map[string]any{"webhooks": eps, "next_cursor": next})
 }
@@ -336,7 +337,7 @@ func (a *API) patch(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	if err := a.store.DeleteEndpoint(r.Context(), tenantOf(r), r.PathValue("id")); err != nil {
-		a.respond(w, r, Endpoint{}, err)
+		a.respond(w, r, endpoint.Endpoint{}, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -372,7 +373,7 @@ func (a *API) rotate(w http.ResponseWriter, r *http.Request) {
 		a.respond(w, r, cur, err)
 		return
 	}
-	secret, err := newSecret(cur.Signing == SigningEd25519)
+	secret, err := newSecret(cur.Signing == endpoint.SigningEd25519)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -386,9 +387,9 @@ func (a *API) rotate(w http.ResponseWriter, r *http.Request) {
 	httpapi.JSON(w, http.StatusOK, view(e, secret))
 }
 
-func (a *API) respond(w http.ResponseWriter, r *http.Request, e Endpoint, err error) {
+func (a *API) respond(w http.ResponseWriter, r *http.Request, e endpoint.Endpoint, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, endpoint.ErrNotFound):
 		httpapi.Error(w, http.StatusNotFound, "no webhook with this id")
 	case err != nil:
 		a.fail(w, r, err)
@@ -421,12 +422,6 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 // (Config.RefreshEvery), so an endpoint tested right after it was created
 // or its secret rotated is attempted as it now is.
 const testEventDelay = time.Second
-
-// TestEventType is the type of the events POST /v1/webhooks/{id}/test
-// sends. Such an event is delivered to the one endpoint it names (its
-// eventable), whatever that endpoint's filters, and never fanned out to
-// the others (Endpoint.Matches).
-const TestEventType = "webhook.test"
 
 // test appends a webhook.test event for the endpoint to the stream (so it
 // is durable, in the tenant's timeline, and retryable like any event) and

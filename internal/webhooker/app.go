@@ -19,6 +19,7 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -54,7 +55,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Bool(&c.AllowPrivate, "allow-private", "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback and private networks (local use only)")
 	s.String(&c.AllowCIDRs, "allow-cidrs", "WEBHOOK_ALLOW_CIDRS", "", "comma-separated CIDRs webhooks may reach although private")
-	s.Int(&c.MaxEndpoints, "max-endpoints", "WEBHOOK_MAX_ENDPOINTS", DefaultMaxEndpoints, "webhook endpoints (not deleted) a tenant may have; a create beyond it is refused with 422; 0 no cap")
+	s.Int(&c.MaxEndpoints, "max-endpoints", "WEBHOOK_MAX_ENDPOINTS", endpoint.DefaultMaxEndpoints, "webhook endpoints (not deleted) a tenant may have; a create beyond it is refused with 422; 0 no cap")
 	s.Duration(&c.Timeout, "timeout", "WEBHOOK_TIMEOUT", 15*time.Second, "bound on one delivery attempt")
 	s.Duration(&c.Service.Claim, "claim", "WEBHOOK_CLAIM", DefaultClaim, "how long a claim on a delivery lasts unless renewed: a replica renews the claims of what it holds every quarter of this, and another attempts what a SIGKILLed replica held once its claims end")
 	s.Int(&c.Service.Handlers, "handlers", "WEBHOOK_FANOUT_HANDLERS", DefaultHandlers, "concurrent fan-out handlers: each holds one event while its first attempts run (their records are group-committed)")

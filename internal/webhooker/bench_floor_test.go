@@ -46,7 +46,7 @@ func floorRowsPerStatement(endpoints int) int {
 // floorTable creates the scratch table once per database.
 func (e *benchEnv) floorTable() {
 	e.b.Helper()
-	_, err := e.store.pool.Exec(context.Background(), `CREATE SCHEMA IF NOT EXISTS benchfloor;
+	_, err := e.svc.pool.Exec(context.Background(), `CREATE SCHEMA IF NOT EXISTS benchfloor;
 		CREATE TABLE IF NOT EXISTS benchfloor.deliveries (LIKE webhook.deliveries INCLUDING ALL) WITH (fillfactor = 50)`)
 	if err != nil {
 		e.b.Fatal(err)
@@ -73,7 +73,7 @@ func (e *benchEnv) floorInsert(endpoints int, evs []events.Event, firstSeq uint6
 		if len(rows) == 0 {
 			return
 		}
-		if _, err := e.store.pool.CopyFrom(ctx, pgx.Identifier{"benchfloor", "deliveries"}, cols, pgx.CopyFromRows(rows)); err != nil {
+		if _, err := e.svc.pool.CopyFrom(ctx, pgx.Identifier{"benchfloor", "deliveries"}, cols, pgx.CopyFromRows(rows)); err != nil {
 			e.b.Fatal(err)
 		}
 		rows = rows[:0]
@@ -160,7 +160,7 @@ func (e *benchEnv) waitAttempts(total int) {
 	e.b.Helper()
 	testenv.Poll(e.b, 5*time.Minute, fmt.Sprintf("%d attempts logged", total), func() bool {
 		var n int
-		if err := e.store.pool.QueryRow(context.Background(), `SELECT count(*) FROM webhook.attempts`).Scan(&n); err != nil {
+		if err := e.svc.pool.QueryRow(context.Background(), `SELECT count(*) FROM webhook.attempts`).Scan(&n); err != nil {
 			e.b.Fatal(err)
 		}
 		return n >= total

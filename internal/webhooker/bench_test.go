@@ -25,6 +25,7 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
 )
@@ -84,7 +85,7 @@ type benchEnv struct {
 	js    jetstream.JetStream // admin: the floor's raw consumers (bench_floor_test.go)
 	pub   *events.Publisher
 	svc   *Service
-	store *Store
+	store *endpoint.Store
 	stop  func()
 }
 
@@ -143,7 +144,7 @@ func (e *benchEnv) endpoints(urls []string) {
 	var ids []string
 	for _, u := range urls {
 		secret, _ := webhook.GenerateSecret()
-		ep, err := e.store.CreateEndpoint(ctx, Endpoint{Tenant: "acme", URL: u, Events: []string{"*"}, Format: "json"}, secret)
+		ep, err := e.store.CreateEndpoint(ctx, endpoint.Endpoint{Tenant: "acme", URL: u, Events: []string{"*"}, Format: "json"}, secret)
 		if err != nil {
 			e.b.Fatal(err)
 		}
@@ -345,7 +346,7 @@ func BenchmarkSlowEndpointIsolation(b *testing.B) {
 	b.ReportMetric(float64(slowServer.slow.Load()), "slow-requests")
 }
 
-func mustList(b *testing.B, env *benchEnv) []Endpoint {
+func mustList(b *testing.B, env *benchEnv) []endpoint.Endpoint {
 	b.Helper()
 	eps, err := env.store.ListEndpoints(context.Background(), "acme", "", 200)
 	if err != nil {

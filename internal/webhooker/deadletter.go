@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // ReplayDeadLetter fans a dead-lettered event out again (`eventline dlq
@@ -28,8 +29,8 @@ func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Lett
 	if err != nil {
 		return nil, fmt.Errorf("load endpoints: %w", err)
 	}
-	eps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Endpoint, error) {
-		e := Endpoint{Enabled: true}
+	eps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (endpoint.Endpoint, error) {
+		e := endpoint.Endpoint{Enabled: true}
 		var parents []byte
 		if err := r.Scan(&e.ID, &e.Events, &parents); err != nil {
 			return e, err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/render"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/cloudevent"
 	"github.com/eventline/eventline/pkg/webhook"
 )
@@ -53,7 +54,7 @@ type Attempter struct {
 
 // Endpoints finds the current copy of an endpoint (the Registry).
 type Endpoints interface {
-	Get(id string) (Endpoint, bool)
+	Get(id string) (endpoint.Endpoint, bool)
 }
 
 // Sink is where the attempter reports every outcome, once per attempt.
@@ -168,7 +169,7 @@ func (a *Attempter) Attempt(ctx context.Context, j Job) {
 
 // startSpan starts the attempt's client span as a child of the event's
 // trace (its traceparent from the stream).
-func (a *Attempter) startSpan(ctx context.Context, j Job, ep Endpoint) (context.Context, trace.Span) {
+func (a *Attempter) startSpan(ctx context.Context, j Job, ep endpoint.Endpoint) (context.Context, trace.Span) {
 	if a.Tracer == nil {
 		return observe.WithTraceparent(ctx, j.Event.Traceparent), noop.Span{}
 	}
@@ -182,7 +183,7 @@ func (a *Attempter) startSpan(ctx context.Context, j Job, ep Endpoint) (context.
 
 // body is the delivery payload: the event JSON with seq and type, a
 // Slack message, or a CloudEvent (docs/cloudevents.md).
-func (a *Attempter) body(ctx context.Context, ep Endpoint, j Job) ([]byte, error) {
+func (a *Attempter) body(ctx context.Context, ep endpoint.Endpoint, j Job) ([]byte, error) {
 	switch {
 	case ep.Format == "slack":
 		set, err := a.Sentences.For(ctx, j.Event.Tenant)

@@ -12,6 +12,7 @@ import (
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -75,7 +76,7 @@ func listDeliveries(ctx context.Context, tx pgx.Tx, tenant, endpointID, status, 
 func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
 	tenant, id := tenantOf(r), r.PathValue("id")
 	if _, err := a.store.GetEndpoint(r.Context(), tenant, id); err != nil {
-		a.respond(w, r, Endpoint{}, err)
+		a.respond(w, r, endpoint.Endpoint{}, err)
 		return
 	}
 	status := r.URL.Query().Get("status")
@@ -108,7 +109,7 @@ func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
 func (a *API) retry(w http.ResponseWriter, r *http.Request) {
 	err := a.ledger.Retry(r.Context(), tenantOf(r), r.PathValue("id"), a.now())
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, endpoint.ErrNotFound):
 		httpapi.Error(w, http.StatusNotFound, "no delivery with this id")
 	case err != nil:
 		a.fail(w, r, err)
@@ -174,7 +175,7 @@ var errTooMany = errors.New("too many events")
 // scan reads the tenant's events recorded in [since, until) from the
 // stream and keeps those the endpoint matches. It reads with direct gets,
 // not a consumer: the webhooker's NATS identity may not create consumers.
-func (a *API) scan(ctx context.Context, ep Endpoint, since, until time.Time) ([]events.Event, error) {
+func (a *API) scan(ctx context.Context, ep endpoint.Endpoint, since, until time.Time) ([]events.Event, error) {
 	subj, err := events.TenantSubjects(ep.Tenant)
 	if err != nil {
 		return nil, err

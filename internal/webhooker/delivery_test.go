@@ -11,6 +11,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -162,7 +163,7 @@ func TestScheduleExhaustedThenManualRetry(t *testing.T) {
 	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"card.*"}})
 	b.publish(t, "e1")
 	b.waitStatusAttempts(t, id, 1)
-	for i, wait := range DefaultRetrySchedule {
+	for i, wait := range endpoint.DefaultRetrySchedule {
 		b.clock.Add(wait)
 		n, err := b.svc.ScheduleNow(context.Background())
 		require.NoError(t, err)
@@ -170,7 +171,7 @@ func TestScheduleExhaustedThenManualRetry(t *testing.T) {
 		b.waitStatusAttempts(t, id, i+2)
 	}
 	d := b.waitStatus(t, id, "failed", 1)[0]
-	require.Len(t, d.Attempts, 1+len(DefaultRetrySchedule))
+	require.Len(t, d.Attempts, 1+len(endpoint.DefaultRetrySchedule))
 	require.Nil(t, d.NextAttemptAt)
 
 	fail = false
@@ -180,7 +181,7 @@ func TestScheduleExhaustedThenManualRetry(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	d = b.waitStatus(t, id, "succeeded", 1)[0]
-	require.Len(t, d.Attempts, 2+len(DefaultRetrySchedule))
+	require.Len(t, d.Attempts, 2+len(endpoint.DefaultRetrySchedule))
 }
 
 func TestGoneDisablesEndpoint(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/consume"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -292,7 +293,7 @@ func TestRegistryReplicasSeeChangesWithinASecond(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	replicas := []*Registry{NewRegistry(b.svc.Store(), 100*time.Millisecond, log), NewRegistry(b.svc.Store(), 100*time.Millisecond, log)}
+	replicas := []*endpoint.Registry{endpoint.NewRegistry(b.svc.Store(), 100*time.Millisecond, log), endpoint.NewRegistry(b.svc.Store(), 100*time.Millisecond, log)}
 	for _, r := range replicas {
 		go r.Run(ctx)
 	}

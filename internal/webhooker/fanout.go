@@ -21,6 +21,7 @@ import (
 	"github.com/eventline/eventline/internal/groupcommit"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // maxInsert is the most deliveries one insert statement writes.
@@ -95,7 +96,7 @@ type fanout struct {
 	// inserts coalesces the delivery inserts of concurrent handlers into
 	// one statement and commit (group commit).
 	inserts    *groupcommit.Batcher[Item, inserted]
-	registry   *Registry
+	registry   *endpoint.Registry
 	submit     func(...Job) []Job // returns the jobs it could not queue
 	leases     *leases            // what this replica holds claimed
 	scheduler  *scheduler         // takes shared fan-outs (recordShared)

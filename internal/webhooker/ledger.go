@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -50,6 +51,11 @@ func (l *Ledger) On(pool *pgxpool.Pool) *Ledger {
 	c := *l
 	c.pool = pool
 	return &c
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // fanoutItem is the deliveries of one event to record: jobs, one per
@@ -629,7 +635,7 @@ func (l *Ledger) Retry(ctx context.Context, tenant, id string, now time.Time) er
 			return fmt.Errorf("retry delivery: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
-			return ErrNotFound
+			return endpoint.ErrNotFound
 		}
 		return nil
 	})
@@ -638,7 +644,7 @@ func (l *Ledger) Retry(ctx context.Context, tenant, id string, now time.Time) er
 // resend makes deliveries of the events to the endpoint due now: new ones
 // are created, existing ones are sent again. It returns how many. It runs
 // as the endpoint's tenant.
-func (l *Ledger) Resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (n int, err error) {
+func (l *Ledger) Resend(ctx context.Context, ep endpoint.Endpoint, evs []events.Event, now time.Time) (n int, err error) {
 	if len(evs) == 0 {
 		return 0, nil
 	}

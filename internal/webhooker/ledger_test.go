@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -280,8 +281,8 @@ func TestLedgerClaimDue(t *testing.T) {
 func TestLedgerDisablesAtThreshold(t *testing.T) {
 	t.Parallel()
 	e := newLedgerEnv(t, DisableRule{Failures: 3, Span: time.Hour})
-	store := NewStore(e.pool, testKeyring(t))
-	ep, err := store.CreateEndpoint(e.ctx, Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	store := endpoint.NewStore(e.pool, testKeyring(t))
+	ep, err := store.CreateEndpoint(e.ctx, endpoint.Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 	require.NoError(t, err)
 	t0 := e.t0
 	fail := func(n int, at time.Time) Outcome { return failed(e.job(fmt.Sprint("e", n), ep.ID), 1, at, time.Minute) }

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventline/eventline/internal/consumerlag"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // Metrics are the webhooker's Prometheus metrics.
@@ -80,7 +81,7 @@ func (m *Metrics) scheduled(n int) {
 
 // watchRegistry exports the size of this replica's endpoint registry
 // (once per Metrics: a second registry is ignored).
-func (m *Metrics) watchRegistry(r *Registry) {
+func (m *Metrics) watchRegistry(r *endpoint.Registry) {
 	if m != nil {
 		_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "eventline_webhook_endpoints", Help: "Endpoints in this replica's registry, enabled or not.",

@@ -18,6 +18,7 @@ import (
 
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -374,8 +375,8 @@ func TestRecoveredAfterAnUnmarkedStreak(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testenv.Pool(t)
-	store := NewStore(pool, testKeyring(t))
-	ep, err := store.CreateEndpoint(ctx, Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	store := endpoint.NewStore(pool, testKeyring(t))
+	ep, err := store.CreateEndpoint(ctx, endpoint.Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 	require.NoError(t, err)
 	lg := NewLedger(pool, DisableRule{}, 0)
 	at := time.Now().UTC().Truncate(time.Microsecond)

@@ -19,6 +19,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -194,12 +195,12 @@ func TestPortalTestEvent(t *testing.T) {
 	code, out = p.do(t, token, http.MethodPost, "/v1/webhooks/"+id+"/test", nil)
 	require.Equal(t, http.StatusAccepted, code, "%v", out)
 	ev := out["event"].(map[string]any)
-	require.Equal(t, TestEventType, ev["type"])
+	require.Equal(t, endpoint.TestEventType, ev["type"])
 	p.clock.Add(testEventDelay)
 	p.scheduleUntil(t, id, 1)
 	ds := p.waitAttempts(t, id, 1)
 	require.Len(t, ds, 1)
-	require.Equal(t, TestEventType, ds[0].EventType)
+	require.Equal(t, endpoint.TestEventType, ds[0].EventType)
 	require.Equal(t, StatusSucceeded, ds[0].Status)
 	require.Equal(t, http.StatusOK, ds[0].Attempts[0].StatusCode)
 	got := target.all()

@@ -19,6 +19,7 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // storedSecrets is an endpoint's secrets columns as the database holds them.
@@ -111,7 +112,7 @@ func TestPlaintextSecretsSealedOnStartAndKeyRotation(t *testing.T) {
 
 	k1, k2 := newTestKey(t), newTestKey(t)
 	kr1 := keyring(t, k1)
-	s1 := NewStore(pool, kr1)
+	s1 := endpoint.NewStore(pool, kr1)
 	n, err := s1.SealSecrets(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
@@ -125,7 +126,7 @@ func TestPlaintextSecretsSealedOnStartAndKeyRotation(t *testing.T) {
 
 	// Rotation: k2 is primary, k1 still configured as old.
 	kr2 := keyring(t, k2, k1)
-	s2 := NewStore(pool, kr2)
+	s2 := endpoint.NewStore(pool, kr2)
 	e, err = s2.GetEndpoint(ctx, "acme", "ep-1")
 	require.NoError(t, err, "the old key still opens")
 	require.Equal(t, []string{secret}, e.ActiveSecrets(e.CreatedAt))
@@ -134,12 +135,12 @@ func TestPlaintextSecretsSealedOnStartAndKeyRotation(t *testing.T) {
 	require.Equal(t, 2, n)
 	requireSealed(t, readStored(t, pool, "ep-2"), kr2.PrimaryID(), secret)
 	// Now k1 can be dropped.
-	e, err = NewStore(pool, keyring(t, k2)).GetEndpoint(ctx, "other", "ep-2")
+	e, err = endpoint.NewStore(pool, keyring(t, k2)).GetEndpoint(ctx, "other", "ep-2")
 	require.NoError(t, err)
 	require.Equal(t, []string{secret}, e.ActiveSecrets(e.CreatedAt))
 
 	// A keyring without the sealing key refuses to start, naming the key.
-	_, err = NewStore(pool, keyring(t, newTestKey(t))).SealSecrets(ctx)
+	_, err = endpoint.NewStore(pool, keyring(t, newTestKey(t))).SealSecrets(ctx)
 	require.ErrorIs(t, err, secretbox.ErrUnknownKey)
 	require.ErrorContains(t, err, kr2.PrimaryID())
 	require.ErrorContains(t, err, "EVENTLINE_OLD_SECRET_KEYS")
@@ -154,7 +155,7 @@ func TestSealedSecretsAreBoundToTheirRow(t *testing.T) {
 	insertPlaintext(t, pool, "acme", "ep-a", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	insertPlaintext(t, pool, "acme", "ep-b", "whsec_c2Vjb25kIHNlY3JldCBvZiBlcC1iIQ==")
 	insertPlaintext(t, pool, "evil", "ep-a2", "whsec_c2Vjb25kIHNlY3JldCBvZiBlcC1iIQ==")
-	s := NewStore(pool, keyring(t, newTestKey(t)))
+	s := endpoint.NewStore(pool, keyring(t, newTestKey(t)))
 	_, err := s.SealSecrets(ctx)
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `UPDATE webhook.endpoints b SET secrets_sealed = a.secrets_sealed FROM webhook.endpoints a
@@ -177,7 +178,7 @@ func TestAPIRunsUnderRowLevelSecurity(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testenv.Pool(t)
-	store := NewStore(pool, keyring(t, newTestKey(t)))
+	store := endpoint.NewStore(pool, keyring(t, newTestKey(t)))
 	keys := apikey.NewStore(pool, 0)
 	_, key, err := keys.Create(ctx, apikey.CreateParams{Tenant: "acme", Scopes: []string{apikey.ScopeAdmin}})
 	require.NoError(t, err)

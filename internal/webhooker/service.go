@@ -21,6 +21,7 @@ import (
 	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -122,8 +123,8 @@ type Service struct {
 	fanoutNC  *nats.Conn
 	js        jetstream.JetStream
 	str       jetstream.Stream
-	registry  *Registry
-	store     *Store
+	registry  *endpoint.Registry
+	store     *endpoint.Store
 	ledger    *Ledger
 	poster    Poster
 	publisher *events.Publisher
@@ -148,7 +149,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	if cfg.Secrets == nil {
 		return nil, errors.New("webhooker: no secret key to seal webhook secrets with (Config.Secrets)")
 	}
-	store := NewStore(pool, cfg.Secrets)
+	store := endpoint.NewStore(pool, cfg.Secrets)
 	// Rows from before sealing existed, or sealed with a rotated-out key,
 	// are sealed with the primary key before anything reads them.
 	if n, err := store.SealSecrets(ctx); err != nil {
@@ -167,7 +168,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 		return nil, err
 	}
 	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: NewLedger(pool, cfg.Disable, cfg.FailingAfter), poster: poster, publisher: pub, log: log, metrics: m,
-		registry: NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
+		registry: endpoint.NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
 	// After NATS reconnects, what the fan-out took before may come again
 	// as first deliveries (a restarted server loses unflushed consumer
 	// state): those record first.
@@ -185,7 +186,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 }
 
 // Store is the endpoint store the API uses.
-func (s *Service) Store() *Store { return s.store }
+func (s *Service) Store() *endpoint.Store { return s.store }
 
 // Ledger is the delivery ledger the API uses (the delivery log, retries
 // and resends).

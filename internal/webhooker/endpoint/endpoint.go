@@ -1,4 +1,11 @@
-package webhooker
+// Package endpoint holds the tenants' webhook endpoints: the Endpoint
+// model and its event-type patterns, the Store that keeps endpoints in
+// Postgres (tenant CRUD under row-level security, secrets sealed at rest,
+// the change feed), and the Registry, each replica's in-memory copy that
+// matches events to endpoints. The rest of the webhooker (package
+// webhooker and its delivery and attempt packages) reads endpoints from
+// here; see ../doc.go for how the parts work together.
+package endpoint
 
 import (
 	"encoding/json"
@@ -58,6 +65,12 @@ func (e Endpoint) ActiveSecrets(now time.Time) []string {
 	}
 	return out
 }
+
+// TestEventType is the type of the events POST /v1/webhooks/{id}/test
+// sends. Such an event is delivered to the one endpoint it names (its
+// eventable), whatever that endpoint's filters, and never fanned out to
+// the others (Matches).
+const TestEventType = "webhook.test"
 
 // Matches reports whether the endpoint wants the event: its type matches
 // one of the patterns and, when parents are set, the event's eventable or

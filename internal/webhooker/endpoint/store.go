@@ -1,4 +1,4 @@
-package webhooker
+package endpoint
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/secretbox"
-	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
 )
 
@@ -89,6 +88,15 @@ func (s *Store) seal(tenant, id string, secrets []secret) ([]byte, error) {
 	return s.keys.Seal(plain, secretsAAD(tenant, id))
 }
 
+// SealFirstSecret seals secret as the only secret of the tenant's
+// endpoint id, as CreateEndpoint stores it, and names the key that sealed
+// it (webhook.endpoints.secrets_sealed and secrets_key): for endpoints
+// written in bulk without the Store (the fan-out benchmarks).
+func (s *Store) SealFirstSecret(tenant, id, plaintext string) (sealed []byte, keyID string, err error) {
+	sealed, err = s.seal(tenant, id, []secret{{Secret: plaintext}})
+	return sealed, s.keys.PrimaryID(), err
+}
+
 // CreateEndpoint stores a new endpoint with its first secret, whatever
 // the tenant already has.
 func (s *Store) CreateEndpoint(ctx context.Context, e Endpoint, firstSecret string) (Endpoint, error) {
@@ -114,7 +122,7 @@ func (e *EndpointCapError) Error() string {
 // (0: no cap). Creates of one tenant are serialised by an advisory lock
 // held until the insert commits, so concurrent creates never exceed the cap.
 func (s *Store) CreateEndpointCapped(ctx context.Context, e Endpoint, firstSecret string, maxEndpoints int) (Endpoint, error) {
-	e.ID = NewID()
+	e.ID = newID()
 	parents, err := marshalParents(e.Parents)
 	if err != nil {
 		return Endpoint{}, err
@@ -377,49 +385,5 @@ func (s *Store) SealSecrets(ctx context.Context) (int, error) {
 	}
 }
 
-// Delivery is one event sent to one endpoint, with all its attempts.
-type Delivery struct {
-	ID            string     `json:"id"`
-	EndpointID    string     `json:"endpoint_id"`
-	EventID       string     `json:"event_id"`
-	EventSeq      uint64     `json:"event_seq"`
-	EventType     string     `json:"event_type"`
-	Status        Status     `json:"status"`
-	Attempts      []Attempt  `json:"attempts"`
-	NextAttemptAt *time.Time `json:"next_attempt_at"`
-	CreatedAt     time.Time  `json:"created_at"`
-
-	n int // attempts made
-}
-
-// Attempt is one HTTP try of a delivery.
-type Attempt struct {
-	N          int       `json:"n"`
-	At         time.Time `json:"at"`
-	DurationMS int       `json:"duration_ms"`
-	StatusCode int       `json:"status_code,omitempty"`
-	ErrorClass string    `json:"error_class,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	Response   string    `json:"response,omitempty"`
-}
-
-// job is a delivery ready for its next attempt.
-type Job struct {
-	DeliveryID string
-	Tenant     string
-	EndpointID string
-	Event      events.Event // Seq set; body built from it
-	Attempt    int          // 1-based number of the attempt to make
-	// body is the event's JSON, shared by every job of one event (one
-	// encoding for a thousand endpoints); nil to encode on attempt.
-	Body []byte
-	// scheduled: taken from webhook.due (a retry, a replay, an expired
-	// claim), whose row goes once the delivery is finished.
-	Scheduled bool
-	// claim is the webhook.claims row that lists the delivery while this
-	// replica holds it (recorded claimed); 0: none (leases).
-	Claim int64
-}
-
-// newID returns a time-ordered id (UUIDv7) for endpoints and deliveries.
-func NewID() string { return uuid.Must(uuid.NewV7()).String() }
+// newID returns a time-ordered id (UUIDv7) for endpoints.
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
