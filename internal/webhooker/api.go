@@ -17,6 +17,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
@@ -30,8 +31,8 @@ type URLValidator interface {
 // API serves the webhook endpoints of docs/contract.md §2; every route needs the
 // admin scope (endpoints carry secrets).
 type API struct {
-	store     *endpoint.Store // the endpoints
-	ledger    *Ledger         // their deliveries: the log, retries and resends
+	store     *endpoint.Store  // the endpoints
+	ledger    *delivery.Ledger // their deliveries: the log, retries and resends
 	auth      httpapi.Authenticator
 	urls      URLValidator
 	js        jetstream.JetStream
@@ -46,7 +47,7 @@ type API struct {
 
 // NewAPI returns the webhook API over the endpoints in store and their
 // deliveries in ledger.
-func NewAPI(store *endpoint.Store, ledger *Ledger, auth httpapi.Authenticator, urls URLValidator, js jetstream.JetStream, now func() time.Time, log *slog.Logger) *API {
+func NewAPI(store *endpoint.Store, ledger *delivery.Ledger, auth httpapi.Authenticator, urls URLValidator, js jetstream.JetStream, now func() time.Time, log *slog.Logger) *API {
 	if now == nil {
 		now = time.Now
 	}
@@ -445,7 +446,7 @@ func (a *API) test(w http.ResponseWriter, r *http.Request) {
 	key, _ := httpapi.KeyFrom(r.Context())
 	now := a.now()
 	ev := events.Event{
-		ID:          "webhook-test-" + NewID(),
+		ID:          "webhook-test-" + delivery.NewID(),
 		Tenant:      tenant,
 		Action:      "test",
 		Eventable:   events.Ref{Type: "webhook", ID: ep.ID},
@@ -462,7 +463,7 @@ func (a *API) test(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev.Seq = res.Seq
-	if _, err := a.ledger.Resend(r.Context(), ep, []events.Event{ev}, now.Add(testEventDelay)); err != nil {
+	if _, err := a.ledger.Resend(r.Context(), ep.Tenant, ep.ID, []events.Event{ev}, now.Add(testEventDelay)); err != nil {
 		a.fail(w, r, err)
 		return
 	}

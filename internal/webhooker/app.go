@@ -19,6 +19,7 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -63,7 +64,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Int(&c.Service.Dispatch.Workers, "workers", "WEBHOOK_WORKERS", 512, "attempts in flight in this process")
 	s.Int(&c.Service.Dispatch.PerEndpoint, "per-endpoint", "WEBHOOK_PER_ENDPOINT", 16, "attempts in flight to one endpoint")
 	s.Int(&c.Service.Dispatch.DefaultRate, "default-rate", "WEBHOOK_DEFAULT_RATE", 0, "deliveries per second to an endpoint without its own rate_limit; 0 unlimited")
-	s.Int(&c.Service.FailingAfter, "failing-after", "WEBHOOK_FAILING_AFTER", DefaultFailingAfter, "consecutive failed attempts of an endpoint announced as a webhook.attempt_failing event, once per failing streak")
+	s.Int(&c.Service.FailingAfter, "failing-after", "WEBHOOK_FAILING_AFTER", delivery.DefaultFailingAfter, "consecutive failed attempts of an endpoint announced as a webhook.attempt_failing event, once per failing streak")
 	s.Duration(&c.Service.Retention, "retention", "WEBHOOK_RETENTION", 30*24*time.Hour, "how long the delivery log is kept")
 	s.Duration(&c.Service.FirstAttempt.Wait, "first-attempt-wait", "WEBHOOK_FIRST_ATTEMPT_WAIT", 50*time.Millisecond,
 		"how long the fan-out waits, without an attempt finishing, to record first attempts with their outcome; 0 records every delivery before its first attempt")

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -82,7 +83,7 @@ func (e *benchEnv) floorInsert(endpoints int, evs []events.Event, firstSeq uint6
 	var last *time.Time
 	for k, ev := range evs {
 		for _, ep := range epIDs {
-			rows = append(rows, []any{NewID(), ev.Tenant, ep, ev.ID, int64(firstSeq) + int64(k), "card.closed", "pending", int32(0), now, last})
+			rows = append(rows, []any{delivery.NewID(), ev.Tenant, ep, ev.ID, int64(firstSeq) + int64(k), "card.closed", "pending", int32(0), now, last})
 			if len(rows) == perStatement {
 				flush()
 			}

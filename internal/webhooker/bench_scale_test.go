@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/webhook"
 )
 
@@ -114,7 +115,7 @@ func (e *benchEnv) insertEndpoints(urls []string) {
 	rows := make([][]any, len(urls))
 	ids := make([]string, len(urls))
 	for i, u := range urls {
-		ids[i] = NewID()
+		ids[i] = delivery.NewID()
 		s, err := webhook.GenerateSecret()
 		if err != nil {
 			e.b.Fatal(err)

@@ -121,7 +121,7 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, HTTPPoster{Client: client}, pub,
-		Config{RefreshEvery: benchRefreshEvery(), Secrets: testKeyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
+		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}

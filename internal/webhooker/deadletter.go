@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
@@ -45,17 +46,17 @@ func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Lett
 	if err != nil {
 		return nil, fmt.Errorf("load endpoints: %w", err)
 	}
-	var jobs []Job
+	var jobs []delivery.Job
 	for _, e := range eps {
 		if e.Matches(ev) {
-			jobs = append(jobs, Job{DeliveryID: NewID(), Tenant: ev.Tenant, EndpointID: e.ID, Event: ev, Attempt: 1})
+			jobs = append(jobs, delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: e.ID, Event: ev, Attempt: 1})
 		}
 	}
 	now := time.Now()
-	lg := NewLedger(pool, DisableRule{}, 0) // records no outcome: its tracker settings are never used
-	for len(jobs) > 0 {                     // due now, for any replica's scheduler
+	lg := delivery.NewLedger(pool, delivery.DisableRule{}, 0) // records no outcome: its tracker settings are never used
+	for len(jobs) > 0 {                                       // due now, for any replica's scheduler
 		n := min(len(jobs), maxInsert)
-		if _, _, err := lg.Record(ctx, []Item{{Jobs: jobs[:n], Shared: true}}, now, now.Add(time.Minute)); err != nil {
+		if _, _, err := lg.Record(ctx, []delivery.Item{{Jobs: jobs[:n], Shared: true}}, now, now.Add(time.Minute)); err != nil {
 			return nil, err
 		}
 		jobs = jobs[n:]

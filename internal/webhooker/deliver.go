@@ -16,6 +16,7 @@ import (
 
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/render"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/cloudevent"
 	"github.com/eventline/eventline/pkg/webhook"
@@ -60,7 +61,7 @@ type Endpoints interface {
 // Sink is where the attempter reports every outcome, once per attempt.
 // Report is called from every attempt goroutine at once.
 type Sink interface {
-	Report(o Outcome)
+	Report(o delivery.Outcome)
 }
 
 // Sentences are the tenants' sentence templates (render.Store).
@@ -86,10 +87,10 @@ type Observer interface {
 
 const maxLoggedResponse = 1024
 
-func (a *Attempter) Attempt(ctx context.Context, j Job) {
+func (a *Attempter) Attempt(ctx context.Context, j delivery.Job) {
 	ep, ok := a.Endpoints.Get(j.EndpointID)
 	start := a.Now()
-	o := Outcome{Job: j, Attempt: Attempt{N: j.Attempt, At: start}}
+	o := delivery.Outcome{Job: j, Attempt: delivery.Attempt{N: j.Attempt, At: start}}
 	if !ok || !ep.Enabled {
 		// Deleted or disabled since the delivery was created: it fails
 		// without a request and stays retryable by hand.
@@ -161,15 +162,15 @@ func (a *Attempter) Attempt(ctx context.Context, j Job) {
 	}
 	var retryAfter time.Duration
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		retryAfter = ParseRetryAfter(resp.Header, end)
+		retryAfter = delivery.ParseRetryAfter(resp.Header, end)
 	}
-	o.RetryIn, o.Retry = NextAttempt(ep.Schedule(), j.Attempt, retryAfter, a.Rand)
+	o.RetryIn, o.Retry = delivery.NextAttempt(ep.Schedule(), j.Attempt, retryAfter, a.Rand)
 	a.Sink.Report(o)
 }
 
 // startSpan starts the attempt's client span as a child of the event's
 // trace (its traceparent from the stream).
-func (a *Attempter) startSpan(ctx context.Context, j Job, ep endpoint.Endpoint) (context.Context, trace.Span) {
+func (a *Attempter) startSpan(ctx context.Context, j delivery.Job, ep endpoint.Endpoint) (context.Context, trace.Span) {
 	if a.Tracer == nil {
 		return observe.WithTraceparent(ctx, j.Event.Traceparent), noop.Span{}
 	}
@@ -183,7 +184,7 @@ func (a *Attempter) startSpan(ctx context.Context, j Job, ep endpoint.Endpoint) 
 
 // body is the delivery payload: the event JSON with seq and type, a
 // Slack message, or a CloudEvent (docs/cloudevents.md).
-func (a *Attempter) body(ctx context.Context, ep endpoint.Endpoint, j Job) ([]byte, error) {
+func (a *Attempter) body(ctx context.Context, ep endpoint.Endpoint, j delivery.Job) ([]byte, error) {
 	switch {
 	case ep.Format == "slack":
 		set, err := a.Sentences.For(ctx, j.Event.Tenant)

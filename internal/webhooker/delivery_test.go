@@ -11,6 +11,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -57,9 +58,9 @@ func TestDeliverySignedAndLogged(t *testing.T) {
 	}
 }
 
-func (b *bundle) waitStatus(t *testing.T, endpointID, status string, n int) []Delivery {
+func (b *bundle) waitStatus(t *testing.T, endpointID, status string, n int) []delivery.Delivery {
 	t.Helper()
-	var out []Delivery
+	var out []delivery.Delivery
 	require.Eventually(t, func() bool {
 		out = out[:0]
 		for _, d := range b.deliveries(t, endpointID) {
@@ -94,7 +95,7 @@ func TestRetryAfterFailure(t *testing.T) {
 	b.publish(t, "e1")
 	ds := b.waitStatusAttempts(t, id, 1)
 	d := ds[0]
-	require.Equal(t, StatusPending, d.Status)
+	require.Equal(t, delivery.StatusPending, d.Status)
 	require.Equal(t, 500, d.Attempts[0].StatusCode)
 	require.Equal(t, "status", d.Attempts[0].ErrorClass)
 	require.Equal(t, "boom", d.Attempts[0].Response)
@@ -115,9 +116,9 @@ func TestRetryAfterFailure(t *testing.T) {
 }
 
 // waitStatusAttempts waits until every delivery has at least n attempts.
-func (b *bundle) waitStatusAttempts(t *testing.T, endpointID string, n int) []Delivery {
+func (b *bundle) waitStatusAttempts(t *testing.T, endpointID string, n int) []delivery.Delivery {
 	t.Helper()
-	var ds []Delivery
+	var ds []delivery.Delivery
 	require.Eventually(t, func() bool {
 		ds = b.deliveries(t, endpointID)
 		if len(ds) == 0 {
@@ -226,7 +227,7 @@ func TestRedirectIsAFailureNotFollowed(t *testing.T) {
 	d := b.waitStatusAttempts(t, id, 1)[0]
 	require.Equal(t, 302, d.Attempts[0].StatusCode)
 	require.Equal(t, "status", d.Attempts[0].ErrorClass)
-	require.Equal(t, StatusPending, d.Status, "a 3xx is retried like any failure")
+	require.Equal(t, delivery.StatusPending, d.Status, "a 3xx is retried like any failure")
 	require.Empty(t, canary.all(), "the redirect was not followed")
 }
 
@@ -287,8 +288,8 @@ func TestExpiredClaimIsAttemptedByTheScheduler(t *testing.T) {
 	ev.Seq = res.Seq
 	ep, ok := b.svc.registry.Get(id)
 	require.True(t, ok)
-	j := Job{DeliveryID: NewID(), Tenant: ev.Tenant, EndpointID: ep.ID, Event: ev, Attempt: 1}
-	jobs, _, err := b.svc.ledger.Record(context.Background(), []Item{{Jobs: []Job{j}}}, b.clock.Now(), b.clock.Now().Add(time.Minute))
+	j := delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: ep.ID, Event: ev, Attempt: 1}
+	jobs, _, err := b.svc.ledger.Record(context.Background(), []delivery.Item{{Jobs: []delivery.Job{j}}}, b.clock.Now(), b.clock.Now().Add(time.Minute))
 	require.NoError(t, err)
 	require.Len(t, jobs[0], 1)
 	n, err := b.svc.ScheduleNow(context.Background())

@@ -2,6 +2,7 @@ package webhooker
 
 import (
 	"context"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"sync"
 	"time"
 )
@@ -34,13 +35,13 @@ func (c DispatchConfig) withDefaults() DispatchConfig {
 	return c
 }
 
-// dispatcher runs attempts with a per-endpoint concurrency cap and rate
+// Dispatcher runs attempts with a per-endpoint concurrency cap and rate
 // limit, and a global cap. Each endpoint has its own queue: a slow or dead
 // endpoint fills only its own queue and slots, never the workers that
 // healthy endpoints need.
 type Dispatcher struct {
 	cfg     DispatchConfig
-	attempt func(context.Context, Job)
+	attempt func(context.Context, delivery.Job)
 	rateOf  func(endpointID string) int
 	// windows shares rate limits with the other replicas; nil: each
 	// replica limits on its own.
@@ -73,13 +74,13 @@ type Dispatcher struct {
 // queued is a job in an endpoint's queue, with when it was queued (its
 // backlog age).
 type queued struct {
-	Job
+	delivery.Job
 	at time.Time
 }
 
 type task struct {
 	q *endpointQueue
-	j Job
+	j delivery.Job
 }
 
 type endpointQueue struct {
@@ -92,15 +93,15 @@ type endpointQueue struct {
 	waiting  bool        // in dispatcher.waiting
 }
 
-func NewDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, Job), rateOf func(string) int) *Dispatcher {
+func NewDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, delivery.Job), rateOf func(string) int) *Dispatcher {
 	cfg = cfg.withDefaults()
 	return &Dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{},
 		idleBudget: 2 * time.Second, work: make(chan task, cfg.Workers)}
 }
 
-// submit queues jobs and returns those it had no room for; it never
+// Submit queues jobs and returns those it had no room for; it never
 // blocks.
-func (d *Dispatcher) Submit(jobs ...Job) (dropped []Job) {
+func (d *Dispatcher) Submit(jobs ...delivery.Job) (dropped []delivery.Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.ctx.Err() != nil {
@@ -235,7 +236,7 @@ func (d *Dispatcher) worker() {
 	}
 }
 
-func (d *Dispatcher) run(q *endpointQueue, j Job) {
+func (d *Dispatcher) run(q *endpointQueue, j delivery.Job) {
 	defer d.wg.Done()
 	d.attempt(d.ctx, j)
 	d.mu.Lock()
@@ -274,7 +275,7 @@ func (d *Dispatcher) Room(limit int) int {
 	return max(0, limit-d.queued-d.inflight)
 }
 
-// backlog is how many jobs are queued and running, and how long the
+// Backlog is how many jobs are queued and running, and how long the
 // oldest queued job has waited.
 func (d *Dispatcher) Backlog(now time.Time) (queued, inflight int, oldest time.Duration) {
 	d.mu.Lock()
@@ -289,5 +290,5 @@ func (d *Dispatcher) Backlog(now time.Time) (queued, inflight int, oldest time.D
 	return d.queued, d.inflight, oldest
 }
 
-// wait blocks until every running attempt has finished.
+// Wait blocks until every running attempt has finished.
 func (d *Dispatcher) Wait() { d.wg.Wait() }

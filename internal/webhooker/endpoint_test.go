@@ -3,6 +3,7 @@ package webhooker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/consume"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -111,7 +113,7 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	inserts := newInserts(b.svc.ledger, nil, held, b.clock.Now, time.Minute)
 	go inserts.Run()
 	defer inserts.Close()
-	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, leases: held, submit: func(js ...Job) []Job { submitted.Add(int64(len(js))); return nil },
+	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, leases: held, submit: func(js ...delivery.Job) []delivery.Job { submitted.Add(int64(len(js))); return nil },
 		now: b.clock.Now, claim: time.Minute, consumer: "webhooker", log: slog.New(slog.NewTextHandler(io.Discard, nil)), gate: &firstGate{}}
 	msg := message.NewMessage("x", body)
 	msg.Metadata.Set(consume.MetaSubject, "events.acme.card.closed")
@@ -138,7 +140,7 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 // webhook.disabled; enabling resets the tracker.
 func TestAutoDisableAfterFailuresSpanningADay(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{allowPrivate: true, cfg: Config{Disable: DisableRule{Failures: 20, Span: 24 * time.Hour}}})
+	b := setup(t, options{allowPrivate: true, cfg: Config{Disable: delivery.DisableRule{Failures: 20, Span: 24 * time.Hour}}})
 	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
 	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"card.*"}, "retry_schedule": []int{3600, 3600, 3600}})
 	// 20 events, one failed attempt each, spread over 25h20m.
@@ -199,9 +201,9 @@ func TestSlowEndpointDoesNotSlowHealthyOnes(t *testing.T) {
 	require.Empty(t, b.waitNoneSucceeded(t, slowID))
 }
 
-func (b *bundle) waitNoneSucceeded(t *testing.T, id string) []Delivery {
+func (b *bundle) waitNoneSucceeded(t *testing.T, id string) []delivery.Delivery {
 	t.Helper()
-	var done []Delivery
+	var done []delivery.Delivery
 	for _, d := range b.deliveries(t, id) {
 		if d.Status == "succeeded" {
 			done = append(done, d)
@@ -326,7 +328,10 @@ func TestPruneLogKeepsRecentAndPending(t *testing.T) {
 	b.publish(t, "e1")
 	b.waitStatus(t, id, "succeeded", 1)
 	// Age the first delivery: an id and a created_at from two hours ago.
-	old := uuidV7Floor(time.Now().Add(-2 * time.Hour))
+	// The smallest UUIDv7 of that millisecond (as the ledger's pruning
+	// compares ids).
+	ms := time.Now().Add(-2 * time.Hour).UnixMilli()
+	old := fmt.Sprintf("%08x-%04x-7000-8000-000000000000", ms>>16, ms&0xffff)
 	ds := b.deliveries(t, id)
 	_, err := b.pool.Exec(context.Background(), `WITH a AS (UPDATE webhook.attempts SET delivery_id = $2 WHERE delivery_id = $1)
 		UPDATE webhook.deliveries SET id = $2, created_at = now() - interval '2 hours' WHERE id = $1`, ds[0].ID, old)

@@ -21,6 +21,7 @@ import (
 	"github.com/eventline/eventline/internal/groupcommit"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
@@ -31,21 +32,21 @@ const maxInsert = 5000
 // deliveries recorded claimed are held (leases) before their jobs are
 // handed back, so no outcome can be written before its delivery is held.
 // announce acts on what the recorded outcomes announce (nil: nothing).
-func newInserts(l *Ledger, announce func(context.Context, Announcements), held *leases, now func() time.Time, claim time.Duration) *groupcommit.Batcher[Item, inserted] {
-	return groupcommit.New(func(ctx context.Context, items []Item) ([]inserted, error) {
+func newInserts(l *delivery.Ledger, announce func(context.Context, delivery.Announcements), held *leases, now func() time.Time, claim time.Duration) *groupcommit.Batcher[delivery.Item, inserted] {
+	return groupcommit.New(func(ctx context.Context, items []delivery.Item) ([]inserted, error) {
 		at := now()
 		out := insertSplitting(ctx, l, announce, items, at, at.Add(claim))
 		for _, it := range out {
 			held.holdRecorded(it.jobs, at.Add(claim))
 		}
 		return out, nil
-	}, func(it Item) int { return len(it.Jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
+	}, func(it delivery.Item) int { return len(it.Jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
 }
 
 // inserted is the result of one fanoutItem of a group commit: the jobs
 // created without an outcome, or why its deliveries were not recorded.
 type inserted struct {
-	jobs []Job
+	jobs []delivery.Job
 	err  error
 }
 
@@ -56,7 +57,7 @@ type inserted struct {
 // refused event fails alone, to be dead-lettered, and the events grouped
 // with it are recorded. Any other error fails every item of the statement
 // that hit it.
-func insertSplitting(ctx context.Context, l *Ledger, announce func(context.Context, Announcements), items []Item, now, claimUntil time.Time) []inserted {
+func insertSplitting(ctx context.Context, l *delivery.Ledger, announce func(context.Context, delivery.Announcements), items []delivery.Item, now, claimUntil time.Time) []inserted {
 	out := make([]inserted, len(items))
 	created, a, err := l.Record(ctx, items, now, claimUntil)
 	switch {
@@ -95,14 +96,14 @@ type fanout struct {
 	pool *pgxpool.Pool
 	// inserts coalesces the delivery inserts of concurrent handlers into
 	// one statement and commit (group commit).
-	inserts    *groupcommit.Batcher[Item, inserted]
+	inserts    *groupcommit.Batcher[delivery.Item, inserted]
 	registry   *endpoint.Registry
-	submit     func(...Job) []Job // returns the jobs it could not queue
-	leases     *leases            // what this replica holds claimed
-	scheduler  *scheduler         // takes shared fan-outs (recordShared)
+	submit     func(...delivery.Job) []delivery.Job // returns the jobs it could not queue
+	leases     *leases                              // what this replica holds claimed
+	scheduler  *scheduler                           // takes shared fan-outs (recordShared)
 	shareAbove int
-	results    func(Outcome) // logs an outcome once its delivery is recorded
-	sink       *firstSink    // routes the outcomes of attempts made first to their collector
+	results    func(delivery.Outcome) // logs an outcome once its delivery is recorded
+	sink       *firstSink             // routes the outcomes of attempts made first to their collector
 	first      FirstAttemptConfig
 	gate       *firstGate
 	speed      *endpointSpeed
@@ -144,9 +145,9 @@ func (f *fanout) handle(msg *message.Message) error {
 	if err != nil {
 		return f.deadLetter(ctx, msg, fmt.Errorf("encode delivery body: %w", err))
 	}
-	jobs := make([]Job, len(eps))
+	jobs := make([]delivery.Job, len(eps))
 	for i, e := range eps {
-		jobs[i] = Job{DeliveryID: NewID(), Tenant: ev.Tenant, EndpointID: e.ID, Event: ev, Attempt: 1, Body: body}
+		jobs[i] = delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: e.ID, Event: ev, Attempt: 1, Body: body}
 	}
 	seq := consume.StreamSeq(msg)
 	f.gate.taken(seq)
@@ -178,7 +179,7 @@ const metaAttempted = "eventline_attempted"
 // claimed by no one: every replica's scheduler claims them, as many as its
 // dispatcher can start soon, so replicas share a large fan-out and none
 // holds much more than it can start soon.
-func (f *fanout) recordShared(ctx context.Context, jobs []Job) error {
+func (f *fanout) recordShared(ctx context.Context, jobs []delivery.Job) error {
 	created, err := f.record(ctx, jobs, nil, true)
 	if err != nil {
 		return err
@@ -190,7 +191,7 @@ func (f *fanout) recordShared(ctx context.Context, jobs []Job) error {
 
 // recordThenAttempt records the deliveries that do not exist yet, claimed,
 // and queues their first attempts.
-func (f *fanout) recordThenAttempt(ctx context.Context, jobs []Job) error {
+func (f *fanout) recordThenAttempt(ctx context.Context, jobs []delivery.Job) error {
 	created, err := f.record(ctx, jobs, nil, false)
 	if err != nil {
 		return err
@@ -203,9 +204,9 @@ func (f *fanout) recordThenAttempt(ctx context.Context, jobs []Job) error {
 // attemptFirst makes the first attempts of jobs, waits for them (not for
 // slow endpoints, see FirstAttemptConfig), and records every delivery,
 // those attempted with their outcome.
-func (f *fanout) attemptFirst(ctx context.Context, jobs []Job) error {
+func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job) error {
 	w := newFirstAttempts(0)
-	var now []Job
+	var now []delivery.Job
 	for _, j := range jobs {
 		if !f.speed.isSlow(j.EndpointID) {
 			now = append(now, j)
@@ -261,7 +262,7 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []Job) error {
 // is redelivered instead, its deliveries are attempted again. A refusal
 // of the data (postgres.Permanent) is not tried again: the event is
 // dead-lettered.
-func (f *fanout) recordAttempted(ctx context.Context, jobs []Job, done []Outcome) ([]Job, error) {
+func (f *fanout) recordAttempted(ctx context.Context, jobs []delivery.Job, done []delivery.Outcome) ([]delivery.Job, error) {
 	deadline := time.Now().Add(f.first.RecordFor)
 	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
 		created, err := f.record(ctx, jobs, done, false)
@@ -282,12 +283,12 @@ func (f *fanout) recordAttempted(ctx context.Context, jobs []Job, done []Outcome
 // outcome, in statements of at most maxInsert, and returns the jobs it
 // created without an outcome: claimed by this replica, or due for any
 // replica when shared.
-func (f *fanout) record(ctx context.Context, jobs []Job, done []Outcome, shared bool) ([]Job, error) {
-	var created []Job
+func (f *fanout) record(ctx context.Context, jobs []delivery.Job, done []delivery.Outcome, shared bool) ([]delivery.Job, error) {
+	var created []delivery.Job
 	split := len(jobs) > maxInsert
 	for len(jobs) > 0 {
 		n := min(len(jobs), maxInsert)
-		item := Item{Jobs: jobs[:n], Done: done, Shared: shared}
+		item := delivery.Item{Jobs: jobs[:n], Done: done, Shared: shared}
 		if split && len(done) > 0 { // several statements: each takes its own outcomes
 			in := make(map[string]bool, n)
 			for _, j := range item.Jobs {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eventline/eventline/internal/lifecycle"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
 // leases keeps this replica's claims alive while it holds their
@@ -33,8 +34,8 @@ import (
 // is due straight away (the scheduler turns the unattempted deliveries of
 // an ended claim into due rows).
 type leases struct {
-	owner  string  // this replica, in webhook.due.claimed_by
-	ledger *Ledger // writes the renewals (on a connection of their own)
+	owner  string           // this replica, in webhook.due.claimed_by
+	ledger *delivery.Ledger // writes the renewals (on a connection of their own)
 	now    func() time.Time
 	claim  time.Duration
 	log    *slog.Logger
@@ -52,13 +53,13 @@ type hold struct {
 	attempt int       // the attempt it is held for (job.attempt)
 }
 
-func newLeases(l *Ledger, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
-	return &leases{owner: NewID(), ledger: l, now: now, claim: claim, log: log, held: map[string]hold{}, rows: map[int64]int{}}
+func newLeases(l *delivery.Ledger, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
+	return &leases{owner: delivery.NewID(), ledger: l, now: now, claim: claim, log: log, held: map[string]hold{}, rows: map[int64]int{}}
 }
 
 // holdRecorded holds jobs recorded claimed for this replica until until:
 // each names its webhook.claims row (job.claim); the others are not held.
-func (l *leases) holdRecorded(jobs []Job, until time.Time) {
+func (l *leases) holdRecorded(jobs []delivery.Job, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, j := range jobs {
@@ -141,7 +142,7 @@ func (l *leases) release(id string, attempt int) {
 }
 
 // releaseJobs releases the deliveries of jobs, each for its attempt.
-func (l *leases) releaseJobs(jobs []Job) {
+func (l *leases) releaseJobs(jobs []delivery.Job) {
 	for _, j := range jobs {
 		l.release(j.DeliveryID, j.Attempt)
 	}
@@ -199,7 +200,7 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 	}
 	now := l.now()
 	until := now.Add(by)
-	confirmed, err := l.ledger.Renew(ctx, Renewal{Due: due, Rows: rows, Ended: ended, Now: now, Until: until, Owner: l.owner, GiveBack: forget})
+	confirmed, err := l.ledger.Renew(ctx, delivery.Renewal{Due: due, Rows: rows, Ended: ended, Now: now, Until: until, Owner: l.owner, GiveBack: forget})
 	if err != nil {
 		if !forget {
 			l.mu.Lock()

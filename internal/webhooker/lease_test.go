@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
 // TestLeases: the leases of one replica against Postgres alone. A renewal
@@ -25,7 +26,7 @@ func TestLeases(t *testing.T) {
 	pool := testenv.Pool(t)
 	clk := &clock{t: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
 	t0 := clk.Now()
-	l := newLeases(NewLedger(pool, DisableRule{}, 0), 10*time.Second, clk.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l := newLeases(delivery.NewLedger(pool, delivery.DisableRule{}, 0), 10*time.Second, clk.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	exec := func(sql string, args ...any) {
 		t.Helper()
@@ -56,7 +57,7 @@ func TestLeases(t *testing.T) {
 		t0.Add(10*time.Second), l.owner)
 	l.holdDue(dueFirst("d1", "d2", "d3"), t0.Add(10*time.Second))
 	r1, r2 := claimsRow("c1", "c2"), claimsRow("c3")
-	l.holdRecorded([]Job{{DeliveryID: "c1", Claim: r1, Attempt: 1}, {DeliveryID: "c2", Claim: r1, Attempt: 1}, {DeliveryID: "c3", Claim: r2, Attempt: 1},
+	l.holdRecorded([]delivery.Job{{DeliveryID: "c1", Claim: r1, Attempt: 1}, {DeliveryID: "c2", Claim: r1, Attempt: 1}, {DeliveryID: "c3", Claim: r2, Attempt: 1},
 		{DeliveryID: "unclaimed", Attempt: 1}}, t0.Add(10*time.Second))
 	require.Equal(t, 6, l.len(), "a job without a claims row is not held")
 

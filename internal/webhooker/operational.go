@@ -2,147 +2,13 @@ package webhooker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
-
-// Operational event types: what the webhooker announces about endpoints
-// and deliveries, appended to the stream like any event (creator system
-// "webhooker", eventable {"webhook", endpoint id}, the endpoint's tenant);
-// docs/webhooks.md "Operational events".
-const (
-	TypeDisabled         = "webhook.disabled"
-	TypeAttemptFailing   = "webhook.attempt_failing"
-	TypeAttemptExhausted = "webhook.attempt_exhausted"
-	TypeRecovered        = "webhook.recovered"
-)
-
-// DefaultFailingAfter is how many consecutive failed attempts make an
-// endpoint's streak announced as webhook.attempt_failing
-// (WEBHOOK_FAILING_AFTER).
-const DefaultFailingAfter = 3
-
-// isOperational reports whether eventType is one the webhooker announces.
-// Deliveries of such events never move an endpoint's failure tracker, so
-// they never announce anything themselves: an endpoint subscribed to
-// webhook.* that is down cannot make announcements of announcements
-// (docs/webhooks.md "Operational events").
-func isOperational(eventType string) bool {
-	switch eventType {
-	case TypeDisabled, TypeAttemptFailing, TypeAttemptExhausted, TypeRecovered:
-		return true
-	}
-	return false
-}
-
-// trackedOutcomes are the outcomes of batch that move failure trackers:
-// all but those of operational events' deliveries.
-func trackedOutcomes(batch []Outcome) []Outcome {
-	for i, o := range batch {
-		if isOperational(o.Job.Event.Type) {
-			out := append([]Outcome(nil), batch[:i]...)
-			for _, o := range batch[i+1:] {
-				if !isOperational(o.Job.Event.Type) {
-					out = append(out, o)
-				}
-			}
-			return out
-		}
-	}
-	return batch
-}
-
-// exhausted reports whether o ran its delivery out of retries: a failure
-// with no retry left, the endpoint neither gone (410 disables it, which is
-// announced as webhook.disabled) nor disabled or deleted before the
-// attempt (every delivery it had pending would be announced).
-func (o Outcome) exhausted() bool {
-	return !o.Succeeded && !o.Retry && !o.Gone && o.Attempt.ErrorClass != "disabled"
-}
-
-// notice is an operational event to append once the outcomes that caused
-// it are committed.
-type Notice struct {
-	Type               string // TypeAttemptFailing, TypeAttemptExhausted or TypeRecovered
-	Tenant, EndpointID string
-	// since is the streak's first failure (attempt_failing, recovered).
-	Since time.Time
-	// failures is how many consecutive attempts failed (attempt_failing).
-	Failures int
-	// the delivery that ran out of retries (attempt_exhausted)
-	DeliveryID, EventID, EventType string
-	Attempts                       int
-	// lastErrorClass is the class of the latest failed attempt
-	// (attempt_failing, attempt_exhausted).
-	LastErrorClass string
-}
-
-// id is the notice's event id, derived from what it announces (the
-// streak's endpoint and first failure, or the delivery and its attempt),
-// so a replayed outcome or another replica announcing the same thing
-// appends the same id and the stream keeps one (its Nats-Msg-Id).
-func (n Notice) ID() string {
-	var key, prefix string
-	switch n.Type {
-	case TypeAttemptExhausted:
-		prefix, key = "webhook-attempt-exhausted-", fmt.Sprintf("%s\x00%d", n.DeliveryID, n.Attempts)
-	case TypeAttemptFailing:
-		prefix, key = "webhook-attempt-failing-", fmt.Sprintf("%s\x00%d", n.EndpointID, n.Since.UnixMicro())
-	default:
-		prefix, key = "webhook-recovered-", fmt.Sprintf("%s\x00%d", n.EndpointID, n.Since.UnixMicro())
-	}
-	sum := sha256.Sum256([]byte(key))
-	return prefix + hex.EncodeToString(sum[:16]) // at most 58 bytes (events.MaxIDLen)
-}
-
-// event is the notice as the event to append.
-func (n Notice) Event() (events.Event, error) {
-	var p any
-	switch n.Type {
-	case TypeAttemptFailing:
-		p = struct {
-			EndpointID     string    `json:"endpoint_id"`
-			Failures       int       `json:"failures"`
-			FailingSince   time.Time `json:"failing_since"`
-			LastErrorClass string    `json:"last_error_class,omitempty"`
-		}{n.EndpointID, n.Failures, n.Since.UTC(), n.LastErrorClass}
-	case TypeAttemptExhausted:
-		p = struct {
-			EndpointID     string `json:"endpoint_id"`
-			DeliveryID     string `json:"delivery_id"`
-			EventID        string `json:"event_id"`
-			EventType      string `json:"event_type"`
-			Attempts       int    `json:"attempts"`
-			LastErrorClass string `json:"last_error_class"`
-		}{n.EndpointID, n.DeliveryID, n.EventID, n.EventType, n.Attempts, n.LastErrorClass}
-	case TypeRecovered:
-		p = struct {
-			EndpointID   string    `json:"endpoint_id"`
-			FailingSince time.Time `json:"failing_since"`
-		}{n.EndpointID, n.Since.UTC()}
-	default:
-		return events.Event{}, fmt.Errorf("no operational event %q", n.Type)
-	}
-	particulars, err := json.Marshal(p)
-	if err != nil {
-		return events.Event{}, err
-	}
-	return events.Event{
-		ID:          n.ID(),
-		Tenant:      n.Tenant,
-		Action:      n.Type[len("webhook."):],
-		Eventable:   events.Ref{Type: "webhook", ID: n.EndpointID},
-		Creator:     events.Ref{Type: events.SystemCreator, ID: "webhooker"},
-		Particulars: particulars,
-	}, nil
-}
 
 // appender appends one event (events.Publisher).
 type appender interface {
@@ -157,10 +23,10 @@ type appender interface {
 // announces a dropped attempt_failing or recovered again, under the same
 // event id.
 type announcer struct {
-	ledger *Ledger  // remembers what was announced
-	pub    appender // nil: notices are only logged
+	ledger *delivery.Ledger // remembers what was announced
+	pub    appender         // nil: notices are only logged
 	log    *slog.Logger
-	in     chan Notice
+	in     chan delivery.Notice
 	done   chan struct{}
 	// stop cancels the appends still queued when close has waited
 	// appendTimeout: shutdown is not held up by an unreachable stream.
@@ -174,14 +40,14 @@ type announcer struct {
 	appended map[string]int
 }
 
-func newAnnouncer(l *Ledger, pub appender, log *slog.Logger) *announcer {
+func newAnnouncer(l *delivery.Ledger, pub appender, log *slog.Logger) *announcer {
 	ctx, stop := context.WithCancel(context.Background())
-	return &announcer{ledger: l, pub: pub, log: log, in: make(chan Notice, 4096), done: make(chan struct{}), ctx: ctx, stop: stop,
+	return &announcer{ledger: l, pub: pub, log: log, in: make(chan delivery.Notice, 4096), done: make(chan struct{}), ctx: ctx, stop: stop,
 		appended: map[string]int{}}
 }
 
 // notify queues n without blocking.
-func (a *announcer) notify(n Notice) {
+func (a *announcer) notify(n delivery.Notice) {
 	select {
 	case a.in <- n:
 	default:
@@ -210,7 +76,7 @@ func (a *announcer) close() {
 // appendTimeout bounds one append and its bookkeeping.
 const appendTimeout = 5 * time.Second
 
-func (a *announcer) append(n Notice) {
+func (a *announcer) append(n delivery.Notice) {
 	ctx, cancel := context.WithTimeout(a.ctx, appendTimeout)
 	defer cancel()
 	log := a.log.With("type", n.Type, "tenant", n.Tenant, "endpoint_id", n.EndpointID)
@@ -231,9 +97,9 @@ func (a *announcer) append(n Notice) {
 	a.appended[n.Type]++
 	a.mu.Unlock()
 	switch n.Type {
-	case TypeAttemptFailing:
+	case delivery.TypeAttemptFailing:
 		err = a.ledger.MarkFailingAnnounced(ctx, n.EndpointID, n.Since)
-	case TypeRecovered:
+	case delivery.TypeRecovered:
 		err = a.ledger.MarkRecoveryAnnounced(ctx, n.EndpointID, n.Since)
 	}
 	if err != nil {

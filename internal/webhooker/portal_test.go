@@ -19,6 +19,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -132,7 +133,7 @@ func TestPortalToken(t *testing.T) {
 		PortalTokenPrefix + acmeAdmin,
 		strings.TrimPrefix(token, PortalTokenPrefix),
 	}
-	otherKey, err := NewPortal(p.keys, PortalConfig{SigningKey: testKeyring(t).Derive(PortalTokenPrefix), Now: p.clock.Now}, slog.New(slog.DiscardHandler))
+	otherKey, err := NewPortal(p.keys, PortalConfig{SigningKey: testenv.Keyring(t).Derive(PortalTokenPrefix), Now: p.clock.Now}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	foreign, _, err := otherKey.signer.Mint(portalClaims{Tenant: "acme", KeyID: strings.Split(acmeAdmin, "_")[1]}, time.Hour)
 	require.NoError(t, err)
@@ -201,7 +202,7 @@ func TestPortalTestEvent(t *testing.T) {
 	ds := p.waitAttempts(t, id, 1)
 	require.Len(t, ds, 1)
 	require.Equal(t, endpoint.TestEventType, ds[0].EventType)
-	require.Equal(t, StatusSucceeded, ds[0].Status)
+	require.Equal(t, delivery.StatusSucceeded, ds[0].Status)
 	require.Equal(t, http.StatusOK, ds[0].Attempts[0].StatusCode)
 	got := target.all()
 	require.Len(t, got, 1)

@@ -45,7 +45,7 @@ func slots(perSec int) (width time.Duration, per int) {
 	return time.Duration(per) * time.Second / time.Duration(perSec), per
 }
 
-// rateWindows is the shared store of slot budgets (Postgres,
+// RateWindows is the shared store of slot budgets (Postgres,
 // webhook.rate_windows): take takes up to want of a slot's per and
 // returns how many it got.
 type RateWindows interface {

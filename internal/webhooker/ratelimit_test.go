@@ -12,6 +12,7 @@ import (
 
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
 // TestSlotsAllowATenthOfTheLimit: a slot allows a tenth of the limit (at
@@ -43,14 +44,14 @@ func TestDispatcherKeepsTheBudgetOfAnIdleEndpoint(t *testing.T) {
 	var started []time.Time
 	var mu sync.Mutex
 	done := make(chan struct{}, 100)
-	d := NewDispatcher(context.Background(), DispatchConfig{}, func(context.Context, Job) {
+	d := NewDispatcher(context.Background(), DispatchConfig{}, func(context.Context, delivery.Job) {
 		mu.Lock()
 		started = append(started, time.Now())
 		mu.Unlock()
 		done <- struct{}{}
 	}, func(string) int { return 10 })
 	for range 5 {
-		d.Submit(Job{DeliveryID: NewID(), EndpointID: "ep"})
+		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: "ep"})
 		<-done
 	}
 	d.Wait()
@@ -68,10 +69,10 @@ func TestDispatcherForgetsIdleBudgets(t *testing.T) {
 	const endpoints = 200
 	var attempts sync.WaitGroup
 	attempts.Add(endpoints)
-	d := NewDispatcher(context.Background(), DispatchConfig{}, func(context.Context, Job) { attempts.Done() }, func(string) int { return 10 })
+	d := NewDispatcher(context.Background(), DispatchConfig{}, func(context.Context, delivery.Job) { attempts.Done() }, func(string) int { return 10 })
 	d.idleBudget = 0 // idle at once: every queue that goes sweeps
 	for i := range endpoints {
-		d.Submit(Job{DeliveryID: NewID(), EndpointID: fmt.Sprintf("ep%d", i)})
+		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: fmt.Sprintf("ep%d", i)})
 	}
 	attempts.Wait()
 	d.Wait()

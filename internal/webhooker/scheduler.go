@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -21,7 +22,7 @@ import (
 // large fan-out (recorded due, see fanout.recordShared) and no claim
 // expires while its delivery waits in a busy replica's memory.
 type scheduler struct {
-	ledger  *Ledger // claims what is due
+	ledger  *delivery.Ledger // claims what is due
 	str     jetstream.Stream
 	queue   jobQueue
 	now     func() time.Time
@@ -37,7 +38,7 @@ type scheduler struct {
 // jobQueue is where the scheduler hands the deliveries it claimed: the
 // dispatcher.
 type jobQueue interface {
-	Submit(jobs ...Job) []Job
+	Submit(jobs ...delivery.Job) []delivery.Job
 	Room(limit int) int
 }
 
@@ -85,7 +86,7 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	for _, id := range s.leases.holdDue(live, now.Add(s.claim)) {
 		fresh[id] = true
 	}
-	jobs := make([]Job, 0, len(claimed))
+	jobs := make([]delivery.Job, 0, len(claimed))
 	// The deliveries of a fan-out share their event, read and encoded
 	// once per claim, not once per delivery.
 	type loadedEvent struct {
@@ -111,7 +112,7 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 			le.body, _ = ev.MarshalJSON()
 			loaded[d.Seq] = le
 		}
-		jobs = append(jobs, Job{DeliveryID: d.ID, Tenant: d.Tenant, EndpointID: d.EndpointID, Event: le.ev, Body: le.body, Attempt: d.Attempts + 1, Scheduled: true})
+		jobs = append(jobs, delivery.Job{DeliveryID: d.ID, Tenant: d.Tenant, EndpointID: d.EndpointID, Event: le.ev, Body: le.body, Attempt: d.Attempts + 1, Scheduled: true})
 	}
 	s.metrics.scheduled(len(jobs))
 	s.leases.releaseJobs(s.queue.Submit(jobs...)) // no room: tried again when the claim ends

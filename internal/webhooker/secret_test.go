@@ -19,6 +19,7 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
@@ -185,7 +186,7 @@ func TestAPIRunsUnderRowLevelSecurity(t *testing.T) {
 	client, err := safehttp.New(safehttp.Config{AllowPrivate: true})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(store, NewLedger(pool, DisableRule{}, 0), keys, client, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
+	NewAPI(store, delivery.NewLedger(pool, delivery.DisableRule{}, 0), keys, client, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	call := func(method, path string, body string) (int, map[string]any) {

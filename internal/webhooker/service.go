@@ -21,6 +21,7 @@ import (
 	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -53,7 +54,7 @@ type Config struct {
 	ScheduleEvery time.Duration // how often due retries are looked for; default 250ms
 	LagEvery      time.Duration // how often the durable's lag and the backlog are measured for /metrics; default 5s
 	RefreshEvery  time.Duration // endpoint cache refresh; default 250ms
-	Disable       DisableRule
+	Disable       delivery.DisableRule
 	Retention     time.Duration // delivery log retention; default 30 days
 	UserAgent     string        // default "eventline/dev"
 	// FailingAfter consecutive failed attempts of an endpoint are
@@ -99,7 +100,7 @@ func (c Config) withDefaults() Config {
 		c.Retention = 30 * 24 * time.Hour
 	}
 	if c.FailingAfter <= 0 {
-		c.FailingAfter = DefaultFailingAfter
+		c.FailingAfter = delivery.DefaultFailingAfter
 	}
 	if c.UserAgent == "" {
 		c.UserAgent = "eventline/dev"
@@ -125,7 +126,7 @@ type Service struct {
 	str       jetstream.Stream
 	registry  *endpoint.Registry
 	store     *endpoint.Store
-	ledger    *Ledger
+	ledger    *delivery.Ledger
 	poster    Poster
 	publisher *events.Publisher
 	log       *slog.Logger
@@ -167,7 +168,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: NewLedger(pool, cfg.Disable, cfg.FailingAfter), poster: poster, publisher: pub, log: log, metrics: m,
+	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: delivery.NewLedger(pool, cfg.Disable, cfg.FailingAfter), poster: poster, publisher: pub, log: log, metrics: m,
 		registry: endpoint.NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
 	// After NATS reconnects, what the fan-out took before may come again
 	// as first deliveries (a restarted server loses unflushed consumer
@@ -190,7 +191,7 @@ func (s *Service) Store() *endpoint.Store { return s.store }
 
 // Ledger is the delivery ledger the API uses (the delivery log, retries
 // and resends).
-func (s *Service) Ledger() *Ledger { return s.ledger }
+func (s *Service) Ledger() *delivery.Ledger { return s.ledger }
 
 // Run runs every part until ctx ends, then stops taking events, lets
 // running attempts finish and writes their outcomes.
@@ -226,7 +227,7 @@ func (s *Service) Run(ctx context.Context) error {
 	rw.notify = ann.notify
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
-	sink := newFirstSink(func(o Outcome) { rw.in <- o })
+	sink := newFirstSink(func(o delivery.Outcome) { rw.in <- o })
 	att := &Attempter{Endpoints: s.registry, Poster: s.poster, Sink: sink, Now: s.cfg.Now, Rand: s.cfg.Rand,
 		UserAgent: s.cfg.UserAgent, Log: s.log, Sentences: render.NewStore(s.pool), Observer: attemptMeter{metrics: s.metrics, speed: speed},
 		Tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
@@ -236,7 +237,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer stopAttempts()
 	// A delivery whose claim is about to end unrenewed is let go, not
 	// attempted: another replica may take it once it ends (leases.usable).
-	attempt := func(ctx context.Context, j Job) {
+	attempt := func(ctx context.Context, j delivery.Job) {
 		if !held.usable(j.DeliveryID) {
 			held.release(j.DeliveryID, j.Attempt)
 			s.metrics.claimsEnded("lapsed", 1)

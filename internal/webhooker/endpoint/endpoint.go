@@ -104,7 +104,7 @@ func matchPattern(pattern, typ string) bool {
 	return (pt == "*" || pt == tt) && (pa == "*" || pa == ta)
 }
 
-// validPattern checks an event-type pattern: "*", "<type>.<action>" with
+// ValidPattern checks an event-type pattern: "*", "<type>.<action>" with
 // either part "*".
 func ValidPattern(p string) bool {
 	if p == "*" {

@@ -1,4 +1,4 @@
-package webhooker
+package delivery
 
 import (
 	"net/http"

@@ -1,4 +1,4 @@
-package webhooker
+package delivery
 
 import (
 	"context"
@@ -10,11 +10,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/postgres"
-	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
-// ledger is the only code that writes the webhook delivery tables:
+// Ledger is the only code that writes the webhook delivery tables:
 // webhook.deliveries, webhook.attempts, webhook.due, webhook.claims, and
 // the failure tracker of webhook.endpoints (consecutive_failures,
 // failing_since, failing_announced, and enabled when the tracker disables
@@ -36,7 +35,7 @@ type Ledger struct {
 	failingAfter int
 }
 
-// newLedger returns the ledger over pool; a zero rule takes the
+// NewLedger returns the ledger over pool; a zero rule takes the
 // DisableRule defaults, failingAfter <= 0 DefaultFailingAfter.
 func NewLedger(pool *pgxpool.Pool, rule DisableRule, failingAfter int) *Ledger {
 	if failingAfter <= 0 {
@@ -45,7 +44,7 @@ func NewLedger(pool *pgxpool.Pool, rule DisableRule, failingAfter int) *Ledger {
 	return &Ledger{pool: pool, disable: rule.withDefaults(), failingAfter: failingAfter}
 }
 
-// on is the same ledger writing through pool (the leases' renewals have a
+// On is the same ledger writing through pool (the leases' renewals have a
 // connection of their own, docs/architecture.md §16).
 func (l *Ledger) On(pool *pgxpool.Pool) *Ledger {
 	c := *l
@@ -58,18 +57,18 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// fanoutItem is the deliveries of one event to record: jobs, one per
+// Item is the deliveries of one event to record: jobs, one per
 // matching endpoint, and the outcomes of the first attempts already made
-// (attempt first, see fanout.attemptFirst).
+// (attempt first: the fan-out, package webhooker).
 type Item struct {
 	Jobs []Job
 	Done []Outcome
 	// shared: the jobs without an outcome are recorded due now for any
-	// replica to claim (fanout.recordShared), not claimed by this one.
+	// replica to claim (a shared fan-out), not claimed by this one.
 	Shared bool
 }
 
-// record records one delivery per job of a batch of events in one
+// Record records one delivery per job of a batch of events in one
 // statement, skipping those that exist (a redelivered event). A job with
 // an outcome in done is written finished, or pending with its retry due
 // (webhook.due), with its attempt logged; a job without one is claimed
@@ -81,7 +80,7 @@ type Item struct {
 // trackers (track) in the same transaction.
 //
 // It returns, per item, the jobs it created without an outcome, each
-// claimed one naming its webhook.claims row (job.claim), and what the
+// claimed one naming its webhook.claims row (Job.Claim), and what the
 // committed outcomes announce, for the caller to act on.
 func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.Time) ([][]Job, Announcements, error) {
 	var ids, eps, tenants, eventIDs, types, status []string
@@ -248,7 +247,7 @@ func nilIfBlank(s string) *string {
 	return &s
 }
 
-// logOutcomes logs a batch of outcomes of recorded deliveries in one
+// Log logs a batch of outcomes of recorded deliveries in one
 // transaction and moves their endpoints' failure trackers (track). It
 // returns what the committed batch announces, for the caller to act on.
 func (l *Ledger) Log(ctx context.Context, batch []Outcome) (Announcements, error) {
@@ -309,9 +308,9 @@ func succeededEndpoints(batch []Outcome) (ids []string, ok bool) {
 
 type DisabledEndpoint struct{ Tenant, ID, Reason string }
 
-// announcements are what a batch of outcomes announces once it is
+// Announcements are what a batch of outcomes announces once it is
 // committed: the endpoints it disabled, and the other operational events.
-// The ledger returns them; the caller acts on them (resultWriter.announce).
+// The ledger returns them; the caller acts on them (the result writer, package webhooker).
 type Announcements struct {
 	Disabled []DisabledEndpoint
 	Notices  []Notice
@@ -461,7 +460,7 @@ func (l *Ledger) track(ctx context.Context, tx pgx.Tx, batch []Outcome) (Announc
 	return out, nil
 }
 
-// markFailingAnnounced remembers that the endpoint's failing streak
+// MarkFailingAnnounced remembers that the endpoint's failing streak
 // started at since was announced (its webhook.attempt_failing appended),
 // only while that streak goes on: one that ended since stays unannounced,
 // and its end is then not announced either.
@@ -470,14 +469,14 @@ func (l *Ledger) MarkFailingAnnounced(ctx context.Context, endpointID string, si
 	return err
 }
 
-// markRecoveryAnnounced forgets the endpoint's announced failing streak
+// MarkRecoveryAnnounced forgets the endpoint's announced failing streak
 // started at since once its end (webhook.recovered) was appended.
 func (l *Ledger) MarkRecoveryAnnounced(ctx context.Context, endpointID string, since time.Time) error {
 	_, err := l.pool.Exec(ctx, `UPDATE webhook.endpoints SET failing_announced = NULL WHERE id = $1 AND failing_announced = $2`, endpointID, since)
 	return err
 }
 
-// dueDelivery is a delivery the scheduler claimed from webhook.due.
+// Due is a delivery the scheduler claimed from webhook.due.
 type Due struct {
 	ID, Tenant, EndpointID string
 	Seq                    int64
@@ -485,7 +484,7 @@ type Due struct {
 	ClaimedBy              string // the replica whose claim ended; "" when none
 }
 
-// claimDue claims for owner, until until, at most limit deliveries due at
+// ClaimDue claims for owner, until until, at most limit deliveries due at
 // now, with FOR UPDATE SKIP LOCKED so replicas never take the same one,
 // and returns them. First it turns expired claims into due rows
 // (expireClaims), also when limit is 0 (busy: the others take what is
@@ -557,7 +556,7 @@ func expireClaims(ctx context.Context, tx pgx.Tx, now time.Time) error {
 	return nil
 }
 
-// renewal is one renewal of a replica's claims (leases.extend).
+// Renewal is one renewal of a replica's claims (the leases, package webhooker).
 type Renewal struct {
 	Due   []string // deliveries held through their webhook.due row
 	Rows  []int64  // webhook.claims rows with deliveries still held
@@ -569,14 +568,14 @@ type Renewal struct {
 	GiveBack bool
 }
 
-// renewed is what Postgres confirmed renewed: the due rows it found still
+// Renewed is what Postgres confirmed renewed: the due rows it found still
 // claimed by the owner, and the claims rows.
 type Renewed struct {
 	Due  []string
 	Rows map[int64]bool
 }
 
-// renew moves the end of the claims in r to r.until and ends r.ended, in
+// Renew moves the end of the claims in r to r.until and ends r.ended, in
 // one statement. A due row renews only while it still names r.owner: an
 // outcome that scheduled a retry cleared it, and another replica that took
 // it after the claim ended named itself.
@@ -622,7 +621,7 @@ func (l *Ledger) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 	return out, nil
 }
 
-// retry makes a delivery pending and due now, whatever its state; it
+// Retry makes a delivery pending and due now, whatever its state; it
 // keeps its webhook-id (the event id). It runs as the tenant.
 func (l *Ledger) Retry(ctx context.Context, tenant, id string, now time.Time) error {
 	return postgres.TenantTx(ctx, l.pool, tenant, func(tx pgx.Tx) error {
@@ -635,16 +634,16 @@ func (l *Ledger) Retry(ctx context.Context, tenant, id string, now time.Time) er
 			return fmt.Errorf("retry delivery: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
-			return endpoint.ErrNotFound
+			return ErrNotFound
 		}
 		return nil
 	})
 }
 
-// resend makes deliveries of the events to the endpoint due now: new ones
+// Resend makes deliveries of the events to the tenant's endpoint due now: new ones
 // are created, existing ones are sent again. It returns how many. It runs
 // as the endpoint's tenant.
-func (l *Ledger) Resend(ctx context.Context, ep endpoint.Endpoint, evs []events.Event, now time.Time) (n int, err error) {
+func (l *Ledger) Resend(ctx context.Context, tenant, endpointID string, evs []events.Event, now time.Time) (n int, err error) {
 	if len(evs) == 0 {
 		return 0, nil
 	}
@@ -654,7 +653,7 @@ func (l *Ledger) Resend(ctx context.Context, ep endpoint.Endpoint, evs []events.
 		ids[i] = NewID()
 		eventIDs[i], types[i], seqs[i] = e.ID, e.Type, int64(e.Seq)
 	}
-	err = postgres.TenantTx(ctx, l.pool, ep.Tenant, func(tx pgx.Tx) error {
+	err = postgres.TenantTx(ctx, l.pool, tenant, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `WITH d AS (
 				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
 				SELECT d.id, $5, $6, d.event_id, d.seq, d.type, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d(id, event_id, seq, type)
@@ -663,7 +662,7 @@ func (l *Ledger) Resend(ctx context.Context, ep endpoint.Endpoint, evs []events.
 			)
 			INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, $7 FROM d
 			ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at`,
-			ids, eventIDs, seqs, types, ep.Tenant, ep.ID, now)
+			ids, eventIDs, seqs, types, tenant, endpointID, now)
 		if err != nil {
 			return fmt.Errorf("schedule replay: %w", err)
 		}
@@ -673,7 +672,7 @@ func (l *Ledger) Resend(ctx context.Context, ep endpoint.Endpoint, evs []events.
 	return n, err
 }
 
-// prune deletes the attempts and finished deliveries created before
+// Prune deletes the attempts and finished deliveries created before
 // cutoff, in batches, and returns how many deliveries went.
 func (l *Ledger) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	// Ids are UUIDv7: every delivery created before cutoff has an id below

@@ -1,4 +1,4 @@
-package webhooker
+package delivery
 
 import (
 	"net/http"
@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// nextAttempt decides what follows failed attempt n (1-based) under the
+// NextAttempt decides what follows failed attempt n (1-based) under the
 // schedule: the wait before the next attempt (±20% jitter), or give up
 // (false) when the schedule is exhausted. A Retry-After the receiver sent
 // with 429/503 is honoured within the schedule's bounds: never sooner than
@@ -27,7 +27,7 @@ func NextAttempt(schedule []time.Duration, n int, retryAfter time.Duration, rnd 
 	return wait, true
 }
 
-// parseRetryAfter reads Retry-After as seconds or an HTTP date.
+// ParseRetryAfter reads Retry-After as seconds or an HTTP date.
 func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
 	v := h.Get("Retry-After")
 	if v == "" {

@@ -1,4 +1,4 @@
-package webhooker
+package delivery
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -281,7 +282,7 @@ func TestLedgerClaimDue(t *testing.T) {
 func TestLedgerDisablesAtThreshold(t *testing.T) {
 	t.Parallel()
 	e := newLedgerEnv(t, DisableRule{Failures: 3, Span: time.Hour})
-	store := endpoint.NewStore(e.pool, testKeyring(t))
+	store := endpoint.NewStore(e.pool, testenv.Keyring(t))
 	ep, err := store.CreateEndpoint(e.ctx, endpoint.Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 	require.NoError(t, err)
 	t0 := e.t0
@@ -342,4 +343,62 @@ func TestDisableRuleVerdict(t *testing.T) {
 		})
 	}
 	require.Equal(t, DisableRule{Failures: 20, Span: 24 * time.Hour}, DisableRule{}.withDefaults())
+}
+
+// TestRecoveredAfterAnUnmarkedStreak: a success that ends a streak which
+// reached WEBHOOK_FAILING_AFTER before the announcer remembered it as
+// announced (its attempt_failing still queued) still announces the end;
+// a streak that never reached it announces nothing.
+func TestRecoveredAfterAnUnmarkedStreak(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	store := endpoint.NewStore(pool, testenv.Keyring(t))
+	ep, err := store.CreateEndpoint(ctx, endpoint.Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	require.NoError(t, err)
+	lg := NewLedger(pool, DisableRule{}, 0)
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	out := func(n int, ok bool) Outcome {
+		o := Outcome{Job: Job{DeliveryID: fmt.Sprint("d", n), Tenant: "acme", EndpointID: ep.ID, Event: events.Event{ID: fmt.Sprint("e", n), Type: "card.closed"}},
+			Attempt: Attempt{N: 1, At: at.Add(time.Duration(n) * time.Second)}, Succeeded: ok, Retry: !ok, FinishedAt: at.Add(time.Duration(n) * time.Second)}
+		if !ok {
+			o.Attempt.ErrorClass = "timeout"
+		}
+		return o
+	}
+	track := func(batch ...Outcome) []Notice {
+		var a Announcements
+		require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			var err error
+			a, err = lg.track(ctx, tx, batch)
+			return err
+		}))
+		return a.Notices
+	}
+	typesOf := func(ns []Notice) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.Type)
+		}
+		return out
+	}
+	require.Empty(t, track(out(1, false), out(2, false)))
+	require.Empty(t, track(out(3, true)), "two failures are no streak to end")
+	ns := track(out(4, false), out(5, false), out(6, false))
+	require.Equal(t, []string{TypeAttemptFailing}, typesOf(ns))
+	require.True(t, ns[0].Since.Equal(at.Add(4*time.Second)))
+	// No announcer ran: the streak is not remembered as announced, and a
+	// success ends it.
+	ns = track(out(7, true))
+	require.Equal(t, []string{TypeRecovered}, typesOf(ns))
+	require.True(t, ns[0].Since.Equal(at.Add(4*time.Second)), "recovered names the streak it ends")
+	// Another streak: announced (the end of the one before was never
+	// appended, and is not announced again); a success and a new streak
+	// in one batch announce its end, then the new streak.
+	ns = track(out(8, false), out(9, false), out(10, false))
+	require.Equal(t, []string{TypeAttemptFailing}, typesOf(ns))
+	ns = track(out(11, true), out(12, false), out(13, false), out(14, false))
+	require.Equal(t, []string{TypeRecovered, TypeAttemptFailing}, typesOf(ns))
+	require.True(t, ns[0].Since.Equal(at.Add(8*time.Second)), "the end of the latest streak: %s", ns[0].Since)
+	require.True(t, ns[1].Since.Equal(at.Add(12*time.Second)))
 }
