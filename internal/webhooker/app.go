@@ -19,6 +19,7 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
@@ -166,7 +167,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	reg := observe.NewRegistry()
-	svc, err := NewService(ctx, fanoutNC, js, pool, HTTPPoster{Client: client}, pub, cfg.Service, NewMetrics(reg), a.log)
+	svc, err := NewService(ctx, fanoutNC, js, pool, attempt.HTTPPoster{Client: client}, pub, cfg.Service, NewMetrics(reg), a.log)
 	if err != nil {
 		return err
 	}

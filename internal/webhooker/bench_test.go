@@ -25,6 +25,7 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
@@ -120,8 +121,8 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, HTTPPoster{Client: client}, pub,
-		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
+	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, attempt.HTTPPoster{Client: client}, pub,
+		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: attempt.DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
@@ -264,7 +265,7 @@ func TestTimeoutResetAndHugeResponse(t *testing.T) {
 	d = b.waitStatusAttempts(t, resetID, 1)[0]
 	require.Contains(t, []string{"reset", "network"}, d.Attempts[0].ErrorClass)
 	d = b.waitStatus(t, hugeID, "succeeded", 1)[0]
-	require.LessOrEqual(t, len(d.Attempts[0].Response), maxLoggedResponse)
+	require.LessOrEqual(t, len(d.Attempts[0].Response), attempt.MaxLoggedResponse)
 }
 
 // TestExpiredClaimIsAttemptedByTheScheduler: deliveries committed by a

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/consume"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
@@ -183,7 +184,7 @@ func TestFailuresWithinADayDoNotDisable(t *testing.T) {
 // long time; deliveries to a healthy endpoint all complete meanwhile.
 func TestSlowEndpointDoesNotSlowHealthyOnes(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{allowPrivate: true, timeout: 20 * time.Second, cfg: Config{Dispatch: DispatchConfig{Workers: 32, PerEndpoint: 4}}})
+	b := setup(t, options{allowPrivate: true, timeout: 20 * time.Second, cfg: Config{Dispatch: attempt.DispatchConfig{Workers: 32, PerEndpoint: 4}}})
 	release := make(chan struct{})
 	slow := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { <-release })
 	t.Cleanup(func() { close(release) })

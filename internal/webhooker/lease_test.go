@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
@@ -230,7 +231,7 @@ func TestLapsedClaimIsLetGo(t *testing.T) {
 	t.Parallel()
 	// Renewals run every quarter of the claim: none comes in this test.
 	const claim = 20 * time.Minute
-	b := setup(t, options{allowPrivate: true, timeout: time.Minute, cfg: Config{Claim: claim, Dispatch: DispatchConfig{PerEndpoint: 1}}})
+	b := setup(t, options{allowPrivate: true, timeout: time.Minute, cfg: Config{Claim: claim, Dispatch: attempt.DispatchConfig{PerEndpoint: 1}}})
 	held := newGate()
 	started := make(chan int, 10)
 	rc := newReceiver(t, func(n int, _ http.ResponseWriter, _ *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventline/eventline/internal/consumerlag"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
@@ -92,7 +93,7 @@ func (m *Metrics) watchRegistry(r *endpoint.Registry) {
 // watchDispatcher exports what this replica holds: deliveries claimed and
 // waiting in its dispatcher, and how long the oldest has waited (once per
 // Metrics).
-func (m *Metrics) watchDispatcher(d *Dispatcher) {
+func (m *Metrics) watchDispatcher(d *attempt.Dispatcher) {
 	if m == nil {
 		return
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
@@ -48,7 +49,7 @@ type Config struct {
 	// replica's scheduler to take in chunks, instead of attempted by the
 	// replica that took it. Default 1,000.
 	ShareAbove    int
-	Dispatch      DispatchConfig
+	Dispatch      attempt.DispatchConfig
 	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a claim on a delivery lasts unless its replica renews it (every Claim/4); default 8s
 	ScheduleEvery time.Duration // how often due retries are looked for; default 250ms
@@ -127,7 +128,7 @@ type Service struct {
 	registry  *endpoint.Registry
 	store     *endpoint.Store
 	ledger    *delivery.Ledger
-	poster    Poster
+	poster    attempt.Poster
 	publisher *events.Publisher
 	log       *slog.Logger
 	metrics   *Metrics
@@ -136,7 +137,7 @@ type Service struct {
 
 	// set by Run
 	mu         sync.Mutex
-	dispatcher *Dispatcher
+	dispatcher *attempt.Dispatcher
 	scheduler  *scheduler
 	leases     *leases
 	announcer  *announcer
@@ -145,7 +146,7 @@ type Service struct {
 // NewService finds the durable (`eventline migrate` provisions it) and
 // wires the parts. fanoutNC is a connection of its own: the Watermill
 // subscriber drains it on close.
-func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, poster Poster, pub *events.Publisher, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
+func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, poster attempt.Poster, pub *events.Publisher, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Secrets == nil {
 		return nil, errors.New("webhooker: no secret key to seal webhook secrets with (Config.Secrets)")
@@ -228,7 +229,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
 	sink := newFirstSink(func(o delivery.Outcome) { rw.in <- o })
-	att := &Attempter{Endpoints: s.registry, Poster: s.poster, Sink: sink, Now: s.cfg.Now, Rand: s.cfg.Rand,
+	att := &attempt.Attempter{Endpoints: s.registry, Poster: s.poster, Sink: sink, Now: s.cfg.Now, Rand: s.cfg.Rand,
 		UserAgent: s.cfg.UserAgent, Log: s.log, Sentences: render.NewStore(s.pool), Observer: attemptMeter{metrics: s.metrics, speed: speed},
 		Tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	// Attempts get their own context: on shutdown they finish (bounded by
@@ -237,7 +238,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer stopAttempts()
 	// A delivery whose claim is about to end unrenewed is let go, not
 	// attempted: another replica may take it once it ends (leases.usable).
-	attempt := func(ctx context.Context, j delivery.Job) {
+	run := func(ctx context.Context, j delivery.Job) {
 		if !held.usable(j.DeliveryID) {
 			held.release(j.DeliveryID, j.Attempt)
 			s.metrics.claimsEnded("lapsed", 1)
@@ -245,7 +246,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		att.Attempt(ctx, j)
 	}
-	d := NewDispatcher(attemptCtx, s.cfg.Dispatch, attempt, func(id string) int {
+	d := attempt.NewDispatcher(attemptCtx, s.cfg.Dispatch, run, func(id string) int {
 		e, _ := s.registry.Get(id)
 		return e.RateLimit
 	})

@@ -25,6 +25,7 @@ import (
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
@@ -94,7 +95,7 @@ func setup(t *testing.T, o options) *bundle {
 	require.NoError(t, err)
 	wpub, err := events.NewPublisher(wnc)
 	require.NoError(t, err)
-	svc, err := NewService(ctx, n.ConnectAs(t, natsauth.Webhooker), wjs, pool, HTTPPoster{Client: client}, wpub, cfg, NewMetrics(prometheus.NewRegistry()), log)
+	svc, err := NewService(ctx, n.ConnectAs(t, natsauth.Webhooker), wjs, pool, attempt.HTTPPoster{Client: client}, wpub, cfg, NewMetrics(prometheus.NewRegistry()), log)
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -1,10 +1,19 @@
-package webhooker
+// Package attempt makes webhook delivery attempts: the Dispatcher runs
+// them on a bounded pool of workers with a queue, a concurrency cap and a
+// rate limit per endpoint (rate limits shared by every replica through
+// RateWindows), and the Attempter signs, posts through a Poster and
+// classifies each outcome, its retry decided by delivery.NextAttempt. It
+// declares what it consumes — Endpoints, a Sink for outcomes, an Observer,
+// RateWindows — and package webhooker provides them; it opens no database
+// connection and writes no table (../doc.go).
+package attempt
 
 import (
 	"context"
-	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"sync"
 	"time"
+
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
 // DispatchConfig bounds concurrency. Zero values take defaults.

@@ -1,4 +1,4 @@
-package webhooker
+package attempt
 
 import (
 	"context"
@@ -43,7 +43,7 @@ type Poster interface {
 type Attempter struct {
 	Endpoints Endpoints
 	Poster    Poster
-	Sink      Sink // the firstSink: to the fan-out waiting for it, or to the log
+	Sink      Sink // the fan-out waiting for it (package webhooker), or the log
 	Now       func() time.Time
 	Rand      func() float64
 	UserAgent string
@@ -53,7 +53,7 @@ type Attempter struct {
 	Sentences Sentences    // the tenants' sentence templates, for Slack messages
 }
 
-// Endpoints finds the current copy of an endpoint (the Registry).
+// Endpoints finds the current copy of an endpoint (endpoint.Registry).
 type Endpoints interface {
 	Get(id string) (endpoint.Endpoint, bool)
 }
@@ -69,7 +69,7 @@ type Sentences interface {
 	For(ctx context.Context, tenant string) (render.Set, error)
 }
 
-// Observer hears how attempts go, as they go (the Service's
+// Observer hears how attempts go, as they go (package webhooker's
 // attemptMeter: metrics, and the endpoint speeds the fan-out's
 // attempt-first reads). Its methods are called from every attempt
 // goroutine at once, and must not block.
@@ -85,7 +85,9 @@ type Observer interface {
 	Attempted(outcome string)
 }
 
-const maxLoggedResponse = 1024
+// MaxLoggedResponse is how many bytes of an answer's body the delivery
+// log keeps.
+const MaxLoggedResponse = 1024
 
 func (a *Attempter) Attempt(ctx context.Context, j delivery.Job) {
 	ep, ok := a.Endpoints.Get(j.EndpointID)
@@ -142,7 +144,7 @@ func (a *Attempter) Attempt(ctx context.Context, j delivery.Job) {
 	o.FinishedAt = end
 	o.Attempt.DurationMS = int(end.Sub(start) / time.Millisecond)
 	o.Attempt.StatusCode = resp.StatusCode
-	o.Attempt.Response = truncateUTF8(resp.Body, maxLoggedResponse)
+	o.Attempt.Response = truncateUTF8(resp.Body, MaxLoggedResponse)
 	if err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		o.Succeeded = true
 		a.Observer.Attempted("success")
