@@ -43,14 +43,14 @@ func newInserts(l *delivery.Ledger, announce func(context.Context, delivery.Anno
 	}, func(it delivery.Item) int { return len(it.Jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
 }
 
-// inserted is the result of one fanoutItem of a group commit: the jobs
+// inserted is the result of one delivery.Item of a group commit: the jobs
 // created without an outcome, or why its deliveries were not recorded.
 type inserted struct {
 	jobs []delivery.Job
 	err  error
 }
 
-// insertSplitting records the deliveries of items (ledger.record) and
+// insertSplitting records the deliveries of items (Ledger.Record) and
 // hands what each committed statement announces to announce (nil:
 // nothing). When the database refuses the data of one event
 // (postgres.Permanent), it splits items in halves and records each, so the

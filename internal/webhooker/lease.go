@@ -50,7 +50,7 @@ type leases struct {
 type hold struct {
 	row     int64     // the webhook.claims row listing it; 0: its webhook.due row
 	until   time.Time // when its claim ends, as last written to Postgres
-	attempt int       // the attempt it is held for (job.attempt)
+	attempt int       // the attempt it is held for (Job.Attempt)
 }
 
 func newLeases(l *delivery.Ledger, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
@@ -58,7 +58,7 @@ func newLeases(l *delivery.Ledger, claim time.Duration, now func() time.Time, lo
 }
 
 // holdRecorded holds jobs recorded claimed for this replica until until:
-// each names its webhook.claims row (job.claim); the others are not held.
+// each names its webhook.claims row (Job.Claim); the others are not held.
 func (l *leases) holdRecorded(jobs []delivery.Job, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -92,7 +92,7 @@ func (w *resultWriter) run() {
 	}
 }
 
-// write logs a batch (ledger.logOutcomes) and acts on what it announces.
+// write logs a batch (Ledger.Log) and acts on what it announces.
 func (w *resultWriter) write(ctx context.Context, batch []delivery.Outcome) error {
 	a, err := w.ledger.Log(ctx, batch)
 	if err != nil {

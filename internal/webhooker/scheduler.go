@@ -57,7 +57,7 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 }
 
 // claimDue claims and submits the deliveries due at now, at most as many
-// as the dispatcher has room for (ledger.claimDue), and returns how many
+// as the dispatcher has room for (Ledger.ClaimDue), and returns how many
 // and how many it asked for.
 func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	now := s.now()

@@ -115,6 +115,7 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// defaultRand is the retry jitter's source unless Config.Rand replaces it.
 func defaultRand() float64 { return rand.Float64() } //nolint:gosec // retry jitter needs no cryptographic randomness
 
 // Service is the webhooker without listeners: the fan-out router, the

@@ -42,14 +42,14 @@ func slots(perSec int) (width time.Duration, per int) {
 }
 
 // RateWindows is the shared store of slot budgets (Postgres,
-// webhook.rate_windows): take takes up to want of a slot's per and
+// webhook.rate_windows): Take takes up to want of a slot's per and
 // returns how many it got.
 type RateWindows interface {
 	Take(ctx context.Context, endpointID string, width time.Duration, slot int64, want, per int) (int, error)
 }
 
 // sharedBudget limits every replica together: each slot's budget is taken
-// from rateWindows, as many as the queue wants, by one request at a time.
+// from RateWindows, as many as the queue wants, by one request at a time.
 type sharedBudget struct {
 	ctx      context.Context
 	windows  RateWindows

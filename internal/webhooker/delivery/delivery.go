@@ -54,13 +54,13 @@ type Job struct {
 	EndpointID string
 	Event      events.Event // Seq set; body built from it
 	Attempt    int          // 1-based number of the attempt to make
-	// body is the event's JSON, shared by every job of one event (one
+	// Body is the event's JSON, shared by every job of one event (one
 	// encoding for a thousand endpoints); nil to encode on attempt.
 	Body []byte
-	// scheduled: taken from webhook.due (a retry, a replay, an expired
+	// Scheduled: taken from webhook.due (a retry, a replay, an expired
 	// claim), whose row goes once the delivery is finished.
 	Scheduled bool
-	// claim is the webhook.claims row that lists the delivery while this
+	// Claim is the webhook.claims row that lists the delivery while this
 	// replica holds it (recorded claimed); 0: none (leases).
 	Claim int64
 }

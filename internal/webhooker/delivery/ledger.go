@@ -63,7 +63,7 @@ type querier interface {
 type Item struct {
 	Jobs []Job
 	Done []Outcome
-	// shared: the jobs without an outcome are recorded due now for any
+	// Shared: the jobs without an outcome are recorded due now for any
 	// replica to claim (a shared fan-out), not claimed by this one.
 	Shared bool
 }
@@ -564,7 +564,7 @@ type Renewal struct {
 	Now   time.Time
 	Until time.Time // the new end of the claims of due and rows
 	Owner string    // this replica, in webhook.due.claimed_by
-	// giveBack clears the due rows' claimer (given back, not lapsed).
+	// GiveBack clears the due rows' claimer (given back, not lapsed).
 	GiveBack bool
 }
 
@@ -575,8 +575,8 @@ type Renewed struct {
 	Rows map[int64]bool
 }
 
-// Renew moves the end of the claims in r to r.until and ends r.ended, in
-// one statement. A due row renews only while it still names r.owner: an
+// Renew moves the end of the claims in r to r.Until and ends r.Ended, in
+// one statement. A due row renews only while it still names r.Owner: an
 // outcome that scheduled a retry cleared it, and another replica that took
 // it after the claim ended named itself.
 func (l *Ledger) Renew(ctx context.Context, r Renewal) (Renewed, error) {

@@ -316,7 +316,7 @@ func TestLedgerDisablesAtThreshold(t *testing.T) {
 	require.Empty(t, a.Disabled, "disabled already: not again")
 }
 
-// TestDisableRuleVerdict: the rule alone, on trackers as ledger.track
+// TestDisableRuleVerdict: the rule alone, on trackers as Ledger.track
 // reads them.
 func TestDisableRuleVerdict(t *testing.T) {
 	t.Parallel()
