@@ -115,7 +115,7 @@ bench-fanout: tools ## webhook fan-out 1 -> 1/1,000/10,000/100,000 endpoints: de
 .PHONY: bench-registry
 bench-registry: ## webhook endpoint registry at 100k endpoints (load, match, change) vs a plain map and the old scan; starts nothing
 	@mkdir -p bench-results
-	$(GO) test ./internal/webhooker -run '^$$' -bench '^BenchmarkRegistry' -benchmem -count $(BENCHCOUNT) -timeout 30m | tee bench-results/registry.txt
+	$(GO) test ./internal/webhooker/endpoint -run '^$$' -bench '^BenchmarkRegistry' -benchmem -count $(BENCHCOUNT) -timeout 30m | tee bench-results/registry.txt
 	@awk -f scripts/medians.awk bench-results/registry.txt
 
 .PHONY: image

@@ -24,7 +24,7 @@ import (
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
-	"github.com/eventline/eventline/internal/webhooker"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -285,14 +285,14 @@ func TestConsoleEndpointsDeliveriesRejections(t *testing.T) {
 	require.NoError(t, err)
 	keys, err := secretbox.NewKeyring(key)
 	require.NoError(t, err)
-	store := webhooker.NewStore(b.pool, keys)
-	healthy, err := store.CreateEndpoint(ctx, webhooker.Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	store := endpoint.NewStore(b.pool, keys)
+	healthy, err := store.CreateEndpoint(ctx, endpoint.Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 	require.NoError(t, err)
-	failing, err := store.CreateEndpoint(ctx, webhooker.Endpoint{Tenant: "globex", URL: "https://g.example/hook", Events: []string{"card.*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	failing, err := store.CreateEndpoint(ctx, endpoint.Endpoint{Tenant: "globex", URL: "https://g.example/hook", Events: []string{"card.*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 	require.NoError(t, err)
 	_, err = b.pool.Exec(ctx, `UPDATE webhook.endpoints SET consecutive_failures = 3, failing_since = now() WHERE id = $1`, failing.ID)
 	require.NoError(t, err)
-	delivery := func(ep webhooker.Endpoint, status string, code int, errText string) string {
+	delivery := func(ep endpoint.Endpoint, status string, code int, errText string) string {
 		id := uuid.Must(uuid.NewV7()).String()
 		_, err := b.pool.Exec(ctx, `INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, last_attempt_at)
 			VALUES ($1, $2, $3, $1, 1, 'card.closed', $4, 1, now())`, id, ep.Tenant, ep.ID, status)

@@ -17,6 +17,8 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/httpapi"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
 )
@@ -29,7 +31,8 @@ type URLValidator interface {
 // API serves the webhook endpoints of docs/contract.md §2; every route needs the
 // admin scope (endpoints carry secrets).
 type API struct {
-	store     *Store
+	store     *endpoint.Store  // the endpoints
+	ledger    *delivery.Ledger // their deliveries: the log, retries and resends
 	auth      httpapi.Authenticator
 	urls      URLValidator
 	js        jetstream.JetStream
@@ -42,12 +45,13 @@ type API struct {
 	maxEndpoints int
 }
 
-// NewAPI returns the webhook API.
-func NewAPI(store *Store, auth httpapi.Authenticator, urls URLValidator, js jetstream.JetStream, now func() time.Time, log *slog.Logger) *API {
+// NewAPI returns the webhook API over the endpoints in store and their
+// deliveries in ledger.
+func NewAPI(store *endpoint.Store, ledger *delivery.Ledger, auth httpapi.Authenticator, urls URLValidator, js jetstream.JetStream, now func() time.Time, log *slog.Logger) *API {
 	if now == nil {
 		now = time.Now
 	}
-	a := &API{store: store, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000, maxEndpoints: DefaultMaxEndpoints}
+	a := &API{store: store, ledger: ledger, auth: auth, urls: urls, js: js, now: now, log: log, maxReplay: 100_000, maxEndpoints: endpoint.DefaultMaxEndpoints}
 	if js != nil {
 		// The connection's server was checked when js was made; a
 		// publisher over it cannot fail that check again.
@@ -95,13 +99,13 @@ type endpointInput struct {
 }
 
 type endpointView struct {
-	Endpoint
+	endpoint.Endpoint
 	Secret string `json:"secret,omitempty"`
 }
 
 // view shows a new or rotated endpoint: an HMAC secret once, here; an
 // Ed25519 signing key never (receivers verify with public_key).
-func view(e Endpoint, secret string) endpointView {
+func view(e endpoint.Endpoint, secret string) endpointView {
 	if webhook.IsSigningKey(secret) {
 		secret = ""
 	}
@@ -156,7 +160,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
 }
 
 // apply validates in and applies it to e; every problem is returned.
-func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating bool) []events.FieldError {
+func (a *API) apply(ctx context.Context, e *endpoint.Endpoint, in endpointInput, creating bool) []events.FieldError {
 	var errs []events.FieldError
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, events.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
@@ -183,7 +187,7 @@ func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating
 			bad("events", "has more than 100 patterns")
 		default:
 			for i, p := range *in.Events {
-				if !validPattern(p) {
+				if !endpoint.ValidPattern(p) {
 					bad(fmt.Sprintf("events[%d]", i), `%q is not an event type pattern: use "type.action", "type.*", "*.action" or "*"`, p)
 				}
 			}
@@ -205,7 +209,7 @@ func (a *API) apply(ctx context.Context, e *Endpoint, in endpointInput, creating
 		switch {
 		case !creating:
 			bad("signing", "is chosen when the endpoint is created; create a new endpoint to change it")
-		case *in.Signing != SigningHMAC && *in.Signing != SigningEd25519:
+		case *in.Signing != endpoint.SigningHMAC && *in.Signing != endpoint.SigningEd25519:
 			bad("signing", `must be "hmac" (v1, the default) or "ed25519" (v1a)`)
 		}
 	}
@@ -248,18 +252,18 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &in) {
 		return
 	}
-	e := Endpoint{Tenant: tenantOf(r)}
+	e := endpoint.Endpoint{Tenant: tenantOf(r)}
 	if errs := a.apply(r.Context(), &e, in, true); len(errs) > 0 {
 		httpapi.ValidationFailed(w, "the webhook is not valid; nothing was created", errs)
 		return
 	}
-	secret, err := newSecret(in.Signing != nil && *in.Signing == SigningEd25519)
+	secret, err := newSecret(in.Signing != nil && *in.Signing == endpoint.SigningEd25519)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	created, err := a.store.CreateEndpointCapped(r.Context(), e, secret, a.maxEndpoints)
-	var capped *EndpointCapError
+	var capped *endpoint.EndpointCapError
 	if errors.As(err, &capped) {
 		httpapi.ValidationFailed(w, "the tenant has as many webhook endpoints as it may have; nothing was created",
 			[]events.FieldError{{Field: "body", Message: fmt.Sprintf("a tenant may have at most %d webhook endpoints and this one has %d: "+
@@ -290,7 +294,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		next = &c
 	}
 	if eps == nil {
-		eps = []Endpoint{}
+		eps = []endpoint.Endpoint{}
 	}
 	httpapi.JSON(w, http.StatusOK, map[string]any{"webhooks": eps, "next_cursor": next})
 }
@@ -334,7 +338,7 @@ func (a *API) patch(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	if err := a.store.DeleteEndpoint(r.Context(), tenantOf(r), r.PathValue("id")); err != nil {
-		a.respond(w, r, Endpoint{}, err)
+		a.respond(w, r, endpoint.Endpoint{}, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -370,7 +374,7 @@ func (a *API) rotate(w http.ResponseWriter, r *http.Request) {
 		a.respond(w, r, cur, err)
 		return
 	}
-	secret, err := newSecret(cur.Signing == SigningEd25519)
+	secret, err := newSecret(cur.Signing == endpoint.SigningEd25519)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -384,9 +388,9 @@ func (a *API) rotate(w http.ResponseWriter, r *http.Request) {
 	httpapi.JSON(w, http.StatusOK, view(e, secret))
 }
 
-func (a *API) respond(w http.ResponseWriter, r *http.Request, e Endpoint, err error) {
+func (a *API) respond(w http.ResponseWriter, r *http.Request, e endpoint.Endpoint, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, endpoint.ErrNotFound):
 		httpapi.Error(w, http.StatusNotFound, "no webhook with this id")
 	case err != nil:
 		a.fail(w, r, err)
@@ -420,12 +424,6 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 // or its secret rotated is attempted as it now is.
 const testEventDelay = time.Second
 
-// TestEventType is the type of the events POST /v1/webhooks/{id}/test
-// sends. Such an event is delivered to the one endpoint it names (its
-// eventable), whatever that endpoint's filters, and never fanned out to
-// the others (Endpoint.Matches).
-const TestEventType = "webhook.test"
-
 // test appends a webhook.test event for the endpoint to the stream (so it
 // is durable, in the tenant's timeline, and retryable like any event) and
 // makes its delivery to this endpoint due in testEventDelay. It answers 202 with the
@@ -448,7 +446,7 @@ func (a *API) test(w http.ResponseWriter, r *http.Request) {
 	key, _ := httpapi.KeyFrom(r.Context())
 	now := a.now()
 	ev := events.Event{
-		ID:          "webhook-test-" + newID(),
+		ID:          "webhook-test-" + delivery.NewID(),
 		Tenant:      tenant,
 		Action:      "test",
 		Eventable:   events.Ref{Type: "webhook", ID: ep.ID},
@@ -465,7 +463,7 @@ func (a *API) test(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev.Seq = res.Seq
-	if _, err := a.store.resend(r.Context(), ep, []events.Event{ev}, now.Add(testEventDelay)); err != nil {
+	if _, err := a.ledger.Resend(r.Context(), ep.Tenant, ep.ID, []events.Event{ev}, now.Add(testEventDelay)); err != nil {
 		a.fail(w, r, err)
 		return
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // apiOnly serves the webhook API over a fresh database, without the
@@ -29,7 +31,7 @@ func apiOnly(t *testing.T) (url, key string) {
 	_, key, err = keys.Create(context.Background(), apikey.CreateParams{Tenant: "acme", Scopes: []string{apikey.ScopeAdmin}})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(NewStore(pool, testKeyring(t)), keys, client, nil, time.Now, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
+	NewAPI(endpoint.NewStore(pool, testenv.Keyring(t)), delivery.NewLedger(pool, delivery.DisableRule{}, 0), keys, client, nil, time.Now, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL, key

@@ -19,6 +19,9 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -54,7 +57,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.String(&c.LogLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Bool(&c.AllowPrivate, "allow-private", "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback and private networks (local use only)")
 	s.String(&c.AllowCIDRs, "allow-cidrs", "WEBHOOK_ALLOW_CIDRS", "", "comma-separated CIDRs webhooks may reach although private")
-	s.Int(&c.MaxEndpoints, "max-endpoints", "WEBHOOK_MAX_ENDPOINTS", DefaultMaxEndpoints, "webhook endpoints (not deleted) a tenant may have; a create beyond it is refused with 422; 0 no cap")
+	s.Int(&c.MaxEndpoints, "max-endpoints", "WEBHOOK_MAX_ENDPOINTS", endpoint.DefaultMaxEndpoints, "webhook endpoints (not deleted) a tenant may have; a create beyond it is refused with 422; 0 no cap")
 	s.Duration(&c.Timeout, "timeout", "WEBHOOK_TIMEOUT", 15*time.Second, "bound on one delivery attempt")
 	s.Duration(&c.Service.Claim, "claim", "WEBHOOK_CLAIM", DefaultClaim, "how long a claim on a delivery lasts unless renewed: a replica renews the claims of what it holds every quarter of this, and another attempts what a SIGKILLed replica held once its claims end")
 	s.Int(&c.Service.Handlers, "handlers", "WEBHOOK_FANOUT_HANDLERS", DefaultHandlers, "concurrent fan-out handlers: each holds one event while its first attempts run (their records are group-committed)")
@@ -62,7 +65,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Int(&c.Service.Dispatch.Workers, "workers", "WEBHOOK_WORKERS", 512, "attempts in flight in this process")
 	s.Int(&c.Service.Dispatch.PerEndpoint, "per-endpoint", "WEBHOOK_PER_ENDPOINT", 16, "attempts in flight to one endpoint")
 	s.Int(&c.Service.Dispatch.DefaultRate, "default-rate", "WEBHOOK_DEFAULT_RATE", 0, "deliveries per second to an endpoint without its own rate_limit; 0 unlimited")
-	s.Int(&c.Service.FailingAfter, "failing-after", "WEBHOOK_FAILING_AFTER", DefaultFailingAfter, "consecutive failed attempts of an endpoint announced as a webhook.attempt_failing event, once per failing streak")
+	s.Int(&c.Service.FailingAfter, "failing-after", "WEBHOOK_FAILING_AFTER", delivery.DefaultFailingAfter, "consecutive failed attempts of an endpoint announced as a webhook.attempt_failing event, once per failing streak")
 	s.Duration(&c.Service.Retention, "retention", "WEBHOOK_RETENTION", 30*24*time.Hour, "how long the delivery log is kept")
 	s.Duration(&c.Service.FirstAttempt.Wait, "first-attempt-wait", "WEBHOOK_FIRST_ATTEMPT_WAIT", 50*time.Millisecond,
 		"how long the fan-out waits, without an attempt finishing, to record first attempts with their outcome; 0 records every delivery before its first attempt")
@@ -164,7 +167,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	reg := observe.NewRegistry()
-	svc, err := NewService(ctx, fanoutNC, js, pool, HTTPPoster{Client: client}, pub, cfg.Service, NewMetrics(reg), a.log)
+	svc, err := NewService(ctx, fanoutNC, js, pool, attempt.HTTPPoster{Client: client}, pub, cfg.Service, NewMetrics(reg), a.log)
 	if err != nil {
 		return err
 	}
@@ -175,7 +178,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	mux := httpapi.NewMux()
-	NewAPI(svc.Store(), portal, client, js, nil, a.log).WithMaxEndpoints(cfg.MaxEndpoints).Routes(mux)
+	NewAPI(svc.Store(), svc.Ledger(), portal, client, js, nil, a.log).WithMaxEndpoints(cfg.MaxEndpoints).Routes(mux)
 	portal.Routes(mux)
 	mux.Handle("GET /openapi.json", api.Handler(api.Webhooker))
 	checks := observe.Checks(nc, pool)

@@ -20,6 +20,7 @@ import (
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -85,7 +86,7 @@ func TestAppDeliversEndToEnd(t *testing.T) {
 			return false
 		}
 		defer resp.Body.Close()
-		var out struct{ Deliveries []Delivery }
+		var out struct{ Deliveries []delivery.Delivery }
 		return json.NewDecoder(resp.Body).Decode(&out) == nil && len(out.Deliveries) > 0 && len(out.Deliveries[0].Attempts) == 1
 	}, 10*time.Second, 20*time.Millisecond)
 

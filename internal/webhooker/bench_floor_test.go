@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -46,7 +47,7 @@ func floorRowsPerStatement(endpoints int) int {
 // floorTable creates the scratch table once per database.
 func (e *benchEnv) floorTable() {
 	e.b.Helper()
-	_, err := e.store.pool.Exec(context.Background(), `CREATE SCHEMA IF NOT EXISTS benchfloor;
+	_, err := e.svc.pool.Exec(context.Background(), `CREATE SCHEMA IF NOT EXISTS benchfloor;
 		CREATE TABLE IF NOT EXISTS benchfloor.deliveries (LIKE webhook.deliveries INCLUDING ALL) WITH (fillfactor = 50)`)
 	if err != nil {
 		e.b.Fatal(err)
@@ -73,7 +74,7 @@ func (e *benchEnv) floorInsert(endpoints int, evs []events.Event, firstSeq uint6
 		if len(rows) == 0 {
 			return
 		}
-		if _, err := e.store.pool.CopyFrom(ctx, pgx.Identifier{"benchfloor", "deliveries"}, cols, pgx.CopyFromRows(rows)); err != nil {
+		if _, err := e.svc.pool.CopyFrom(ctx, pgx.Identifier{"benchfloor", "deliveries"}, cols, pgx.CopyFromRows(rows)); err != nil {
 			e.b.Fatal(err)
 		}
 		rows = rows[:0]
@@ -82,7 +83,7 @@ func (e *benchEnv) floorInsert(endpoints int, evs []events.Event, firstSeq uint6
 	var last *time.Time
 	for k, ev := range evs {
 		for _, ep := range epIDs {
-			rows = append(rows, []any{newID(), ev.Tenant, ep, ev.ID, int64(firstSeq) + int64(k), "card.closed", "pending", int32(0), now, last})
+			rows = append(rows, []any{delivery.NewID(), ev.Tenant, ep, ev.ID, int64(firstSeq) + int64(k), "card.closed", "pending", int32(0), now, last})
 			if len(rows) == perStatement {
 				flush()
 			}
@@ -160,7 +161,7 @@ func (e *benchEnv) waitAttempts(total int) {
 	e.b.Helper()
 	testenv.Poll(e.b, 5*time.Minute, fmt.Sprintf("%d attempts logged", total), func() bool {
 		var n int
-		if err := e.store.pool.QueryRow(context.Background(), `SELECT count(*) FROM webhook.attempts`).Scan(&n); err != nil {
+		if err := e.svc.pool.QueryRow(context.Background(), `SELECT count(*) FROM webhook.attempts`).Scan(&n); err != nil {
 			e.b.Fatal(err)
 		}
 		return n >= total

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/webhook"
 )
 
@@ -105,7 +106,7 @@ func (r *fanReceiver) verify(b *testing.B) {
 }
 
 // insertEndpoints writes one endpoint per URL for tenant acme with a
-// single COPY, sealed like Store.CreateEndpoint seals them, and waits for
+// single COPY, sealed like endpoint.Store.CreateEndpoint seals them, and waits for
 // the registry to load them all: as the API would create them, without
 // 100,000 round trips.
 func (e *benchEnv) insertEndpoints(urls []string) {
@@ -114,18 +115,18 @@ func (e *benchEnv) insertEndpoints(urls []string) {
 	rows := make([][]any, len(urls))
 	ids := make([]string, len(urls))
 	for i, u := range urls {
-		ids[i] = newID()
+		ids[i] = delivery.NewID()
 		s, err := webhook.GenerateSecret()
 		if err != nil {
 			e.b.Fatal(err)
 		}
-		sealed, err := e.store.seal("acme", ids[i], []secret{{Secret: s}})
+		sealed, keyID, err := e.store.SealFirstSecret("acme", ids[i], s)
 		if err != nil {
 			e.b.Fatal(err)
 		}
-		rows[i] = []any{"acme", ids[i], u, []string{"*"}, "json", sealed, e.store.keys.PrimaryID()}
+		rows[i] = []any{"acme", ids[i], u, []string{"*"}, "json", sealed, keyID}
 	}
-	if _, err := e.store.pool.CopyFrom(ctx, pgx.Identifier{"webhook", "endpoints"},
+	if _, err := e.svc.pool.CopyFrom(ctx, pgx.Identifier{"webhook", "endpoints"},
 		[]string{"tenant", "id", "url", "events", "format", "secrets_sealed", "secrets_key"}, pgx.CopyFromRows(rows)); err != nil {
 		e.b.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func (e *benchEnv) insertEndpoints(urls []string) {
 	// insert; until then the registry's refresh keeps the plan it cached
 	// while the table was empty, a sequential scan of every endpoint
 	// every RefreshEvery. The benchmark measures the steady state after.
-	if _, err := e.store.pool.Exec(ctx, `ANALYZE webhook.endpoints`); err != nil {
+	if _, err := e.svc.pool.Exec(ctx, `ANALYZE webhook.endpoints`); err != nil {
 		e.b.Fatal(err)
 	}
 	testenv.Poll(e.b, 2*time.Minute, "endpoints loaded by the registry", func() bool {
@@ -153,7 +154,7 @@ func (e *benchEnv) waitSettled() {
 	e.b.Helper()
 	testenv.Poll(e.b, 5*time.Minute, "every delivery logged", func() bool {
 		var left bool
-		if err := e.store.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM webhook.due) OR EXISTS (SELECT 1 FROM webhook.deliveries WHERE status = 'pending')`).Scan(&left); err != nil {
+		if err := e.svc.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM webhook.due) OR EXISTS (SELECT 1 FROM webhook.deliveries WHERE status = 'pending')`).Scan(&left); err != nil {
 			e.b.Fatal(err)
 		}
 		return !left
@@ -271,7 +272,7 @@ func (e *benchEnv) readPGStats() pgStats {
 	e.b.Helper()
 	ctx := context.Background()
 	out := pgStats{}
-	rows, err := e.store.pool.Query(ctx, `SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, coalesce(idx_tup_fetch, 0), coalesce(seq_tup_read, 0)
+	rows, err := e.svc.pool.Query(ctx, `SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, coalesce(idx_tup_fetch, 0), coalesce(seq_tup_read, 0)
 		FROM pg_stat_user_tables WHERE schemaname = 'webhook'`)
 	if err != nil {
 		e.b.Fatal(err)
@@ -284,7 +285,7 @@ func (e *benchEnv) readPGStats() pgStats {
 	}); err != nil {
 		e.b.Fatal(err)
 	}
-	rows, err = e.store.pool.Query(ctx, `SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = 'webhook'`)
+	rows, err = e.svc.pool.Query(ctx, `SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = 'webhook'`)
 	if err != nil {
 		e.b.Fatal(err)
 	}
@@ -292,7 +293,7 @@ func (e *benchEnv) readPGStats() pgStats {
 		e.b.Fatal(err)
 	}
 	var commits int64
-	if err := e.store.pool.QueryRow(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&commits); err != nil {
+	if err := e.svc.pool.QueryRow(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&commits); err != nil {
 		e.b.Fatal(err)
 	}
 	out["commits"] = commits
@@ -350,7 +351,7 @@ func (e *benchEnv) samplePGActivity(stop <-chan struct{}) (done <-chan struct{})
 				return
 			case <-tick.C:
 			}
-			rows, err := e.store.pool.Query(ctx, `SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_activity
+			rows, err := e.svc.pool.Query(ctx, `SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_activity
 				WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' AND wait_event IS NULL`)
 			if err != nil {
 				continue

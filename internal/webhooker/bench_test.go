@@ -25,6 +25,8 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
 )
@@ -84,7 +86,7 @@ type benchEnv struct {
 	js    jetstream.JetStream // admin: the floor's raw consumers (bench_floor_test.go)
 	pub   *events.Publisher
 	svc   *Service
-	store *Store
+	store *endpoint.Store
 	stop  func()
 }
 
@@ -119,8 +121,8 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, HTTPPoster{Client: client}, pub,
-		Config{RefreshEvery: benchRefreshEvery(), Secrets: testKeyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
+	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, attempt.HTTPPoster{Client: client}, pub,
+		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: attempt.DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -143,7 +145,7 @@ func (e *benchEnv) endpoints(urls []string) {
 	var ids []string
 	for _, u := range urls {
 		secret, _ := webhook.GenerateSecret()
-		ep, err := e.store.CreateEndpoint(ctx, Endpoint{Tenant: "acme", URL: u, Events: []string{"*"}, Format: "json"}, secret)
+		ep, err := e.store.CreateEndpoint(ctx, endpoint.Endpoint{Tenant: "acme", URL: u, Events: []string{"*"}, Format: "json"}, secret)
 		if err != nil {
 			e.b.Fatal(err)
 		}
@@ -345,7 +347,7 @@ func BenchmarkSlowEndpointIsolation(b *testing.B) {
 	b.ReportMetric(float64(slowServer.slow.Load()), "slow-requests")
 }
 
-func mustList(b *testing.B, env *benchEnv) []Endpoint {
+func mustList(b *testing.B, env *benchEnv) []endpoint.Endpoint {
 	b.Helper()
 	eps, err := env.store.ListEndpoints(context.Background(), "acme", "", 200)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventline/eventline/internal/deadletter"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // ReplayDeadLetter fans a dead-lettered event out again (`eventline dlq
@@ -28,8 +30,8 @@ func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Lett
 	if err != nil {
 		return nil, fmt.Errorf("load endpoints: %w", err)
 	}
-	eps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Endpoint, error) {
-		e := Endpoint{Enabled: true}
+	eps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (endpoint.Endpoint, error) {
+		e := endpoint.Endpoint{Enabled: true}
 		var parents []byte
 		if err := r.Scan(&e.ID, &e.Events, &parents); err != nil {
 			return e, err
@@ -44,17 +46,17 @@ func ReplayDeadLetter(ctx context.Context, pool *pgxpool.Pool, l deadletter.Lett
 	if err != nil {
 		return nil, fmt.Errorf("load endpoints: %w", err)
 	}
-	var jobs []job
+	var jobs []delivery.Job
 	for _, e := range eps {
 		if e.Matches(ev) {
-			jobs = append(jobs, job{deliveryID: newID(), tenant: ev.Tenant, endpointID: e.ID, event: ev, attempt: 1})
+			jobs = append(jobs, delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: e.ID, Event: ev, Attempt: 1})
 		}
 	}
 	now := time.Now()
-	lg := newLedger(pool, DisableRule{}, 0) // records no outcome: its tracker settings are never used
-	for len(jobs) > 0 {                     // due now, for any replica's scheduler
+	lg := delivery.NewLedger(pool, delivery.DisableRule{}, 0) // records no outcome: its tracker settings are never used
+	for len(jobs) > 0 {                                       // due now, for any replica's scheduler
 		n := min(len(jobs), maxInsert)
-		if _, _, err := lg.record(ctx, []fanoutItem{{jobs: jobs[:n], shared: true}}, now, now.Add(time.Minute)); err != nil {
+		if _, _, err := lg.Record(ctx, []delivery.Item{{Jobs: jobs[:n], Shared: true}}, now, now.Add(time.Minute)); err != nil {
 			return nil, err
 		}
 		jobs = jobs[n:]

@@ -11,6 +11,9 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/webhooker/attempt"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -56,9 +59,9 @@ func TestDeliverySignedAndLogged(t *testing.T) {
 	}
 }
 
-func (b *bundle) waitStatus(t *testing.T, endpointID, status string, n int) []Delivery {
+func (b *bundle) waitStatus(t *testing.T, endpointID, status string, n int) []delivery.Delivery {
 	t.Helper()
-	var out []Delivery
+	var out []delivery.Delivery
 	require.Eventually(t, func() bool {
 		out = out[:0]
 		for _, d := range b.deliveries(t, endpointID) {
@@ -93,7 +96,7 @@ func TestRetryAfterFailure(t *testing.T) {
 	b.publish(t, "e1")
 	ds := b.waitStatusAttempts(t, id, 1)
 	d := ds[0]
-	require.Equal(t, StatusPending, d.Status)
+	require.Equal(t, delivery.StatusPending, d.Status)
 	require.Equal(t, 500, d.Attempts[0].StatusCode)
 	require.Equal(t, "status", d.Attempts[0].ErrorClass)
 	require.Equal(t, "boom", d.Attempts[0].Response)
@@ -114,9 +117,9 @@ func TestRetryAfterFailure(t *testing.T) {
 }
 
 // waitStatusAttempts waits until every delivery has at least n attempts.
-func (b *bundle) waitStatusAttempts(t *testing.T, endpointID string, n int) []Delivery {
+func (b *bundle) waitStatusAttempts(t *testing.T, endpointID string, n int) []delivery.Delivery {
 	t.Helper()
-	var ds []Delivery
+	var ds []delivery.Delivery
 	require.Eventually(t, func() bool {
 		ds = b.deliveries(t, endpointID)
 		if len(ds) == 0 {
@@ -162,7 +165,7 @@ func TestScheduleExhaustedThenManualRetry(t *testing.T) {
 	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"card.*"}})
 	b.publish(t, "e1")
 	b.waitStatusAttempts(t, id, 1)
-	for i, wait := range DefaultRetrySchedule {
+	for i, wait := range endpoint.DefaultRetrySchedule {
 		b.clock.Add(wait)
 		n, err := b.svc.ScheduleNow(context.Background())
 		require.NoError(t, err)
@@ -170,7 +173,7 @@ func TestScheduleExhaustedThenManualRetry(t *testing.T) {
 		b.waitStatusAttempts(t, id, i+2)
 	}
 	d := b.waitStatus(t, id, "failed", 1)[0]
-	require.Len(t, d.Attempts, 1+len(DefaultRetrySchedule))
+	require.Len(t, d.Attempts, 1+len(endpoint.DefaultRetrySchedule))
 	require.Nil(t, d.NextAttemptAt)
 
 	fail = false
@@ -180,7 +183,7 @@ func TestScheduleExhaustedThenManualRetry(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	d = b.waitStatus(t, id, "succeeded", 1)[0]
-	require.Len(t, d.Attempts, 2+len(DefaultRetrySchedule))
+	require.Len(t, d.Attempts, 2+len(endpoint.DefaultRetrySchedule))
 }
 
 func TestGoneDisablesEndpoint(t *testing.T) {
@@ -225,7 +228,7 @@ func TestRedirectIsAFailureNotFollowed(t *testing.T) {
 	d := b.waitStatusAttempts(t, id, 1)[0]
 	require.Equal(t, 302, d.Attempts[0].StatusCode)
 	require.Equal(t, "status", d.Attempts[0].ErrorClass)
-	require.Equal(t, StatusPending, d.Status, "a 3xx is retried like any failure")
+	require.Equal(t, delivery.StatusPending, d.Status, "a 3xx is retried like any failure")
 	require.Empty(t, canary.all(), "the redirect was not followed")
 }
 
@@ -262,7 +265,7 @@ func TestTimeoutResetAndHugeResponse(t *testing.T) {
 	d = b.waitStatusAttempts(t, resetID, 1)[0]
 	require.Contains(t, []string{"reset", "network"}, d.Attempts[0].ErrorClass)
 	d = b.waitStatus(t, hugeID, "succeeded", 1)[0]
-	require.LessOrEqual(t, len(d.Attempts[0].Response), maxLoggedResponse)
+	require.LessOrEqual(t, len(d.Attempts[0].Response), attempt.MaxLoggedResponse)
 }
 
 // TestExpiredClaimIsAttemptedByTheScheduler: deliveries committed by a
@@ -286,8 +289,8 @@ func TestExpiredClaimIsAttemptedByTheScheduler(t *testing.T) {
 	ev.Seq = res.Seq
 	ep, ok := b.svc.registry.Get(id)
 	require.True(t, ok)
-	j := job{deliveryID: newID(), tenant: ev.Tenant, endpointID: ep.ID, event: ev, attempt: 1}
-	jobs, _, err := b.svc.ledger.record(context.Background(), []fanoutItem{{jobs: []job{j}}}, b.clock.Now(), b.clock.Now().Add(time.Minute))
+	j := delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: ep.ID, Event: ev, Attempt: 1}
+	jobs, _, err := b.svc.ledger.Record(context.Background(), []delivery.Item{{Jobs: []delivery.Job{j}}}, b.clock.Now(), b.clock.Now().Add(time.Minute))
 	require.NoError(t, err)
 	require.Len(t, jobs[0], 1)
 	n, err := b.svc.ScheduleNow(context.Background())

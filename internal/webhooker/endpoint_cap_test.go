@@ -16,6 +16,8 @@ import (
 	"github.com/eventline/eventline/internal/openapitest"
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // cappedAPI serves the webhook API over a fresh database with a cap of
@@ -30,7 +32,7 @@ func cappedAPI(t *testing.T, maxEndpoints int) (url, key string, count func(tena
 	_, key, err = keys.Create(context.Background(), apikey.CreateParams{Tenant: "acme", Scopes: []string{apikey.ScopeAdmin}})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(NewStore(pool, testKeyring(t)), keys, client, nil, time.Now, slog.New(slog.NewTextHandler(io.Discard, nil))).
+	NewAPI(endpoint.NewStore(pool, testenv.Keyring(t)), delivery.NewLedger(pool, delivery.DisableRule{}, 0), keys, client, nil, time.Now, slog.New(slog.NewTextHandler(io.Discard, nil))).
 		WithMaxEndpoints(maxEndpoints).Routes(mux)
 	srv := httptest.NewServer(openapitest.Check(t, mux))
 	t.Cleanup(srv.Close)

@@ -3,6 +3,7 @@ package webhooker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/consume"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -30,7 +34,7 @@ func TestSecretRotationSendsBothSignatures(t *testing.T) {
 	require.NotEqual(t, oldSecret, newSecret)
 	require.Eventually(t, func() bool {
 		e, _ := b.svc.registry.Get(id)
-		return len(e.activeSecrets(b.clock.Now())) == 2
+		return len(e.ActiveSecrets(b.clock.Now())) == 2
 	}, 5*time.Second, 5*time.Millisecond)
 
 	b.publish(t, "during-grace")
@@ -110,7 +114,7 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 	inserts := newInserts(b.svc.ledger, nil, held, b.clock.Now, time.Minute)
 	go inserts.Run()
 	defer inserts.Close()
-	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, leases: held, submit: func(js ...job) []job { submitted.Add(int64(len(js))); return nil },
+	f := &fanout{pool: b.pool, inserts: inserts, registry: b.svc.registry, leases: held, submit: func(js ...delivery.Job) []delivery.Job { submitted.Add(int64(len(js))); return nil },
 		now: b.clock.Now, claim: time.Minute, consumer: "webhooker", log: slog.New(slog.NewTextHandler(io.Discard, nil)), gate: &firstGate{}}
 	msg := message.NewMessage("x", body)
 	msg.Metadata.Set(consume.MetaSubject, "events.acme.card.closed")
@@ -137,7 +141,7 @@ func TestRedeliveredEventCreatesNoSecondDelivery(t *testing.T) {
 // webhook.disabled; enabling resets the tracker.
 func TestAutoDisableAfterFailuresSpanningADay(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{allowPrivate: true, cfg: Config{Disable: DisableRule{Failures: 20, Span: 24 * time.Hour}}})
+	b := setup(t, options{allowPrivate: true, cfg: Config{Disable: delivery.DisableRule{Failures: 20, Span: 24 * time.Hour}}})
 	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
 	id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"card.*"}, "retry_schedule": []int{3600, 3600, 3600}})
 	// 20 events, one failed attempt each, spread over 25h20m.
@@ -180,7 +184,7 @@ func TestFailuresWithinADayDoNotDisable(t *testing.T) {
 // long time; deliveries to a healthy endpoint all complete meanwhile.
 func TestSlowEndpointDoesNotSlowHealthyOnes(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{allowPrivate: true, timeout: 20 * time.Second, cfg: Config{Dispatch: DispatchConfig{Workers: 32, PerEndpoint: 4}}})
+	b := setup(t, options{allowPrivate: true, timeout: 20 * time.Second, cfg: Config{Dispatch: attempt.DispatchConfig{Workers: 32, PerEndpoint: 4}}})
 	release := make(chan struct{})
 	slow := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { <-release })
 	t.Cleanup(func() { close(release) })
@@ -198,9 +202,9 @@ func TestSlowEndpointDoesNotSlowHealthyOnes(t *testing.T) {
 	require.Empty(t, b.waitNoneSucceeded(t, slowID))
 }
 
-func (b *bundle) waitNoneSucceeded(t *testing.T, id string) []Delivery {
+func (b *bundle) waitNoneSucceeded(t *testing.T, id string) []delivery.Delivery {
 	t.Helper()
-	var done []Delivery
+	var done []delivery.Delivery
 	for _, d := range b.deliveries(t, id) {
 		if d.Status == "succeeded" {
 			done = append(done, d)
@@ -292,7 +296,7 @@ func TestRegistryReplicasSeeChangesWithinASecond(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	replicas := []*Registry{NewRegistry(b.svc.Store(), 100*time.Millisecond, log), NewRegistry(b.svc.Store(), 100*time.Millisecond, log)}
+	replicas := []*endpoint.Registry{endpoint.NewRegistry(b.svc.Store(), 100*time.Millisecond, log), endpoint.NewRegistry(b.svc.Store(), 100*time.Millisecond, log)}
 	for _, r := range replicas {
 		go r.Run(ctx)
 	}
@@ -325,7 +329,10 @@ func TestPruneLogKeepsRecentAndPending(t *testing.T) {
 	b.publish(t, "e1")
 	b.waitStatus(t, id, "succeeded", 1)
 	// Age the first delivery: an id and a created_at from two hours ago.
-	old := uuidV7Floor(time.Now().Add(-2 * time.Hour))
+	// The smallest UUIDv7 of that millisecond (as the ledger's pruning
+	// compares ids).
+	ms := time.Now().Add(-2 * time.Hour).UnixMilli()
+	old := fmt.Sprintf("%08x-%04x-7000-8000-000000000000", ms>>16, ms&0xffff)
 	ds := b.deliveries(t, id)
 	_, err := b.pool.Exec(context.Background(), `WITH a AS (UPDATE webhook.attempts SET delivery_id = $2 WHERE delivery_id = $1)
 		UPDATE webhook.deliveries SET id = $2, created_at = now() - interval '2 hours' WHERE id = $1`, ds[0].ID, old)

@@ -21,6 +21,8 @@ import (
 	"github.com/eventline/eventline/internal/groupcommit"
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // maxInsert is the most deliveries one insert statement writes.
@@ -30,34 +32,34 @@ const maxInsert = 5000
 // deliveries recorded claimed are held (leases) before their jobs are
 // handed back, so no outcome can be written before its delivery is held.
 // announce acts on what the recorded outcomes announce (nil: nothing).
-func newInserts(l *ledger, announce func(context.Context, announcements), held *leases, now func() time.Time, claim time.Duration) *groupcommit.Batcher[fanoutItem, inserted] {
-	return groupcommit.New(func(ctx context.Context, items []fanoutItem) ([]inserted, error) {
+func newInserts(l *delivery.Ledger, announce func(context.Context, delivery.Announcements), held *leases, now func() time.Time, claim time.Duration) *groupcommit.Batcher[delivery.Item, inserted] {
+	return groupcommit.New(func(ctx context.Context, items []delivery.Item) ([]inserted, error) {
 		at := now()
 		out := insertSplitting(ctx, l, announce, items, at, at.Add(claim))
 		for _, it := range out {
 			held.holdRecorded(it.jobs, at.Add(claim))
 		}
 		return out, nil
-	}, func(it fanoutItem) int { return len(it.jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
+	}, func(it delivery.Item) int { return len(it.Jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
 }
 
-// inserted is the result of one fanoutItem of a group commit: the jobs
+// inserted is the result of one delivery.Item of a group commit: the jobs
 // created without an outcome, or why its deliveries were not recorded.
 type inserted struct {
-	jobs []job
+	jobs []delivery.Job
 	err  error
 }
 
-// insertSplitting records the deliveries of items (ledger.record) and
+// insertSplitting records the deliveries of items (Ledger.Record) and
 // hands what each committed statement announces to announce (nil:
 // nothing). When the database refuses the data of one event
 // (postgres.Permanent), it splits items in halves and records each, so the
 // refused event fails alone, to be dead-lettered, and the events grouped
 // with it are recorded. Any other error fails every item of the statement
 // that hit it.
-func insertSplitting(ctx context.Context, l *ledger, announce func(context.Context, announcements), items []fanoutItem, now, claimUntil time.Time) []inserted {
+func insertSplitting(ctx context.Context, l *delivery.Ledger, announce func(context.Context, delivery.Announcements), items []delivery.Item, now, claimUntil time.Time) []inserted {
 	out := make([]inserted, len(items))
-	created, a, err := l.record(ctx, items, now, claimUntil)
+	created, a, err := l.Record(ctx, items, now, claimUntil)
 	switch {
 	case err == nil:
 		if announce != nil {
@@ -94,14 +96,14 @@ type fanout struct {
 	pool *pgxpool.Pool
 	// inserts coalesces the delivery inserts of concurrent handlers into
 	// one statement and commit (group commit).
-	inserts    *groupcommit.Batcher[fanoutItem, inserted]
-	registry   *Registry
-	submit     func(...job) []job // returns the jobs it could not queue
-	leases     *leases            // what this replica holds claimed
-	scheduler  *scheduler         // takes shared fan-outs (recordShared)
+	inserts    *groupcommit.Batcher[delivery.Item, inserted]
+	registry   *endpoint.Registry
+	submit     func(...delivery.Job) []delivery.Job // returns the jobs it could not queue
+	leases     *leases                              // what this replica holds claimed
+	scheduler  *scheduler                           // takes shared fan-outs (recordShared)
 	shareAbove int
-	results    func(outcome) // logs an outcome once its delivery is recorded
-	sink       *firstSink    // routes the outcomes of attempts made first to their collector
+	results    func(delivery.Outcome) // logs an outcome once its delivery is recorded
+	sink       *firstSink             // routes the outcomes of attempts made first to their collector
 	first      FirstAttemptConfig
 	gate       *firstGate
 	speed      *endpointSpeed
@@ -143,9 +145,9 @@ func (f *fanout) handle(msg *message.Message) error {
 	if err != nil {
 		return f.deadLetter(ctx, msg, fmt.Errorf("encode delivery body: %w", err))
 	}
-	jobs := make([]job, len(eps))
+	jobs := make([]delivery.Job, len(eps))
 	for i, e := range eps {
-		jobs[i] = job{deliveryID: newID(), tenant: ev.Tenant, endpointID: e.ID, event: ev, attempt: 1, body: body}
+		jobs[i] = delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: e.ID, Event: ev, Attempt: 1, Body: body}
 	}
 	seq := consume.StreamSeq(msg)
 	f.gate.taken(seq)
@@ -177,7 +179,7 @@ const metaAttempted = "eventline_attempted"
 // claimed by no one: every replica's scheduler claims them, as many as its
 // dispatcher can start soon, so replicas share a large fan-out and none
 // holds much more than it can start soon.
-func (f *fanout) recordShared(ctx context.Context, jobs []job) error {
+func (f *fanout) recordShared(ctx context.Context, jobs []delivery.Job) error {
 	created, err := f.record(ctx, jobs, nil, true)
 	if err != nil {
 		return err
@@ -189,7 +191,7 @@ func (f *fanout) recordShared(ctx context.Context, jobs []job) error {
 
 // recordThenAttempt records the deliveries that do not exist yet, claimed,
 // and queues their first attempts.
-func (f *fanout) recordThenAttempt(ctx context.Context, jobs []job) error {
+func (f *fanout) recordThenAttempt(ctx context.Context, jobs []delivery.Job) error {
 	created, err := f.record(ctx, jobs, nil, false)
 	if err != nil {
 		return err
@@ -202,11 +204,11 @@ func (f *fanout) recordThenAttempt(ctx context.Context, jobs []job) error {
 // attemptFirst makes the first attempts of jobs, waits for them (not for
 // slow endpoints, see FirstAttemptConfig), and records every delivery,
 // those attempted with their outcome.
-func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
+func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job) error {
 	w := newFirstAttempts(0)
-	var now []job
+	var now []delivery.Job
 	for _, j := range jobs {
-		if !f.speed.isSlow(j.endpointID) {
+		if !f.speed.isSlow(j.EndpointID) {
 			now = append(now, j)
 		}
 	}
@@ -214,24 +216,24 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 	f.sink.expect(w, now) // before submit: an outcome can come at once
 	attempted := make(map[string]bool, len(now))
 	for _, j := range now {
-		attempted[j.deliveryID] = true
+		attempted[j.DeliveryID] = true
 	}
 	if dropped := f.submit(now...); len(dropped) > 0 {
 		w.notAttempted(len(dropped))
 		f.sink.forget(dropped)
 		for _, j := range dropped {
-			delete(attempted, j.deliveryID)
+			delete(attempted, j.DeliveryID)
 		}
 	}
 	done := w.wait(f.first, f.stop)
 	if len(done) < len(attempted) {
 		finished := make(map[string]bool, len(done))
 		for _, o := range done {
-			finished[o.job.deliveryID] = true
+			finished[o.Job.DeliveryID] = true
 		}
 		for _, j := range jobs {
-			if attempted[j.deliveryID] && !finished[j.deliveryID] {
-				f.speed.markSlow(j.endpointID)
+			if attempted[j.DeliveryID] && !finished[j.DeliveryID] {
+				f.speed.markSlow(j.EndpointID)
 			}
 		}
 	}
@@ -247,7 +249,7 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 	// are let go and become due once their claim ends).
 	later := created[:0]
 	for _, j := range created {
-		if !attempted[j.deliveryID] {
+		if !attempted[j.DeliveryID] {
 			later = append(later, j)
 		}
 	}
@@ -260,7 +262,7 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []job) error {
 // is redelivered instead, its deliveries are attempted again. A refusal
 // of the data (postgres.Permanent) is not tried again: the event is
 // dead-lettered.
-func (f *fanout) recordAttempted(ctx context.Context, jobs []job, done []outcome) ([]job, error) {
+func (f *fanout) recordAttempted(ctx context.Context, jobs []delivery.Job, done []delivery.Outcome) ([]delivery.Job, error) {
 	deadline := time.Now().Add(f.first.RecordFor)
 	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
 		created, err := f.record(ctx, jobs, done, false)
@@ -281,21 +283,21 @@ func (f *fanout) recordAttempted(ctx context.Context, jobs []job, done []outcome
 // outcome, in statements of at most maxInsert, and returns the jobs it
 // created without an outcome: claimed by this replica, or due for any
 // replica when shared.
-func (f *fanout) record(ctx context.Context, jobs []job, done []outcome, shared bool) ([]job, error) {
-	var created []job
+func (f *fanout) record(ctx context.Context, jobs []delivery.Job, done []delivery.Outcome, shared bool) ([]delivery.Job, error) {
+	var created []delivery.Job
 	split := len(jobs) > maxInsert
 	for len(jobs) > 0 {
 		n := min(len(jobs), maxInsert)
-		item := fanoutItem{jobs: jobs[:n], done: done, shared: shared}
+		item := delivery.Item{Jobs: jobs[:n], Done: done, Shared: shared}
 		if split && len(done) > 0 { // several statements: each takes its own outcomes
 			in := make(map[string]bool, n)
-			for _, j := range item.jobs {
-				in[j.deliveryID] = true
+			for _, j := range item.Jobs {
+				in[j.DeliveryID] = true
 			}
-			item.done = nil
+			item.Done = nil
 			for _, o := range done {
-				if in[o.job.deliveryID] {
-					item.done = append(item.done, o)
+				if in[o.Job.DeliveryID] {
+					item.Done = append(item.Done, o)
 				}
 			}
 		}

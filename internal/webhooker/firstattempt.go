@@ -1,6 +1,7 @@
 package webhooker
 
 import (
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,37 +118,37 @@ func (g *firstGate) attemptFirst(seq, delivered uint64, recordedAt time.Time, en
 type firstSink struct {
 	mu      sync.Mutex
 	waiting map[string]*firstAttempts // delivery id -> its event's collector
-	log     func(outcome)             // the result writer
+	log     func(delivery.Outcome)    // the result writer
 }
 
-func newFirstSink(log func(outcome)) *firstSink {
+func newFirstSink(log func(delivery.Outcome)) *firstSink {
 	return &firstSink{waiting: map[string]*firstAttempts{}, log: log}
 }
 
 // expect routes the outcomes of jobs to w, until each has reported.
-func (s *firstSink) expect(w *firstAttempts, jobs []job) {
+func (s *firstSink) expect(w *firstAttempts, jobs []delivery.Job) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, j := range jobs {
-		s.waiting[j.deliveryID] = w
+		s.waiting[j.DeliveryID] = w
 	}
 }
 
 // forget stops routing the outcomes of jobs that will not be attempted.
-func (s *firstSink) forget(jobs []job) {
+func (s *firstSink) forget(jobs []delivery.Job) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, j := range jobs {
-		delete(s.waiting, j.deliveryID)
+		delete(s.waiting, j.DeliveryID)
 	}
 }
 
-// report hands o to the collector waiting for it, or to the log: after
+// Report hands o to the collector waiting for it, or to the log: after
 // the collector's record committed it logs o like any later attempt.
-func (s *firstSink) report(o outcome) {
+func (s *firstSink) Report(o delivery.Outcome) {
 	s.mu.Lock()
-	w := s.waiting[o.job.deliveryID]
-	delete(s.waiting, o.job.deliveryID)
+	w := s.waiting[o.Job.DeliveryID]
+	delete(s.waiting, o.Job.DeliveryID)
 	s.mu.Unlock()
 	if w != nil && w.take(o) {
 		return
@@ -160,8 +161,8 @@ type firstAttempts struct {
 	mu       sync.Mutex
 	state    int // collecting, recording, recorded or abandoned
 	pending  int // attempts not finished while collecting
-	done     []outcome
-	late     []outcome // finished while the record commits
+	done     []delivery.Outcome
+	late     []delivery.Outcome // finished while the record commits
 	progress chan struct{}
 }
 
@@ -178,7 +179,7 @@ func newFirstAttempts(pending int) *firstAttempts {
 
 // take keeps o when it belongs to the event's record; false means the
 // record is committed and o is logged like any later attempt.
-func (w *firstAttempts) take(o outcome) bool {
+func (w *firstAttempts) take(o delivery.Outcome) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch w.state {
@@ -209,7 +210,7 @@ func (w *firstAttempts) notAttempted(n int) {
 // wait collects outcomes until every attempt finished, none finished for
 // cfg.Wait, cfg.Max passed or stop closed; it returns the outcomes, and
 // those that finish later wait for recorded or abandon.
-func (w *firstAttempts) wait(cfg FirstAttemptConfig, stop <-chan struct{}) []outcome {
+func (w *firstAttempts) wait(cfg FirstAttemptConfig, stop <-chan struct{}) []delivery.Outcome {
 	if w.unfinished() {
 		// One timer: the deadline is checked on progress, and without
 		// progress the idle timer (shorter) ends the wait.
@@ -245,7 +246,7 @@ func (w *firstAttempts) unfinished() bool {
 
 // recorded hands the outcomes that finished while the record committed to
 // log, and every later one (take returns false).
-func (w *firstAttempts) recorded(log func(outcome)) {
+func (w *firstAttempts) recorded(log func(delivery.Outcome)) {
 	w.mu.Lock()
 	late := w.late
 	w.late, w.state = nil, recorded

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/stretchr/testify/require"
 )
 
@@ -38,7 +39,7 @@ func TestFirstAttemptIsRecordedWithItsDelivery(t *testing.T) {
 	require.Len(t, d.Attempts, 1)
 	require.Equal(t, 200, d.Attempts[0].StatusCode)
 	f := b.waitAttempts(t, failID, 1)[0]
-	require.Equal(t, StatusPending, f.Status)
+	require.Equal(t, delivery.StatusPending, f.Status)
 	require.Equal(t, 500, f.Attempts[0].StatusCode)
 	require.NotNil(t, f.NextAttemptAt)
 	require.WithinDuration(t, f.Attempts[0].At.Add(time.Hour), *f.NextAttemptAt, time.Second, "due after the schedule's first step")
@@ -86,7 +87,7 @@ func TestSlowFirstAttemptIsRecordedWithoutWaiting(t *testing.T) {
 				return false
 			}
 			for _, d := range ds {
-				if d.Status != StatusPending || len(d.Attempts) != 0 {
+				if d.Status != delivery.StatusPending || len(d.Attempts) != 0 {
 					return false
 				}
 			}
@@ -144,9 +145,9 @@ func TestRecordSplitsLargeFanOut(t *testing.T) {
 	defer inserts.Close()
 	f := &fanout{inserts: inserts, gate: &firstGate{}}
 	ev := b.publish(t, "big")
-	jobs := make([]job, 2*maxInsert+1)
+	jobs := make([]delivery.Job, 2*maxInsert+1)
 	for i := range jobs {
-		jobs[i] = job{deliveryID: newID(), tenant: "acme", endpointID: fmt.Sprintf("ep-%d", i), event: ev, attempt: 1}
+		jobs[i] = delivery.Job{DeliveryID: delivery.NewID(), Tenant: "acme", EndpointID: fmt.Sprintf("ep-%d", i), Event: ev, Attempt: 1}
 	}
 	created, err := f.record(context.Background(), jobs, nil, false)
 	require.NoError(t, err)
@@ -186,20 +187,20 @@ func TestFirstGate(t *testing.T) {
 func TestFirstSinkRoutesByDelivery(t *testing.T) {
 	t.Parallel()
 	var logged []string
-	s := newFirstSink(func(o outcome) { logged = append(logged, o.job.deliveryID) })
+	s := newFirstSink(func(o delivery.Outcome) { logged = append(logged, o.Job.DeliveryID) })
 	w := newFirstAttempts(3)
-	a, b, c := job{deliveryID: "a"}, job{deliveryID: "b"}, job{deliveryID: "c"}
-	s.expect(w, []job{a, b, c})
-	s.forget([]job{c})
+	a, b, c := delivery.Job{DeliveryID: "a"}, delivery.Job{DeliveryID: "b"}, delivery.Job{DeliveryID: "c"}
+	s.expect(w, []delivery.Job{a, b, c})
+	s.forget([]delivery.Job{c})
 	w.notAttempted(1)
-	s.report(outcome{job: a})
-	s.report(outcome{job: c})
-	s.report(outcome{job: job{deliveryID: "other"}})
+	s.Report(delivery.Outcome{Job: a})
+	s.Report(delivery.Outcome{Job: c})
+	s.Report(delivery.Outcome{Job: delivery.Job{DeliveryID: "other"}})
 	done := w.wait(FirstAttemptConfig{Wait: time.Millisecond, Max: time.Second}, nil)
 	require.Len(t, done, 1)
-	require.Equal(t, "a", done[0].job.deliveryID)
-	w.recorded(func(o outcome) { t.Fatalf("nothing finished while recording: %v", o.job.deliveryID) })
-	s.report(outcome{job: b}) // after the record: logged like any later attempt
-	s.report(outcome{job: a}) // a second outcome of a: the collector took its one
+	require.Equal(t, "a", done[0].Job.DeliveryID)
+	w.recorded(func(o delivery.Outcome) { t.Fatalf("nothing finished while recording: %v", o.Job.DeliveryID) })
+	s.Report(delivery.Outcome{Job: b}) // after the record: logged like any later attempt
+	s.Report(delivery.Outcome{Job: a}) // a second outcome of a: the collector took its one
 	require.Equal(t, []string{"c", "other", "b", "a"}, logged)
 }

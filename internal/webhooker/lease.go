@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eventline/eventline/internal/lifecycle"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
 // leases keeps this replica's claims alive while it holds their
@@ -33,8 +34,8 @@ import (
 // is due straight away (the scheduler turns the unattempted deliveries of
 // an ended claim into due rows).
 type leases struct {
-	owner  string  // this replica, in webhook.due.claimed_by
-	ledger *ledger // writes the renewals (on a connection of their own)
+	owner  string           // this replica, in webhook.due.claimed_by
+	ledger *delivery.Ledger // writes the renewals (on a connection of their own)
 	now    func() time.Time
 	claim  time.Duration
 	log    *slog.Logger
@@ -49,25 +50,25 @@ type leases struct {
 type hold struct {
 	row     int64     // the webhook.claims row listing it; 0: its webhook.due row
 	until   time.Time // when its claim ends, as last written to Postgres
-	attempt int       // the attempt it is held for (job.attempt)
+	attempt int       // the attempt it is held for (Job.Attempt)
 }
 
-func newLeases(l *ledger, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
-	return &leases{owner: newID(), ledger: l, now: now, claim: claim, log: log, held: map[string]hold{}, rows: map[int64]int{}}
+func newLeases(l *delivery.Ledger, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
+	return &leases{owner: delivery.NewID(), ledger: l, now: now, claim: claim, log: log, held: map[string]hold{}, rows: map[int64]int{}}
 }
 
 // holdRecorded holds jobs recorded claimed for this replica until until:
-// each names its webhook.claims row (job.claim); the others are not held.
-func (l *leases) holdRecorded(jobs []job, until time.Time) {
+// each names its webhook.claims row (Job.Claim); the others are not held.
+func (l *leases) holdRecorded(jobs []delivery.Job, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, j := range jobs {
-		if j.claim == 0 {
+		if j.Claim == 0 {
 			continue
 		}
-		if _, ok := l.held[j.deliveryID]; !ok {
-			l.held[j.deliveryID] = hold{row: j.claim, until: until, attempt: j.attempt}
-			l.rows[j.claim]++
+		if _, ok := l.held[j.DeliveryID]; !ok {
+			l.held[j.DeliveryID] = hold{row: j.Claim, until: until, attempt: j.Attempt}
+			l.rows[j.Claim]++
 		}
 	}
 }
@@ -141,9 +142,9 @@ func (l *leases) release(id string, attempt int) {
 }
 
 // releaseJobs releases the deliveries of jobs, each for its attempt.
-func (l *leases) releaseJobs(jobs []job) {
+func (l *leases) releaseJobs(jobs []delivery.Job) {
 	for _, j := range jobs {
-		l.release(j.deliveryID, j.attempt)
+		l.release(j.DeliveryID, j.Attempt)
 	}
 }
 
@@ -199,7 +200,7 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 	}
 	now := l.now()
 	until := now.Add(by)
-	confirmed, err := l.ledger.renew(ctx, renewal{due: due, rows: rows, ended: ended, now: now, until: until, owner: l.owner, giveBack: forget})
+	confirmed, err := l.ledger.Renew(ctx, delivery.Renewal{Due: due, Rows: rows, Ended: ended, Now: now, Until: until, Owner: l.owner, GiveBack: forget})
 	if err != nil {
 		if !forget {
 			l.mu.Lock()
@@ -214,15 +215,15 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, id := range confirmed.due {
+	for _, id := range confirmed.Due {
 		if h, ok := l.held[id]; ok && h.row == 0 && h.until.Before(until) {
 			h.until = until
 			l.held[id] = h
 		}
 	}
-	if len(confirmed.rows) > 0 {
+	if len(confirmed.Rows) > 0 {
 		for id, h := range l.held {
-			if confirmed.rows[h.row] && h.until.Before(until) {
+			if confirmed.Rows[h.row] && h.until.Before(until) {
 				h.until = until
 				l.held[id] = h
 			}

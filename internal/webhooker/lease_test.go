@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
 // TestLeases: the leases of one replica against Postgres alone. A renewal
@@ -25,7 +27,7 @@ func TestLeases(t *testing.T) {
 	pool := testenv.Pool(t)
 	clk := &clock{t: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
 	t0 := clk.Now()
-	l := newLeases(newLedger(pool, DisableRule{}, 0), 10*time.Second, clk.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l := newLeases(delivery.NewLedger(pool, delivery.DisableRule{}, 0), 10*time.Second, clk.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	exec := func(sql string, args ...any) {
 		t.Helper()
@@ -56,8 +58,8 @@ func TestLeases(t *testing.T) {
 		t0.Add(10*time.Second), l.owner)
 	l.holdDue(dueFirst("d1", "d2", "d3"), t0.Add(10*time.Second))
 	r1, r2 := claimsRow("c1", "c2"), claimsRow("c3")
-	l.holdRecorded([]job{{deliveryID: "c1", claim: r1, attempt: 1}, {deliveryID: "c2", claim: r1, attempt: 1}, {deliveryID: "c3", claim: r2, attempt: 1},
-		{deliveryID: "unclaimed", attempt: 1}}, t0.Add(10*time.Second))
+	l.holdRecorded([]delivery.Job{{DeliveryID: "c1", Claim: r1, Attempt: 1}, {DeliveryID: "c2", Claim: r1, Attempt: 1}, {DeliveryID: "c3", Claim: r2, Attempt: 1},
+		{DeliveryID: "unclaimed", Attempt: 1}}, t0.Add(10*time.Second))
 	require.Equal(t, 6, l.len(), "a job without a claims row is not held")
 
 	clk.Add(5 * time.Second)
@@ -229,7 +231,7 @@ func TestLapsedClaimIsLetGo(t *testing.T) {
 	t.Parallel()
 	// Renewals run every quarter of the claim: none comes in this test.
 	const claim = 20 * time.Minute
-	b := setup(t, options{allowPrivate: true, timeout: time.Minute, cfg: Config{Claim: claim, Dispatch: DispatchConfig{PerEndpoint: 1}}})
+	b := setup(t, options{allowPrivate: true, timeout: time.Minute, cfg: Config{Claim: claim, Dispatch: attempt.DispatchConfig{PerEndpoint: 1}}})
 	held := newGate()
 	started := make(chan int, 10)
 	rc := newReceiver(t, func(n int, _ http.ResponseWriter, _ *http.Request) {

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventline/eventline/internal/consumerlag"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // Metrics are the webhooker's Prometheus metrics.
@@ -80,7 +82,7 @@ func (m *Metrics) scheduled(n int) {
 
 // watchRegistry exports the size of this replica's endpoint registry
 // (once per Metrics: a second registry is ignored).
-func (m *Metrics) watchRegistry(r *Registry) {
+func (m *Metrics) watchRegistry(r *endpoint.Registry) {
 	if m != nil {
 		_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "eventline_webhook_endpoints", Help: "Endpoints in this replica's registry, enabled or not.",
@@ -91,16 +93,16 @@ func (m *Metrics) watchRegistry(r *Registry) {
 // watchDispatcher exports what this replica holds: deliveries claimed and
 // waiting in its dispatcher, and how long the oldest has waited (once per
 // Metrics).
-func (m *Metrics) watchDispatcher(d *dispatcher) {
+func (m *Metrics) watchDispatcher(d *attempt.Dispatcher) {
 	if m == nil {
 		return
 	}
 	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eventline_webhook_queued_deliveries", Help: "Deliveries this replica claimed that wait for an attempt slot (not running yet).",
-	}, func() float64 { q, _, _ := d.backlog(time.Now()); return float64(q) }))
+	}, func() float64 { q, _, _ := d.Backlog(time.Now()); return float64(q) }))
 	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eventline_webhook_oldest_queued_seconds", Help: "How long the oldest delivery waiting in this replica's dispatcher has waited; 0 when none.",
-	}, func() float64 { _, _, age := d.backlog(time.Now()); return age.Seconds() }))
+	}, func() float64 { _, _, age := d.Backlog(time.Now()); return age.Seconds() }))
 }
 
 // claimsEnded counts deliveries whose claim ended under a live replica

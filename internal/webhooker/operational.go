@@ -2,147 +2,13 @@ package webhooker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
-
-// Operational event types: what the webhooker announces about endpoints
-// and deliveries, appended to the stream like any event (creator system
-// "webhooker", eventable {"webhook", endpoint id}, the endpoint's tenant);
-// docs/webhooks.md "Operational events".
-const (
-	TypeDisabled         = "webhook.disabled"
-	TypeAttemptFailing   = "webhook.attempt_failing"
-	TypeAttemptExhausted = "webhook.attempt_exhausted"
-	TypeRecovered        = "webhook.recovered"
-)
-
-// DefaultFailingAfter is how many consecutive failed attempts make an
-// endpoint's streak announced as webhook.attempt_failing
-// (WEBHOOK_FAILING_AFTER).
-const DefaultFailingAfter = 3
-
-// isOperational reports whether eventType is one the webhooker announces.
-// Deliveries of such events never move an endpoint's failure tracker, so
-// they never announce anything themselves: an endpoint subscribed to
-// webhook.* that is down cannot make announcements of announcements
-// (docs/webhooks.md "Operational events").
-func isOperational(eventType string) bool {
-	switch eventType {
-	case TypeDisabled, TypeAttemptFailing, TypeAttemptExhausted, TypeRecovered:
-		return true
-	}
-	return false
-}
-
-// trackedOutcomes are the outcomes of batch that move failure trackers:
-// all but those of operational events' deliveries.
-func trackedOutcomes(batch []outcome) []outcome {
-	for i, o := range batch {
-		if isOperational(o.job.event.Type) {
-			out := append([]outcome(nil), batch[:i]...)
-			for _, o := range batch[i+1:] {
-				if !isOperational(o.job.event.Type) {
-					out = append(out, o)
-				}
-			}
-			return out
-		}
-	}
-	return batch
-}
-
-// exhausted reports whether o ran its delivery out of retries: a failure
-// with no retry left, the endpoint neither gone (410 disables it, which is
-// announced as webhook.disabled) nor disabled or deleted before the
-// attempt (every delivery it had pending would be announced).
-func (o outcome) exhausted() bool {
-	return !o.succeeded && !o.retry && !o.gone && o.attempt.ErrorClass != "disabled"
-}
-
-// notice is an operational event to append once the outcomes that caused
-// it are committed.
-type notice struct {
-	typ                string // TypeAttemptFailing, TypeAttemptExhausted or TypeRecovered
-	tenant, endpointID string
-	// since is the streak's first failure (attempt_failing, recovered).
-	since time.Time
-	// failures is how many consecutive attempts failed (attempt_failing).
-	failures int
-	// the delivery that ran out of retries (attempt_exhausted)
-	deliveryID, eventID, eventType string
-	attempts                       int
-	// lastErrorClass is the class of the latest failed attempt
-	// (attempt_failing, attempt_exhausted).
-	lastErrorClass string
-}
-
-// id is the notice's event id, derived from what it announces (the
-// streak's endpoint and first failure, or the delivery and its attempt),
-// so a replayed outcome or another replica announcing the same thing
-// appends the same id and the stream keeps one (its Nats-Msg-Id).
-func (n notice) id() string {
-	var key, prefix string
-	switch n.typ {
-	case TypeAttemptExhausted:
-		prefix, key = "webhook-attempt-exhausted-", fmt.Sprintf("%s\x00%d", n.deliveryID, n.attempts)
-	case TypeAttemptFailing:
-		prefix, key = "webhook-attempt-failing-", fmt.Sprintf("%s\x00%d", n.endpointID, n.since.UnixMicro())
-	default:
-		prefix, key = "webhook-recovered-", fmt.Sprintf("%s\x00%d", n.endpointID, n.since.UnixMicro())
-	}
-	sum := sha256.Sum256([]byte(key))
-	return prefix + hex.EncodeToString(sum[:16]) // at most 58 bytes (events.MaxIDLen)
-}
-
-// event is the notice as the event to append.
-func (n notice) event() (events.Event, error) {
-	var p any
-	switch n.typ {
-	case TypeAttemptFailing:
-		p = struct {
-			EndpointID     string    `json:"endpoint_id"`
-			Failures       int       `json:"failures"`
-			FailingSince   time.Time `json:"failing_since"`
-			LastErrorClass string    `json:"last_error_class,omitempty"`
-		}{n.endpointID, n.failures, n.since.UTC(), n.lastErrorClass}
-	case TypeAttemptExhausted:
-		p = struct {
-			EndpointID     string `json:"endpoint_id"`
-			DeliveryID     string `json:"delivery_id"`
-			EventID        string `json:"event_id"`
-			EventType      string `json:"event_type"`
-			Attempts       int    `json:"attempts"`
-			LastErrorClass string `json:"last_error_class"`
-		}{n.endpointID, n.deliveryID, n.eventID, n.eventType, n.attempts, n.lastErrorClass}
-	case TypeRecovered:
-		p = struct {
-			EndpointID   string    `json:"endpoint_id"`
-			FailingSince time.Time `json:"failing_since"`
-		}{n.endpointID, n.since.UTC()}
-	default:
-		return events.Event{}, fmt.Errorf("no operational event %q", n.typ)
-	}
-	particulars, err := json.Marshal(p)
-	if err != nil {
-		return events.Event{}, err
-	}
-	return events.Event{
-		ID:          n.id(),
-		Tenant:      n.tenant,
-		Action:      n.typ[len("webhook."):],
-		Eventable:   events.Ref{Type: "webhook", ID: n.endpointID},
-		Creator:     events.Ref{Type: events.SystemCreator, ID: "webhooker"},
-		Particulars: particulars,
-	}, nil
-}
 
 // appender appends one event (events.Publisher).
 type appender interface {
@@ -157,10 +23,10 @@ type appender interface {
 // announces a dropped attempt_failing or recovered again, under the same
 // event id.
 type announcer struct {
-	ledger *ledger  // remembers what was announced
-	pub    appender // nil: notices are only logged
+	ledger *delivery.Ledger // remembers what was announced
+	pub    appender         // nil: notices are only logged
 	log    *slog.Logger
-	in     chan notice
+	in     chan delivery.Notice
 	done   chan struct{}
 	// stop cancels the appends still queued when close has waited
 	// appendTimeout: shutdown is not held up by an unreachable stream.
@@ -174,18 +40,18 @@ type announcer struct {
 	appended map[string]int
 }
 
-func newAnnouncer(l *ledger, pub appender, log *slog.Logger) *announcer {
+func newAnnouncer(l *delivery.Ledger, pub appender, log *slog.Logger) *announcer {
 	ctx, stop := context.WithCancel(context.Background())
-	return &announcer{ledger: l, pub: pub, log: log, in: make(chan notice, 4096), done: make(chan struct{}), ctx: ctx, stop: stop,
+	return &announcer{ledger: l, pub: pub, log: log, in: make(chan delivery.Notice, 4096), done: make(chan struct{}), ctx: ctx, stop: stop,
 		appended: map[string]int{}}
 }
 
 // notify queues n without blocking.
-func (a *announcer) notify(n notice) {
+func (a *announcer) notify(n delivery.Notice) {
 	select {
 	case a.in <- n:
 	default:
-		a.log.Error("operational webhook event dropped: the queue is full", "type", n.typ, "endpoint_id", n.endpointID, "event_id", n.id())
+		a.log.Error("operational webhook event dropped: the queue is full", "type", n.Type, "endpoint_id", n.EndpointID, "event_id", n.ID())
 	}
 }
 
@@ -210,11 +76,11 @@ func (a *announcer) close() {
 // appendTimeout bounds one append and its bookkeeping.
 const appendTimeout = 5 * time.Second
 
-func (a *announcer) append(n notice) {
+func (a *announcer) append(n delivery.Notice) {
 	ctx, cancel := context.WithTimeout(a.ctx, appendTimeout)
 	defer cancel()
-	log := a.log.With("type", n.typ, "tenant", n.tenant, "endpoint_id", n.endpointID)
-	ev, err := n.event()
+	log := a.log.With("type", n.Type, "tenant", n.Tenant, "endpoint_id", n.EndpointID)
+	ev, err := n.Event()
 	if err != nil {
 		log.ErrorContext(ctx, "build operational webhook event", "error", err)
 		return
@@ -228,13 +94,13 @@ func (a *announcer) append(n notice) {
 		return
 	}
 	a.mu.Lock()
-	a.appended[n.typ]++
+	a.appended[n.Type]++
 	a.mu.Unlock()
-	switch n.typ {
-	case TypeAttemptFailing:
-		err = a.ledger.markFailingAnnounced(ctx, n.endpointID, n.since)
-	case TypeRecovered:
-		err = a.ledger.markRecoveryAnnounced(ctx, n.endpointID, n.since)
+	switch n.Type {
+	case delivery.TypeAttemptFailing:
+		err = a.ledger.MarkFailingAnnounced(ctx, n.EndpointID, n.Since)
+	case delivery.TypeRecovered:
+		err = a.ledger.MarkRecoveryAnnounced(ctx, n.EndpointID, n.Since)
 	}
 	if err != nil {
 		log.ErrorContext(ctx, "remember the announced failing streak; the next outcome of the endpoint announces it again (same event id)", "error", err)

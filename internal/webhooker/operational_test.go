@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -146,14 +146,14 @@ func TestAttemptFailingOncePerStreakThenRecovered(t *testing.T) {
 		send(fmt.Sprintf("f%d", i))
 	}
 	send("f2")
-	b.waitOp(t, TypeAttemptFailing, 1)
+	b.waitOp(t, delivery.TypeAttemptFailing, 1)
 	var failing struct {
 		EndpointID     string    `json:"endpoint_id"`
 		Failures       int       `json:"failures"`
 		FailingSince   time.Time `json:"failing_since"`
 		LastErrorClass string    `json:"last_error_class"`
 	}
-	requireFromWebhooker(t, b.lastOp(t, TypeAttemptFailing, &failing), id)
+	requireFromWebhooker(t, b.lastOp(t, delivery.TypeAttemptFailing, &failing), id)
 	require.Equal(t, id, failing.EndpointID)
 	require.Equal(t, 3, failing.Failures)
 	require.Equal(t, "status", failing.LastErrorClass)
@@ -169,14 +169,14 @@ func TestAttemptFailingOncePerStreakThenRecovered(t *testing.T) {
 	down.Store(false)
 	b.clock.Add(time.Minute)
 	send("ok1")
-	counts := b.waitOp(t, TypeRecovered, 1)
-	require.Equal(t, map[string]int{TypeAttemptFailing: 1, TypeRecovered: 1}, counts, "one attempt_failing per streak, not per attempt")
-	require.Equal(t, 1, b.appended(t, TypeAttemptFailing), "announced once, not hidden by the stream's de-duplication")
+	counts := b.waitOp(t, delivery.TypeRecovered, 1)
+	require.Equal(t, map[string]int{delivery.TypeAttemptFailing: 1, delivery.TypeRecovered: 1}, counts, "one attempt_failing per streak, not per attempt")
+	require.Equal(t, 1, b.appended(t, delivery.TypeAttemptFailing), "announced once, not hidden by the stream's de-duplication")
 	var rec struct {
 		EndpointID   string    `json:"endpoint_id"`
 		FailingSince time.Time `json:"failing_since"`
 	}
-	requireFromWebhooker(t, b.lastOp(t, TypeRecovered, &rec), id)
+	requireFromWebhooker(t, b.lastOp(t, delivery.TypeRecovered, &rec), id)
 	require.True(t, failing.FailingSince.Equal(rec.FailingSince), "recovered names the streak it ends: %s, %s", failing.FailingSince, rec.FailingSince)
 	b.waitEndCleared(t, id)
 
@@ -189,9 +189,9 @@ func TestAttemptFailingOncePerStreakThenRecovered(t *testing.T) {
 	for i := range 3 {
 		send(fmt.Sprintf("g%d", i))
 	}
-	counts = b.waitOp(t, TypeAttemptFailing, 2)
-	require.Equal(t, map[string]int{TypeAttemptFailing: 2, TypeRecovered: 1}, counts)
-	require.Equal(t, 1, b.appended(t, TypeRecovered))
+	counts = b.waitOp(t, delivery.TypeAttemptFailing, 2)
+	require.Equal(t, map[string]int{delivery.TypeAttemptFailing: 2, delivery.TypeRecovered: 1}, counts)
+	require.Equal(t, 1, b.appended(t, delivery.TypeRecovered))
 }
 
 // TestAttemptExhaustedOncePerDelivery: a delivery that runs out of
@@ -210,7 +210,7 @@ func TestAttemptExhaustedOncePerDelivery(t *testing.T) {
 	_, err := b.svc.ScheduleNow(context.Background())
 	require.NoError(t, err)
 	d := b.waitStatus(t, id, "failed", 1)[0]
-	counts := b.waitOp(t, TypeAttemptExhausted, 1)
+	counts := b.waitOp(t, delivery.TypeAttemptExhausted, 1)
 	var ex struct {
 		EndpointID     string `json:"endpoint_id"`
 		DeliveryID     string `json:"delivery_id"`
@@ -219,7 +219,7 @@ func TestAttemptExhaustedOncePerDelivery(t *testing.T) {
 		Attempts       int    `json:"attempts"`
 		LastErrorClass string `json:"last_error_class"`
 	}
-	requireFromWebhooker(t, b.lastOp(t, TypeAttemptExhausted, &ex), id)
+	requireFromWebhooker(t, b.lastOp(t, delivery.TypeAttemptExhausted, &ex), id)
 	require.Equal(t, id, ex.EndpointID)
 	require.Equal(t, d.ID, ex.DeliveryID)
 	require.Equal(t, "x1", ex.EventID)
@@ -228,7 +228,7 @@ func TestAttemptExhaustedOncePerDelivery(t *testing.T) {
 	require.Equal(t, "status", ex.LastErrorClass)
 	// The second failure's notices were queued together, attempt_failing
 	// first: none.
-	require.Equal(t, map[string]int{TypeAttemptExhausted: 1}, counts)
+	require.Equal(t, map[string]int{delivery.TypeAttemptExhausted: 1}, counts)
 
 	// A manual retry that succeeds: the delivery is done, nothing else
 	// is announced (no announced streak to end). Its success goes through
@@ -246,8 +246,8 @@ func TestAttemptExhaustedOncePerDelivery(t *testing.T) {
 		b.publish(t, fmt.Sprintf("y%d", i))
 		b.waitAttempts(t, id, 4+i)
 	}
-	counts = b.waitOp(t, TypeAttemptFailing, 1)
-	require.Equal(t, map[string]int{TypeAttemptExhausted: 1, TypeAttemptFailing: 1}, counts)
+	counts = b.waitOp(t, delivery.TypeAttemptFailing, 1)
+	require.Equal(t, map[string]int{delivery.TypeAttemptExhausted: 1, delivery.TypeAttemptFailing: 1}, counts)
 }
 
 // TestOperationalEventsDoNotLoop: an endpoint subscribed to every event
@@ -266,7 +266,7 @@ func TestOperationalEventsDoNotLoop(t *testing.T) {
 		b.publish(t, fmt.Sprintf("l%d", i))
 		b.waitAttempts(t, id, i+1)
 	}
-	b.waitOp(t, TypeAttemptFailing, 1)
+	b.waitOp(t, delivery.TypeAttemptFailing, 1)
 	// The attempt_failing event reaches the endpoint and fails too.
 	b.waitAttempts(t, id, 4)
 	require.Len(t, b.deliveries(t, id), 4)
@@ -277,7 +277,7 @@ func TestOperationalEventsDoNotLoop(t *testing.T) {
 	_, err := b.svc.ScheduleNow(context.Background())
 	require.NoError(t, err)
 	b.waitStatus(t, id, "failed", 4)
-	b.waitOp(t, TypeAttemptExhausted, 3)
+	b.waitOp(t, delivery.TypeAttemptExhausted, 3)
 	b.waitAttempts(t, id, 8+3)
 	require.Len(t, b.deliveries(t, id), 7)
 
@@ -292,41 +292,13 @@ func TestOperationalEventsDoNotLoop(t *testing.T) {
 	down.Store(false)
 	b.clock.Add(time.Minute)
 	b.publish(t, "l3")
-	counts := b.waitOp(t, TypeRecovered, 1)
-	require.Equal(t, map[string]int{TypeAttemptFailing: 1, TypeAttemptExhausted: 3, TypeRecovered: 1}, counts,
+	counts := b.waitOp(t, delivery.TypeRecovered, 1)
+	require.Equal(t, map[string]int{delivery.TypeAttemptFailing: 1, delivery.TypeAttemptExhausted: 3, delivery.TypeRecovered: 1}, counts,
 		"operational events whose deliveries failed announced nothing")
-	require.Equal(t, 3, b.appended(t, TypeAttemptExhausted))
+	require.Equal(t, 3, b.appended(t, delivery.TypeAttemptExhausted))
 	var failures int
 	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT consecutive_failures FROM webhook.endpoints WHERE id = $1`, id).Scan(&failures))
 	require.Zero(t, failures)
-}
-
-// TestNoticeEventIDsAreDerived: the same streak or the same exhausted
-// attempt always makes the same event id, a valid one; different ones
-// differ.
-func TestNoticeEventIDsAreDerived(t *testing.T) {
-	t.Parallel()
-	since := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
-	const ep = "0195f7a2-0000-7000-8000-000000000001"
-	notices := []notice{
-		{typ: TypeAttemptFailing, tenant: "acme", endpointID: ep, since: since, failures: 3, lastErrorClass: "timeout"},
-		{typ: TypeAttemptFailing, tenant: "acme", endpointID: ep, since: since.Add(time.Microsecond), failures: 3},
-		{typ: TypeRecovered, tenant: "acme", endpointID: ep, since: since},
-		{typ: TypeAttemptExhausted, tenant: "acme", endpointID: ep, deliveryID: "d1", eventID: "e1", eventType: "card.closed", attempts: 8, lastErrorClass: "status"},
-		{typ: TypeAttemptExhausted, tenant: "acme", endpointID: ep, deliveryID: "d1", eventID: "e1", eventType: "card.closed", attempts: 9, lastErrorClass: "status"},
-	}
-	seen := map[string]bool{}
-	for _, n := range notices {
-		again := n
-		again.failures, again.lastErrorClass = 99, "other" // what it says does not name it
-		require.Equal(t, n.id(), again.id())
-		require.False(t, seen[n.id()], "%s is not unique", n.id())
-		seen[n.id()] = true
-		e, err := n.event()
-		require.NoError(t, err)
-		require.NoError(t, e.Normalize(time.Now()), "%s", n.id())
-		require.Equal(t, n.typ, e.Type)
-	}
 }
 
 // stuckAppender blocks every append until released, then refuses it: a
@@ -352,7 +324,7 @@ func TestAnnouncerNeverHoldsUpOutcomes(t *testing.T) {
 	queued := make(chan struct{})
 	go func() {
 		for i := range 10_000 {
-			a.notify(notice{typ: TypeAttemptExhausted, tenant: "acme", endpointID: "ep", deliveryID: fmt.Sprint(i), attempts: 8})
+			a.notify(delivery.Notice{Type: delivery.TypeAttemptExhausted, Tenant: "acme", EndpointID: "ep", DeliveryID: fmt.Sprint(i), Attempts: 8})
 		}
 		close(queued)
 	}()
@@ -363,63 +335,5 @@ func TestAnnouncerNeverHoldsUpOutcomes(t *testing.T) {
 	}
 	close(stuck.released)
 	a.close()
-	require.Zero(t, a.appended[TypeAttemptExhausted], "nothing was appended")
-}
-
-// TestRecoveredAfterAnUnmarkedStreak: a success that ends a streak which
-// reached WEBHOOK_FAILING_AFTER before the announcer remembered it as
-// announced (its attempt_failing still queued) still announces the end;
-// a streak that never reached it announces nothing.
-func TestRecoveredAfterAnUnmarkedStreak(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := testenv.Pool(t)
-	store := NewStore(pool, testKeyring(t))
-	ep, err := store.CreateEndpoint(ctx, Endpoint{Tenant: "acme", URL: "https://a.example/hook", Events: []string{"*"}, Format: "json"}, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-	require.NoError(t, err)
-	lg := newLedger(pool, DisableRule{}, 0)
-	at := time.Now().UTC().Truncate(time.Microsecond)
-	out := func(n int, ok bool) outcome {
-		o := outcome{job: job{deliveryID: fmt.Sprint("d", n), tenant: "acme", endpointID: ep.ID, event: events.Event{ID: fmt.Sprint("e", n), Type: "card.closed"}},
-			attempt: Attempt{N: 1, At: at.Add(time.Duration(n) * time.Second)}, succeeded: ok, retry: !ok, finishedAt: at.Add(time.Duration(n) * time.Second)}
-		if !ok {
-			o.attempt.ErrorClass = "timeout"
-		}
-		return o
-	}
-	track := func(batch ...outcome) []notice {
-		var a announcements
-		require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			var err error
-			a, err = lg.track(ctx, tx, batch)
-			return err
-		}))
-		return a.notices
-	}
-	typesOf := func(ns []notice) []string {
-		var out []string
-		for _, n := range ns {
-			out = append(out, n.typ)
-		}
-		return out
-	}
-	require.Empty(t, track(out(1, false), out(2, false)))
-	require.Empty(t, track(out(3, true)), "two failures are no streak to end")
-	ns := track(out(4, false), out(5, false), out(6, false))
-	require.Equal(t, []string{TypeAttemptFailing}, typesOf(ns))
-	require.True(t, ns[0].since.Equal(at.Add(4*time.Second)))
-	// No announcer ran: the streak is not remembered as announced, and a
-	// success ends it.
-	ns = track(out(7, true))
-	require.Equal(t, []string{TypeRecovered}, typesOf(ns))
-	require.True(t, ns[0].since.Equal(at.Add(4*time.Second)), "recovered names the streak it ends")
-	// Another streak: announced (the end of the one before was never
-	// appended, and is not announced again); a success and a new streak
-	// in one batch announce its end, then the new streak.
-	ns = track(out(8, false), out(9, false), out(10, false))
-	require.Equal(t, []string{TypeAttemptFailing}, typesOf(ns))
-	ns = track(out(11, true), out(12, false), out(13, false), out(14, false))
-	require.Equal(t, []string{TypeRecovered, TypeAttemptFailing}, typesOf(ns))
-	require.True(t, ns[0].since.Equal(at.Add(8*time.Second)), "the end of the latest streak: %s", ns[0].since)
-	require.True(t, ns[1].since.Equal(at.Add(12*time.Second)))
+	require.Zero(t, a.appended[delivery.TypeAttemptExhausted], "nothing was appended")
 }

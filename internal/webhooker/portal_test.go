@@ -19,6 +19,8 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -41,7 +43,7 @@ func setupPortal(t *testing.T) *portalBundle {
 	client, err := safehttp.New(safehttp.Config{AllowPrivate: true, Timeout: 5 * time.Second})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(b.svc.Store(), p, client, b.svc.js, b.clock.Now, log).Routes(mux)
+	NewAPI(b.svc.Store(), b.svc.Ledger(), p, client, b.svc.js, b.clock.Now, log).Routes(mux)
 	p.Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
@@ -131,7 +133,7 @@ func TestPortalToken(t *testing.T) {
 		PortalTokenPrefix + acmeAdmin,
 		strings.TrimPrefix(token, PortalTokenPrefix),
 	}
-	otherKey, err := NewPortal(p.keys, PortalConfig{SigningKey: testKeyring(t).Derive(PortalTokenPrefix), Now: p.clock.Now}, slog.New(slog.DiscardHandler))
+	otherKey, err := NewPortal(p.keys, PortalConfig{SigningKey: testenv.Keyring(t).Derive(PortalTokenPrefix), Now: p.clock.Now}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	foreign, _, err := otherKey.signer.Mint(portalClaims{Tenant: "acme", KeyID: strings.Split(acmeAdmin, "_")[1]}, time.Hour)
 	require.NoError(t, err)
@@ -194,13 +196,13 @@ func TestPortalTestEvent(t *testing.T) {
 	code, out = p.do(t, token, http.MethodPost, "/v1/webhooks/"+id+"/test", nil)
 	require.Equal(t, http.StatusAccepted, code, "%v", out)
 	ev := out["event"].(map[string]any)
-	require.Equal(t, TestEventType, ev["type"])
+	require.Equal(t, endpoint.TestEventType, ev["type"])
 	p.clock.Add(testEventDelay)
 	p.scheduleUntil(t, id, 1)
 	ds := p.waitAttempts(t, id, 1)
 	require.Len(t, ds, 1)
-	require.Equal(t, TestEventType, ds[0].EventType)
-	require.Equal(t, StatusSucceeded, ds[0].Status)
+	require.Equal(t, endpoint.TestEventType, ds[0].EventType)
+	require.Equal(t, delivery.StatusSucceeded, ds[0].Status)
 	require.Equal(t, http.StatusOK, ds[0].Attempts[0].StatusCode)
 	got := target.all()
 	require.Len(t, got, 1)

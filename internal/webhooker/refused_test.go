@@ -12,6 +12,7 @@ import (
 	"github.com/eventline/eventline/internal/deadletter"
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -71,14 +72,14 @@ func TestInsertSplitsAroundARefusedEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{allowPrivate: true})
 	refuseEvent(t, b, "refused")
-	var items []fanoutItem
+	var items []delivery.Item
 	for i := range 9 {
 		id := fmt.Sprintf("e%d", i)
 		if i == 6 {
 			id = "refused"
 		}
 		ev := events.Event{ID: id, Tenant: "acme", Type: "card.closed", Seq: uint64(i + 1)}
-		items = append(items, fanoutItem{jobs: []job{{deliveryID: newID(), tenant: "acme", endpointID: "ep", event: ev, attempt: 1}}})
+		items = append(items, delivery.Item{Jobs: []delivery.Job{{DeliveryID: delivery.NewID(), Tenant: "acme", EndpointID: "ep", Event: ev, Attempt: 1}}})
 	}
 	out := insertSplitting(context.Background(), b.svc.ledger, nil, items, time.Now(), time.Now().Add(time.Minute))
 	require.Len(t, out, len(items))

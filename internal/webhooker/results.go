@@ -6,37 +6,27 @@ import (
 	"time"
 
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
-
-// outcome is the result of one attempt, to be logged.
-type outcome struct {
-	job        job
-	attempt    Attempt
-	succeeded  bool
-	gone       bool          // 410: disable the endpoint
-	retryIn    time.Duration // when !succeeded and retry: wait before the next attempt
-	retry      bool
-	finishedAt time.Time
-}
 
 // resultWriter logs outcomes in batches through the ledger: one
 // transaction per few milliseconds of outcomes, not one per attempt. It
 // acts on what a committed batch announces (announce), and lets the
 // batch's deliveries go (leases) once written or given up on.
 type resultWriter struct {
-	ledger    *ledger
-	in        chan outcome
+	ledger    *delivery.Ledger
+	in        chan delivery.Outcome
 	log       *slog.Logger
 	onDisable func(ctx context.Context, tenant, endpointID, reason string)
 	leases    *leases // let go once written (or given up on)
 	done      chan struct{}
 	// notify queues the operational events of committed outcomes
 	// (docs/webhooks.md "Operational events"); nil: none.
-	notify func(notice)
+	notify func(delivery.Notice)
 }
 
-func newResultWriter(l *ledger, held *leases, log *slog.Logger, onDisable func(context.Context, string, string, string)) *resultWriter {
-	return &resultWriter{ledger: l, in: make(chan outcome, 8192), log: log, onDisable: onDisable, leases: held, done: make(chan struct{})}
+func newResultWriter(l *delivery.Ledger, held *leases, log *slog.Logger, onDisable func(context.Context, string, string, string)) *resultWriter {
+	return &resultWriter{ledger: l, in: make(chan delivery.Outcome, 8192), log: log, onDisable: onDisable, leases: held, done: make(chan struct{})}
 }
 
 // outcomeLinger is how long a small batch of outcomes waits for more.
@@ -45,7 +35,7 @@ const outcomeLinger = 2 * time.Millisecond
 // run writes batches until in is closed and drained.
 func (w *resultWriter) run() {
 	defer close(w.done)
-	batch := make([]outcome, 0, 1000)
+	batch := make([]delivery.Outcome, 0, 1000)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for o := range w.in {
@@ -97,34 +87,14 @@ func (w *resultWriter) run() {
 			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 		}
 		for _, o := range batch {
-			w.leases.release(o.job.deliveryID, o.job.attempt)
+			w.leases.release(o.Job.DeliveryID, o.Job.Attempt)
 		}
 	}
 }
 
-// Status is where a delivery stands (docs/contract.md §2 "Webhooks").
-type Status string
-
-const (
-	StatusPending   Status = "pending"   // its next attempt is due, claimed or running
-	StatusSucceeded Status = "succeeded" // an attempt got a 2xx
-	StatusFailed    Status = "failed"    // out of retries (or its endpoint is gone); retryable by hand
-)
-
-// status is the delivery's status after the outcome.
-func (o outcome) status() Status {
-	switch {
-	case o.succeeded:
-		return StatusSucceeded
-	case o.retry:
-		return StatusPending
-	}
-	return StatusFailed
-}
-
-// write logs a batch (ledger.logOutcomes) and acts on what it announces.
-func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
-	a, err := w.ledger.logOutcomes(ctx, batch)
+// write logs a batch (Ledger.Log) and acts on what it announces.
+func (w *resultWriter) write(ctx context.Context, batch []delivery.Outcome) error {
+	a, err := w.ledger.Log(ctx, batch)
 	if err != nil {
 		return err
 	}
@@ -134,12 +104,12 @@ func (w *resultWriter) write(ctx context.Context, batch []outcome) error {
 
 // announce reports what a committed batch disabled, and queues its
 // operational events (never before the outcomes are durably written).
-func (w *resultWriter) announce(ctx context.Context, a announcements) {
-	for _, d := range a.disabled {
-		w.onDisable(ctx, d.tenant, d.id, d.reason)
+func (w *resultWriter) announce(ctx context.Context, a delivery.Announcements) {
+	for _, d := range a.Disabled {
+		w.onDisable(ctx, d.Tenant, d.ID, d.Reason)
 	}
 	if w.notify != nil {
-		for _, n := range a.notices {
+		for _, n := range a.Notices {
 			w.notify(n)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -21,7 +22,7 @@ import (
 // large fan-out (recorded due, see fanout.recordShared) and no claim
 // expires while its delivery waits in a busy replica's memory.
 type scheduler struct {
-	ledger  *ledger // claims what is due
+	ledger  *delivery.Ledger // claims what is due
 	str     jetstream.Stream
 	queue   jobQueue
 	now     func() time.Time
@@ -37,8 +38,8 @@ type scheduler struct {
 // jobQueue is where the scheduler hands the deliveries it claimed: the
 // dispatcher.
 type jobQueue interface {
-	submit(jobs ...job) []job
-	room(limit int) int
+	Submit(jobs ...delivery.Job) []delivery.Job
+	Room(limit int) int
 }
 
 // nudge makes the scheduler tick at once instead of at its next interval.
@@ -56,24 +57,24 @@ func (s *scheduler) tick(ctx context.Context) (int, error) {
 }
 
 // claimDue claims and submits the deliveries due at now, at most as many
-// as the dispatcher has room for (ledger.claimDue), and returns how many
+// as the dispatcher has room for (Ledger.ClaimDue), and returns how many
 // and how many it asked for.
 func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	now := s.now()
-	limit := min(s.batch, s.queue.room(s.hold))
-	claimed, err := s.ledger.claimDue(ctx, now, now.Add(s.claim), s.leases.owner, limit)
+	limit := min(s.batch, s.queue.Room(s.hold))
+	claimed, err := s.ledger.ClaimDue(ctx, now, now.Add(s.claim), s.leases.owner, limit)
 	if err != nil {
 		return 0, limit, err
 	}
 	live := make([]dueClaim, len(claimed))
 	for i, d := range claimed {
-		live[i] = dueClaim{id: d.id, attempt: d.attempts + 1}
+		live[i] = dueClaim{id: d.ID, attempt: d.Attempts + 1}
 	}
 	// A due row still naming another replica was claimed by it and its
 	// claim ended without an outcome: it died, or could not renew.
 	takenOver := 0
 	for _, d := range claimed {
-		if d.claimedBy != "" && d.claimedBy != s.leases.owner {
+		if d.ClaimedBy != "" && d.ClaimedBy != s.leases.owner {
 			takenOver++
 		}
 	}
@@ -85,7 +86,7 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	for _, id := range s.leases.holdDue(live, now.Add(s.claim)) {
 		fresh[id] = true
 	}
-	jobs := make([]job, 0, len(claimed))
+	jobs := make([]delivery.Job, 0, len(claimed))
 	// The deliveries of a fan-out share their event, read and encoded
 	// once per claim, not once per delivery.
 	type loadedEvent struct {
@@ -94,27 +95,27 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	}
 	loaded := map[int64]loadedEvent{}
 	for _, d := range claimed {
-		if !fresh[d.id] { // already queued or running here
+		if !fresh[d.ID] { // already queued or running here
 			continue
 		}
-		le, ok := loaded[d.seq]
+		le, ok := loaded[d.Seq]
 		if !ok {
-			ev, err := s.event(ctx, uint64(d.seq))
+			ev, err := s.event(ctx, uint64(d.Seq))
 			if err != nil {
-				s.log.WarnContext(ctx, "load event for delivery", "delivery_id", d.id, "event_seq", d.seq, "error", err)
-				s.leases.release(d.id, d.attempts+1) // tried again when the claim ends
+				s.log.WarnContext(ctx, "load event for delivery", "delivery_id", d.ID, "event_seq", d.Seq, "error", err)
+				s.leases.release(d.ID, d.Attempts+1) // tried again when the claim ends
 				continue
 			}
 			le.ev = ev
 			// An encoding that fails leaves body nil: each attempt then
 			// encodes (and reports the error) itself.
 			le.body, _ = ev.MarshalJSON()
-			loaded[d.seq] = le
+			loaded[d.Seq] = le
 		}
-		jobs = append(jobs, job{deliveryID: d.id, tenant: d.tenant, endpointID: d.endpoint, event: le.ev, body: le.body, attempt: d.attempts + 1, scheduled: true})
+		jobs = append(jobs, delivery.Job{DeliveryID: d.ID, Tenant: d.Tenant, EndpointID: d.EndpointID, Event: le.ev, Body: le.body, Attempt: d.Attempts + 1, Scheduled: true})
 	}
 	s.metrics.scheduled(len(jobs))
-	s.leases.releaseJobs(s.queue.submit(jobs...)) // no room: tried again when the claim ends
+	s.leases.releaseJobs(s.queue.Submit(jobs...)) // no room: tried again when the claim ends
 	return len(live), limit, nil
 }
 

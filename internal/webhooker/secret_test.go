@@ -19,6 +19,8 @@ import (
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 )
 
 // storedSecrets is an endpoint's secrets columns as the database holds them.
@@ -84,7 +86,7 @@ func TestSecretsSealedAtRest(t *testing.T) {
 
 	e, err := b.svc.Store().GetEndpoint(context.Background(), "acme", id)
 	require.NoError(t, err)
-	require.Equal(t, []string{second, first}, e.activeSecrets(b.clock.Now()))
+	require.Equal(t, []string{second, first}, e.ActiveSecrets(b.clock.Now()))
 }
 
 // insertPlaintext writes an endpoint the way migration 0004 stored it.
@@ -111,7 +113,7 @@ func TestPlaintextSecretsSealedOnStartAndKeyRotation(t *testing.T) {
 
 	k1, k2 := newTestKey(t), newTestKey(t)
 	kr1 := keyring(t, k1)
-	s1 := NewStore(pool, kr1)
+	s1 := endpoint.NewStore(pool, kr1)
 	n, err := s1.SealSecrets(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
@@ -121,25 +123,25 @@ func TestPlaintextSecretsSealedOnStartAndKeyRotation(t *testing.T) {
 	require.Zero(t, n, "nothing left to seal")
 	e, err := s1.GetEndpoint(ctx, "acme", "ep-1")
 	require.NoError(t, err)
-	require.Equal(t, []string{secret}, e.activeSecrets(e.CreatedAt))
+	require.Equal(t, []string{secret}, e.ActiveSecrets(e.CreatedAt))
 
 	// Rotation: k2 is primary, k1 still configured as old.
 	kr2 := keyring(t, k2, k1)
-	s2 := NewStore(pool, kr2)
+	s2 := endpoint.NewStore(pool, kr2)
 	e, err = s2.GetEndpoint(ctx, "acme", "ep-1")
 	require.NoError(t, err, "the old key still opens")
-	require.Equal(t, []string{secret}, e.activeSecrets(e.CreatedAt))
+	require.Equal(t, []string{secret}, e.ActiveSecrets(e.CreatedAt))
 	n, err = s2.SealSecrets(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 	requireSealed(t, readStored(t, pool, "ep-2"), kr2.PrimaryID(), secret)
 	// Now k1 can be dropped.
-	e, err = NewStore(pool, keyring(t, k2)).GetEndpoint(ctx, "other", "ep-2")
+	e, err = endpoint.NewStore(pool, keyring(t, k2)).GetEndpoint(ctx, "other", "ep-2")
 	require.NoError(t, err)
-	require.Equal(t, []string{secret}, e.activeSecrets(e.CreatedAt))
+	require.Equal(t, []string{secret}, e.ActiveSecrets(e.CreatedAt))
 
 	// A keyring without the sealing key refuses to start, naming the key.
-	_, err = NewStore(pool, keyring(t, newTestKey(t))).SealSecrets(ctx)
+	_, err = endpoint.NewStore(pool, keyring(t, newTestKey(t))).SealSecrets(ctx)
 	require.ErrorIs(t, err, secretbox.ErrUnknownKey)
 	require.ErrorContains(t, err, kr2.PrimaryID())
 	require.ErrorContains(t, err, "EVENTLINE_OLD_SECRET_KEYS")
@@ -154,7 +156,7 @@ func TestSealedSecretsAreBoundToTheirRow(t *testing.T) {
 	insertPlaintext(t, pool, "acme", "ep-a", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	insertPlaintext(t, pool, "acme", "ep-b", "whsec_c2Vjb25kIHNlY3JldCBvZiBlcC1iIQ==")
 	insertPlaintext(t, pool, "evil", "ep-a2", "whsec_c2Vjb25kIHNlY3JldCBvZiBlcC1iIQ==")
-	s := NewStore(pool, keyring(t, newTestKey(t)))
+	s := endpoint.NewStore(pool, keyring(t, newTestKey(t)))
 	_, err := s.SealSecrets(ctx)
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `UPDATE webhook.endpoints b SET secrets_sealed = a.secrets_sealed FROM webhook.endpoints a
@@ -166,7 +168,7 @@ func TestSealedSecretsAreBoundToTheirRow(t *testing.T) {
 	require.ErrorIs(t, err, secretbox.ErrOpen, "another tenant's secrets")
 	e, err := s.GetEndpoint(ctx, "acme", "ep-a")
 	require.NoError(t, err)
-	require.Equal(t, []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, e.activeSecrets(e.CreatedAt))
+	require.Equal(t, []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, e.ActiveSecrets(e.CreatedAt))
 }
 
 // TestAPIRunsUnderRowLevelSecurity: the webhook API reads through the
@@ -177,14 +179,14 @@ func TestAPIRunsUnderRowLevelSecurity(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testenv.Pool(t)
-	store := NewStore(pool, keyring(t, newTestKey(t)))
+	store := endpoint.NewStore(pool, keyring(t, newTestKey(t)))
 	keys := apikey.NewStore(pool, 0)
 	_, key, err := keys.Create(ctx, apikey.CreateParams{Tenant: "acme", Scopes: []string{apikey.ScopeAdmin}})
 	require.NoError(t, err)
 	client, err := safehttp.New(safehttp.Config{AllowPrivate: true})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(store, keys, client, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
+	NewAPI(store, delivery.NewLedger(pool, delivery.DisableRule{}, 0), keys, client, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	call := func(method, path string, body string) (int, map[string]any) {

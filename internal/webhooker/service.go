@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -20,6 +21,9 @@ import (
 	"github.com/eventline/eventline/internal/render"
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -45,13 +49,13 @@ type Config struct {
 	// replica's scheduler to take in chunks, instead of attempted by the
 	// replica that took it. Default 1,000.
 	ShareAbove    int
-	Dispatch      DispatchConfig
+	Dispatch      attempt.DispatchConfig
 	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a claim on a delivery lasts unless its replica renews it (every Claim/4); default 8s
 	ScheduleEvery time.Duration // how often due retries are looked for; default 250ms
 	LagEvery      time.Duration // how often the durable's lag and the backlog are measured for /metrics; default 5s
 	RefreshEvery  time.Duration // endpoint cache refresh; default 250ms
-	Disable       DisableRule
+	Disable       delivery.DisableRule
 	Retention     time.Duration // delivery log retention; default 30 days
 	UserAgent     string        // default "eventline/dev"
 	// FailingAfter consecutive failed attempts of an endpoint are
@@ -97,7 +101,7 @@ func (c Config) withDefaults() Config {
 		c.Retention = 30 * 24 * time.Hour
 	}
 	if c.FailingAfter <= 0 {
-		c.FailingAfter = DefaultFailingAfter
+		c.FailingAfter = delivery.DefaultFailingAfter
 	}
 	if c.UserAgent == "" {
 		c.UserAgent = "eventline/dev"
@@ -111,6 +115,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// defaultRand is the retry jitter's source unless Config.Rand replaces it.
+func defaultRand() float64 { return rand.Float64() } //nolint:gosec // retry jitter needs no cryptographic randomness
+
 // Service is the webhooker without listeners: the fan-out router, the
 // dispatcher, the retry scheduler, the result writer and the registry.
 type Service struct {
@@ -119,10 +126,10 @@ type Service struct {
 	fanoutNC  *nats.Conn
 	js        jetstream.JetStream
 	str       jetstream.Stream
-	registry  *Registry
-	store     *Store
-	ledger    *ledger
-	poster    Poster
+	registry  *endpoint.Registry
+	store     *endpoint.Store
+	ledger    *delivery.Ledger
+	poster    attempt.Poster
 	publisher *events.Publisher
 	log       *slog.Logger
 	metrics   *Metrics
@@ -131,7 +138,7 @@ type Service struct {
 
 	// set by Run
 	mu         sync.Mutex
-	dispatcher *dispatcher
+	dispatcher *attempt.Dispatcher
 	scheduler  *scheduler
 	leases     *leases
 	announcer  *announcer
@@ -140,13 +147,12 @@ type Service struct {
 // NewService finds the durable (`eventline migrate` provisions it) and
 // wires the parts. fanoutNC is a connection of its own: the Watermill
 // subscriber drains it on close.
-func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, poster Poster, pub *events.Publisher, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
+func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream, pool *pgxpool.Pool, poster attempt.Poster, pub *events.Publisher, cfg Config, m *Metrics, log *slog.Logger) (*Service, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Secrets == nil {
 		return nil, errors.New("webhooker: no secret key to seal webhook secrets with (Config.Secrets)")
 	}
-	store := NewStore(pool, cfg.Secrets)
-	store.ledger = newLedger(pool, cfg.Disable, cfg.FailingAfter)
+	store := endpoint.NewStore(pool, cfg.Secrets)
 	// Rows from before sealing existed, or sealed with a rotated-out key,
 	// are sealed with the primary key before anything reads them.
 	if n, err := store.SealSecrets(ctx); err != nil {
@@ -164,8 +170,8 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: store.ledger, poster: poster, publisher: pub, log: log, metrics: m,
-		registry: NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
+	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: delivery.NewLedger(pool, cfg.Disable, cfg.FailingAfter), poster: poster, publisher: pub, log: log, metrics: m,
+		registry: endpoint.NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
 	// After NATS reconnects, what the fan-out took before may come again
 	// as first deliveries (a restarted server loses unflushed consumer
 	// state): those record first.
@@ -182,8 +188,12 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 	return s, nil
 }
 
-// Store is the endpoint and delivery store the API uses.
-func (s *Service) Store() *Store { return s.store }
+// Store is the endpoint store the API uses.
+func (s *Service) Store() *endpoint.Store { return s.store }
+
+// Ledger is the delivery ledger the API uses (the delivery log, retries
+// and resends).
+func (s *Service) Ledger() *delivery.Ledger { return s.ledger }
 
 // Run runs every part until ctx ends, then stops taking events, lets
 // running attempts finish and writes their outcomes.
@@ -214,35 +224,35 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("open the claim renewals' connection: %w", err)
 	}
 	defer renewals.Close()
-	held := newLeases(s.ledger.on(renewals), s.cfg.Claim, s.cfg.Now, s.log)
+	held := newLeases(s.ledger.On(renewals), s.cfg.Claim, s.cfg.Now, s.log)
 	rw := newResultWriter(s.ledger, held, s.log, s.recordDisabled)
 	rw.notify = ann.notify
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
-	sink := newFirstSink(func(o outcome) { rw.in <- o })
-	att := &attempter{registry: s.registry, poster: s.poster, report: sink.report, now: s.cfg.Now, rnd: s.cfg.Rand,
-		userAgent: s.cfg.UserAgent, log: s.log, sentences: render.NewStore(s.pool), observer: attemptMeter{metrics: s.metrics, speed: speed},
-		tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
+	sink := newFirstSink(func(o delivery.Outcome) { rw.in <- o })
+	att := &attempt.Attempter{Endpoints: s.registry, Poster: s.poster, Sink: sink, Now: s.cfg.Now, Rand: s.cfg.Rand,
+		UserAgent: s.cfg.UserAgent, Log: s.log, Sentences: render.NewStore(s.pool), Observer: attemptMeter{metrics: s.metrics, speed: speed},
+		Tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	// Attempts get their own context: on shutdown they finish (bounded by
 	// the HTTP timeout) and their outcomes are written.
 	attemptCtx, stopAttempts := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAttempts()
 	// A delivery whose claim is about to end unrenewed is let go, not
 	// attempted: another replica may take it once it ends (leases.usable).
-	attempt := func(ctx context.Context, j job) {
-		if !held.usable(j.deliveryID) {
-			held.release(j.deliveryID, j.attempt)
+	run := func(ctx context.Context, j delivery.Job) {
+		if !held.usable(j.DeliveryID) {
+			held.release(j.DeliveryID, j.Attempt)
 			s.metrics.claimsEnded("lapsed", 1)
 			return
 		}
-		att.attempt(ctx, j)
+		att.Attempt(ctx, j)
 	}
-	d := newDispatcher(attemptCtx, s.cfg.Dispatch, attempt, func(id string) int {
+	d := attempt.NewDispatcher(attemptCtx, s.cfg.Dispatch, run, func(id string) int {
 		e, _ := s.registry.Get(id)
 		return e.RateLimit
 	})
-	d.windows = pgRateWindows{s.pool}
-	sch := &scheduler{ledger: s.ledger, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, leases: held, batch: 500, hold: 2 * d.cfg.Workers,
+	d.Windows = pgRateWindows{s.pool}
+	sch := &scheduler{ledger: s.ledger, str: s.str, queue: d, now: s.cfg.Now, claim: s.cfg.Claim, leases: held, batch: 500, hold: 2 * d.Workers(),
 		log: s.log, metrics: s.metrics, poke: make(chan struct{}, 1)}
 	s.metrics.watchDispatcher(d)
 	s.mu.Lock()
@@ -252,7 +262,7 @@ func (s *Service) Run(ctx context.Context) error {
 	inserts := newInserts(s.ledger, rw.announce, held, s.cfg.Now, s.cfg.Claim)
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
-	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.submit, leases: held, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
+	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.Submit, leases: held, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
 		results: sink.log, sink: sink, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
 	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
@@ -282,7 +292,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.retain(ctx) }()
 	runErr := consume.RunRouter(ctx, router, sub, s.fanoutNC)
 	wg.Wait()
-	d.wait()
+	d.Wait()
 	close(rw.in)
 	<-rw.done
 	stopRenewing()
@@ -303,13 +313,13 @@ type attemptMeter struct {
 	speed   *endpointSpeed
 }
 
-func (m attemptMeter) firstAttempt(delay time.Duration) { m.metrics.firstAttemptDelay(delay) }
+func (m attemptMeter) FirstAttempt(delay time.Duration) { m.metrics.firstAttemptDelay(delay) }
 
-func (m attemptMeter) answered(endpointID string, took time.Duration) {
+func (m attemptMeter) Answered(endpointID string, took time.Duration) {
 	m.speed.observe(endpointID, took)
 }
 
-func (m attemptMeter) attempted(outcome string) { m.metrics.attempt(outcome) }
+func (m attemptMeter) Attempted(outcome string) { m.metrics.attempt(outcome) }
 
 // leaseConfig is the configuration of the renewals' pool: pool's, with
 // one connection.
@@ -385,5 +395,5 @@ func (s *Service) retain(ctx context.Context) {
 // PruneLog deletes the attempts and finished deliveries older than the
 // retention and returns how many deliveries went.
 func (s *Service) PruneLog(ctx context.Context) (int64, error) {
-	return s.ledger.prune(ctx, s.cfg.Now().Add(-s.cfg.Retention))
+	return s.ledger.Prune(ctx, s.cfg.Now().Add(-s.cfg.Retention))
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/eventline/eventline/internal/secretbox"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -81,7 +83,7 @@ func setup(t *testing.T, o options) *bundle {
 	cfg.Rand = func() float64 { return 0.5 } // no jitter: exact schedule
 	cfg.ScheduleEvery = time.Hour            // tests drive the scheduler
 	cfg.RefreshEvery = 20 * time.Millisecond
-	cfg.Secrets = testKeyring(t)
+	cfg.Secrets = testenv.Keyring(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// The admin provisions the durable (eventline migrate); the service
 	// and its API run as the webhooker's own NATS identity.
@@ -93,7 +95,7 @@ func setup(t *testing.T, o options) *bundle {
 	require.NoError(t, err)
 	wpub, err := events.NewPublisher(wnc)
 	require.NoError(t, err)
-	svc, err := NewService(ctx, n.ConnectAs(t, natsauth.Webhooker), wjs, pool, HTTPPoster{Client: client}, wpub, cfg, NewMetrics(prometheus.NewRegistry()), log)
+	svc, err := NewService(ctx, n.ConnectAs(t, natsauth.Webhooker), wjs, pool, attempt.HTTPPoster{Client: client}, wpub, cfg, NewMetrics(prometheus.NewRegistry()), log)
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -104,20 +106,10 @@ func setup(t *testing.T, o options) *bundle {
 	_, key, err := keys.Create(ctx, apikey.CreateParams{Tenant: "acme", Scopes: []string{apikey.ScopeAdmin}})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	NewAPI(svc.Store(), keys, client, wjs, clk.Now, log).Routes(mux)
+	NewAPI(svc.Store(), svc.Ledger(), keys, client, wjs, clk.Now, log).Routes(mux)
 	srv := httptest.NewServer(openapitest.Check(t, mux))
 	t.Cleanup(srv.Close)
 	return &bundle{nats: n, pool: pool, js: js, pub: pub, svc: svc, clock: clk, api: srv.URL, key: key, secrets: cfg.Secrets}
-}
-
-// testKeyring seals webhook secrets with a fresh random key.
-func testKeyring(t testing.TB) *secretbox.Keyring {
-	t.Helper()
-	key, err := secretbox.GenerateKey()
-	require.NoError(t, err)
-	kr, err := secretbox.NewKeyring(key)
-	require.NoError(t, err)
-	return kr
 }
 
 // call sends a JSON request to the webhook API and decodes the answer.
@@ -176,17 +168,17 @@ func (b *bundle) publish(t *testing.T, id string) events.Event {
 }
 
 // deliveries returns the endpoint's delivery log.
-func (b *bundle) deliveries(t *testing.T, endpointID string) []Delivery {
+func (b *bundle) deliveries(t *testing.T, endpointID string) []delivery.Delivery {
 	t.Helper()
-	ds, err := b.svc.Store().ListDeliveries(context.Background(), "acme", endpointID, "", "", 200)
+	ds, err := b.svc.Ledger().List(context.Background(), "acme", endpointID, "", "", 200)
 	require.NoError(t, err)
 	return ds
 }
 
 // waitAttempts waits until the endpoint's deliveries have n attempts in all.
-func (b *bundle) waitAttempts(t *testing.T, endpointID string, n int) []Delivery {
+func (b *bundle) waitAttempts(t *testing.T, endpointID string, n int) []delivery.Delivery {
 	t.Helper()
-	var ds []Delivery
+	var ds []delivery.Delivery
 	require.Eventually(t, func() bool {
 		ds = b.deliveries(t, endpointID)
 		total := 0

@@ -9,6 +9,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -21,7 +22,7 @@ func TestSharedFanoutIsDueForAnyReplica(t *testing.T) {
 	ctx := context.Background()
 	b := setup(t, options{allowPrivate: true})
 	rc := newReceiver(t, nil)
-	var jobs []job
+	var jobs []delivery.Job
 	ev := events.Event{ID: "e-shared", Tenant: "acme", Action: "opened", Eventable: events.Ref{Type: "card", ID: "c42"}, Creator: events.Ref{Type: "user", ID: "u7"}}
 	res, err := b.pub.Append(ctx, ev)
 	require.NoError(t, err)
@@ -29,10 +30,10 @@ func TestSharedFanoutIsDueForAnyReplica(t *testing.T) {
 	ev.Seq = res.Seq
 	for range 3 {
 		id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"board.*"}}) // the live fan-out does not match card.opened
-		jobs = append(jobs, job{deliveryID: newID(), tenant: ev.Tenant, endpointID: id, event: ev, attempt: 1})
+		jobs = append(jobs, delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: id, Event: ev, Attempt: 1})
 	}
 	recordedAt := b.clock.Now()
-	created, _, err := b.svc.ledger.record(ctx, []fanoutItem{{jobs: jobs, shared: true}}, recordedAt, recordedAt.Add(time.Minute))
+	created, _, err := b.svc.ledger.Record(ctx, []delivery.Item{{Jobs: jobs, Shared: true}}, recordedAt, recordedAt.Add(time.Minute))
 	require.NoError(t, err)
 	require.Len(t, created[0], 3)
 	var claims int
@@ -71,8 +72,8 @@ func TestSharedFanoutIsDueForAnyReplica(t *testing.T) {
 // fullQueue is a dispatcher with no room.
 type fullQueue struct{}
 
-func (fullQueue) submit(jobs ...job) []job { return jobs }
-func (fullQueue) room(int) int             { return 0 }
+func (fullQueue) Submit(jobs ...delivery.Job) []delivery.Job { return jobs }
+func (fullQueue) Room(int) int                               { return 0 }
 
 func gauge(t *testing.T, g prometheus.Gauge) float64 {
 	t.Helper()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventline/eventline/internal/safehttp"
 	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -55,7 +56,7 @@ func TestStopWhileMessagesFlow(t *testing.T) {
 	require.NoError(t, err)
 	for round := range 4 {
 		appendEvents(round)
-		svc, err := NewService(ctx, b.nats.Connect(t), b.js, b.pool, HTTPPoster{Client: client}, b.pub,
+		svc, err := NewService(ctx, b.nats.Connect(t), b.js, b.pool, attempt.HTTPPoster{Client: client}, b.pub,
 			Config{Consumer: "webhooker-stop", RefreshEvery: 20 * time.Millisecond, ScheduleEvery: time.Hour, Secrets: b.secrets},
 			NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		require.NoError(t, err)

@@ -1,9 +1,19 @@
-package webhooker
+// Package attempt makes webhook delivery attempts: the Dispatcher runs
+// them on a bounded pool of workers with a queue, a concurrency cap and a
+// rate limit per endpoint (rate limits shared by every replica through
+// RateWindows), and the Attempter signs, posts through a Poster and
+// classifies each outcome, its retry decided by delivery.NextAttempt. It
+// declares what it consumes — Endpoints, a Sink for outcomes, an Observer,
+// RateWindows — and package webhooker provides them; it opens no database
+// connection and writes no table (../doc.go).
+package attempt
 
 import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
 // DispatchConfig bounds concurrency. Zero values take defaults.
@@ -34,17 +44,17 @@ func (c DispatchConfig) withDefaults() DispatchConfig {
 	return c
 }
 
-// dispatcher runs attempts with a per-endpoint concurrency cap and rate
+// Dispatcher runs attempts with a per-endpoint concurrency cap and rate
 // limit, and a global cap. Each endpoint has its own queue: a slow or dead
 // endpoint fills only its own queue and slots, never the workers that
 // healthy endpoints need.
-type dispatcher struct {
+type Dispatcher struct {
 	cfg     DispatchConfig
-	attempt func(context.Context, job)
+	attempt func(context.Context, delivery.Job)
 	rateOf  func(endpointID string) int
 	// windows shares rate limits with the other replicas; nil: each
 	// replica limits on its own.
-	windows rateWindows
+	Windows RateWindows
 	budgets map[string]limit // by endpoint id
 	// idleBudget is how long the budget of an endpoint with no queue is
 	// kept: past it a fresh budget is the same (a token bucket is full
@@ -70,14 +80,21 @@ type dispatcher struct {
 	workers int
 }
 
+// queued is a job in an endpoint's queue, with when it was queued (its
+// backlog age).
+type queued struct {
+	delivery.Job
+	at time.Time
+}
+
 type task struct {
 	q *endpointQueue
-	j job
+	j delivery.Job
 }
 
 type endpointQueue struct {
 	id       string
-	jobs     []job
+	jobs     []queued
 	inflight int
 	limiter  budget // nil: unlimited
 	perSec   int
@@ -85,15 +102,15 @@ type endpointQueue struct {
 	waiting  bool        // in dispatcher.waiting
 }
 
-func newDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, job), rateOf func(string) int) *dispatcher {
+func NewDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, delivery.Job), rateOf func(string) int) *Dispatcher {
 	cfg = cfg.withDefaults()
-	return &dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{},
+	return &Dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{},
 		idleBudget: 2 * time.Second, work: make(chan task, cfg.Workers)}
 }
 
-// submit queues jobs and returns those it had no room for; it never
+// Submit queues jobs and returns those it had no room for; it never
 // blocks.
-func (d *dispatcher) submit(jobs ...job) (dropped []job) {
+func (d *Dispatcher) Submit(jobs ...delivery.Job) (dropped []delivery.Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.ctx.Err() != nil {
@@ -101,13 +118,12 @@ func (d *dispatcher) submit(jobs ...job) (dropped []job) {
 	}
 	touched := map[*endpointQueue]bool{}
 	for _, j := range jobs {
-		q := d.queue(j.endpointID)
+		q := d.queue(j.EndpointID)
 		if len(q.jobs) >= d.cfg.MaxQueued {
 			dropped = append(dropped, j) // stays pending in Postgres
 			continue
 		}
-		j.queuedAt = time.Now()
-		q.jobs = append(q.jobs, j)
+		q.jobs = append(q.jobs, queued{Job: j, at: time.Now()})
 		d.queued++
 		touched[q] = true
 	}
@@ -117,7 +133,7 @@ func (d *dispatcher) submit(jobs ...job) (dropped []job) {
 	return dropped
 }
 
-func (d *dispatcher) queue(id string) *endpointQueue {
+func (d *Dispatcher) queue(id string) *endpointQueue {
 	q, ok := d.queues[id]
 	perSec := d.rateOf(id)
 	if perSec <= 0 {
@@ -137,7 +153,7 @@ func (d *dispatcher) queue(id string) *endpointQueue {
 // budget returns the rate limit of an endpoint. It outlives the endpoint's
 // queue, which goes whenever it is empty: a new queue must not start with a
 // fresh budget, or deliveries arriving one at a time would never wait.
-func (d *dispatcher) budget(id string, perSec int) budget {
+func (d *Dispatcher) budget(id string, perSec int) budget {
 	if perSec <= 0 {
 		delete(d.budgets, id)
 		return nil
@@ -150,8 +166,8 @@ func (d *dispatcher) budget(id string, perSec int) budget {
 		return b.budget
 	}
 	b := limit{perSec: perSec, budget: newLocalBudget(perSec)}
-	if d.windows != nil {
-		b.budget = newSharedBudget(d.ctx, d.windows, id, perSec)
+	if d.Windows != nil {
+		b.budget = newSharedBudget(d.ctx, d.Windows, id, perSec)
 	}
 	d.budgets[id] = b
 	return b.budget
@@ -166,7 +182,7 @@ type limit struct {
 
 // sweepBudgets drops the budgets of endpoints without a queue for longer
 // than idleBudget, at most once per idleBudget; d.mu held.
-func (d *dispatcher) sweepBudgets(now time.Time) {
+func (d *Dispatcher) sweepBudgets(now time.Time) {
 	if now.Sub(d.swept) < d.idleBudget {
 		return
 	}
@@ -179,7 +195,7 @@ func (d *dispatcher) sweepBudgets(now time.Time) {
 }
 
 // start launches what q may run now; d.mu held.
-func (d *dispatcher) start(q *endpointQueue) {
+func (d *Dispatcher) start(q *endpointQueue) {
 	for len(q.jobs) > 0 && q.inflight < d.cfg.PerEndpoint {
 		if d.inflight >= d.cfg.Workers {
 			if !q.waiting {
@@ -201,8 +217,8 @@ func (d *dispatcher) start(q *endpointQueue) {
 				return
 			}
 		}
-		j := q.jobs[0]
-		q.jobs[0] = job{}
+		j := q.jobs[0].Job
+		q.jobs[0] = queued{}
 		q.jobs = q.jobs[1:]
 		d.queued--
 		q.inflight++
@@ -218,7 +234,7 @@ func (d *dispatcher) start(q *endpointQueue) {
 
 // worker runs attempts until the dispatcher's context ends; by then wait
 // has seen every queued attempt finish.
-func (d *dispatcher) worker() {
+func (d *Dispatcher) worker() {
 	for {
 		select {
 		case t := <-d.work:
@@ -229,7 +245,7 @@ func (d *dispatcher) worker() {
 	}
 }
 
-func (d *dispatcher) run(q *endpointQueue, j job) {
+func (d *Dispatcher) run(q *endpointQueue, j delivery.Job) {
 	defer d.wg.Done()
 	d.attempt(d.ctx, j)
 	d.mu.Lock()
@@ -255,30 +271,33 @@ func (d *dispatcher) run(q *endpointQueue, j job) {
 	}
 }
 
-// room is how many more jobs the dispatcher should take so that at most
+// Workers is the most attempts in flight (DispatchConfig.Workers).
+func (d *Dispatcher) Workers() int { return d.cfg.Workers }
+
+// Room is how many more jobs the dispatcher should take so that at most
 // limit are queued or running: the scheduler claims no more than that, so
 // a replica never holds deliveries it cannot start soon while other
 // replicas are idle.
-func (d *dispatcher) room(limit int) int {
+func (d *Dispatcher) Room(limit int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return max(0, limit-d.queued-d.inflight)
 }
 
-// backlog is how many jobs are queued and running, and how long the
+// Backlog is how many jobs are queued and running, and how long the
 // oldest queued job has waited.
-func (d *dispatcher) backlog(now time.Time) (queued, inflight int, oldest time.Duration) {
+func (d *Dispatcher) Backlog(now time.Time) (queued, inflight int, oldest time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.queued > 0 {
 		for _, q := range d.queues {
 			if len(q.jobs) > 0 {
-				oldest = max(oldest, now.Sub(q.jobs[0].queuedAt))
+				oldest = max(oldest, now.Sub(q.jobs[0].at))
 			}
 		}
 	}
 	return d.queued, d.inflight, oldest
 }
 
-// wait blocks until every running attempt has finished.
-func (d *dispatcher) wait() { d.wg.Wait() }
+// Wait blocks until every running attempt has finished.
+func (d *Dispatcher) Wait() { d.wg.Wait() }

@@ -1,4 +1,4 @@
-package webhooker
+package attempt
 
 import (
 	"context"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/eventline/eventline/internal/observe"
 	"github.com/eventline/eventline/internal/render"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/cloudevent"
 	"github.com/eventline/eventline/pkg/webhook"
 )
@@ -37,55 +39,73 @@ type Poster interface {
 	ErrorClass(err error, statusCode int) string
 }
 
-// attempter makes one attempt of a job and reports its outcome.
-type attempter struct {
-	registry  *Registry
-	poster    Poster
-	report    func(outcome) // firstSink.report: to the fan-out waiting for it, or to the log
-	now       func() time.Time
-	rnd       func() float64
-	userAgent string
-	log       *slog.Logger
-	observer  attemptObserver
-	tracer    trace.Tracer  // nil: no spans
-	sentences *render.Store // the tenants' sentence templates, for Slack messages
+// Attempter makes one attempt of a job and reports its outcome to Sink.
+type Attempter struct {
+	Endpoints Endpoints
+	Poster    Poster
+	Sink      Sink // the fan-out waiting for it (package webhooker), or the log
+	Now       func() time.Time
+	Rand      func() float64
+	UserAgent string
+	Log       *slog.Logger
+	Observer  Observer
+	Tracer    trace.Tracer // nil: no spans
+	Sentences Sentences    // the tenants' sentence templates, for Slack messages
 }
 
-// attemptObserver hears how attempts go, as they go (the Service's
+// Endpoints finds the current copy of an endpoint (endpoint.Registry).
+type Endpoints interface {
+	Get(id string) (endpoint.Endpoint, bool)
+}
+
+// Sink is where the attempter reports every outcome, once per attempt.
+// Report is called from every attempt goroutine at once.
+type Sink interface {
+	Report(o delivery.Outcome)
+}
+
+// Sentences are the tenants' sentence templates (render.Store).
+type Sentences interface {
+	For(ctx context.Context, tenant string) (render.Set, error)
+}
+
+// Observer hears how attempts go, as they go (package webhooker's
 // attemptMeter: metrics, and the endpoint speeds the fan-out's
 // attempt-first reads). Its methods are called from every attempt
 // goroutine at once, and must not block.
-type attemptObserver interface {
-	// firstAttempt: a delivery's first attempt is sent delay after its
+type Observer interface {
+	// FirstAttempt: a delivery's first attempt is sent delay after its
 	// event was recorded.
-	firstAttempt(delay time.Duration)
-	// answered: the endpoint answered, or the request failed, took after
+	FirstAttempt(delay time.Duration)
+	// Answered: the endpoint answered, or the request failed, took after
 	// the attempt started.
-	answered(endpointID string, took time.Duration)
-	// attempted: an attempt that reached the endpoint ended as outcome:
+	Answered(endpointID string, took time.Duration)
+	// Attempted: an attempt that reached the endpoint ended as outcome:
 	// "success", or its error class.
-	attempted(outcome string)
+	Attempted(outcome string)
 }
 
-const maxLoggedResponse = 1024
+// MaxLoggedResponse is how many bytes of an answer's body the delivery
+// log keeps.
+const MaxLoggedResponse = 1024
 
-func (a *attempter) attempt(ctx context.Context, j job) {
-	ep, ok := a.registry.Get(j.endpointID)
-	start := a.now()
-	o := outcome{job: j, attempt: Attempt{N: j.attempt, At: start}}
+func (a *Attempter) Attempt(ctx context.Context, j delivery.Job) {
+	ep, ok := a.Endpoints.Get(j.EndpointID)
+	start := a.Now()
+	o := delivery.Outcome{Job: j, Attempt: delivery.Attempt{N: j.Attempt, At: start}}
 	if !ok || !ep.Enabled {
 		// Deleted or disabled since the delivery was created: it fails
 		// without a request and stays retryable by hand.
-		o.attempt.ErrorClass, o.attempt.Error = "disabled", "the endpoint is disabled or deleted"
-		o.finishedAt = start
-		a.report(o)
+		o.Attempt.ErrorClass, o.Attempt.Error = "disabled", "the endpoint is disabled or deleted"
+		o.FinishedAt = start
+		a.Sink.Report(o)
 		return
 	}
 	body, err := a.body(ctx, ep, j)
 	if err != nil {
-		o.attempt.ErrorClass, o.attempt.Error = "encode", err.Error()
-		o.finishedAt = start
-		a.report(o)
+		o.Attempt.ErrorClass, o.Attempt.Error = "encode", err.Error()
+		o.FinishedAt = start
+		a.Sink.Report(o)
 		return
 	}
 	header := http.Header{}
@@ -93,93 +113,93 @@ func (a *attempter) attempt(ctx context.Context, j job) {
 	if ep.Format == "cloudevents" {
 		header.Set("Content-Type", cloudevent.MediaType)
 	}
-	header.Set("User-Agent", a.userAgent)
-	header.Set(webhook.HeaderID, j.event.ID)
+	header.Set("User-Agent", a.UserAgent)
+	header.Set(webhook.HeaderID, j.Event.ID)
 	header.Set(webhook.HeaderTimestamp, fmt.Sprint(start.Unix()))
-	sig, err := webhook.SignAll(ep.activeSecrets(start), j.event.ID, start, body)
+	sig, err := webhook.SignAll(ep.ActiveSecrets(start), j.Event.ID, start, body)
 	if err != nil {
-		o.attempt.ErrorClass, o.attempt.Error = "encode", "sign: "+err.Error()
-		o.finishedAt = start
-		a.report(o)
+		o.Attempt.ErrorClass, o.Attempt.Error = "encode", "sign: "+err.Error()
+		o.FinishedAt = start
+		a.Sink.Report(o)
 		return
 	}
 	header.Set(webhook.HeaderSignature, sig)
-	if j.attempt == 1 {
-		a.observer.firstAttempt(time.Since(j.event.RecordedAt))
+	if j.Attempt == 1 {
+		a.Observer.FirstAttempt(time.Since(j.Event.RecordedAt))
 	}
 	ctx, span := a.startSpan(ctx, j, ep)
 	defer span.End()
 	if tp := observe.Traceparent(ctx); tp != "" {
 		header.Set("traceparent", tp) // the receiver's work joins the event's trace
 	}
-	resp, err := a.poster.Post(ctx, ep.URL, header, body)
-	end := a.now()
-	a.observer.answered(ep.ID, end.Sub(start))
+	resp, err := a.Poster.Post(ctx, ep.URL, header, body)
+	end := a.Now()
+	a.Observer.Answered(ep.ID, end.Sub(start))
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
 		if err != nil || resp.StatusCode < 200 || resp.StatusCode >= 300 {
-			span.SetStatus(codes.Error, a.poster.ErrorClass(err, resp.StatusCode))
+			span.SetStatus(codes.Error, a.Poster.ErrorClass(err, resp.StatusCode))
 		}
 	}
-	o.finishedAt = end
-	o.attempt.DurationMS = int(end.Sub(start) / time.Millisecond)
-	o.attempt.StatusCode = resp.StatusCode
-	o.attempt.Response = truncateUTF8(resp.Body, maxLoggedResponse)
+	o.FinishedAt = end
+	o.Attempt.DurationMS = int(end.Sub(start) / time.Millisecond)
+	o.Attempt.StatusCode = resp.StatusCode
+	o.Attempt.Response = truncateUTF8(resp.Body, MaxLoggedResponse)
 	if err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		o.succeeded = true
-		a.observer.attempted("success")
-		a.report(o)
+		o.Succeeded = true
+		a.Observer.Attempted("success")
+		a.Sink.Report(o)
 		return
 	}
-	class := a.poster.ErrorClass(err, resp.StatusCode)
-	o.attempt.ErrorClass = class
+	class := a.Poster.ErrorClass(err, resp.StatusCode)
+	o.Attempt.ErrorClass = class
 	// The log is shown to tenants: say what happened in our words, never
 	// the raw error (it can name internal resolvers and addresses).
-	o.attempt.Error = classMessage(class, resp.StatusCode)
-	a.observer.attempted(class)
+	o.Attempt.Error = classMessage(class, resp.StatusCode)
+	a.Observer.Attempted(class)
 	if resp.StatusCode == http.StatusGone {
-		o.gone = true
-		a.report(o)
+		o.Gone = true
+		a.Sink.Report(o)
 		return
 	}
 	var retryAfter time.Duration
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		retryAfter = parseRetryAfter(resp.Header, end)
+		retryAfter = delivery.ParseRetryAfter(resp.Header, end)
 	}
-	o.retryIn, o.retry = nextAttempt(ep.schedule(), j.attempt, retryAfter, a.rnd)
-	a.report(o)
+	o.RetryIn, o.Retry = delivery.NextAttempt(ep.Schedule(), j.Attempt, retryAfter, a.Rand)
+	a.Sink.Report(o)
 }
 
 // startSpan starts the attempt's client span as a child of the event's
 // trace (its traceparent from the stream).
-func (a *attempter) startSpan(ctx context.Context, j job, ep Endpoint) (context.Context, trace.Span) {
-	if a.tracer == nil {
-		return observe.WithTraceparent(ctx, j.event.Traceparent), noop.Span{}
+func (a *Attempter) startSpan(ctx context.Context, j delivery.Job, ep endpoint.Endpoint) (context.Context, trace.Span) {
+	if a.Tracer == nil {
+		return observe.WithTraceparent(ctx, j.Event.Traceparent), noop.Span{}
 	}
-	ctx, span := a.tracer.Start(observe.WithTraceparent(ctx, j.event.Traceparent), "webhook deliver", trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := a.Tracer.Start(observe.WithTraceparent(ctx, j.Event.Traceparent), "webhook deliver", trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
-		span.SetAttributes(attribute.String("http.request.method", http.MethodPost), attribute.String("eventline.event.id", j.event.ID),
-			attribute.String("eventline.webhook.endpoint_id", ep.ID), attribute.Int("eventline.webhook.attempt", j.attempt))
+		span.SetAttributes(attribute.String("http.request.method", http.MethodPost), attribute.String("eventline.event.id", j.Event.ID),
+			attribute.String("eventline.webhook.endpoint_id", ep.ID), attribute.Int("eventline.webhook.attempt", j.Attempt))
 	}
 	return ctx, span
 }
 
 // body is the delivery payload: the event JSON with seq and type, a
 // Slack message, or a CloudEvent (docs/cloudevents.md).
-func (a *attempter) body(ctx context.Context, ep Endpoint, j job) ([]byte, error) {
+func (a *Attempter) body(ctx context.Context, ep endpoint.Endpoint, j delivery.Job) ([]byte, error) {
 	switch {
 	case ep.Format == "slack":
-		set, err := a.sentences.For(ctx, j.event.Tenant)
+		set, err := a.Sentences.For(ctx, j.Event.Tenant)
 		if err != nil {
-			a.log.WarnContext(ctx, "cannot read the tenant's sentence templates; the built-in sentence is sent", "error", err)
+			a.Log.WarnContext(ctx, "cannot read the tenant's sentence templates; the built-in sentence is sent", "error", err)
 		}
-		return slackBody(set, j.event)
+		return slackBody(set, j.Event)
 	case ep.Format == "cloudevents":
-		return cloudevent.Marshal(j.event)
-	case j.body != nil:
-		return j.body, nil
+		return cloudevent.Marshal(j.Event)
+	case j.Body != nil:
+		return j.Body, nil
 	}
-	return j.event.MarshalJSON()
+	return j.Event.MarshalJSON()
 }
 
 // truncateUTF8 is at most the first n bytes of b, cut at a character

@@ -1,4 +1,4 @@
-package webhooker
+package delivery
 
 import (
 	"fmt"
@@ -23,7 +23,7 @@ func (r DisableRule) withDefaults() DisableRule {
 }
 
 // trackerState is an endpoint's failure tracker once a batch of outcomes
-// moved it (ledger.track), as the disable rule reads it.
+// moved it (Ledger.track), as the disable rule reads it.
 type trackerState struct {
 	enabled  bool       // the endpoint is enabled
 	gone     bool       // it answered 410 Gone in the batch

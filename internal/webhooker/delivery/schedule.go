@@ -1,18 +1,17 @@
-package webhooker
+package delivery
 
 import (
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
 )
 
-// nextAttempt decides what follows failed attempt n (1-based) under the
+// NextAttempt decides what follows failed attempt n (1-based) under the
 // schedule: the wait before the next attempt (±20% jitter), or give up
 // (false) when the schedule is exhausted. A Retry-After the receiver sent
 // with 429/503 is honoured within the schedule's bounds: never sooner than
 // the schedule's own wait, never later than its longest step.
-func nextAttempt(schedule []time.Duration, n int, retryAfter time.Duration, rnd func() float64) (time.Duration, bool) {
+func NextAttempt(schedule []time.Duration, n int, retryAfter time.Duration, rnd func() float64) (time.Duration, bool) {
 	if n > len(schedule) {
 		return 0, false
 	}
@@ -28,10 +27,8 @@ func nextAttempt(schedule []time.Duration, n int, retryAfter time.Duration, rnd 
 	return wait, true
 }
 
-func defaultRand() float64 { return rand.Float64() } //nolint:gosec // retry jitter needs no cryptographic randomness
-
-// parseRetryAfter reads Retry-After as seconds or an HTTP date.
-func parseRetryAfter(h http.Header, now time.Time) time.Duration {
+// ParseRetryAfter reads Retry-After as seconds or an HTTP date.
+func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
 	v := h.Get("Retry-After")
 	if v == "" {
 		return 0

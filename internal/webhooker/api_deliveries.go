@@ -7,92 +7,21 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/eventline/eventline/internal/httpapi"
-	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/stream"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+	"github.com/eventline/eventline/internal/webhooker/endpoint"
 	"github.com/eventline/eventline/pkg/events"
 )
-
-// ListDeliveries returns an endpoint's deliveries, newest first, with every
-// attempt; status filters when set. It runs as the tenant under row-level
-// security.
-func (s *Store) ListDeliveries(ctx context.Context, tenant, endpointID, status, after string, limit int) (out []Delivery, err error) {
-	// One snapshot for deliveries and attempts, so they agree.
-	err = postgres.TenantTxOptions(ctx, s.pool, tenant, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		out, err = listDeliveries(ctx, tx, tenant, endpointID, status, after, limit)
-		return err
-	})
-	return out, err
-}
-
-func listDeliveries(ctx context.Context, tx pgx.Tx, tenant, endpointID, status, after string, limit int) ([]Delivery, error) {
-	rows, err := tx.Query(ctx, `SELECT id, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, created_at
-		FROM webhook.deliveries
-		WHERE tenant = $1 AND endpoint_id = $2 AND ($3 = '' OR status = $3) AND ($4 = '' OR id < $4)
-		ORDER BY id DESC LIMIT $5`, tenant, endpointID, status, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list deliveries: %w", err)
-	}
-	ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Delivery, error) {
-		var d Delivery
-		var seq int64
-		err := r.Scan(&d.ID, &d.EndpointID, &d.EventID, &seq, &d.EventType, &d.Status, &d.n, &d.NextAttemptAt, &d.CreatedAt)
-		d.EventSeq = uint64(seq)
-		if d.Status != StatusPending {
-			d.NextAttemptAt = nil
-		}
-		d.Attempts = []Attempt{}
-		return d, err
-	})
-	if err != nil || len(ds) == 0 {
-		return ds, err
-	}
-	ids := make([]string, len(ds))
-	index := map[string]int{}
-	for i, d := range ds {
-		ids[i] = d.ID
-		index[d.ID] = i
-	}
-	rows, err = tx.Query(ctx, `SELECT delivery_id, n, at, duration_ms, coalesce(status_code, 0), coalesce(error_class, ''), coalesce(error, ''), coalesce(response, '')
-		FROM webhook.attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, n`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("list attempts: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		var a Attempt
-		if err := rows.Scan(&id, &a.N, &a.At, &a.DurationMS, &a.StatusCode, &a.ErrorClass, &a.Error, &a.Response); err != nil {
-			return nil, err
-		}
-		ds[index[id]].Attempts = append(ds[index[id]].Attempts, a)
-	}
-	return ds, rows.Err()
-}
-
-// RetryDelivery makes a delivery pending and due now, whatever its state;
-// it keeps its webhook-id (the event id). It runs as the tenant
-// (ledger.retry).
-func (s *Store) RetryDelivery(ctx context.Context, tenant, id string, now time.Time) error {
-	return s.ledger.retry(ctx, tenant, id, now)
-}
-
-// resend makes deliveries of the events to the endpoint due now
-// (ledger.resend) and returns how many.
-func (s *Store) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (int, error) {
-	return s.ledger.resend(ctx, ep, evs, now)
-}
 
 func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
 	tenant, id := tenantOf(r), r.PathValue("id")
 	if _, err := a.store.GetEndpoint(r.Context(), tenant, id); err != nil {
-		a.respond(w, r, Endpoint{}, err)
+		a.respond(w, r, endpoint.Endpoint{}, err)
 		return
 	}
 	status := r.URL.Query().Get("status")
-	if st := Status(status); st != "" && st != StatusPending && st != StatusSucceeded && st != StatusFailed {
+	if st := delivery.Status(status); st != "" && st != delivery.StatusPending && st != delivery.StatusSucceeded && st != delivery.StatusFailed {
 		httpapi.WriteProblem(w, httpapi.Problem{Type: httpapi.TypeValidation, Title: "Invalid parameters", Status: http.StatusBadRequest,
 			Detail: "fix the listed parameters", Errors: []events.FieldError{{Field: "status", Message: "must be pending, succeeded or failed"}}})
 		return
@@ -101,7 +30,7 @@ func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ds, err := a.store.ListDeliveries(r.Context(), tenant, id, status, r.URL.Query().Get("cursor"), limit+1)
+	ds, err := a.ledger.List(r.Context(), tenant, id, status, r.URL.Query().Get("cursor"), limit+1)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -113,20 +42,20 @@ func (a *API) deliveries(w http.ResponseWriter, r *http.Request) {
 		next = &c
 	}
 	if ds == nil {
-		ds = []Delivery{}
+		ds = []delivery.Delivery{}
 	}
 	httpapi.JSON(w, http.StatusOK, map[string]any{"deliveries": ds, "next_cursor": next})
 }
 
 func (a *API) retry(w http.ResponseWriter, r *http.Request) {
-	err := a.store.RetryDelivery(r.Context(), tenantOf(r), r.PathValue("id"), a.now())
+	err := a.ledger.Retry(r.Context(), tenantOf(r), r.PathValue("id"), a.now())
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, delivery.ErrNotFound):
 		httpapi.Error(w, http.StatusNotFound, "no delivery with this id")
 	case err != nil:
 		a.fail(w, r, err)
 	default:
-		httpapi.JSON(w, http.StatusAccepted, map[string]any{"id": r.PathValue("id"), "status": StatusPending})
+		httpapi.JSON(w, http.StatusAccepted, map[string]any{"id": r.PathValue("id"), "status": delivery.StatusPending})
 	}
 }
 
@@ -174,7 +103,7 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	n, err := a.store.resend(r.Context(), ep, evs, now)
+	n, err := a.ledger.Resend(r.Context(), ep.Tenant, ep.ID, evs, now)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -187,7 +116,7 @@ var errTooMany = errors.New("too many events")
 // scan reads the tenant's events recorded in [since, until) from the
 // stream and keeps those the endpoint matches. It reads with direct gets,
 // not a consumer: the webhooker's NATS identity may not create consumers.
-func (a *API) scan(ctx context.Context, ep Endpoint, since, until time.Time) ([]events.Event, error) {
+func (a *API) scan(ctx context.Context, ep endpoint.Endpoint, since, until time.Time) ([]events.Event, error) {
 	subj, err := events.TenantSubjects(ep.Tenant)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,11 @@
-package webhooker
+// Package endpoint holds the tenants' webhook endpoints: the Endpoint
+// model and its event-type patterns, the Store that keeps endpoints in
+// Postgres (tenant CRUD under row-level security, secrets sealed at rest,
+// the change feed), and the Registry, each replica's in-memory copy that
+// matches events to endpoints. The rest of the webhooker (package
+// webhooker and its delivery and attempt packages) reads endpoints from
+// here; see ../doc.go for how the parts work together.
+package endpoint
 
 import (
 	"encoding/json"
@@ -47,9 +54,9 @@ type secret struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 }
 
-// activeSecrets are the secrets to sign with at now: the newest and any
+// ActiveSecrets are the secrets to sign with at now: the newest and any
 // older one still in its rotation grace period.
-func (e Endpoint) activeSecrets(now time.Time) []string {
+func (e Endpoint) ActiveSecrets(now time.Time) []string {
 	var out []string
 	for _, s := range e.secrets {
 		if s.ExpiresAt == nil || now.Before(*s.ExpiresAt) {
@@ -58,6 +65,12 @@ func (e Endpoint) activeSecrets(now time.Time) []string {
 	}
 	return out
 }
+
+// TestEventType is the type of the events POST /v1/webhooks/{id}/test
+// sends. Such an event is delivered to the one endpoint it names (its
+// eventable), whatever that endpoint's filters, and never fanned out to
+// the others (Matches).
+const TestEventType = "webhook.test"
 
 // Matches reports whether the endpoint wants the event: its type matches
 // one of the patterns and, when parents are set, the event's eventable or
@@ -91,9 +104,9 @@ func matchPattern(pattern, typ string) bool {
 	return (pt == "*" || pt == tt) && (pa == "*" || pa == ta)
 }
 
-// validPattern checks an event-type pattern: "*", "<type>.<action>" with
+// ValidPattern checks an event-type pattern: "*", "<type>.<action>" with
 // either part "*".
-func validPattern(p string) bool {
+func ValidPattern(p string) bool {
 	if p == "*" {
 		return true
 	}
@@ -105,7 +118,7 @@ func validPattern(p string) bool {
 // 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then the delivery fails.
 var DefaultRetrySchedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
 
-func (e Endpoint) schedule() []time.Duration {
+func (e Endpoint) Schedule() []time.Duration {
 	if len(e.RetrySchedule) == 0 {
 		return DefaultRetrySchedule
 	}

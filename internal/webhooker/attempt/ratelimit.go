@@ -1,14 +1,10 @@
-package webhooker
+package attempt
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/time/rate"
 )
 
@@ -45,18 +41,18 @@ func slots(perSec int) (width time.Duration, per int) {
 	return time.Duration(per) * time.Second / time.Duration(perSec), per
 }
 
-// rateWindows is the shared store of slot budgets (Postgres,
-// webhook.rate_windows): take takes up to want of a slot's per and
+// RateWindows is the shared store of slot budgets (Postgres,
+// webhook.rate_windows): Take takes up to want of a slot's per and
 // returns how many it got.
-type rateWindows interface {
-	take(ctx context.Context, endpointID string, width time.Duration, slot int64, want, per int) (int, error)
+type RateWindows interface {
+	Take(ctx context.Context, endpointID string, width time.Duration, slot int64, want, per int) (int, error)
 }
 
 // sharedBudget limits every replica together: each slot's budget is taken
-// from rateWindows, as many as the queue wants, by one request at a time.
+// from RateWindows, as many as the queue wants, by one request at a time.
 type sharedBudget struct {
 	ctx      context.Context
-	windows  rateWindows
+	windows  RateWindows
 	endpoint string
 	width    time.Duration
 	per      int
@@ -67,7 +63,7 @@ type sharedBudget struct {
 	asking bool
 }
 
-func newSharedBudget(ctx context.Context, w rateWindows, endpointID string, perSec int) *sharedBudget {
+func newSharedBudget(ctx context.Context, w RateWindows, endpointID string, perSec int) *sharedBudget {
 	width, per := slots(perSec)
 	return &sharedBudget{ctx: ctx, windows: w, endpoint: endpointID, width: width, per: per}
 }
@@ -95,7 +91,7 @@ func (b *sharedBudget) take(now time.Time, want int) (bool, time.Duration) {
 }
 
 func (b *sharedBudget) ask(slot int64, want int) {
-	n, err := b.windows.take(b.ctx, b.endpoint, b.width, slot, want, b.per)
+	n, err := b.windows.Take(b.ctx, b.endpoint, b.width, slot, want, b.per)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.asking = false
@@ -103,30 +99,4 @@ func (b *sharedBudget) ask(slot int64, want int) {
 		return // asked again on the next take: nothing is sent meanwhile
 	}
 	b.slot, b.tokens = slot, n
-}
-
-// pgRateWindows keeps slot budgets in webhook.rate_windows.
-type pgRateWindows struct{ pool *pgxpool.Pool }
-
-func (w pgRateWindows) take(ctx context.Context, endpointID string, width time.Duration, slot int64, want, per int) (int, error) {
-	// SET sees the row before the update: last_grant is what this take got.
-	var got int
-	err := w.pool.QueryRow(ctx, `INSERT INTO webhook.rate_windows AS w (endpoint_id, width_us, slot, used, last_grant)
-		VALUES ($1, $2, $3, least($4::int, $5::int), least($4::int, $5::int))
-		ON CONFLICT (endpoint_id, width_us, slot) DO UPDATE SET used = w.used + least($4::int, $5::int - w.used), last_grant = least($4::int, $5::int - w.used)
-		WHERE w.used < $5::int
-		RETURNING last_grant`, endpointID, width.Microseconds(), slot, want, per).Scan(&got)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil // spent by other replicas
-	}
-	if err != nil {
-		return 0, fmt.Errorf("take a rate-limit slot: %w", err)
-	}
-	return got, nil
-}
-
-// prune deletes slots older than a minute.
-func (w pgRateWindows) prune(ctx context.Context, now time.Time) error {
-	_, err := w.pool.Exec(ctx, `DELETE FROM webhook.rate_windows WHERE slot < $1::bigint / width_us`, now.Add(-time.Minute).UnixMicro())
-	return err
 }

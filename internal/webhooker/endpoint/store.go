@@ -1,4 +1,4 @@
-package webhooker
+package endpoint
 
 import (
 	"context"
@@ -13,11 +13,10 @@ import (
 
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/secretbox"
-	"github.com/eventline/eventline/pkg/events"
 	"github.com/eventline/eventline/pkg/webhook"
 )
 
-// Store keeps endpoints, deliveries and attempts in the webhook schema.
+// Store keeps endpoints in the webhook schema.
 // Methods that take a tenant serve the API and run as that tenant under
 // row-level security (postgres.TenantTx); the workers' methods run as the
 // owner across tenants. Endpoint secrets are sealed with keys (see
@@ -25,17 +24,14 @@ import (
 type Store struct {
 	pool *pgxpool.Pool
 	keys *secretbox.Keyring
-	// ledger writes the deliveries the tenants retry and resend; the
-	// Service's own once NewService made the Store.
-	ledger *ledger
 }
 
 // NewStore returns a Store over pool sealing secrets with keys.
 func NewStore(pool *pgxpool.Pool, keys *secretbox.Keyring) *Store {
-	return &Store{pool: pool, keys: keys, ledger: newLedger(pool, DisableRule{}, 0)}
+	return &Store{pool: pool, keys: keys}
 }
 
-// ErrNotFound means no such endpoint or delivery for the tenant.
+// ErrNotFound means no such endpoint for the tenant.
 var ErrNotFound = errors.New("not found")
 
 // querier is a pool or a transaction.
@@ -90,6 +86,15 @@ func (s *Store) seal(tenant, id string, secrets []secret) ([]byte, error) {
 		return nil, err
 	}
 	return s.keys.Seal(plain, secretsAAD(tenant, id))
+}
+
+// SealFirstSecret seals secret as the only secret of the tenant's
+// endpoint id, as CreateEndpoint stores it, and names the key that sealed
+// it (webhook.endpoints.secrets_sealed and secrets_key): for endpoints
+// written in bulk without the Store (the fan-out benchmarks).
+func (s *Store) SealFirstSecret(tenant, id, plaintext string) (sealed []byte, keyID string, err error) {
+	sealed, err = s.seal(tenant, id, []secret{{Secret: plaintext}})
+	return sealed, s.keys.PrimaryID(), err
 }
 
 // CreateEndpoint stores a new endpoint with its first secret, whatever
@@ -380,51 +385,5 @@ func (s *Store) SealSecrets(ctx context.Context) (int, error) {
 	}
 }
 
-// Delivery is one event sent to one endpoint, with all its attempts.
-type Delivery struct {
-	ID            string     `json:"id"`
-	EndpointID    string     `json:"endpoint_id"`
-	EventID       string     `json:"event_id"`
-	EventSeq      uint64     `json:"event_seq"`
-	EventType     string     `json:"event_type"`
-	Status        Status     `json:"status"`
-	Attempts      []Attempt  `json:"attempts"`
-	NextAttemptAt *time.Time `json:"next_attempt_at"`
-	CreatedAt     time.Time  `json:"created_at"`
-
-	n int // attempts made
-}
-
-// Attempt is one HTTP try of a delivery.
-type Attempt struct {
-	N          int       `json:"n"`
-	At         time.Time `json:"at"`
-	DurationMS int       `json:"duration_ms"`
-	StatusCode int       `json:"status_code,omitempty"`
-	ErrorClass string    `json:"error_class,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	Response   string    `json:"response,omitempty"`
-}
-
-// job is a delivery ready for its next attempt.
-type job struct {
-	deliveryID string
-	tenant     string
-	endpointID string
-	event      events.Event // Seq set; body built from it
-	attempt    int          // 1-based number of the attempt to make
-	// body is the event's JSON, shared by every job of one event (one
-	// encoding for a thousand endpoints); nil to encode on attempt.
-	body []byte
-	// scheduled: taken from webhook.due (a retry, a replay, an expired
-	// claim), whose row goes once the delivery is finished.
-	scheduled bool
-	// queuedAt is when the dispatcher queued the job (its backlog age).
-	queuedAt time.Time
-	// claim is the webhook.claims row that lists the delivery while this
-	// replica holds it (recorded claimed); 0: none (leases).
-	claim int64
-}
-
-// newID returns a time-ordered id (UUIDv7) for endpoints and deliveries.
+// newID returns a time-ordered id (UUIDv7) for endpoints.
 func newID() string { return uuid.Must(uuid.NewV7()).String() }

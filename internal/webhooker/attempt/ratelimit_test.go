@@ -1,4 +1,4 @@
-package webhooker
+package attempt
 
 import (
 	"context"
@@ -10,8 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/eventline/eventline/internal/postgres"
-	"github.com/eventline/eventline/internal/testenv"
+	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
 // TestSlotsAllowATenthOfTheLimit: a slot allows a tenth of the limit (at
@@ -43,17 +42,17 @@ func TestDispatcherKeepsTheBudgetOfAnIdleEndpoint(t *testing.T) {
 	var started []time.Time
 	var mu sync.Mutex
 	done := make(chan struct{}, 100)
-	d := newDispatcher(context.Background(), DispatchConfig{}, func(context.Context, job) {
+	d := NewDispatcher(context.Background(), DispatchConfig{}, func(context.Context, delivery.Job) {
 		mu.Lock()
 		started = append(started, time.Now())
 		mu.Unlock()
 		done <- struct{}{}
 	}, func(string) int { return 10 })
 	for range 5 {
-		d.submit(job{deliveryID: newID(), endpointID: "ep"})
+		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: "ep"})
 		<-done
 	}
-	d.wait()
+	d.Wait()
 	mu.Lock()
 	defer mu.Unlock()
 	// A burst of one (a tenth of 10/s), then one per 100 ms.
@@ -68,13 +67,13 @@ func TestDispatcherForgetsIdleBudgets(t *testing.T) {
 	const endpoints = 200
 	var attempts sync.WaitGroup
 	attempts.Add(endpoints)
-	d := newDispatcher(context.Background(), DispatchConfig{}, func(context.Context, job) { attempts.Done() }, func(string) int { return 10 })
+	d := NewDispatcher(context.Background(), DispatchConfig{}, func(context.Context, delivery.Job) { attempts.Done() }, func(string) int { return 10 })
 	d.idleBudget = 0 // idle at once: every queue that goes sweeps
 	for i := range endpoints {
-		d.submit(job{deliveryID: newID(), endpointID: fmt.Sprintf("ep%d", i)})
+		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: fmt.Sprintf("ep%d", i)})
 	}
 	attempts.Wait()
-	d.wait()
+	d.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	require.Empty(t, d.queues)
@@ -87,7 +86,7 @@ type memWindows struct {
 	used map[int64]int
 }
 
-func (w *memWindows) take(_ context.Context, _ string, _ time.Duration, slot int64, want, per int) (int, error) {
+func (w *memWindows) Take(_ context.Context, _ string, _ time.Duration, slot int64, want, per int) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := min(want, per-w.used[slot])
@@ -126,39 +125,4 @@ func TestSharedBudgetsNeverExceedASlot(t *testing.T) {
 		return true
 	})
 	require.Greater(t, total, 6, "the budgets sent in most slots of 600 ms")
-}
-
-// TestRateWindowsGrantASlotOnce: concurrent takes of one slot in Postgres
-// get its allowance once between them, and a new slot starts afresh.
-func TestRateWindowsGrantASlotOnce(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool, err := postgres.Open(ctx, testenv.Database(t))
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	w := pgRateWindows{pool}
-	var got atomic.Int64
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 5 {
-				n, err := w.take(ctx, "ep", 100*time.Millisecond, 42, 3, 10)
-				require.NoError(t, err)
-				got.Add(int64(n))
-			}
-		})
-	}
-	wg.Wait()
-	require.Equal(t, int64(10), got.Load(), "40 takes of up to 3 share a slot of 10")
-	n, err := w.take(ctx, "ep", 100*time.Millisecond, 43, 3, 10)
-	require.NoError(t, err)
-	require.Equal(t, 3, n, "the next slot")
-	n, err = w.take(ctx, "other", 100*time.Millisecond, 42, 3, 10)
-	require.NoError(t, err)
-	require.Equal(t, 3, n, "another endpoint's slot")
-
-	require.NoError(t, w.prune(ctx, time.Now()))
-	var left int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM webhook.rate_windows`).Scan(&left))
-	require.Zero(t, left, "slots of 1970 are pruned")
 }

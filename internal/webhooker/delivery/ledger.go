@@ -1,4 +1,4 @@
-package webhooker
+package delivery
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
-// ledger is the only code that writes the webhook delivery tables:
+// Ledger is the only code that writes the webhook delivery tables:
 // webhook.deliveries, webhook.attempts, webhook.due, webhook.claims, and
 // the failure tracker of webhook.endpoints (consecutive_failures,
 // failing_since, failing_announced, and enabled when the tracker disables
@@ -26,7 +26,7 @@ import (
 //
 // It keeps the tracker's settings: how many consecutive failures make a
 // failing streak, and the rule that disables an endpoint (DisableRule).
-type ledger struct {
+type Ledger struct {
 	pool    *pgxpool.Pool
 	disable DisableRule
 	// failingAfter consecutive failed attempts make a failing streak,
@@ -35,35 +35,40 @@ type ledger struct {
 	failingAfter int
 }
 
-// newLedger returns the ledger over pool; a zero rule takes the
+// NewLedger returns the ledger over pool; a zero rule takes the
 // DisableRule defaults, failingAfter <= 0 DefaultFailingAfter.
-func newLedger(pool *pgxpool.Pool, rule DisableRule, failingAfter int) *ledger {
+func NewLedger(pool *pgxpool.Pool, rule DisableRule, failingAfter int) *Ledger {
 	if failingAfter <= 0 {
 		failingAfter = DefaultFailingAfter
 	}
-	return &ledger{pool: pool, disable: rule.withDefaults(), failingAfter: failingAfter}
+	return &Ledger{pool: pool, disable: rule.withDefaults(), failingAfter: failingAfter}
 }
 
-// on is the same ledger writing through pool (the leases' renewals have a
+// On is the same ledger writing through pool (the leases' renewals have a
 // connection of their own, docs/architecture.md §16).
-func (l *ledger) on(pool *pgxpool.Pool) *ledger {
+func (l *Ledger) On(pool *pgxpool.Pool) *Ledger {
 	c := *l
 	c.pool = pool
 	return &c
 }
 
-// fanoutItem is the deliveries of one event to record: jobs, one per
-// matching endpoint, and the outcomes of the first attempts already made
-// (attempt first, see fanout.attemptFirst).
-type fanoutItem struct {
-	jobs []job
-	done []outcome
-	// shared: the jobs without an outcome are recorded due now for any
-	// replica to claim (fanout.recordShared), not claimed by this one.
-	shared bool
+// querier is a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// record records one delivery per job of a batch of events in one
+// Item is the deliveries of one event to record: jobs, one per
+// matching endpoint, and the outcomes of the first attempts already made
+// (attempt first: the fan-out, package webhooker).
+type Item struct {
+	Jobs []Job
+	Done []Outcome
+	// Shared: the jobs without an outcome are recorded due now for any
+	// replica to claim (a shared fan-out), not claimed by this one.
+	Shared bool
+}
+
+// Record records one delivery per job of a batch of events in one
 // statement, skipping those that exist (a redelivered event). A job with
 // an outcome in done is written finished, or pending with its retry due
 // (webhook.due), with its attempt logged; a job without one is claimed
@@ -75,31 +80,31 @@ type fanoutItem struct {
 // trackers (track) in the same transaction.
 //
 // It returns, per item, the jobs it created without an outcome, each
-// claimed one naming its webhook.claims row (job.claim), and what the
+// claimed one naming its webhook.claims row (Job.Claim), and what the
 // committed outcomes announce, for the caller to act on.
-func (l *ledger) record(ctx context.Context, items []fanoutItem, now, claimUntil time.Time) ([][]job, announcements, error) {
+func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.Time) ([][]Job, Announcements, error) {
 	var ids, eps, tenants, eventIDs, types, status []string
 	var seqs []int64
 	var attempts []int32
 	var next, last []*time.Time
-	var done []outcome
+	var done []Outcome
 	outcomes := map[string]int{} // delivery id -> index in done
 	for _, it := range items {
-		for _, o := range it.done {
-			outcomes[o.job.deliveryID] = len(done)
+		for _, o := range it.Done {
+			outcomes[o.Job.DeliveryID] = len(done)
 			done = append(done, o)
 		}
 	}
 	attempted := newAttemptRows(done)
 	for _, it := range items {
 		unattempted := &claimUntil
-		if it.shared {
+		if it.Shared {
 			unattempted = &now
 		}
-		for _, j := range it.jobs {
-			ids, eps, tenants, eventIDs, types = append(ids, j.deliveryID), append(eps, j.endpointID), append(tenants, j.tenant), append(eventIDs, j.event.ID), append(types, j.event.Type)
-			seqs = append(seqs, int64(j.event.Seq))
-			if k, ok := outcomes[j.deliveryID]; ok {
+		for _, j := range it.Jobs {
+			ids, eps, tenants, eventIDs, types = append(ids, j.DeliveryID), append(eps, j.EndpointID), append(tenants, j.Tenant), append(eventIDs, j.Event.ID), append(types, j.Event.Type)
+			seqs = append(seqs, int64(j.Event.Seq))
+			if k, ok := outcomes[j.DeliveryID]; ok {
 				status, attempts = append(status, attempted.status[k]), append(attempts, attempted.n[k])
 				next, last = append(next, attempted.next[k]), append(last, &attempted.at[k])
 				continue
@@ -107,9 +112,9 @@ func (l *ledger) record(ctx context.Context, items []fanoutItem, now, claimUntil
 			status, attempts, next, last = append(status, string(StatusPending)), append(attempts, 0), append(next, unattempted), append(last, nil)
 		}
 	}
-	out := make([][]job, len(items))
+	out := make([][]Job, len(items))
 	if len(ids) == 0 {
-		return out, announcements{}, nil
+		return out, Announcements{}, nil
 	}
 	// Only successes (the usual case): their endpoints' failure trackers
 	// are cleared inside the statement, and one statement needs no
@@ -117,7 +122,7 @@ func (l *ledger) record(ctx context.Context, items []fanoutItem, now, claimUntil
 	// Operational events' deliveries move no tracker (trackedOutcomes).
 	healthy, allSucceeded := succeededEndpoints(trackedOutcomes(done))
 	var created map[string]int64 // delivery id -> its webhook.claims row (0: not claimed)
-	var disabled announcements
+	var disabled Announcements
 	record := func(q querier) error {
 		rows, err := q.Query(ctx, `WITH d AS (
 				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, last_attempt_at)
@@ -155,7 +160,7 @@ func (l *ledger) record(ctx context.Context, items []fanoutItem, now, claimUntil
 		var announced *time.Time
 		if _, err := pgx.ForEachRow(rows, []any{&id, &claim, &recoveredTenant, &announced}, func() error {
 			if recoveredTenant != nil && announced != nil { // a row of h: an announced streak ended
-				disabled.notices = append(disabled.notices, recovered(*recoveredTenant, id, *announced))
+				disabled.Notices = append(disabled.Notices, recovered(*recoveredTenant, id, *announced))
 			} else {
 				created[id] = claim
 			}
@@ -166,9 +171,9 @@ func (l *ledger) record(ctx context.Context, items []fanoutItem, now, claimUntil
 		if allSucceeded {
 			return nil
 		}
-		var logged []outcome
+		var logged []Outcome
 		for _, o := range done {
-			if _, ok := created[o.job.deliveryID]; ok {
+			if _, ok := created[o.Job.DeliveryID]; ok {
 				logged = append(logged, o)
 			}
 		}
@@ -185,13 +190,13 @@ func (l *ledger) record(ctx context.Context, items []fanoutItem, now, claimUntil
 		err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error { return record(tx) })
 	}
 	if err != nil {
-		return nil, announcements{}, err
+		return nil, Announcements{}, err
 	}
 	for i, it := range items {
-		for _, j := range it.jobs {
-			claim, ok := created[j.deliveryID]
-			if _, attempted := outcomes[j.deliveryID]; !attempted && ok {
-				j.claim = claim
+		for _, j := range it.Jobs {
+			claim, ok := created[j.DeliveryID]
+			if _, attempted := outcomes[j.DeliveryID]; !attempted && ok {
+				j.Claim = claim
 				out[i] = append(out[i], j)
 			}
 		}
@@ -211,24 +216,24 @@ type attemptRows struct {
 	scheduled                       []bool
 }
 
-func newAttemptRows(batch []outcome) attemptRows {
+func newAttemptRows(batch []Outcome) attemptRows {
 	n := len(batch)
 	r := attemptRows{ids: make([]string, n), status: make([]string, n), tenants: make([]string, n), endpoints: make([]string, n),
 		class: make([]*string, n), errs: make([]*string, n), resp: make([]*string, n), n: make([]int32, n), dur: make([]int32, n),
 		code: make([]*int32, n), at: make([]time.Time, n), next: make([]*time.Time, n), scheduled: make([]bool, n)}
 	for i, o := range batch {
-		a := o.attempt
-		r.ids[i], r.tenants[i], r.endpoints[i], r.n[i], r.at[i], r.dur[i] = o.job.deliveryID, o.job.tenant, o.job.endpointID, int32(a.N), a.At, int32(a.DurationMS)
-		r.scheduled[i] = o.job.scheduled
+		a := o.Attempt
+		r.ids[i], r.tenants[i], r.endpoints[i], r.n[i], r.at[i], r.dur[i] = o.Job.DeliveryID, o.Job.Tenant, o.Job.EndpointID, int32(a.N), a.At, int32(a.DurationMS)
+		r.scheduled[i] = o.Job.Scheduled
 		if a.StatusCode != 0 {
 			c := int32(a.StatusCode)
 			r.code[i] = &c
 		}
 		r.class[i], r.errs[i], r.resp[i] = nilIfBlank(a.ErrorClass), nilIfBlank(a.Error), nilIfBlank(a.Response)
-		st := o.status()
+		st := o.Status()
 		r.status[i] = string(st)
 		if st == StatusPending {
-			next := o.finishedAt.Add(o.retryIn)
+			next := o.FinishedAt.Add(o.RetryIn)
 			r.next[i] = &next
 		}
 	}
@@ -242,12 +247,12 @@ func nilIfBlank(s string) *string {
 	return &s
 }
 
-// logOutcomes logs a batch of outcomes of recorded deliveries in one
+// Log logs a batch of outcomes of recorded deliveries in one
 // transaction and moves their endpoints' failure trackers (track). It
 // returns what the committed batch announces, for the caller to act on.
-func (l *ledger) logOutcomes(ctx context.Context, batch []outcome) (announcements, error) {
+func (l *Ledger) Log(ctx context.Context, batch []Outcome) (Announcements, error) {
 	r := newAttemptRows(batch)
-	var disabled announcements
+	var disabled Announcements
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		// One statement: log the attempts, move the deliveries (a HOT
 		// update: no index of webhook.deliveries names these columns), and
@@ -279,7 +284,7 @@ func (l *ledger) logOutcomes(ctx context.Context, batch []outcome) (announcement
 		return err
 	})
 	if err != nil {
-		return announcements{}, err
+		return Announcements{}, err
 	}
 	return disabled, nil
 }
@@ -287,28 +292,28 @@ func (l *ledger) logOutcomes(ctx context.Context, batch []outcome) (announcement
 // succeededEndpoints returns the endpoints of batch when every outcome in
 // it is a success, whose failure trackers are then simply cleared; ok is
 // false when one is not (track).
-func succeededEndpoints(batch []outcome) (ids []string, ok bool) {
+func succeededEndpoints(batch []Outcome) (ids []string, ok bool) {
 	seen := map[string]bool{}
 	for _, o := range batch {
-		if !o.succeeded {
+		if !o.Succeeded {
 			return nil, false
 		}
-		if !seen[o.job.endpointID] {
-			seen[o.job.endpointID] = true
-			ids = append(ids, o.job.endpointID)
+		if !seen[o.Job.EndpointID] {
+			seen[o.Job.EndpointID] = true
+			ids = append(ids, o.Job.EndpointID)
 		}
 	}
 	return ids, true
 }
 
-type disabledEndpoint struct{ tenant, id, reason string }
+type DisabledEndpoint struct{ Tenant, ID, Reason string }
 
-// announcements are what a batch of outcomes announces once it is
+// Announcements are what a batch of outcomes announces once it is
 // committed: the endpoints it disabled, and the other operational events.
-// The ledger returns them; the caller acts on them (resultWriter.announce).
-type announcements struct {
-	disabled []disabledEndpoint
-	notices  []notice
+// The ledger returns them; the caller acts on them (the result writer, package webhooker).
+type Announcements struct {
+	Disabled []DisabledEndpoint
+	Notices  []Notice
 }
 
 // endedStreak is what webhook.endpoints.failing_announced becomes when a
@@ -339,8 +344,8 @@ func resetTrackers(ids, failingAfter string) string {
 
 // recovered is the notice of an endpoint's announced failing streak,
 // started at since, ended by a success.
-func recovered(tenant, endpointID string, since time.Time) notice {
-	return notice{typ: TypeRecovered, tenant: tenant, endpointID: endpointID, since: since}
+func recovered(tenant, endpointID string, since time.Time) Notice {
+	return Notice{Type: TypeRecovered, Tenant: tenant, EndpointID: endpointID, Since: since}
 }
 
 type endpointTally struct {
@@ -360,28 +365,28 @@ type endpointTally struct {
 // and was not announced yet, the end of one that was, and each delivery
 // that ran out of retries. Outcomes of operational events' deliveries are
 // left out (trackedOutcomes).
-func (l *ledger) track(ctx context.Context, tx pgx.Tx, batch []outcome) (announcements, error) {
-	var out announcements
+func (l *Ledger) track(ctx context.Context, tx pgx.Tx, batch []Outcome) (Announcements, error) {
+	var out Announcements
 	if batch = trackedOutcomes(batch); len(batch) == 0 {
 		return out, nil
 	}
 	tallies := map[string]*endpointTally{}
 	for _, o := range batch {
-		t := tallies[o.job.endpointID]
+		t := tallies[o.Job.EndpointID]
 		if t == nil {
-			t = &endpointTally{tenant: o.job.tenant}
-			tallies[o.job.endpointID] = t
+			t = &endpointTally{tenant: o.Job.Tenant}
+			tallies[o.Job.EndpointID] = t
 		}
-		if o.succeeded {
+		if o.Succeeded {
 			t.reset, t.failuresAfter, t.firstFailure = true, 0, time.Time{}
 		} else {
 			if t.failuresAfter == 0 {
-				t.firstFailure = o.attempt.At
+				t.firstFailure = o.Attempt.At
 			}
 			t.failuresAfter++
-			t.lastClass = o.attempt.ErrorClass
+			t.lastClass = o.Attempt.ErrorClass
 		}
-		t.gone = t.gone || o.gone
+		t.gone = t.gone || o.Gone
 	}
 	// Endpoints that only succeeded: one statement, touching only rows
 	// that have failures to clear (normally none).
@@ -404,7 +409,7 @@ func (l *ledger) track(ctx context.Context, tx pgx.Tx, batch []outcome) (announc
 		var announced *time.Time
 		if _, err := pgx.ForEachRow(rows, []any{&tenant, &id, &announced}, func() error {
 			if announced != nil {
-				out.notices = append(out.notices, recovered(tenant, id, *announced))
+				out.Notices = append(out.Notices, recovered(tenant, id, *announced))
 			}
 			return nil
 		}); err != nil {
@@ -431,62 +436,62 @@ func (l *ledger) track(ctx context.Context, tx pgx.Tx, batch []outcome) (announc
 		// A success in the batch ended the announced streak (a streak
 		// after it has a later first failure).
 		if t.reset && announced != nil && (since == nil || !since.Equal(*announced)) {
-			out.notices = append(out.notices, recovered(t.tenant, id, *announced))
+			out.Notices = append(out.Notices, recovered(t.tenant, id, *announced))
 		}
 		if enabled && since != nil && failures >= l.failingAfter && (announced == nil || !announced.Equal(*since)) {
-			out.notices = append(out.notices, notice{typ: TypeAttemptFailing, tenant: t.tenant, endpointID: id, since: *since, failures: failures,
-				lastErrorClass: t.lastClass})
+			out.Notices = append(out.Notices, Notice{Type: TypeAttemptFailing, Tenant: t.tenant, EndpointID: id, Since: *since, Failures: failures,
+				LastErrorClass: t.lastClass})
 		}
-		v := l.disable.verdict(trackerState{enabled: enabled, gone: t.gone, failures: failures, since: since, at: batch[len(batch)-1].finishedAt})
+		v := l.disable.verdict(trackerState{enabled: enabled, gone: t.gone, failures: failures, since: since, at: batch[len(batch)-1].FinishedAt})
 		if v.disable {
 			if _, err := tx.Exec(ctx, `UPDATE webhook.endpoints SET enabled = false, disabled_reason = $3, updated_at = now(),
 					change_seq = nextval('webhook.endpoint_changes') WHERE tenant = $1 AND id = $2`, t.tenant, id, v.reason); err != nil {
 				return out, fmt.Errorf("disable endpoint: %w", err)
 			}
-			out.disabled = append(out.disabled, disabledEndpoint{t.tenant, id, v.reason})
+			out.Disabled = append(out.Disabled, DisabledEndpoint{t.tenant, id, v.reason})
 		}
 	}
 	for _, o := range batch {
 		if o.exhausted() {
-			out.notices = append(out.notices, notice{typ: TypeAttemptExhausted, tenant: o.job.tenant, endpointID: o.job.endpointID,
-				deliveryID: o.job.deliveryID, eventID: o.job.event.ID, eventType: o.job.event.Type, attempts: o.attempt.N, lastErrorClass: o.attempt.ErrorClass})
+			out.Notices = append(out.Notices, Notice{Type: TypeAttemptExhausted, Tenant: o.Job.Tenant, EndpointID: o.Job.EndpointID,
+				DeliveryID: o.Job.DeliveryID, EventID: o.Job.Event.ID, EventType: o.Job.Event.Type, Attempts: o.Attempt.N, LastErrorClass: o.Attempt.ErrorClass})
 		}
 	}
 	return out, nil
 }
 
-// markFailingAnnounced remembers that the endpoint's failing streak
+// MarkFailingAnnounced remembers that the endpoint's failing streak
 // started at since was announced (its webhook.attempt_failing appended),
 // only while that streak goes on: one that ended since stays unannounced,
 // and its end is then not announced either.
-func (l *ledger) markFailingAnnounced(ctx context.Context, endpointID string, since time.Time) error {
+func (l *Ledger) MarkFailingAnnounced(ctx context.Context, endpointID string, since time.Time) error {
 	_, err := l.pool.Exec(ctx, `UPDATE webhook.endpoints SET failing_announced = $2 WHERE id = $1 AND failing_since = $2`, endpointID, since)
 	return err
 }
 
-// markRecoveryAnnounced forgets the endpoint's announced failing streak
+// MarkRecoveryAnnounced forgets the endpoint's announced failing streak
 // started at since once its end (webhook.recovered) was appended.
-func (l *ledger) markRecoveryAnnounced(ctx context.Context, endpointID string, since time.Time) error {
+func (l *Ledger) MarkRecoveryAnnounced(ctx context.Context, endpointID string, since time.Time) error {
 	_, err := l.pool.Exec(ctx, `UPDATE webhook.endpoints SET failing_announced = NULL WHERE id = $1 AND failing_announced = $2`, endpointID, since)
 	return err
 }
 
-// dueDelivery is a delivery the scheduler claimed from webhook.due.
-type dueDelivery struct {
-	id, tenant, endpoint string
-	seq                  int64
-	attempts             int
-	claimedBy            string // the replica whose claim ended; "" when none
+// Due is a delivery the scheduler claimed from webhook.due.
+type Due struct {
+	ID, Tenant, EndpointID string
+	Seq                    int64
+	Attempts               int
+	ClaimedBy              string // the replica whose claim ended; "" when none
 }
 
-// claimDue claims for owner, until until, at most limit deliveries due at
+// ClaimDue claims for owner, until until, at most limit deliveries due at
 // now, with FOR UPDATE SKIP LOCKED so replicas never take the same one,
 // and returns them. First it turns expired claims into due rows
 // (expireClaims), also when limit is 0 (busy: the others take what is
 // due); due rows whose delivery is no longer pending (finished meanwhile,
 // or pruned) are dropped, not returned. One transaction.
-func (l *ledger) claimDue(ctx context.Context, now, until time.Time, owner string, limit int) ([]dueDelivery, error) {
-	var live []dueDelivery
+func (l *Ledger) ClaimDue(ctx context.Context, now, until time.Time, owner string, limit int) ([]Due, error) {
+	var live []Due
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		if err := expireClaims(ctx, tx, now); err != nil {
 			return err
@@ -500,9 +505,9 @@ func (l *ledger) claimDue(ctx context.Context, now, until time.Time, owner strin
 		if err != nil {
 			return err
 		}
-		claimed, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dueDelivery, error) {
-			var d dueDelivery
-			err := r.Scan(&d.id, &d.tenant, &d.endpoint, &d.seq, &d.attempts, &d.claimedBy)
+		claimed, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Due, error) {
+			var d Due
+			err := r.Scan(&d.ID, &d.Tenant, &d.EndpointID, &d.Seq, &d.Attempts, &d.ClaimedBy)
 			return d, err
 		})
 		live = nil
@@ -511,10 +516,10 @@ func (l *ledger) claimDue(ctx context.Context, now, until time.Time, owner strin
 		}
 		var liveIDs, stale []string
 		for _, d := range claimed {
-			if d.attempts < 0 {
-				stale = append(stale, d.id)
+			if d.Attempts < 0 {
+				stale = append(stale, d.ID)
 			} else {
-				liveIDs = append(liveIDs, d.id)
+				liveIDs = append(liveIDs, d.ID)
 				live = append(live, d)
 			}
 		}
@@ -551,33 +556,33 @@ func expireClaims(ctx context.Context, tx pgx.Tx, now time.Time) error {
 	return nil
 }
 
-// renewal is one renewal of a replica's claims (leases.extend).
-type renewal struct {
-	due   []string // deliveries held through their webhook.due row
-	rows  []int64  // webhook.claims rows with deliveries still held
-	ended []int64  // webhook.claims rows with nothing held any more: ended at now
-	now   time.Time
-	until time.Time // the new end of the claims of due and rows
-	owner string    // this replica, in webhook.due.claimed_by
-	// giveBack clears the due rows' claimer (given back, not lapsed).
-	giveBack bool
+// Renewal is one renewal of a replica's claims (the leases, package webhooker).
+type Renewal struct {
+	Due   []string // deliveries held through their webhook.due row
+	Rows  []int64  // webhook.claims rows with deliveries still held
+	Ended []int64  // webhook.claims rows with nothing held any more: ended at now
+	Now   time.Time
+	Until time.Time // the new end of the claims of due and rows
+	Owner string    // this replica, in webhook.due.claimed_by
+	// GiveBack clears the due rows' claimer (given back, not lapsed).
+	GiveBack bool
 }
 
-// renewed is what Postgres confirmed renewed: the due rows it found still
+// Renewed is what Postgres confirmed renewed: the due rows it found still
 // claimed by the owner, and the claims rows.
-type renewed struct {
-	due  []string
-	rows map[int64]bool
+type Renewed struct {
+	Due  []string
+	Rows map[int64]bool
 }
 
-// renew moves the end of the claims in r to r.until and ends r.ended, in
-// one statement. A due row renews only while it still names r.owner: an
+// Renew moves the end of the claims in r to r.Until and ends r.Ended, in
+// one statement. A due row renews only while it still names r.Owner: an
 // outcome that scheduled a retry cleared it, and another replica that took
 // it after the claim ended named itself.
-func (l *ledger) renew(ctx context.Context, r renewal) (renewed, error) {
+func (l *Ledger) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 	var claimer *string
-	if !r.giveBack {
-		claimer = &r.owner
+	if !r.GiveBack {
+		claimer = &r.Owner
 	}
 	// A renewal waits for no lock (SKIP LOCKED): a row locked by another
 	// transaction is being written by this replica's outcome writer (its
@@ -596,29 +601,29 @@ func (l *ledger) renew(ctx context.Context, r renewal) (renewed, error) {
 			UPDATE webhook.claims SET claimed_until = $5 WHERE id IN (SELECT id FROM webhook.claims WHERE id = ANY($6) FOR UPDATE SKIP LOCKED)
 		)
 		SELECT delivery_id, 0::bigint FROM d UNION ALL SELECT '', id FROM c`,
-		r.due, r.rows, r.until, r.owner, r.now, r.ended, claimer)
-	out := renewed{rows: map[int64]bool{}}
+		r.Due, r.Rows, r.Until, r.Owner, r.Now, r.Ended, claimer)
+	out := Renewed{Rows: map[int64]bool{}}
 	if err == nil {
 		var id string
 		var row int64
 		_, err = pgx.ForEachRow(res, []any{&id, &row}, func() error {
 			if row == 0 {
-				out.due = append(out.due, id)
+				out.Due = append(out.Due, id)
 			} else {
-				out.rows[row] = true
+				out.Rows[row] = true
 			}
 			return nil
 		})
 	}
 	if err != nil {
-		return renewed{}, fmt.Errorf("renew claims: %w", err)
+		return Renewed{}, fmt.Errorf("renew claims: %w", err)
 	}
 	return out, nil
 }
 
-// retry makes a delivery pending and due now, whatever its state; it
+// Retry makes a delivery pending and due now, whatever its state; it
 // keeps its webhook-id (the event id). It runs as the tenant.
-func (l *ledger) retry(ctx context.Context, tenant, id string, now time.Time) error {
+func (l *Ledger) Retry(ctx context.Context, tenant, id string, now time.Time) error {
 	return postgres.TenantTx(ctx, l.pool, tenant, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `WITH d AS (
 				UPDATE webhook.deliveries SET status = 'pending', next_attempt_at = $3 WHERE tenant = $1 AND id = $2 RETURNING id, tenant
@@ -635,20 +640,20 @@ func (l *ledger) retry(ctx context.Context, tenant, id string, now time.Time) er
 	})
 }
 
-// resend makes deliveries of the events to the endpoint due now: new ones
+// Resend makes deliveries of the events to the tenant's endpoint due now: new ones
 // are created, existing ones are sent again. It returns how many. It runs
 // as the endpoint's tenant.
-func (l *ledger) resend(ctx context.Context, ep Endpoint, evs []events.Event, now time.Time) (n int, err error) {
+func (l *Ledger) Resend(ctx context.Context, tenant, endpointID string, evs []events.Event, now time.Time) (n int, err error) {
 	if len(evs) == 0 {
 		return 0, nil
 	}
 	ids, eventIDs, types := make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
 	seqs := make([]int64, len(evs))
 	for i, e := range evs {
-		ids[i] = newID()
+		ids[i] = NewID()
 		eventIDs[i], types[i], seqs[i] = e.ID, e.Type, int64(e.Seq)
 	}
-	err = postgres.TenantTx(ctx, l.pool, ep.Tenant, func(tx pgx.Tx) error {
+	err = postgres.TenantTx(ctx, l.pool, tenant, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `WITH d AS (
 				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, next_attempt_at)
 				SELECT d.id, $5, $6, d.event_id, d.seq, d.type, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d(id, event_id, seq, type)
@@ -657,7 +662,7 @@ func (l *ledger) resend(ctx context.Context, ep Endpoint, evs []events.Event, no
 			)
 			INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, $7 FROM d
 			ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at`,
-			ids, eventIDs, seqs, types, ep.Tenant, ep.ID, now)
+			ids, eventIDs, seqs, types, tenant, endpointID, now)
 		if err != nil {
 			return fmt.Errorf("schedule replay: %w", err)
 		}
@@ -667,9 +672,9 @@ func (l *ledger) resend(ctx context.Context, ep Endpoint, evs []events.Event, no
 	return n, err
 }
 
-// prune deletes the attempts and finished deliveries created before
+// Prune deletes the attempts and finished deliveries created before
 // cutoff, in batches, and returns how many deliveries went.
-func (l *ledger) prune(ctx context.Context, cutoff time.Time) (int64, error) {
+func (l *Ledger) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	// Ids are UUIDv7: every delivery created before cutoff has an id below
 	// the first id of cutoff's millisecond.
 	n, err := postgres.DeleteInBatches(ctx, l.pool, 5000, `WITH old AS (

@@ -1,4 +1,4 @@
-package webhooker
+package endpoint
 
 import (
 	"fmt"

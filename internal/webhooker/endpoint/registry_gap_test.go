@@ -1,4 +1,4 @@
-package webhooker
+package endpoint
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func TestRegistrySeesChangesCommittedOutOfOrder(t *testing.T) {
 	pool, err := postgres.Open(ctx, testenv.Database(t))
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	r := NewRegistry(NewStore(pool, testKeyring(t)), 0, slog.Default())
+	r := NewRegistry(NewStore(pool, testenv.Keyring(t)), 0, slog.Default())
 	require.NoError(t, r.Refresh(ctx))
 	const insert = `INSERT INTO webhook.endpoints (tenant, id, url, events, secrets) VALUES ('acme', $1, 'https://example.com/' || $1, '{card.*}', '[]')`
 

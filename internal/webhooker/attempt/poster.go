@@ -1,4 +1,4 @@
-package webhooker
+package attempt
 
 import (
 	"bytes"

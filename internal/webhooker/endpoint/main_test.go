@@ -1,0 +1,9 @@
+package endpoint
+
+import (
+	"testing"
+
+	"github.com/eventline/eventline/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
