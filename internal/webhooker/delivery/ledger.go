@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -33,6 +34,8 @@ type Ledger struct {
 	// announced with the other operational events (docs/webhooks.md
 	// "Operational events").
 	failingAfter int
+	// turn rotates which tenants a claim serves first (claimFairly).
+	turn *atomic.Uint64
 }
 
 // NewLedger returns the ledger over pool; a zero rule takes the
@@ -41,7 +44,7 @@ func NewLedger(pool *pgxpool.Pool, rule DisableRule, failingAfter int) *Ledger {
 	if failingAfter <= 0 {
 		failingAfter = DefaultFailingAfter
 	}
-	return &Ledger{pool: pool, disable: rule.withDefaults(), failingAfter: failingAfter}
+	return &Ledger{pool: pool, disable: rule.withDefaults(), failingAfter: failingAfter, turn: new(atomic.Uint64)}
 }
 
 // On is the same ledger writing through pool (the leases' renewals have a
@@ -486,7 +489,8 @@ type Due struct {
 
 // ClaimDue claims for owner, until until, at most limit deliveries due at
 // now, with FOR UPDATE SKIP LOCKED so replicas never take the same one,
-// and returns them. First it turns expired claims into due rows
+// and returns them, shared between tenants (claimFairly). First it turns
+// expired claims into due rows
 // (expireClaims), also when limit is 0 (busy: the others take what is
 // due); due rows whose delivery is no longer pending (finished meanwhile,
 // or pruned) are dropped, not returned. One transaction.
@@ -499,17 +503,7 @@ func (l *Ledger) ClaimDue(ctx context.Context, now, until time.Time, owner strin
 		if limit == 0 {
 			return nil // busy: the others take what is due
 		}
-		rows, err := tx.Query(ctx, `SELECT u.delivery_id, coalesce(d.tenant, ''), coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1), coalesce(u.claimed_by, '')
-			FROM webhook.due u LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'
-			WHERE u.due_at <= $1 ORDER BY u.due_at LIMIT $2 FOR UPDATE OF u SKIP LOCKED`, now, limit)
-		if err != nil {
-			return err
-		}
-		claimed, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Due, error) {
-			var d Due
-			err := r.Scan(&d.ID, &d.Tenant, &d.EndpointID, &d.Seq, &d.Attempts, &d.ClaimedBy)
-			return d, err
-		})
+		claimed, err := claimFairly(ctx, tx, now, limit, l.turn.Add(1))
 		live = nil
 		if err != nil || len(claimed) == 0 {
 			return err
@@ -535,6 +529,97 @@ func (l *Ledger) ClaimDue(ctx context.Context, now, until time.Time, owner strin
 		return nil, fmt.Errorf("claim due deliveries: %w", err)
 	}
 	return live, nil
+}
+
+// dueTenantsSQL lists the tenants with deliveries due at $1: a skip scan
+// of due_tenant_at_idx, one index probe per tenant with any due row.
+const dueTenantsSQL = `WITH RECURSIVE t(tenant) AS (
+		(SELECT tenant FROM webhook.due ORDER BY tenant LIMIT 1)
+		UNION ALL
+		SELECT (SELECT d.tenant FROM webhook.due d WHERE d.tenant > t.tenant ORDER BY d.tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL)
+	SELECT tenant FROM t WHERE tenant IS NOT NULL AND EXISTS (SELECT 1 FROM webhook.due d WHERE d.tenant = t.tenant AND d.due_at <= $1)`
+
+// claimedColumns are what claimFairly reads of a due row (u) it locked and
+// of its delivery (d) while that is pending; attempts -1: the delivery is
+// no longer pending.
+const claimedColumns = `u.delivery_id, u.tenant, coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1), coalesce(u.claimed_by, '')`
+
+func scanDue(r pgx.CollectableRow) (Due, error) {
+	var d Due
+	err := r.Scan(&d.ID, &d.Tenant, &d.EndpointID, &d.Seq, &d.Attempts, &d.ClaimedBy)
+	return d, err
+}
+
+// claimFairly locks, in tx, at most limit due rows, oldest first within
+// each tenant and shared between tenants (docs/webhooks.md "Fairness
+// between tenants"): with several tenants due, each gets an equal share of
+// limit (tenants beyond limit wait for a later turn, turn rotating which
+// come first), and the room a tenant leaves goes to the tenants that have
+// more, in turn. So a tenant's 100,000-delivery fan-out does not hold
+// back another tenant's retry until it has drained, and one tenant alone
+// gets all the room. Each statement locks exactly the rows it returns.
+func claimFairly(ctx context.Context, tx pgx.Tx, now time.Time, limit int, turn uint64) ([]Due, error) {
+	rows, err := tx.Query(ctx, dueTenantsSQL, now)
+	if err != nil {
+		return nil, err
+	}
+	tenants, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(tenants) == 0 {
+		return nil, err
+	}
+	if len(tenants) == 1 {
+		return claimTenant(ctx, tx, tenants[0], now, limit, nil)
+	}
+	k := int(turn % uint64(len(tenants)))
+	tenants = append(tenants[k:], tenants[:k]...)
+	if len(tenants) > limit {
+		tenants = tenants[:limit]
+	}
+	share := limit / len(tenants)
+	rows, err = tx.Query(ctx, `SELECT `+claimedColumns+` FROM unnest($1::text[]) AS t(tenant)
+		CROSS JOIN LATERAL (SELECT u.delivery_id, u.tenant, u.claimed_by FROM webhook.due u
+			WHERE u.tenant = t.tenant AND u.due_at <= $2 ORDER BY u.due_at LIMIT $3 FOR UPDATE SKIP LOCKED) u
+		LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`, tenants, now, share)
+	if err != nil {
+		return nil, err
+	}
+	got, err := pgx.CollectRows(rows, scanDue)
+	if err != nil {
+		return nil, err
+	}
+	taken := map[string][]string{}
+	for _, d := range got {
+		taken[d.Tenant] = append(taken[d.Tenant], d.ID)
+	}
+	for _, t := range tenants {
+		if len(got) >= limit {
+			break
+		}
+		if len(taken[t]) < share {
+			continue // it had no more
+		}
+		more, err := claimTenant(ctx, tx, t, now, limit-len(got), taken[t])
+		if err != nil {
+			return nil, err
+		}
+		got = append(got, more...)
+	}
+	return got, nil
+}
+
+// claimTenant locks, in tx, at most n of tenant's due rows, oldest first,
+// but those of except (rows tx has locked already).
+func claimTenant(ctx context.Context, tx pgx.Tx, tenant string, now time.Time, n int, except []string) ([]Due, error) {
+	if except == nil {
+		except = []string{}
+	}
+	rows, err := tx.Query(ctx, `SELECT `+claimedColumns+` FROM (SELECT u.delivery_id, u.tenant, u.claimed_by FROM webhook.due u
+			WHERE u.tenant = $1 AND u.due_at <= $2 AND u.delivery_id <> ALL($4) ORDER BY u.due_at LIMIT $3 FOR UPDATE SKIP LOCKED) u
+		LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`, tenant, now, n, except)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanDue)
 }
 
 // expireClaims turns expired first-attempt claims (webhook.claims rows

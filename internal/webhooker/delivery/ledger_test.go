@@ -276,6 +276,91 @@ func TestLedgerClaimDue(t *testing.T) {
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM webhook.due WHERE claimed_by IS NULL AND due_at = $1`, now))
 }
 
+// TestLedgerClaimsFairlyBetweenTenants: a tenant's large backlog does not
+// hold back other tenants' due deliveries: each tenant due gets a share of
+// a claim, oldest first within the tenant, and the room a tenant leaves
+// goes to the others; with more tenants due than room, claims rotate
+// through them. (Ordered by due time alone, the first claim would be the
+// big tenant's oldest 100.)
+func TestLedgerClaimsFairlyBetweenTenants(t *testing.T) {
+	t.Parallel()
+	e := newLedgerEnv(t, DisableRule{})
+	now := e.t0
+	until := now.Add(8 * time.Second)
+	// due records jobs of tenant, each due d before now plus a microsecond
+	// per job, so that the first is the oldest.
+	due := func(tenant string, n int, d time.Duration) []string {
+		var jobs []Job
+		for i := range n {
+			j := e.job(fmt.Sprintf("%s-e%d", tenant, i), "ep-"+tenant)
+			j.Tenant, j.Event.Tenant = tenant, tenant
+			jobs = append(jobs, j)
+		}
+		_, _, err := e.l.Record(e.ctx, []Item{{Jobs: jobs, Shared: true}}, now.Add(-time.Minute), now)
+		require.NoError(t, err)
+		ids := make([]string, n)
+		for i, j := range jobs {
+			ids[i] = j.DeliveryID
+			e.exec(`UPDATE webhook.due SET due_at = $2 WHERE delivery_id = $1`, j.DeliveryID, now.Add(-d+time.Duration(i)*time.Microsecond))
+		}
+		return ids
+	}
+	big := due("big", 300, 10*time.Second)
+	mid := due("mid", 5, 5*time.Second)
+	small := due("small", 1, time.Second)
+
+	claim := func(limit int) (ids []string, byTenant map[string]int) {
+		got, err := e.l.ClaimDue(e.ctx, now, until, "me", limit)
+		require.NoError(t, err)
+		byTenant = map[string]int{}
+		for _, d := range got {
+			ids = append(ids, d.ID)
+			byTenant[d.Tenant]++
+		}
+		return ids, byTenant
+	}
+	ids, byTenant := claim(100)
+	require.Len(t, ids, 100, "the room is filled")
+	require.Equal(t, map[string]int{"big": 94, "mid": 5, "small": 1}, byTenant)
+	require.Subset(t, ids, append(append([]string{}, mid...), small...))
+	require.Subset(t, ids, big[:94], "the big tenant's oldest")
+
+	// One tenant due: it gets all the room.
+	ids, byTenant = claim(100)
+	require.Equal(t, map[string]int{"big": 100}, byTenant)
+	require.ElementsMatch(t, big[94:194], ids)
+
+	// More tenants due than room: each claim spreads over as many tenants
+	// as it has room for, and the next claims serve the others.
+	e.exec(`DELETE FROM webhook.due`)
+	left := map[string]int{} // tenant -> deliveries not yet claimed
+	var many []string
+	for i := range 5 {
+		tenant := fmt.Sprintf("t%d", i)
+		many = append(many, due(tenant, 2, time.Second)...)
+		left[tenant] = 2
+	}
+	seen := map[string]bool{}
+	for round := 0; len(seen) < len(many); round++ {
+		require.Less(t, round, 4, "claims of 3 take 10 deliveries in 4 rounds")
+		tenantsDue := 0
+		for _, n := range left {
+			if n > 0 {
+				tenantsDue++
+			}
+		}
+		ids, byTenant := claim(3)
+		require.Len(t, byTenant, min(3, tenantsDue), "round %d: %v", round, byTenant)
+		for tenant, n := range byTenant {
+			left[tenant] -= n
+		}
+		for _, id := range ids {
+			require.False(t, seen[id], "claimed twice: %s", id)
+			seen[id] = true
+		}
+	}
+}
+
 // TestLedgerDisablesAtThreshold: consecutive failures disable an endpoint
 // once they reach the rule's count and span, not before; the disabled
 // endpoint comes back as data, to announce.
