@@ -161,9 +161,20 @@ type Config struct {
 // ask for every message on its own.
 const Prefetch = 4
 
+// Router is a Watermill router of handlers bound to one durable, with the
+// subscriber it reads through and the connection that subscriber has to
+// itself. Run it with Run (the embedded message.Router's own Run neither
+// drains nor waits for the handlers on shutdown).
+type Router struct {
+	*message.Router
+	sub      *wmjs.Subscriber
+	nc       *nats.Conn
+	progress *progress
+}
+
 // NewRouter builds the router and its subscriber on nc (a connection of
 // its own: closing the subscriber drains it).
-func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, error) {
+func NewRouter(nc *nats.Conn, c Config) (*Router, error) {
 	wlog := quietLogger{LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(c.Log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}), log: c.Log}
 	p := &progress{maxHold: MaxHold}
 	if c.MaxHold > 0 {
@@ -183,12 +194,11 @@ func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, erro
 		ConsumeOptions:      []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(Prefetch)},
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("watermill subscriber: %w", err)
+		return nil, fmt.Errorf("watermill subscriber: %w", err)
 	}
-	progressOf.Store(sub, p)
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
 	if err != nil {
-		return nil, nil, fmt.Errorf("watermill router: %w", err)
+		return nil, fmt.Errorf("watermill router: %w", err)
 	}
 	router.AddMiddleware(
 		p.middleware, // outermost: covers retries and dead-lettering
@@ -201,10 +211,10 @@ func NewRouter(nc *nats.Conn, c Config) (*message.Router, *wmjs.Subscriber, erro
 	for i := range max(1, c.Handlers) {
 		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.Name, i), events.StreamName, drainedSubscriber{sub}, c.Handle)
 	}
-	return router, sub, nil
+	return &Router{Router: router, sub: sub, nc: nc, progress: p}, nil
 }
 
-// drainedSubscriber is the subscriber as the router sees it. RunRouter
+// drainedSubscriber is the subscriber as the router sees it. Router.Run
 // drains the subscriber's connection before it closes the router, so the
 // router's own Close of the subscriber finds the connection closed; that
 // is the clean path, not an error to log on every shutdown.
@@ -346,8 +356,8 @@ func (q quietLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
 	return quietLogger{LoggerAdapter: q.LoggerAdapter.With(fields), log: q.log}
 }
 
-// RunRouter runs router until ctx ends, then stops the flow into it before
-// it closes, and closes sub. The router runs on a context of its own: on
+// Run runs the router until ctx ends, then stops the flow into it before
+// it closes, and closes its subscriber. The router runs on a context of its own: on
 // shutdown, once every handler has subscribed, nc (the subscriber's own
 // connection) is drained while the handlers still run, so every message
 // already delivered is handed over, handled and acked or nacked; only then
@@ -356,35 +366,32 @@ func (q quietLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
 // blocked sending on it: "panic: send on closed channel", exit status 2 on
 // SIGTERM under load (found by the reliability suite). A stop during
 // start-up is not an error.
-func RunRouter(ctx context.Context, router *message.Router, sub *wmjs.Subscriber, nc *nats.Conn) error {
+func (r *Router) Run(ctx context.Context) error {
 	routerCtx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRouter()
 	go func() {
 		select {
 		case <-ctx.Done():
 			select {
-			case <-router.Running():
-				drain(nc)
+			case <-r.Running():
+				drain(r.nc)
 				// Draining ends when the connection has handed its last
 				// message to a subscriber callback, not when that callback
 				// has sent it on: wait for the handlers to take and finish
 				// what was handed over before the router closes the
 				// callbacks' output.
-				if p, ok := progressOf.Load(sub); ok {
-					p.(*progress).waitIdle(30 * time.Second)
-				}
+				r.progress.waitIdle(30 * time.Second)
 			case <-routerCtx.Done():
 			}
 		case <-routerCtx.Done():
 		}
-		_ = router.Close()
+		_ = r.Close()
 	}()
-	err := router.Run(routerCtx) // returns once the router is closed and handlers stop
+	err := r.Router.Run(routerCtx) // returns once the router is closed and handlers stop
 	if ctx.Err() != nil {
 		err = nil
 	}
-	_ = sub.Close()
-	progressOf.Delete(sub)
+	_ = r.sub.Close()
 	return err
 }
 

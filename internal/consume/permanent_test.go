@@ -48,7 +48,7 @@ func TestPermanentFailureDeadLetteredAtOnce(t *testing.T) {
 	)
 	letters := make(chan letter, 10)
 	snc := n.Connect(t)
-	router, sub, err := consume.NewRouter(snc, consume.Config{Consumer: "permanent", Name: "permanent", Handlers: 4, MaxDeliver: 5,
+	router, err := consume.NewRouter(snc, consume.Config{Consumer: "permanent", Name: "permanent", Handlers: 4, MaxDeliver: 5,
 		Handle: func(msg *message.Message) error {
 			ev, err := consume.Event(msg)
 			if err != nil {
@@ -78,7 +78,7 @@ func TestPermanentFailureDeadLetteredAtOnce(t *testing.T) {
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- consume.RunRouter(runCtx, router, sub, snc) }()
+	go func() { done <- router.Run(runCtx) }()
 	t.Cleanup(func() { stop(); require.NoError(t, <-done) })
 	<-router.Running()
 

@@ -48,7 +48,7 @@ type progress struct {
 	maxHold time.Duration
 	// busy counts the messages between unmarshal and the end of their
 	// handler: while it is above zero a subscriber callback may still send
-	// to the router (RunRouter waits for zero before it closes the router).
+	// to the router (Router.Run waits for zero before it closes the router).
 	busy atomic.Int64
 }
 
@@ -138,9 +138,6 @@ func (p *progress) keepAlive(jm jetstream.Msg) (stop func()) {
 		<-stopped
 	}
 }
-
-// progressOf finds a router's progress by its subscriber (RunRouter).
-var progressOf sync.Map // *wmjs.Subscriber -> *progress
 
 // waitIdle waits, up to within, until no message is between unmarshal and
 // the end of its handler, twice 10 ms apart (a callback that has just

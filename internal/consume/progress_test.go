@@ -42,14 +42,14 @@ func progressEnv(t *testing.T, durable string, ackWait time.Duration) (*testenv.
 
 func startRouter(t *testing.T, nc *nats.Conn, durable string, handle message.NoPublishHandlerFunc) {
 	t.Helper()
-	router, sub, err := consume.NewRouter(nc, consume.Config{Consumer: durable, Name: durable, Handlers: 1, MaxDeliver: 10,
+	router, err := consume.NewRouter(nc, consume.Config{Consumer: durable, Name: durable, Handlers: 1, MaxDeliver: 10,
 		Handle:     handle,
 		DeadLetter: func(context.Context, *message.Message, error) error { return nil },
 		Log:        slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- consume.RunRouter(ctx, router, sub, nc) }()
+	go func() { done <- router.Run(ctx) }()
 	t.Cleanup(func() {
 		stop()
 		require.NoError(t, <-done)
@@ -101,7 +101,7 @@ func TestStoppedConsumerRedeliveredAfterAckWait(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	dying := n.Connect(t)
-	router, _, err := consume.NewRouter(dying, consume.Config{Consumer: "stopped", Name: "dying", Handlers: 1, MaxDeliver: 10,
+	router, err := consume.NewRouter(dying, consume.Config{Consumer: "stopped", Name: "dying", Handlers: 1, MaxDeliver: 10,
 		Handle: func(*message.Message) error {
 			close(held)
 			<-release // a process that is stopped never returns
@@ -110,7 +110,7 @@ func TestStoppedConsumerRedeliveredAfterAckWait(t *testing.T) {
 		DeadLetter: func(context.Context, *message.Message, error) error { return nil },
 		Log:        slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
-	go func() { _ = router.Run(context.Background()) }()
+	go func() { _ = router.Router.Run(context.Background()) }() // watermill's own: no drain, as a process that stops
 	<-held
 
 	type delivery struct {

@@ -23,13 +23,13 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// TestRunRouterStopsWhileMessagesFlow stops a router of busy handlers
-// again and again while thousands of messages are pending: RunRouter must
+// TestRouterStopsWhileMessagesFlow stops a router of busy handlers
+// again and again while thousands of messages are pending: Router.Run must
 // drain the subscriber's connection before the router closes (closing it
 // first panics inside watermill-nats with "send on closed channel", which
 // kills the test binary), return nil, and leave every message either
 // handled or still pending for the next round.
-func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
+func TestRouterStopsWhileMessagesFlow(t *testing.T) {
 	ctx := context.Background()
 	n := testenv.StartNATS(t)
 	nc := n.Connect(t)
@@ -61,14 +61,14 @@ func TestRunRouterStopsWhileMessagesFlow(t *testing.T) {
 	for round := range 4 {
 		appendEvents(round)
 		snc := n.Connect(t)
-		router, sub, err := consume.NewRouter(snc, consume.Config{Consumer: "router-stop", Name: "stop", Handlers: 32, MaxDeliver: 10,
+		router, err := consume.NewRouter(snc, consume.Config{Consumer: "router-stop", Name: "stop", Handlers: 32, MaxDeliver: 10,
 			Handle:     func(*message.Message) error { time.Sleep(time.Millisecond); handled.Add(1); return nil },
 			DeadLetter: func(context.Context, *message.Message, error) error { return nil },
 			Log:        slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		require.NoError(t, err)
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- consume.RunRouter(runCtx, router, sub, snc) }()
+		go func() { done <- router.Run(runCtx) }()
 		// Stop only once this round's handlers are busy: messages flow.
 		before := handled.Load()
 		testenv.Poll(t, 30*time.Second, "messages handled in this round", func() bool { return handled.Load() > before })

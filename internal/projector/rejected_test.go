@@ -118,7 +118,7 @@ func otherConsumer(t *testing.T, b *bundle, name string) func() []string {
 	var mu sync.Mutex
 	var handled []string
 	nc := b.nats.Connect(t)
-	router, sub, err := consume.NewRouter(nc, consume.Config{Consumer: name, Name: name, Handlers: 2, MaxDeliver: 5, Log: b.log,
+	router, err := consume.NewRouter(nc, consume.Config{Consumer: name, Name: name, Handlers: 2, MaxDeliver: 5, Log: b.log,
 		Handle: func(msg *message.Message) error {
 			ev, err := consume.Event(msg)
 			if err != nil {
@@ -135,7 +135,7 @@ func otherConsumer(t *testing.T, b *bundle, name string) func() []string {
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- consume.RunRouter(runCtx, router, sub, nc) }()
+	go func() { done <- router.Run(runCtx) }()
 	t.Cleanup(func() { stop(); require.NoError(t, <-done) })
 	return func() []string {
 		mu.Lock()

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -325,7 +324,7 @@ func (f *fanout) deadLetter(ctx context.Context, msg *message.Message, cause err
 
 // newRouter builds the Watermill router of the fan-out with handlers
 // concurrent handlers bound to the pre-provisioned durable.
-func newRouter(nc *nats.Conn, f *fanout, handlers int, log *slog.Logger) (*message.Router, *wmjs.Subscriber, error) {
+func newRouter(nc *nats.Conn, f *fanout, handlers int, log *slog.Logger) (*consume.Router, error) {
 	return consume.NewRouter(nc, consume.Config{Consumer: f.consumer, Name: "webhook-fanout", Handlers: handlers,
 		MaxDeliver: f.maxDeliver, Handle: f.handle, DeadLetter: f.deadLetter, Log: log})
 }

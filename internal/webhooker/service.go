@@ -265,7 +265,7 @@ func (s *Service) Run(ctx context.Context) error {
 	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.Submit, leases: held, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
 		results: sink.log, sink: sink, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
-	router, sub, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
+	router, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
 	if err != nil {
 		return err
 	}
@@ -290,7 +290,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); sch.run(ctx, s.cfg.ScheduleEvery) }()
 	go func() { defer wg.Done(); s.retain(ctx) }()
-	runErr := consume.RunRouter(ctx, router, sub, s.fanoutNC)
+	runErr := router.Run(ctx)
 	wg.Wait()
 	d.Wait()
 	close(rw.in)
