@@ -421,8 +421,9 @@ func message(e Event) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
-	m := nats.NewMsg(subject)
-	m.Data = body
+	// Room for the batch headers publishAtomic adds, so the map does not
+	// grow per message.
+	m := &nats.Msg{Subject: subject, Data: body, Header: make(nats.Header, 6)}
 	m.Header.Set(HeaderMsgID, MsgID(e.Tenant, e.ID))
 	m.Header.Set("Content-Type", "application/json")
 	if e.Traceparent != "" {
