@@ -79,7 +79,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 		httpapi.Error(w, http.StatusUnsupportedMediaType, "send the body as JSON with 'Content-Type: application/json' (or CloudEvents: application/cloudevents+json, application/cloudevents-batch+json)")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, MaxBody), r.ContentLength)
 	if err != nil {
 		if h.overLimit(w, key, 1, now) {
 			return
@@ -139,6 +139,30 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 	}
 	h.metrics.appended(results)
 	httpapi.JSON(w, http.StatusAccepted, appendResponse{Events: results})
+}
+
+// readBody reads r to the end into one buffer of size+1 bytes when the
+// request declares its length (size, at most MaxBody), instead of the
+// doubling of io.ReadAll: a 40 KB batch body otherwise costs seven copies.
+// The server stops the body at its Content-Length, and r at MaxBody.
+func readBody(r io.Reader, size int64) ([]byte, error) {
+	if size <= 0 || size > MaxBody {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, 0, size+1) // +1: room to read the EOF without growing
+	for {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
 }
 
 // overLimit takes n events from the key's rate limit and, when they do not
