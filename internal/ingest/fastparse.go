@@ -320,7 +320,7 @@ func (s *keyScan) skip() {
 
 // object walks an object, calling field for each key; field consumes the
 // value and reports whether the key is allowed.
-func (s *keyScan) object(field func(key string) bool) bool {
+func (s *keyScan) object(field func(key []byte) bool) bool {
 	s.ws()
 	if s.b[s.i] != '{' {
 		s.skip() // not an object: the struct decode has already typed it
@@ -339,7 +339,7 @@ func (s *keyScan) object(field func(key string) bool) bool {
 		}
 		s.ws()
 		s.i++ // ':'
-		if !field(string(k)) {
+		if !field(k) { // []byte: a string would escape to the heap per key
 			return false
 		}
 		s.ws()
@@ -350,8 +350,8 @@ func (s *keyScan) object(field func(key string) bool) bool {
 }
 
 func (s *keyScan) ref() bool {
-	return s.object(func(k string) bool {
-		if k != "type" && k != "id" {
+	return s.object(func(k []byte) bool {
+		if string(k) != "type" && string(k) != "id" {
 			return false
 		}
 		s.skip()
@@ -368,8 +368,8 @@ func (s *keyScan) event() bool {
 }
 
 func (s *keyScan) eventKeys() bool {
-	return s.object(func(k string) bool {
-		switch k {
+	return s.object(func(k []byte) bool {
+		switch string(k) {
 		case "eventable", "creator":
 			return s.ref()
 		case "parents":
@@ -388,8 +388,8 @@ func (s *keyScan) eventKeys() bool {
 
 func batchKeysOK(body []byte) bool {
 	s := keyScan{b: body}
-	return s.object(func(k string) bool {
-		if k != "events" {
+	return s.object(func(k []byte) bool {
+		if string(k) != "events" {
 			return false
 		}
 		found, ok := s.array(s.event)
