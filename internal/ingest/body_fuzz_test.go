@@ -128,3 +128,37 @@ func FuzzFastEventScan(f *testing.F) {
 		}
 	})
 }
+
+// TestAppendResultsMatchesJSON: the 202 body written without reflection is
+// what httpapi.JSON writes, and ids it would escape fall back to it.
+func TestAppendResultsMatchesJSON(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		results []events.Result
+		fast    bool
+	}{
+		{[]events.Result{}, true},
+		{[]events.Result{{ID: "01936f0e-7c1a-7d4e-9b1a-3c2d1e0f4a5b", Seq: 1}}, true},
+		{[]events.Result{{ID: "a_b-C9", Seq: 18446744073709551615, Duplicate: true}, {ID: "x", Seq: 0}}, true},
+		{[]events.Result{{ID: "<&>", Seq: 3}}, true}, // httpapi.JSON does not escape HTML
+		{[]events.Result{{ID: "q\"uote", Seq: 2}}, false},
+		{[]events.Result{{ID: "Zoë\u2028", Seq: 4}}, false},
+	} {
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false) // as httpapi.JSON
+		if err := enc.Encode(appendResponse{Events: c.results}); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := appendResults([]byte("prefix"), c.results)
+		if ok != c.fast {
+			t.Fatalf("appendResults(%v) took the fast path: %v, want %v", c.results, ok, c.fast)
+		}
+		if ok && !bytes.Equal(got[len("prefix"):], want.Bytes()) {
+			t.Fatalf("appendResults(%v)\n got %s\nwant %s", c.results, got[len("prefix"):], want.Bytes())
+		}
+	}
+	if _, ok := appendResults(nil, nil); ok {
+		t.Fatal("nil results must fall back (encoding/json writes null)")
+	}
+}

@@ -339,7 +339,8 @@ func (s *keyScan) object(field func(key []byte) bool) bool {
 		}
 		s.ws()
 		s.i++ // ':'
-		if !field(k) { // []byte: a string would escape to the heap per key
+		// k stays []byte: a string would escape to the heap for every key.
+		if !field(k) {
 			return false
 		}
 		s.ws()
