@@ -48,6 +48,8 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s; the FuzzAcceptedI
 	scripts/fuzz.sh ./pkg/events FuzzSubject $(FUZZTIME)
 	scripts/fuzz.sh ./internal/ingest FuzzParseBody $(FUZZTIME)
 	scripts/fuzz.sh ./internal/ingest FuzzParseFastAgreesWithStrict $(FUZZTIME)
+	scripts/fuzz.sh ./internal/ingest FuzzFastEventScan $(FUZZTIME)
+	scripts/fuzz.sh ./pkg/events FuzzAppendInput $(FUZZTIME)
 	scripts/fuzz.sh ./pkg/webhook FuzzVerify $(FUZZTIME)
 	scripts/fuzz.sh ./internal/projector FuzzCursor $(FUZZTIME)
 	scripts/fuzz.sh ./internal/projector FuzzParseQuery $(FUZZTIME)

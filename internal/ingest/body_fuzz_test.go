@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/json"
 	"reflect"
 	"testing"
 	"time"
@@ -94,5 +95,70 @@ func TestParseBodySlowLeavesBodyIntact(t *testing.T) {
 	}
 	if !bytes.Equal(body, before) {
 		t.Fatalf("the body changed:\n%s\n%s", before, body)
+	}
+}
+
+// FuzzFastEventScan: whatever fastEvent's own scan decodes, encoding/json
+// decodes the same, and fastEvent.UnmarshalJSON always agrees with it.
+func FuzzFastEventScan(f *testing.F) {
+	f.Add([]byte(`{"id":"a","tenant":"acme","action":"x","eventable":{"type":"t","id":"1"},"creator":{"id":"2","type":"u"},"parents":[{"type":"b","id":"3"}],"particulars":{"a":[1,"}"]},"occurred_at":"2026-11-25T09:00:00Z"}`))
+	f.Add([]byte(` { "parents" : [ ] , "particulars" : null , "id" : "a" } `))
+	f.Add([]byte(`{"id":"a","id":"b","eventable":{"type":"t","type":"u"}}`))
+	f.Add([]byte(`{"parents":[{"type":"b","id":"3"}],"parents":[{"type":"c"}]}`))
+	f.Add([]byte(`{"Action":"x","eventable":{"Type":"t","id":"\u00e9"},"creator":null,"occurred_at":null}`))
+	f.Add([]byte(`{"id":"Zoë","tenant":1,"parents":null}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !json.Valid(data) {
+			return
+		}
+		var want fastEventJSON
+		wantErr := json.Unmarshal(data, &want)
+		var got fastEvent
+		gotErr := json.Unmarshal(data, &got)
+		if (wantErr == nil) != (gotErr == nil) {
+			t.Fatalf("encoding/json: %v, fastEvent: %v: %q", wantErr, gotErr, data)
+		}
+		if wantErr == nil && !reflect.DeepEqual(fastEvent(want), got) {
+			t.Fatalf("differs:\njson %+v\nfast %+v\nbody %q", want, got, data)
+		}
+		var scanned fastEvent
+		if wantErr == nil && scanned.scan(data) && !reflect.DeepEqual(fastEvent(want), scanned) {
+			t.Fatalf("scan differs:\njson %+v\nscan %+v\nbody %q", want, scanned, data)
+		}
+	})
+}
+
+// TestAppendResultsMatchesJSON: the 202 body written without reflection is
+// what httpapi.JSON writes, and ids it would escape fall back to it.
+func TestAppendResultsMatchesJSON(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		results []events.Result
+		fast    bool
+	}{
+		{[]events.Result{}, true},
+		{[]events.Result{{ID: "01936f0e-7c1a-7d4e-9b1a-3c2d1e0f4a5b", Seq: 1}}, true},
+		{[]events.Result{{ID: "a_b-C9", Seq: 18446744073709551615, Duplicate: true}, {ID: "x", Seq: 0}}, true},
+		{[]events.Result{{ID: "<&>", Seq: 3}}, true}, // httpapi.JSON does not escape HTML
+		{[]events.Result{{ID: "q\"uote", Seq: 2}}, false},
+		{[]events.Result{{ID: "Zoë\u2028", Seq: 4}}, false},
+	} {
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false) // as httpapi.JSON
+		if err := enc.Encode(appendResponse{Events: c.results}); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := appendResults([]byte("prefix"), c.results)
+		if ok != c.fast {
+			t.Fatalf("appendResults(%v) took the fast path: %v, want %v", c.results, ok, c.fast)
+		}
+		if ok && !bytes.Equal(got[len("prefix"):], want.Bytes()) {
+			t.Fatalf("appendResults(%v)\n got %s\nwant %s", c.results, got[len("prefix"):], want.Bytes())
+		}
+	}
+	if _, ok := appendResults(nil, nil); ok {
+		t.Fatal("nil results must fall back (encoding/json writes null)")
 	}
 }

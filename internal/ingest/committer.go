@@ -118,7 +118,11 @@ func NewCommitter(appender Appender, cfg CommitterConfig) *Committer {
 // appendAtomic appends every request of a group in one atomic batch (or
 // as few as MaxBatch allows): one outcome for the whole group.
 func appendAtomic(ctx context.Context, appender Appender, reqs [][]events.Event) ([][]events.Result, error) {
-	var all []events.Event
+	n := 0
+	for _, r := range reqs {
+		n += len(r)
+	}
+	all := make([]events.Event, 0, n) // events are 200 bytes: grown by doubling, a group of 600 copied ~10 times
 	for _, r := range reqs {
 		all = append(all, r...)
 	}

@@ -25,6 +25,169 @@ type fastEvent struct {
 	OccurredAt  *string         `json:"occurred_at"`
 }
 
+// fastEventJSON is fastEvent decoded by encoding/json's reflection.
+type fastEventJSON fastEvent
+
+// UnmarshalJSON reads the common event, exact keys each at most once and
+// strings of printable ASCII without escapes, in one pass without
+// reflection (scan); anything else it leaves to encoding/json, so the
+// result is always what encoding/json decodes (FuzzFastEventScan).
+// encoding/json has already checked that data is valid JSON.
+func (f *fastEvent) UnmarshalJSON(data []byte) error {
+	if f.scan(data) {
+		return nil
+	}
+	*f = fastEvent{}
+	return json.Unmarshal(data, (*fastEventJSON)(f))
+}
+
+// scan decodes data, valid JSON, into the zero f when it is an object
+// scan handles (UnmarshalJSON), or reports false.
+func (f *fastEvent) scan(data []byte) bool {
+	s := keyScan{b: data}
+	s.ws()
+	if s.b[s.i] != '{' {
+		return false
+	}
+	s.i++
+	var seen uint8
+	for {
+		s.ws()
+		if s.b[s.i] == '}' {
+			return true
+		}
+		k, ok := s.str()
+		if !ok {
+			return false
+		}
+		s.ws()
+		s.i++ // ':'
+		s.ws()
+		var bit uint8
+		switch string(k) {
+		case "id":
+			bit, ok = 1<<0, s.plain(&f.ID)
+		case "tenant":
+			bit, ok = 1<<1, s.plain(&f.Tenant)
+		case "action":
+			bit, ok = 1<<2, s.plain(&f.Action)
+		case "eventable":
+			bit, ok = 1<<3, s.plainRef(&f.Eventable)
+		case "creator":
+			bit, ok = 1<<4, s.plainRef(&f.Creator)
+		case "parents":
+			bit, ok = 1<<5, s.plainRefs(&f.Parents)
+		case "particulars":
+			start := s.i
+			s.skip()
+			bit, ok = 1<<6, true
+			f.Particulars = bytes.Clone(s.b[start:s.i]) // as encoding/json copies a RawMessage
+		case "occurred_at":
+			var t string
+			bit, ok = 1<<7, s.plain(&t)
+			f.OccurredAt = &t
+		default:
+			return false
+		}
+		if !ok || seen&bit != 0 { // a repeated key: encoding/json merges
+			return false
+		}
+		seen |= bit
+		s.ws()
+		if s.b[s.i] == ',' {
+			s.i++
+		}
+	}
+}
+
+// plain reads a string of printable ASCII without escapes into dst, which
+// is then exactly what encoding/json decodes; false for anything else.
+func (s *keyScan) plain(dst *string) bool {
+	if s.b[s.i] != '"' {
+		return false
+	}
+	start := s.i + 1
+	for i := start; i < len(s.b); i++ {
+		switch c := s.b[i]; {
+		case c == '"':
+			*dst = string(s.b[start:i])
+			s.i = i + 1
+			return true
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			return false
+		}
+	}
+	return false
+}
+
+// plainRef reads {"type": ..., "id": ...} (each key at most once, no
+// other) with plain strings into the zero r.
+func (s *keyScan) plainRef(r *events.Ref) bool {
+	if s.b[s.i] != '{' {
+		return false
+	}
+	s.i++
+	var seen uint8
+	for {
+		s.ws()
+		if s.b[s.i] == '}' {
+			s.i++
+			return true
+		}
+		k, ok := s.str()
+		if !ok {
+			return false
+		}
+		s.ws()
+		s.i++ // ':'
+		s.ws()
+		var bit uint8
+		switch string(k) {
+		case "type":
+			bit, ok = 1, s.plain(&r.Type)
+		case "id":
+			bit, ok = 2, s.plain(&r.ID)
+		default:
+			return false
+		}
+		if !ok || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		s.ws()
+		if s.b[s.i] == ',' {
+			s.i++
+		}
+	}
+}
+
+// plainRefs reads an array of plainRef objects into the nil *dst: an
+// empty array is an empty slice, not nil, as encoding/json decodes it.
+func (s *keyScan) plainRefs(dst *[]events.Ref) bool {
+	if s.b[s.i] != '[' {
+		return false
+	}
+	s.i++
+	out := make([]events.Ref, 0, 2)
+	for {
+		s.ws()
+		if s.b[s.i] == ']' {
+			s.i++
+			*dst = out
+			return true
+		}
+		var r events.Ref
+		if !s.plainRef(&r) {
+			return false
+		}
+		out = append(out, r)
+		s.ws()
+		if s.b[s.i] == ',' {
+			s.i++
+		}
+	}
+}
+
 // parseFast decodes and normalizes a body that is entirely valid, or
 // reports false so the strict parser can name the problems. Whatever it
 // accepts, the strict parser accepts with the same events
@@ -157,7 +320,7 @@ func (s *keyScan) skip() {
 
 // object walks an object, calling field for each key; field consumes the
 // value and reports whether the key is allowed.
-func (s *keyScan) object(field func(key string) bool) bool {
+func (s *keyScan) object(field func(key []byte) bool) bool {
 	s.ws()
 	if s.b[s.i] != '{' {
 		s.skip() // not an object: the struct decode has already typed it
@@ -176,7 +339,8 @@ func (s *keyScan) object(field func(key string) bool) bool {
 		}
 		s.ws()
 		s.i++ // ':'
-		if !field(string(k)) {
+		// k stays []byte: a string would escape to the heap for every key.
+		if !field(k) {
 			return false
 		}
 		s.ws()
@@ -187,8 +351,8 @@ func (s *keyScan) object(field func(key string) bool) bool {
 }
 
 func (s *keyScan) ref() bool {
-	return s.object(func(k string) bool {
-		if k != "type" && k != "id" {
+	return s.object(func(k []byte) bool {
+		if string(k) != "type" && string(k) != "id" {
 			return false
 		}
 		s.skip()
@@ -205,8 +369,8 @@ func (s *keyScan) event() bool {
 }
 
 func (s *keyScan) eventKeys() bool {
-	return s.object(func(k string) bool {
-		switch k {
+	return s.object(func(k []byte) bool {
+		switch string(k) {
 		case "eventable", "creator":
 			return s.ref()
 		case "parents":
@@ -225,8 +389,8 @@ func (s *keyScan) eventKeys() bool {
 
 func batchKeysOK(body []byte) bool {
 	s := keyScan{b: body}
-	return s.object(func(k string) bool {
-		if k != "events" {
+	return s.object(func(k []byte) bool {
+		if string(k) != "events" {
 			return false
 		}
 		found, ok := s.array(s.event)

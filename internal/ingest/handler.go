@@ -79,7 +79,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 		httpapi.Error(w, http.StatusUnsupportedMediaType, "send the body as JSON with 'Content-Type: application/json' (or CloudEvents: application/cloudevents+json, application/cloudevents-batch+json)")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, MaxBody), r.ContentLength)
 	if err != nil {
 		if h.overLimit(w, key, 1, now) {
 			return
@@ -138,7 +138,66 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 		return
 	}
 	h.metrics.appended(results)
+	if body, ok := appendResults(make([]byte, 0, 16+len(results)*72), results); ok {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write(body)
+		return
+	}
 	httpapi.JSON(w, http.StatusAccepted, appendResponse{Events: results})
+}
+
+// appendResults writes the 202 body, byte for byte what httpapi.JSON writes
+// for appendResponse, without reflection (a 100-event request answers 100
+// results); false when an id is not plain ASCII that needs no escaping,
+// which a validated id always is (TestAppendResultsMatchesJSON).
+func appendResults(dst []byte, results []events.Result) ([]byte, bool) {
+	if results == nil {
+		return dst, false // encoding/json writes null
+	}
+	dst = append(dst, `{"events":[`...)
+	for i, r := range results {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"id":"`...)
+		for j := 0; j < len(r.ID); j++ {
+			if c := r.ID[j]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+				return dst, false
+			}
+		}
+		dst = append(dst, r.ID...)
+		dst = append(dst, `","seq":`...)
+		dst = strconv.AppendUint(dst, r.Seq, 10)
+		dst = append(dst, `,"duplicate":`...)
+		dst = strconv.AppendBool(dst, r.Duplicate)
+		dst = append(dst, '}')
+	}
+	return append(dst, "]}\n"...), true
+}
+
+// readBody reads r to the end into one buffer of size+1 bytes when the
+// request declares its length (size, at most MaxBody), instead of the
+// doubling of io.ReadAll: a 40 KB batch body otherwise costs seven copies.
+// The server stops the body at its Content-Length, and r at MaxBody.
+func readBody(r io.Reader, size int64) ([]byte, error) {
+	if size <= 0 || size > MaxBody {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, 0, size+1) // +1: room to read the EOF without growing
+	for {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
 }
 
 // overLimit takes n events from the key's rate limit and, when they do not

@@ -330,16 +330,36 @@ func (p *Publisher) AppendEach(ctx context.Context, es []Event) ([]Result, []err
 	return results, errs
 }
 
+// batchSeqValues[i] is the header value of Nats-Batch-Sequence i+1, and
+// batchCommitValue the one of Nats-Batch-Commit: made once rather than
+// for every message of every batch.
+var (
+	batchSeqValues = func() (v [MaxBatch][]string) {
+		for i := range v {
+			v[i] = []string{strconv.Itoa(i + 1)}
+		}
+		return v
+	}()
+	batchCommitValue = []string{"1"}
+)
+
 // publishAtomic sends msgs as one atomic batch and returns the stream
 // sequence of the last one. Every message but the last is published without
 // waiting; the server answers the commit with the outcome of the whole batch.
 func (p *Publisher) publishAtomic(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
+	if len(msgs) > MaxBatch {
+		return 0, fmt.Errorf("an atomic batch of %d messages; at most %d", len(msgs), MaxBatch)
+	}
 	id := nuid.Next()
+	// One value slice for the whole batch's id, and the sequence numbers
+	// made once: nats.go only reads header values, and a slice of capacity
+	// 1 is copied by any append.
+	idValue := []string{id}
 	for i, m := range msgs {
-		m.Header.Set(hdrBatchID, id)
-		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
+		m.Header[hdrBatchID] = idValue
+		m.Header[hdrBatchSeq] = batchSeqValues[i]
 		if i == len(msgs)-1 {
-			m.Header.Set(hdrBatchCommit, "1")
+			m.Header[hdrBatchCommit] = batchCommitValue
 			break
 		}
 		if err := p.nc.PublishMsg(m); err != nil {
@@ -421,8 +441,9 @@ func message(e Event) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
-	m := nats.NewMsg(subject)
-	m.Data = body
+	// Room for the batch headers publishAtomic adds, so the map does not
+	// grow per message.
+	m := &nats.Msg{Subject: subject, Data: body, Header: make(nats.Header, 6)}
 	m.Header.Set(HeaderMsgID, MsgID(e.Tenant, e.ID))
 	m.Header.Set("Content-Type", "application/json")
 	if e.Traceparent != "" {
