@@ -31,6 +31,7 @@ type Options struct {
 	Floor       time.Duration // length of each raw-floor measurement
 	Runs        int
 	Poll        time.Duration // the timeline poll interval of the latency measurement
+	Seed        int           // events recorded before the first phase; default SeedEvents
 	Progress    io.Writer
 }
 
@@ -93,7 +94,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	defer floorNATS.stop()
 
-	if err := seed(ctx, s); err != nil {
+	if o.Seed <= 0 {
+		o.Seed = SeedEvents
+	}
+	if err := seed(ctx, s, o.Seed); err != nil {
 		return Result{}, err
 	}
 	var res Result
@@ -342,7 +346,7 @@ func measureFloors(ctx context.Context, o Options, s *system, floorNATS *proc, f
 	return append(floors, f), nil
 }
 
-// seedEvents is the backlog recorded before the first phase: enough that
+// SeedEvents is the default backlog recorded before the first phase: enough that
 // the tables the consumers read (watches, inboxes, the timeline) are of a
 // size at which the planner picks the plans of a table in use, once
 // ANALYZE has run (autovacuum is off on the benchmark machine; with a few
@@ -350,14 +354,14 @@ func measureFloors(ctx context.Context, o Options, s *system, floorNATS *proc, f
 // table was planned as a sequential scan that read ~1,300 rows per event
 // by the end of a phase), and the poller-only phase reads full pages of
 // the activity feed, as the timeline poll of the rate phases does.
-const seedEvents = 5000
+const SeedEvents = 5000
 
-// seed records seedEvents events in batches of 100 and waits until the
-// last is readable.
-func seed(ctx context.Context, s *system) error {
+// seed records n events in batches of 100 and waits until the last is
+// readable.
+func seed(ctx context.Context, s *system, n int) error {
 	gen := dev.NewDemoGenerator(uint64(time.Now().UnixNano()))
 	var batch []map[string]any
-	for n := 0; n < seedEvents; n += len(batch) {
+	for done := 0; done < n; done += len(batch) {
 		batch = gen.Next(100)
 		if err := postBatch(ctx, s, batch); err != nil {
 			return err

@@ -30,7 +30,7 @@ func TestRunAttributesEveryProcess(t *testing.T) {
 	o := effbench.Options{
 		BinDir: filepath.Dir(bin), NATSServer: testenv.NATSServerBinary(t), DatabaseURL: testenv.Database(t),
 		Rates: []int{100}, Duration: 3 * time.Second, Warmup: time.Second, Idle: time.Second, Floor: 300 * time.Millisecond,
-		Runs: 1, Poll: 10 * time.Millisecond,
+		Runs: 1, Poll: 10 * time.Millisecond, Seed: 200,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
