@@ -39,6 +39,10 @@ type Options struct {
 	// phase opens (true) and closes (false), before the wait for the
 	// stragglers: `eventline bench efficiency` samples CPU time there.
 	Window func(open bool)
+	// NoTimeline leaves the timeline unread: the pipeline does only its
+	// own work (a read of the newest page costs more than an event), and
+	// ToTimeline stays empty. `eventline bench efficiency` measures CPU so.
+	NoTimeline bool
 }
 
 // Latency summarises one latency distribution.
@@ -143,7 +147,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	defer stopPoll()
-	go pollTimeline(pollCtx, c, o.ProjectorURL, o.Poll, tr)
+	if !o.NoTimeline {
+		go pollTimeline(pollCtx, c, o.ProjectorURL, o.Poll, tr)
+	}
 
 	res := Result{Rate: o.Rate, PollInterval: o.Poll}
 	gen := dev.NewDemoGenerator(uint64(time.Now().UnixNano()))
@@ -213,7 +219,7 @@ loop:
 	res.Polls = int(tr.polls.Load())
 
 	// Wait until every acknowledged event is observed, or 30s pass.
-	waitSeen(ctx, tr, 30*time.Second)
+	waitSeen(ctx, tr, !o.NoTimeline, 30*time.Second)
 	tr.mu.Lock()
 	res.Acked = len(tr.acked)
 	res.Achieved = float64(len(tr.acked)) / o.Duration.Seconds()
@@ -284,13 +290,15 @@ func burst(ctx context.Context, c *client, o Options, gen *dev.DemoGenerator, tr
 	return nil
 }
 
-func waitSeen(ctx context.Context, tr *tracker, within time.Duration) {
+// waitSeen waits until every acknowledged event has reached the receiver
+// and, with timeline, the timeline, or until within has passed.
+func waitSeen(ctx context.Context, tr *tracker, timeline bool, within time.Duration) {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		tr.mu.Lock()
 		missing := 0
 		for id := range tr.acked {
-			if _, ok := tr.timeline[id]; !ok {
+			if _, ok := tr.timeline[id]; timeline && !ok {
 				missing++
 			} else if _, ok := tr.webhook[id]; !ok {
 				missing++

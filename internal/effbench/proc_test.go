@@ -115,7 +115,7 @@ func TestPipelineLeavesOutTheLoadGeneratorAndSharedPostgres(t *testing.T) {
 	}
 }
 
-func TestPollCostAndNet(t *testing.T) {
+func TestPollCostAndFloor(t *testing.T) {
 	idle := Phase{Usage: Usage{Wall: 10 * time.Second, CPU: map[string]time.Duration{"nats-server": time.Second}}} // 0.1 core
 	poller := Phase{Polls: 1000, Usage: Usage{Wall: 5 * time.Second, CPU: map[string]time.Duration{
 		"nats-server": 500 * time.Millisecond, "projector": 2 * time.Second, "bench": time.Hour,
@@ -126,13 +126,6 @@ func TestPollCostAndNet(t *testing.T) {
 	}
 	if got := PollCost(idle, Phase{}); got != 0 {
 		t.Errorf("no reads: %v", got)
-	}
-	// 10s over 1000 events, 2000 reads at 2ms = 4s of it: 6 ms per event.
-	if got := NetPerEvent(10*time.Second, 1000, 2000, 2*time.Millisecond); got != 6000 {
-		t.Errorf("NetPerEvent = %v µs, want 6000", got)
-	}
-	if got := NetPerEvent(time.Second, 10, 2000, 2*time.Millisecond); got != 0 {
-		t.Errorf("reads costing more than measured: %v, want 0", got)
 	}
 	if got := FloorPerEvent(400, 70, 280); got != 400+140+840 {
 		t.Errorf("FloorPerEvent = %v", got)

@@ -45,7 +45,10 @@ func TestRunAttributesEveryProcess(t *testing.T) {
 	}
 	require.NotNil(t, rate, "%+v", res.Runs[0])
 	require.Greater(t, rate.Events, 100)
-	require.Positive(t, rate.Polls)
+	require.Zero(t, rate.Polls, "the CPU window must not read the timeline")
+	require.Positive(t, rate.Timeline.N, "no 202 → timeline latency measured")
+	require.Zero(t, rate.Timeline.Missing, "events never seen in the timeline")
+	require.Positive(t, rate.Webhook.N, "no 202 → webhook latency measured")
 	for _, g := range []string{"ingest", "nats-server", "projector", "notifier", "webhooker", "pg:ingest", "pg:projector", "pg:webhooker"} {
 		require.Positive(t, rate.Usage.CPU[g], "no CPU attributed to %s: %v", g, rate.Usage.CPU)
 	}
@@ -58,4 +61,5 @@ func TestRunAttributesEveryProcess(t *testing.T) {
 	effbench.Report(&out, o, res)
 	require.Contains(t, out.String(), "| 100 ev/s |")
 	require.True(t, strings.Contains(out.String(), "Floor of one event"), out.String())
+	require.Contains(t, out.String(), "measured while nothing reads the timeline")
 }
