@@ -133,7 +133,7 @@ run: tools ## run eventline locally: nats-server (fsync always), migrations, a d
 	scripts/run.sh
 
 .PHONY: bench-efficiency
-bench-efficiency: tools build ## CPU per event of each process (services, nats-server, Postgres backends) at 50/200/1,000/5,000 events/s, and the raw floor; ~10 min, medians of 3 runs
+bench-efficiency: tools build ## CPU per event of each process (services, nats-server, Postgres backends) at 50/200/1,000/5,000 events/s, and the raw floor; ~15 min, medians of 3 runs
 	@mkdir -p bench-results
 	bin/eventline bench efficiency --rates $(EFFICIENCY_RATES) --duration 20s --runs 3 --json bench-results/efficiency.json | tee bench-results/efficiency.md
 
