@@ -74,10 +74,14 @@ func Report(w io.Writer, o Options, res Result) {
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
 
-	floor := FloorPerEvent(floorMedian(res, "publish", Floor.PerOp), floorMedian(res, "http", Floor.PerOp), floorMedian(res, "insert", Floor.PerOp))
-	fmt.Fprintf(w, "\nCPU per event in µs by process, measured while nothing reads the timeline; the latencies come from a second window at the same rate with the timeline read every %s (one read costs the pipeline %.0f µs, from the poller-only phase); \"/ floor\" is the pipeline over the raw floor below:\n\n", o.Poll,
+	floorAt := func(pace int) float64 {
+		return FloorPerEvent(floorMedian(res, FloorName("publish", pace), Floor.PerOp), floorMedian(res, FloorName("http", pace), Floor.PerOp),
+			floorMedian(res, FloorName("insert", pace), Floor.PerOp))
+	}
+	floor := floorAt(0)
+	fmt.Fprintf(w, "\nCPU per event in µs by process, measured while nothing reads the timeline; the latencies come from a second window at the same rate with the timeline read every %s (one read costs the pipeline %.0f µs, from the poller-only phase); \"/ floor\" is the pipeline over the raw floor below, its operations back to back, and \"/ floor at rate\" over the floor of the same operations paced at the rate (each from idle, as events arrive at low rates):\n\n", o.Poll,
 		medianOf(res, "poller", func(p Phase) float64 { return PerEvent(pollCost(res, p), 1) }))
-	head("rate", "pipeline", "/ floor", "achieved ev/s", "202→timeline p50/p99 ms", "202→webhook p50/p99 ms")
+	head("rate", "pipeline", "/ floor", "/ floor at rate", "achieved ev/s", "202→timeline p50/p99 ms", "202→webhook p50/p99 ms")
 	for _, r := range o.Rates {
 		n := fmt.Sprint(r)
 		row := []string{n + " ev/s"}
@@ -85,29 +89,43 @@ func Report(w io.Writer, o Options, res Result) {
 			row = append(row, fmt.Sprintf("%.0f", medianOf(res, n, func(p Phase) float64 { return PerEvent(p.Usage.CPU[g], p.Events) })))
 		}
 		pipeline := medianOf(res, n, func(p Phase) float64 { return PerEvent(p.Usage.Pipeline(), p.Events) })
+		paced := "—"
+		if r <= PacedFloorRate {
+			paced = fmt.Sprintf("%.1f", pipeline/floorAt(r))
+		}
 		row = append(row,
 			fmt.Sprintf("**%.0f**", pipeline),
 			fmt.Sprintf("%.1f", pipeline/floor),
+			paced,
 			fmt.Sprintf("%.0f", medianOf(res, n, func(p Phase) float64 { return p.Achieved })),
 			fmt.Sprintf("%.1f / %.1f", medianOf(res, n, func(p Phase) float64 { return ms(p.Timeline.P50) }), medianOf(res, n, func(p Phase) float64 { return ms(p.Timeline.P99) })),
 			fmt.Sprintf("%.1f / %.1f", medianOf(res, n, func(p Phase) float64 { return ms(p.Webhook.P50) }), medianOf(res, n, func(p Phase) float64 { return ms(p.Webhook.P99) })))
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
 
-	fmt.Fprintf(w, "\nRaw floor, same run, sequential, µs of CPU per operation (client + server):\n\n| operation | client | server | total | ops/s |\n|---|---:|---:|---:|---:|\n")
-	per := map[string]float64{}
-	for _, f := range []struct{ name, label string }{
-		{"publish", "plain durable JetStream publish of one event (PubAck after fsync)"},
-		{"http", "one HTTP request with one event to a handler that answers 202"},
-		{"insert", "one single-row Postgres INSERT, own transaction"},
-	} {
-		per[f.name] = floorMedian(res, f.name, Floor.PerOp)
-		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0f |\n", f.label,
-			floorMedian(res, f.name, func(fl Floor) float64 { return PerEvent(fl.Client, fl.Ops) }),
-			floorMedian(res, f.name, func(fl Floor) float64 { return PerEvent(fl.Server, fl.Ops) }),
-			per[f.name], floorMedian(res, f.name, func(fl Floor) float64 { return float64(fl.Ops) / o.Floor.Seconds() }))
+	fmt.Fprintf(w, "\nRaw floor, same run, sequential, µs of CPU per operation (client + server):\n\n| operation | pace | client | server | total | ops/s |\n|---|---|---:|---:|---:|---:|\n")
+	for _, pace := range append([]int{0}, pacedRates(o.Rates)...) {
+		label := "back to back"
+		if pace > 0 {
+			label = fmt.Sprintf("%d/s", pace)
+		}
+		for _, f := range []struct{ name, label string }{
+			{"publish", "plain durable JetStream publish of one event (PubAck after fsync)"},
+			{"http", "one HTTP request with one event to a handler that answers 202"},
+			{"insert", "one single-row Postgres INSERT, own transaction"},
+		} {
+			name := FloorName(f.name, pace)
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f | %.0f |\n", f.label, label,
+				floorMedian(res, name, func(fl Floor) float64 { return PerEvent(fl.Client, fl.Ops) }),
+				floorMedian(res, name, func(fl Floor) float64 { return PerEvent(fl.Server, fl.Ops) }),
+				floorMedian(res, name, Floor.PerOp), floorMedian(res, name, func(fl Floor) float64 { return float64(fl.Ops) / o.Floor.Seconds() }))
+		}
 	}
-	fmt.Fprintf(w, "\nFloor of one event through the pipeline: 1 publish + 2 HTTP requests (ingest, webhook delivery) + 3 inserts (one per consumer) = **%.0f µs**.\n", floor)
+	fmt.Fprintf(w, "\nFloor of one event through the pipeline: 1 publish + 2 HTTP requests (ingest, webhook delivery) + 3 inserts (one per consumer) = **%.0f µs** back to back", floor)
+	for _, pace := range pacedRates(o.Rates) {
+		fmt.Fprintf(w, ", **%.0f µs** at %d/s", floorAt(pace), pace)
+	}
+	fmt.Fprintf(w, ".\n")
 }
 
 // FloorPerEvent is the raw floor of one event's trip: its publish, the

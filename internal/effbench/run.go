@@ -258,31 +258,18 @@ func measureFloors(ctx context.Context, o Options, s *system, floorNATS *proc, f
 		return nil, err
 	}
 	self := os.Getpid()
-	timed := func(name string, server int, op func() error) (Floor, error) {
-		c0, _ := ProcessCPU(self)
-		var s0 time.Duration
-		if server > 0 {
-			s0, _ = ProcessCPU(server)
-		}
-		f := Floor{Name: name}
-		for end := time.Now().Add(o.Floor); time.Now().Before(end); f.Ops++ {
-			if err := op(); err != nil {
-				return f, fmt.Errorf("floor %s: %w", name, err)
-			}
-		}
-		c1, err := ProcessCPU(self)
-		if err != nil {
-			return f, err
-		}
-		f.Client = c1 - c0
-		if server > 0 {
-			s1, err := ProcessCPU(server)
+	// timed runs op back to back for o.Floor, then once at each of the
+	// paced rates (PacedFloorRate).
+	timed := func(name string, server int, op func() error) ([]Floor, error) {
+		var out []Floor
+		for _, pace := range append([]int{0}, pacedRates(o.Rates)...) {
+			f, err := timedAt(ctx, o.Floor, self, server, FloorName(name, pace), pace, op)
 			if err != nil {
-				return f, err
+				return nil, err
 			}
-			f.Server = s1 - s0
+			out = append(out, f)
 		}
-		return f, nil
+		return out, nil
 	}
 	var floors []Floor
 
@@ -303,7 +290,7 @@ func measureFloors(ctx context.Context, o Options, s *system, floorNATS *proc, f
 	if err != nil {
 		return nil, err
 	}
-	floors = append(floors, f)
+	floors = append(floors, f...)
 
 	// One HTTP request to a trivial handler (client and server here).
 	var lc net.ListenConfig
@@ -336,7 +323,7 @@ func measureFloors(ctx context.Context, o Options, s *system, floorNATS *proc, f
 	if err != nil {
 		return nil, err
 	}
-	floors = append(floors, f)
+	floors = append(floors, f...)
 
 	// One single-row INSERT, autocommitted (synchronous_commit as the
 	// services have it).
@@ -362,7 +349,75 @@ func measureFloors(ctx context.Context, o Options, s *system, floorNATS *proc, f
 	if err != nil {
 		return nil, err
 	}
-	return append(floors, f), nil
+	return append(floors, f...), nil
+}
+
+// PacedFloorRate is the highest rate at which the floors are also measured
+// paced, one operation at a time at that rate: at low rates every event
+// arrives alone into processes that have gone idle, and waking them is
+// part of what any implementation pays (BENCHMARKS.md "Where the CPU goes at
+// low rates"); operations back to back never go idle.
+const PacedFloorRate = 200
+
+func pacedRates(rates []int) []int {
+	var out []int
+	for _, r := range rates {
+		if r <= PacedFloorRate {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// FloorName names the floor of operation op measured at pace operations a
+// second (0: back to back).
+func FloorName(op string, pace int) string {
+	if pace == 0 {
+		return op
+	}
+	return fmt.Sprintf("%s@%d", op, pace)
+}
+
+// timedAt runs op for d, back to back (pace 0) or pace times a second, and
+// returns the CPU it cost this process (the client) and the process
+// server (none if 0).
+func timedAt(ctx context.Context, d time.Duration, self, server int, name string, pace int, op func() error) (Floor, error) {
+	c0, _ := ProcessCPU(self)
+	var s0 time.Duration
+	if server > 0 {
+		s0, _ = ProcessCPU(server)
+	}
+	f := Floor{Name: name}
+	var tick *time.Ticker
+	if pace > 0 {
+		tick = time.NewTicker(time.Second / time.Duration(pace))
+		defer tick.Stop()
+	}
+	for end := time.Now().Add(d); time.Now().Before(end); f.Ops++ {
+		if tick != nil {
+			select {
+			case <-ctx.Done():
+				return f, ctx.Err()
+			case <-tick.C:
+			}
+		}
+		if err := op(); err != nil {
+			return f, fmt.Errorf("floor %s: %w", name, err)
+		}
+	}
+	c1, err := ProcessCPU(self)
+	if err != nil {
+		return f, err
+	}
+	f.Client = c1 - c0
+	if server > 0 {
+		s1, err := ProcessCPU(server)
+		if err != nil {
+			return f, err
+		}
+		f.Server = s1 - s0
+	}
+	return f, nil
 }
 
 // SeedEvents is the default backlog recorded before the first phase: enough that
