@@ -57,9 +57,13 @@ func TestRunAttributesEveryProcess(t *testing.T) {
 	for _, f := range res.Floors[0] {
 		names = append(names, f.Name)
 		require.Positive(t, f.Ops, f.Name)
-		require.Positive(t, f.Client, f.Name)
 		if strings.Contains(f.Name, "@") {
+			// ~30 operations may cost less than one clock tick (10 ms) of
+			// CPU, the resolution of /proc/<pid>/stat: only the pace is
+			// checked.
 			require.LessOrEqual(t, f.Ops, 31, "%s was not paced at 100/s", f.Name)
+		} else {
+			require.Positive(t, f.Client, f.Name)
 		}
 	}
 	require.ElementsMatch(t, []string{"publish", "publish@100", "http", "http@100", "insert", "insert@100"}, names)
