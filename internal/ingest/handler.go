@@ -139,9 +139,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time) {
 	}
 	h.metrics.appended(results)
 	if body, ok := appendResults(make([]byte, 0, 16+len(results)*72), results); ok {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusAccepted)
-		_, _ = w.Write(body)
+		httpapi.JSONBytes(w, http.StatusAccepted, body)
 		return
 	}
 	httpapi.JSON(w, http.StatusAccepted, appendResponse{Events: results})

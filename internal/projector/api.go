@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,6 +96,10 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, obj *events.Ref, errs
 		page.Events = []events.Event{}
 	}
 	if !q.Sentences {
+		if body, ok := appendPage(make([]byte, 0, 64+len(page.Events)*512), page); ok {
+			httpapi.JSONBytes(w, http.StatusOK, body)
+			return
+		}
 		httpapi.JSON(w, http.StatusOK, page)
 		return
 	}
@@ -107,6 +112,42 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, obj *events.Ref, errs
 		out.Sentences[e.ID] = set.Render(e).Rendered()
 	}
 	httpapi.JSON(w, http.StatusOK, out)
+}
+
+// appendPage writes page as httpapi.JSON does, byte for byte, with each
+// event written by events.AppendStored, or by its MarshalJSON when it needs
+// escaping (encoding/json would only compact that output again, which
+// leaves it as it is); false, with dst unchanged, if an event cannot be
+// encoded (TestAppendPageMatchesJSON). By encoding/json a page of 200
+// events cost the projector ~3 ms of CPU, most of it reflection and
+// compacting every event's JSON a second time.
+func appendPage(dst []byte, page Page) ([]byte, bool) {
+	start := len(dst)
+	dst = append(dst, `{"events":[`...)
+	for i := range page.Events {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var ok bool
+		if dst, ok = events.AppendStored(dst, &page.Events[i]); !ok {
+			b, err := page.Events[i].MarshalJSON()
+			if err != nil {
+				return dst[:start], false
+			}
+			dst = append(dst, b...)
+		}
+	}
+	dst = append(dst, `],"next_cursor":`...)
+	if page.NextCursor == nil {
+		dst = append(dst, "null"...)
+	} else {
+		b, err := json.Marshal(*page.NextCursor) // base64url: never escaped
+		if err != nil {
+			return dst[:start], false
+		}
+		dst = append(dst, b...)
+	}
+	return append(dst, "}\n"...), true
 }
 
 func (a *API) event(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -16,82 +17,121 @@ import (
 // TestAppendInputMatchesJSON and FuzzAppendInput hold it to encoding/json.
 func appendInput(dst []byte, e *Event) ([]byte, bool) {
 	start := len(dst)
-	fail := func() ([]byte, bool) { return dst[:start], false }
-	str := func(s string) bool {
-		for i := 0; i < len(s); i++ {
-			if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-				return false
-			}
-		}
-		dst = append(dst, '"')
-		dst = append(dst, s...)
-		dst = append(dst, '"')
-		return true
-	}
-	ref := func(r Ref) bool {
-		dst = append(dst, `{"type":`...)
-		if !str(r.Type) {
-			return false
-		}
-		dst = append(dst, `,"id":`...)
-		if !str(r.ID) {
-			return false
-		}
-		dst = append(dst, '}')
-		return true
-	}
+	ok := true
 	dst = append(dst, '{')
 	if e.ID != "" {
 		dst = append(dst, `"id":`...)
-		if !str(e.ID) {
-			return fail()
-		}
+		dst, ok = appendPlainString(dst, e.ID)
 		dst = append(dst, ',')
 	}
-	if e.Tenant != "" {
+	if ok && e.Tenant != "" {
 		dst = append(dst, `"tenant":`...)
-		if !str(e.Tenant) {
-			return fail()
-		}
+		dst, ok = appendPlainString(dst, e.Tenant)
 		dst = append(dst, ',')
 	}
-	dst = append(dst, `"action":`...)
-	if !str(e.Action) {
-		return fail()
+	if ok {
+		dst, ok = appendInputFields(dst, e)
 	}
-	dst = append(dst, `,"eventable":`...)
-	if !ref(e.Eventable) {
-		return fail()
+	if !ok {
+		return dst[:start], false
 	}
-	dst = append(dst, `,"creator":`...)
-	if !ref(e.Creator) {
-		return fail()
+	return append(dst, '}'), true
+}
+
+// AppendStored appends the stored form of e (Event.MarshalJSON) to dst
+// without reflection, byte for byte what MarshalJSON writes, and reports
+// false, with dst unchanged, when e has anything appendInput does not
+// handle (the caller then uses MarshalJSON). A page of the timeline API is
+// written so: encoding/json would spend most of a page's CPU on
+// reflection and on compacting each event's MarshalJSON again.
+// TestAppendStoredMatchesJSON and FuzzAppendInput hold it to MarshalJSON.
+func AppendStored(dst []byte, e *Event) ([]byte, bool) {
+	start := len(dst)
+	dst = append(dst, `{"id":`...)
+	dst, ok := appendPlainString(dst, e.ID)
+	if ok {
+		dst = append(dst, `,"tenant":`...)
+		dst, ok = appendPlainString(dst, e.Tenant)
 	}
+	if ok {
+		dst = append(dst, ',')
+		dst, ok = appendInputFields(dst, e)
+	}
+	if ok && !e.RecordedAt.IsZero() {
+		dst = append(dst, `,"recorded_at":"`...)
+		dst = e.RecordedAt.UTC().AppendFormat(dst, time.RFC3339Nano)
+		dst = append(dst, '"')
+	}
+	if ok {
+		dst = append(dst, `,"type":`...)
+		dst, ok = appendPlainString(dst, e.Type)
+	}
+	if !ok {
+		return dst[:start], false
+	}
+	if e.Seq != 0 {
+		dst = append(dst, `,"seq":`...)
+		dst = strconv.AppendUint(dst, e.Seq, 10)
+	}
+	return append(dst, '}'), true
+}
+
+// appendInputFields appends the members of the input form from action to
+// occurred_at, without the braces.
+func appendInputFields(dst []byte, e *Event) ([]byte, bool) {
+	ok := true
+	member := func(name string, v string) {
+		if ok {
+			dst = append(dst, name...)
+			dst, ok = appendPlainString(dst, v)
+		}
+	}
+	ref := func(name string, r Ref) {
+		member(name+`{"type":`, r.Type)
+		member(`,"id":`, r.ID)
+		dst = append(dst, '}')
+	}
+	member(`"action":`, e.Action)
+	ref(`,"eventable":`, e.Eventable)
+	ref(`,"creator":`, e.Creator)
 	dst = append(dst, `,"parents":[`...)
 	for i, p := range e.Parents {
-		if i > 0 {
-			dst = append(dst, ',')
+		sep := ","
+		if i == 0 {
+			sep = ""
 		}
-		if !ref(p) {
-			return fail()
-		}
+		ref(sep, p)
+	}
+	if !ok {
+		return dst, false
 	}
 	dst = append(dst, `],"particulars":`...)
 	if len(e.Particulars) == 0 {
 		dst = append(dst, "{}"...)
-	} else {
-		var ok bool
-		if dst, ok = appendCompactPlain(dst, e.Particulars); !ok {
-			return fail()
-		}
+	} else if dst, ok = appendCompactPlain(dst, e.Particulars); !ok {
+		return dst, false
 	}
 	if !e.OccurredAt.IsZero() {
 		dst = append(dst, `,"occurred_at":"`...)
 		dst = e.OccurredAt.UTC().AppendFormat(dst, time.RFC3339Nano)
 		dst = append(dst, '"')
 	}
-	dst = append(dst, '}')
 	return dst, true
+}
+
+// appendPlainString appends s as a JSON string and reports true when s
+// needs no escaping by encoding/json (printable ASCII without '"', '\',
+// '<', '>', '&'); else it reports false (dst may then hold a partial
+// member: the callers drop it).
+func appendPlainString(dst []byte, s string) ([]byte, bool) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return dst, false
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"'), true
 }
 
 // appendCompactPlain appends the valid JSON value v without the whitespace

@@ -47,7 +47,37 @@ func checkAppendInput(t *testing.T, data []byte) (fast bool) {
 	if err != nil || !bytes.Equal(m, want) {
 		t.Fatalf("MarshalInput = %s, %v; want %s", m, err, want)
 	}
+	checkAppendStored(t, e, ok)
+	e.RecordedAt, e.Seq = now.Add(1500*time.Millisecond), 1<<40+7
+	checkAppendStored(t, e, ok)
 	return ok
+}
+
+// checkAppendStored holds AppendStored to the stored form by
+// encoding/json; it must take the fast path whenever appendInput did.
+func checkAppendStored(t *testing.T, e Event, inputFast bool) {
+	t.Helper()
+	want, err := e.marshalStoredJSON()
+	if err != nil {
+		t.Fatalf("encoding/json: %v", err)
+	}
+	got, ok := AppendStored([]byte("prefix"), &e)
+	if !bytes.HasPrefix(got, []byte("prefix")) {
+		t.Fatalf("AppendStored lost what dst held: %q", got)
+	}
+	got = got[len("prefix"):]
+	switch {
+	case ok && !bytes.Equal(got, want):
+		t.Fatalf("AppendStored\n got %s\nwant %s", got, want)
+	case !ok && len(got) != 0:
+		t.Fatalf("AppendStored reported false but appended %q", got)
+	case ok != inputFast && e.ID != "" && e.Tenant != "":
+		t.Fatalf("AppendStored fast=%v, appendInput fast=%v for %s", ok, inputFast, want)
+	}
+	m, err := e.MarshalJSON()
+	if err != nil || !bytes.Equal(m, want) {
+		t.Fatalf("MarshalJSON = %s, %v; want %s", m, err, want)
+	}
 }
 
 // TestAppendInputMatchesJSON: the stream body written without reflection

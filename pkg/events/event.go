@@ -66,6 +66,14 @@ func TypeOf(eventableType, action string) string {
 // the input form (MarshalInput) plus recorded_at, type and seq, timestamps
 // in UTC with RFC 3339 nano precision, seq omitted when 0.
 func (e Event) MarshalJSON() ([]byte, error) {
+	if b, ok := AppendStored(make([]byte, 0, inputSizeHint(&e)+96), &e); ok {
+		return b, nil
+	}
+	return e.marshalStoredJSON()
+}
+
+// marshalStoredJSON is MarshalJSON by encoding/json.
+func (e Event) marshalStoredJSON() ([]byte, error) {
 	type stored struct {
 		// id and tenant are always written; they shadow the input form's.
 		ID     string `json:"id"`
