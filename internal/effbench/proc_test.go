@@ -127,7 +127,7 @@ func TestPollCostAndFloor(t *testing.T) {
 	if got := PollCost(idle, Phase{}); got != 0 {
 		t.Errorf("no reads: %v", got)
 	}
-	if got := FloorPerEvent(400, 70, 280); got != 400+140+840 {
+	if got := FloorPerEvent(400, 70, 280); got != 400+70+840 {
 		t.Errorf("FloorPerEvent = %v", got)
 	}
 }
