@@ -53,6 +53,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s; the FuzzAcceptedI
 	scripts/fuzz.sh ./pkg/webhook FuzzVerify $(FUZZTIME)
 	scripts/fuzz.sh ./internal/projector FuzzCursor $(FUZZTIME)
 	scripts/fuzz.sh ./internal/projector FuzzParseQuery $(FUZZTIME)
+	scripts/fuzz.sh ./internal/projector FuzzDecodeParents $(FUZZTIME)
 	scripts/fuzz.sh ./internal/safehttp FuzzValidateURL $(FUZZTIME)
 	scripts/fuzz.sh ./internal/safehttp FuzzParseNumericHost $(FUZZTIME)
 	scripts/fuzz.sh ./internal/secretbox FuzzOpen $(FUZZTIME)

@@ -211,7 +211,7 @@ func scanEvent(tenant string) pgx.RowToFunc[events.Event] {
 		e.Tenant, e.Seq = tenant, uint64(seq)
 		e.OccurredAt, e.RecordedAt = e.OccurredAt.UTC(), e.RecordedAt.UTC()
 		e.Particulars = json.RawMessage(particulars)
-		if err := json.Unmarshal(parents, &e.Parents); err != nil {
+		if e.Parents, err = decodeParents(parents); err != nil {
 			return e, fmt.Errorf("decode parents of %s: %w", e.ID, err)
 		}
 		return e, nil
