@@ -47,9 +47,22 @@ func FuzzParseBody(f *testing.F) {
 	})
 }
 
-// FuzzParseFastAgreesWithStrict: whatever the fast path accepts, the strict
-// parser accepts with the same events.
+// FuzzParseFastAgreesWithStrict: whatever the fast path accepts is valid
+// JSON to encoding/json (the fast path makes no other syntax check: its
+// storable scan is it), and the strict parser accepts it with the same
+// events.
 func FuzzParseFastAgreesWithStrict(f *testing.F) {
+	for _, c := range []string{
+		`{"events":[{"action":"x","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"}}]}x`,
+		`{"events":[{"action":"x","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"}},]}`,
+		`{"events":[{"action":"x","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"}}],"events":[]}`,
+		` { "events" : [ {"action":"x","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"},"particulars":{"n":1e400,"s":"\ud83d\ude00"}} ] } `,
+		"{\"action\":\"x\",\"eventable\":{\"type\":\"t\",\"id\":\"\xff\"},\"creator\":{\"type\":\"u\",\"id\":\"2\"}}",
+		`{"action":"x","eventable":{"type":"t","id":"\ud800"},"creator":{"type":"u","id":"2"},"particulars":{"a":[[[[1]]]]}}`,
+		`{"action":"x","action":"y","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"}}`,
+	} {
+		f.Add([]byte(c))
+	}
 	f.Add([]byte(`{"action":"closed","eventable":{"type":"card","id":"c1"},"creator":{"type":"user","id":"u1"}}`))
 	f.Add([]byte(`{"events":[{"id":"a","action":"x","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"},"parents":[{"type":"b","id":"3"}],"particulars":{"a":[1,"}"]},"occurred_at":"2026-11-25T09:00:00Z"}]}`))
 	f.Add([]byte(`{"events":[{"id":"a","Action":"x","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"}}]}`))
@@ -59,6 +72,9 @@ func FuzzParseFastAgreesWithStrict(f *testing.F) {
 		fast, ok := parseFast(body, "acme", now)
 		if !ok {
 			return
+		}
+		if !json.Valid(body) {
+			t.Fatalf("fast accepted a body encoding/json finds invalid: %q", body)
 		}
 		strict, errs := parseBodySlow(body, "acme", now)
 		if len(errs) > 0 {

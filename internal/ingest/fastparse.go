@@ -11,9 +11,10 @@ import (
 // fastEvent is an input event decoded straight into a struct. Struct
 // decoding is lenient (case-insensitive keys, unknown keys ignored, invalid
 // UTF-8 and lone surrogates replaced with U+FFFD), so parseFast pairs it
-// with keyScan, which accepts only the exact keys of the contract and only
-// events that events.CheckStorable passes; whatever either doubts goes to
-// the strict parser.
+// with keyScan, which accepts only the exact keys of the contract, and
+// with events.StorableValue, which accepts only valid JSON that
+// events.CheckStorable passes; whatever either doubts goes to the strict
+// parser.
 type fastEvent struct {
 	ID          string          `json:"id"`
 	Tenant      string          `json:"tenant"`
@@ -42,18 +43,67 @@ func (f *fastEvent) UnmarshalJSON(data []byte) error {
 }
 
 // scan decodes data, valid JSON, into the zero f when it is an object
-// scan handles (UnmarshalJSON), or reports false.
+// scan handles (UnmarshalJSON), or reports false. Strings and the
+// particulars are copies: data may be reused.
 func (f *fastEvent) scan(data []byte) bool {
 	s := keyScan{b: data}
 	s.ws()
+	return s.decodeEvent(f)
+}
+
+// decodeEvent decodes the object at s.i (valid JSON) into the zero f, as
+// fastEvent.scan.
+func (s *keyScan) decodeEvent(f *fastEvent) bool {
 	if s.b[s.i] != '{' {
 		return false
 	}
+	return s.members(func(k []byte) (uint8, bool) {
+		switch string(k) {
+		case "id":
+			return 1 << 0, s.plain(&f.ID)
+		case "tenant":
+			return 1 << 1, s.plain(&f.Tenant)
+		case "action":
+			return 1 << 2, s.plain(&f.Action)
+		case "eventable":
+			return 1 << 3, s.plainRef(&f.Eventable)
+		case "creator":
+			return 1 << 4, s.plainRef(&f.Creator)
+		case "parents":
+			return 1 << 5, s.plainRefs(&f.Parents)
+		case "particulars":
+			start := s.i
+			s.skip()
+			if s.body != "" {
+				// The request body is never reused: the event keeps a
+				// slice of it (capped, so nothing appends into the body).
+				f.Particulars = s.b[start:s.i:s.i]
+			} else {
+				f.Particulars = bytes.Clone(s.b[start:s.i]) // as encoding/json copies a RawMessage
+			}
+			return 1 << 6, true
+		case "occurred_at":
+			ok := s.plain(&s.occurredAt)
+			f.OccurredAt = &s.occurredAt // read before the next event
+			return 1 << 7, ok
+		}
+		return 0, false
+	})
+}
+
+// members walks the members of the object at s.i (valid JSON, s.b[s.i] is
+// '{') up to and past its '}'. field consumes the value of each key and
+// returns the key's bit and whether the value was taken; members fails on
+// a key whose bit it has seen before (encoding/json would merge a
+// repeated key), so a key that may repeat returns bit 0. k stays []byte: a
+// string would escape to the heap for every key.
+func (s *keyScan) members(field func(k []byte) (bit uint8, ok bool)) bool {
 	s.i++
 	var seen uint8
 	for {
 		s.ws()
 		if s.b[s.i] == '}' {
+			s.i++
 			return true
 		}
 		k, ok := s.str()
@@ -63,33 +113,8 @@ func (f *fastEvent) scan(data []byte) bool {
 		s.ws()
 		s.i++ // ':'
 		s.ws()
-		var bit uint8
-		switch string(k) {
-		case "id":
-			bit, ok = 1<<0, s.plain(&f.ID)
-		case "tenant":
-			bit, ok = 1<<1, s.plain(&f.Tenant)
-		case "action":
-			bit, ok = 1<<2, s.plain(&f.Action)
-		case "eventable":
-			bit, ok = 1<<3, s.plainRef(&f.Eventable)
-		case "creator":
-			bit, ok = 1<<4, s.plainRef(&f.Creator)
-		case "parents":
-			bit, ok = 1<<5, s.plainRefs(&f.Parents)
-		case "particulars":
-			start := s.i
-			s.skip()
-			bit, ok = 1<<6, true
-			f.Particulars = bytes.Clone(s.b[start:s.i]) // as encoding/json copies a RawMessage
-		case "occurred_at":
-			var t string
-			bit, ok = 1<<7, s.plain(&t)
-			f.OccurredAt = &t
-		default:
-			return false
-		}
-		if !ok || seen&bit != 0 { // a repeated key: encoding/json merges
+		bit, ok := field(k)
+		if !ok || seen&bit != 0 {
 			return false
 		}
 		seen |= bit
@@ -110,7 +135,11 @@ func (s *keyScan) plain(dst *string) bool {
 	for i := start; i < len(s.b); i++ {
 		switch c := s.b[i]; {
 		case c == '"':
-			*dst = string(s.b[start:i])
+			if s.body != "" {
+				*dst = s.body[start:i] // the same bytes: no copy per string
+			} else {
+				*dst = string(s.b[start:i])
+			}
 			s.i = i + 1
 			return true
 		case c < 0x20 || c >= 0x7f || c == '\\':
@@ -126,61 +155,40 @@ func (s *keyScan) plainRef(r *events.Ref) bool {
 	if s.b[s.i] != '{' {
 		return false
 	}
-	s.i++
-	var seen uint8
-	for {
-		s.ws()
-		if s.b[s.i] == '}' {
-			s.i++
-			return true
-		}
-		k, ok := s.str()
-		if !ok {
-			return false
-		}
-		s.ws()
-		s.i++ // ':'
-		s.ws()
-		var bit uint8
+	return s.members(func(k []byte) (uint8, bool) {
 		switch string(k) {
 		case "type":
-			bit, ok = 1, s.plain(&r.Type)
+			return 1, s.plain(&r.Type)
 		case "id":
-			bit, ok = 2, s.plain(&r.ID)
-		default:
-			return false
+			return 2, s.plain(&r.ID)
 		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		s.ws()
-		if s.b[s.i] == ',' {
-			s.i++
-		}
-	}
+		return 0, false
+	})
 }
 
 // plainRefs reads an array of plainRef objects into the nil *dst: an
 // empty array is an empty slice, not nil, as encoding/json decodes it.
+// The refs of all the events a keyScan decodes share one backing array.
 func (s *keyScan) plainRefs(dst *[]events.Ref) bool {
 	if s.b[s.i] != '[' {
 		return false
 	}
 	s.i++
-	out := make([]events.Ref, 0, 2)
+	if s.refs == nil {
+		s.refs = make([]events.Ref, 0, 2)
+	}
+	start := len(s.refs)
 	for {
 		s.ws()
 		if s.b[s.i] == ']' {
 			s.i++
-			*dst = out
+			*dst = s.refs[start:len(s.refs):len(s.refs)]
 			return true
 		}
-		var r events.Ref
-		if !s.plainRef(&r) {
+		s.refs = append(s.refs, events.Ref{})
+		if !s.plainRef(&s.refs[len(s.refs)-1]) {
 			return false
 		}
-		out = append(out, r)
 		s.ws()
 		if s.b[s.i] == ',' {
 			s.i++
@@ -190,72 +198,157 @@ func (s *keyScan) plainRefs(dst *[]events.Ref) bool {
 
 // parseFast decodes and normalizes a body that is entirely valid, or
 // reports false so the strict parser can name the problems. Whatever it
-// accepts, the strict parser accepts with the same events
-// (FuzzParseFastAgreesWithStrict).
+// accepts, encoding/json accepts as valid JSON and the strict parser
+// accepts with the same events (FuzzParseFastAgreesWithStrict).
+//
+// It reads the body once: the batch's frame ({"events": [ ... ]}, nothing
+// else) by hand, each event with events.StorableValue, which is at once
+// the syntax check encoding/json would make and the storability check of
+// docs/architecture.md §2, then the event's fields with keyScan.fastEvent.
+// An event that scan does not handle exactly (escapes, non-ASCII, nulls,
+// repeated or unknown keys) is decoded by encoding/json, syntax check
+// included, and its keys checked by keyScan.eventKeys.
 func parseFast(body []byte, tenant string, now time.Time) ([]events.Event, bool) {
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	var fes []fastEvent
-	if bytes.HasPrefix(trimmed, []byte(`{"events":`)) {
-		var batch struct {
-			Events []fastEvent `json:"events"`
-		}
-		if json.Unmarshal(body, &batch) != nil || !batchKeysOK(body) {
-			return nil, false
-		}
-		fes = batch.Events
-	} else {
-		var one fastEvent
-		if json.Unmarshal(body, &one) != nil {
-			return nil, false
-		}
-		sc := keyScan{b: body}
-		if !sc.event() {
-			return nil, false
-		}
-		fes = []fastEvent{one}
+	s := keyScan{b: body, body: string(body)}
+	s.ws()
+	batch := s.batchStart()
+	if !batch {
+		s.i = 0
 	}
-	if len(fes) == 0 || len(fes) > MaxEventsPerRequest {
+	es := make([]events.Event, 0, min(MaxEventsPerRequest, 1+len(body)/256))
+	s.refs = make([]events.Ref, 0, 2*cap(es))
+	for {
+		if len(es) == MaxEventsPerRequest {
+			return nil, false
+		}
+		e, ok := s.event(tenant)
+		if !ok {
+			return nil, false
+		}
+		es = append(es, e)
+		if !batch {
+			break
+		}
+		s.ws()
+		if s.i < len(s.b) && s.b[s.i] == ',' {
+			s.i++
+			continue
+		}
+		if s.i < len(s.b) && s.b[s.i] == ']' {
+			s.i++
+			s.ws()
+			if s.i < len(s.b) && s.b[s.i] == '}' {
+				s.i++
+				break
+			}
+		}
 		return nil, false
 	}
-	es := make([]events.Event, len(fes))
-	seen := make(map[string]struct{}, len(fes))
-	for i := range fes {
-		f := &fes[i]
-		e := events.Event{ID: f.ID, Tenant: f.Tenant, Action: f.Action, Eventable: f.Eventable, Creator: f.Creator, Parents: f.Parents, Particulars: f.Particulars}
-		if e.Tenant == "" {
-			e.Tenant = tenant
-		} else if e.Tenant != tenant {
-			return nil, false
-		}
-		if string(e.Particulars) == "null" {
-			e.Particulars = nil
-		}
-		if f.OccurredAt != nil {
-			t, ok := events.ParseTimestamp(*f.OccurredAt)
-			if !ok || t.Unix() < 0 { // before 1970, even the zero time: the strict parser names it
-				return nil, false
-			}
-			e.OccurredAt = t
-		}
-		if e.Normalize(now) != nil {
+	s.ws()
+	if s.i != len(s.b) {
+		return nil, false // anything after the body's one value
+	}
+	seen := make(map[string]struct{}, len(es))
+	for i := range es {
+		e := &es[i]
+		if e.NormalizeStorable(now) != nil {
 			return nil, false
 		}
 		if _, dup := seen[e.ID]; dup {
 			return nil, false
 		}
 		seen[e.ID] = struct{}{}
-		es[i] = e
 	}
 	return es, true
 }
 
-// keyScan walks JSON that encoding/json has already accepted and checks
-// that every object key is exactly one the contract allows (case-sensitive,
-// no escapes), so the struct-decoding fast path accepts only what the
-// strict decoder accepts.
+// batchStart reads `{"events": [` at s.i, the key exactly so and
+// whitespace anywhere JSON allows it, and reports whether it was there.
+func (s *keyScan) batchStart() bool {
+	const key = `"events"`
+	if s.i >= len(s.b) || s.b[s.i] != '{' {
+		return false
+	}
+	s.i++
+	s.ws()
+	if !bytes.HasPrefix(s.b[s.i:], []byte(key)) {
+		return false
+	}
+	s.i += len(key)
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != ':' {
+		return false
+	}
+	s.i++
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '[' {
+		return false
+	}
+	s.i++
+	s.ws()
+	return true
+}
+
+// event reads the event at s.i: its bytes must be valid, storable JSON
+// (events.StorableValue) with exactly the contract's keys, and its
+// tenant, if any, the key's.
+func (s *keyScan) event(tenant string) (events.Event, bool) {
+	s.ws()
+	start := s.i
+	n, ok := events.StorableValue(s.b[start:])
+	if !ok {
+		return events.Event{}, false
+	}
+	raw := s.b[start : start+n]
+	f := &s.cur
+	*f = fastEvent{}
+	if !s.decodeEvent(f) {
+		*f = fastEvent{}
+		if json.Unmarshal(raw, (*fastEventJSON)(f)) != nil {
+			return events.Event{}, false
+		}
+		keys := keyScan{b: raw}
+		if !keys.eventKeys() {
+			return events.Event{}, false
+		}
+	}
+	s.i = start + n
+	e := events.Event{ID: f.ID, Tenant: f.Tenant, Action: f.Action, Eventable: f.Eventable, Creator: f.Creator, Parents: f.Parents, Particulars: f.Particulars}
+	if e.Tenant == "" {
+		e.Tenant = tenant
+	} else if e.Tenant != tenant {
+		return events.Event{}, false
+	}
+	if string(e.Particulars) == "null" {
+		e.Particulars = nil
+	}
+	if f.OccurredAt != nil {
+		t, ok := events.ParseTimestamp(*f.OccurredAt)
+		if !ok || t.Unix() < 0 { // before 1970, even the zero time: the strict parser names it
+			return events.Event{}, false
+		}
+		e.OccurredAt = t
+	}
+	return e, true
+}
+
+// keyScan walks JSON that is known to be valid (encoding/json or
+// events.StorableValue has accepted it): fastEvent decodes an event with
+// it, and eventKeys checks that every object key of an event is exactly
+// one the contract allows (case-sensitive, no escapes), so the
+// struct-decoding fallback accepts only what the strict decoder accepts.
 type keyScan struct {
 	b []byte
 	i int
+	// body is string(b) when b is a request body, which is never reused:
+	// decoded strings are then substrings of it and the particulars slices
+	// of b, instead of one copy each.
+	body string
+	refs []events.Ref // backing array of the parents decoded so far
+	// cur and occurredAt hold the event being decoded: one per body, not
+	// one allocation per event.
+	cur        fastEvent
+	occurredAt string
 }
 
 func (s *keyScan) ws() {
@@ -319,35 +412,14 @@ func (s *keyScan) skip() {
 }
 
 // object walks an object, calling field for each key; field consumes the
-// value and reports whether the key is allowed.
+// value and reports whether the key is allowed (keys may repeat).
 func (s *keyScan) object(field func(key []byte) bool) bool {
 	s.ws()
 	if s.b[s.i] != '{' {
 		s.skip() // not an object: the struct decode has already typed it
 		return true
 	}
-	s.i++
-	for {
-		s.ws()
-		if s.b[s.i] == '}' {
-			s.i++
-			return true
-		}
-		k, ok := s.str()
-		if !ok {
-			return false
-		}
-		s.ws()
-		s.i++ // ':'
-		// k stays []byte: a string would escape to the heap for every key.
-		if !field(k) {
-			return false
-		}
-		s.ws()
-		if s.b[s.i] == ',' {
-			s.i++
-		}
-	}
+	return s.members(func(k []byte) (uint8, bool) { return 0, field(k) })
 }
 
 func (s *keyScan) ref() bool {
@@ -358,14 +430,6 @@ func (s *keyScan) ref() bool {
 		s.skip()
 		return true
 	})
-}
-
-// event walks one event: its keys must be the contract's, and the event
-// must be storable (events.CheckStorable, one pass over its bytes).
-func (s *keyScan) event() bool {
-	s.ws()
-	start := s.i
-	return s.eventKeys() && events.CheckStorable(s.b[start:s.i], "event") == nil
 }
 
 func (s *keyScan) eventKeys() bool {
@@ -384,17 +448,6 @@ func (s *keyScan) eventKeys() bool {
 			return true
 		}
 		return false
-	})
-}
-
-func batchKeysOK(body []byte) bool {
-	s := keyScan{b: body}
-	return s.object(func(k []byte) bool {
-		if string(k) != "events" {
-			return false
-		}
-		found, ok := s.array(s.event)
-		return found && ok
 	})
 }
 

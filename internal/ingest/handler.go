@@ -295,7 +295,7 @@ func parseBodySlow(body []byte, tenant string, now time.Time) ([]events.Event, [
 	for i, raw := range raws {
 		e, err := events.DecodeForTenant(raw, i, tenant, now)
 		if err == nil {
-			err = e.Normalize(now)
+			err = e.NormalizeStorable(now) // DecodeForTenant scanned the whole event
 		}
 		if err != nil {
 			var verr *events.ValidationError

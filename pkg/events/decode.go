@@ -59,7 +59,7 @@ func decode(data []byte, o decodeOptions) (e Event, occurred bool, err error) {
 	index := o.index
 	var verr ValidationError
 	scan := storableScan{b: data, maxDepth: MaxDepth, root: "event", index: index}
-	scan.document()
+	scanned := scan.document()
 	verr.Errors = scan.errs
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
@@ -143,7 +143,9 @@ func decode(data []byte, o decodeOptions) (e Event, occurred bool, err error) {
 		e.checkDecoded(index, o.now, &verr)
 		return Event{}, false, &verr
 	}
-	e.check(index, o.now, &verr)
+	// The scan above passed the whole event, particulars included: they
+	// are not scanned again (docs/architecture.md §2).
+	e.checkRules(index, o.now, !scanned, &verr)
 	if err := verr.orNil(); err != nil {
 		return Event{}, false, err
 	}

@@ -62,6 +62,21 @@ func CheckStorable(doc []byte, root string) []FieldError {
 	return s.errs
 }
 
+// StorableValue scans the JSON value at the start of data (after any
+// whitespace) as CheckStorable scans a document, the value at level 1 as
+// an event is. n is where the value ends, what follows it is left to the
+// caller; ok reports that the value is valid JSON, exactly as
+// encoding/json's syntax allows, and that CheckStorable finds nothing in
+// it. It allocates nothing when ok. Ingest reads a batch's events with it,
+// so the one pass over each event's bytes is both the syntax check and
+// the storability check (docs/architecture.md §2).
+func StorableValue(data []byte) (n int, ok bool) {
+	s := storableScan{b: data, maxDepth: MaxDepth, root: "event"}
+	s.ws()
+	ok = s.value()
+	return s.i, ok && len(s.errs) == 0 && !s.stop
+}
+
 // storableScan is one pass over a JSON document: it validates the syntax
 // as encoding/json does and collects storable problems with their paths.
 type storableScan struct {

@@ -1,9 +1,12 @@
 package events_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
@@ -122,6 +125,16 @@ func FuzzCheckStorable(f *testing.F) {
 		if !deep && valid != json.Valid(doc) {
 			t.Fatalf("scan reads validity %v, encoding/json %v: %q", valid, json.Valid(doc), doc)
 		}
+		// StorableValue is the same scan of the first value: what it
+		// passes is valid JSON with nothing to report, and a whole
+		// document the scan passes is one value it passes.
+		n, ok := events.StorableValue(doc)
+		if ok && (!json.Valid(doc[:n]) || len(events.CheckStorable(doc[:n], "event")) > 0) {
+			t.Fatalf("StorableValue passed %q (of %q)", doc[:n], doc)
+		}
+		if valid && len(errs) == 0 && (!ok || len(bytes.TrimSpace(doc[n:])) > 0) {
+			t.Fatalf("StorableValue(%q) = %d, %v; the whole document is storable", doc, n, ok)
+		}
 		if !valid || !utf8.Valid(doc) {
 			return
 		}
@@ -191,4 +204,66 @@ func BenchmarkCheckStorable(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestStorableValue: the first value's end and whether it is valid and
+// storable; what follows it is the caller's.
+func TestStorableValue(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		doc string
+		n   int
+		ok  bool
+	}{
+		{` {"a":[1,"x"]} ,{}`, 14, true},
+		{`{"n":1e400}]`, 11, true},
+		{`{"n":1e131072}`, 14, false},
+		{`{"s":"\ud800"}`, 14, false},
+		{"{\"s\":\"\xff\"}", 9, false},
+		{`{"a":01}`, 6, false},
+		{`{"a":1,}`, 7, false},
+		{`{"a":` + strings.Repeat("[", 63) + strings.Repeat("]", 63) + `}`, 132, true}, // 64 levels
+		{`{"a":` + strings.Repeat("[", 64) + strings.Repeat("]", 64) + `}`, 0, false},
+		{``, 0, false},
+	} {
+		n, ok := events.StorableValue([]byte(c.doc))
+		if ok != c.ok || (c.ok && n != c.n) {
+			t.Errorf("StorableValue(%q) = %d, %v; want %d, %v", c.doc, n, ok, c.n, c.ok)
+		}
+	}
+}
+
+// TestNormalizeStorableChecksEveryOtherRule: NormalizeStorable skips only
+// the storable scan of the particulars; their size and kind, and every
+// other rule, are checked as Normalize checks them.
+func TestNormalizeStorableChecksEveryOtherRule(t *testing.T) {
+	t.Parallel()
+	base := events.Event{Tenant: "acme", Action: "closed", Eventable: events.Ref{Type: "card", ID: "c1"}, Creator: events.Ref{Type: "user", ID: "u1"}}
+	for name, mod := range map[string]func(*events.Event){
+		"particulars an array": func(e *events.Event) { e.Particulars = json.RawMessage(`[1]`) },
+		"particulars too large": func(e *events.Event) {
+			e.Particulars = json.RawMessage(`{"s":"` + strings.Repeat("x", events.MaxParticulars) + `"}`)
+		},
+		"no action":              func(e *events.Event) { e.Action = "" },
+		"bad ref id":             func(e *events.Event) { e.Creator.ID = "a\x00b" },
+		"too many parents":       func(e *events.Event) { e.Parents = make([]events.Ref, events.MaxParents+1) },
+		"occurred in the future": func(e *events.Event) { e.OccurredAt = now.Add(48 * time.Hour) },
+	} {
+		a, b := base, base
+		mod(&a)
+		mod(&b)
+		errA, errB := a.Normalize(now), b.NormalizeStorable(now)
+		if errA == nil || errB == nil || errA.Error() != errB.Error() {
+			t.Errorf("%s: Normalize %v, NormalizeStorable %v", name, errA, errB)
+		}
+	}
+	a, b := base, base
+	a.Particulars, b.Particulars = json.RawMessage(`{"n":1e400}`), json.RawMessage(`{"n":1e400}`)
+	if errA, errB := a.Normalize(now), b.NormalizeStorable(now); errA != nil || errB != nil {
+		t.Fatalf("Normalize %v, NormalizeStorable %v", errA, errB)
+	}
+	a.ID, b.ID = "", ""
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("Normalize %+v, NormalizeStorable %+v", a, b)
+	}
 }

@@ -83,10 +83,25 @@ func (e *ValidationError) orNil() error {
 // It returns a *ValidationError naming every invalid field, and leaves e
 // unchanged in that case. Normalizing a normalized event changes nothing.
 func (e *Event) Normalize(now time.Time) error {
+	return e.normalize(now, true)
+}
+
+// NormalizeStorable is Normalize for an event decoded from bytes that
+// StorableValue or CheckStorable has passed whole (docs/architecture.md
+// §2: what ingest accepts passes the one validation): the particulars
+// were proven valid and storable there, so they are not scanned a second
+// time. Their size and that they are an object are still checked, and
+// every other rule is. Any other caller uses Normalize.
+func (e *Event) NormalizeStorable(now time.Time) error {
+	return e.normalize(now, false)
+}
+
+func (e *Event) normalize(now time.Time, scanParticulars bool) error {
 	var verr ValidationError
-	e.check(0, now, &verr)
-	if err := verr.orNil(); err != nil {
-		return err
+	e.checkRules(0, now, scanParticulars, &verr)
+	if len(verr.Errors) > 0 {
+		err := verr // only a failing event allocates its error
+		return &err
 	}
 	if e.ID == "" {
 		id, err := uuid.NewV7()
@@ -116,6 +131,13 @@ func (e *Event) Normalize(now time.Time) error {
 
 // check appends every rule violation of e to verr, with the given index.
 func (e *Event) check(index int, now time.Time, verr *ValidationError) {
+	e.checkRules(index, now, true, verr)
+}
+
+// checkRules is check; without scanParticulars the particulars are taken
+// as valid, storable JSON (the caller scanned the bytes they came from)
+// and only their size and kind are checked.
+func (e *Event) checkRules(index int, now time.Time, scanParticulars bool, verr *ValidationError) {
 	if e.ID != "" && !isEventID(e.ID) {
 		verr.add(index, "id", "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'; omit it to let the server assign one")
 	}
@@ -137,6 +159,10 @@ func (e *Event) check(index int, now time.Time, verr *ValidationError) {
 	if len(e.Particulars) > 0 {
 		if len(e.Particulars) > MaxParticulars {
 			verr.add(index, "particulars", "is %d bytes encoded; at most %d (64 KiB) are allowed", len(e.Particulars), MaxParticulars)
+		} else if !scanParticulars {
+			if !isJSONObject(e.Particulars) {
+				verr.add(index, "particulars", "must be a JSON object")
+			}
 		} else if valid, errs := checkStorableAt(e.Particulars, index, "particulars", 2); len(errs) > 0 {
 			verr.Errors = append(verr.Errors, errs...)
 		} else if !valid || !isJSONObject(e.Particulars) {
