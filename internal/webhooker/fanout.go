@@ -204,7 +204,7 @@ func (f *fanout) recordThenAttempt(ctx context.Context, jobs []delivery.Job) err
 // slow endpoints, see FirstAttemptConfig), and records every delivery,
 // those attempted with their outcome.
 func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job) error {
-	w := newFirstAttempts(0)
+	w := newFirstAttempts()
 	var now []delivery.Job
 	for _, j := range jobs {
 		if !f.speed.isSlow(j.EndpointID) {

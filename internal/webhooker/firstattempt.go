@@ -182,8 +182,8 @@ const (
 	abandoned
 )
 
-func newFirstAttempts(pending int) *firstAttempts {
-	return &firstAttempts{pending: pending, progress: make(chan struct{}, 1)}
+func newFirstAttempts() *firstAttempts {
+	return &firstAttempts{progress: make(chan struct{}, 1)}
 }
 
 // take keeps o when it belongs to the event's record; false means the
@@ -208,13 +208,6 @@ func (w *firstAttempts) take(o delivery.Outcome) bool {
 		return true // nothing was recorded: the redelivered event is attempted again
 	}
 	return false
-}
-
-// notAttempted takes back n attempts that will not be made now.
-func (w *firstAttempts) notAttempted(n int) {
-	w.mu.Lock()
-	w.pending -= n
-	w.mu.Unlock()
 }
 
 // attempting adds the attempts of jobs, whose endpoints' queues the wait

@@ -152,7 +152,7 @@ func TestWaitWhileQueueMoves(t *testing.T) {
 	j := delivery.Job{DeliveryID: "a", EndpointID: "x"}
 	cfg := FirstAttemptConfig{Wait: time.Millisecond, Max: time.Minute}
 
-	w := newFirstAttempts(0)
+	w := newFirstAttempts()
 	w.attempting([]delivery.Job{j})
 	asked := 0
 	done, capped := w.wait(cfg, func(ep string) bool {
@@ -165,20 +165,20 @@ func TestWaitWhileQueueMoves(t *testing.T) {
 	require.Len(t, done, 1, "waited past three idle periods while the queue moved")
 	require.False(t, capped)
 
-	w = newFirstAttempts(0)
+	w = newFirstAttempts()
 	w.attempting([]delivery.Job{j})
 	done, capped = w.wait(cfg, func(string) bool { return false }, nil)
 	require.Empty(t, done, "the endpoint answers nothing: the wait ends")
 	require.False(t, capped)
 
-	w = newFirstAttempts(0)
+	w = newFirstAttempts()
 	w.attempting([]delivery.Job{j})
 	cfg.Max = 20 * time.Millisecond
 	done, capped = w.wait(cfg, func(string) bool { return true }, nil)
 	require.Empty(t, done)
 	require.True(t, capped, "Max bounds the wait")
 
-	w = newFirstAttempts(0)
+	w = newFirstAttempts()
 	w.attempting([]delivery.Job{j})
 	w.dropped([]delivery.Job{j})
 	done, _ = w.wait(cfg, func(string) bool { t.Fatal("nothing to wait for"); return true }, nil)
@@ -238,11 +238,12 @@ func TestFirstSinkRoutesByDelivery(t *testing.T) {
 	t.Parallel()
 	var logged []string
 	s := newFirstSink(func(o delivery.Outcome) { logged = append(logged, o.Job.DeliveryID) })
-	w := newFirstAttempts(3)
+	w := newFirstAttempts()
 	a, b, c := delivery.Job{DeliveryID: "a"}, delivery.Job{DeliveryID: "b"}, delivery.Job{DeliveryID: "c"}
+	w.attempting([]delivery.Job{a, b, c})
 	s.expect(w, []delivery.Job{a, b, c})
 	s.forget([]delivery.Job{c})
-	w.notAttempted(1)
+	w.dropped([]delivery.Job{c})
 	s.Report(delivery.Outcome{Job: a})
 	s.Report(delivery.Outcome{Job: c})
 	s.Report(delivery.Outcome{Job: delivery.Job{DeliveryID: "other"}})
