@@ -108,34 +108,35 @@ func (p *progress) middleware(h message.HandlerFunc) message.HandlerFunc {
 }
 
 // keepAlive sends in-progress acks for jm until the returned func is
-// called (it returns once no more can be sent) or maxHold has passed.
+// called (it returns once no more can be sent) or maxHold has passed. It
+// is a timer, not a goroutine: most handlers return long before the
+// first in-progress ack is due, and a goroutine with its ticker and
+// timers per message showed in the webhooker's CPU profile.
 func (p *progress) keepAlive(jm jetstream.Msg) (stop func()) {
-	done, stopped := make(chan struct{}), make(chan struct{})
 	every := p.interval()
-	go func() {
-		defer close(stopped)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		limit := time.NewTimer(p.maxHold)
-		defer limit.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-limit.C:
-				return
-			case <-tick.C:
-				// Fire and forget: an error means the connection is gone
-				// (the message comes back after AckWait) or it was acked.
-				if err := jm.InProgress(); err != nil {
-					return
-				}
-			}
+	until := time.Now().Add(p.maxHold)
+	var mu sync.Mutex
+	stopped := false
+	mu.Lock() // the timer's func may run before t is set
+	var t *time.Timer
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || !time.Now().Before(until) {
+			return
 		}
-	}()
+		// Fire and forget: an error means the connection is gone (the
+		// message comes back after AckWait) or it was acked.
+		if err := jm.InProgress(); err == nil {
+			t.Reset(every)
+		}
+	})
+	mu.Unlock()
 	return func() {
-		close(done)
-		<-stopped
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		t.Stop()
 	}
 }
 

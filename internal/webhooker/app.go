@@ -68,7 +68,7 @@ func (c *AppConfig) Register(s *config.Set) {
 	s.Int(&c.Service.FailingAfter, "failing-after", "WEBHOOK_FAILING_AFTER", delivery.DefaultFailingAfter, "consecutive failed attempts of an endpoint announced as a webhook.attempt_failing event, once per failing streak")
 	s.Duration(&c.Service.Retention, "retention", "WEBHOOK_RETENTION", 30*24*time.Hour, "how long the delivery log is kept")
 	s.Duration(&c.Service.FirstAttempt.Wait, "first-attempt-wait", "WEBHOOK_FIRST_ATTEMPT_WAIT", 50*time.Millisecond,
-		"how long the fan-out waits, without an attempt finishing, to record first attempts with their outcome; 0 records every delivery before its first attempt")
+		"how long the fan-out waits, without an attempt of the event finishing or its endpoints answering another, to record first attempts with their outcome; 0 records every delivery before its first attempt")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits")
 	s.String(&c.SecretKey, "secret-key", "EVENTLINE_SECRET_KEY", "", "base64 of 32 random bytes that seals webhook secrets at rest (required; prefer the environment variable, flags show in ps)")
 	s.String(&c.PublicURL, "public-url", "PUBLIC_URL", "", "base URL browsers reach this API at, for the links of portal tokens; default: the URL of the request")

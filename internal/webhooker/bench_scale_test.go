@@ -180,6 +180,27 @@ func profileSystem(b *testing.B, iteration int) func() {
 	return func() { pprof.StopCPUProfile(); _ = f.Close() }
 }
 
+// observeWindow starts what BENCH_CPUPROFILE and BENCH_PGSTATS ask for
+// the webhooker's window of iteration i (a CPU profile of this process,
+// Postgres' statements on CPU and its counters); the returned func stops
+// it and prints what it saw for deliveries.
+func (e *benchEnv) observeWindow(i int) (stop func(deliveries int)) {
+	stopProfile := profileSystem(e.b, i)
+	if os.Getenv("BENCH_PGSTATS") == "" {
+		return func(int) { stopProfile() }
+	}
+	time.Sleep(11 * time.Second) // the raw client's round is published
+	stats := e.readPGStats()
+	stopSampling := make(chan struct{})
+	sampled := e.samplePGActivity(stopSampling)
+	return func(deliveries int) {
+		stopProfile()
+		close(stopSampling)
+		<-sampled
+		e.logPGStatsSince(stats, deliveries)
+	}
+}
+
 // benchmarkFanoutScale: one tenant with endpoints endpoints, all on one
 // local receiver (distinct paths), perRun events a round; more than
 // Config.ShareAbove endpoints, so every delivery is recorded due and
@@ -212,17 +233,7 @@ func benchmarkFanoutScale(b *testing.B, endpoints, perRun int) {
 		prefix := fmt.Sprintf("s%d", i)
 		rc.round(prefix)
 		evs := benchEvents(perRun, prefix)
-		stop := profileSystem(b, i)
-		var stats pgStats
-		if os.Getenv("BENCH_PGSTATS") != "" {
-			time.Sleep(11 * time.Second) // the raw client's round is published
-			stats = env.readPGStats()
-		}
-		stopSampling := make(chan struct{})
-		var sampled <-chan struct{}
-		if stats != nil {
-			sampled = env.samplePGActivity(stopSampling)
-		}
+		observed := env.observeWindow(i)
 		res, used := env.appendPaused(evs)
 		appendCPU = append(appendCPU, used)
 		c = env.cpu.sample(b)
@@ -231,12 +242,7 @@ func benchmarkFanoutScale(b *testing.B, endpoints, perRun int) {
 		took := time.Unix(0, rc.last.Load()).Sub(start)
 		env.waitSettled()
 		ourCPU = append(ourCPU, env.cpu.since(b, c))
-		stop()
-		if stats != nil {
-			close(stopSampling)
-			<-sampled
-			env.logPGStatsSince(stats, n)
-		}
+		observed(n)
 		ours = append(ours, float64(n)/took.Seconds())
 		lastAt = append(lastAt, took.Seconds())
 		// Every outcome is written and nothing is due or pending any

@@ -236,6 +236,7 @@ func BenchmarkFanout1to1(b *testing.B) {
 		rawCPU = append(rawCPU, env.cpu.since(b, c))
 		rc.hits.Store(0)
 		evs := benchEvents(n, fmt.Sprintf("r%d", i))
+		observed := env.observeWindow(i)
 		res, used := env.appendPaused(evs)
 		appendCPU = append(appendCPU, used)
 		c = env.cpu.sample(b)
@@ -244,6 +245,7 @@ func BenchmarkFanout1to1(b *testing.B) {
 		ours = append(ours, float64(n)/time.Since(start).Seconds())
 		ourCPU = append(ourCPU, env.cpu.since(b, c))
 		env.waitAttempts((i + 1) * n)
+		observed(n)
 		pgCPU = append(pgCPU, env.floorInsert(1, evs, res[0].Seq))
 		jsCPU = append(jsCPU, env.floorConsume(res[0].Seq, n))
 	}
@@ -272,6 +274,7 @@ func BenchmarkFanout1to1000(b *testing.B) {
 		rawCPU = append(rawCPU, env.cpu.since(b, c))
 		rc.hits.Store(0)
 		evs := benchEvents(perRun, fmt.Sprintf("r%d", i))
+		observed := env.observeWindow(i)
 		res, used := env.appendPaused(evs)
 		appendCPU = append(appendCPU, used)
 		c = env.cpu.sample(b)
@@ -280,6 +283,7 @@ func BenchmarkFanout1to1000(b *testing.B) {
 		ours = append(ours, float64(endpoints*perRun)/time.Since(start).Seconds())
 		ourCPU = append(ourCPU, env.cpu.since(b, c))
 		env.waitAttempts((i + 1) * endpoints * perRun)
+		observed(endpoints * perRun)
 		pgCPU = append(pgCPU, env.floorInsert(endpoints, evs, res[0].Seq))
 		jsCPU = append(jsCPU, env.floorConsume(res[0].Seq, perRun))
 	}

@@ -204,27 +204,27 @@ func (f *fanout) recordThenAttempt(ctx context.Context, jobs []delivery.Job) err
 // slow endpoints, see FirstAttemptConfig), and records every delivery,
 // those attempted with their outcome.
 func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job) error {
-	w := newFirstAttempts(0)
+	w := newFirstAttempts()
 	var now []delivery.Job
 	for _, j := range jobs {
 		if !f.speed.isSlow(j.EndpointID) {
 			now = append(now, j)
 		}
 	}
-	w.notAttempted(-len(now))
+	w.attempting(now)
 	f.sink.expect(w, now) // before submit: an outcome can come at once
 	attempted := make(map[string]bool, len(now))
 	for _, j := range now {
 		attempted[j.DeliveryID] = true
 	}
 	if dropped := f.submit(now...); len(dropped) > 0 {
-		w.notAttempted(len(dropped))
+		w.dropped(dropped)
 		f.sink.forget(dropped)
 		for _, j := range dropped {
 			delete(attempted, j.DeliveryID)
 		}
 	}
-	done := w.wait(f.first, f.stop)
+	done, capped := w.wait(f.first, func(ep string) bool { return f.speed.answeredWithin(ep, f.first.Wait) }, f.stop)
 	if len(done) < len(attempted) {
 		finished := make(map[string]bool, len(done))
 		for _, o := range done {
@@ -232,7 +232,7 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job) error {
 		}
 		for _, j := range jobs {
 			if attempted[j.DeliveryID] && !finished[j.DeliveryID] {
-				f.speed.markSlow(j.EndpointID)
+				f.speed.markSlow(j.EndpointID, capped)
 			}
 		}
 	}

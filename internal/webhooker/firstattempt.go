@@ -19,15 +19,21 @@ import (
 // first deliveries of events that may have been delivered already.
 //
 // The handler does not wait for endpoints that are slow: one known to be
-// slow is recorded and attempted as usual, and a wait ends when no
-// attempt of the event finished for FirstAttemptConfig.Wait. Attempts
-// still running then are recorded as claimed, and their outcomes are
-// logged when they come, after that record committed. firstGate says
-// when the usual path is taken instead.
+// slow (endpointSpeed) is recorded and attempted as usual, and a wait ends when, for
+// FirstAttemptConfig.Wait, no attempt of the event finished and none of
+// the endpoints it still waits for answered any other attempt. An attempt
+// queued behind its endpoint's earlier ones (its concurrency cap, many
+// handlers' events to one endpoint) is waited for while that queue moves,
+// up to FirstAttemptConfig.Max; without that, a busy but fast endpoint
+// counted as slow and its events were written twice (pending, then the
+// outcome). Attempts still running when the wait ends are recorded as
+// claimed, and their outcomes are logged when they come, after that
+// record committed. firstGate says when the usual path is taken instead.
 
 // FirstAttemptConfig bounds how long the fan-out waits for first attempts.
 type FirstAttemptConfig struct {
-	// Wait ends the wait when no attempt of the event finished for this
+	// Wait ends the wait when no attempt of the event finished, and no
+	// endpoint it still waits for answered another attempt, for this
 	// long; an endpoint whose attempt outlasts it, or that a wait ended
 	// without, counts as slow and is not waited for during the next 10 s.
 	// Default 50ms; negative: record first, then attempt, always.
@@ -158,12 +164,15 @@ func (s *firstSink) Report(o delivery.Outcome) {
 
 // firstAttempts collects the outcomes of one event's first attempts.
 type firstAttempts struct {
-	mu       sync.Mutex
-	state    int // collecting, recording, recorded or abandoned
-	pending  int // attempts not finished while collecting
-	done     []delivery.Outcome
-	late     []delivery.Outcome // finished while the record commits
-	progress chan struct{}
+	mu      sync.Mutex
+	state   int // collecting, recording, recorded or abandoned
+	pending int // attempts not finished while collecting
+	// waitingOn is the endpoint of each attempt not finished (delivery id
+	// -> endpoint id), whose queues the wait watches (attempting).
+	waitingOn map[string]string
+	done      []delivery.Outcome
+	late      []delivery.Outcome // finished while the record commits
+	progress  chan struct{}
 }
 
 const (
@@ -173,8 +182,8 @@ const (
 	abandoned
 )
 
-func newFirstAttempts(pending int) *firstAttempts {
-	return &firstAttempts{pending: pending, progress: make(chan struct{}, 1)}
+func newFirstAttempts() *firstAttempts {
+	return &firstAttempts{progress: make(chan struct{}, 1)}
 }
 
 // take keeps o when it belongs to the event's record; false means the
@@ -186,6 +195,7 @@ func (w *firstAttempts) take(o delivery.Outcome) bool {
 	case collecting:
 		w.done = append(w.done, o)
 		w.pending--
+		delete(w.waitingOn, o.Job.DeliveryID)
 		select {
 		case w.progress <- struct{}{}:
 		default:
@@ -200,17 +210,51 @@ func (w *firstAttempts) take(o delivery.Outcome) bool {
 	return false
 }
 
-// notAttempted takes back n attempts that will not be made now.
-func (w *firstAttempts) notAttempted(n int) {
+// attempting adds the attempts of jobs, whose endpoints' queues the wait
+// watches; dropped takes back those of jobs not made after all.
+func (w *firstAttempts) attempting(jobs []delivery.Job) {
 	w.mu.Lock()
-	w.pending -= n
-	w.mu.Unlock()
+	defer w.mu.Unlock()
+	if w.waitingOn == nil {
+		w.waitingOn = make(map[string]string, len(jobs))
+	}
+	for _, j := range jobs {
+		w.waitingOn[j.DeliveryID] = j.EndpointID
+	}
+	w.pending += len(jobs)
 }
 
-// wait collects outcomes until every attempt finished, none finished for
-// cfg.Wait, cfg.Max passed or stop closed; it returns the outcomes, and
-// those that finish later wait for recorded or abandon.
-func (w *firstAttempts) wait(cfg FirstAttemptConfig, stop <-chan struct{}) []delivery.Outcome {
+func (w *firstAttempts) dropped(jobs []delivery.Job) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, j := range jobs {
+		delete(w.waitingOn, j.DeliveryID)
+	}
+	w.pending -= len(jobs)
+}
+
+// queueMoving tells whether an endpoint the wait still waits for
+// answered an attempt lately (moving; nil: none does).
+func (w *firstAttempts) queueMoving(moving func(endpointID string) bool) bool {
+	if moving == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ep := range w.waitingOn {
+		if moving(ep) {
+			return true
+		}
+	}
+	return false
+}
+
+// wait collects outcomes until every attempt finished, the wait went idle
+// (for cfg.Wait no attempt finished and moving said no endpoint still
+// waited for answered another), cfg.Max passed (capped) or stop closed;
+// it returns the outcomes, and those that finish later wait for recorded
+// or abandon.
+func (w *firstAttempts) wait(cfg FirstAttemptConfig, moving func(endpointID string) bool, stop <-chan struct{}) (done []delivery.Outcome, capped bool) {
 	if w.unfinished() {
 		// One timer: the deadline is checked on progress, and without
 		// progress the idle timer (shorter) ends the wait.
@@ -221,10 +265,19 @@ func (w *firstAttempts) wait(cfg FirstAttemptConfig, stop <-chan struct{}) []del
 			select {
 			case <-w.progress:
 				if time.Now().After(deadline) {
+					capped = true
 					break collect
 				}
 				idle.Reset(cfg.Wait)
 			case <-idle.C:
+				if !time.Now().Before(deadline) {
+					capped = true
+					break collect
+				}
+				if w.queueMoving(moving) {
+					idle.Reset(cfg.Wait) // queued behind attempts that finish
+					continue
+				}
 				break collect
 			case <-stop:
 				break collect
@@ -235,7 +288,7 @@ func (w *firstAttempts) wait(cfg FirstAttemptConfig, stop <-chan struct{}) []del
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.state = recording
-	return w.done
+	return w.done, capped
 }
 
 func (w *firstAttempts) unfinished() bool {
@@ -264,37 +317,70 @@ func (w *firstAttempts) abandon() {
 	w.mu.Unlock()
 }
 
-// endpointSpeed remembers which endpoints are slow — an attempt took at
-// least slowAfter, or a wait ended without one (rate limited, queued
-// behind its concurrency cap, hanging) — for hold after the last sign.
+// endpointSpeed remembers which endpoints are slow: one whose latest
+// answer took at least slowAfter, until it answers faster; one a wait
+// gave up on at Max (rate limited, a long queue) for hold; one a wait
+// ended without because it answered nothing for the wait (hanging) for
+// idleHold. A single slow answer or idle wait is not taken for a slow
+// endpoint for long: on a loaded machine, or while connections open at
+// start-up, a fast endpoint answers nothing for 50 ms because the replica
+// itself was starved of CPU, and it then counted as slow for 10 s, every
+// event to it written twice (pending, then its outcome).
 type endpointSpeed struct {
-	slowAfter, hold time.Duration
-	now             func() time.Time
-	until           sync.Map // endpoint id -> *atomic.Int64: slow until (unix ns)
+	slowAfter, hold, idleHold time.Duration
+	now                       func() time.Time
+	until                     sync.Map // endpoint id -> *atomic.Int64: slow until (unix ns)
+	answers                   sync.Map // endpoint id -> *answer: its latest answer
+}
+
+// answer is an endpoint's latest answer: when it came and whether it was
+// slow.
+type answer struct {
+	at   atomic.Int64 // unix ns
+	slow atomic.Bool
 }
 
 func newEndpointSpeed(slowAfter time.Duration) *endpointSpeed {
-	return &endpointSpeed{slowAfter: slowAfter, hold: 10 * time.Second, now: time.Now}
+	return &endpointSpeed{slowAfter: slowAfter, hold: 10 * time.Second, idleHold: time.Second, now: time.Now}
 }
 
 // isSlow tells whether the fan-out should not wait for id.
 func (s *endpointSpeed) isSlow(id string) bool {
+	if a, ok := s.answers.Load(id); ok && a.(*answer).slow.Load() {
+		return true
+	}
 	v, ok := s.until.Load(id)
 	return ok && v.(*atomic.Int64).Load() > s.now().UnixNano()
 }
 
-// observe records how long an attempt of id took.
+// observe records how long an attempt of id took, which just ended.
 func (s *endpointSpeed) observe(id string, took time.Duration) {
-	if took >= s.slowAfter {
-		s.markSlow(id)
+	v, ok := s.answers.Load(id)
+	if !ok {
+		v, _ = s.answers.LoadOrStore(id, new(answer))
 	}
+	a := v.(*answer)
+	a.slow.Store(took >= s.slowAfter)
+	a.at.Store(s.now().UnixNano())
 }
 
-// markSlow flags id as slow from now for hold.
-func (s *endpointSpeed) markSlow(id string) {
+// answeredWithin tells whether id answered an attempt at most d ago: its
+// queue moves.
+func (s *endpointSpeed) answeredWithin(id string, d time.Duration) bool {
+	v, ok := s.answers.Load(id)
+	return ok && s.now().UnixNano()-v.(*answer).at.Load() <= int64(d)
+}
+
+// markSlow flags id as slow from now for hold, or for idleHold when the
+// wait that ended without its attempt was not capped.
+func (s *endpointSpeed) markSlow(id string, capped bool) {
+	hold := s.hold
+	if !capped {
+		hold = s.idleHold
+	}
 	v, ok := s.until.Load(id)
 	if !ok {
 		v, _ = s.until.LoadOrStore(id, new(atomic.Int64))
 	}
-	v.(*atomic.Int64).Store(s.now().Add(s.hold).UnixNano())
+	v.(*atomic.Int64).Store(s.now().Add(hold).UnixNano())
 }

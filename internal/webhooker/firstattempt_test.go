@@ -115,24 +115,74 @@ func TestSlowFirstAttemptIsRecordedWithoutWaiting(t *testing.T) {
 	require.Len(t, rc.all(), 2)
 }
 
-// TestEndpointSpeed: an endpoint is slow for a while after an attempt
-// that outlasted the wait, or a wait that ended without its attempt.
+// TestEndpointSpeed: an endpoint is slow while its latest answer took
+// longer than the wait, for 10 s after a wait that gave up on it at Max,
+// and for 1 s after one that ended idle without its attempt.
 func TestEndpointSpeed(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	s := newEndpointSpeed(50 * time.Millisecond)
 	s.now = clk.Now
 	require.False(t, s.isSlow("a"), "unknown endpoints are waited for")
+	require.False(t, s.answeredWithin("a", time.Second))
 	s.observe("a", 10*time.Millisecond)
 	require.False(t, s.isSlow("a"))
+	require.True(t, s.answeredWithin("a", time.Millisecond))
 	s.observe("a", 50*time.Millisecond)
 	require.True(t, s.isSlow("a"))
 	s.observe("a", time.Millisecond)
-	require.True(t, s.isSlow("a"), "a fast attempt (a rate-limited endpoint's) does not clear it")
-	s.markSlow("b")
+	require.False(t, s.isSlow("a"), "one slow answer (the replica starved of CPU) is forgotten at the next fast one")
+	s.markSlow("b", true)
+	s.markSlow("c", false)
+	s.observe("b", time.Millisecond)
+	require.True(t, s.isSlow("b"), "a fast attempt (a rate-limited endpoint's) does not clear a wait that gave up on it")
+	require.True(t, s.isSlow("c"))
+	clk.Add(s.idleHold + time.Millisecond)
+	require.False(t, s.isSlow("c"), "a wait that ended idle counts for idleHold only")
 	require.True(t, s.isSlow("b"))
-	clk.Add(s.hold + time.Millisecond)
-	require.False(t, s.isSlow("a"), "waited for again after the hold")
-	require.False(t, s.isSlow("b"))
+	clk.Add(s.hold)
+	require.False(t, s.answeredWithin("a", s.hold))
+	require.False(t, s.isSlow("b"), "waited for again after the hold")
+}
+
+// TestWaitWhileQueueMoves: the wait for an attempt queued behind its
+// endpoint's earlier ones goes on while that endpoint answers others, up
+// to Max; it ends after Wait when the endpoint answers nothing.
+func TestWaitWhileQueueMoves(t *testing.T) {
+	t.Parallel()
+	j := delivery.Job{DeliveryID: "a", EndpointID: "x"}
+	cfg := FirstAttemptConfig{Wait: time.Millisecond, Max: time.Minute}
+
+	w := newFirstAttempts()
+	w.attempting([]delivery.Job{j})
+	asked := 0
+	done, capped := w.wait(cfg, func(ep string) bool {
+		require.Equal(t, "x", ep)
+		if asked++; asked == 3 {
+			go w.take(delivery.Outcome{Job: j}) // its turn came
+		}
+		return true
+	}, nil)
+	require.Len(t, done, 1, "waited past three idle periods while the queue moved")
+	require.False(t, capped)
+
+	w = newFirstAttempts()
+	w.attempting([]delivery.Job{j})
+	done, capped = w.wait(cfg, func(string) bool { return false }, nil)
+	require.Empty(t, done, "the endpoint answers nothing: the wait ends")
+	require.False(t, capped)
+
+	w = newFirstAttempts()
+	w.attempting([]delivery.Job{j})
+	cfg.Max = 20 * time.Millisecond
+	done, capped = w.wait(cfg, func(string) bool { return true }, nil)
+	require.Empty(t, done)
+	require.True(t, capped, "Max bounds the wait")
+
+	w = newFirstAttempts()
+	w.attempting([]delivery.Job{j})
+	w.dropped([]delivery.Job{j})
+	done, _ = w.wait(cfg, func(string) bool { t.Fatal("nothing to wait for"); return true }, nil)
+	require.Empty(t, done)
 }
 
 // TestRecordSplitsLargeFanOut: an event to more endpoints than one insert
@@ -188,15 +238,16 @@ func TestFirstSinkRoutesByDelivery(t *testing.T) {
 	t.Parallel()
 	var logged []string
 	s := newFirstSink(func(o delivery.Outcome) { logged = append(logged, o.Job.DeliveryID) })
-	w := newFirstAttempts(3)
+	w := newFirstAttempts()
 	a, b, c := delivery.Job{DeliveryID: "a"}, delivery.Job{DeliveryID: "b"}, delivery.Job{DeliveryID: "c"}
+	w.attempting([]delivery.Job{a, b, c})
 	s.expect(w, []delivery.Job{a, b, c})
 	s.forget([]delivery.Job{c})
-	w.notAttempted(1)
+	w.dropped([]delivery.Job{c})
 	s.Report(delivery.Outcome{Job: a})
 	s.Report(delivery.Outcome{Job: c})
 	s.Report(delivery.Outcome{Job: delivery.Job{DeliveryID: "other"}})
-	done := w.wait(FirstAttemptConfig{Wait: time.Millisecond, Max: time.Second}, nil)
+	done, _ := w.wait(FirstAttemptConfig{Wait: time.Millisecond, Max: time.Second}, nil, nil)
 	require.Len(t, done, 1)
 	require.Equal(t, "a", done[0].Job.DeliveryID)
 	w.recorded(func(o delivery.Outcome) { t.Fatalf("nothing finished while recording: %v", o.Job.DeliveryID) })
