@@ -170,7 +170,6 @@ type Router struct {
 	sub      *wmjs.Subscriber
 	nc       *nats.Conn
 	progress *progress
-	warm     *warmHandlers
 }
 
 // NewRouter builds the router and its subscriber on nc (a connection of
@@ -201,10 +200,8 @@ func NewRouter(nc *nats.Conn, c Config) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watermill router: %w", err)
 	}
-	warm := newWarmHandlers()
 	router.AddMiddleware(
-		warm.middleware, // the whole chain on a goroutine whose stack has grown (warm.go)
-		p.middleware,    // covers retries and dead-lettering
+		p.middleware, // outermost: covers retries and dead-lettering
 		middleware.Recoverer,
 		middleware.CorrelationID,
 		deadLetterFailed(c.MaxDeliver, c.DeadLetter),
@@ -214,7 +211,7 @@ func NewRouter(nc *nats.Conn, c Config) (*Router, error) {
 	for i := range max(1, c.Handlers) {
 		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.Name, i), events.StreamName, drainedSubscriber{sub}, c.Handle)
 	}
-	return &Router{Router: router, sub: sub, nc: nc, progress: p, warm: warm}, nil
+	return &Router{Router: router, sub: sub, nc: nc, progress: p}, nil
 }
 
 // drainedSubscriber is the subscriber as the router sees it. Router.Run
@@ -391,7 +388,6 @@ func (r *Router) Run(ctx context.Context) error {
 		_ = r.Close()
 	}()
 	err := r.Router.Run(routerCtx) // returns once the router is closed and handlers stop
-	r.warm.close()
 	if ctx.Err() != nil {
 		err = nil
 	}
