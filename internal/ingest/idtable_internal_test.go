@@ -98,6 +98,7 @@ func TestIDWriterLingers(t *testing.T) {
 	if len(got) != 3 || got[0].id != "a" || got[1].id != "b" || got[2].id != "c" {
 		t.Fatalf("one insert of a, b, c; got %v", got)
 	}
+	cancel() // the writer counts an insert after it returns: wait for the writer to end
 	var m dto.Metric
 	if err := tbl.written.Write(&m); err != nil || m.GetCounter().GetValue() != 3 {
 		t.Fatalf("written = %v (%v), want 3", m.GetCounter().GetValue(), err)
