@@ -27,11 +27,11 @@ func efficiencyCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	set.String(&o.NATSServer, "nats-server", "NATS_SERVER_BIN", "", "nats-server >= 2.12 (make tools); default $(go env GOPATH)/bin/nats-server")
 	set.String(&o.DatabaseURL, "database-url", "DATABASE_URL", postgres.DefaultURL, "Postgres server; the benchmark creates a database of its own there and drops it")
 	set.String(&rates, "rates", "BENCH_RATES", "50,200,1000,5000", "events per second, one event per request, comma-separated")
-	set.Duration(&o.Duration, "duration", "BENCH_DURATION", 20*time.Second, "measured length of each rate")
+	set.Duration(&o.Duration, "duration", "BENCH_DURATION", 20*time.Second, "measured length of each of a rate's two windows: CPU with no timeline reads, then latency with the timeline read every --poll")
 	set.Duration(&o.Warmup, "warmup", "BENCH_WARMUP", 3*time.Second, "unmeasured lead-in of each rate")
 	set.Duration(&o.Idle, "idle", "BENCH_IDLE", 10*time.Second, "length of the idle and poller-only phases")
 	set.Duration(&o.Floor, "floor", "BENCH_FLOOR", 4*time.Second, "length of each raw-floor measurement")
-	set.Duration(&o.Poll, "poll", "BENCH_POLL", 2*time.Millisecond, "how often the activity feed is read to see new events (as eventline bench)")
+	set.Duration(&o.Poll, "poll", "BENCH_POLL", 2*time.Millisecond, "how often the activity feed is read in each rate's latency window and the poller-only phase (as eventline bench); the CPU window reads nothing")
 	set.Int(&o.Runs, "runs", "BENCH_RUNS", 3, "runs; the report gives medians")
 	set.String(&jsonOut, "json", "BENCH_JSON_OUT", "", "also write every run's raw figures to this file")
 	if err := parse(set, args); err != nil {
