@@ -304,16 +304,7 @@ type keyScan struct {
 	occurredAt string
 }
 
-func (s *keyScan) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
+func (s *keyScan) ws() { s.i = skipWS(s.b, s.i) }
 
 // end skips whitespace and reports whether b ends there.
 func (s *keyScan) end() bool {

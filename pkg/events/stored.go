@@ -112,19 +112,7 @@ func parseStoredFast(m Message) (Event, bool) {
 	} else if vals := m.Header.Values(HeaderMsgID); len(vals) > 1 || (len(vals) == 1 && !msgIDMatches(vals[0], tenant, e.ID)) {
 		return Event{}, false
 	}
-	if e.OccurredAt.IsZero() {
-		e.OccurredAt = recorded
-	}
-	e.OccurredAt = e.OccurredAt.UTC().Truncate(time.Microsecond)
-	e.RecordedAt = recorded
-	e.Type = TypeOf(e.Eventable.Type, e.Action)
-	e.Seq = m.Seq
-	if len(e.Particulars) == 0 {
-		e.Particulars = json.RawMessage("{}")
-	}
-	if tp := m.Header.Get("traceparent"); IsTraceparent(tp) {
-		e.Traceparent = tp
-	}
+	e.derive(m, recorded, !e.OccurredAt.IsZero())
 	return e, true
 }
 
@@ -174,6 +162,14 @@ func parseStoredStrict(m Message) (Event, error) {
 	if err := verr.orNil(); err != nil {
 		return Event{}, err
 	}
+	e.derive(m, recorded, occurred)
+	return e, nil
+}
+
+// derive sets the fields eventline derives from a valid message (see
+// ParseStored); recorded is its stream timestamp as ParseStored reads it,
+// occurred whether the body set occurred_at.
+func (e *Event) derive(m Message, recorded time.Time, occurred bool) {
 	if !occurred {
 		e.OccurredAt = recorded
 	}
@@ -187,7 +183,6 @@ func parseStoredStrict(m Message) (Event, error) {
 	if tp := m.Header.Get("traceparent"); IsTraceparent(tp) {
 		e.Traceparent = tp
 	}
-	return e, nil
 }
 
 // splitSubject reads events.<tenant>.<eventable type>.<action>.
