@@ -60,6 +60,8 @@ func FuzzParseFastAgreesWithStrict(f *testing.F) {
 		"{\"action\":\"x\",\"eventable\":{\"type\":\"t\",\"id\":\"\xff\"},\"creator\":{\"type\":\"u\",\"id\":\"2\"}}",
 		`{"action":"x","eventable":{"type":"t","id":"\ud800"},"creator":{"type":"u","id":"2"},"particulars":{"a":[[[[1]]]]}}`,
 		`{"action":"x","action":"y","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"}}`,
+		`{"action":"x","eventable":{"type":"t","id":"1"},"eventable":{"id":"2"},"creator":{"type":"u","id":"2"}}`,
+		`{"action":"x","eventable":{"type":"t","id":"1"},"creator":{"type":"u","id":"2"},"parents":[{"type":"b","id":"3"}],"parents":[{"id":"4"}]}`,
 	} {
 		f.Add([]byte(c))
 	}

@@ -48,7 +48,7 @@ func (sc *Scanner) Byte(c byte) bool {
 // Literal skips whitespace and consumes lit if it comes next.
 func (sc *Scanner) Literal(lit string) bool {
 	sc.s.ws()
-	if !bytes.HasPrefix(sc.s.b[sc.s.i:], []byte(lit)) {
+	if len(sc.s.b)-sc.s.i < len(lit) || string(sc.s.b[sc.s.i:sc.s.i+len(lit)]) != lit {
 		return false
 	}
 	sc.s.i += len(lit)
@@ -382,22 +382,34 @@ func (s *keyScan) ref() bool {
 	})
 }
 
+// eventKeys checks the keys of the event at s.i, which encoding/json has
+// decoded into a fastEvent. eventable, creator and parents may appear only
+// once: encoding/json decodes a repeated object into the struct it
+// decoded first, merging the two, where the strict decoder keeps the last
+// one alone; a repeated string is the last one in both.
 func (s *keyScan) eventKeys() bool {
-	return s.object(func(k []byte) bool {
+	s.ws()
+	if s.b[s.i] != '{' {
+		s.skip() // not an object: the struct decode has already typed it
+		return true
+	}
+	return s.members(func(k []byte) (uint8, bool) {
 		switch string(k) {
-		case "eventable", "creator":
-			return s.ref()
+		case "eventable":
+			return 1 << 0, s.ref()
+		case "creator":
+			return 1 << 1, s.ref()
 		case "parents":
 			found, ok := s.array(s.ref)
 			if !found {
 				s.skip() // null: the struct decode has already typed it
 			}
-			return ok
+			return 1 << 2, ok
 		case "id", "tenant", "action", "particulars", "occurred_at":
 			s.skip()
-			return true
+			return 0, true
 		}
-		return false
+		return 0, false
 	})
 }
 
