@@ -64,6 +64,11 @@ const HeaderMsgID = "Nats-Msg-Id"
 // ingest gives, plus the fields "subject" and "Nats-Msg-Id". Any other
 // error means the message lacks its transport metadata (sequence or
 // timestamp).
+//
+// The common valid message is read in one pass without reflection, by the
+// scanner ingest reads bodies with (parseStoredFast); any other message,
+// and every rejection, by the strict decoder, which names the problems.
+// Both give the same event (FuzzParseStoredFastAgreesWithStrict).
 func ParseStored(m Message) (Event, error) {
 	if e, ok := parseStoredFast(m); ok {
 		return e, nil
