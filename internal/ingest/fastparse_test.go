@@ -48,6 +48,8 @@ func TestParseFastEdges(t *testing.T) {
 		{"nested past encoding/json's limit", e("a", deep(20000)), false, []string{"0:body"}},
 		{"a repeated event key: encoding/json decodes it", e("a", `,"id":"b"`), true, nil},
 		{"a repeated ref key: encoding/json decodes it", `{"action":"closed","eventable":{"type":"card","id":"c1","id":"c2"},"creator":{"type":"user","id":"u1"}}`, true, nil},
+		{"a repeated eventable: encoding/json would merge the two", `{"action":"closed","eventable":{"type":"card","id":"c1"},"eventable":{"id":"c2"},"creator":{"type":"user","id":"u1"}}`, false, []string{"0:eventable.type"}},
+		{"repeated parents: encoding/json would reuse the first's elements", e("a", `,"parents":[{"type":"board","id":"b1"}],"parents":[{"id":"b2"}]`), false, []string{"0:parents[0].type"}},
 		{"a repeated events key", `{"events":[` + e("a", "") + `],"events":[` + e("b", "") + `]}`, false, nil},
 		{"a repeated particulars key", e("a", `,"particulars":{"n":1,"n":2}`), true, nil},
 		{"1e400 in particulars", e("a", `,"particulars":{"n":1e400,"m":-1e-400}`), true, nil},

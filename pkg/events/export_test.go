@@ -6,3 +6,10 @@ func ScanStorable(doc []byte) (valid bool, errs []FieldError) {
 	s := storableScan{b: doc, maxDepth: MaxDepth, root: "doc"}
 	return s.document(), s.errs
 }
+
+// ParseStoredStrict is ParseStored without its fast path (for tests).
+var ParseStoredStrict = parseStoredStrict
+
+// ParseStoredFast is ParseStored's fast path alone: false when it defers
+// to the strict path (for tests).
+var ParseStoredFast = parseStoredFast

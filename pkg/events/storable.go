@@ -111,15 +111,20 @@ func (s *storableScan) document() bool {
 	return s.i == len(s.b)
 }
 
-func (s *storableScan) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
+func (s *storableScan) ws() { s.i = skipWS(s.b, s.i) }
+
+// skipWS returns the index of the first byte at or after i in b that is
+// not JSON whitespace (len(b) if none).
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
 		case ' ', '\t', '\n', '\r':
-			s.i++
+			i++
 		default:
-			return
+			return i
 		}
 	}
+	return i
 }
 
 // value scans one value at s.i; false means a syntax error (the scan ends).

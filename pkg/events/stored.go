@@ -64,7 +64,66 @@ const HeaderMsgID = "Nats-Msg-Id"
 // ingest gives, plus the fields "subject" and "Nats-Msg-Id". Any other
 // error means the message lacks its transport metadata (sequence or
 // timestamp).
+//
+// The common valid message is read in one pass without reflection, by the
+// scanner ingest reads bodies with (parseStoredFast); any other message,
+// and every rejection, by the strict decoder, which names the problems.
+// Both give the same event (FuzzParseStoredFastAgreesWithStrict).
 func ParseStored(m Message) (Event, error) {
+	if e, ok := parseStoredFast(m); ok {
+		return e, nil
+	}
+	return parseStoredStrict(m)
+}
+
+// parseStoredFast is ParseStored for the common message, which it reads in
+// one pass without reflection (Scanner, as ingest reads a body): a stream
+// timestamp, a body of valid, storable JSON (StorableValue) with the
+// contract's keys each at most once and strings of printable ASCII, an
+// event that passes every rule, on its own subject, with a matching
+// Nats-Msg-Id or none. It gives exactly the event of parseStoredStrict
+// (FuzzParseStoredFastAgreesWithStrict); for anything else it reports false,
+// and the strict path names the problems.
+func parseStoredFast(m Message) (Event, bool) {
+	if m.Seq == 0 || m.Timestamp.IsZero() {
+		return Event{}, false
+	}
+	tenant, eventableType, action, ok := splitSubject(m.Subject)
+	if !ok {
+		return Event{}, false
+	}
+	recorded := m.Timestamp.UTC().Truncate(time.Microsecond)
+	// Strings are substrings of one copy of the body; the particulars are
+	// copied apart (m.Data may be reused, as after encoding/json).
+	s := keyScan{b: m.Data, body: string(m.Data), cloneParticulars: true}
+	e, ok := s.event(tenant, false)
+	if !ok || !s.end() {
+		return Event{}, false
+	}
+	if e.Eventable.Type != eventableType || e.Action != action {
+		return Event{}, false
+	}
+	var verr ValidationError
+	// The scan passed the whole event, particulars included.
+	e.checkRules(0, recorded, false, &verr)
+	if len(verr.Errors) > 0 {
+		return Event{}, false
+	}
+	if e.ID == "" {
+		if len(m.Header.Values(HeaderMsgID)) > 0 {
+			return Event{}, false // a rejection
+		}
+		e.ID = StreamEventID(recorded, m.Seq)
+	} else if vals := m.Header.Values(HeaderMsgID); len(vals) > 1 || (len(vals) == 1 && !msgIDMatches(vals[0], tenant, e.ID)) {
+		return Event{}, false
+	}
+	e.derive(m, recorded, !e.OccurredAt.IsZero())
+	return e, true
+}
+
+// parseStoredStrict is ParseStored by the strict decoder (decode), which
+// names every problem.
+func parseStoredStrict(m Message) (Event, error) {
 	if m.Seq == 0 {
 		return Event{}, errors.New("stored message without a stream sequence")
 	}
@@ -108,6 +167,14 @@ func ParseStored(m Message) (Event, error) {
 	if err := verr.orNil(); err != nil {
 		return Event{}, err
 	}
+	e.derive(m, recorded, occurred)
+	return e, nil
+}
+
+// derive sets the fields eventline derives from a valid message (see
+// ParseStored); recorded is its stream timestamp as ParseStored reads it,
+// occurred whether the body set occurred_at.
+func (e *Event) derive(m Message, recorded time.Time, occurred bool) {
 	if !occurred {
 		e.OccurredAt = recorded
 	}
@@ -121,16 +188,17 @@ func ParseStored(m Message) (Event, error) {
 	if tp := m.Header.Get("traceparent"); IsTraceparent(tp) {
 		e.Traceparent = tp
 	}
-	return e, nil
 }
 
 // splitSubject reads events.<tenant>.<eventable type>.<action>.
 func splitSubject(subject string) (tenant, eventableType, action string, ok bool) {
-	parts := strings.Split(subject, ".")
-	if len(parts) != 4 || parts[0] != SubjectPrefix || !IsTenant(parts[1]) || !IsName(parts[2]) || !IsName(parts[3]) {
+	prefix, rest, _ := strings.Cut(subject, ".")
+	tenant, rest, _ = strings.Cut(rest, ".")
+	eventableType, action, _ = strings.Cut(rest, ".")
+	if prefix != SubjectPrefix || !IsTenant(tenant) || !IsName(eventableType) || !IsName(action) {
 		return "", "", "", false
 	}
-	return parts[1], parts[2], parts[3], true
+	return tenant, eventableType, action, true
 }
 
 // peekRefs reads what a rejected body says about its id, eventable and
@@ -175,12 +243,22 @@ func checkMsgID(h nats.Header, tenant, id, bodyID string, derr *ValidationError,
 		verr.add(0, HeaderMsgID, "is %q but the body has no id; send the id in the body too%s, or leave the header out", truncate(v, 200), hint)
 		return
 	}
-	want := MsgID(tenant, id)
-	rest, ok := strings.CutPrefix(v, want)
-	if ok && (rest == "" || (len(rest) > 1 && len(rest) <= 21 && rest[0] == ':' && allDigits(rest[1:]))) {
+	if msgIDMatches(v, tenant, id) {
 		return
 	}
+	want := MsgID(tenant, id)
 	verr.add(0, HeaderMsgID, "is %q but must be %q (<tenant>:<id> of the body), or be left out", truncate(v, 200), want)
+}
+
+// msgIDMatches reports whether the Nats-Msg-Id v is MsgID(tenant, id),
+// or that followed by ":<digits>".
+func msgIDMatches(v, tenant, id string) bool {
+	rest, ok := strings.CutPrefix(v, tenant)
+	if !ok || !strings.HasPrefix(rest, ":") {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest[1:], id)
+	return ok && (rest == "" || (len(rest) > 1 && len(rest) <= 21 && rest[0] == ':' && allDigits(rest[1:])))
 }
 
 func allDigits(s string) bool {

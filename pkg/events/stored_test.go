@@ -20,6 +20,14 @@ const subject = "events.acme.card.closed"
 // input is what a producer in any language publishes: the HTTP body.
 const input = `{"action":"closed","eventable":{"type":"card","id":"c42"},"creator":{"type":"user","id":"u7"}}`
 
+// fullInput sets every input field, as a producer may.
+const fullInput = `{"id":"e1","tenant":"acme","action":"closed","eventable":{"type":"card","id":"c42"},"creator":{"type":"user","id":"u7"},
+		"parents":[{"type":"board","id":"b1"}],"particulars":{"n":1},"occurred_at":"2026-11-25T09:00:00.1234567+01:00"}`
+
+// legacyInput is a body older ingest wrote: with recorded_at and type.
+const legacyInput = `{"id":"e1","tenant":"acme","action":"closed","eventable":{"type":"card","id":"c42"},"creator":{"type":"user","id":"u7"},
+		"parents":[],"particulars":{},"occurred_at":"2026-11-25T09:59:00Z","recorded_at":"2026-11-25T09:59:00.5Z","type":"card.closed"}`
+
 func msg(body string, header ...string) events.Message {
 	m := events.Message{Subject: subject, Data: []byte(body), Seq: 42, Timestamp: stamp}
 	for i := 0; i+1 < len(header); i += 2 {
@@ -59,8 +67,7 @@ func TestParseStoredDerivesSystemFields(t *testing.T) {
 
 func TestParseStoredKeepsBodyFields(t *testing.T) {
 	t.Parallel()
-	body := `{"id":"e1","tenant":"acme","action":"closed","eventable":{"type":"card","id":"c42"},"creator":{"type":"user","id":"u7"},
-		"parents":[{"type":"board","id":"b1"}],"particulars":{"n":1},"occurred_at":"2026-11-25T09:00:00.1234567+01:00"}`
+	body := fullInput
 	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	e, err := events.ParseStored(msg(body, "Nats-Msg-Id", "acme:e1", "traceparent", tp))
 	require.NoError(t, err)
@@ -79,8 +86,7 @@ func TestParseStoredKeepsBodyFields(t *testing.T) {
 // type. recorded_at is ignored; type must be the derived one.
 func TestParseStoredLegacy(t *testing.T) {
 	t.Parallel()
-	legacy := `{"id":"e1","tenant":"acme","action":"closed","eventable":{"type":"card","id":"c42"},"creator":{"type":"user","id":"u7"},
-		"parents":[],"particulars":{},"occurred_at":"2026-11-25T09:59:00Z","recorded_at":"2026-11-25T09:59:00.5Z","type":"card.closed"}`
+	legacy := legacyInput
 	e, err := events.ParseStored(msg(legacy, "Nats-Msg-Id", "acme:e1"))
 	require.NoError(t, err)
 	require.Equal(t, "e1", e.ID)
@@ -99,19 +105,24 @@ func TestParseStoredLegacy(t *testing.T) {
 	requireRejected(t, err, "type", "must be a string")
 }
 
-func TestParseStoredRejects(t *testing.T) {
-	t.Parallel()
+// storedRejectCase is a stream message ParseStored rejects, with a field
+// and a part of the message of one of its errors.
+type storedRejectCase struct {
+	name  string
+	m     events.Message
+	field string
+	msg   string
+}
+
+// storedRejectCases are the messages TestParseStoredRejects checks; they
+// seed FuzzParseStoredFastAgreesWithStrict too.
+func storedRejectCases() []storedRejectCase {
 	stamped := func(subject string, body string, header ...string) events.Message {
 		m := msg(body, header...)
 		m.Subject = subject
 		return m
 	}
-	tests := []struct {
-		name  string
-		m     events.Message
-		field string
-		msg   string
-	}{
+	return []storedRejectCase{
 		{"bad JSON", msg(`{"action":`), "event", "must be a JSON object"},
 		{"empty body", msg(``), "event", "must be a JSON object"},
 		{"unknown field, as on HTTP", msg(strings.Replace(input, `{`, `{"board_id":"b1",`, 1)), "board_id", "not a field of an event"},
@@ -135,7 +146,11 @@ func TestParseStoredRejects(t *testing.T) {
 		{"Nats-Msg-Id twice", msg(strings.Replace(input, `{`, `{"id":"e1",`, 1), "Nats-Msg-Id", "acme:e1", "Nats-Msg-Id", "acme:e1"), "Nats-Msg-Id", "appears 2 times"},
 		{"Nats-Msg-Id but no body id", msg(input, "Nats-Msg-Id", "acme:x1"), "Nats-Msg-Id", `the body has no id; send the id in the body too ("id": "x1")`},
 	}
-	for _, tt := range tests {
+}
+
+func TestParseStoredRejects(t *testing.T) {
+	t.Parallel()
+	for _, tt := range storedRejectCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := events.ParseStored(tt.m)
@@ -213,4 +228,40 @@ func requireRejected(t *testing.T, err error, field, msg string) {
 		}
 	}
 	t.Fatalf("want an error on %q containing %q, got %+v", field, msg, verr.Errors)
+}
+
+// TestParseStoredFastPath: the common message takes the fast path and
+// gives the strict path's event; what the fast path doubts (legacy fields,
+// escapes, a rejection) is left to the strict path.
+func TestParseStoredFastPath(t *testing.T) {
+	t.Parallel()
+	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, m := range []events.Message{
+		msg(input),
+		msg(fullInput, events.HeaderMsgID, "acme:e1", "traceparent", tp),
+		msg(fullInput, events.HeaderMsgID, "acme:e1:18446744073709551615"),
+		msg(strings.Replace(fullInput, `"parents":[{"type":"board","id":"b1"}]`, `"parents":[]`, 1)),
+		msg(strings.Replace(fullInput, `"particulars":{"n":1}`, `"particulars":null`, 1)),
+	} {
+		fast, ok := events.ParseStoredFast(m)
+		require.True(t, ok, "the fast path defers %s", m.Data)
+		strict, err := events.ParseStoredStrict(m)
+		require.NoError(t, err)
+		require.Equal(t, strict, fast)
+	}
+	for _, m := range []events.Message{
+		msg(legacyInput, events.HeaderMsgID, "acme:e1"),
+		msg(strings.Replace(input, `"c42"`, `"c\u00e9"`, 1)),
+		msg(strings.Replace(input, `"c42"`, `"cé"`, 1)),
+		msg(strings.Replace(input, `{`, `{"action":"closed",`, 1)),
+		msg(strings.Replace(input, `{`, `{"id":"e1",`, 1), events.HeaderMsgID, "acme:e2"),
+		msg(input, events.HeaderMsgID, "acme:x1"),
+	} {
+		_, ok := events.ParseStoredFast(m)
+		require.False(t, ok, "the fast path took %s", m.Data)
+	}
+	for _, c := range storedRejectCases() {
+		_, ok := events.ParseStoredFast(c.m)
+		require.False(t, ok, c.name)
+	}
 }
