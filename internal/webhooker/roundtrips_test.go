@@ -1,0 +1,204 @@
+package webhooker
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eventline/eventline/internal/webhooker/delivery"
+)
+
+// What one event to one endpoint costs in Postgres round trips at low
+// rates, where every round trip wakes the webhooker and its backend
+// (BENCHMARKS.md, "Where the CPU goes at low rates"), and what the
+// periodic passes cost while idle. The counts are exact: the service's
+// pools dial through pgCounter, which counts every write to a Postgres
+// socket (one per round trip: pgx sends a statement, a batch or a
+// pipeline with one write) — BEGIN, COMMIT, pings and statement
+// preparations included.
+const (
+	// roundTripsOneEvent: the fan-out's one insert of the delivery with
+	// its attempt, outside any transaction (Ledger.Record).
+	roundTripsOneEvent = 1
+	// roundTripsIdlePass: a scheduler pass with nothing due: BEGIN, the
+	// claims expired, the due tenants, COMMIT (Ledger.ClaimDue).
+	roundTripsIdlePass = 4
+	// roundTripsRefresh: a registry refresh with no change reads the
+	// horizon, then the changed endpoints (Store.changedSince).
+	roundTripsRefresh = 2
+)
+
+// pgCounter counts the writes to Postgres sockets of the pools that dial
+// through it while on, and the statements pgx traced meanwhile (to say
+// what they were when a count is too high).
+type pgCounter struct {
+	mu     sync.Mutex
+	on     bool
+	writes int
+	sql    []string
+}
+
+func (c *pgCounter) configure(cfg *pgxpool.Config) {
+	dial := cfg.ConnConfig.DialFunc
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: conn, c: c}, nil
+	}
+	cfg.ConnConfig.Tracer = c
+}
+
+func (c *pgCounter) start() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.on, c.writes, c.sql = true, 0, nil
+}
+
+func (c *pgCounter) stop() (int, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.on = false
+	return c.writes, strings.Join(c.sql, "\n---\n")
+}
+
+func (c *pgCounter) note(what string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.on {
+		c.sql = append(c.sql, strings.Join(strings.Fields(what), " "))
+	}
+}
+
+func (c *pgCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	c.note(d.SQL)
+	return ctx
+}
+
+func (c *pgCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (c *pgCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	var sql []string
+	for _, q := range d.Batch.QueuedQueries {
+		sql = append(sql, q.SQL)
+	}
+	c.note(fmt.Sprintf("batch of %d: %s", len(sql), strings.Join(sql, " ;; ")))
+	return ctx
+}
+
+func (c *pgCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (c *pgCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+type countingConn struct {
+	net.Conn
+	c *pgCounter
+}
+
+func (cc countingConn) Write(p []byte) (int, error) {
+	cc.c.mu.Lock()
+	if cc.c.on {
+		cc.c.writes++
+	}
+	cc.c.mu.Unlock()
+	return cc.Conn.Write(p)
+}
+
+// countedSetup is setup with every Postgres round trip of the service
+// counted, and no periodic work of its own: the registry refreshes and
+// the scheduler and the backlog gauges run only when the test says.
+func countedSetup(t *testing.T) (*bundle, *pgCounter) {
+	t.Helper()
+	c := &pgCounter{}
+	b := setup(t, options{allowPrivate: true, pgConfig: c.configure, cfg: Config{
+		RefreshEvery: time.Hour, LagEvery: time.Hour,
+		// No endpoint counts as slow on a loaded machine: the event
+		// counted takes the attempt-first path.
+		FirstAttempt: FirstAttemptConfig{Wait: 10 * time.Second, Max: 20 * time.Second},
+	}})
+	waitRunning(t, b)
+	return b, c
+}
+
+// waitRunning waits until Run has wired the parts (the registry
+// loaded).
+func waitRunning(t *testing.T, b *bundle) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		b.svc.mu.Lock()
+		defer b.svc.mu.Unlock()
+		return b.svc.scheduler != nil
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
+// TestOneEventOneEndpointRoundTrips: handling one event to one endpoint
+// that answers 200 — its first attempt, the record of its delivery with
+// the outcome, the ack — costs roundTripsOneEvent Postgres round trips.
+func TestOneEventOneEndpointRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, c := countedSetup(t)
+	rc := newReceiver(t, nil)
+	code, out := b.call(t, http.MethodPost, "/v1/webhooks", map[string]any{"url": rc.URL, "events": []string{"card.*"}})
+	require.Equal(t, http.StatusCreated, code, "%v", out)
+	id := out["id"].(string)
+	require.NoError(t, b.svc.registry.Refresh(ctx))
+	_, ok := b.svc.registry.Get(id)
+	require.True(t, ok)
+
+	// The first event warms the statement cache and the HTTP connection.
+	first := b.publish(t, "e-rt-warm")
+	b.waitFannedOut(t, first.Seq)
+	<-rc.got
+
+	c.start()
+	ev := b.publish(t, "e-rt-counted")
+	b.waitFannedOut(t, ev.Seq)
+	n, sql := c.stop()
+	<-rc.got
+
+	ds := b.deliveries(t, id)
+	require.Len(t, ds, 2)
+	for _, d := range ds {
+		require.Equal(t, delivery.StatusSucceeded, d.Status, "%+v", d)
+		require.Len(t, d.Attempts, 1)
+	}
+	t.Logf("one event to one endpoint: %d Postgres round trips:\n%s", n, sql)
+	require.LessOrEqual(t, n, roundTripsOneEvent, "Postgres round trips of one event to one endpoint:\n%s", sql)
+}
+
+// TestIdlePassesRoundTrips: while nothing is due and no endpoint changes,
+// a scheduler pass costs roundTripsIdlePass round trips and a registry
+// refresh roundTripsRefresh.
+func TestIdlePassesRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, c := countedSetup(t)
+	// Warm the statement caches.
+	_, err := b.svc.ScheduleNow(ctx)
+	require.NoError(t, err)
+	require.NoError(t, b.svc.registry.Refresh(ctx))
+
+	c.start()
+	n, err := b.svc.ScheduleNow(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	trips, sql := c.stop()
+	t.Logf("idle scheduler pass: %d round trips:\n%s", trips, sql)
+	require.LessOrEqual(t, trips, roundTripsIdlePass, "round trips of an idle scheduler pass:\n%s", sql)
+
+	c.start()
+	require.NoError(t, b.svc.registry.Refresh(ctx))
+	trips, sql = c.stop()
+	t.Logf("registry refresh: %d round trips:\n%s", trips, sql)
+	require.LessOrEqual(t, trips, roundTripsRefresh, "round trips of a registry refresh:\n%s", sql)
+}
