@@ -29,12 +29,15 @@ const (
 	// roundTripsOneEvent: the fan-out's one insert of the delivery with
 	// its attempt, outside any transaction (Ledger.Record).
 	roundTripsOneEvent = 1
-	// roundTripsIdlePass: a scheduler pass with nothing due: BEGIN, the
-	// claims expired, the due tenants, COMMIT (Ledger.ClaimDue).
-	roundTripsIdlePass = 4
+	// roundTripsIdlePass: a scheduler pass with nothing due expires
+	// claims and looks for due tenants in one pipelined implicit
+	// transaction (Ledger.ClaimDue); it was 4 (BEGIN, the two
+	// statements, COMMIT).
+	roundTripsIdlePass = 1
 	// roundTripsRefresh: a registry refresh with no change reads the
-	// horizon, then the changed endpoints (Store.changedSince).
-	roundTripsRefresh = 2
+	// horizon and the changed endpoints in one pipeline
+	// (Store.changedSince); it was 2.
+	roundTripsRefresh = 1
 )
 
 // pgCounter counts the writes to Postgres sockets of the pools that dial
