@@ -38,6 +38,18 @@ const (
 	// horizon and the changed endpoints in one pipeline
 	// (Store.changedSince); it was 2.
 	roundTripsRefresh = 1
+	// roundTripsLogSucceeded: the result writer's batch of successes
+	// (Ledger.Log), the attempts logged and the trackers cleared in one
+	// pipelined implicit transaction; it was 4 (BEGIN, the two
+	// statements, COMMIT).
+	roundTripsLogSucceeded = 1
+	// roundTripsLogFailed: a batch with a failure of one endpoint — BEGIN
+	// with the log statement, the endpoint's tracker, COMMIT; it was 4.
+	roundTripsLogFailed = 3
+	// roundTripsRecordFailed: a first attempt that failed recorded with
+	// its outcome (Ledger.Record) — BEGIN with the insert, the tracker,
+	// COMMIT; it was 4.
+	roundTripsRecordFailed = 3
 )
 
 // pgCounter counts the writes to Postgres sockets of the pools that dial
@@ -204,4 +216,82 @@ func TestIdlePassesRoundTrips(t *testing.T) {
 	trips, sql = c.stop()
 	t.Logf("registry refresh: %d round trips:\n%s", trips, sql)
 	require.LessOrEqual(t, trips, roundTripsRefresh, "round trips of a registry refresh:\n%s", sql)
+}
+
+// TestLedgerRoundTrips: the result writer's batches and the record of a
+// failed first attempt cost roundTripsLogSucceeded, roundTripsLogFailed
+// and roundTripsRecordFailed round trips, and write what they wrote when
+// they took more.
+func TestLedgerRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, c := countedSetup(t)
+	code, out := b.call(t, http.MethodPost, "/v1/webhooks", map[string]any{"url": "http://127.0.0.1:1/hooks", "events": []string{"board.*"}})
+	require.Equal(t, http.StatusCreated, code, "%v", out)
+	ep := out["id"].(string)
+	l := b.svc.ledger
+	now := b.clock.Now()
+	job := func(n int) delivery.Job {
+		ev := b.publish(t, fmt.Sprintf("e-ledger-rt-%d", n))
+		return delivery.Job{DeliveryID: delivery.NewID(), Tenant: "acme", EndpointID: ep, Event: ev, Attempt: 1}
+	}
+	succeeded := func(j delivery.Job) delivery.Outcome {
+		return delivery.Outcome{Job: j, Attempt: delivery.Attempt{N: 1, At: now, DurationMS: 3, StatusCode: 200}, Succeeded: true, FinishedAt: now}
+	}
+	failed := func(j delivery.Job) delivery.Outcome {
+		return delivery.Outcome{Job: j, Attempt: delivery.Attempt{N: 1, At: now, DurationMS: 3, StatusCode: 500, ErrorClass: "status"},
+			Retry: true, RetryIn: 5 * time.Second, FinishedAt: now}
+	}
+	count := func(what string, limit int, fn func()) {
+		t.Helper()
+		fn() // warms the statement cache: the first of each prepares it
+		c.start()
+		fn()
+		n, sql := c.stop()
+		t.Logf("%s: %d round trips:\n%s", what, n, sql)
+		require.LessOrEqual(t, n, limit, "round trips of %s:\n%s", what, sql)
+	}
+	recordClaimed := func() delivery.Job {
+		j := job(int(time.Now().UnixNano()))
+		created, _, err := l.Record(ctx, []delivery.Item{{Jobs: []delivery.Job{j}}}, now, now.Add(time.Minute))
+		require.NoError(t, err)
+		require.Len(t, created[0], 1)
+		return created[0][0]
+	}
+	var js []delivery.Job
+	for range 2 {
+		js = append(js, recordClaimed())
+	}
+	count("a logged success", roundTripsLogSucceeded, func() {
+		j := js[0]
+		js = js[1:]
+		_, err := l.Log(ctx, []delivery.Outcome{succeeded(j)})
+		require.NoError(t, err)
+	})
+	js = js[:0]
+	for range 2 {
+		js = append(js, recordClaimed())
+	}
+	count("a logged failure", roundTripsLogFailed, func() {
+		j := js[0]
+		js = js[1:]
+		_, err := l.Log(ctx, []delivery.Outcome{failed(j)})
+		require.NoError(t, err)
+	})
+	count("a first attempt recorded failed", roundTripsRecordFailed, func() {
+		j := job(int(time.Now().UnixNano()))
+		created, _, err := l.Record(ctx, []delivery.Item{{Jobs: []delivery.Job{j}, Done: []delivery.Outcome{failed(j)}}}, now, now.Add(time.Minute))
+		require.NoError(t, err)
+		require.Empty(t, created[0], "recorded with its outcome")
+	})
+	// What was counted was written: 2 successes, and 4 failures that
+	// moved the endpoint's tracker and are due for their retries.
+	var succeededN, due, failures int
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT
+			(SELECT count(*) FROM webhook.deliveries WHERE endpoint_id = $1 AND status = 'succeeded'),
+			(SELECT count(*) FROM webhook.due u JOIN webhook.deliveries d ON d.id = u.delivery_id WHERE d.endpoint_id = $1 AND d.attempts = 1),
+			(SELECT consecutive_failures FROM webhook.endpoints WHERE id = $1)`, ep).Scan(&succeededN, &due, &failures))
+	require.Equal(t, 2, succeededN)
+	require.Equal(t, 4, due)
+	require.Equal(t, 4, failures)
 }

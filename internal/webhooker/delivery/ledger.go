@@ -126,8 +126,7 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 	healthy, allSucceeded := succeededEndpoints(trackedOutcomes(done))
 	var created map[string]int64 // delivery id -> its webhook.claims row (0: not claimed)
 	var disabled Announcements
-	record := func(q querier) error {
-		rows, err := q.Query(ctx, `WITH d AS (
+	recordSQL := `WITH d AS (
 				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, last_attempt_at)
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
 				ON CONFLICT (endpoint_id, event_id) DO NOTHING
@@ -147,15 +146,15 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 				WHERE o.id IN (SELECT id FROM d)
 			), h AS (
 				-- the ended streak is kept to announce its end (endedStreak)
-				`+resetTrackers("$22", "$23")+`
+				` + resetTrackers("$22", "$23") + `
 			)
 			SELECT d.id, coalesce(c.id, 0), NULL::text, NULL::timestamptz FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
-			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
-			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
-			healthy, l.failingAfter)
-		if err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
-		}
+			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`
+	recordArgs := []any{ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
+		attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
+		healthy, l.failingAfter}
+	// read reads what the statement returned.
+	read := func(rows pgx.Rows) error {
 		created = map[string]int64{}
 		var id string
 		var claim int64
@@ -171,26 +170,34 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 		}); err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
-		if allSucceeded {
-			return nil
-		}
-		var logged []Outcome
-		for _, o := range done {
-			if _, ok := created[o.Job.DeliveryID]; ok {
-				logged = append(logged, o)
-			}
-		}
-		if len(logged) == 0 {
-			return nil
-		}
-		disabled, err = l.track(ctx, q.(pgx.Tx), logged)
-		return err
+		return nil
 	}
 	var err error
 	if allSucceeded {
-		err = record(l.pool) // one statement: no transaction needed
+		// One statement: no transaction needed.
+		var rows pgx.Rows
+		if rows, err = l.pool.Query(ctx, recordSQL, recordArgs...); err == nil {
+			err = read(rows)
+		} else {
+			err = fmt.Errorf("insert deliveries: %w", err)
+		}
 	} else {
-		err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error { return record(tx) })
+		// BEGIN goes with the statement, and the trackers follow in the
+		// same transaction.
+		err = inTxWith(ctx, l.pool, "insert deliveries", recordSQL, recordArgs, read, func(tx pgx.Tx) error {
+			var logged []Outcome
+			for _, o := range done {
+				if _, ok := created[o.Job.DeliveryID]; ok {
+					logged = append(logged, o)
+				}
+			}
+			if len(logged) == 0 {
+				return nil
+			}
+			var err error
+			disabled, err = l.track(ctx, tx, logged)
+			return err
+		})
 	}
 	if err != nil {
 		return nil, Announcements{}, err
@@ -205,6 +212,46 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 		}
 	}
 	return out, disabled, nil
+}
+
+// inTxWith runs sql with args as the first statement of a transaction,
+// sent with its BEGIN in one round trip (pgx.Batch.BeginTx), hands its
+// rows to read (which reads them all), then runs rest (nil: nothing) in
+// the transaction and commits it; any error rolls it back. what names
+// the statement in the errors of sending it and of the commit.
+func inTxWith(ctx context.Context, pool *pgxpool.Pool, what, sql string, args []any, read func(pgx.Rows) error, rest func(pgx.Tx) error) error {
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(sql, args...)
+	br := pool.SendBatch(ctx, b)
+	tx := br.Tx()
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // no-op after Commit
+	_, err := br.Exec()                                            // BEGIN
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = br.Query(); err != nil {
+			err = fmt.Errorf("%s: %w", what, err)
+		} else {
+			err = read(rows)
+		}
+	} else {
+		err = fmt.Errorf("%s: %w", what, err)
+	}
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("%s: %w", what, cerr)
+	}
+	if err != nil {
+		return err
+	}
+	if rest != nil {
+		if err := rest(tx); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("%s: commit: %w", what, err)
+	}
+	return nil
 }
 
 // attemptRows is a batch of outcomes as the column arrays of the
@@ -250,39 +297,54 @@ func nilIfBlank(s string) *string {
 	return &s
 }
 
+// logSQL logs a batch of attempts (the columns of attemptRows, $1-$13),
+// moves their deliveries (a HOT update: no index of webhook.deliveries
+// names these columns), and keeps webhook.due in step — a retry is due at
+// its time; a finished delivery taken from webhook.due leaves it. The
+// attempts guard makes a late outcome of an earlier attempt change
+// nothing.
+const logSQL = `WITH o AS (
+		SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],
+			$11::text[], $12::timestamptz[], $13::bool[])
+			AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response, status, next, scheduled)
+	), a AS (
+		INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
+		SELECT id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response FROM o
+		ON CONFLICT DO NOTHING
+	), u AS (
+		UPDATE webhook.deliveries d SET status = o.status, attempts = o.n, next_attempt_at = o.next, last_attempt_at = o.at
+		FROM o WHERE d.id = o.id AND d.attempts < o.n
+		RETURNING d.id, d.tenant, o.status, o.next, o.scheduled
+	), r AS (
+		INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next FROM u WHERE status = 'pending'
+		ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at, claimed_by = NULL
+	)
+	DELETE FROM webhook.due x USING u WHERE x.delivery_id = u.id AND u.status <> 'pending' AND u.scheduled`
+
 // Log logs a batch of outcomes of recorded deliveries in one
 // transaction and moves their endpoints' failure trackers (track). It
 // returns what the committed batch announces, for the caller to act on.
+//
+// A batch of successes only (the usual case) is one round trip: the log
+// statement and the one that clears its endpoints' trackers (track does
+// no more for successes) pipelined in one implicit transaction. Any other
+// sends BEGIN with the log statement, then the trackers, then COMMIT.
 func (l *Ledger) Log(ctx context.Context, batch []Outcome) (Announcements, error) {
 	r := newAttemptRows(batch)
+	args := []any{r.ids, r.n, r.tenants, r.endpoints, r.at, r.dur, r.code, r.class, r.errs, r.resp, r.status, r.next, r.scheduled}
+	if healthy, ok := succeededEndpoints(trackedOutcomes(batch)); ok {
+		return l.logSucceeded(ctx, args, healthy)
+	}
 	var disabled Announcements
-	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		// One statement: log the attempts, move the deliveries (a HOT
-		// update: no index of webhook.deliveries names these columns), and
-		// keep webhook.due in step — a retry is due at its time; a finished
-		// delivery taken from webhook.due leaves it. The attempts guard
-		// makes a late outcome of an earlier attempt change nothing.
-		_, err := tx.Exec(ctx, `WITH o AS (
-				SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],
-					$11::text[], $12::timestamptz[], $13::bool[])
-					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response, status, next, scheduled)
-			), a AS (
-				INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
-				SELECT id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response FROM o
-				ON CONFLICT DO NOTHING
-			), u AS (
-				UPDATE webhook.deliveries d SET status = o.status, attempts = o.n, next_attempt_at = o.next, last_attempt_at = o.at
-				FROM o WHERE d.id = o.id AND d.attempts < o.n
-				RETURNING d.id, d.tenant, o.status, o.next, o.scheduled
-			), r AS (
-				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next FROM u WHERE status = 'pending'
-				ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at, claimed_by = NULL
-			)
-			DELETE FROM webhook.due x USING u WHERE x.delivery_id = u.id AND u.status <> 'pending' AND u.scheduled`,
-			r.ids, r.n, r.tenants, r.endpoints, r.at, r.dur, r.code, r.class, r.errs, r.resp, r.status, r.next, r.scheduled)
-		if err != nil {
+	read := func(rows pgx.Rows) error {
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return fmt.Errorf("log attempts: %w", err)
 		}
+		return nil
+	}
+	err := inTxWith(ctx, l.pool, "log attempts", logSQL, args, read, func(tx pgx.Tx) error {
+		var err error
 		disabled, err = l.track(ctx, tx, batch)
 		return err
 	})
@@ -290,6 +352,46 @@ func (l *Ledger) Log(ctx context.Context, batch []Outcome) (Announcements, error
 		return Announcements{}, err
 	}
 	return disabled, nil
+}
+
+// logSucceeded logs a batch of successes and clears the failure trackers
+// of healthy, their endpoints, in one round trip: both statements in one
+// implicit transaction, which commits or fails as a whole.
+func (l *Ledger) logSucceeded(ctx context.Context, args []any, healthy []string) (Announcements, error) {
+	var out Announcements
+	b := &pgx.Batch{}
+	b.Queue(logSQL, args...)
+	if len(healthy) > 0 {
+		// A success ends the streak; one that was announced, or reached
+		// failingAfter (its announcement may still be queued), is kept in
+		// failing_announced until its end is announced (recovered).
+		b.Queue(resetTrackers("$1", "$2"), healthy, l.failingAfter)
+	}
+	br := l.pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return Announcements{}, fmt.Errorf("log attempts: %w", err)
+	}
+	if len(healthy) > 0 {
+		rows, err := br.Query()
+		if err != nil {
+			return Announcements{}, fmt.Errorf("reset endpoint failures: %w", err)
+		}
+		var tenant, id string
+		var announced *time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&tenant, &id, &announced}, func() error {
+			if announced != nil {
+				out.Notices = append(out.Notices, recovered(tenant, id, *announced))
+			}
+			return nil
+		}); err != nil {
+			return Announcements{}, fmt.Errorf("reset endpoint failures: %w", err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return Announcements{}, fmt.Errorf("log attempts: %w", err)
+	}
+	return out, nil
 }
 
 // succeededEndpoints returns the endpoints of batch when every outcome in
