@@ -1,6 +1,7 @@
 // Package groupcommit coalesces concurrent requests into batches that are
 // committed together: one durable write answers many callers. Ingest uses
-// it for atomic batch publishes, the webhooker for delivery inserts.
+// it for atomic batch publishes, the webhooker for delivery inserts (with
+// Config.Inline: a request to an idle batcher is committed by its caller).
 package groupcommit
 
 import (

@@ -50,6 +50,10 @@ const (
 	// its outcome (Ledger.Record) — BEGIN with the insert, the tracker,
 	// COMMIT; it was 4.
 	roundTripsRecordFailed = 3
+	// roundTripsClaim: a scheduler pass that claims due deliveries of one
+	// tenant — the claims expired and the due tenants (one pipeline),
+	// BEGIN with the claim, the claimers written, COMMIT; it was 6.
+	roundTripsClaim = 4
 )
 
 // pgCounter counts the writes to Postgres sockets of the pools that dial
@@ -145,7 +149,7 @@ func countedSetup(t *testing.T) (*bundle, *pgCounter) {
 }
 
 // waitRunning waits until Run has wired the parts (the registry
-// loaded).
+// loaded) and the prune it starts with has ended.
 func waitRunning(t *testing.T, b *bundle) {
 	t.Helper()
 	require.Eventually(t, func() bool {
@@ -153,6 +157,11 @@ func waitRunning(t *testing.T, b *bundle) {
 		defer b.svc.mu.Unlock()
 		return b.svc.scheduler != nil
 	}, 10*time.Second, 5*time.Millisecond)
+	select {
+	case <-b.svc.pruned:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first prune of the delivery log did not end")
+	}
 }
 
 // TestOneEventOneEndpointRoundTrips: handling one event to one endpoint
@@ -284,6 +293,19 @@ func TestLedgerRoundTrips(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, created[0], "recorded with its outcome")
 	})
+	// The four failures are due in 5 s: claimed two at a time (the
+	// first claim warms the statement cache).
+	later := now.Add(10 * time.Second)
+	claimed, err := l.ClaimDue(ctx, later, later.Add(time.Minute), "replica-a", 2)
+	require.NoError(t, err)
+	require.Len(t, claimed, 2)
+	c.start()
+	claimed, err = l.ClaimDue(ctx, later, later.Add(time.Minute), "replica-a", 2)
+	n, sql := c.stop()
+	require.NoError(t, err)
+	require.Len(t, claimed, 2)
+	t.Logf("a claim of due deliveries: %d round trips:\n%s", n, sql)
+	require.LessOrEqual(t, n, roundTripsClaim, "round trips of a claim:\n%s", sql)
 	// What was counted was written: 2 successes, and 4 failures that
 	// moved the endpoint's tracker and are due for their retries.
 	var succeededN, due, failures int

@@ -135,6 +135,9 @@ type Service struct {
 	metrics   *Metrics
 	lag       *consumerlag.Monitor // nil without metrics
 	gate      *firstGate
+	// pruned is closed once the first prune of the log, at start, ended
+	// (tests that count Postgres round trips wait for it).
+	pruned chan struct{}
 
 	// set by Run
 	mu         sync.Mutex
@@ -171,7 +174,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 		return nil, err
 	}
 	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: delivery.NewLedger(pool, cfg.Disable, cfg.FailingAfter), poster: poster, publisher: pub, log: log, metrics: m,
-		registry: endpoint.NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
+		registry: endpoint.NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}, pruned: make(chan struct{})}
 	// After NATS reconnects, what the fan-out took before may come again
 	// as first deliveries (a restarted server loses unflushed consumer
 	// state): those record first.
@@ -382,7 +385,9 @@ func (s *Service) recordDisabled(ctx context.Context, tenant, endpointID, reason
 // retain deletes deliveries and attempts older than the retention, in
 // small batches, once a minute.
 func (s *Service) retain(ctx context.Context) {
+	var once sync.Once
 	lifecycle.Every(ctx, time.Minute, func(ctx context.Context) {
+		defer once.Do(func() { close(s.pruned) })
 		if _, err := s.PruneLog(ctx); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "prune delivery log", "error", err)
 		}

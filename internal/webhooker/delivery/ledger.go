@@ -20,8 +20,9 @@ import (
 // failing_since, failing_announced, and enabled when the tracker disables
 // an endpoint). The parts that decide when to write — the fan-out's group
 // commit, the result writer's batches, the scheduler's ticks, the leases'
-// renewals, the API — call its methods, each one statement or one
-// transaction, and act on what it returns: the jobs it created, the rows
+// renewals, the API — call its methods, each one statement, one pipeline
+// of statements in an implicit transaction, or one transaction whose
+// BEGIN goes with its first statement (inTxWith), and act on what it returns: the jobs it created, the rows
 // it claimed or renewed, and the announcements of committed outcomes
 // (disabled endpoints, operational events), which it never sends itself.
 //
@@ -34,7 +35,7 @@ type Ledger struct {
 	// announced with the other operational events (docs/webhooks.md
 	// "Operational events").
 	failingAfter int
-	// turn rotates which tenants a claim serves first (claimFairly).
+	// turn rotates which tenants a claim serves first (claimPlan).
 	turn *atomic.Uint64
 }
 
@@ -591,7 +592,7 @@ type Due struct {
 
 // ClaimDue claims for owner, until until, at most limit deliveries due at
 // now, with FOR UPDATE SKIP LOCKED so replicas never take the same one,
-// and returns them, shared between tenants (claimFairly). First it turns
+// and returns them, shared between tenants (claimPlan). First it turns
 // expired claims into due rows (expireClaims), also when limit is 0 (busy:
 // the others take what is due), and lists the tenants with deliveries
 // due: both statements in one round trip, an implicit transaction of
@@ -610,10 +611,18 @@ func (l *Ledger) ClaimDue(ctx context.Context, now, until time.Time, owner strin
 		return nil, nil
 	}
 	var live []Due
-	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		claimed, err := claimFairly(ctx, tx, tenants, now, limit, l.turn.Add(1))
-		live = nil
-		if err != nil || len(claimed) == 0 {
+	plan := planClaim(tenants, limit, l.turn.Add(1))
+	var claimed []Due
+	sql, args := plan.first(now)
+	read := func(rows pgx.Rows) error {
+		var err error
+		claimed, err = pgx.CollectRows(rows, scanDue)
+		return err
+	}
+	// BEGIN goes with the first claim statement.
+	err = inTxWith(ctx, l.pool, "claim due deliveries", sql, args, read, func(tx pgx.Tx) error {
+		var err error
+		if claimed, err = plan.rest(ctx, tx, claimed, now); err != nil || len(claimed) == 0 {
 			return err
 		}
 		var liveIDs, stale []string
@@ -677,7 +686,7 @@ const dueTenantsSQL = `WITH RECURSIVE t(tenant) AS (
 		SELECT (SELECT d.tenant FROM webhook.due d WHERE d.tenant > t.tenant ORDER BY d.tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL)
 	SELECT tenant FROM t WHERE tenant IS NOT NULL AND EXISTS (SELECT 1 FROM webhook.due d WHERE d.tenant = t.tenant AND d.due_at <= $1)`
 
-// claimedColumns are what claimFairly reads of a due row (u) it locked and
+// claimedColumns are what claimPlan reads of a due row (u) it locked and
 // of its delivery (d) while that is pending; attempts -1: the delivery is
 // no longer pending.
 const claimedColumns = `u.delivery_id, u.tenant, coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1), coalesce(u.claimed_by, '')`
@@ -688,50 +697,66 @@ func scanDue(r pgx.CollectableRow) (Due, error) {
 	return d, err
 }
 
-// claimFairly locks, in tx, at most limit due rows of tenants (those
-// with deliveries due, dueTenantsSQL), oldest first within each tenant and shared between tenants (docs/webhooks.md "Fairness
-// between tenants"): with several tenants due, each gets an equal share of
-// limit (tenants beyond limit wait for a later turn, turn rotating which
-// come first), and the room a tenant leaves goes to the tenants that have
-// more, in turn. So a tenant's 100,000-delivery fan-out does not hold
-// back another tenant's retry until it has drained, and one tenant alone
-// gets all the room. Each statement locks exactly the rows it returns.
-func claimFairly(ctx context.Context, tx pgx.Tx, tenants []string, now time.Time, limit int, turn uint64) ([]Due, error) {
-	if len(tenants) == 0 {
-		return nil, nil
-	}
+// claimPlan locks at most limit due rows of tenants (those with
+// deliveries due, dueTenantsSQL), oldest first within each tenant and
+// shared between tenants (docs/webhooks.md "Fairness between tenants"):
+// with several tenants due, each gets an equal share of limit (tenants
+// beyond limit wait for a later turn, turn rotating which come first),
+// and the room a tenant leaves goes to the tenants that have more, in
+// turn. So a tenant's 100,000-delivery fan-out does not hold back another
+// tenant's retry until it has drained, and one tenant alone gets all the
+// room. Each statement locks exactly the rows it returns. Its first
+// statement (first) is sent with the transaction's BEGIN; rest claims
+// the room the first left, in the transaction.
+type claimPlan struct {
+	tenants []string
+	limit   int
+	share   int // each tenant's share; 0: one tenant, which gets all
+}
+
+func planClaim(tenants []string, limit int, turn uint64) claimPlan {
 	if len(tenants) == 1 {
-		return claimTenant(ctx, tx, tenants[0], now, limit, nil)
+		return claimPlan{tenants: tenants, limit: limit}
 	}
 	k := int(turn % uint64(len(tenants)))
 	tenants = append(tenants[k:], tenants[:k]...)
 	if len(tenants) > limit {
 		tenants = tenants[:limit]
 	}
-	share := limit / len(tenants)
-	rows, err := tx.Query(ctx, `SELECT `+claimedColumns+` FROM unnest($1::text[]) AS t(tenant)
+	return claimPlan{tenants: tenants, limit: limit, share: limit / len(tenants)}
+}
+
+// first is the plan's first statement: one tenant's rows, or each
+// tenant's share.
+func (p claimPlan) first(now time.Time) (string, []any) {
+	if p.share == 0 {
+		return claimTenantSQL, []any{p.tenants[0], now, p.limit, []string{}}
+	}
+	return `SELECT ` + claimedColumns + ` FROM unnest($1::text[]) AS t(tenant)
 		CROSS JOIN LATERAL (SELECT u.delivery_id, u.tenant, u.claimed_by FROM webhook.due u
 			WHERE u.tenant = t.tenant AND u.due_at <= $2 ORDER BY u.due_at LIMIT $3 FOR UPDATE SKIP LOCKED) u
-		LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`, tenants, now, share)
-	if err != nil {
-		return nil, err
-	}
-	got, err := pgx.CollectRows(rows, scanDue)
-	if err != nil {
-		return nil, err
+		LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`, []any{p.tenants, now, p.share}
+}
+
+// rest claims, in tx, the room the first statement left (got is what it
+// claimed) from the tenants that filled their share, in turn, and
+// returns everything claimed.
+func (p claimPlan) rest(ctx context.Context, tx pgx.Tx, got []Due, now time.Time) ([]Due, error) {
+	if p.share == 0 {
+		return got, nil
 	}
 	taken := map[string][]string{}
 	for _, d := range got {
 		taken[d.Tenant] = append(taken[d.Tenant], d.ID)
 	}
-	for _, t := range tenants {
-		if len(got) >= limit {
+	for _, t := range p.tenants {
+		if len(got) >= p.limit {
 			break
 		}
-		if len(taken[t]) < share {
+		if len(taken[t]) < p.share {
 			continue // it had no more
 		}
-		more, err := claimTenant(ctx, tx, t, now, limit-len(got), taken[t])
+		more, err := claimTenant(ctx, tx, t, now, p.limit-len(got), taken[t])
 		if err != nil {
 			return nil, err
 		}
@@ -740,15 +765,19 @@ func claimFairly(ctx context.Context, tx pgx.Tx, tenants []string, now time.Time
 	return got, nil
 }
 
+// claimTenantSQL locks at most $3 of tenant $1's rows due at $2, oldest
+// first, but those of $4 (rows the transaction has locked already).
+const claimTenantSQL = `SELECT ` + claimedColumns + ` FROM (SELECT u.delivery_id, u.tenant, u.claimed_by FROM webhook.due u
+		WHERE u.tenant = $1 AND u.due_at <= $2 AND u.delivery_id <> ALL($4) ORDER BY u.due_at LIMIT $3 FOR UPDATE SKIP LOCKED) u
+	LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`
+
 // claimTenant locks, in tx, at most n of tenant's due rows, oldest first,
 // but those of except (rows tx has locked already).
 func claimTenant(ctx context.Context, tx pgx.Tx, tenant string, now time.Time, n int, except []string) ([]Due, error) {
 	if except == nil {
 		except = []string{}
 	}
-	rows, err := tx.Query(ctx, `SELECT `+claimedColumns+` FROM (SELECT u.delivery_id, u.tenant, u.claimed_by FROM webhook.due u
-			WHERE u.tenant = $1 AND u.due_at <= $2 AND u.delivery_id <> ALL($4) ORDER BY u.due_at LIMIT $3 FOR UPDATE SKIP LOCKED) u
-		LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`, tenant, now, n, except)
+	rows, err := tx.Query(ctx, claimTenantSQL, tenant, now, n, except)
 	if err != nil {
 		return nil, err
 	}
