@@ -149,7 +149,8 @@ func countedSetup(t *testing.T) (*bundle, *pgCounter) {
 }
 
 // waitRunning waits until Run has wired the parts (the registry
-// loaded) and the prune it starts with has ended.
+// loaded) and the passes it starts with (a prune, a backlog measurement)
+// have ended.
 func waitRunning(t *testing.T, b *bundle) {
 	t.Helper()
 	require.Eventually(t, func() bool {
@@ -158,9 +159,9 @@ func waitRunning(t *testing.T, b *bundle) {
 		return b.svc.scheduler != nil
 	}, 10*time.Second, 5*time.Millisecond)
 	select {
-	case <-b.svc.pruned:
+	case <-b.svc.settled:
 	case <-time.After(30 * time.Second):
-		t.Fatal("the first prune of the delivery log did not end")
+		t.Fatal("the first prune and backlog measurement did not end")
 	}
 }
 
