@@ -1,6 +1,7 @@
 // Package groupcommit coalesces concurrent requests into batches that are
 // committed together: one durable write answers many callers. Ingest uses
-// it for atomic batch publishes, the webhooker for delivery inserts.
+// it for atomic batch publishes, the webhooker for delivery inserts (with
+// Config.Inline: a request to an idle batcher is committed by its caller).
 package groupcommit
 
 import (
@@ -31,6 +32,16 @@ type Config struct {
 	// Observe, when set, is called after every commit with its size in
 	// units, its duration and its error.
 	Observe func(units int, took time.Duration, err error)
+	// Inline: a request submitted while the batcher is idle — no batch
+	// committing, none forming, nothing queued — is committed by Submit
+	// itself, alone, as Run would have sent it at once: at low rates, where
+	// every request arrives alone, it saves handing it to Run, Run's
+	// timer and the goroutine of its commit (wake-ups that cost more than
+	// the hand-over's work: BENCHMARKS.md, "Where the CPU goes at low
+	// rates"). At most one inline commit runs at a time, and Run sends
+	// nothing at once while it runs: requests that come meanwhile form a
+	// batch, sent when the linger ends.
+	Inline bool
 }
 
 func (c *Config) withDefaults() {
@@ -102,6 +113,10 @@ type Batcher[T, R any] struct {
 	done   chan struct{}
 	// Waiting counts the requests in the batch being formed.
 	Waiting atomic.Int64
+
+	inflight atomic.Int64 // Run's batches committing
+	inline   atomic.Bool  // an inline commit runs (Config.Inline)
+	inlines  sync.WaitGroup
 }
 
 type request[T, R any] struct {
@@ -135,6 +150,14 @@ func (b *Batcher[T, R]) Submit(ctx context.Context, item T) (R, error) {
 		b.mu.RUnlock()
 		return zero, ErrClosed
 	}
+	if b.cfg.Inline && b.idle() && b.inline.CompareAndSwap(false, true) {
+		b.inlines.Add(1) // under mu: Run waits for it before it returns
+		b.mu.RUnlock()
+		defer b.inlines.Done()
+		defer b.inline.Store(false)
+		b.commitBatch([]*request[T, R]{req})
+		return req.result, req.err
+	}
 	select {
 	case b.in <- req:
 		b.mu.RUnlock()
@@ -148,6 +171,12 @@ func (b *Batcher[T, R]) Submit(ctx context.Context, item T) (R, error) {
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	}
+}
+
+// idle tells whether no batch commits, none is forming and nothing is
+// queued.
+func (b *Batcher[T, R]) idle() bool {
+	return b.inflight.Load() == 0 && b.Waiting.Load() == 0 && len(b.in) == 0
 }
 
 // Close stops accepting requests.
@@ -169,6 +198,7 @@ func (b *Batcher[T, R]) QueueLen() int { return len(b.in) }
 // Run forms and commits batches until Close, then drains.
 func (b *Batcher[T, R]) Run() {
 	defer close(b.done)
+	defer b.inlines.Wait()
 	var (
 		batch    []*request[T, R]
 		size     int
@@ -181,6 +211,7 @@ func (b *Batcher[T, R]) Run() {
 	linger.Stop()
 	send := func() {
 		inflight++
+		b.inflight.Store(int64(inflight))
 		go b.run(batch, finished)
 		batch, size, expired = nil, 0, false
 		b.Waiting.Store(0)
@@ -188,7 +219,7 @@ func (b *Batcher[T, R]) Run() {
 	}
 	for {
 		if len(batch) > 0 && inflight < b.cfg.MaxInflight &&
-			(size >= b.cfg.MaxBatch || expired || inflight == 0 || in == nil) {
+			(size >= b.cfg.MaxBatch || expired || (inflight == 0 && !b.inline.Load()) || in == nil) {
 			send()
 			continue
 		}
@@ -209,6 +240,7 @@ func (b *Batcher[T, R]) Run() {
 				for inflight >= b.cfg.MaxInflight {
 					<-finished
 					inflight--
+					b.inflight.Store(int64(inflight))
 				}
 				send()
 			}
@@ -222,12 +254,18 @@ func (b *Batcher[T, R]) Run() {
 			expired = len(batch) > 0
 		case <-finished:
 			inflight--
+			b.inflight.Store(int64(inflight))
 		}
 	}
 }
 
 func (b *Batcher[T, R]) run(batch []*request[T, R], finished chan<- struct{}) {
 	defer func() { finished <- struct{}{} }()
+	b.commitBatch(batch)
+}
+
+// commitBatch commits batch and answers each of its requests.
+func (b *Batcher[T, R]) commitBatch(batch []*request[T, R]) {
 	items := make([]T, len(batch))
 	units := 0
 	for i, r := range batch {

@@ -220,3 +220,75 @@ func TestMalformedErrorsFailsEveryRequest(t *testing.T) {
 		require.ErrorContains(t, err, "commit returned 1 results for 3 requests")
 	}
 }
+
+// TestInlineCommitsALoneRequestInItsCaller: with Inline, a request to an
+// idle batcher is committed by Submit itself — Run need not even run —
+// and requests that come while it commits form a batch Run sends once
+// its linger ends; every caller gets its own result.
+func TestInlineCommitsALoneRequestInItsCaller(t *testing.T) {
+	t.Parallel()
+	r := &recorder{gate: make(chan struct{}), entered: make(chan struct{})}
+	b := groupcommit.New(r.commit, nil, groupcommit.Config{Inline: true, Linger: 10 * time.Millisecond})
+	first := make(chan int, 1)
+	go func() {
+		got, err := b.Submit(context.Background(), 1)
+		require.NoError(t, err)
+		first <- got
+	}()
+	<-r.entered // committing in its caller: Run is not running
+	go b.Run()
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := b.Submit(context.Background(), 100+i)
+			require.NoError(t, err)
+			require.Equal(t, 2*(100+i), got)
+		}()
+	}
+	require.Eventually(t, func() bool { return b.Waiting.Load() == 10 }, 5*time.Second, time.Millisecond)
+	close(r.gate)
+	require.Equal(t, 2, <-first)
+	wg.Wait()
+	b.Close()
+	<-b.Done()
+	require.Len(t, r.batches, 2)
+	lone, gathered := r.batches[0], r.batches[1]
+	if len(lone) != 1 { // both commits were released by the gate at once
+		lone, gathered = gathered, lone
+	}
+	require.Equal(t, []int{1}, lone)
+	require.Len(t, gathered, 10, "gathered while the inline commit ran, sent as one batch")
+}
+
+// TestInlineUnderConcurrency: with Inline, concurrent callers each get
+// their own result and every request is committed once.
+func TestInlineUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	r := &recorder{}
+	b := groupcommit.New(r.commit, nil, groupcommit.Config{MaxBatch: 7, Inline: true})
+	go b.Run()
+	var wg sync.WaitGroup
+	for i := range 500 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := b.Submit(context.Background(), i)
+			require.NoError(t, err)
+			require.Equal(t, 2*i, got)
+		}()
+	}
+	wg.Wait()
+	b.Close()
+	<-b.Done()
+	seen := map[int]bool{}
+	for _, batch := range r.batches {
+		require.LessOrEqual(t, len(batch), 7)
+		for _, v := range batch {
+			require.False(t, seen[v], "committed twice: %d", v)
+			seen[v] = true
+		}
+	}
+	require.Len(t, seen, 500)
+}

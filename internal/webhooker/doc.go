@@ -42,11 +42,13 @@
 //   - The Registry (endpoint/registry.go) keeps every endpoint in memory,
 //     indexed by tenant, event-type pattern and parent filter, and follows
 //     changes in Postgres every 250 ms by transaction horizon (the Store's
-//     change feed), so an endpoint committed out of sequence order is
-//     never skipped.
+//     change feed, one round trip), so an endpoint committed out of
+//     sequence order is never skipped.
 //   - The fan-out (fanout.go) is a Watermill handler on the durable
 //     "webhooker": it matches an event against the registry and records
-//     one delivery per endpoint (group-committed inserts, Ledger.Record).
+//     one delivery per endpoint (group-committed inserts, Ledger.Record;
+//     an insert made while none commits or waits, every event's at low
+//     rates, is committed by its handler: groupcommit.Config.Inline).
 //     For an event's first delivery to at most 100 endpoints it attempts
 //     first and records each delivery with its outcome (firstattempt.go):
 //     every attempt reports to one sink, which hands the outcomes the
@@ -58,7 +60,10 @@
 //   - The scheduler (scheduler.go) claims due deliveries from webhook.due
 //     (retries, manual retries, replays, shared fan-outs, first attempts
 //     whose claim ended because their replica died) with FOR UPDATE SKIP
-//     LOCKED, never more than its dispatcher has room for.
+//     LOCKED, never more than its dispatcher has room for. A pass that
+//     finds nothing due, every pass of an idle replica, is one Postgres
+//     round trip (ended claims expired and due tenants looked for in one
+//     pipeline); the claiming transaction opens only when something is due.
 //   - The leases (lease.go) renew the claim of every delivery this replica
 //     holds, from its claim until its outcome is written, every quarter of
 //     Config.Claim, and give them back when the replica stops.
@@ -70,7 +75,8 @@
 //   - The attempter (attempt/attempter.go) signs, posts through the
 //     SSRF-safe client and classifies the outcome, its retry decided by
 //     delivery/schedule.go; the result writer (results.go) hands outcomes
-//     to the ledger in batches, which logs them, schedules retries and
+//     to the ledger in batches (a batch of successes is one round trip),
+//     which logs them, schedules retries and
 //     moves the endpoints' failure trackers, and announces an endpoint the
 //     ledger disabled as a webhook.disabled event. The announcer
 //     (operational.go) appends the other operational events — failing

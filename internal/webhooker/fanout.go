@@ -31,6 +31,10 @@ const maxInsert = 5000
 // deliveries recorded claimed are held (leases) before their jobs are
 // handed back, so no outcome can be written before its delivery is held.
 // announce acts on what the recorded outcomes announce (nil: nothing).
+// An insert submitted while none commits or waits is committed by its
+// handler itself (groupcommit.Config.Inline): at low rates every event
+// comes alone, and handing it to the batcher's goroutines cost more
+// wake-ups than the insert.
 func newInserts(l *delivery.Ledger, announce func(context.Context, delivery.Announcements), held *leases, now func() time.Time, claim time.Duration) *groupcommit.Batcher[delivery.Item, inserted] {
 	return groupcommit.New(func(ctx context.Context, items []delivery.Item) ([]inserted, error) {
 		at := now()
@@ -39,7 +43,7 @@ func newInserts(l *delivery.Ledger, announce func(context.Context, delivery.Anno
 			held.holdRecorded(it.jobs, at.Add(claim))
 		}
 		return out, nil
-	}, func(it delivery.Item) int { return len(it.Jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2})
+	}, func(it delivery.Item) int { return len(it.Jobs) }, groupcommit.Config{MaxBatch: maxInsert, MaxInflight: 2, Inline: true})
 }
 
 // inserted is the result of one delivery.Item of a group commit: the jobs

@@ -135,6 +135,11 @@ type Service struct {
 	metrics   *Metrics
 	lag       *consumerlag.Monitor // nil without metrics
 	gate      *firstGate
+	// settled is closed once the passes Run starts with (the first prune
+	// of the log, the first backlog measurement) have ended: tests that
+	// count Postgres round trips wait for it.
+	settled    chan struct{}
+	settleOnce sync.Once
 
 	// set by Run
 	mu         sync.Mutex
@@ -171,7 +176,7 @@ func NewService(ctx context.Context, fanoutNC *nats.Conn, js jetstream.JetStream
 		return nil, err
 	}
 	s := &Service{cfg: cfg, pool: pool, fanoutNC: fanoutNC, js: js, str: str, store: store, ledger: delivery.NewLedger(pool, cfg.Disable, cfg.FailingAfter), poster: poster, publisher: pub, log: log, metrics: m,
-		registry: endpoint.NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}}
+		registry: endpoint.NewRegistry(store, cfg.RefreshEvery, log), gate: &firstGate{cfg: cfg.FirstAttempt}, settled: make(chan struct{})}
 	// After NATS reconnects, what the fan-out took before may come again
 	// as first deliveries (a restarted server loses unflushed consumer
 	// state): those record first.
@@ -269,13 +274,17 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
+	var wg, first sync.WaitGroup
+	first.Add(1) // the first prune (retain)
 	if s.lag != nil {
 		wg.Add(2)
+		first.Add(1)
+		var once sync.Once
 		go func() { defer wg.Done(); s.lag.Run(ctx) }()
 		go func() {
 			defer wg.Done()
 			lifecycle.Every(ctx, s.cfg.LagEvery, func(ctx context.Context) {
+				defer once.Do(first.Done)
 				if err := s.measureBacklog(ctx); err != nil && ctx.Err() == nil {
 					s.log.WarnContext(ctx, "measure the webhook backlog", "error", err)
 				}
@@ -289,7 +298,8 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer close(renewed); held.run(renewCtx) }()
 	wg.Add(2)
 	go func() { defer wg.Done(); sch.run(ctx, s.cfg.ScheduleEvery) }()
-	go func() { defer wg.Done(); s.retain(ctx) }()
+	go func() { defer wg.Done(); s.retain(ctx, first.Done) }()
+	go func() { first.Wait(); s.settleOnce.Do(func() { close(s.settled) }) }()
 	runErr := router.Run(ctx)
 	wg.Wait()
 	d.Wait()
@@ -380,9 +390,11 @@ func (s *Service) recordDisabled(ctx context.Context, tenant, endpointID, reason
 }
 
 // retain deletes deliveries and attempts older than the retention, in
-// small batches, once a minute.
-func (s *Service) retain(ctx context.Context) {
+// small batches, once a minute; pruned is called after the first pass.
+func (s *Service) retain(ctx context.Context, pruned func()) {
+	var once sync.Once
 	lifecycle.Every(ctx, time.Minute, func(ctx context.Context) {
+		defer once.Do(pruned)
 		if _, err := s.PruneLog(ctx); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "prune delivery log", "error", err)
 		}

@@ -58,6 +58,9 @@ type options struct {
 	timeout      time.Duration
 	cfg          Config
 	stream       stream.Config // the EVENTS stream's shape (its de-duplication window)
+	// pgConfig changes the service pool's configuration (a counting
+	// dialer, say); nil: testenv.Pool.
+	pgConfig func(*pgxpool.Config)
 }
 
 func setup(t *testing.T, o options) *bundle {
@@ -71,7 +74,17 @@ func setup(t *testing.T, o options) *bundle {
 	require.NoError(t, err)
 	pub, err := events.NewPublisher(nc)
 	require.NoError(t, err)
-	pool := testenv.Pool(t)
+	var pool *pgxpool.Pool
+	if o.pgConfig == nil {
+		pool = testenv.Pool(t)
+	} else {
+		pcfg, err := pgxpool.ParseConfig(testenv.Database(t))
+		require.NoError(t, err)
+		o.pgConfig(pcfg)
+		pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+	}
 	if o.timeout == 0 {
 		o.timeout = 5 * time.Second
 	}
@@ -82,7 +95,9 @@ func setup(t *testing.T, o options) *bundle {
 	cfg.Now = clk.Now
 	cfg.Rand = func() float64 { return 0.5 } // no jitter: exact schedule
 	cfg.ScheduleEvery = time.Hour            // tests drive the scheduler
-	cfg.RefreshEvery = 20 * time.Millisecond
+	if cfg.RefreshEvery == 0 {
+		cfg.RefreshEvery = 20 * time.Millisecond
+	}
 	cfg.Secrets = testenv.Keyring(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// The admin provisions the durable (eventline migrate); the service

@@ -20,8 +20,9 @@ import (
 // failing_since, failing_announced, and enabled when the tracker disables
 // an endpoint). The parts that decide when to write — the fan-out's group
 // commit, the result writer's batches, the scheduler's ticks, the leases'
-// renewals, the API — call its methods, each one statement or one
-// transaction, and act on what it returns: the jobs it created, the rows
+// renewals, the API — call its methods, each one statement, one pipeline
+// of statements in an implicit transaction, or one transaction whose
+// BEGIN goes with its first statement (inTxWith), and act on what it returns: the jobs it created, the rows
 // it claimed or renewed, and the announcements of committed outcomes
 // (disabled endpoints, operational events), which it never sends itself.
 //
@@ -34,7 +35,7 @@ type Ledger struct {
 	// announced with the other operational events (docs/webhooks.md
 	// "Operational events").
 	failingAfter int
-	// turn rotates which tenants a claim serves first (claimFairly).
+	// turn rotates which tenants a claim serves first (claimPlan).
 	turn *atomic.Uint64
 }
 
@@ -126,8 +127,7 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 	healthy, allSucceeded := succeededEndpoints(trackedOutcomes(done))
 	var created map[string]int64 // delivery id -> its webhook.claims row (0: not claimed)
 	var disabled Announcements
-	record := func(q querier) error {
-		rows, err := q.Query(ctx, `WITH d AS (
+	recordSQL := `WITH d AS (
 				INSERT INTO webhook.deliveries (id, tenant, endpoint_id, event_id, event_seq, event_type, status, attempts, next_attempt_at, last_attempt_at)
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
 				ON CONFLICT (endpoint_id, event_id) DO NOTHING
@@ -147,15 +147,15 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 				WHERE o.id IN (SELECT id FROM d)
 			), h AS (
 				-- the ended streak is kept to announce its end (endedStreak)
-				`+resetTrackers("$22", "$23")+`
+				` + resetTrackers("$22", "$23") + `
 			)
 			SELECT d.id, coalesce(c.id, 0), NULL::text, NULL::timestamptz FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
-			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`, ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
-			attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
-			healthy, l.failingAfter)
-		if err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
-		}
+			UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`
+	recordArgs := []any{ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
+		attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
+		healthy, l.failingAfter}
+	// read reads what the statement returned.
+	read := func(rows pgx.Rows) error {
 		created = map[string]int64{}
 		var id string
 		var claim int64
@@ -171,26 +171,34 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 		}); err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
-		if allSucceeded {
-			return nil
-		}
-		var logged []Outcome
-		for _, o := range done {
-			if _, ok := created[o.Job.DeliveryID]; ok {
-				logged = append(logged, o)
-			}
-		}
-		if len(logged) == 0 {
-			return nil
-		}
-		disabled, err = l.track(ctx, q.(pgx.Tx), logged)
-		return err
+		return nil
 	}
 	var err error
 	if allSucceeded {
-		err = record(l.pool) // one statement: no transaction needed
+		// One statement: no transaction needed.
+		var rows pgx.Rows
+		if rows, err = l.pool.Query(ctx, recordSQL, recordArgs...); err == nil {
+			err = read(rows)
+		} else {
+			err = fmt.Errorf("insert deliveries: %w", err)
+		}
 	} else {
-		err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error { return record(tx) })
+		// BEGIN goes with the statement, and the trackers follow in the
+		// same transaction.
+		err = inTxWith(ctx, l.pool, "insert deliveries", recordSQL, recordArgs, read, func(tx pgx.Tx) error {
+			var logged []Outcome
+			for _, o := range done {
+				if _, ok := created[o.Job.DeliveryID]; ok {
+					logged = append(logged, o)
+				}
+			}
+			if len(logged) == 0 {
+				return nil
+			}
+			var err error
+			disabled, err = l.track(ctx, tx, logged)
+			return err
+		})
 	}
 	if err != nil {
 		return nil, Announcements{}, err
@@ -205,6 +213,46 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 		}
 	}
 	return out, disabled, nil
+}
+
+// inTxWith runs sql with args as the first statement of a transaction,
+// sent with its BEGIN in one round trip (pgx.Batch.BeginTx), hands its
+// rows to read (which reads them all), then runs rest (nil: nothing) in
+// the transaction and commits it; any error rolls it back. what names
+// the statement in the errors of sending it and of the commit.
+func inTxWith(ctx context.Context, pool *pgxpool.Pool, what, sql string, args []any, read func(pgx.Rows) error, rest func(pgx.Tx) error) error {
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(sql, args...)
+	br := pool.SendBatch(ctx, b)
+	tx := br.Tx()
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // no-op after Commit
+	_, err := br.Exec()                                            // BEGIN
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = br.Query(); err != nil {
+			err = fmt.Errorf("%s: %w", what, err)
+		} else {
+			err = read(rows)
+		}
+	} else {
+		err = fmt.Errorf("%s: %w", what, err)
+	}
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("%s: %w", what, cerr)
+	}
+	if err != nil {
+		return err
+	}
+	if rest != nil {
+		if err := rest(tx); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("%s: commit: %w", what, err)
+	}
+	return nil
 }
 
 // attemptRows is a batch of outcomes as the column arrays of the
@@ -250,39 +298,54 @@ func nilIfBlank(s string) *string {
 	return &s
 }
 
+// logSQL logs a batch of attempts (the columns of attemptRows, $1-$13),
+// moves their deliveries (a HOT update: no index of webhook.deliveries
+// names these columns), and keeps webhook.due in step — a retry is due at
+// its time; a finished delivery taken from webhook.due leaves it. The
+// attempts guard makes a late outcome of an earlier attempt change
+// nothing.
+const logSQL = `WITH o AS (
+		SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],
+			$11::text[], $12::timestamptz[], $13::bool[])
+			AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response, status, next, scheduled)
+	), a AS (
+		INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
+		SELECT id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response FROM o
+		ON CONFLICT DO NOTHING
+	), u AS (
+		UPDATE webhook.deliveries d SET status = o.status, attempts = o.n, next_attempt_at = o.next, last_attempt_at = o.at
+		FROM o WHERE d.id = o.id AND d.attempts < o.n
+		RETURNING d.id, d.tenant, o.status, o.next, o.scheduled
+	), r AS (
+		INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next FROM u WHERE status = 'pending'
+		ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at, claimed_by = NULL
+	)
+	DELETE FROM webhook.due x USING u WHERE x.delivery_id = u.id AND u.status <> 'pending' AND u.scheduled`
+
 // Log logs a batch of outcomes of recorded deliveries in one
 // transaction and moves their endpoints' failure trackers (track). It
 // returns what the committed batch announces, for the caller to act on.
+//
+// A batch of successes only (the usual case) is one round trip: the log
+// statement and the one that clears its endpoints' trackers (track does
+// no more for successes) pipelined in one implicit transaction. Any other
+// sends BEGIN with the log statement, then the trackers, then COMMIT.
 func (l *Ledger) Log(ctx context.Context, batch []Outcome) (Announcements, error) {
 	r := newAttemptRows(batch)
+	args := []any{r.ids, r.n, r.tenants, r.endpoints, r.at, r.dur, r.code, r.class, r.errs, r.resp, r.status, r.next, r.scheduled}
+	if healthy, ok := succeededEndpoints(trackedOutcomes(batch)); ok {
+		return l.logSucceeded(ctx, args, healthy)
+	}
 	var disabled Announcements
-	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		// One statement: log the attempts, move the deliveries (a HOT
-		// update: no index of webhook.deliveries names these columns), and
-		// keep webhook.due in step — a retry is due at its time; a finished
-		// delivery taken from webhook.due leaves it. The attempts guard
-		// makes a late outcome of an earlier attempt change nothing.
-		_, err := tx.Exec(ctx, `WITH o AS (
-				SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],
-					$11::text[], $12::timestamptz[], $13::bool[])
-					AS o(id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response, status, next, scheduled)
-			), a AS (
-				INSERT INTO webhook.attempts (delivery_id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response)
-				SELECT id, n, tenant, endpoint_id, at, duration_ms, status_code, error_class, error, response FROM o
-				ON CONFLICT DO NOTHING
-			), u AS (
-				UPDATE webhook.deliveries d SET status = o.status, attempts = o.n, next_attempt_at = o.next, last_attempt_at = o.at
-				FROM o WHERE d.id = o.id AND d.attempts < o.n
-				RETURNING d.id, d.tenant, o.status, o.next, o.scheduled
-			), r AS (
-				INSERT INTO webhook.due (delivery_id, tenant, due_at) SELECT id, tenant, next FROM u WHERE status = 'pending'
-				ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at, claimed_by = NULL
-			)
-			DELETE FROM webhook.due x USING u WHERE x.delivery_id = u.id AND u.status <> 'pending' AND u.scheduled`,
-			r.ids, r.n, r.tenants, r.endpoints, r.at, r.dur, r.code, r.class, r.errs, r.resp, r.status, r.next, r.scheduled)
-		if err != nil {
+	read := func(rows pgx.Rows) error {
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return fmt.Errorf("log attempts: %w", err)
 		}
+		return nil
+	}
+	err := inTxWith(ctx, l.pool, "log attempts", logSQL, args, read, func(tx pgx.Tx) error {
+		var err error
 		disabled, err = l.track(ctx, tx, batch)
 		return err
 	})
@@ -290,6 +353,46 @@ func (l *Ledger) Log(ctx context.Context, batch []Outcome) (Announcements, error
 		return Announcements{}, err
 	}
 	return disabled, nil
+}
+
+// logSucceeded logs a batch of successes and clears the failure trackers
+// of healthy, their endpoints, in one round trip: both statements in one
+// implicit transaction, which commits or fails as a whole.
+func (l *Ledger) logSucceeded(ctx context.Context, args []any, healthy []string) (Announcements, error) {
+	var out Announcements
+	b := &pgx.Batch{}
+	b.Queue(logSQL, args...)
+	if len(healthy) > 0 {
+		// A success ends the streak; one that was announced, or reached
+		// failingAfter (its announcement may still be queued), is kept in
+		// failing_announced until its end is announced (recovered).
+		b.Queue(resetTrackers("$1", "$2"), healthy, l.failingAfter)
+	}
+	br := l.pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return Announcements{}, fmt.Errorf("log attempts: %w", err)
+	}
+	if len(healthy) > 0 {
+		rows, err := br.Query()
+		if err != nil {
+			return Announcements{}, fmt.Errorf("reset endpoint failures: %w", err)
+		}
+		var tenant, id string
+		var announced *time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&tenant, &id, &announced}, func() error {
+			if announced != nil {
+				out.Notices = append(out.Notices, recovered(tenant, id, *announced))
+			}
+			return nil
+		}); err != nil {
+			return Announcements{}, fmt.Errorf("reset endpoint failures: %w", err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return Announcements{}, fmt.Errorf("log attempts: %w", err)
+	}
+	return out, nil
 }
 
 // succeededEndpoints returns the endpoints of batch when every outcome in
@@ -489,23 +592,37 @@ type Due struct {
 
 // ClaimDue claims for owner, until until, at most limit deliveries due at
 // now, with FOR UPDATE SKIP LOCKED so replicas never take the same one,
-// and returns them, shared between tenants (claimFairly). First it turns
-// expired claims into due rows
-// (expireClaims), also when limit is 0 (busy: the others take what is
-// due); due rows whose delivery is no longer pending (finished meanwhile,
-// or pruned) are dropped, not returned. One transaction.
+// and returns them, shared between tenants (claimPlan). First it turns
+// expired claims into due rows (expireClaims), also when limit is 0 (busy:
+// the others take what is due), and lists the tenants with deliveries
+// due: both statements in one round trip, an implicit transaction of
+// their own, so a pass that finds nothing due — every pass of an idle
+// replica, four a second — costs one round trip, not four (BEGIN, the
+// two statements, COMMIT). Only when some tenant has deliveries due does
+// it open the transaction that claims them; due rows whose delivery is no
+// longer pending (finished meanwhile, or pruned) are dropped there, not
+// returned.
 func (l *Ledger) ClaimDue(ctx context.Context, now, until time.Time, owner string, limit int) ([]Due, error) {
+	tenants, err := expireAndFindDue(ctx, l.pool, now, limit > 0)
+	if err != nil {
+		return nil, fmt.Errorf("claim due deliveries: %w", err)
+	}
+	if len(tenants) == 0 {
+		return nil, nil
+	}
 	var live []Due
-	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		if err := expireClaims(ctx, tx, now); err != nil {
-			return err
-		}
-		if limit == 0 {
-			return nil // busy: the others take what is due
-		}
-		claimed, err := claimFairly(ctx, tx, now, limit, l.turn.Add(1))
-		live = nil
-		if err != nil || len(claimed) == 0 {
+	plan := planClaim(tenants, limit, l.turn.Add(1))
+	var claimed []Due
+	sql, args := plan.first(now)
+	read := func(rows pgx.Rows) error {
+		var err error
+		claimed, err = pgx.CollectRows(rows, scanDue)
+		return err
+	}
+	// BEGIN goes with the first claim statement.
+	err = inTxWith(ctx, l.pool, "claim due deliveries", sql, args, read, func(tx pgx.Tx) error {
+		var err error
+		if claimed, err = plan.rest(ctx, tx, claimed, now); err != nil || len(claimed) == 0 {
 			return err
 		}
 		var liveIDs, stale []string
@@ -531,6 +648,36 @@ func (l *Ledger) ClaimDue(ctx context.Context, now, until time.Time, owner strin
 	return live, nil
 }
 
+// expireAndFindDue turns expired claims into due rows (expireClaims) and,
+// with find, lists the tenants with deliveries due at now (dueTenantsSQL),
+// pipelined in one round trip. The list only says which tenants to claim
+// from: the claim locks what is still due, SKIP LOCKED, in a transaction
+// of its own.
+func expireAndFindDue(ctx context.Context, pool *pgxpool.Pool, now time.Time, find bool) ([]string, error) {
+	b := &pgx.Batch{}
+	b.Queue(expireClaimsSQL, now)
+	if find {
+		b.Queue(dueTenantsSQL, now)
+	}
+	br := pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("expire claims: %w", err)
+	}
+	if !find {
+		return nil, br.Close()
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	tenants, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	return tenants, br.Close()
+}
+
 // dueTenantsSQL lists the tenants with deliveries due at $1: a skip scan
 // of due_tenant_at_idx, one index probe per tenant with any due row.
 const dueTenantsSQL = `WITH RECURSIVE t(tenant) AS (
@@ -539,7 +686,7 @@ const dueTenantsSQL = `WITH RECURSIVE t(tenant) AS (
 		SELECT (SELECT d.tenant FROM webhook.due d WHERE d.tenant > t.tenant ORDER BY d.tenant LIMIT 1) FROM t WHERE t.tenant IS NOT NULL)
 	SELECT tenant FROM t WHERE tenant IS NOT NULL AND EXISTS (SELECT 1 FROM webhook.due d WHERE d.tenant = t.tenant AND d.due_at <= $1)`
 
-// claimedColumns are what claimFairly reads of a due row (u) it locked and
+// claimedColumns are what claimPlan reads of a due row (u) it locked and
 // of its delivery (d) while that is pending; attempts -1: the delivery is
 // no longer pending.
 const claimedColumns = `u.delivery_id, u.tenant, coalesce(d.endpoint_id, ''), coalesce(d.event_seq, 0), coalesce(d.attempts, -1), coalesce(u.claimed_by, '')`
@@ -550,55 +697,66 @@ func scanDue(r pgx.CollectableRow) (Due, error) {
 	return d, err
 }
 
-// claimFairly locks, in tx, at most limit due rows, oldest first within
-// each tenant and shared between tenants (docs/webhooks.md "Fairness
-// between tenants"): with several tenants due, each gets an equal share of
-// limit (tenants beyond limit wait for a later turn, turn rotating which
-// come first), and the room a tenant leaves goes to the tenants that have
-// more, in turn. So a tenant's 100,000-delivery fan-out does not hold
-// back another tenant's retry until it has drained, and one tenant alone
-// gets all the room. Each statement locks exactly the rows it returns.
-func claimFairly(ctx context.Context, tx pgx.Tx, now time.Time, limit int, turn uint64) ([]Due, error) {
-	rows, err := tx.Query(ctx, dueTenantsSQL, now)
-	if err != nil {
-		return nil, err
-	}
-	tenants, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil || len(tenants) == 0 {
-		return nil, err
-	}
+// claimPlan locks at most limit due rows of tenants (those with
+// deliveries due, dueTenantsSQL), oldest first within each tenant and
+// shared between tenants (docs/webhooks.md "Fairness between tenants"):
+// with several tenants due, each gets an equal share of limit (tenants
+// beyond limit wait for a later turn, turn rotating which come first),
+// and the room a tenant leaves goes to the tenants that have more, in
+// turn. So a tenant's 100,000-delivery fan-out does not hold back another
+// tenant's retry until it has drained, and one tenant alone gets all the
+// room. Each statement locks exactly the rows it returns. Its first
+// statement (first) is sent with the transaction's BEGIN; rest claims
+// the room the first left, in the transaction.
+type claimPlan struct {
+	tenants []string
+	limit   int
+	share   int // each tenant's share; 0: one tenant, which gets all
+}
+
+func planClaim(tenants []string, limit int, turn uint64) claimPlan {
 	if len(tenants) == 1 {
-		return claimTenant(ctx, tx, tenants[0], now, limit, nil)
+		return claimPlan{tenants: tenants, limit: limit}
 	}
 	k := int(turn % uint64(len(tenants)))
 	tenants = append(tenants[k:], tenants[:k]...)
 	if len(tenants) > limit {
 		tenants = tenants[:limit]
 	}
-	share := limit / len(tenants)
-	rows, err = tx.Query(ctx, `SELECT `+claimedColumns+` FROM unnest($1::text[]) AS t(tenant)
+	return claimPlan{tenants: tenants, limit: limit, share: limit / len(tenants)}
+}
+
+// first is the plan's first statement: one tenant's rows, or each
+// tenant's share.
+func (p claimPlan) first(now time.Time) (string, []any) {
+	if p.share == 0 {
+		return claimTenantSQL, []any{p.tenants[0], now, p.limit, []string{}}
+	}
+	return `SELECT ` + claimedColumns + ` FROM unnest($1::text[]) AS t(tenant)
 		CROSS JOIN LATERAL (SELECT u.delivery_id, u.tenant, u.claimed_by FROM webhook.due u
 			WHERE u.tenant = t.tenant AND u.due_at <= $2 ORDER BY u.due_at LIMIT $3 FOR UPDATE SKIP LOCKED) u
-		LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`, tenants, now, share)
-	if err != nil {
-		return nil, err
-	}
-	got, err := pgx.CollectRows(rows, scanDue)
-	if err != nil {
-		return nil, err
+		LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`, []any{p.tenants, now, p.share}
+}
+
+// rest claims, in tx, the room the first statement left (got is what it
+// claimed) from the tenants that filled their share, in turn, and
+// returns everything claimed.
+func (p claimPlan) rest(ctx context.Context, tx pgx.Tx, got []Due, now time.Time) ([]Due, error) {
+	if p.share == 0 {
+		return got, nil
 	}
 	taken := map[string][]string{}
 	for _, d := range got {
 		taken[d.Tenant] = append(taken[d.Tenant], d.ID)
 	}
-	for _, t := range tenants {
-		if len(got) >= limit {
+	for _, t := range p.tenants {
+		if len(got) >= p.limit {
 			break
 		}
-		if len(taken[t]) < share {
+		if len(taken[t]) < p.share {
 			continue // it had no more
 		}
-		more, err := claimTenant(ctx, tx, t, now, limit-len(got), taken[t])
+		more, err := claimTenant(ctx, tx, t, now, p.limit-len(got), taken[t])
 		if err != nil {
 			return nil, err
 		}
@@ -607,39 +765,37 @@ func claimFairly(ctx context.Context, tx pgx.Tx, now time.Time, limit int, turn 
 	return got, nil
 }
 
+// claimTenantSQL locks at most $3 of tenant $1's rows due at $2, oldest
+// first, but those of $4 (rows the transaction has locked already).
+const claimTenantSQL = `SELECT ` + claimedColumns + ` FROM (SELECT u.delivery_id, u.tenant, u.claimed_by FROM webhook.due u
+		WHERE u.tenant = $1 AND u.due_at <= $2 AND u.delivery_id <> ALL($4) ORDER BY u.due_at LIMIT $3 FOR UPDATE SKIP LOCKED) u
+	LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`
+
 // claimTenant locks, in tx, at most n of tenant's due rows, oldest first,
 // but those of except (rows tx has locked already).
 func claimTenant(ctx context.Context, tx pgx.Tx, tenant string, now time.Time, n int, except []string) ([]Due, error) {
 	if except == nil {
 		except = []string{}
 	}
-	rows, err := tx.Query(ctx, `SELECT `+claimedColumns+` FROM (SELECT u.delivery_id, u.tenant, u.claimed_by FROM webhook.due u
-			WHERE u.tenant = $1 AND u.due_at <= $2 AND u.delivery_id <> ALL($4) ORDER BY u.due_at LIMIT $3 FOR UPDATE SKIP LOCKED) u
-		LEFT JOIN webhook.deliveries d ON d.id = u.delivery_id AND d.status = 'pending'`, tenant, now, n, except)
+	rows, err := tx.Query(ctx, claimTenantSQL, tenant, now, n, except)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, scanDue)
 }
 
-// expireClaims turns expired first-attempt claims (webhook.claims rows
-// ended by now) into due rows for the deliveries that still have no
-// attempt, at most 100 claims rows a call, in tx.
-func expireClaims(ctx context.Context, tx pgx.Tx, now time.Time) error {
-	_, err := tx.Exec(ctx, `WITH expired AS (
-			DELETE FROM webhook.claims WHERE id IN (
-				SELECT id FROM webhook.claims WHERE claimed_until <= $1 ORDER BY claimed_until LIMIT 100 FOR UPDATE SKIP LOCKED)
-			RETURNING delivery_ids
-		)
-		INSERT INTO webhook.due (delivery_id, tenant, due_at)
-		SELECT d.id, d.tenant, $1 FROM expired, unnest(expired.delivery_ids) AS x(id) JOIN webhook.deliveries d ON d.id = x.id
-		WHERE d.status = 'pending' AND d.attempts = 0
-		ON CONFLICT (delivery_id) DO NOTHING`, now)
-	if err != nil {
-		return fmt.Errorf("expire claims: %w", err)
-	}
-	return nil
-}
+// expireClaimsSQL turns expired first-attempt claims (webhook.claims rows
+// ended by $1) into due rows for the deliveries that still have no
+// attempt, at most 100 claims rows a statement.
+const expireClaimsSQL = `WITH expired AS (
+		DELETE FROM webhook.claims WHERE id IN (
+			SELECT id FROM webhook.claims WHERE claimed_until <= $1 ORDER BY claimed_until LIMIT 100 FOR UPDATE SKIP LOCKED)
+		RETURNING delivery_ids
+	)
+	INSERT INTO webhook.due (delivery_id, tenant, due_at)
+	SELECT d.id, d.tenant, $1 FROM expired, unnest(expired.delivery_ids) AS x(id) JOIN webhook.deliveries d ON d.id = x.id
+	WHERE d.status = 'pending' AND d.attempts = 0
+	ON CONFLICT (delivery_id) DO NOTHING`
 
 // Renewal is one renewal of a replica's claims (the leases, package webhooker).
 type Renewal struct {

@@ -313,17 +313,29 @@ func (s *Store) modifyIf(ctx context.Context, q querier, tenant, id, set, cond s
 // (docs/architecture.md §14); a row may come back in the next read, and the
 // registry ignores a copy it already has.
 func (s *Store) changedSince(ctx context.Context, since int64) ([]Endpoint, int64, error) {
+	// Both statements in one round trip (a refresh runs four times a
+	// second on every replica, changes or not): the horizon is read by the
+	// first, so with a snapshot taken before the second's, as when each
+	// was a round trip of its own.
+	b := &pgx.Batch{}
+	b.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`)
+	b.Queue(`SELECT `+endpointColumns+` FROM webhook.endpoints WHERE change_xid >= $1::bigint::text::xid8 ORDER BY change_seq`, since)
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
 	var next int64
-	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&next); err != nil {
+	if err := br.QueryRow().Scan(&next); err != nil {
 		return nil, since, fmt.Errorf("load endpoints: %w", err)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook.endpoints WHERE change_xid >= $1::bigint::text::xid8 ORDER BY change_seq`, since)
+	rows, err := br.Query()
 	if err != nil {
 		return nil, since, fmt.Errorf("load endpoints: %w", err)
 	}
 	changed, err := pgx.CollectRows(rows, s.scanEndpoint)
+	if err == nil {
+		err = br.Close()
+	}
 	if err != nil {
-		return nil, since, err
+		return nil, since, fmt.Errorf("load endpoints: %w", err)
 	}
 	return changed, next, nil
 }
