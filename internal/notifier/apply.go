@@ -121,9 +121,11 @@ type firstFunc func(*pgx.Batch) func(pgx.BatchResults) error
 // that notifies costs three when every earlier batch has committed (the
 // claim, the rules and the watchers of its objects; the watches, the
 // inbox sequences, the notifications and the digest preferences; the
-// unread totals, the NOTIFY, the digests to open and COMMIT), four
-// otherwise (the watchers are read once the batches before it have
-// written theirs). also's statements are round trips of their own.
+// unread totals, the NOTIFY, the digests to open and COMMIT). A batch
+// that starts while an earlier one still runs reads the watchers in a
+// round trip of its own, once the batches before it have written theirs.
+// also's statements are round trips of their own (the consumer's
+// checkpoint when the first round trip could not move it).
 func (w *writer) applyWith(ctx context.Context, evs []*events.Event, g gate, first firstFunc, also func(pgx.Tx) error) (applyResult, error) {
 	res := applyResult{}
 	now := w.now().UTC().Truncate(time.Microsecond)
