@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/pkg/events"
 )
 
@@ -92,10 +93,6 @@ type gate interface {
 	// lockUsers records whose inboxes the batch changes, then blocks until
 	// no earlier batch still running changes one of them.
 	lockUsers(ctx context.Context, users map[userKey]bool) error
-	// beforeCommitted reports whether every earlier batch has committed:
-	// then admit and lockUsers wait for nothing, and what the batch reads
-	// may be read before it knows what that is.
-	beforeCommitted() bool
 }
 
 // apply writes the inbox effects of evs in one transaction of their own:
@@ -113,21 +110,9 @@ type firstFunc func(*pgx.Batch) func(pgx.BatchResults) error
 
 // applyWith is apply ordered by g (when not nil), with first (when not
 // nil) joining the transaction's first round trip and also run last in
-// the same transaction, before the round trip that commits.
-//
-// The transaction is pipelined (pipeTx): BEGIN goes with its first round
-// trip and COMMIT with its last. An event that no rule matches, or a
-// redelivery, costs two round trips (BEGIN and the claim; COMMIT); one
-// that notifies costs three when every earlier batch has committed (the
-// claim, the rules and the watchers of its objects; the watches, the
-// inbox sequences, the notifications and the digest preferences; the
-// unread totals, the NOTIFY, the digests to open and COMMIT). A batch
-// that starts while an earlier one still runs reads the watchers in a
-// round trip of its own, once the batches before it have written theirs.
-// also's statements are round trips of their own (the consumer's
-// checkpoint when the first round trip could not move it).
+// the same transaction.
 func (w *writer) applyWith(ctx context.Context, evs []*events.Event, g gate, first firstFunc, also func(pgx.Tx) error) (applyResult, error) {
-	res := applyResult{}
+	var res applyResult
 	now := w.now().UTC().Truncate(time.Microsecond)
 	// One copy of each event id, in stream order.
 	slices.SortFunc(evs, func(a, b *events.Event) int { return cmp.Compare(a.Seq, b.Seq) })
@@ -142,52 +127,33 @@ func (w *writer) applyWith(ctx context.Context, evs []*events.Event, g gate, fir
 		seen[k] = true
 		uniq = append(uniq, e)
 	}
-	t, err := beginPipelined(ctx, w.pool)
-	if err != nil {
-		return applyResult{}, err
-	}
-	defer t.end(ctx)
-	last, readLast, err := w.applyTx(ctx, t, uniq, now, &res, g, first)
-	if err != nil {
-		return applyResult{}, err
-	}
-	if also != nil {
-		tx, err := t.transaction(ctx)
-		if err != nil {
-			return applyResult{}, err
+	dups := res.duplicates
+	err := postgres.InTx(ctx, w.pool, func(tx pgx.Tx) error {
+		res = applyResult{duplicates: dups}
+		if err := w.applyTx(ctx, tx, uniq, now, &res, g, first); err != nil {
+			return err
 		}
-		if err := also(tx); err != nil {
-			return applyResult{}, err
+		if also != nil {
+			return also(tx)
 		}
-	}
-	if err := t.commit(ctx, last, readLast); err != nil {
+		return nil
+	})
+	if err != nil {
 		return applyResult{}, err
 	}
 	return res, nil
 }
 
-// speculateMax bounds the batches whose watchers are read with their
-// claim: those of every object of their events, rather than only of those
-// the rules name. At low rates a batch is an event or a few, and a round
-// trip costs more than reading a few more watchers; a large batch reads
-// only what it needs.
-const speculateMax = 64
-
 // applyTx writes the effects of uniq (one copy of each event, in stream
-// order) in t, but for its last statements: it returns them, queued in a
-// batch for t's commit, and what reads their results. Every event sees
-// the watches of the events before it: those committed (an earlier batch
-// touching the same objects has committed before g admits this one) and
-// those of this batch (threaded through in stream order).
-func (w *writer) applyTx(ctx context.Context, t *pipeTx, uniq []*events.Event, now time.Time, res *applyResult, g gate, first firstFunc) (*pgx.Batch, func(pgx.BatchResults) error, error) {
-	// One round trip: BEGIN, the caller's first statements, the
-	// de-duplication keys, the tenants' rules and, when no earlier batch
-	// is still running, the watchers of every object of the events (a
-	// superset of what the rules read: they name the eventable or one of
-	// its parents).
+// order) in tx. Every event sees the watches of the events before it:
+// those committed (an earlier batch touching the same objects has
+// committed before g admits this one) and those of this batch (threaded
+// through in stream order).
+func (w *writer) applyTx(ctx context.Context, tx pgx.Tx, uniq []*events.Event, now time.Time, res *applyResult, g gate, first firstFunc) error {
+	// One round trip: the caller's first statements, the de-duplication
+	// keys and the tenants' rules.
 	var fresh []*events.Event
 	var rules map[string]Rules
-	var ws map[watchKey][]string
 	if len(uniq) > 0 {
 		batch := &pgx.Batch{}
 		var readFirst func(pgx.BatchResults) error
@@ -196,31 +162,22 @@ func (w *writer) applyTx(ctx context.Context, t *pipeTx, uniq []*events.Event, n
 		}
 		queueClaim(batch, uniq)
 		queueRules(batch, uniq)
-		var early map[watchKey]bool
-		if len(uniq) <= speculateMax && (g == nil || g.beforeCommitted()) {
-			early = objectsOf(uniq)
-			queueWatchers(batch, early)
+		br := tx.SendBatch(ctx, batch)
+		var err error
+		if readFirst != nil {
+			err = readFirst(br)
 		}
-		err := t.send(ctx, batch, func(br pgx.BatchResults) error {
-			if readFirst != nil {
-				if err := readFirst(br); err != nil {
-					return err
-				}
-			}
-			var err error
-			if fresh, err = readClaim(br, uniq); err != nil {
-				return err
-			}
-			if rules, err = readRules(br, uniq); err != nil {
-				return err
-			}
-			if early != nil {
-				ws, err = readWatchers(br)
-			}
-			return err
-		})
+		if err == nil {
+			fresh, err = readClaim(br, uniq)
+		}
+		if err == nil {
+			rules, err = readRules(br, uniq)
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
 	res.duplicates += len(uniq) - len(fresh)
@@ -243,25 +200,12 @@ func (w *writer) applyTx(ctx context.Context, t *pipeTx, uniq []*events.Event, n
 	}
 	if g != nil {
 		if err := g.admit(ctx, reads, writes); err != nil {
-			return nil, nil, err
-		}
-	}
-	if ws == nil && len(reads) == 0 {
-		ws = map[watchKey][]string{} // nothing matched: no watchers to read
-	}
-	if ws == nil {
-		// One round trip: the watchers the rules read, once the batches
-		// before this one that write them have committed.
-		batch := &pgx.Batch{}
-		queueWatchers(batch, reads)
-		err := t.send(ctx, batch, func(br pgx.BatchResults) error {
-			var err error
-			ws, err = readWatchers(br)
 			return err
-		})
-		if err != nil {
-			return nil, nil, err
 		}
+	}
+	ws, err := loadWatchers(ctx, tx, reads)
+	if err != nil {
+		return err
 	}
 	bumps := map[groupKey]*bump{}
 	newWatches := map[watchKey][]string{}
@@ -284,7 +228,7 @@ func (w *writer) applyTx(ctx context.Context, t *pipeTx, uniq []*events.Event, n
 		}
 		body, err := json.Marshal(e)
 		if err != nil {
-			return nil, nil, markPermanent(fmt.Errorf("encode event %s: %w", e.ID, err))
+			return markPermanent(fmt.Errorf("encode event %s: %w", e.ID, err))
 		}
 		for _, u := range out.Recipients {
 			k := groupKey{e.Tenant, u, out.Group.Type, out.Group.ID}
@@ -302,71 +246,47 @@ func (w *writer) applyTx(ctx context.Context, t *pipeTx, uniq []*events.Event, n
 	users := numberBumps(bumps)
 	if g != nil {
 		if err := g.lockUsers(ctx, users); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
 	if len(newWatches) == 0 && len(bumps) == 0 {
-		return &pgx.Batch{}, nil, nil
+		return nil
 	}
 	// One round trip: the new watches, the inbox sequences (each changed
-	// inbox's row is locked here, first), the notification upsert and the
-	// preferences of the users who want digests and have none pending.
+	// inbox's row is locked here, first) and the notification upsert.
 	batch := &pgx.Batch{}
 	queueWatches(batch, newWatches, now)
 	upsert := queueUpsert(batch, bumps, users, now)
-	if upsert {
-		queueDigestPreferences(batch, users)
+	br := tx.SendBatch(ctx, batch)
+	if len(newWatches) > 0 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return fmt.Errorf("insert watches: %w", err)
+		}
 	}
 	var changes []Change
 	var totals map[userKey]int
-	var wants []digestWanted
-	err := t.send(ctx, batch, func(br pgx.BatchResults) error {
-		if len(newWatches) > 0 {
-			if _, err := br.Exec(); err != nil {
-				return fmt.Errorf("insert watches: %w", err)
-			}
+	if upsert {
+		totals, err = readTotals(br)
+		if err == nil {
+			changes, err = readUpsert(br, bumps)
 		}
-		if !upsert {
-			return nil
-		}
-		var err error
-		if totals, err = readTotals(br); err != nil {
-			return err
-		}
-		if changes, err = readUpsert(br, bumps); err != nil {
-			return err
-		}
-		wants, err = readDigestPreferences(br)
-		return err
-	})
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	res.notifications = len(bumps)
-	// The last statements, sent with COMMIT: the unread totals, the NOTIFY
-	// of the changes and the digest windows to open.
+	// One round trip: the unread totals, the NOTIFY of the changes and who
+	// wants digests.
 	batch = &pgx.Batch{}
-	var reads2 []string // what each statement does, for its error
-	if queueTotals(batch, changes, bumps, totals) {
-		reads2 = append(reads2, "update unread totals")
-	}
+	queueTotals(batch, changes, bumps, totals)
 	if err := queueChanges(batch, changes); err != nil {
-		return nil, nil, err
+		return err
 	}
-	if len(changes) > 0 {
-		reads2 = append(reads2, "notify inbox changes")
-	}
-	if queueDigests(batch, wants, changes, now) {
-		reads2 = append(reads2, "schedule digests")
-	}
-	return batch, func(br pgx.BatchResults) error {
-		for _, what := range reads2 {
-			if _, err := br.Exec(); err != nil {
-				return fmt.Errorf("%s: %w", what, err)
-			}
-		}
-		return nil
-	}, nil
+	return scheduleDigests(ctx, tx, batch, changes, now)
 }
 
 // readTotals reads the unread totals of the users bumpInboxesSQL locked,
@@ -394,10 +314,10 @@ func readTotals(br pgx.BatchResults) (map[userKey]int, error) {
 
 // queueTotals sets each change's UnreadTotal (the user's total once it is
 // made, in sequence order) and queues the update of the totals that
-// changed, if any (it reports whether it queued it). A notification
-// became unread when its unread_count is just this
+// changed. A
+// notification became unread when its unread_count is just this
 // transaction's bump: a read one has 0, an unread one more.
-func queueTotals(b *pgx.Batch, changes []Change, bumps map[groupKey]*bump, totals map[userKey]int) bool {
+func queueTotals(b *pgx.Batch, changes []Change, bumps map[groupKey]*bump, totals map[userKey]int) {
 	// changes are in (tenant, user, seq) order.
 	var tenants, users []string
 	var added []int32
@@ -417,11 +337,10 @@ func queueTotals(b *pgx.Batch, changes []Change, bumps map[groupKey]*bump, total
 		}
 	}
 	if len(tenants) == 0 {
-		return false
+		return
 	}
 	b.Queue(`UPDATE notify.inboxes i SET unread_total = x.n FROM unnest($1::text[], $2::text[], $3::int[]) AS x(t, u, n)
 		WHERE i.tenant = x.t AND i.user_id = x.u`, tenants, users, added)
-	return true
 }
 
 // numberBumps places each user's bumped groups in stream order (of the
@@ -524,39 +443,23 @@ func readRules(br pgx.BatchResults, evs []*events.Event) (map[string]Rules, erro
 	return out, rows.Err()
 }
 
-// objectsOf is every object of evs: their eventables and parents, the
-// objects whose watchers a rule may read.
-func objectsOf(evs []*events.Event) map[watchKey]bool {
-	out := map[watchKey]bool{}
-	for _, e := range evs {
-		out[watchKey{e.Tenant, e.Eventable}] = true
-		for _, p := range e.Parents {
-			out[watchKey{e.Tenant, p}] = true
-		}
+func loadWatchers(ctx context.Context, tx pgx.Tx, need map[watchKey]bool) (map[watchKey][]string, error) {
+	out := map[watchKey][]string{}
+	if len(need) == 0 {
+		return out, nil
 	}
-	return out
-}
-
-// queueWatchers reads the watchers of the objects need, each object's in
-// the order they started watching.
-func queueWatchers(b *pgx.Batch, need map[watchKey]bool) {
 	var tenants, types, ids []string
 	for k := range need {
 		tenants, types, ids = append(tenants, k.tenant), append(types, k.ref.Type), append(ids, k.ref.ID)
 	}
-	b.Queue(`SELECT w.tenant, w.object_type, w.object_id, w.user_id
+	rows, err := tx.Query(ctx, `SELECT w.tenant, w.object_type, w.object_id, w.user_id
 		FROM unnest($1::text[], $2::text[], $3::text[]) AS o(tenant, object_type, object_id)
 		JOIN notify.watches w ON w.tenant = o.tenant AND w.object_type = o.object_type AND w.object_id = o.object_id
 		ORDER BY w.created_at, w.user_id`, tenants, types, ids)
-}
-
-func readWatchers(br pgx.BatchResults) (map[watchKey][]string, error) {
-	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("load watchers: %w", err)
 	}
 	defer rows.Close()
-	out := map[watchKey][]string{}
 	for rows.Next() {
 		var k watchKey
 		var u string
@@ -565,10 +468,7 @@ func readWatchers(br pgx.BatchResults) (map[watchKey][]string, error) {
 		}
 		out[k] = append(out[k], u)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("load watchers: %w", err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 func queueWatches(b *pgx.Batch, add map[watchKey][]string, now time.Time) {

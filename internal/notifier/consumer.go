@@ -254,13 +254,10 @@ func (c *orderedConsumer) unpin(pinID string) {
 	}
 }
 
-// commit is a batch's last step inside its transaction, before the round
-// trip that commits it: dead-letter its poison messages, wait for the
-// batches before it to commit, and move the checkpoint past it (which
-// fails if another replica got there first), unless advanced says the
-// first round trip moved it already. The checkpoint has a round trip of
-// its own, not one with COMMIT: a fenced batch must see that no row moved
-// before it commits.
+// commit is a batch's last step inside its transaction: dead-letter its
+// poison messages, wait for the batches before it to commit, and move the
+// checkpoint past it (which fails if another replica got there first),
+// unless advanced says the first round trip moved it already.
 func (c *orderedConsumer) commit(ctx context.Context, tx pgx.Tx, s *slot, advanced bool) error {
 	for _, it := range s.items {
 		if it.err == nil {

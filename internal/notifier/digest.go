@@ -51,78 +51,73 @@ func loadLocation(name string) *time.Location {
 	return time.UTC
 }
 
-// A digest window opens, starting now, for every user an inbox
-// transaction notifies who wants digests and has none pending. The window
-// covers the inbox changes after the last one before the transaction's.
-// queueDigestPreferences reads who wants one; it runs after the users'
-// inbox rows are locked (bumpInboxesSQL), as digestSender.finish holds
-// them too, so a window that finish closes before is seen closed and one
-// it opens after is seen open.
-
-// digestWanted is a user who wants a digest window opened.
-type digestWanted struct {
-	tenant, user, digest, timezone string
-}
-
-// queueDigestPreferences reads which of users want digests and have none
-// pending.
-func queueDigestPreferences(b *pgx.Batch, users map[userKey]bool) {
-	tenants, ids := make([]string, 0, len(users)), make([]string, 0, len(users))
-	for u := range users {
-		tenants, ids = append(tenants, u.tenant), append(ids, u.user)
+// scheduleDigests opens a digest window, starting now, for every user
+// changes notified who wants digests and has none pending. The window
+// covers the inbox changes after the last one before this transaction's
+// (changes are one user's in sequence order, and the user's inbox row is
+// locked). It sends batch (queued statements to run first, such as the
+// NOTIFY) with its own query.
+func scheduleDigests(ctx context.Context, tx pgx.Tx, batch *pgx.Batch, changes []Change, now time.Time) error {
+	if len(changes) == 0 {
+		return nil // and no changes to NOTIFY
 	}
-	b.Queue(`SELECT p.tenant, p.user_id, p.digest, p.timezone
+	after := map[userKey]int64{}
+	var tenants, users []string
+	for _, c := range changes {
+		u := userKey{c.Tenant, c.UserID}
+		if s, ok := after[u]; !ok || c.Seq-1 < s {
+			if !ok {
+				tenants, users = append(tenants, c.Tenant), append(users, c.UserID)
+			}
+			after[u] = c.Seq - 1
+		}
+	}
+	before := batch.Len()
+	batch.Queue(`SELECT p.tenant, p.user_id, p.digest, p.timezone
 		FROM unnest($1::text[], $2::text[]) AS r(tenant, user_id)
 		JOIN notify.preferences p ON p.tenant = r.tenant AND p.user_id = r.user_id
 		WHERE p.digest <> 'never' AND p.email <> ''
 		  AND NOT EXISTS (SELECT 1 FROM notify.digests d WHERE d.tenant = p.tenant AND d.user_id = p.user_id AND d.status = 'pending')
-		ORDER BY 1, 2`, tenants, ids)
-}
-
-func readDigestPreferences(br pgx.BatchResults) ([]digestWanted, error) {
+		ORDER BY 1, 2`, tenants, users)
+	br := tx.SendBatch(ctx, batch)
+	var err error
+	for range before {
+		if _, err = br.Exec(); err != nil {
+			_ = br.Close()
+			return fmt.Errorf("notify inbox changes: %w", err)
+		}
+	}
 	rows, err := br.Query()
 	if err != nil {
-		return nil, fmt.Errorf("load digest preferences: %w", err)
+		_ = br.Close()
+		return fmt.Errorf("load digest preferences: %w", err)
 	}
-	defer rows.Close()
-	var out []digestWanted
+	var dt, du []string
+	var ends []time.Time
+	var afters []int64
 	for rows.Next() {
-		var d digestWanted
-		if err := rows.Scan(&d.tenant, &d.user, &d.digest, &d.timezone); err != nil {
-			return nil, fmt.Errorf("load digest preferences: %w", err)
+		var t, u, digest, tz string
+		if err := rows.Scan(&t, &u, &digest, &tz); err != nil {
+			rows.Close()
+			_ = br.Close()
+			return err
 		}
-		out = append(out, d)
+		dt, du, ends = append(dt, t), append(du, u), append(ends, windowEnd(now, digest, loadLocation(tz)))
+		afters = append(afters, after[userKey{t, u}])
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("load digest preferences: %w", err)
+	if err := errors.Join(rows.Err(), br.Close()); err != nil {
+		return fmt.Errorf("load digest preferences: %w", err)
 	}
-	return out, nil
-}
-
-// queueDigests queues the opening of the windows wants asks for, each
-// after the user's last inbox change before changes (one user's changes
-// are in sequence order), and reports whether it queued anything.
-func queueDigests(b *pgx.Batch, wants []digestWanted, changes []Change, now time.Time) bool {
-	if len(wants) == 0 {
-		return false
+	if len(dt) == 0 {
+		return nil
 	}
-	after := map[userKey]int64{}
-	for _, c := range changes {
-		u := userKey{c.Tenant, c.UserID}
-		if s, ok := after[u]; !ok || c.Seq-1 < s {
-			after[u] = c.Seq - 1
-		}
-	}
-	dt, du := make([]string, len(wants)), make([]string, len(wants))
-	ends, afters := make([]time.Time, len(wants)), make([]int64, len(wants))
-	for i, w := range wants {
-		dt[i], du[i], ends[i] = w.tenant, w.user, windowEnd(now, w.digest, loadLocation(w.timezone))
-		afters[i] = after[userKey{w.tenant, w.user}]
-	}
-	b.Queue(`INSERT INTO notify.digests (tenant, user_id, starts_at, ends_at, next_attempt_at, after_seq)
+	_, err = tx.Exec(ctx, `INSERT INTO notify.digests (tenant, user_id, starts_at, ends_at, next_attempt_at, after_seq)
 		SELECT t, u, $3, e, e, a FROM unnest($1::text[], $2::text[], $4::timestamptz[], $5::bigint[]) AS x(t, u, e, a)
 		ON CONFLICT DO NOTHING`, dt, du, now, ends, afters)
-	return true
+	if err != nil {
+		return fmt.Errorf("schedule digests: %w", err)
+	}
+	return nil
 }
 
 // Mailer sends one message. SMTPMailer is the real one.

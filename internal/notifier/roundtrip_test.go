@@ -168,11 +168,11 @@ func countingPool(t *testing.T) (*pgxpool.Pool, *atomic.Int64, *statements) {
 // committed), on a connection that has prepared the statements: the
 // ceilings the test holds the code to.
 const (
-	maxTripsNoRule    = 2 // BEGIN+checkpoint+claim+rules+watchers, COMMIT (was 3: BEGIN, checkpoint+claim+rules, COMMIT)
-	maxTripsNotify    = 3 // BEGIN+checkpoint+claim+rules+watchers, watches+upsert+preferences, totals+NOTIFY+COMMIT (was 6)
-	maxTripsDigest    = 3 // the same, the digest's insert with COMMIT (was 7: it had a round trip of its own)
-	maxTripsRedeliver = 2 // as no rule (was 3)
-	maxTripsReplay    = 4 // no checkpoint; the caller's statement is a round trip of its own (was 7)
+	maxTripsNoRule    = 3 // BEGIN, checkpoint+claim+rules, COMMIT
+	maxTripsNotify    = 6 // BEGIN, claim, watchers, upsert, totals+NOTIFY+preferences, COMMIT
+	maxTripsDigest    = 7 // the same and the digest's insert
+	maxTripsRedeliver = 3 // as no rule
+	maxTripsReplay    = 7 // no checkpoint, one statement of its own
 )
 
 // TestRoundTripsPerEvent counts the Postgres round trips of applying one

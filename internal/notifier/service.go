@@ -9,10 +9,7 @@
 // order and move a checkpoint, unrelated batches running side by side
 // (pipeline.go). Each message is acked only after the transaction holding
 // its effects commits. Inbox changes take a per-user sequence, which
-// orders SSE ids and digest windows. A batch's transaction is pipelined
-// (txn.go): BEGIN goes with its first round trip and COMMIT with its last,
-// three round trips in all for an event that notifies at low rates
-// (apply.go, applyWith).
+// orders SSE ids and digest windows.
 package notifier
 
 import (
