@@ -2,8 +2,11 @@ package notifier
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,4 +110,154 @@ func TestBatchMovesTheCheckpointInItsFirstRoundTrip(t *testing.T) {
 	var n int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM notify.processed WHERE event_id = 'second'`).Scan(&n))
 	require.Zero(t, n, "a fenced batch writes nothing")
+}
+
+// flights counts a connection's round trips: each time the client writes
+// after it has read (or for the first time), it starts a new one. A
+// pipelined batch is one, however many statements and flushes it takes.
+type flights struct {
+	net.Conn
+	n    *atomic.Int64
+	read atomic.Bool
+}
+
+func (f *flights) Write(p []byte) (int, error) {
+	if f.read.Swap(false) {
+		f.n.Add(1)
+	}
+	return f.Conn.Write(p)
+}
+
+func (f *flights) Read(p []byte) (int, error) {
+	n, err := f.Conn.Read(p)
+	if n > 0 {
+		f.read.Store(true)
+	}
+	return n, err
+}
+
+// countingPool is a pool of one connection whose round trips n counts and
+// whose statements trace records. It never pings a connection it hands
+// out, so the count is what the code under test sends.
+func countingPool(t *testing.T) (*pgxpool.Pool, *atomic.Int64, *statements) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testenv.Database(t))
+	require.NoError(t, err)
+	n := &atomic.Int64{}
+	dial := cfg.ConnConfig.DialFunc
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		f := &flights{Conn: c, n: n}
+		f.read.Store(true)
+		return f, nil
+	}
+	trace := &statements{}
+	cfg.ConnConfig.Tracer = trace
+	cfg.MaxConns, cfg.MinConns = 1, 0
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool, n, trace
+}
+
+// Round trips of one event's transaction at low rates (the batch before it
+// committed), on a connection that has prepared the statements: the
+// ceilings the test holds the code to.
+const (
+	maxTripsNoRule    = 3 // BEGIN, checkpoint+claim+rules, COMMIT
+	maxTripsNotify    = 6 // BEGIN, claim, watchers, upsert, totals+NOTIFY+preferences, COMMIT
+	maxTripsDigest    = 7 // the same and the digest's insert
+	maxTripsRedeliver = 3 // as no rule
+	maxTripsReplay    = 7 // no checkpoint, one statement of its own
+)
+
+// TestRoundTripsPerEvent counts the Postgres round trips of applying one
+// event in the notifier's transaction, for the common cases, and fails
+// when one takes more than its ceiling.
+func TestRoundTripsPerEvent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, trips, trace := countingPool(t)
+	const name = "counted"
+	_, err := checkpoint(ctx, pool, name, time.Unix(1, 0), func(context.Context) (uint64, error) { return 0, nil })
+	require.NoError(t, err)
+	c := &orderedConsumer{name: name, pool: pool, w: &writer{pool: pool, now: time.Now}, cfg: Config{}.withDefaults()}
+	seq := uint64(0)
+	board := events.Ref{Type: "board", ID: "b1"}
+	// apply applies e alone, as the next batch of the stream, and returns
+	// its round trips.
+	apply := func(e events.Event) (int64, []string) {
+		t.Helper()
+		seq++
+		e.Type, e.Seq = events.TypeOf(e.Eventable.Type, e.Action), seq
+		s := newSlot(seq-1, seq, []*item{{seq: seq, event: &e}}, nil)
+		trace.take()
+		before := trips.Load()
+		c.apply(ctx, s)
+		require.NoError(t, s.err)
+		return trips.Load() - before, trace.take()
+	}
+	check := func(what string, max int64, e func(i int) events.Event) {
+		t.Helper()
+		// The first run prepares the statements on the connection.
+		for i := range 2 {
+			n, sent := apply(e(i))
+			t.Logf("%s (run %d): %d round trips: %q", what, i, n, sent)
+			if i == 1 {
+				require.LessOrEqual(t, n, max, "%s: %q", what, sent)
+			}
+		}
+	}
+	check("no rule matches", maxTripsNoRule, func(i int) events.Event {
+		return ev(fmt.Sprintf("renamed-%d", i), "card", "renamed", "u1", "", board)
+	})
+	// u1 publishes cards assigned to u2: u2 is notified, both watch them.
+	check("notifies", maxTripsNotify, func(i int) events.Event {
+		e := ev(fmt.Sprintf("c%d", i), "card", "published", "u1", `{"assignee_ids":["u2"]}`, board)
+		return e
+	})
+	// u3 closes them: their watchers u1 and u2 are notified.
+	check("notifies watchers", maxTripsNotify, func(i int) events.Event {
+		e := ev(fmt.Sprintf("close-%d", i), "card", "closed", "u3", "", board)
+		e.Eventable = events.Ref{Type: "card", ID: fmt.Sprintf("c%d", i)}
+		return e
+	})
+	// A user who wants digests and has none pending: the notification opens
+	// a window.
+	check("schedules a digest", maxTripsDigest, func(i int) events.Event {
+		u := fmt.Sprintf("d%d", i)
+		_, err := pool.Exec(ctx, `INSERT INTO notify.preferences (tenant, user_id, email, digest) VALUES ('acme', $1, $1 || '@example.com', 'daily')`, u)
+		require.NoError(t, err)
+		return ev(fmt.Sprintf("assign-%d", i), "card", "assigned", "u1", fmt.Sprintf(`{"assignee_ids":[%q]}`, u), board)
+	})
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM notify.digests WHERE user_id IN ('d0', 'd1')`).Scan(&n))
+	require.Equal(t, 2, n, "each notified user who wants digests has a window")
+	// A redelivery of an applied event (a new stream message with its id).
+	check("redelivery", maxTripsRedeliver, func(i int) events.Event {
+		return ev(fmt.Sprintf("c%d", i), "card", "published", "u1", `{"assignee_ids":["u2"]}`, board)
+	})
+	// A dead letter replayed: no checkpoint; marking it replayed is a
+	// statement of its own.
+	for i := range 2 {
+		e := ev(fmt.Sprintf("replayed-%d", i), "card", "closed", "u3", "", board)
+		e.Eventable = events.Ref{Type: "card", ID: "c0"}
+		e.Type = events.TypeOf(e.Eventable.Type, e.Action)
+		trace.take()
+		before := trips.Load()
+		_, err := c.w.applyWith(ctx, []*events.Event{&e}, nil, nil, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT 1`)
+			return err
+		})
+		require.NoError(t, err)
+		got, sent := trips.Load()-before, trace.take()
+		t.Logf("replay (run %d): %d round trips: %q", i, got, sent)
+		if i == 1 {
+			require.LessOrEqual(t, got, int64(maxTripsReplay), "replay: %q", sent)
+		}
+	}
 }
