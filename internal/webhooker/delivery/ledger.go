@@ -56,11 +56,6 @@ func (l *Ledger) On(pool *pgxpool.Pool) *Ledger {
 	return &c
 }
 
-// querier is a pool or a transaction.
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
 // Item is the deliveries of one event to record: jobs, one per
 // matching endpoint, and the outcomes of the first attempts already made
 // (attempt first: the fan-out, package webhooker).
