@@ -27,6 +27,15 @@ type Config struct {
 	Linger time.Duration
 	// MaxInflight is how many batches may commit at once. Default 4.
 	MaxInflight int
+	// PartialInflight is how many batches may be committing when one that
+	// is not full is sent (its linger passed); a full batch may go while
+	// fewer than MaxInflight commit. When commits take long and cost about
+	// the same whatever their size, a saturated batcher then sends full
+	// batches instead of cutting the requests in flight into MaxInflight
+	// small ones, each paying the commit's fixed cost. Nothing waits more
+	// when idle: with no commit in flight a batch is sent at once. Default
+	// (and at most) MaxInflight.
+	PartialInflight int
 	// Timeout bounds one commit. Default 10s.
 	Timeout time.Duration
 	// Observe, when set, is called after every commit with its size in
@@ -53,6 +62,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 4
+	}
+	if c.PartialInflight <= 0 || c.PartialInflight > c.MaxInflight {
+		c.PartialInflight = c.MaxInflight
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
@@ -219,7 +231,7 @@ func (b *Batcher[T, R]) Run() {
 	}
 	for {
 		if len(batch) > 0 && inflight < b.cfg.MaxInflight &&
-			(size >= b.cfg.MaxBatch || expired || (inflight == 0 && !b.inline.Load()) || in == nil) {
+			(size >= b.cfg.MaxBatch || (inflight == 0 && !b.inline.Load()) || in == nil || (expired && inflight < b.cfg.PartialInflight)) {
 			send()
 			continue
 		}

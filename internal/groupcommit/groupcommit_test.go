@@ -292,3 +292,43 @@ func TestInlineUnderConcurrency(t *testing.T) {
 	}
 	require.Len(t, seen, 500)
 }
+
+// TestPartialBatchesWaitForRoom: with PartialInflight 1, a full batch is
+// sent while another commits, but one that is not full waits, however long
+// its linger has passed, until nothing commits: saturated, the batcher
+// fills batches instead of sending many small ones.
+func TestPartialBatchesWaitForRoom(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	var started atomic.Int64
+	var mu sync.Mutex
+	var sizes []int
+	b := groupcommit.New(func(_ context.Context, items []int) ([]int, error) {
+		started.Add(1)
+		<-gate
+		mu.Lock()
+		sizes = append(sizes, len(items))
+		mu.Unlock()
+		return items, nil
+	}, nil, groupcommit.Config{MaxBatch: 5, MaxInflight: 4, PartialInflight: 1, Linger: time.Nanosecond})
+	go b.Run()
+	var wg sync.WaitGroup
+	submit := func(n int) {
+		for i := range n {
+			wg.Add(1)
+			go func() { defer wg.Done(); _, _ = b.Submit(context.Background(), i) }()
+		}
+	}
+	submit(1) // nothing commits: sent at once
+	require.Eventually(t, func() bool { return started.Load() == 1 }, 5*time.Second, time.Millisecond)
+	submit(5) // full: sent while the first commits
+	require.Eventually(t, func() bool { return started.Load() == 2 }, 5*time.Second, time.Millisecond)
+	submit(3) // not full: waits for room, gathering past its linger
+	require.Eventually(t, func() bool { return b.Waiting.Load() == 3 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, int64(2), started.Load())
+	close(gate)
+	wg.Wait()
+	b.Close()
+	<-b.Done()
+	require.ElementsMatch(t, []int{1, 5, 3}, sizes)
+}

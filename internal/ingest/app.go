@@ -70,6 +70,7 @@ func (c *Config) Register(s *config.Set) {
 	s.Int(&c.Batch.MaxBatch, "batch-max", "INGEST_BATCH_MAX", events.MaxBatch, "most events per atomic batch (<= 1000)")
 	s.Duration(&c.Batch.Linger, "batch-linger", "INGEST_BATCH_LINGER", 5*time.Millisecond, "how long a batch waits for more requests while another commits")
 	s.Int(&c.Batch.MaxInflight, "batch-inflight", "INGEST_BATCH_INFLIGHT", 4, "batches committing at once")
+	s.Int(&c.Batch.PartialInflight, "batch-partial-inflight", "INGEST_BATCH_PARTIAL_INFLIGHT", DefaultPartialInflight, "batches committing at once when one that is not full is sent (more only for full batches)")
 	s.Int(&c.Batch.PipelineMax, "batch-pipeline-max", "INGEST_BATCH_PIPELINE_MAX", DefaultPipelineMax, "largest group of single-event requests appended as pipelined plain publishes instead of one atomic batch; negative: never")
 	s.Duration(&c.Batch.Timeout, "append-timeout", "INGEST_APPEND_TIMEOUT", 10*time.Second, "bound on one batch append before answering 503")
 	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", 30*time.Second, "how long SIGTERM waits for in-flight requests")

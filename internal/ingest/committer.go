@@ -39,6 +39,13 @@ type CommitterConfig struct {
 	// MaxInflight is how many batches may be committing at once. Default 4
 	// (the server allows 50 per stream).
 	MaxInflight int
+	// PartialInflight is how many batches may be committing when a batch
+	// that is not full is sent: more commits in flight are for full
+	// batches only, so a saturated ingest sends full batches, each paying
+	// the server's fixed cost of an atomic batch once for 1000 events
+	// (groupcommit.Config.PartialInflight; BENCHMARKS.md, "Fuller batches
+	// under saturation"). Default DefaultPartialInflight.
+	PartialInflight int
 	// Timeout bounds one batch append. Default 10s.
 	Timeout time.Duration
 	// PipelineMax is the largest group of single-event requests appended as
@@ -61,6 +68,9 @@ func (c *CommitterConfig) withDefaults() {
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 4
 	}
+	if c.PartialInflight <= 0 {
+		c.PartialInflight = DefaultPartialInflight
+	}
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
 	}
@@ -73,6 +83,11 @@ func (c *CommitterConfig) withDefaults() {
 // measurement (BENCHMARKS.md, "Single-event requests: pipelined plain
 // publishes").
 const DefaultPipelineMax = 12
+
+// DefaultPartialInflight is CommitterConfig.PartialInflight's default,
+// chosen by measurement (BENCHMARKS.md, "Fuller batches under
+// saturation").
+const DefaultPartialInflight = 2
 
 // Committer coalesces concurrent append requests into atomic batches (group
 // commit): one durable append, about one fsync, answers many requests. A
@@ -111,7 +126,7 @@ func NewCommitter(appender Appender, cfg CommitterConfig) *Committer {
 		return appendSplit(ctx, appender, each, reqs, singles, multis)
 	}
 	return &Committer{b: groupcommit.New(commit, func(es []events.Event) int { return len(es) }, groupcommit.Config{
-		MaxBatch: cfg.MaxBatch, Linger: cfg.Linger, MaxInflight: cfg.MaxInflight, Timeout: cfg.Timeout, Observe: cfg.Observe,
+		MaxBatch: cfg.MaxBatch, Linger: cfg.Linger, MaxInflight: cfg.MaxInflight, PartialInflight: cfg.PartialInflight, Timeout: cfg.Timeout, Observe: cfg.Observe,
 	})}
 }
 
