@@ -370,17 +370,10 @@ func (l *Ledger) logSucceeded(ctx context.Context, args []any, healthy []string)
 	}
 	if len(healthy) > 0 {
 		rows, err := br.Query()
-		if err != nil {
-			return Announcements{}, fmt.Errorf("reset endpoint failures: %w", err)
+		if err == nil {
+			err = readRecovered(rows, &out)
 		}
-		var tenant, id string
-		var announced *time.Time
-		if _, err := pgx.ForEachRow(rows, []any{&tenant, &id, &announced}, func() error {
-			if announced != nil {
-				out.Notices = append(out.Notices, recovered(tenant, id, *announced))
-			}
-			return nil
-		}); err != nil {
+		if err != nil {
 			return Announcements{}, fmt.Errorf("reset endpoint failures: %w", err)
 		}
 	}
@@ -426,6 +419,21 @@ type Announcements struct {
 // the row as it was before the update.
 func endedStreak(failingAfter string) string {
 	return `CASE WHEN consecutive_failures >= ` + failingAfter + ` AND failing_since IS NOT NULL THEN failing_since ELSE failing_announced END`
+}
+
+// readRecovered reads the endpoints resetTrackers reset, (tenant, id,
+// failing_announced), and adds a recovery notice to out for each whose
+// failing streak was announced.
+func readRecovered(rows pgx.Rows, out *Announcements) error {
+	var tenant, id string
+	var announced *time.Time
+	_, err := pgx.ForEachRow(rows, []any{&tenant, &id, &announced}, func() error {
+		if announced != nil {
+			out.Notices = append(out.Notices, recovered(tenant, id, *announced))
+		}
+		return nil
+	})
+	return err
 }
 
 // resetTrackers is the statement that clears the failure trackers of the
@@ -503,17 +511,10 @@ func (l *Ledger) track(ctx context.Context, tx pgx.Tx, batch []Outcome) (Announc
 		// failingAfter (its announcement may still be queued), is kept in
 		// failing_announced until its end is announced (recovered).
 		rows, err := tx.Query(ctx, resetTrackers("$1", "$2"), healthy, l.failingAfter)
-		if err != nil {
-			return out, fmt.Errorf("reset endpoint failures: %w", err)
+		if err == nil {
+			err = readRecovered(rows, &out)
 		}
-		var tenant, id string
-		var announced *time.Time
-		if _, err := pgx.ForEachRow(rows, []any{&tenant, &id, &announced}, func() error {
-			if announced != nil {
-				out.Notices = append(out.Notices, recovered(tenant, id, *announced))
-			}
-			return nil
-		}); err != nil {
+		if err != nil {
 			return out, fmt.Errorf("reset endpoint failures: %w", err)
 		}
 	}
