@@ -326,11 +326,18 @@ func (w *firstAttempts) abandon() {
 // start-up, a fast endpoint answers nothing for 50 ms because the replica
 // itself was starved of CPU, and it then counted as slow for 10 s, every
 // event to it written twice (pending, then its outcome).
+//
+// What it knows of an endpoint that has not answered for forget is
+// dropped (sweep, at most once every sweepEvery): the maps hold the
+// endpoints attempted lately, not every endpoint ever attempted, so they
+// do not grow with endpoints created and deleted over a replica's life.
 type endpointSpeed struct {
 	slowAfter, hold, idleHold time.Duration
+	forget, sweepEvery        time.Duration
 	now                       func() time.Time
-	until                     sync.Map // endpoint id -> *atomic.Int64: slow until (unix ns)
-	answers                   sync.Map // endpoint id -> *answer: its latest answer
+	until                     sync.Map     // endpoint id -> *atomic.Int64: slow until (unix ns)
+	answers                   sync.Map     // endpoint id -> *answer: its latest answer
+	swept                     atomic.Int64 // last sweep (unix ns)
 }
 
 // answer is an endpoint's latest answer: when it came and whether it was
@@ -341,7 +348,33 @@ type answer struct {
 }
 
 func newEndpointSpeed(slowAfter time.Duration) *endpointSpeed {
-	return &endpointSpeed{slowAfter: slowAfter, hold: 10 * time.Second, idleHold: time.Second, now: time.Now}
+	return &endpointSpeed{slowAfter: slowAfter, hold: 10 * time.Second, idleHold: time.Second,
+		forget: 10 * time.Minute, sweepEvery: time.Minute, now: time.Now}
+}
+
+// sweep drops, at most once every sweepEvery, the latest answers older
+// than forget and the slow marks that ended more than forget ago. An
+// endpoint forgotten is unknown again: its next event waits for its first
+// attempt, as for a new endpoint. An observation racing the sweep of its
+// own entry can be lost the same way, which costs the same and no more.
+func (s *endpointSpeed) sweep(now int64) {
+	last := s.swept.Load()
+	if now-last < int64(s.sweepEvery) || !s.swept.CompareAndSwap(last, now) {
+		return
+	}
+	horizon := now - int64(s.forget)
+	s.answers.Range(func(id, v any) bool {
+		if v.(*answer).at.Load() < horizon {
+			s.answers.CompareAndDelete(id, v)
+		}
+		return true
+	})
+	s.until.Range(func(id, v any) bool {
+		if v.(*atomic.Int64).Load() < horizon {
+			s.until.CompareAndDelete(id, v)
+		}
+		return true
+	})
 }
 
 // isSlow tells whether the fan-out should not wait for id.
@@ -360,8 +393,10 @@ func (s *endpointSpeed) observe(id string, took time.Duration) {
 		v, _ = s.answers.LoadOrStore(id, new(answer))
 	}
 	a := v.(*answer)
+	now := s.now().UnixNano()
 	a.slow.Store(took >= s.slowAfter)
-	a.at.Store(s.now().UnixNano())
+	a.at.Store(now)
+	s.sweep(now)
 }
 
 // answeredWithin tells whether id answered an attempt at most d ago: its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,6 +147,37 @@ func TestEndpointSpeed(t *testing.T) {
 	clk.Add(s.hold)
 	require.False(t, s.answeredWithin("a", s.hold))
 	require.False(t, s.isSlow("b"), "waited for again after the hold")
+}
+
+// TestEndpointSpeedForgets: what is known of endpoints that stopped
+// answering is dropped after forget, so the maps do not grow with every
+// endpoint a replica ever attempted; recent answers and marks stay.
+func TestEndpointSpeedForgets(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	s := newEndpointSpeed(50 * time.Millisecond)
+	s.now = clk.Now
+	for i := range 1000 {
+		s.observe(fmt.Sprintf("old-%d", i), 100*time.Millisecond)
+		s.markSlow(fmt.Sprintf("old-%d", i), true)
+	}
+	require.Equal(t, 1000, mapLen(&s.answers))
+	clk.Add(s.forget - time.Minute)
+	s.observe("recent", 100*time.Millisecond)
+	s.markSlow("recent", true)
+	require.Equal(t, 1001, mapLen(&s.answers), "nothing is older than forget yet")
+	clk.Add(2 * time.Minute)
+	s.observe("new", time.Millisecond)
+	require.Equal(t, 2, mapLen(&s.answers), "the endpoints silent for longer than forget are forgotten")
+	require.Equal(t, 1, mapLen(&s.until), "the marks that ended longer than forget ago are forgotten")
+	require.True(t, s.isSlow("recent"), "a recent slow answer stays")
+	require.True(t, s.answeredWithin("recent", 3*time.Minute))
+	require.False(t, s.isSlow("old-1"), "a forgotten endpoint is waited for, as a new one")
+}
+
+func mapLen(m *sync.Map) int {
+	n := 0
+	m.Range(func(any, any) bool { n++; return true })
+	return n
 }
 
 // TestWaitWhileQueueMoves: the wait for an attempt queued behind its
