@@ -139,6 +139,10 @@ bench-efficiency: tools build ## CPU per event of each process (services, nats-s
 	@mkdir -p bench-results
 	bin/eventline bench efficiency --rates $(EFFICIENCY_RATES) --duration 20s --runs 3 --json bench-results/efficiency.json | tee bench-results/efficiency.md
 
+.PHONY: bench-devcpu
+bench-devcpu: build ## CPU per event of eventline dev (one process) and its Postgres at 50 and 200 events/s, 8 clients; ~3 min
+	for rate in 50 200; do scripts/devcpu.sh bin/eventline $$rate 20; done
+
 .PHONY: bench-pipeline
 bench-pipeline: ## the whole pipeline (eventline bench): 1,000 events/s, p50/p99 from 202 to timeline and to first webhook
 	$(GO) build -o bin/eventline ./cmd/eventline
