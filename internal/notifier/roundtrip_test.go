@@ -3,10 +3,7 @@ package notifier
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,44 +15,6 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
-// statements records what a pool sends: each lone statement, and each
-// batch as its statements joined by " ; ".
-type statements struct {
-	mu   sync.Mutex
-	sent []string
-	cur  []string
-}
-
-func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sent = append(s.sent, strings.Join(strings.Fields(d.SQL), " "))
-	return ctx
-}
-func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (s *statements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-func (s *statements) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cur = append(s.cur, strings.Join(strings.Fields(d.SQL), " "))
-}
-func (s *statements) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sent = append(s.sent, strings.Join(s.cur, " ; "))
-	s.cur = nil
-}
-
-func (s *statements) take() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.sent
-	s.sent = nil
-	return out
-}
-
 // TestBatchMovesTheCheckpointInItsFirstRoundTrip: a batch with no batch
 // before it moves the checkpoint together with its de-duplication keys,
 // not in a round trip of its own; a batch whose checkpoint another replica
@@ -65,8 +24,8 @@ func TestBatchMovesTheCheckpointInItsFirstRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	cfg, err := pgxpool.ParseConfig(testenv.Database(t))
 	require.NoError(t, err)
-	trace := &statements{}
-	cfg.ConnConfig.Tracer = trace
+	trace := &testenv.RoundTrips{}
+	trace.Configure(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
@@ -80,14 +39,14 @@ func TestBatchMovesTheCheckpointInItsFirstRoundTrip(t *testing.T) {
 		return newSlot(seq-1, seq, []*item{{seq: seq, event: &e}}, nil)
 	}
 
-	trace.take()
+	trace.Start()
 	s := one(1, "first")
 	c.apply(ctx, s)
 	require.NoError(t, s.err)
 	var last int64
 	require.NoError(t, pool.QueryRow(ctx, `SELECT last_seq FROM notify.progress WHERE consumer = $1`, name).Scan(&last))
 	require.EqualValues(t, 1, last)
-	sent := trace.take()
+	_, sent := trace.Stop()
 	var withClaim, alone int
 	for _, st := range sent {
 		if strings.Contains(st, "UPDATE notify.progress") {
@@ -112,56 +71,21 @@ func TestBatchMovesTheCheckpointInItsFirstRoundTrip(t *testing.T) {
 	require.Zero(t, n, "a fenced batch writes nothing")
 }
 
-// flights counts a connection's round trips: each time the client writes
-// after it has read (or for the first time), it starts a new one. A
-// pipelined batch is one, however many statements and flushes it takes.
-type flights struct {
-	net.Conn
-	n    *atomic.Int64
-	read atomic.Bool
-}
-
-func (f *flights) Write(p []byte) (int, error) {
-	if f.read.Swap(false) {
-		f.n.Add(1)
-	}
-	return f.Conn.Write(p)
-}
-
-func (f *flights) Read(p []byte) (int, error) {
-	n, err := f.Conn.Read(p)
-	if n > 0 {
-		f.read.Store(true)
-	}
-	return n, err
-}
-
-// countingPool is a pool of one connection whose round trips n counts and
-// whose statements trace records. It never pings a connection it hands
-// out, so the count is what the code under test sends.
-func countingPool(t *testing.T) (*pgxpool.Pool, *atomic.Int64, *statements) {
+// countingPool is a pool of one connection whose round trips and
+// statements trips counts and records. It never pings a connection it
+// hands out, so the count is what the code under test sends.
+func countingPool(t *testing.T) (*pgxpool.Pool, *testenv.RoundTrips) {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(testenv.Database(t))
 	require.NoError(t, err)
-	n := &atomic.Int64{}
-	dial := cfg.ConnConfig.DialFunc
-	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		f := &flights{Conn: c, n: n}
-		f.read.Store(true)
-		return f, nil
-	}
-	trace := &statements{}
-	cfg.ConnConfig.Tracer = trace
+	trips := &testenv.RoundTrips{}
+	trips.Configure(cfg)
 	cfg.MaxConns, cfg.MinConns = 1, 0
 	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	return pool, n, trace
+	return pool, trips
 }
 
 // Round trips of one event's transaction at low rates (the batch before it
@@ -181,7 +105,7 @@ const (
 func TestRoundTripsPerEvent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, trips, trace := countingPool(t)
+	pool, trips := countingPool(t)
 	const name = "counted"
 	_, err := checkpoint(ctx, pool, name, time.Unix(1, 0), func(context.Context) (uint64, error) { return 0, nil })
 	require.NoError(t, err)
@@ -190,18 +114,18 @@ func TestRoundTripsPerEvent(t *testing.T) {
 	board := events.Ref{Type: "board", ID: "b1"}
 	// apply applies e alone, as the next batch of the stream, and returns
 	// its round trips.
-	apply := func(e events.Event) (int64, []string) {
+	apply := func(e events.Event) (int, testenv.Statements) {
 		t.Helper()
 		seq++
 		e.Type, e.Seq = events.TypeOf(e.Eventable.Type, e.Action), seq
 		s := newSlot(seq-1, seq, []*item{{seq: seq, event: &e}}, nil)
-		trace.take()
-		before := trips.Load()
+		trips.Start()
 		c.apply(ctx, s)
+		n, sent := trips.Stop()
 		require.NoError(t, s.err)
-		return trips.Load() - before, trace.take()
+		return n, sent
 	}
-	check := func(what string, max int64, e func(i int) events.Event) {
+	check := func(what string, max int, e func(i int) events.Event) {
 		t.Helper()
 		// The first run prepares the statements on the connection.
 		for i := range 2 {
@@ -247,17 +171,16 @@ func TestRoundTripsPerEvent(t *testing.T) {
 		e := ev(fmt.Sprintf("replayed-%d", i), "card", "closed", "u3", "", board)
 		e.Eventable = events.Ref{Type: "card", ID: "c0"}
 		e.Type = events.TypeOf(e.Eventable.Type, e.Action)
-		trace.take()
-		before := trips.Load()
+		trips.Start()
 		_, err := c.w.applyWith(ctx, []*events.Event{&e}, nil, nil, func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, `SELECT 1`)
 			return err
 		})
+		got, sent := trips.Stop()
 		require.NoError(t, err)
-		got, sent := trips.Load()-before, trace.take()
 		t.Logf("replay (run %d): %d round trips: %q", i, got, sent)
 		if i == 1 {
-			require.LessOrEqual(t, got, int64(maxTripsReplay), "replay: %q", sent)
+			require.LessOrEqual(t, got, maxTripsReplay, "replay: %q", sent)
 		}
 	}
 }

@@ -3,17 +3,13 @@ package webhooker
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/internal/webhooker/delivery"
 )
 
@@ -21,10 +17,9 @@ import (
 // rates, where every round trip wakes the webhooker and its backend
 // (BENCHMARKS.md, "Where the CPU goes at low rates"), and what the
 // periodic passes cost while idle. The counts are exact: the service's
-// pools dial through pgCounter, which counts every write to a Postgres
-// socket (one per round trip: pgx sends a statement, a batch or a
-// pipeline with one write) — BEGIN, COMMIT, pings and statement
-// preparations included.
+// pools dial through testenv.RoundTrips, which counts every round trip
+// on a Postgres socket — BEGIN, COMMIT, pings and statement preparations
+// included.
 const (
 	// roundTripsOneEvent: the fan-out's one insert of the delivery with
 	// its attempt, outside any transaction (Ledger.Record).
@@ -56,89 +51,13 @@ const (
 	roundTripsClaim = 4
 )
 
-// pgCounter counts the writes to Postgres sockets of the pools that dial
-// through it while on, and the statements pgx traced meanwhile (to say
-// what they were when a count is too high).
-type pgCounter struct {
-	mu     sync.Mutex
-	on     bool
-	writes int
-	sql    []string
-}
-
-func (c *pgCounter) configure(cfg *pgxpool.Config) {
-	dial := cfg.ConnConfig.DialFunc
-	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return countingConn{Conn: conn, c: c}, nil
-	}
-	cfg.ConnConfig.Tracer = c
-}
-
-func (c *pgCounter) start() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.on, c.writes, c.sql = true, 0, nil
-}
-
-func (c *pgCounter) stop() (int, string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.on = false
-	return c.writes, strings.Join(c.sql, "\n---\n")
-}
-
-func (c *pgCounter) note(what string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.on {
-		c.sql = append(c.sql, strings.Join(strings.Fields(what), " "))
-	}
-}
-
-func (c *pgCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	c.note(d.SQL)
-	return ctx
-}
-
-func (c *pgCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (c *pgCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
-	var sql []string
-	for _, q := range d.Batch.QueuedQueries {
-		sql = append(sql, q.SQL)
-	}
-	c.note(fmt.Sprintf("batch of %d: %s", len(sql), strings.Join(sql, " ;; ")))
-	return ctx
-}
-
-func (c *pgCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
-func (c *pgCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
-
-type countingConn struct {
-	net.Conn
-	c *pgCounter
-}
-
-func (cc countingConn) Write(p []byte) (int, error) {
-	cc.c.mu.Lock()
-	if cc.c.on {
-		cc.c.writes++
-	}
-	cc.c.mu.Unlock()
-	return cc.Conn.Write(p)
-}
-
 // countedSetup is setup with every Postgres round trip of the service
 // counted, and no periodic work of its own: the registry refreshes and
 // the scheduler and the backlog gauges run only when the test says.
-func countedSetup(t *testing.T) (*bundle, *pgCounter) {
+func countedSetup(t *testing.T) (*bundle, *testenv.RoundTrips) {
 	t.Helper()
-	c := &pgCounter{}
-	b := setup(t, options{allowPrivate: true, pgConfig: c.configure, cfg: Config{
+	c := &testenv.RoundTrips{}
+	b := setup(t, options{allowPrivate: true, pgConfig: c.Configure, cfg: Config{
 		RefreshEvery: time.Hour, LagEvery: time.Hour,
 		// No endpoint counts as slow on a loaded machine: the event
 		// counted takes the attempt-first path.
@@ -185,10 +104,10 @@ func TestOneEventOneEndpointRoundTrips(t *testing.T) {
 	b.waitFannedOut(t, first.Seq)
 	<-rc.got
 
-	c.start()
+	c.Start()
 	ev := b.publish(t, "e-rt-counted")
 	b.waitFannedOut(t, ev.Seq)
-	n, sql := c.stop()
+	n, sql := c.Stop()
 	<-rc.got
 
 	ds := b.deliveries(t, id)
@@ -213,17 +132,17 @@ func TestIdlePassesRoundTrips(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, b.svc.registry.Refresh(ctx))
 
-	c.start()
+	c.Start()
 	n, err := b.svc.ScheduleNow(ctx)
 	require.NoError(t, err)
 	require.Zero(t, n)
-	trips, sql := c.stop()
+	trips, sql := c.Stop()
 	t.Logf("idle scheduler pass: %d round trips:\n%s", trips, sql)
 	require.LessOrEqual(t, trips, roundTripsIdlePass, "round trips of an idle scheduler pass:\n%s", sql)
 
-	c.start()
+	c.Start()
 	require.NoError(t, b.svc.registry.Refresh(ctx))
-	trips, sql = c.stop()
+	trips, sql = c.Stop()
 	t.Logf("registry refresh: %d round trips:\n%s", trips, sql)
 	require.LessOrEqual(t, trips, roundTripsRefresh, "round trips of a registry refresh:\n%s", sql)
 }
@@ -255,9 +174,9 @@ func TestLedgerRoundTrips(t *testing.T) {
 	count := func(what string, limit int, fn func()) {
 		t.Helper()
 		fn() // warms the statement cache: the first of each prepares it
-		c.start()
+		c.Start()
 		fn()
-		n, sql := c.stop()
+		n, sql := c.Stop()
 		t.Logf("%s: %d round trips:\n%s", what, n, sql)
 		require.LessOrEqual(t, n, limit, "round trips of %s:\n%s", what, sql)
 	}
@@ -300,9 +219,9 @@ func TestLedgerRoundTrips(t *testing.T) {
 	claimed, err := l.ClaimDue(ctx, later, later.Add(time.Minute), "replica-a", 2)
 	require.NoError(t, err)
 	require.Len(t, claimed, 2)
-	c.start()
+	c.Start()
 	claimed, err = l.ClaimDue(ctx, later, later.Add(time.Minute), "replica-a", 2)
-	n, sql := c.stop()
+	n, sql := c.Stop()
 	require.NoError(t, err)
 	require.Len(t, claimed, 2)
 	t.Logf("a claim of due deliveries: %d round trips:\n%s", n, sql)
