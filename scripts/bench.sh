@@ -103,13 +103,13 @@ if [ "$mode" = clients ]; then
 	}
 	END {
 		printf "IngestBatched100 by client count, medians of %d runs\n", '"$count"'
-		printf "%8s %10s %8s %8s %12s %12s %11s %11s\n", "clients", "events/s", "p50 ms", "p99 ms", "events/batch", "ingest cores", "nats cores", "other cores"
+		printf "%8s %10s %8s %8s %12s %12s %11s %11s %11s\n", "clients", "events/s", "p50 ms", "p99 ms", "events/batch", "ingest cores", "nats cores", "pg cores", "other cores"
 		for (c in cs) order[++nc] = c + 0
 		for (i = 2; i <= nc; i++) for (j = i; j > 1 && order[j-1] > order[j]; j--) { t = order[j]; order[j] = order[j-1]; order[j-1] = t }
 		for (i = 1; i <= nc; i++) {
 			c = order[i]
-			printf "%8d %10.0f %8.1f %8.1f %12.0f %12.2f %11.2f %11.2f\n", c, median(c SUBSEP "events/s"), median(c SUBSEP "p50-ms"), median(c SUBSEP "p99-ms"),
-				median(c SUBSEP "events/batch"), median(c SUBSEP "ingest-cores"), median(c SUBSEP "nats-cores"), median(c SUBSEP "other-cores")
+			printf "%8d %10.0f %8.1f %8.1f %12.0f %12.2f %11.2f %11.2f %11.2f\n", c, median(c SUBSEP "events/s"), median(c SUBSEP "p50-ms"), median(c SUBSEP "p99-ms"),
+				median(c SUBSEP "events/batch"), median(c SUBSEP "ingest-cores"), median(c SUBSEP "nats-cores"), median(c SUBSEP "pg-cores"), median(c SUBSEP "other-cores")
 		}
 	}' "$out/clients.txt" | tee "$out/clients-summary.txt"
 	echo
@@ -221,13 +221,13 @@ END {
 	async = med("RawPublishAsync", "events/s"); atomic = med("RawAtomicBatch", "events/s")
 	batched = med("IngestBatched100", "events/s"); single = med("IngestSingle64", "events/s")
 	printf "medians of %d runs\n", n["RawAtomicBatch" SUBSEP "events/s"]
-	printf "%-18s %9s %7s %7s %8s %7s %7s %7s %7s %7s\n", "benchmark", "events/s", "p50 ms", "p99 ms", "rss MiB", "clients", "ingest", "nats", "loadgen", "other"
-	printf "%-18s %9s %7s %7s %8s %7s %7s %7s %7s %7s\n", "", "", "", "", "(peak)", "", "cores", "cores", "cores", "cores"
+	printf "%-18s %9s %7s %7s %8s %7s %7s %7s %7s %7s %7s\n", "benchmark", "events/s", "p50 ms", "p99 ms", "rss MiB", "clients", "ingest", "nats", "loadgen", "pg", "other"
+	printf "%-18s %9s %7s %7s %8s %7s %7s %7s %7s %7s %7s\n", "", "", "", "", "(peak)", "", "cores", "cores", "cores", "cores", "cores"
 	split("RawPublishAsync RawAtomicBatch IngestBatched100 IngestSingle64", names, " ")
 	for (i = 1; i <= 4; i++) {
 		b = names[i]
-		printf "%-18s %9.0f %7s %7s %8s %7s %7s %7.2f %7.2f %7.2f\n", b, med(b, "events/s"), opt(b, "p50-ms", "%.2f"), opt(b, "p99-ms", "%.2f"),
-			opt(b, "ingest-peak-rss-MiB", "%.1f"), opt(b, "clients", "%d"), opt(b, "ingest-cores", "%.2f"), med(b, "nats-cores"), med(b, "loadgen-cores"), med(b, "other-cores")
+		printf "%-18s %9.0f %7s %7s %8s %7s %7s %7.2f %7.2f %7.2f %7.2f\n", b, med(b, "events/s"), opt(b, "p50-ms", "%.2f"), opt(b, "p99-ms", "%.2f"),
+			opt(b, "ingest-peak-rss-MiB", "%.1f"), opt(b, "clients", "%d"), opt(b, "ingest-cores", "%.2f"), med(b, "nats-cores"), med(b, "loadgen-cores"), med(b, "pg-cores"), med(b, "other-cores")
 	}
 	printf "\nratios of medians\n"
 	printf "  ingest batched / raw atomic batch: %.2f  (the issue expects about 0.6)\n", batched / atomic
