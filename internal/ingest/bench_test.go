@@ -509,23 +509,11 @@ func (c *cpuUse) sample() (cpuSample, error) {
 		}
 	}
 	for _, pid := range append([]int{os.Getpid()}, c.pids...) {
-		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		ticks, err := procTicks(pid)
 		if err != nil {
 			return s, err
 		}
-		// Fields after the command name, which is in parentheses and may
-		// contain any character: state is field 3, utime and stime are
-		// fields 14 and 15.
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(f) < 13 {
-			return s, fmt.Errorf("unexpected /proc/%d/stat %q", pid, stat)
-		}
-		utime, err1 := strconv.ParseUint(f[11], 10, 64)
-		stime, err2 := strconv.ParseUint(f[12], 10, 64)
-		if err := errors.Join(err1, err2); err != nil {
-			return s, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
-		}
-		s.procs = append(s.procs, utime+stime)
+		s.procs = append(s.procs, ticks)
 	}
 	s.postgres = postgresTicks()
 	return s, nil
@@ -559,6 +547,27 @@ func (c *cpuUse) report(b *testing.B) {
 	b.ReportMetric(max(0, float64(end.busy-c.start.busy)/perCPU-ours-pg), "other-cores")
 }
 
+// procTicks is utime+stime of pid, in clock ticks (proc(5)).
+func procTicks(pid int) (uint64, error) {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may
+	// contain any character: state is field 3, utime and stime are
+	// fields 14 and 15.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat %q", pid, stat)
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return utime + stime, nil
+}
+
 // postgresTicks is the utime+stime ticks of every process named
 // postgres: the backends of ingest's id table and the server's own
 // processes, which would otherwise count as other work on the machine. A
@@ -567,20 +576,16 @@ func postgresTicks() uint64 {
 	dirs, _ := os.ReadDir("/proc")
 	var ticks uint64
 	for _, d := range dirs {
-		if _, err := strconv.Atoi(d.Name()); err != nil {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
-		if err != nil || !bytes.Contains(stat, []byte("(postgres)")) {
+		if comm, err := os.ReadFile(filepath.Join("/proc", d.Name(), "comm")); err != nil || string(bytes.TrimSpace(comm)) != "postgres" {
 			continue
 		}
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(f) < 13 {
-			continue
+		if t, err := procTicks(pid); err == nil {
+			ticks += t
 		}
-		utime, _ := strconv.ParseUint(f[11], 10, 64)
-		stime, _ := strconv.ParseUint(f[12], 10, 64)
-		ticks += utime + stime
 	}
 	return ticks
 }
