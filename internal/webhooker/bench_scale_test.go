@@ -223,7 +223,7 @@ func benchmarkFanoutScale(b *testing.B, endpoints, perRun int) {
 	env.floorTable()
 	n := endpoints * perRun
 	var raw, ours, lastAt []float64
-	var rawCPU, ourCPU, pgCPU, jsCPU, appendCPU []cpuUse
+	var rawCPU, ourCPU, pgCPU, jsCPU, appendCPU, logCPU []cpuUse
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		c := env.cpu.sample(b)
@@ -252,11 +252,12 @@ func benchmarkFanoutScale(b *testing.B, endpoints, perRun int) {
 		rc.verify(b)
 
 		pgCPU = append(pgCPU, env.floorInsert(endpoints, evs, res[0].Seq))
+		logCPU = append(logCPU, env.floorLog(endpoints, evs))
 		jsCPU = append(jsCPU, env.floorConsume(res[0].Seq, perRun))
 	}
 	b.StopTimer()
 	report(b, n, raw, ours, rawCPU, ourCPU)
-	reportFloor(b, n, ourCPU, rawCPU, pgCPU, jsCPU, appendCPU)
+	reportFloor(b, n, ourCPU, rawCPU, pgCPU, jsCPU, appendCPU, logCPU)
 	b.ReportMetric(testenv.Median(lastAt), "last-delivery-s")
 }
 

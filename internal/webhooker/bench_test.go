@@ -122,7 +122,7 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, attempt.HTTPPoster{Client: client}, pub,
-		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: attempt.DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT")}}, NewMetrics(prometheus.NewRegistry()), log)
+		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: attempt.DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT"), Workers: envInt("BENCH_WORKERS")}}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func BenchmarkFanout1to1(b *testing.B) {
 	rc := startBenchReceiver(b, 0)
 	env.endpoints([]string{rc.url + "/one"})
 	var raw, ours []float64
-	var rawCPU, ourCPU, pgCPU, jsCPU, appendCPU []cpuUse
+	var rawCPU, ourCPU, pgCPU, jsCPU, appendCPU, logCPU []cpuUse
 	for i := 0; i < b.N; i++ {
 		rc.hits.Store(0)
 		c := env.cpu.sample(b)
@@ -243,14 +243,16 @@ func BenchmarkFanout1to1(b *testing.B) {
 		start := env.resume()
 		waitHits(b, &rc.hits, n, 5*time.Minute)
 		ours = append(ours, float64(n)/time.Since(start).Seconds())
+		env.waitLogged((i + 1) * n)
 		ourCPU = append(ourCPU, env.cpu.since(b, c))
 		env.waitAttempts((i + 1) * n)
 		observed(n)
 		pgCPU = append(pgCPU, env.floorInsert(1, evs, res[0].Seq))
+		logCPU = append(logCPU, env.floorLog(1, evs))
 		jsCPU = append(jsCPU, env.floorConsume(res[0].Seq, n))
 	}
 	report(b, n, raw, ours, rawCPU, ourCPU)
-	reportFloor(b, n, ourCPU, rawCPU, pgCPU, jsCPU, appendCPU)
+	reportFloor(b, n, ourCPU, rawCPU, pgCPU, jsCPU, appendCPU, logCPU)
 }
 
 // BenchmarkFanout1to1000: events to 1,000 endpoints (1,000 deliveries per
@@ -266,7 +268,7 @@ func BenchmarkFanout1to1000(b *testing.B) {
 	}
 	env.endpoints(urls)
 	var raw, ours []float64
-	var rawCPU, ourCPU, pgCPU, jsCPU, appendCPU []cpuUse
+	var rawCPU, ourCPU, pgCPU, jsCPU, appendCPU, logCPU []cpuUse
 	for i := 0; i < b.N; i++ {
 		rc.hits.Store(0)
 		c := env.cpu.sample(b)
@@ -281,14 +283,16 @@ func BenchmarkFanout1to1000(b *testing.B) {
 		start := env.resume()
 		waitHits(b, &rc.hits, endpoints*perRun, 5*time.Minute)
 		ours = append(ours, float64(endpoints*perRun)/time.Since(start).Seconds())
+		env.waitLogged((i + 1) * endpoints * perRun)
 		ourCPU = append(ourCPU, env.cpu.since(b, c))
 		env.waitAttempts((i + 1) * endpoints * perRun)
 		observed(endpoints * perRun)
 		pgCPU = append(pgCPU, env.floorInsert(endpoints, evs, res[0].Seq))
+		logCPU = append(logCPU, env.floorLog(endpoints, evs))
 		jsCPU = append(jsCPU, env.floorConsume(res[0].Seq, perRun))
 	}
 	report(b, endpoints*perRun, raw, ours, rawCPU, ourCPU)
-	reportFloor(b, endpoints*perRun, ourCPU, rawCPU, pgCPU, jsCPU, appendCPU)
+	reportFloor(b, endpoints*perRun, ourCPU, rawCPU, pgCPU, jsCPU, appendCPU, logCPU)
 }
 
 // BenchmarkSlowEndpointIsolation: deliveries/s to 100 healthy endpoints
@@ -443,5 +447,6 @@ func report(b *testing.B, n int, raw, ours []float64, rawCPU, ourCPU []cpuUse) {
 }
 
 // envInt reads a tuning knob for experiments (BENCH_HANDLERS,
-// BENCH_PER_ENDPOINT); unset is 0, the service's default.
+// BENCH_PER_ENDPOINT, BENCH_WORKERS: WEBHOOK_WORKERS); unset is 0, the
+// service's default.
 func envInt(k string) int { n, _ := strconv.Atoi(os.Getenv(k)); return n }

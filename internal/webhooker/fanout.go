@@ -247,6 +247,7 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job) error {
 	}
 	w.recorded(f.results)
 	f.metrics.created(len(created) + len(done))
+	f.metrics.outcomesLogged(len(done))
 	// Claimed and not attempted yet: slow endpoints, and jobs the
 	// dispatcher had no room for (it drops them again while full; they
 	// are let go and become due once their claim ends).

@@ -21,6 +21,7 @@ type Metrics struct {
 	dueNow       prometheus.Gauge
 	oldestDue    prometheus.Gauge
 	claims       *prometheus.CounterVec
+	logged       prometheus.Counter
 }
 
 // NewMetrics registers the webhooker metrics on reg.
@@ -51,8 +52,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "eventline_webhook_claims_ended_total",
 			Help: "Deliveries whose claim ended under a live replica: lapsed (this replica let them go unattempted, its renewals had failed or come late), taken_over (this replica claimed them after another replica's claim ended: it died or could not renew).",
 		}, []string{"how"}),
+		logged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eventline_webhook_outcomes_logged_total",
+			Help: "Attempt outcomes committed to the delivery log; eventline_webhook_attempts_total minus this is what attempts made are still waiting to be written.",
+		}),
 	}
-	reg.MustRegister(m.attempts, m.fanout, m.firstAttempt, m.due, m.dueNow, m.oldestDue, m.claims)
+	reg.MustRegister(m.attempts, m.fanout, m.firstAttempt, m.due, m.dueNow, m.oldestDue, m.claims, m.logged)
 	return m
 }
 
@@ -65,6 +70,13 @@ func (m *Metrics) attempt(outcome string) {
 func (m *Metrics) created(n int) {
 	if m != nil {
 		m.fanout.Add(float64(n))
+	}
+}
+
+// outcomesLogged counts outcomes whose log committed.
+func (m *Metrics) outcomesLogged(n int) {
+	if m != nil && n > 0 {
+		m.logged.Add(float64(n))
 	}
 }
 

@@ -22,7 +22,8 @@ type resultWriter struct {
 	done      chan struct{}
 	// notify queues the operational events of committed outcomes
 	// (docs/webhooks.md "Operational events"); nil: none.
-	notify func(delivery.Notice)
+	notify  func(delivery.Notice)
+	metrics *Metrics // nil: none
 }
 
 func newResultWriter(l *delivery.Ledger, held *leases, log *slog.Logger, onDisable func(context.Context, string, string, string)) *resultWriter {
@@ -98,6 +99,7 @@ func (w *resultWriter) write(ctx context.Context, batch []delivery.Outcome) erro
 	if err != nil {
 		return err
 	}
+	w.metrics.outcomesLogged(len(batch))
 	w.announce(ctx, a)
 	return nil
 }

@@ -232,6 +232,7 @@ func (s *Service) Run(ctx context.Context) error {
 	held := newLeases(s.ledger.On(renewals), s.cfg.Claim, s.cfg.Now, s.log)
 	rw := newResultWriter(s.ledger, held, s.log, s.recordDisabled)
 	rw.notify = ann.notify
+	rw.metrics = s.metrics
 	go rw.run() //nolint:gosec // outcomes of running attempts must be written after ctx ends
 	speed := newEndpointSpeed(s.cfg.FirstAttempt.Wait)
 	sink := newFirstSink(func(o delivery.Outcome) { rw.in <- o })
