@@ -156,6 +156,24 @@ func TestLedgerRecord(t *testing.T) {
 	require.Equal(t, 4, e.count(`SELECT count(*) FROM webhook.deliveries`))
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM webhook.claims`), "nothing created: no claims row")
 	require.Equal(t, 2, e.count(`SELECT count(*) FROM webhook.due`))
+
+	// A batch where one delivery exists and the others are new (a
+	// redelivered event grouped with a new one) records the new ones and
+	// their outcomes (a failure: in a transaction with the trackers): the
+	// insert as new fails on the existing one, and the batch is recorded
+	// again skipping it.
+	fresh, freshAttempted := e.job("e4", "ep2"), e.job("e4", "ep1")
+	freshDone := failed(freshAttempted, 1, now, time.Minute)
+	mixed, _, err := e.l.Record(e.ctx, []Item{{Jobs: []Job{e.job("e1", "ep1")}}, {Jobs: []Job{fresh, freshAttempted}, Done: []Outcome{freshDone}}},
+		now.Add(2*time.Second), until.Add(2*time.Second))
+	require.NoError(t, err)
+	require.Empty(t, mixed[0], "the existing delivery is skipped")
+	require.Len(t, mixed[1], 1)
+	require.Equal(t, fresh.DeliveryID, mixed[1][0].DeliveryID)
+	require.Equal(t, 6, e.count(`SELECT count(*) FROM webhook.deliveries`))
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM webhook.attempts WHERE delivery_id = $1`, freshAttempted.DeliveryID))
+	_, _, ok = e.due(freshAttempted.DeliveryID)
+	require.True(t, ok, "due at its retry")
 }
 
 // TestLedgerLogOutcomes: an outcome moves its delivery's status and
