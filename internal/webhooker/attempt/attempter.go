@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -85,6 +86,13 @@ type Observer interface {
 	Attempted(outcome string)
 }
 
+// The Standard Webhooks headers' keys in canonical form.
+var (
+	headerID        = http.CanonicalHeaderKey(webhook.HeaderID)
+	headerTimestamp = http.CanonicalHeaderKey(webhook.HeaderTimestamp)
+	headerSignature = http.CanonicalHeaderKey(webhook.HeaderSignature)
+)
+
 // MaxLoggedResponse is how many bytes of an answer's body the delivery
 // log keeps.
 const MaxLoggedResponse = 1024
@@ -108,14 +116,6 @@ func (a *Attempter) Attempt(ctx context.Context, j delivery.Job) {
 		a.Sink.Report(o)
 		return
 	}
-	header := http.Header{}
-	header.Set("Content-Type", "application/json")
-	if ep.Format == "cloudevents" {
-		header.Set("Content-Type", cloudevent.MediaType)
-	}
-	header.Set("User-Agent", a.UserAgent)
-	header.Set(webhook.HeaderID, j.Event.ID)
-	header.Set(webhook.HeaderTimestamp, fmt.Sprint(start.Unix()))
 	sig, err := webhook.SignAll(ep.ActiveSecrets(start), j.Event.ID, start, body)
 	if err != nil {
 		o.Attempt.ErrorClass, o.Attempt.Error = "encode", "sign: "+err.Error()
@@ -123,7 +123,14 @@ func (a *Attempter) Attempt(ctx context.Context, j delivery.Job) {
 		a.Sink.Report(o)
 		return
 	}
-	header.Set(webhook.HeaderSignature, sig)
+	contentType := "application/json"
+	if ep.Format == "cloudevents" {
+		contentType = cloudevent.MediaType
+	}
+	// Keys in canonical form, as Header.Set would make them, built in one
+	// map literal: an attempt's headers are made for every delivery.
+	header := http.Header{"Content-Type": {contentType}, "User-Agent": {a.UserAgent}, headerID: {j.Event.ID},
+		headerTimestamp: {strconv.FormatInt(start.Unix(), 10)}, headerSignature: {sig}}
 	if j.Attempt == 1 {
 		a.Observer.FirstAttempt(time.Since(j.Event.RecordedAt))
 	}
