@@ -202,14 +202,19 @@ func decodeRef(index int, field string, raw json.RawMessage, dst *Ref, verr *Val
 		verr.add(index, field, "must be an object {\"type\": \"...\", \"id\": \"...\"}")
 		return
 	}
+	// In the order of their names, as an event's unknown fields: a map's
+	// order changes from one call to the next.
+	var unknown ValidationError
 	for name := range fields {
 		if name != "type" && name != "id" {
 			if name == "" {
 				name = `""`
 			}
-			verr.add(index, field+"."+name, "is not a field of a reference; remove it (fields: type, id)")
+			unknown.add(index, field+"."+name, "is not a field of a reference; remove it (fields: type, id)")
 		}
 	}
+	sortFieldErrors(unknown.Errors)
+	verr.Errors = append(verr.Errors, unknown.Errors...)
 	decodeString(index, field+".type", fields["type"], &dst.Type, verr)
 	decodeString(index, field+".id", fields["id"], &dst.ID, verr)
 }
