@@ -17,6 +17,7 @@ import (
 
 	"github.com/eventline/eventline/internal/bench"
 	"github.com/eventline/eventline/internal/dev"
+	"github.com/eventline/eventline/internal/proccpu"
 )
 
 // Options configure a run.
@@ -382,10 +383,10 @@ func FloorName(op string, pace int) string {
 // returns the CPU it cost this process (the client) and the process
 // server (none if 0).
 func timedAt(ctx context.Context, d time.Duration, self, server int, name string, pace int, op func() error) (Floor, error) {
-	c0, _ := ProcessCPU(self)
+	c0, _ := proccpu.Of(self)
 	var s0 time.Duration
 	if server > 0 {
-		s0, _ = ProcessCPU(server)
+		s0, _ = proccpu.Of(server)
 	}
 	f := Floor{Name: name}
 	var tick *time.Ticker
@@ -405,13 +406,13 @@ func timedAt(ctx context.Context, d time.Duration, self, server int, name string
 			return f, fmt.Errorf("floor %s: %w", name, err)
 		}
 	}
-	c1, err := ProcessCPU(self)
+	c1, err := proccpu.Of(self)
 	if err != nil {
 		return f, err
 	}
 	f.Client = c1 - c0
 	if server > 0 {
-		s1, err := ProcessCPU(server)
+		s1, err := proccpu.Of(server)
 		if err != nil {
 			return f, err
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/proccpu"
 	"github.com/eventline/eventline/internal/stream"
 )
 
@@ -319,7 +320,7 @@ func waitReady(ctx context.Context, p *proc) error {
 func (s *system) sample(ctx context.Context, conn *pgx.Conn) (Sample, error) {
 	sm := Sample{CPU: map[string]map[int]time.Duration{}}
 	add := func(group string, pid int) error {
-		t, err := ProcessCPU(pid)
+		t, err := proccpu.Of(pid)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil // exited between listing and reading
 		}

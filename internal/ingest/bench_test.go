@@ -61,6 +61,7 @@ import (
 	"github.com/eventline/eventline/internal/apikey"
 	"github.com/eventline/eventline/internal/natsauth"
 	"github.com/eventline/eventline/internal/postgres"
+	"github.com/eventline/eventline/internal/proccpu"
 	"github.com/eventline/eventline/internal/stream"
 	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/pkg/events"
@@ -547,25 +548,11 @@ func (c *cpuUse) report(b *testing.B) {
 	b.ReportMetric(max(0, float64(end.busy-c.start.busy)/perCPU-ours-pg), "other-cores")
 }
 
-// procTicks is utime+stime of pid, in clock ticks (proc(5)).
+// procTicks is utime+stime of pid, in clock ticks (proc(5)), as
+// /proc/stat counts the machine's.
 func procTicks(pid int) (uint64, error) {
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which is in parentheses and may
-	// contain any character: state is field 3, utime and stime are
-	// fields 14 and 15.
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat %q", pid, stat)
-	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
-	}
-	return utime + stime, nil
+	t, err := proccpu.Of(pid)
+	return uint64(t / proccpu.ClockTick), err
 }
 
 // postgresTicks is the utime+stime ticks of every process named

@@ -2,14 +2,13 @@ package webhooker
 
 import (
 	"context"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventline/eventline/internal/proccpu"
 )
 
 // cpuMeter measures the CPU time a phase of a benchmark costs the whole
@@ -33,27 +32,10 @@ type cpuUse struct{ self, nats, pg time.Duration }
 
 func (u cpuUse) total() time.Duration { return u.self + u.nats + u.pg }
 
-// clockTick is the unit of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
-const clockTick = 10 * time.Millisecond
-
-// procCPU reads utime+stime of a process; 0 when it is gone.
+// procCPU is the CPU time a process has used; 0 when it is gone.
 func procCPU(pid int) time.Duration {
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(raw)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	k, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+k) * clockTick
+	t, _ := proccpu.Of(pid)
+	return t
 }
 
 func (m *cpuMeter) sample(b *testing.B) cpuSample {
