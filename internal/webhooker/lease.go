@@ -237,9 +237,12 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 // live replica.
 func renewEvery(claim time.Duration) time.Duration { return claim / 4 }
 
-// run renews every renewEvery(claim) until ctx ends.
-func (l *leases) run(ctx context.Context) {
-	lifecycle.Every(ctx, renewEvery(l.claim), func(ctx context.Context) {
+// run renews every interval (0: renewEvery(claim)) until ctx ends.
+func (l *leases) run(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = renewEvery(l.claim)
+	}
+	lifecycle.Every(ctx, interval, func(ctx context.Context) {
 		if err := l.renew(ctx); err != nil && ctx.Err() == nil {
 			l.log.WarnContext(ctx, "renew delivery claims", "held", l.len(), "error", err)
 		}

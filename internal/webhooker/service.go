@@ -52,6 +52,7 @@ type Config struct {
 	Dispatch      attempt.DispatchConfig
 	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a claim on a delivery lasts unless its replica renews it (every Claim/4); default 8s
+	RenewEvery    time.Duration // how often a replica renews its claims; default Claim/4 (tests that drive the clock set it long)
 	ScheduleEvery time.Duration // how often due retries are looked for; default 250ms
 	LagEvery      time.Duration // how often the durable's lag and the backlog are measured for /metrics; default 5s
 	RefreshEvery  time.Duration // endpoint cache refresh; default 250ms
@@ -296,7 +297,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// is written, not only until ctx ends.
 	renewCtx, stopRenewing := context.WithCancel(context.WithoutCancel(ctx))
 	renewed := make(chan struct{})
-	go func() { defer close(renewed); held.run(renewCtx) }()
+	go func() { defer close(renewed); held.run(renewCtx, s.cfg.RenewEvery) }()
 	wg.Add(2)
 	go func() { defer wg.Done(); sch.run(ctx, s.cfg.ScheduleEvery) }()
 	go func() { defer wg.Done(); s.retain(ctx, first.Done) }()
