@@ -290,7 +290,7 @@ func TestExactlyOnceUnderRedelivery(t *testing.T) {
 	require.Equal(t, 2*n, entries, "one entry for the card and one for the board, once each")
 	var dups float64
 	require.Eventually(t, func() bool {
-		dups = testutilValue(b.metrics.eventsTotal.WithLabelValues("duplicate"))
+		dups = testenv.CounterValue(t, b.metrics.eventsTotal.WithLabelValues("duplicate"))
 		return dups > 0
 	}, 5*time.Second, 10*time.Millisecond, "the redelivered batch was seen as duplicates")
 }

@@ -265,7 +265,7 @@ func TestRejectionsVisibleToTheirTenant(t *testing.T) {
 
 	testenv.Poll(t, 5*time.Second, "the rejections counted", func() bool {
 		for l, n := range counts {
-			if testutilValue(b.metrics.rejected.WithLabelValues(l[0], l[1])) != n {
+			if testenv.CounterValue(t, b.metrics.rejected.WithLabelValues(l[0], l[1])) != n {
 				return false
 			}
 		}
@@ -305,7 +305,7 @@ func TestRejectionCountedOnce(t *testing.T) {
 		return err == nil && l.Failures == 2
 	})
 	require.Equal(t, []uint64{m.seq}, b.rejectedSeqs(t, b.keys["acme"], 5))
-	require.Equal(t, 1.0, testutilValue(b.metrics.rejected.WithLabelValues("acme", "action")))
+	require.Equal(t, 1.0, testenv.CounterValue(t, b.metrics.rejected.WithLabelValues("acme", "action")))
 }
 
 // TestRejectedEventsParameters: bad parameters are a problem naming each
@@ -375,7 +375,7 @@ func TestRejectedTenantLabelBounded(t *testing.T) {
 	m.rejection("t0", errs)
 	m.rejection("", errs)
 	require.Equal(t, MaxRejectedTenants+2, series(m.rejected))
-	require.Equal(t, 2.0, testutilValue(m.rejected.WithLabelValues("t0", "action")), "a tenant seen before keeps its series")
-	require.Equal(t, 5.0, testutilValue(m.rejected.WithLabelValues("_other", "action")))
-	require.Equal(t, 1.0, testutilValue(m.rejected.WithLabelValues("_none", "action")))
+	require.Equal(t, 2.0, testenv.CounterValue(t, m.rejected.WithLabelValues("t0", "action")), "a tenant seen before keeps its series")
+	require.Equal(t, 5.0, testenv.CounterValue(t, m.rejected.WithLabelValues("_other", "action")))
+	require.Equal(t, 1.0, testenv.CounterValue(t, m.rejected.WithLabelValues("_none", "action")))
 }

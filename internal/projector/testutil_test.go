@@ -8,12 +8,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-func testutilValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	_ = c.Write(&m)
-	return m.GetCounter().GetValue()
-}
-
 func gaugeValue(g prometheus.Gauge) float64 {
 	var m dto.Metric
 	_ = g.Write(&m)

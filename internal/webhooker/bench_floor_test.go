@@ -251,7 +251,7 @@ func (e *benchEnv) resume() time.Time {
 func (e *benchEnv) waitLogged(total int) {
 	e.b.Helper()
 	testenv.Poll(e.b, 5*time.Minute, fmt.Sprintf("%d outcomes logged", total), func() bool {
-		return counterValue(e.b, e.svc.metrics.logged) >= float64(total)
+		return testenv.CounterValue(e.b, e.svc.metrics.logged) >= float64(total)
 	})
 }
 

@@ -8,11 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eventline/eventline/internal/testenv"
 	"github.com/eventline/eventline/internal/webhooker/attempt"
 	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
@@ -118,18 +117,10 @@ func TestRetryAfterFailure(t *testing.T) {
 	require.Equal(t, reqs[0].header.Get("webhook-id"), reqs[1].header.Get("webhook-id"), "same webhook-id on every retry")
 	// Both outcomes are counted once logged: the first recorded with its
 	// delivery, the retry's by the result writer.
-	require.Equal(t, 2.0, counterValue(t, b.svc.metrics.logged))
+	require.Equal(t, 2.0, testenv.CounterValue(t, b.svc.metrics.logged))
 	for _, h := range []string{"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature", "Content-Type", "User-Agent"} {
 		require.NotEmpty(t, reqs[1].header.Get(h), h)
 	}
-}
-
-// counterValue reads a counter of the service's metrics.
-func counterValue(t testing.TB, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	require.NoError(t, c.Write(&m))
-	return m.GetCounter().GetValue()
 }
 
 // waitStatusAttempts waits until every delivery has at least n attempts.
