@@ -122,7 +122,7 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, attempt.HTTPPoster{Client: client}, pub,
-		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: attempt.DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT"), Workers: envInt("BENCH_WORKERS")}}, NewMetrics(prometheus.NewRegistry()), log)
+		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: attempt.DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT"), Workers: envInt("BENCH_WORKERS"), MinWorkers: envInt("BENCH_MIN_WORKERS")}}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -180,13 +180,19 @@ func waitHits(b *testing.B, counter *atomic.Int64, want int64, within time.Durat
 // and 64 concurrent senders: the baseline.
 func rawRate(b *testing.B, urls []string, n int) float64 {
 	b.Helper()
+	return rawRateWith(b, urls, n, 64)
+}
+
+// rawRateWith is rawRate with as many concurrent senders as given.
+func rawRateWith(b *testing.B, urls []string, n, senders int) float64 {
+	b.Helper()
 	secret, _ := webhook.GenerateSecret()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0}, Timeout: 15 * time.Second}
 	evs := benchEvents(n, "raw")
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range 64 {
+	for range senders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -293,6 +299,51 @@ func BenchmarkFanout1to1000(b *testing.B) {
 	}
 	report(b, endpoints*perRun, raw, ours, rawCPU, ourCPU)
 	reportFloor(b, endpoints*perRun, ourCPU, rawCPU, pgCPU, jsCPU, appendCPU, logCPU)
+}
+
+// BenchmarkFanoutSlowReceivers: events to 1,000 endpoints that each
+// answer after 50 ms, as receivers across the internet do. Deliveries per
+// second are bound by attempts in flight (at most WEBHOOK_WORKERS / 50 ms),
+// not by CPU, so the limit on attempts in flight, which starts at
+// WEBHOOK_MIN_WORKERS, must climb to WEBHOOK_WORKERS. The baseline is the
+// raw client with as many concurrent senders (512) posting as many bodies
+// to the same URLs; BENCH_MIN_WORKERS=512 runs the webhooker with the
+// limit fixed there.
+func BenchmarkFanoutSlowReceivers(b *testing.B) {
+	const endpoints, perRun, answerIn = 1000, 20, 50 * time.Millisecond
+	env := startBenchWebhooker(b)
+	rc := startBenchReceiver(b, answerIn)
+	urls := make([]string, endpoints)
+	for i := range urls {
+		urls[i] = fmt.Sprintf("%s/slow/%d", rc.url, i)
+	}
+	env.endpoints(urls)
+	var workers int
+	testenv.Poll(b, 10*time.Second, "the dispatcher started", func() bool {
+		env.svc.mu.Lock()
+		defer env.svc.mu.Unlock()
+		if env.svc.dispatcher != nil {
+			workers = env.svc.dispatcher.Workers()
+		}
+		return workers > 0
+	})
+	var raw, ours []float64
+	var rawCPU, ourCPU []cpuUse
+	for i := 0; i < b.N; i++ {
+		rc.slow.Store(0)
+		c := env.cpu.sample(b)
+		raw = append(raw, rawRateWith(b, urls, endpoints*perRun, workers))
+		rawCPU = append(rawCPU, env.cpu.since(b, c))
+		rc.slow.Store(0)
+		env.appendPaused(benchEvents(perRun, fmt.Sprintf("r%d", i)))
+		c = env.cpu.sample(b)
+		start := env.resume()
+		waitHits(b, &rc.slow, endpoints*perRun, 5*time.Minute)
+		ours = append(ours, float64(endpoints*perRun)/time.Since(start).Seconds())
+		env.waitLogged((i + 1) * endpoints * perRun)
+		ourCPU = append(ourCPU, env.cpu.since(b, c))
+	}
+	report(b, endpoints*perRun, raw, ours, rawCPU, ourCPU)
 }
 
 // BenchmarkSlowEndpointIsolation: deliveries/s to 100 healthy endpoints
@@ -447,6 +498,6 @@ func report(b *testing.B, n int, raw, ours []float64, rawCPU, ourCPU []cpuUse) {
 }
 
 // envInt reads a tuning knob for experiments (BENCH_HANDLERS,
-// BENCH_PER_ENDPOINT, BENCH_WORKERS: WEBHOOK_WORKERS); unset is 0, the
-// service's default.
+// BENCH_PER_ENDPOINT, BENCH_WORKERS: WEBHOOK_WORKERS, BENCH_MIN_WORKERS:
+// WEBHOOK_MIN_WORKERS); unset is 0, the service's default.
 func envInt(k string) int { n, _ := strconv.Atoi(os.Getenv(k)); return n }

@@ -2,7 +2,7 @@
 // tenant as signed Standard Webhooks deliveries, retried on a schedule,
 // isolated per endpoint and logged (docs/contract.md §2 "Webhooks", §3;
 // docs/webhooks.md for users and operators; docs/architecture.md §8-9,
-// §14-17 for the reasons).
+// §14-18 for the reasons).
 //
 // It is four packages, and the compiler keeps their boundaries: imports
 // go root -> {endpoint, delivery, attempt} and attempt -> {endpoint,
@@ -16,8 +16,9 @@
 //     lists the log; the retry schedule (schedule.go); the disable rule
 //     (disable.go); the operational events outcomes announce (notice.go).
 //     It starts nothing.
-//   - attempt: the Dispatcher and the Attempter, with the HTTP Poster and
-//     the Slack body. It opens no database connection: it declares what it
+//   - attempt: the Dispatcher (with its adaptive limit on attempts in
+//     flight, limit.go) and the Attempter, with the HTTP Poster and the
+//     Slack body. It opens no database connection: it declares what it
 //     consumes (Endpoints, Sink, Observer, RateWindows) and this package
 //     provides it.
 //   - webhooker (this package): the wiring (service.go, app.go) and the

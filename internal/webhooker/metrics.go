@@ -103,8 +103,8 @@ func (m *Metrics) watchRegistry(r *endpoint.Registry) {
 }
 
 // watchDispatcher exports what this replica holds: deliveries claimed and
-// waiting in its dispatcher, and how long the oldest has waited (once per
-// Metrics).
+// waiting in its dispatcher, how long the oldest has waited, and its limit
+// on attempts in flight (once per Metrics).
 func (m *Metrics) watchDispatcher(d *attempt.Dispatcher) {
 	if m == nil {
 		return
@@ -115,6 +115,9 @@ func (m *Metrics) watchDispatcher(d *attempt.Dispatcher) {
 	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eventline_webhook_oldest_queued_seconds", Help: "How long the oldest delivery waiting in this replica's dispatcher has waited; 0 when none.",
 	}, func() float64 { _, _, age := d.Backlog(time.Now()); return age.Seconds() }))
+	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eventline_webhook_attempt_limit", Help: "Attempts this replica lets start at once now: it climbs while more in flight deliver more per second, up to WEBHOOK_WORKERS.",
+	}, func() float64 { return float64(d.Limit()) }))
 }
 
 // claimsEnded counts deliveries whose claim ended under a live replica

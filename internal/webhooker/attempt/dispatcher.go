@@ -1,6 +1,7 @@
 // Package attempt makes webhook delivery attempts: the Dispatcher runs
-// them on a bounded pool of workers with a queue, a concurrency cap and a
-// rate limit per endpoint (rate limits shared by every replica through
+// them on a bounded pool of workers, as many at once as deliver the most
+// per second (climber), with a queue, a concurrency cap and a rate limit
+// per endpoint (rate limits shared by every replica through
 // RateWindows), and the Attempter signs, posts through a Poster and
 // classifies each outcome, its retry decided by delivery.NextAttempt. It
 // declares what it consumes — Endpoints, a Sink for outcomes, an Observer,
@@ -20,6 +21,11 @@ import (
 type DispatchConfig struct {
 	// Workers is the most attempts in flight in this process. Default 512.
 	Workers int
+	// MinWorkers is where the limit on attempts starting at once begins
+	// and the lowest it goes: between it and Workers, the dispatcher
+	// keeps it where more attempts in flight would not deliver more per
+	// second (climber). Default 16; equal to Workers, the limit is fixed.
+	MinWorkers int
 	// PerEndpoint is the most attempts in flight to one endpoint. Default 16.
 	PerEndpoint int
 	// DefaultRate is deliveries per second to an endpoint without its own
@@ -35,6 +41,10 @@ func (c DispatchConfig) withDefaults() DispatchConfig {
 	if c.Workers <= 0 {
 		c.Workers = 512
 	}
+	if c.MinWorkers <= 0 {
+		c.MinWorkers = 16
+	}
+	c.MinWorkers = min(c.MinWorkers, c.Workers)
 	if c.PerEndpoint <= 0 {
 		c.PerEndpoint = 16
 	}
@@ -48,6 +58,12 @@ func (c DispatchConfig) withDefaults() DispatchConfig {
 // limit, and a global cap. Each endpoint has its own queue: a slow or dead
 // endpoint fills only its own queue and slots, never the workers that
 // healthy endpoints need.
+//
+// Below the cap (Workers), a limit adapts how many attempts start at once
+// (climber, every adaptEvery while there is work). An attempt counts
+// against it only for its first freshTicks intervals: one that waits
+// longer on its endpoint holds a worker, not the replica's CPU, so slow
+// endpoints never take the limit that the others need.
 type Dispatcher struct {
 	cfg     DispatchConfig
 	attempt func(context.Context, delivery.Job)
@@ -68,8 +84,19 @@ type Dispatcher struct {
 	queues   map[string]*endpointQueue
 	inflight int
 	queued   int              // jobs in every queue, not started
-	waiting  []*endpointQueue // queues with work, blocked on the global cap
+	waiting  []*endpointQueue // queues with work, blocked on the global cap or the limit
 	wg       sync.WaitGroup
+
+	climb      *climber
+	limit      int             // most fresh attempts (climb.Limit)
+	fresh      int             // attempts in flight started in the last freshTicks intervals
+	started    [freshTicks]int // fresh attempts in flight by interval (gen % freshTicks)
+	gen        uint64          // intervals since the start
+	win        window          // since the climber's last observation
+	slack      bool            // since the last tick, the limit had room and nothing waited on it
+	adapting   bool            // the adapt goroutine runs
+	congested  func() bool     // whether goroutines waited long for a CPU since the last call
+	adaptEvery time.Duration
 
 	// Attempts run on long-lived worker goroutines, started as the number
 	// in flight first needs them (never more than Workers): a goroutine
@@ -88,9 +115,15 @@ type queued struct {
 }
 
 type task struct {
-	q *endpointQueue
-	j delivery.Job
+	q   *endpointQueue
+	j   delivery.Job
+	gen uint64    // the interval it started in
+	at  time.Time // when it started
 }
+
+// freshTicks is how many adapt intervals an attempt counts against the
+// limit.
+const freshTicks = 3
 
 type endpointQueue struct {
 	id       string
@@ -104,8 +137,11 @@ type endpointQueue struct {
 
 func NewDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, delivery.Job), rateOf func(string) int) *Dispatcher {
 	cfg = cfg.withDefaults()
+	c := newClimber(cfg.MinWorkers, cfg.Workers)
+	sched := newSchedLatency()
 	return &Dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{},
-		idleBudget: 2 * time.Second, work: make(chan task, cfg.Workers)}
+		idleBudget: 2 * time.Second, work: make(chan task, cfg.Workers), climb: c, limit: c.Limit(), adaptEvery: 50 * time.Millisecond,
+		congested: func() bool { return sched.mean() > schedLatencyTarget }}
 }
 
 // Submit queues jobs and returns those it had no room for; it never
@@ -197,7 +233,7 @@ func (d *Dispatcher) sweepBudgets(now time.Time) {
 // start launches what q may run now; d.mu held.
 func (d *Dispatcher) start(q *endpointQueue) {
 	for len(q.jobs) > 0 && q.inflight < d.cfg.PerEndpoint {
-		if d.inflight >= d.cfg.Workers {
+		if !d.room() {
 			if !q.waiting {
 				q.waiting = true
 				d.waiting = append(d.waiting, q)
@@ -223,13 +259,108 @@ func (d *Dispatcher) start(q *endpointQueue) {
 		d.queued--
 		q.inflight++
 		d.inflight++
+		d.fresh++
+		d.started[d.gen%freshTicks]++
 		d.wg.Add(1)
 		if d.workers < d.inflight {
 			d.workers++
 			go d.worker()
 		}
-		d.work <- task{q: q, j: j}
+		if !d.adapting && d.cfg.MinWorkers < d.cfg.Workers && d.ctx.Err() == nil {
+			d.adapting = true
+			go d.adapt()
+		}
+		d.work <- task{q: q, j: j, gen: d.gen, at: time.Now()}
 	}
+}
+
+// room says whether one more attempt may start; d.mu held.
+func (d *Dispatcher) room() bool { return d.inflight < d.cfg.Workers && d.fresh < d.limit }
+
+// startWaiting starts what the queues waiting on the cap or the limit may
+// run now; d.mu held.
+func (d *Dispatcher) startWaiting() {
+	for len(d.waiting) > 0 && d.room() {
+		w := d.waiting[0]
+		d.waiting = d.waiting[1:]
+		w.waiting = false
+		d.start(w)
+	}
+	if len(d.waiting) == 0 && d.fresh < d.limit {
+		d.slack = true
+	}
+}
+
+// adapt runs every adaptEvery while there is work: attempts started
+// freshTicks intervals ago stop counting against the limit, and each
+// window (window) bound by the limit all through is shown to the climber.
+// A window after one that moved the limit only lets the attempts started
+// before the move finish: its completions still follow the old limit.
+func (d *Dispatcher) adapt() {
+	t := time.NewTicker(d.adaptEvery)
+	defer t.Stop()
+	d.mu.Lock()
+	d.win = window{start: time.Now(), bound: true}
+	d.mu.Unlock()
+	for {
+		var now time.Time
+		select {
+		case now = <-t.C:
+		case <-d.ctx.Done():
+			d.mu.Lock()
+			d.adapting = false
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Lock()
+		d.gen++
+		i := d.gen % freshTicks // the interval freshTicks ago, reused from now
+		d.fresh -= d.started[i]
+		d.started[i] = 0
+		d.win.bound = d.win.bound && !d.slack && len(d.waiting) > 0
+		d.slack = false
+		if now.Sub(d.win.start) >= d.win.length(d.adaptEvery) {
+			if d.win.settling {
+				d.congested() // the next window's reading starts here
+				d.win = window{start: now, bound: true}
+			} else {
+				before := d.limit
+				d.limit = d.climb.observe(float64(d.win.done)/now.Sub(d.win.start).Seconds(), d.win.bound, d.congested())
+				d.win = window{start: now, bound: true, settling: d.limit != before}
+			}
+		}
+		d.startWaiting()
+		if d.inflight == 0 && d.queued == 0 {
+			d.adapting = false
+			d.climb.observe(0, false, false)
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+	}
+}
+
+// window is what the Dispatcher saw since its climber's last observation.
+type window struct {
+	start    time.Time
+	done     int           // attempts finished
+	took     time.Duration // their durations, summed
+	bound    bool          // at every tick, work waited on the limit and it had no room
+	settling bool          // the limit moved when it started
+}
+
+// maxWindow bounds a window whose attempts take long or never finish.
+const maxWindow = time.Second
+
+// length is how long the window lasts: twice the mean attempt it saw
+// (attempts started at its start have mostly finished by then), at least
+// two ticks (fewer completions compare too noisily) and at most
+// maxWindow.
+func (w window) length(tick time.Duration) time.Duration {
+	if w.done == 0 {
+		return maxWindow
+	}
+	return min(maxWindow, max(2*tick, 2*w.took/time.Duration(w.done)))
 }
 
 // worker runs attempts until the dispatcher's context ends; by then wait
@@ -238,27 +369,29 @@ func (d *Dispatcher) worker() {
 	for {
 		select {
 		case t := <-d.work:
-			d.run(t.q, t.j)
+			d.run(t)
 		case <-d.ctx.Done():
 			return
 		}
 	}
 }
 
-func (d *Dispatcher) run(q *endpointQueue, j delivery.Job) {
+func (d *Dispatcher) run(t task) {
 	defer d.wg.Done()
-	d.attempt(d.ctx, j)
+	q := t.q
+	d.attempt(d.ctx, t.j)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	q.inflight--
 	d.inflight--
-	d.start(q)
-	for len(d.waiting) > 0 && d.inflight < d.cfg.Workers {
-		w := d.waiting[0]
-		d.waiting = d.waiting[1:]
-		w.waiting = false
-		d.start(w)
+	if d.gen-t.gen < freshTicks {
+		d.fresh--
+		d.started[t.gen%freshTicks]--
 	}
+	d.win.done++
+	d.win.took += time.Since(t.at)
+	d.start(q)
+	d.startWaiting()
 	if q.inflight == 0 && len(q.jobs) == 0 && q.timer == nil && !q.waiting {
 		delete(d.queues, q.id)
 		// Only a rate-limited endpoint's queue marks and sweeps budgets:
@@ -273,6 +406,13 @@ func (d *Dispatcher) run(q *endpointQueue, j delivery.Job) {
 
 // Workers is the most attempts in flight (DispatchConfig.Workers).
 func (d *Dispatcher) Workers() int { return d.cfg.Workers }
+
+// Limit is how many attempts may start at once now (climber).
+func (d *Dispatcher) Limit() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.limit
+}
 
 // Room is how many more jobs the dispatcher should take so that at most
 // limit are queued or running: the scheduler claims no more than that, so
