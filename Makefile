@@ -117,7 +117,7 @@ bench-fanout: tools ## webhook fan-out 1 -> 1/1,000/10,000/100,000 endpoints: de
 	@awk -f scripts/metric-medians.awk bench-results/fanout.txt
 
 .PHONY: bench-webhook-limit
-bench-webhook-limit: tools ## the adaptive limit on attempts in flight vs the limit fixed at 512, alternating processes (ROUNDS, BENCHTIME, BENCHES)
+bench-webhook-limit: tools ## the adaptive limit on attempts in flight and first attempts up to 1,000 endpoints vs the settings before them, alternating processes (ROUNDS, BENCHTIME, BENCHES)
 	scripts/bench-webhook-limit.sh
 
 .PHONY: bench-registry

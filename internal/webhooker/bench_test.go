@@ -122,7 +122,7 @@ func startBenchWebhooker(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	svc, err := NewService(ctx, p.ConnectAs(b, natsauth.Webhooker), wjs, pool, attempt.HTTPPoster{Client: client}, pub,
-		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: attempt.DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT"), Workers: envInt("BENCH_WORKERS"), MinWorkers: envInt("BENCH_MIN_WORKERS")}}, NewMetrics(prometheus.NewRegistry()), log)
+		Config{RefreshEvery: benchRefreshEvery(), Secrets: testenv.Keyring(b), Handlers: envInt("BENCH_HANDLERS"), Dispatch: attempt.DispatchConfig{PerEndpoint: envInt("BENCH_PER_ENDPOINT"), Workers: envInt("BENCH_WORKERS"), MinWorkers: envInt("BENCH_MIN_WORKERS")}, FirstAttempt: FirstAttemptConfig{MaxEndpoints: envInt("BENCH_FIRST_MAX_ENDPOINTS")}}, NewMetrics(prometheus.NewRegistry()), log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -351,8 +351,8 @@ func BenchmarkFanoutSlowReceivers(b *testing.B) {
 // with that endpoint disabled; rounds alternate so both see the same
 // table sizes.
 func BenchmarkSlowEndpointIsolation(b *testing.B) {
-	// 99 + the slow one: 100 endpoints, the most whose first attempts the
-	// fan-out waits for (FirstAttemptConfig.MaxEndpoints).
+	// 99 + the slow one: 100 endpoints, whose first attempts the fan-out
+	// waits for (FirstAttemptConfig.MaxEndpoints).
 	const healthy, perRun = 99, 100
 	env := startBenchWebhooker(b)
 	rc := startBenchReceiver(b, 10*time.Second)
@@ -499,5 +499,6 @@ func report(b *testing.B, n int, raw, ours []float64, rawCPU, ourCPU []cpuUse) {
 
 // envInt reads a tuning knob for experiments (BENCH_HANDLERS,
 // BENCH_PER_ENDPOINT, BENCH_WORKERS: WEBHOOK_WORKERS, BENCH_MIN_WORKERS:
-// WEBHOOK_MIN_WORKERS); unset is 0, the service's default.
+// WEBHOOK_MIN_WORKERS, BENCH_FIRST_MAX_ENDPOINTS:
+// FirstAttemptConfig.MaxEndpoints); unset is 0, the service's default.
 func envInt(k string) int { n, _ := strconv.Atoi(os.Getenv(k)); return n }

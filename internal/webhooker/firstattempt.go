@@ -42,9 +42,16 @@ type FirstAttemptConfig struct {
 	// the one a handler holds (consume.Prefetch) keep ageing towards the
 	// AckWait (WEBHOOK_ACK_WAIT, 10 s).
 	Max time.Duration
-	// MaxEndpoints: an event to more endpoints is recorded first. A large
-	// fan-out's record is already cheap per delivery (big batches), and
-	// waiting for its attempts would hold the handler. Default 100.
+	// MaxEndpoints: an event to more endpoints is recorded first.
+	// Default 1,000, the default of Config.ShareAbove: an event not
+	// shared is attempted first. With attempts in flight kept to what
+	// the endpoints need (attempt.DispatchConfig.MinWorkers), the first
+	// attempts of 1,000 endpoints that answer at once finish within the
+	// wait, and writing each delivery once cost 1 -> 1,000 about a third
+	// less Postgres CPU per delivery than recording it first
+	// (BENCHMARKS.md, Webhooker, "An adaptive limit on attempts in
+	// flight"). Before the limit adapted, 512 attempts in flight made
+	// most of those waits end early, and the default was 100.
 	MaxEndpoints int
 	// MaxAge: an event recorded longer ago than this is recorded first
 	// even on its first delivery — a backlog, or a consumer that was
@@ -66,7 +73,7 @@ func (c FirstAttemptConfig) withDefaults() FirstAttemptConfig {
 		c.Max = 2 * time.Second
 	}
 	if c.MaxEndpoints <= 0 {
-		c.MaxEndpoints = 100
+		c.MaxEndpoints = DefaultShareAbove
 	}
 	if c.MaxAge <= 0 {
 		c.MaxAge = time.Minute
