@@ -11,6 +11,7 @@ package attempt
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,9 +62,14 @@ func (c DispatchConfig) withDefaults() DispatchConfig {
 //
 // Below the cap (Workers), a limit adapts how many attempts start at once
 // (climber, every adaptEvery while there is work). An attempt counts
-// against it only for its first freshTicks intervals: one that waits
-// longer on its endpoint holds a worker, not the replica's CPU, so slow
-// endpoints never take the limit that the others need.
+// against it only while it is fresh (staleAfter: eight times the mean
+// attempt, 40 ms to 1 s): one that waits longer on its endpoint holds a
+// worker, not the replica's CPU, and while an endpoint has such an attempt
+// in flight its next attempts do not count against the limit at all, so
+// slow endpoints never take the limit that the others need. Measured
+// against the mean attempt, not a fixed time: when every attempt takes
+// longer (the endpoints are far, or the replica's CPU is saturated), none
+// is an outlier, and the limit keeps counting them.
 type Dispatcher struct {
 	cfg     DispatchConfig
 	attempt func(context.Context, delivery.Job)
@@ -88,14 +94,16 @@ type Dispatcher struct {
 	wg       sync.WaitGroup
 
 	climb      *climber
-	limit      int             // most fresh attempts (climb.Limit)
-	fresh      int             // attempts in flight started in the last freshTicks intervals
-	started    [freshTicks]int // fresh attempts in flight by interval (gen % freshTicks)
-	gen        uint64          // intervals since the start
-	win        window          // since the climber's last observation
-	slack      bool            // since the last tick, the limit had room and nothing waited on it
-	adapting   bool            // the adapt goroutine runs
-	congested  func() bool     // whether goroutines waited long for a CPU since the last call
+	limit      int            // most fresh attempts (climb.Limit)
+	fresh      int            // attempts in flight that count against the limit
+	started    [ringTicks]int // of those, by the interval they started in (gen % ringTicks)
+	expired    uint64         // the last interval whose attempts are stale
+	mean       time.Duration  // the mean attempt of the last window
+	gen        uint64         // intervals since the start
+	win        window         // since the climber's last observation
+	slack      bool           // since the last tick, the limit had room and nothing waited on it
+	adapting   bool           // the adapt goroutine runs
+	congested  func() bool    // whether goroutines waited long for a CPU since the last call
 	adaptEvery time.Duration
 
 	// Attempts run on long-lived worker goroutines, started as the number
@@ -115,21 +123,34 @@ type queued struct {
 }
 
 type task struct {
-	q   *endpointQueue
-	j   delivery.Job
-	gen uint64    // the interval it started in
-	at  time.Time // when it started
+	q     *endpointQueue
+	j     delivery.Job
+	gen   uint64    // the interval it started in
+	fresh bool      // it counted against the limit when it started
+	at    time.Time // when it started
 }
 
-// freshTicks is how many adapt intervals an attempt counts against the
-// limit.
-const freshTicks = 3
+// ringTicks bounds how many intervals an attempt may count against the
+// limit (Dispatcher.started).
+const ringTicks = 64
+
+// staleAfter is how long an attempt counts against the limit, to the
+// interval: eight times the mean attempt of the last window, at least two
+// intervals (40-60 ms), at most what the ring of intervals holds.
+func (d *Dispatcher) staleAfter() time.Duration {
+	return min(time.Duration(ringTicks-2)*d.adaptEvery, max(2*d.adaptEvery, 8*d.mean))
+}
+
+// minWindow is the shortest window the climber is shown: fewer
+// completions compare too noisily.
+const minWindow = 100 * time.Millisecond
 
 type endpointQueue struct {
 	id       string
 	jobs     []queued
 	inflight int
-	limiter  budget // nil: unlimited
+	gens     []uint64 // the intervals its attempts in flight started in
+	limiter  budget   // nil: unlimited
 	perSec   int
 	timer    *time.Timer // pending retry when rate limited
 	waiting  bool        // in dispatcher.waiting
@@ -138,9 +159,10 @@ type endpointQueue struct {
 func NewDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, delivery.Job), rateOf func(string) int) *Dispatcher {
 	cfg = cfg.withDefaults()
 	c := newClimber(cfg.MinWorkers, cfg.Workers)
+	// Intervals count from 1: interval 0 is the one expired before any.
 	sched := newSchedLatency()
 	return &Dispatcher{cfg: cfg, attempt: attempt, rateOf: rateOf, ctx: ctx, queues: map[string]*endpointQueue{}, budgets: map[string]limit{},
-		idleBudget: 2 * time.Second, work: make(chan task, cfg.Workers), climb: c, limit: c.Limit(), adaptEvery: 50 * time.Millisecond,
+		idleBudget: 2 * time.Second, work: make(chan task, cfg.Workers), climb: c, limit: c.Limit(), adaptEvery: 20 * time.Millisecond, gen: 1,
 		congested: func() bool { return sched.mean() > schedLatencyTarget }}
 }
 
@@ -257,10 +279,16 @@ func (d *Dispatcher) start(q *endpointQueue) {
 		q.jobs[0] = queued{}
 		q.jobs = q.jobs[1:]
 		d.queued--
+		// An endpoint with a stale attempt in flight is slow now: its
+		// next attempts wait on it, not on the CPU.
+		fresh := !q.slow(d.expired)
 		q.inflight++
+		q.gens = append(q.gens, d.gen)
 		d.inflight++
-		d.fresh++
-		d.started[d.gen%freshTicks]++
+		if fresh {
+			d.fresh++
+			d.started[d.gen%ringTicks]++
+		}
 		d.wg.Add(1)
 		if d.workers < d.inflight {
 			d.workers++
@@ -270,8 +298,26 @@ func (d *Dispatcher) start(q *endpointQueue) {
 			d.adapting = true
 			go d.adapt()
 		}
-		d.work <- task{q: q, j: j, gen: d.gen, at: time.Now()}
+		d.work <- task{q: q, j: j, gen: d.gen, fresh: fresh, at: time.Now()}
 	}
+}
+
+// slow says whether q has an attempt in flight that started in interval
+// expired or before (a stale one).
+func (q *endpointQueue) slow(expired uint64) bool {
+	for _, g := range q.gens {
+		if g <= expired {
+			return true
+		}
+	}
+	return false
+}
+
+// finished forgets an attempt of q that started in gen.
+func (q *endpointQueue) finished(gen uint64) {
+	i := slices.Index(q.gens, gen)
+	q.gens[i] = q.gens[len(q.gens)-1]
+	q.gens = q.gens[:len(q.gens)-1]
 }
 
 // room says whether one more attempt may start; d.mu held.
@@ -291,8 +337,8 @@ func (d *Dispatcher) startWaiting() {
 	}
 }
 
-// adapt runs every adaptEvery while there is work: attempts started
-// freshTicks intervals ago stop counting against the limit, and each
+// adapt runs every adaptEvery while there is work: attempts older than
+// staleAfter stop counting against the limit, and each
 // window (window) bound by the limit all through is shown to the climber.
 // A window after one that moved the limit only lets the attempts started
 // before the move finish: its completions still follow the old limit.
@@ -313,23 +359,7 @@ func (d *Dispatcher) adapt() {
 			return
 		}
 		d.mu.Lock()
-		d.gen++
-		i := d.gen % freshTicks // the interval freshTicks ago, reused from now
-		d.fresh -= d.started[i]
-		d.started[i] = 0
-		d.win.bound = d.win.bound && !d.slack && len(d.waiting) > 0
-		d.slack = false
-		if now.Sub(d.win.start) >= d.win.length(d.adaptEvery) {
-			if d.win.settling {
-				d.congested() // the next window's reading starts here
-				d.win = window{start: now, bound: true}
-			} else {
-				before := d.limit
-				d.limit = d.climb.observe(float64(d.win.done)/now.Sub(d.win.start).Seconds(), d.win.bound, d.congested())
-				d.win = window{start: now, bound: true, settling: d.limit != before}
-			}
-		}
-		d.startWaiting()
+		d.tick(now)
 		if d.inflight == 0 && d.queued == 0 {
 			d.adapting = false
 			d.climb.observe(0, false, false)
@@ -338,6 +368,36 @@ func (d *Dispatcher) adapt() {
 		}
 		d.mu.Unlock()
 	}
+}
+
+// tick is one interval of adapt; d.mu held.
+func (d *Dispatcher) tick(now time.Time) {
+	d.gen++
+	// An attempt is stale once more than staleAfter's intervals have
+	// ended since the one it started in.
+	stale := uint64(d.staleAfter()/d.adaptEvery) + 1
+	for d.gen > stale && d.expired < d.gen-stale {
+		d.expired++
+		i := d.expired % ringTicks
+		d.fresh -= d.started[i]
+		d.started[i] = 0
+	}
+	d.win.bound = d.win.bound && !d.slack && len(d.waiting) > 0
+	d.slack = false
+	if now.Sub(d.win.start) >= d.win.length() {
+		if d.win.settling {
+			d.congested() // the next window's reading starts here
+			d.win = window{start: now, bound: true}
+		} else {
+			if d.win.done > 0 {
+				d.mean = d.win.took / time.Duration(d.win.done)
+			}
+			before := d.limit
+			d.limit = d.climb.observe(float64(d.win.done)/now.Sub(d.win.start).Seconds(), d.win.bound, d.congested())
+			d.win = window{start: now, bound: true, settling: d.limit != before}
+		}
+	}
+	d.startWaiting()
 }
 
 // window is what the Dispatcher saw since its climber's last observation.
@@ -354,13 +414,12 @@ const maxWindow = time.Second
 
 // length is how long the window lasts: twice the mean attempt it saw
 // (attempts started at its start have mostly finished by then), at least
-// two ticks (fewer completions compare too noisily) and at most
-// maxWindow.
-func (w window) length(tick time.Duration) time.Duration {
+// minWindow and at most maxWindow.
+func (w window) length() time.Duration {
 	if w.done == 0 {
 		return maxWindow
 	}
-	return min(maxWindow, max(2*tick, 2*w.took/time.Duration(w.done)))
+	return min(maxWindow, max(minWindow, 2*w.took/time.Duration(w.done)))
 }
 
 // worker runs attempts until the dispatcher's context ends; by then wait
@@ -383,10 +442,11 @@ func (d *Dispatcher) run(t task) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	q.inflight--
+	q.finished(t.gen)
 	d.inflight--
-	if d.gen-t.gen < freshTicks {
+	if t.fresh && t.gen > d.expired {
 		d.fresh--
-		d.started[t.gen%freshTicks]--
+		d.started[t.gen%ringTicks]--
 	}
 	d.win.done++
 	d.win.took += time.Since(t.at)

@@ -147,40 +147,121 @@ func TestDispatcherLimitClimbsForSlowEndpoints(t *testing.T) {
 	require.Greater(t, most.Load(), int64(100), "attempts in flight at most; the limit started at 4")
 }
 
-// TestDispatcherSlowAttemptsLeaveTheLimit: attempts stuck on slow
-// endpoints stop counting against the limit after freshTicks intervals,
-// so they cannot take the limit from the endpoints that answer, even with
-// the limit held at its minimum (as a load with nothing to gain from more
-// attempts in flight leaves it).
+// TestDispatcherSlowAttemptsLeaveTheLimit: attempts stuck on a slow
+// endpoint stop counting against the limit after staleAfter,
+// and while they are stuck that endpoint's next attempts never count, so
+// slow endpoints cannot take the limit from the endpoints that answer,
+// even with the limit held at its minimum (as a load with nothing to gain
+// from more attempts in flight leaves it). The test drives the intervals
+// (tick) itself.
 func TestDispatcherSlowAttemptsLeaveTheLimit(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
-	var fast sync.WaitGroup
-	d := NewDispatcher(context.Background(), DispatchConfig{Workers: 64, MinWorkers: 4, PerEndpoint: 4}, func(_ context.Context, j delivery.Job) {
-		if j.EndpointID == "slow1" || j.EndpointID == "slow2" {
+	var fast, slowStarted sync.WaitGroup
+	// MinWorkers = Workers: no adapt goroutine; the test holds the limit
+	// at 4.
+	d := NewDispatcher(context.Background(), DispatchConfig{Workers: 64, MinWorkers: 64, PerEndpoint: 8}, func(_ context.Context, j delivery.Job) {
+		if j.EndpointID == "slow" {
+			slowStarted.Done()
 			<-release
 			return
 		}
 		fast.Done()
 	}, func(string) int { return 0 })
-	d.adaptEvery = 10 * time.Millisecond
+	d.mu.Lock()
 	d.climb = newClimber(4, 4)
-	for i := range 8 {
-		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: fmt.Sprint("slow", 1+i%2)})
+	d.limit = d.climb.Limit()
+	d.mu.Unlock()
+	state := func() (fresh, inflight int) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.fresh, d.inflight
 	}
-	fast.Add(200)
-	for i := range 200 {
-		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: fmt.Sprint("ep", i%20)})
+	tick := func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.tick(time.Now())
 	}
-	ok := make(chan struct{})
-	go func() { fast.Wait(); close(ok) }()
-	select {
-	case <-ok:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("attempts to answering endpoints did not run while 8 attempts (twice the limit) hung on slow ones; queued, in flight: %v", fmt.Sprint(d.Backlog(time.Now())))
+
+	slowStarted.Add(4)
+	for range 8 {
+		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: "slow"})
 	}
+	slowStarted.Wait()
+	fresh, inflight := state()
+	require.Equal(t, 4, fresh, "the first 4 attempts to the slow endpoint take the limit")
+	require.Equal(t, 4, inflight)
+	fast.Add(100)
+	for i := range 100 {
+		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: fmt.Sprint("ep", i%10)})
+	}
+	_, inflight = state()
+	require.Equal(t, 4, inflight, "nothing else starts while they are fresh")
+
+	slowStarted.Add(4)
+	d.mu.Lock()
+	ticks := int(d.staleAfter()/d.adaptEvery) + 1
+	d.mu.Unlock()
+	for range ticks {
+		tick()
+	}
+	// Stale now: they leave the limit, the slow endpoint's other 4
+	// attempts start without taking it, and the answering endpoints run.
+	waitFor(t, &slowStarted, "the slow endpoint's other 4 attempts start")
+	waitFor(t, &fast, "the answering endpoints' 100 attempts run while 8 attempts hang on the slow one")
+	require.Eventually(t, func() bool { _, n := state(); return n == 8 }, 5*time.Second, time.Millisecond,
+		"the answering endpoints' attempts finish; the slow endpoint's 8 hang")
+	fresh, _ = state()
+	require.Equal(t, 0, fresh, "none of the slow endpoint's attempts counts against the limit")
 	close(release)
 	d.Wait()
+}
+
+// TestDispatcherStaleAfterFollowsTheMeanAttempt: when every attempt
+// takes long (far endpoints, or a saturated CPU), an attempt is not an
+// outlier and keeps counting against the limit for eight mean attempts.
+func TestDispatcherStaleAfterFollowsTheMeanAttempt(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	d := NewDispatcher(context.Background(), DispatchConfig{Workers: 64, MinWorkers: 64}, func(context.Context, delivery.Job) { <-release }, func(string) int { return 0 })
+	d.mu.Lock()
+	d.mean = 100 * time.Millisecond // 800 ms: 40 intervals of 20 ms
+	d.mu.Unlock()
+	for i := range 4 {
+		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: fmt.Sprint("ep", i)})
+	}
+	fresh := func() int {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.fresh
+	}
+	require.Eventually(t, func() bool { return fresh() == 4 }, 5*time.Second, time.Millisecond)
+	tick := func(n int) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for range n {
+			d.win.start = time.Now() // no window ends: the mean stays
+			d.tick(time.Now())
+		}
+	}
+	tick(40)
+	require.Equal(t, 4, fresh(), "fresh through 40 intervals")
+	tick(1)
+	require.Equal(t, 0, fresh(), "stale after 41")
+	close(release)
+	d.Wait()
+}
+
+// waitFor waits for wg, at most 5 s.
+func waitFor(t *testing.T, wg *sync.WaitGroup, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("waited 5 s for this, in vain: %s", what)
+	}
 }
 
 // TestDispatcherFixedLimit: MinWorkers equal to Workers keeps the limit
