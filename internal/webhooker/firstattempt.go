@@ -47,8 +47,8 @@ type FirstAttemptConfig struct {
 	// shared is attempted first. With attempts in flight kept to what
 	// the endpoints need (attempt.DispatchConfig.MinWorkers), the first
 	// attempts of 1,000 endpoints that answer at once finish within the
-	// wait, and writing each delivery once cost 1 -> 1,000 about a third
-	// less Postgres CPU per delivery than recording it first
+	// wait, and writing each delivery once cost 1 -> 1,000 about four
+	// tenths less Postgres CPU per delivery than recording it first
 	// (BENCHMARKS.md, Webhooker, "An adaptive limit on attempts in
 	// flight"). Before the limit adapted, 512 attempts in flight made
 	// most of those waits end early, and the default was 100.
