@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,16 +156,16 @@ func TestDispatcherLimitClimbsForSlowEndpoints(t *testing.T) {
 func TestDispatcherSlowAttemptsLeaveTheLimit(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
-	var fast, slowStarted sync.WaitGroup
+	var fast, slowStarted atomic.Int64
 	// MinWorkers = Workers: no adapt goroutine; the test holds the limit
 	// at 4.
 	d := NewDispatcher(context.Background(), DispatchConfig{Workers: 64, MinWorkers: 64, PerEndpoint: 8}, func(_ context.Context, j delivery.Job) {
 		if j.EndpointID == "slow" {
-			slowStarted.Done()
+			slowStarted.Add(1)
 			<-release
 			return
 		}
-		fast.Done()
+		fast.Add(1)
 	}, func(string) int { return 0 })
 	d.mu.Lock()
 	d.climb = newClimber(4, 4)
@@ -183,22 +182,19 @@ func TestDispatcherSlowAttemptsLeaveTheLimit(t *testing.T) {
 		d.tick(time.Now())
 	}
 
-	slowStarted.Add(4)
 	for range 8 {
 		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: "slow"})
 	}
-	slowStarted.Wait()
+	require.Eventually(t, func() bool { return slowStarted.Load() == 4 }, 5*time.Second, time.Millisecond, "the slow endpoint's first 4 attempts start")
 	fresh, inflight := state()
 	require.Equal(t, 4, fresh, "the first 4 attempts to the slow endpoint take the limit")
 	require.Equal(t, 4, inflight)
-	fast.Add(100)
 	for i := range 100 {
 		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: fmt.Sprint("ep", i%10)})
 	}
 	_, inflight = state()
 	require.Equal(t, 4, inflight, "nothing else starts while they are fresh")
 
-	slowStarted.Add(4)
 	d.mu.Lock()
 	ticks := int(d.staleAfter()/d.adaptEvery) + 1
 	d.mu.Unlock()
@@ -207,8 +203,9 @@ func TestDispatcherSlowAttemptsLeaveTheLimit(t *testing.T) {
 	}
 	// Stale now: they leave the limit, the slow endpoint's other 4
 	// attempts start without taking it, and the answering endpoints run.
-	waitFor(t, &slowStarted, "the slow endpoint's other 4 attempts start")
-	waitFor(t, &fast, "the answering endpoints' 100 attempts run while 8 attempts hang on the slow one")
+	require.Eventually(t, func() bool { return slowStarted.Load() == 8 }, 5*time.Second, time.Millisecond, "the slow endpoint's other 4 attempts start")
+	require.Eventually(t, func() bool { return fast.Load() == 100 }, 5*time.Second, time.Millisecond,
+		"the answering endpoints' 100 attempts run while 8 attempts hang on the slow one")
 	require.Eventually(t, func() bool { _, n := state(); return n == 8 }, 5*time.Second, time.Millisecond,
 		"the answering endpoints' attempts finish; the slow endpoint's 8 hang")
 	fresh, _ = state()
@@ -250,18 +247,6 @@ func TestDispatcherStaleAfterFollowsTheMeanAttempt(t *testing.T) {
 	require.Equal(t, 0, fresh(), "stale after 41")
 	close(release)
 	d.Wait()
-}
-
-// waitFor waits for wg, at most 5 s.
-func waitFor(t *testing.T, wg *sync.WaitGroup, what string) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("waited 5 s for this, in vain: %s", what)
-	}
 }
 
 // TestDispatcherFixedLimit: MinWorkers equal to Workers keeps the limit
