@@ -81,9 +81,12 @@ func requireBacklogTrigger(t *testing.T, d appsv1.Deployment, typ string, md map
 	defer pool.Close()
 	_, err = pool.Exec(ctx, `INSERT INTO webhook.due (delivery_id, tenant, due_at) VALUES ('d1', 'acme', now() - interval '1 minute'), ('d2', 'acme', now() + interval '1 minute')`)
 	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO webhook.chunks (tenant, event_id, event_seq, n, endpoint_ids, due_at) VALUES
+		('acme', 'e1', 1, 0, '{ep1,ep2,ep3}', now() - interval '1 minute'), ('acme', 'e1', 1, 1, '{ep4}', now() + interval '1 minute')`)
+	require.NoError(t, err)
 	var due int64
 	require.NoError(t, pool.QueryRow(ctx, md["query"]).Scan(&due))
-	require.Equal(t, int64(1), due, "one due now; the other is claimed (due later)")
+	require.Equal(t, int64(4), due, "one due row and a chunk of three endpoints due now; the others are claimed (due later)")
 }
 
 // kustomizeKeys are the nats-jetstream trigger's metadata fields

@@ -154,7 +154,7 @@ func (e *benchEnv) waitSettled() {
 	e.b.Helper()
 	testenv.Poll(e.b, 5*time.Minute, "every delivery logged", func() bool {
 		var left bool
-		if err := e.svc.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM webhook.due) OR EXISTS (SELECT 1 FROM webhook.deliveries WHERE status = 'pending')`).Scan(&left); err != nil {
+		if err := e.svc.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM webhook.due) OR EXISTS (SELECT 1 FROM webhook.chunks) OR EXISTS (SELECT 1 FROM webhook.deliveries WHERE status = 'pending')`).Scan(&left); err != nil {
 			e.b.Fatal(err)
 		}
 		return !left
@@ -203,8 +203,8 @@ func (e *benchEnv) observeWindow(i int) (stop func(deliveries int)) {
 
 // benchmarkFanoutScale: one tenant with endpoints endpoints, all on one
 // local receiver (distinct paths), perRun events a round; more than
-// Config.ShareAbove endpoints, so every delivery is recorded due and
-// claimed by the scheduler (fanout.recordShared). In the same iteration:
+// Config.ShareAbove endpoints, so the fan-out is cut into chunks that the
+// scheduler takes (fanout.share). In the same iteration:
 // the raw client posting as many requests, and the durable floor
 // (bench_floor_test.go). The webhooker's window runs from the moment its
 // durable may deliver the events, appended while it was paused

@@ -50,21 +50,26 @@
 //     one delivery per endpoint (group-committed inserts, Ledger.Record;
 //     an insert made while none commits or waits, every event's at low
 //     rates, is committed by its handler: groupcommit.Config.Inline).
-//     For an event's first delivery to at most 100 endpoints it attempts
-//     first and records each delivery with its outcome (firstattempt.go):
+//     For an event's first delivery to at most
+//     FirstAttemptConfig.MaxEndpoints (1,000) it attempts first and
+//     records each delivery with its outcome (firstattempt.go):
 //     every attempt reports to one sink, which hands the outcomes the
 //     fan-out waits for to its collector, by delivery id, and the others
 //     to the result writer. Otherwise it records first, claimed by this
 //     replica, and queues the attempts. An event to more than
-//     Config.ShareAbove endpoints is recorded due and claimed by no one,
-//     for every replica to share.
+//     Config.ShareAbove endpoints is cut into chunks of Config.Chunk
+//     (webhook.chunks, Ledger.Share), claimed by no one, for every
+//     replica to share.
 //   - The scheduler (scheduler.go) claims due deliveries from webhook.due
-//     (retries, manual retries, replays, shared fan-outs, first attempts
-//     whose claim ended because their replica died) with FOR UPDATE SKIP
-//     LOCKED, never more than its dispatcher has room for. A pass that
-//     finds nothing due, every pass of an idle replica, is one Postgres
-//     round trip (ended claims expired and due tenants looked for in one
-//     pipeline); the claiming transaction opens only when something is due.
+//     (retries, manual retries, replays, first attempts whose claim ended
+//     because their replica died) and chunks of shared fan-outs, with FOR
+//     UPDATE SKIP LOCKED, never more than its dispatcher has room for. It
+//     hands each chunk to the fan-out (fanout.workChunk), which attempts
+//     and records it as an event that is not shared; the record deletes
+//     the chunk. A pass that finds nothing due, every pass of an idle
+//     replica, is one Postgres round trip (ended claims expired, due
+//     tenants looked for and chunks claimed in one pipeline); the claiming
+//     transaction opens only when something is due.
 //   - The leases (lease.go) renew the claim of every delivery this replica
 //     holds, from its claim until its outcome is written, every quarter of
 //     Config.Claim, and give them back when the replica stops.

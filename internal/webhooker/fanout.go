@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/eventline/eventline/internal/postgres"
 	"github.com/eventline/eventline/internal/webhooker/delivery"
 	"github.com/eventline/eventline/internal/webhooker/endpoint"
+	"github.com/eventline/eventline/pkg/events"
 )
 
 // maxInsert is the most deliveries one insert statement writes.
@@ -100,11 +102,13 @@ type fanout struct {
 	// inserts coalesces the delivery inserts of concurrent handlers into
 	// one statement and commit (group commit).
 	inserts    *groupcommit.Batcher[delivery.Item, inserted]
+	ledger     *delivery.Ledger // shares large fan-outs (Ledger.Share)
 	registry   *endpoint.Registry
 	submit     func(...delivery.Job) []delivery.Job // returns the jobs it could not queue
 	leases     *leases                              // what this replica holds claimed
-	scheduler  *scheduler                           // takes shared fan-outs (recordShared)
+	scheduler  *scheduler                           // takes the chunks of shared fan-outs (share)
 	shareAbove int
+	chunkSize  int                    // most endpoints of one chunk of a shared fan-out
 	results    func(delivery.Outcome) // logs an outcome once its delivery is recorded
 	sink       *firstSink             // routes the outcomes of attempts made first to their collector
 	first      FirstAttemptConfig
@@ -142,28 +146,36 @@ func (f *fanout) handle(msg *message.Message) error {
 		span.SetAttributes(attribute.String("eventline.event.id", ev.ID), attribute.String("eventline.tenant", ev.Tenant),
 			attribute.Int64("messaging.nats.stream_sequence", int64(consume.StreamSeq(msg))), attribute.Int("eventline.webhook.endpoints", len(eps)))
 	}
-	// MarshalJSON writes compact JSON already: json.Marshal would only
-	// validate and compact it a second time.
-	body, err := ev.MarshalJSON()
-	if err != nil {
-		return f.deadLetter(ctx, msg, fmt.Errorf("encode delivery body: %w", err))
-	}
-	jobs := make([]delivery.Job, len(eps))
-	for i, e := range eps {
-		jobs[i] = delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: e.ID, Event: ev, Attempt: 1, Body: body}
-	}
 	seq := consume.StreamSeq(msg)
 	f.gate.taken(seq)
 	delivered, _ := strconv.ParseUint(msg.Metadata.Get(consume.MetaDelivered), 10, 64)
-	if len(jobs) > f.shareAbove {
-		err = f.recordShared(ctx, jobs)
-	} else if msg.Metadata.Get(metaAttempted) == "" && f.gate.attemptFirst(seq, delivered, ev.RecordedAt, len(jobs)) {
-		// A retry of this handler (the record failed) must not attempt
-		// again: it records first, like a redelivery.
-		msg.Metadata.Set(metaAttempted, "true")
-		err = f.attemptFirst(ctx, jobs)
+	// A retry of this handler (the record failed) must not attempt again:
+	// it records first, like a redelivery. A shared fan-out is attempted
+	// a chunk at a time.
+	shared, attempted := len(eps) > f.shareAbove, len(eps)
+	if shared {
+		attempted = min(attempted, f.chunkSize)
+	}
+	first := msg.Metadata.Get(metaAttempted) == "" && f.gate.attemptFirst(seq, delivered, ev.RecordedAt, attempted)
+	if shared {
+		err = f.share(ctx, ev, seq, eps, !first)
 	} else {
-		err = f.recordThenAttempt(ctx, jobs)
+		// MarshalJSON writes compact JSON already: json.Marshal would
+		// only validate and compact it a second time.
+		body, encErr := ev.MarshalJSON()
+		if encErr != nil {
+			return f.deadLetter(ctx, msg, fmt.Errorf("encode delivery body: %w", encErr))
+		}
+		jobs := make([]delivery.Job, len(eps))
+		for i, e := range eps {
+			jobs[i] = delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: e.ID, Event: ev, Attempt: 1, Body: body}
+		}
+		if first {
+			msg.Metadata.Set(metaAttempted, "true")
+			err = f.attemptFirst(ctx, jobs, 0)
+		} else {
+			err = f.recordThenAttempt(ctx, jobs, 0)
+		}
 	}
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
@@ -178,24 +190,65 @@ func (f *fanout) handle(msg *message.Message) error {
 // metaAttempted marks a message whose first attempts were made.
 const metaAttempted = "eventline_attempted"
 
-// recordShared records the deliveries that do not exist yet, due now and
-// claimed by no one: every replica's scheduler claims them, as many as its
-// dispatcher can start soon, so replicas share a large fan-out and none
-// holds much more than it can start soon.
-func (f *fanout) recordShared(ctx context.Context, jobs []delivery.Job) error {
-	created, err := f.record(ctx, jobs, nil, true)
-	if err != nil {
+// share cuts the fan-out of an event to eps into chunks (Ledger.Share)
+// that every replica's scheduler takes, as many as its dispatcher has
+// room for, and works on as a fan-out that is not shared (workChunk): so
+// replicas share a large fan-out, none holds much more than it can start
+// soon, and each delivery is written once, with its first outcome
+// (docs/architecture.md §9, "Large fan-outs"). recordFirst: the chunks'
+// deliveries are recorded before they are attempted (a redelivery).
+func (f *fanout) share(ctx context.Context, ev events.Event, seq uint64, eps []endpoint.Endpoint, recordFirst bool) error {
+	ids := make([]string, len(eps))
+	for i, e := range eps {
+		ids[i] = e.ID
+	}
+	// The same event cut again (a redelivery) gives the same chunks.
+	slices.Sort(ids)
+	if _, err := f.ledger.Share(ctx, ev.Tenant, ev.ID, int64(seq), ids, f.chunkSize, f.now(), recordFirst); err != nil {
 		return err
 	}
-	f.metrics.created(len(created))
 	f.scheduler.nudge()
 	return nil
 }
 
+// workChunk makes the deliveries of one chunk of a shared fan-out: its
+// first attempts, then the record of each delivery with its outcome, as
+// for an event not shared (attemptFirst); or, for a chunk taken before or
+// cut from a redelivery, and while records fail, the record of those
+// that do not exist, then their attempts. Either record deletes the
+// chunk; when it fails the chunk stays, and is taken again, recorded
+// first, once its claim ends — unless Postgres refuses its data, which
+// no later try would change: then it is dropped.
+func (f *fanout) workChunk(ctx context.Context, c delivery.Chunk, ev events.Event, body []byte) {
+	jobs := make([]delivery.Job, len(c.EndpointIDs))
+	for i, id := range c.EndpointIDs {
+		jobs[i] = delivery.Job{DeliveryID: delivery.NewID(), Tenant: c.Tenant, EndpointID: id, Event: ev, Attempt: 1, Body: body}
+	}
+	var err error
+	if c.RecordFirst || !f.gate.recording() {
+		err = f.recordThenAttempt(ctx, jobs, c.ID)
+	} else {
+		err = f.attemptFirst(ctx, jobs, c.ID)
+	}
+	switch {
+	case err == nil:
+	case postgres.Permanent(err):
+		// Postgres refuses the data: taken again, the chunk would fail
+		// again, every claim, for ever.
+		f.log.ErrorContext(ctx, "dropped a chunk of a shared fan-out whose deliveries Postgres refuses to record", "chunk", c.ID, "event_id", c.EventID, "deliveries", len(jobs), "error", err)
+		if err := f.ledger.DropChunk(ctx, c.ID); err != nil {
+			f.log.WarnContext(ctx, "drop chunk", "chunk", c.ID, "error", err)
+		}
+	default:
+		f.log.WarnContext(ctx, "record a chunk of a shared fan-out (taken again, recorded first, when its claim ends)", "chunk", c.ID, "event_id", c.EventID, "error", err)
+	}
+}
+
 // recordThenAttempt records the deliveries that do not exist yet, claimed,
-// and queues their first attempts.
-func (f *fanout) recordThenAttempt(ctx context.Context, jobs []delivery.Job) error {
-	created, err := f.record(ctx, jobs, nil, false)
+// and queues their first attempts; chunk is the webhook.chunks row they
+// come from (0: none).
+func (f *fanout) recordThenAttempt(ctx context.Context, jobs []delivery.Job, chunk int64) error {
+	created, err := f.record(ctx, jobs, nil, chunk)
 	if err != nil {
 		return err
 	}
@@ -206,8 +259,9 @@ func (f *fanout) recordThenAttempt(ctx context.Context, jobs []delivery.Job) err
 
 // attemptFirst makes the first attempts of jobs, waits for them (not for
 // slow endpoints, see FirstAttemptConfig), and records every delivery,
-// those attempted with their outcome.
-func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job) error {
+// those attempted with their outcome; chunk is the webhook.chunks row
+// they come from (0: none).
+func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job, chunk int64) error {
 	w := newFirstAttempts()
 	var now []delivery.Job
 	for _, j := range jobs {
@@ -240,7 +294,7 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job) error {
 			}
 		}
 	}
-	created, err := f.recordAttempted(ctx, jobs, done)
+	created, err := f.recordAttempted(ctx, jobs, done, chunk)
 	if err != nil {
 		w.abandon()
 		return err
@@ -266,10 +320,10 @@ func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job) error {
 // is redelivered instead, its deliveries are attempted again. A refusal
 // of the data (postgres.Permanent) is not tried again: the event is
 // dead-lettered.
-func (f *fanout) recordAttempted(ctx context.Context, jobs []delivery.Job, done []delivery.Outcome) ([]delivery.Job, error) {
+func (f *fanout) recordAttempted(ctx context.Context, jobs []delivery.Job, done []delivery.Outcome, chunk int64) ([]delivery.Job, error) {
 	deadline := time.Now().Add(f.first.RecordFor)
 	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
-		created, err := f.record(ctx, jobs, done, false)
+		created, err := f.record(ctx, jobs, done, chunk)
 		if err == nil || postgres.Permanent(err) || time.Now().Add(pause).After(deadline) {
 			return created, err
 		}
@@ -285,14 +339,17 @@ func (f *fanout) recordAttempted(ctx context.Context, jobs []delivery.Job, done 
 
 // record inserts the deliveries of jobs, those in done with their
 // outcome, in statements of at most maxInsert, and returns the jobs it
-// created without an outcome: claimed by this replica, or due for any
-// replica when shared.
-func (f *fanout) record(ctx context.Context, jobs []delivery.Job, done []delivery.Outcome, shared bool) ([]delivery.Job, error) {
+// created without an outcome, claimed by this replica. The last statement
+// deletes chunk, the webhook.chunks row they come from (0: none).
+func (f *fanout) record(ctx context.Context, jobs []delivery.Job, done []delivery.Outcome, chunk int64) ([]delivery.Job, error) {
 	var created []delivery.Job
 	split := len(jobs) > maxInsert
 	for len(jobs) > 0 {
 		n := min(len(jobs), maxInsert)
-		item := delivery.Item{Jobs: jobs[:n], Done: done, Shared: shared}
+		item := delivery.Item{Jobs: jobs[:n], Done: done}
+		if n == len(jobs) {
+			item.Chunk = chunk
+		}
 		if split && len(done) > 0 { // several statements: each takes its own outcomes
 			in := make(map[string]bool, n)
 			for _, j := range item.Jobs {

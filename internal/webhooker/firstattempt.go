@@ -115,6 +115,12 @@ func (g *firstGate) reconnected() { g.boundary.Store(g.maxSeq.Load()) }
 // failed notes a failed record.
 func (g *firstGate) failed() { g.trouble.Store(time.Now().UnixNano()) }
 
+// recording tells whether records have not failed lately: the chunks of a
+// shared fan-out are attempted first only then.
+func (g *firstGate) recording() bool {
+	return g.cfg.Wait > 0 && time.Now().UnixNano()-g.trouble.Load() > int64(troubleHold)
+}
+
 // attemptFirst tells whether the message's first attempts may come
 // before its record: delivered says how often NATS delivered it, and
 // endpoints how many endpoints the event goes to.

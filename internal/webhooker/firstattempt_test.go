@@ -245,7 +245,8 @@ func TestWaitWhileQueueMoves(t *testing.T) {
 }
 
 // TestRecordSplitsLargeFanOut: an event to more endpoints than one insert
-// takes is recorded in several statements, every delivery once.
+// takes is recorded in several statements, every delivery once, and the
+// chunk they come from goes with the last statement.
 func TestRecordSplitsLargeFanOut(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{allowPrivate: true})
@@ -258,11 +259,15 @@ func TestRecordSplitsLargeFanOut(t *testing.T) {
 	for i := range jobs {
 		jobs[i] = delivery.Job{DeliveryID: delivery.NewID(), Tenant: "acme", EndpointID: fmt.Sprintf("ep-%d", i), Event: ev, Attempt: 1}
 	}
-	created, err := f.record(context.Background(), jobs, nil, false)
+	var chunk int64
+	require.NoError(t, b.pool.QueryRow(context.Background(), `INSERT INTO webhook.chunks (tenant, event_id, event_seq, n, endpoint_ids, due_at)
+		VALUES ('acme', 'big', $1, 0, '{}', now()) RETURNING id`, int64(ev.Seq)).Scan(&chunk))
+	created, err := f.record(context.Background(), jobs, nil, chunk)
 	require.NoError(t, err)
 	require.Len(t, created, len(jobs))
 	require.Equal(t, len(jobs), b.count(t, `SELECT count(*) FROM webhook.deliveries WHERE event_id = 'big'`))
-	again, err := f.record(context.Background(), jobs, nil, false)
+	require.Zero(t, b.count(t, `SELECT count(*) FROM webhook.chunks`), "the chunk went with its deliveries")
+	again, err := f.record(context.Background(), jobs, nil, 0)
 	require.NoError(t, err)
 	require.Empty(t, again, "recorded once")
 }

@@ -40,10 +40,11 @@ type leases struct {
 	claim  time.Duration
 	log    *slog.Logger
 
-	mu    sync.Mutex
-	held  map[string]hold // by delivery id
-	rows  map[int64]int   // webhook.claims row -> deliveries held
-	ended []int64         // webhook.claims rows with nothing held any more
+	mu     sync.Mutex
+	held   map[string]hold // by delivery id
+	rows   map[int64]int   // webhook.claims row -> deliveries held
+	ended  []int64         // webhook.claims rows with nothing held any more
+	chunks map[int64]bool  // webhook.chunks rows being worked on here
 }
 
 // hold is one delivery this replica holds.
@@ -54,7 +55,23 @@ type hold struct {
 }
 
 func newLeases(l *delivery.Ledger, claim time.Duration, now func() time.Time, log *slog.Logger) *leases {
-	return &leases{owner: delivery.NewID(), ledger: l, now: now, claim: claim, log: log, held: map[string]hold{}, rows: map[int64]int{}}
+	return &leases{owner: delivery.NewID(), ledger: l, now: now, claim: claim, log: log, held: map[string]hold{}, rows: map[int64]int{}, chunks: map[int64]bool{}}
+}
+
+// holdChunk renews a chunk of a shared fan-out while this replica works on
+// it: from its claim until its deliveries are recorded (which deletes it)
+// or the replica gives up on it (releaseChunk).
+func (l *leases) holdChunk(id int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.chunks[id] = true
+}
+
+// releaseChunk stops renewing a chunk.
+func (l *leases) releaseChunk(id int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.chunks, id)
 }
 
 // holdRecorded holds jobs recorded claimed for this replica until until:
@@ -189,18 +206,22 @@ func (l *leases) extend(ctx context.Context, by time.Duration, forget bool) erro
 	for row := range l.rows {
 		rows = append(rows, row)
 	}
+	chunks := make([]int64, 0, len(l.chunks))
+	for id := range l.chunks {
+		chunks = append(chunks, id)
+	}
 	ended := l.ended
 	l.ended = nil
 	if forget {
-		l.held, l.rows = map[string]hold{}, map[int64]int{}
+		l.held, l.rows, l.chunks = map[string]hold{}, map[int64]int{}, map[int64]bool{}
 	}
 	l.mu.Unlock()
-	if len(due)+len(rows)+len(ended) == 0 {
+	if len(due)+len(rows)+len(ended)+len(chunks) == 0 {
 		return nil
 	}
 	now := l.now()
 	until := now.Add(by)
-	confirmed, err := l.ledger.Renew(ctx, delivery.Renewal{Due: due, Rows: rows, Ended: ended, Now: now, Until: until, Owner: l.owner, GiveBack: forget})
+	confirmed, err := l.ledger.Renew(ctx, delivery.Renewal{Due: due, Rows: rows, Ended: ended, Chunks: chunks, Now: now, Until: until, Owner: l.owner, GiveBack: forget})
 	if err != nil {
 		if !forget {
 			l.mu.Lock()

@@ -220,7 +220,7 @@ func TestClaimsRenewedWhileAttemptsRun(t *testing.T) {
 		require.NoError(t, b.svc.heldLeases().renew(ctx))
 		_, err = b.svc.ScheduleNow(ctx)
 		require.NoError(t, err)
-		if b.count(t, `SELECT (SELECT count(*) FROM webhook.claims) + (SELECT count(*) FROM webhook.due)`) == 0 {
+		if b.count(t, `SELECT (SELECT count(*) FROM webhook.claims) + (SELECT count(*) FROM webhook.due) + (SELECT count(*) FROM webhook.chunks)`) == 0 {
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "a claims or due row stayed after every outcome was written")

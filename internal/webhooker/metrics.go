@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		consumer: consumerlag.NewMetrics(reg),
 		reg:      reg,
 		dueNow: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "eventline_webhook_due_deliveries", Help: "Deliveries due and claimed by no replica (webhook.due), from Postgres: the same on every replica.",
+			Name: "eventline_webhook_due_deliveries", Help: "Deliveries due and claimed by no replica (webhook.due, and the endpoints of the chunks of shared fan-outs in webhook.chunks), from Postgres: the same on every replica.",
 		}),
 		oldestDue: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "eventline_webhook_oldest_due_seconds", Help: "How long the oldest delivery due and claimed by no replica has waited, from Postgres; 0 when none.",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -49,11 +50,11 @@ func (b *bundle) replica(t *testing.T, cfg Config) *Service {
 }
 
 // TestThreeReplicasShareALargeFanOut: an event to 10,000 endpoints (more
-// than Config.ShareAbove), recorded due by the replica that took it, is
-// delivered by three replicas whose schedulers claim what their
+// than Config.ShareAbove), cut into chunks by the replica that took it, is
+// delivered by three replicas whose schedulers take the chunks their
 // dispatchers have room for: every endpoint receives it exactly once, each
-// replica sends a share, and once every outcome is written no claim or due
-// row is left.
+// replica sends a share, and once every outcome is written no claim, due
+// row or chunk is left.
 func TestThreeReplicasShareALargeFanOut(t *testing.T) {
 	t.Parallel()
 	const endpoints = 10_000
@@ -109,17 +110,18 @@ func TestThreeReplicasShareALargeFanOut(t *testing.T) {
 			_, err := s.ScheduleNow(ctx)
 			require.NoError(t, err)
 		}
-		return b.count(t, `SELECT count(*) FROM webhook.deliveries WHERE status = 'pending'`) == 0
+		return b.count(t, `SELECT (SELECT count(*) FROM webhook.deliveries WHERE status = 'pending') + (SELECT count(*) FROM webhook.chunks)`) == 0
 	})
 	mu.Lock()
-	require.Len(t, got, endpoints, "every endpoint received the event")
-	for path, n := range got {
+	received, sent := maps.Clone(got), maps.Clone(by)
+	mu.Unlock()
+	require.Len(t, received, endpoints, "every endpoint received the event")
+	for path, n := range received {
 		require.Equal(t, 1, n, "%s received the event %d times", path, n)
 	}
 	for _, ua := range []string{"replica-0", "replica-1", "replica-2"} {
-		require.Positive(t, by[ua], "%s sent a share: %v", ua, by)
+		require.Positive(t, sent[ua], "%s sent a share: %v", ua, sent)
 	}
-	mu.Unlock()
 	require.Equal(t, endpoints, b.count(t, `SELECT count(*) FROM webhook.deliveries WHERE status = 'succeeded' AND attempts = 1`))
 
 	// Written: every claim is let go at the next renewal.
@@ -129,6 +131,6 @@ func TestThreeReplicasShareALargeFanOut(t *testing.T) {
 			_, err := s.ScheduleNow(ctx)
 			require.NoError(t, err)
 		}
-		return b.count(t, `SELECT (SELECT count(*) FROM webhook.claims) + (SELECT count(*) FROM webhook.due)`) == 0
+		return b.count(t, `SELECT (SELECT count(*) FROM webhook.claims) + (SELECT count(*) FROM webhook.due) + (SELECT count(*) FROM webhook.chunks)`) == 0
 	})
 }

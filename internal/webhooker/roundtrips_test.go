@@ -216,11 +216,11 @@ func TestLedgerRoundTrips(t *testing.T) {
 	// The four failures are due in 5 s: claimed two at a time (the
 	// first claim warms the statement cache).
 	later := now.Add(10 * time.Second)
-	claimed, err := l.ClaimDue(ctx, later, later.Add(time.Minute), "replica-a", 2)
+	claimed, _, err := l.ClaimDue(ctx, later, later.Add(time.Minute), "replica-a", 2, 0)
 	require.NoError(t, err)
 	require.Len(t, claimed, 2)
 	c.Start()
-	claimed, err = l.ClaimDue(ctx, later, later.Add(time.Minute), "replica-a", 2)
+	claimed, _, err = l.ClaimDue(ctx, later, later.Add(time.Minute), "replica-a", 2, 0)
 	n, sql := c.Stop()
 	require.NoError(t, err)
 	require.Len(t, claimed, 2)

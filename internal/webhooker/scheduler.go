@@ -2,7 +2,10 @@ package webhooker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,6 +36,16 @@ type scheduler struct {
 	log     *slog.Logger
 	metrics *Metrics
 	poke    chan struct{} // ticks at once (a shared fan-out was recorded)
+
+	// work makes the deliveries of a chunk of a shared fan-out (nil: the
+	// scheduler takes no chunks); chunkSize is the most endpoints of one.
+	// A chunk is taken only while the dispatcher has room for all of it
+	// (at most hold), and at most hold/chunkSize at once, each in its own
+	// goroutine (working counts them, wg waits for them).
+	work      func(ctx context.Context, c delivery.Chunk, ev events.Event, body []byte)
+	chunkSize int
+	working   atomic.Int32
+	wg        sync.WaitGroup
 }
 
 // jobQueue is where the scheduler hands the deliveries it claimed: the
@@ -50,22 +63,46 @@ func (s *scheduler) nudge() {
 	}
 }
 
-// tick claims and submits the deliveries due at now; it returns how many.
+// tick claims and submits the deliveries due at now, and takes the chunks
+// of shared fan-outs it has room for; it returns how many deliveries.
 func (s *scheduler) tick(ctx context.Context) (int, error) {
 	n, _, err := s.claimDue(ctx)
 	return n, err
 }
 
-// claimDue claims and submits the deliveries due at now, at most as many
-// as the dispatcher has room for (Ledger.ClaimDue), and returns how many
-// and how many it asked for.
+// claimDue claims and submits the deliveries due at now, and takes the
+// chunks of shared fan-outs (takeChunks), at most as many as the
+// dispatcher has room for (Ledger.ClaimDue); it returns how many
+// deliveries it claimed and how many it asked for.
 func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	now := s.now()
-	limit := min(s.batch, s.queue.Room(s.hold))
-	claimed, err := s.ledger.ClaimDue(ctx, now, now.Add(s.claim), s.leases.owner, limit)
+	room := s.queue.Room(s.hold)
+	chunks, chunkRoom := s.chunkRoom(room)
+	limit := min(s.batch, room-chunkRoom)
+	claimed, taken, err := s.ledger.ClaimDue(ctx, now, now.Add(s.claim), s.leases.owner, limit, chunks)
+	n := s.takeChunks(ctx, taken)
 	if err != nil {
-		return 0, limit, err
+		return n, limit + chunkRoom, err
 	}
+	s.submitDue(ctx, now, claimed)
+	return n + len(claimed), limit + chunkRoom, nil
+}
+
+// chunkRoom is how many chunks to take with room in the dispatcher, and
+// the room they take: a chunk is taken only while the dispatcher has room
+// for all of it (at most hold), and at most hold/chunkSize at once.
+func (s *scheduler) chunkRoom(room int) (chunks, taken int) {
+	if s.work == nil {
+		return 0, 0
+	}
+	need := max(1, min(s.chunkSize, s.hold))
+	free := max(1, s.hold/need) - int(s.working.Load())
+	chunks = max(0, min(free, room/need))
+	return chunks, chunks * need
+}
+
+// submitDue holds the due deliveries claimed at now and submits them.
+func (s *scheduler) submitDue(ctx context.Context, now time.Time, claimed []delivery.Due) {
 	live := make([]dueClaim, len(claimed))
 	for i, d := range claimed {
 		live[i] = dueClaim{id: d.ID, attempt: d.Attempts + 1}
@@ -116,7 +153,54 @@ func (s *scheduler) claimDue(ctx context.Context) (int, int, error) {
 	}
 	s.metrics.scheduled(len(jobs))
 	s.leases.releaseJobs(s.queue.Submit(jobs...)) // no room: tried again when the claim ends
-	return len(live), limit, nil
+}
+
+// takeChunks hands each chunk taken to work in a goroutine of its own and
+// returns how many deliveries they hold. A chunk is renewed while it is
+// worked on (leases.holdChunk) and its record deletes it; one whose work
+// fails is let go, and taken again, recorded first, when its claim ends.
+func (s *scheduler) takeChunks(ctx context.Context, chunks []delivery.Chunk) int {
+	deliveries := 0
+	for _, c := range chunks {
+		deliveries += len(c.EndpointIDs)
+		if c.ClaimedBy != "" && c.ClaimedBy != s.leases.owner {
+			s.metrics.claimsEnded("taken_over", len(c.EndpointIDs))
+			s.log.WarnContext(ctx, "took a chunk of a shared fan-out whose claim by another replica ended (that replica died or could not renew its claims): its deliveries are recorded before they are attempted", "chunk", c.ID, "deliveries", len(c.EndpointIDs))
+		}
+		s.leases.holdChunk(c.ID)
+		s.working.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.nudge() // room for the next chunk
+			defer s.working.Add(-1)
+			defer s.leases.releaseChunk(c.ID)
+			s.workChunk(context.WithoutCancel(ctx), c)
+		}()
+	}
+	return deliveries
+}
+
+// workChunk reads the chunk's event back from the stream and hands it to
+// work. A chunk whose event is gone from the stream (its retention ended)
+// is dropped: nothing can deliver it.
+func (s *scheduler) workChunk(ctx context.Context, c delivery.Chunk) {
+	ev, err := s.event(ctx, uint64(c.Seq))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		s.log.WarnContext(ctx, "dropped a chunk of a shared fan-out whose event is gone from the stream", "chunk", c.ID, "event_seq", c.Seq, "deliveries", len(c.EndpointIDs))
+		if err := s.ledger.DropChunk(ctx, c.ID); err != nil {
+			s.log.WarnContext(ctx, "drop chunk", "chunk", c.ID, "error", err)
+		}
+		return
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "load event for chunk (taken again when its claim ends)", "chunk", c.ID, "event_seq", c.Seq, "error", err)
+		return
+	}
+	// An encoding that fails leaves body nil: each attempt then encodes
+	// (and reports the error) itself.
+	body, _ := ev.MarshalJSON()
+	s.work(ctx, c, ev, body)
 }
 
 // event reads one event back from the stream by sequence.
@@ -153,3 +237,6 @@ func (s *scheduler) run(ctx context.Context, every time.Duration) {
 		}
 	}
 }
+
+// wait waits for the chunks being worked on.
+func (s *scheduler) wait() { s.wg.Wait() }

@@ -40,15 +40,22 @@ const DefaultClaim = 8 * time.Second
 // event's deliveries (Config.ShareAbove).
 const DefaultShareAbove = 1000
 
+// DefaultChunk is the default of Config.Chunk.
+const DefaultChunk = 500
+
 // Config tunes the webhooker. Zero values take defaults.
 type Config struct {
 	Consumer   string // durable name; default "webhooker"
 	MaxDeliver int    // deliveries of one event to the fan-out: the durable's, as provisioned (NewService reads it)
 	Handlers   int    // concurrent fan-out handlers; default 256
-	// ShareAbove: an event to more endpoints is recorded due, for every
-	// replica's scheduler to take in chunks, instead of attempted by the
-	// replica that took it. Default 1,000.
-	ShareAbove    int
+	// ShareAbove: an event to more endpoints is cut into chunks of Chunk
+	// endpoints, for every replica's scheduler to take, instead of
+	// attempted by the replica that took it. Default 1,000.
+	ShareAbove int
+	// Chunk is the most endpoints of one chunk of a shared fan-out: a
+	// replica takes a chunk while its dispatcher has room for all of it.
+	// Default 500: two fit in the room of the default WEBHOOK_WORKERS.
+	Chunk         int
 	Dispatch      attempt.DispatchConfig
 	FirstAttempt  FirstAttemptConfig
 	Claim         time.Duration // how long a claim on a delivery lasts unless its replica renews it (every Claim/4); default 8s
@@ -90,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShareAbove <= 0 {
 		c.ShareAbove = DefaultShareAbove
+	}
+	if c.Chunk <= 0 {
+		c.Chunk = DefaultChunk
 	}
 	c.FirstAttempt = c.FirstAttempt.withDefaults()
 	if c.Claim <= 0 {
@@ -269,9 +279,11 @@ func (s *Service) Run(ctx context.Context) error {
 	inserts := newInserts(s.ledger, rw.announce, held, s.cfg.Now, s.cfg.Claim)
 	go inserts.Run()
 	defer func() { inserts.Close(); <-inserts.Done() }()
-	f := &fanout{pool: s.pool, inserts: inserts, registry: s.registry, submit: d.Submit, leases: held, scheduler: sch, shareAbove: s.cfg.ShareAbove, now: s.cfg.Now, claim: s.cfg.Claim,
+	f := &fanout{pool: s.pool, inserts: inserts, ledger: s.ledger, registry: s.registry, submit: d.Submit, leases: held, scheduler: sch,
+		shareAbove: s.cfg.ShareAbove, chunkSize: s.cfg.Chunk, now: s.cfg.Now, claim: s.cfg.Claim,
 		results: sink.log, sink: sink, first: s.cfg.FirstAttempt, gate: s.gate, speed: speed, stop: ctx.Done(),
 		consumer: s.cfg.Consumer, maxDeliver: s.cfg.MaxDeliver, log: s.log, metrics: s.metrics, tracer: observe.Tracer(s.cfg.TracerProvider, "webhooker")}
+	sch.work, sch.chunkSize = f.workChunk, s.cfg.Chunk
 	router, err := newRouter(s.fanoutNC, f, s.cfg.Handlers, s.log)
 	if err != nil {
 		return err
@@ -304,6 +316,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { first.Wait(); s.settleOnce.Do(func() { close(s.settled) }) }()
 	runErr := router.Run(ctx)
 	wg.Wait()
+	sch.wait()
 	d.Wait()
 	close(rw.in)
 	<-rw.done
@@ -341,6 +354,13 @@ func leaseConfig(pool *pgxpool.Pool) *pgxpool.Config {
 	return cfg
 }
 
+// backlogSQL counts the deliveries due at $1 that no replica has claimed
+// — due rows, and the endpoints of chunks of shared fan-outs — and finds
+// when the oldest became due.
+const backlogSQL = `SELECT d.n + k.n, least(d.oldest, k.oldest)
+	FROM (SELECT count(*) AS n, min(due_at) AS oldest FROM webhook.due WHERE due_at <= $1) d,
+		(SELECT coalesce(sum(cardinality(endpoint_ids)), 0) AS n, min(due_at) AS oldest FROM webhook.chunks WHERE due_at <= $1) k`
+
 // measureBacklog sets the backlog gauges: deliveries due that no replica
 // has claimed, and the age of the oldest. What the webhooker's
 // ScaledObject reads (deploy/base/scaledobjects.yaml) is the same count.
@@ -348,7 +368,7 @@ func (s *Service) measureBacklog(ctx context.Context) error {
 	now := s.cfg.Now()
 	var due int64
 	var oldest *time.Time
-	if err := s.pool.QueryRow(ctx, `SELECT count(*), min(due_at) FROM webhook.due WHERE due_at <= $1`, now).Scan(&due, &oldest); err != nil {
+	if err := s.pool.QueryRow(ctx, backlogSQL, now).Scan(&due, &oldest); err != nil {
 		return err
 	}
 	var age time.Duration

@@ -13,60 +13,95 @@ import (
 	"github.com/eventline/eventline/pkg/events"
 )
 
-// TestSharedFanoutIsDueForAnyReplica: the deliveries of a shared fan-out
-// are recorded due now and claimed by no one; the backlog gauges count
-// them until a scheduler claims them, and the scheduler claims no more
-// than its dispatcher has room for.
+// TestSharedFanoutIsDueForAnyReplica: a shared fan-out is cut into chunks
+// due now for any replica; the backlog gauges count their endpoints until
+// a scheduler takes them; a scheduler takes no chunk its dispatcher has
+// no room for; one that takes them attempts each delivery once and
+// records it once, with its outcome, and the chunks go with the record.
 func TestSharedFanoutIsDueForAnyReplica(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t, options{allowPrivate: true})
 	rc := newReceiver(t, nil)
-	var jobs []delivery.Job
-	ev := events.Event{ID: "e-shared", Tenant: "acme", Action: "opened", Eventable: events.Ref{Type: "card", ID: "c42"}, Creator: events.Ref{Type: "user", ID: "u7"}}
-	res, err := b.pub.Append(ctx, ev)
-	require.NoError(t, err)
-	require.NoError(t, ev.Normalize(time.Now()))
-	ev.Seq = res.Seq
+	ev := b.publish(t, "e-shared")
+	var ids []string
 	for range 3 {
 		id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"board.*"}}) // the live fan-out does not match card.opened
-		jobs = append(jobs, delivery.Job{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: id, Event: ev, Attempt: 1})
+		ids = append(ids, id)
 	}
-	recordedAt := b.clock.Now()
-	created, _, err := b.svc.ledger.Record(ctx, []delivery.Item{{Jobs: jobs, Shared: true}}, recordedAt, recordedAt.Add(time.Minute))
+	n, err := b.svc.ledger.Share(ctx, ev.Tenant, ev.ID, int64(ev.Seq), ids, 2, b.clock.Now(), false)
 	require.NoError(t, err)
-	require.Len(t, created[0], 3)
-	var claims int
-	require.NoError(t, b.pool.QueryRow(ctx, "SELECT count(*) FROM webhook.claims").Scan(&claims))
-	require.Zero(t, claims, "claimed by no replica")
+	require.Equal(t, 2, n, "chunks of two endpoints and of one")
+	n, err = b.svc.ledger.Share(ctx, ev.Tenant, ev.ID, int64(ev.Seq), ids, 2, b.clock.Now(), true)
+	require.NoError(t, err)
+	require.Zero(t, n, "the same fan-out cut again (a redelivery) adds no chunk")
 
 	b.clock.Add(2 * time.Second)
 	require.NoError(t, b.svc.measureBacklog(ctx))
 	require.Equal(t, 3.0, gauge(t, b.svc.metrics.dueNow), "due deliveries")
 	require.InDelta(t, 2.0, gauge(t, b.svc.metrics.oldestDue), 0.001, "the oldest waited since it was recorded")
 
-	// A scheduler whose dispatcher is full claims nothing.
-	var sch scheduler
-	require.Eventually(t, func() bool { // Run sets it once the registry is loaded
-		b.svc.mu.Lock()
-		defer b.svc.mu.Unlock()
-		if b.svc.scheduler != nil {
-			sch = *b.svc.scheduler
-		}
-		return b.svc.scheduler != nil
-	}, 10*time.Second, 5*time.Millisecond)
-	sch.queue = fullQueue{}
-	n, err := sch.tick(ctx)
+	// A scheduler whose dispatcher is full takes nothing.
+	full := &scheduler{ledger: b.svc.ledger, queue: fullQueue{}, now: b.clock.Now, claim: time.Minute, hold: 1024, chunkSize: 2,
+		leases: newLeases(b.svc.ledger, time.Minute, b.clock.Now, nil), log: b.svc.log, metrics: b.svc.metrics,
+		work: func(context.Context, delivery.Chunk, events.Event, []byte) { t.Error("a full dispatcher took a chunk") }}
+	taken, err := full.tick(ctx)
 	require.NoError(t, err)
-	require.Zero(t, n, "no room: left to the other replicas")
+	require.Zero(t, taken, "no room: left to the other replicas")
 
-	n, err = b.svc.ScheduleNow(ctx)
+	waitRunning(t, b)
+	taken, err = b.svc.ScheduleNow(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 3, n)
-	require.Eventually(t, func() bool { return len(rc.all()) == 3 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, 3, taken)
+	require.Eventually(t, func() bool {
+		return b.count(t, `SELECT count(*) FROM webhook.chunks`) == 0
+	}, 10*time.Second, 10*time.Millisecond, "each chunk goes with its record")
+	require.Len(t, rc.all(), 3, "one request per endpoint")
+	require.Equal(t, 3, b.count(t, `SELECT count(*) FROM webhook.deliveries WHERE event_id = 'e-shared' AND status = 'succeeded' AND attempts = 1`))
+	require.Equal(t, 3, b.count(t, `SELECT count(*) FROM webhook.attempts a JOIN webhook.deliveries d ON d.id = a.delivery_id WHERE d.event_id = 'e-shared'`))
 	require.NoError(t, b.svc.measureBacklog(ctx))
-	require.Zero(t, gauge(t, b.svc.metrics.dueNow), "claimed: no longer due")
+	require.Zero(t, gauge(t, b.svc.metrics.dueNow), "taken: no longer due")
 	require.Zero(t, gauge(t, b.svc.metrics.oldestDue))
+}
+
+// TestChunkTakenOverIsRecordedFirst: a chunk whose claim by another replica
+// ended (it died after making some of its deliveries) is recorded before
+// it is attempted, and only the deliveries that did not exist are sent.
+func TestChunkTakenOverIsRecordedFirst(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, options{allowPrivate: true})
+	rc := newReceiver(t, nil)
+	ev := b.publish(t, "e-taken")
+	var ids []string
+	for range 3 {
+		id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"board.*"}})
+		ids = append(ids, id)
+	}
+	// The other replica recorded its first endpoint's delivery, then died.
+	_, _, err := b.svc.ledger.Record(ctx, []delivery.Item{{
+		Jobs: []delivery.Job{{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: ids[0], Event: ev, Attempt: 1}},
+	}}, b.clock.Now(), b.clock.Now().Add(time.Minute))
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `DELETE FROM webhook.claims`) // its delivery stays as it was: not due again here
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `INSERT INTO webhook.chunks (tenant, event_id, event_seq, n, endpoint_ids, due_at, claimed_by) VALUES ($1, $2, $3, 0, $4, $5, 'dead')`,
+		ev.Tenant, ev.ID, int64(ev.Seq), ids, b.clock.Now().Add(-time.Second))
+	require.NoError(t, err)
+
+	waitRunning(t, b)
+	taken, err := b.svc.ScheduleNow(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 3, taken)
+	require.Eventually(t, func() bool { return len(rc.all()) == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return b.count(t, `SELECT count(*) FROM webhook.chunks`) == 0
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, 3, b.count(t, `SELECT count(*) FROM webhook.deliveries WHERE event_id = 'e-taken'`), "one delivery per endpoint")
+	require.Eventually(t, func() bool {
+		return b.count(t, `SELECT count(*) FROM webhook.deliveries WHERE event_id = 'e-taken' AND status = 'succeeded'`) == 2
+	}, 10*time.Second, 10*time.Millisecond, "the two it created, sent and logged")
+	require.Len(t, rc.all(), 2, "the delivery that existed is not sent by the chunk")
 }
 
 // fullQueue is a dispatcher with no room.

@@ -64,15 +64,20 @@ type Item struct {
 	Jobs []Job
 	Done []Outcome
 	// Shared: the jobs without an outcome are recorded due now for any
-	// replica to claim (a shared fan-out), not claimed by this one.
+	// replica to claim (a replay of dead letters), not claimed by this one.
 	Shared bool
+	// Chunk is the webhook.chunks row the jobs come from (0: none): it is
+	// deleted in the same statement, so a chunk is done exactly when its
+	// deliveries are recorded.
+	Chunk int64
 }
 
 // The record statement records deliveries ($1-$10), claims for this
 // replica those created unattempted ($11, their claim's end), makes the
 // due rows of retries and shared fan-outs, logs the attempts made first
 // ($12-$21) and clears the failure trackers of the endpoints that
-// succeeded ($22, $23: failingAfter). It returns each created delivery
+// succeeded ($22, $23: failingAfter), and deletes the chunks the
+// deliveries come from ($24). It returns each created delivery
 // with its claim row (0: none), then the endpoints whose announced streak
 // a success ended (tenant in the third column). It has two forms, built
 // once: recordSQL skips the deliveries that exist already, recordNewSQL
@@ -101,6 +106,8 @@ func recordStatement(onConflict string) string {
 		), h AS (
 			-- the ended streak is kept to announce its end (endedStreak)
 			` + resetTrackers("$22", "$23") + `
+		), k AS (
+			DELETE FROM webhook.chunks WHERE id = ANY($24::bigint[])
 		)
 		SELECT d.id, coalesce(c.id, 0), NULL::text, NULL::timestamptz FROM d LEFT JOIN c ON c.tenant = d.tenant AND d.attempts = 0 AND d.next_attempt_at = $11
 		UNION ALL SELECT id, 0, tenant, failing_announced FROM h WHERE failing_announced IS NOT NULL`
@@ -157,7 +164,13 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 		}
 	}
 	out := make([][]Job, len(items))
-	if len(ids) == 0 {
+	var chunks []int64
+	for _, it := range items {
+		if it.Chunk != 0 {
+			chunks = append(chunks, it.Chunk)
+		}
+	}
+	if len(ids) == 0 && len(chunks) == 0 {
 		return out, Announcements{}, nil
 	}
 	// Only successes (the usual case): their endpoints' failure trackers
@@ -169,7 +182,7 @@ func (l *Ledger) Record(ctx context.Context, items []Item, now, claimUntil time.
 	var disabled Announcements
 	recordArgs := []any{ids, tenants, eps, eventIDs, seqs, types, status, attempts, next, last, claimUntil,
 		attempted.ids, attempted.n, attempted.tenants, attempted.endpoints, attempted.at, attempted.dur, attempted.code, attempted.class, attempted.errs, attempted.resp,
-		healthy, l.failingAfter}
+		healthy, l.failingAfter, chunks}
 	// read reads what the statement returned.
 	read := func(rows pgx.Rows) error {
 		created, disabled = make(map[string]int64, len(ids)), Announcements{}
@@ -629,23 +642,25 @@ type Due struct {
 
 // ClaimDue claims for owner, until until, at most limit deliveries due at
 // now, with FOR UPDATE SKIP LOCKED so replicas never take the same one,
-// and returns them, shared between tenants (claimPlan). First it turns
+// and returns them, shared between tenants (claimPlan); and at most
+// chunks chunks of shared fan-outs (claimChunksSQL). First it turns
 // expired claims into due rows (expireClaims), also when limit is 0 (busy:
-// the others take what is due), and lists the tenants with deliveries
-// due: both statements in one round trip, an implicit transaction of
-// their own, so a pass that finds nothing due — every pass of an idle
-// replica, four a second — costs one round trip, not four (BEGIN, the
-// two statements, COMMIT). Only when some tenant has deliveries due does
-// it open the transaction that claims them; due rows whose delivery is no
-// longer pending (finished meanwhile, or pruned) are dropped there, not
-// returned.
-func (l *Ledger) ClaimDue(ctx context.Context, now, until time.Time, owner string, limit int) ([]Due, error) {
-	tenants, err := expireAndFindDue(ctx, l.pool, now, limit > 0)
+// the others take what is due), lists the tenants with deliveries due and
+// claims the chunks: these statements in one round trip, an implicit
+// transaction of their own, so a pass that finds nothing due — every pass
+// of an idle replica, four a second — costs one round trip, not four
+// (BEGIN, the statements, COMMIT). Only when some tenant has deliveries
+// due does it open the transaction that claims them; due rows whose
+// delivery is no longer pending (finished meanwhile, or pruned) are
+// dropped there, not returned. The chunks it claimed are returned also
+// when that transaction fails: they are claimed.
+func (l *Ledger) ClaimDue(ctx context.Context, now, until time.Time, owner string, limit, chunks int) ([]Due, []Chunk, error) {
+	tenants, taken, err := expireAndFindDue(ctx, l.pool, now, limit > 0, claimChunks{n: chunks, until: until, owner: owner})
 	if err != nil {
-		return nil, fmt.Errorf("claim due deliveries: %w", err)
+		return nil, nil, fmt.Errorf("claim due deliveries: %w", err)
 	}
 	if len(tenants) == 0 {
-		return nil, nil
+		return nil, taken, nil
 	}
 	var live []Due
 	plan := planClaim(tenants, limit, l.turn.Add(1))
@@ -680,39 +695,64 @@ func (l *Ledger) ClaimDue(ctx context.Context, now, until time.Time, owner strin
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claim due deliveries: %w", err)
+		return nil, taken, fmt.Errorf("claim due deliveries: %w", err)
 	}
-	return live, nil
+	return live, taken, nil
 }
 
-// expireAndFindDue turns expired claims into due rows (expireClaims) and,
-// with find, lists the tenants with deliveries due at now (dueTenantsSQL),
-// pipelined in one round trip. The list only says which tenants to claim
-// from: the claim locks what is still due, SKIP LOCKED, in a transaction
-// of its own.
-func expireAndFindDue(ctx context.Context, pool *pgxpool.Pool, now time.Time, find bool) ([]string, error) {
+// claimChunks asks expireAndFindDue to claim at most n chunks for owner
+// until until.
+type claimChunks struct {
+	n     int
+	until time.Time
+	owner string
+}
+
+// expireAndFindDue turns expired claims into due rows (expireClaims),
+// with find lists the tenants with deliveries due at now (dueTenantsSQL),
+// and claims the chunks c asks for (claimChunksSQL), pipelined in one
+// round trip. The list only says which tenants to claim from: the claim
+// locks what is still due, SKIP LOCKED, in a transaction of its own.
+func expireAndFindDue(ctx context.Context, pool *pgxpool.Pool, now time.Time, find bool, c claimChunks) ([]string, []Chunk, error) {
 	b := &pgx.Batch{}
 	b.Queue(expireClaimsSQL, now)
 	if find {
 		b.Queue(dueTenantsSQL, now)
 	}
+	if c.n > 0 {
+		b.Queue(claimChunksSQL, now, c.until, c.owner, c.n)
+	}
 	br := pool.SendBatch(ctx, b)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("expire claims: %w", err)
+		return nil, nil, fmt.Errorf("expire claims: %w", err)
 	}
-	if !find {
-		return nil, br.Close()
+	var tenants []string
+	if find {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, nil, err
+		}
+		if tenants, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return nil, nil, err
+		}
 	}
-	rows, err := br.Query()
-	if err != nil {
-		return nil, err
+	var chunks []Chunk
+	if c.n > 0 {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, nil, fmt.Errorf("claim chunks: %w", err)
+		}
+		if chunks, err = pgx.CollectRows(rows, scanChunk); err != nil {
+			return nil, nil, fmt.Errorf("claim chunks: %w", err)
+		}
 	}
-	tenants, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, err
+	// The pipeline is one implicit transaction: its chunks are claimed
+	// only once it commits.
+	if err := br.Close(); err != nil {
+		return nil, nil, err
 	}
-	return tenants, br.Close()
+	return tenants, chunks, nil
 }
 
 // dueTenantsSQL lists the tenants with deliveries due at $1: a skip scan
@@ -839,9 +879,13 @@ type Renewal struct {
 	Due   []string // deliveries held through their webhook.due row
 	Rows  []int64  // webhook.claims rows with deliveries still held
 	Ended []int64  // webhook.claims rows with nothing held any more: ended at now
-	Now   time.Time
-	Until time.Time // the new end of the claims of due and rows
-	Owner string    // this replica, in webhook.due.claimed_by
+	// Chunks are the webhook.chunks rows being worked on: they renew while
+	// they still name Owner; given back, they are due at Until and keep
+	// naming it, so the next replica records them first.
+	Chunks []int64
+	Now    time.Time
+	Until  time.Time // the new end of the claims of due and rows
+	Owner  string    // this replica, in webhook.due.claimed_by
 	// GiveBack clears the due rows' claimer (given back, not lapsed).
 	GiveBack bool
 }
@@ -877,9 +921,11 @@ func (l *Ledger) Renew(ctx context.Context, r Renewal) (Renewed, error) {
 			RETURNING id
 		), e AS (
 			UPDATE webhook.claims SET claimed_until = $5 WHERE id IN (SELECT id FROM webhook.claims WHERE id = ANY($6) FOR UPDATE SKIP LOCKED)
+		), k AS (
+			UPDATE webhook.chunks SET due_at = $3 WHERE id IN (SELECT id FROM webhook.chunks WHERE id = ANY($8) AND claimed_by = $4 FOR UPDATE SKIP LOCKED)
 		)
 		SELECT delivery_id, 0::bigint FROM d UNION ALL SELECT '', id FROM c`,
-		r.Due, r.Rows, r.Until, r.Owner, r.Now, r.Ended, claimer)
+		r.Due, r.Rows, r.Until, r.Owner, r.Now, r.Ended, claimer, r.Chunks)
 	out := Renewed{Rows: map[int64]bool{}}
 	if err == nil {
 		var id string

@@ -252,7 +252,7 @@ func TestLedgerClaimDue(t *testing.T) {
 	require.NoError(t, err)
 
 	until := now.Add(8 * time.Second)
-	got, err := e.l.ClaimDue(e.ctx, now, until, "me", 10)
+	got, _, err := e.l.ClaimDue(e.ctx, now, until, "me", 10, 0)
 	require.NoError(t, err)
 	var ids []string
 	for _, d := range got {
@@ -278,7 +278,7 @@ func TestLedgerClaimDue(t *testing.T) {
 	// Once the other claim ends, its row is taken, naming its claimer.
 	require.NoError(t, tx.Rollback(e.ctx))
 	e.exec(`UPDATE webhook.due SET claimed_by = 'other' WHERE delivery_id = $1`, locked.DeliveryID)
-	got, err = e.l.ClaimDue(e.ctx, now, until, "me", 10)
+	got, _, err = e.l.ClaimDue(e.ctx, now, until, "me", 10, 0)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	require.Equal(t, locked.DeliveryID, got[0].ID)
@@ -287,7 +287,7 @@ func TestLedgerClaimDue(t *testing.T) {
 	// Busy (limit 0): nothing is claimed, but ended claims still expire.
 	_, _, err = e.l.Record(e.ctx, []Item{{Jobs: []Job{e.job("e6", "ep1")}}}, now.Add(-time.Minute), now.Add(-time.Second))
 	require.NoError(t, err)
-	got, err = e.l.ClaimDue(e.ctx, now, until, "me", 0)
+	got, _, err = e.l.ClaimDue(e.ctx, now, until, "me", 0, 0)
 	require.NoError(t, err)
 	require.Empty(t, got)
 	require.Zero(t, e.count(`SELECT count(*) FROM webhook.claims`))
@@ -328,7 +328,7 @@ func TestLedgerClaimsFairlyBetweenTenants(t *testing.T) {
 	small := due("small", 1, time.Second)
 
 	claim := func(limit int) (ids []string, byTenant map[string]int) {
-		got, err := e.l.ClaimDue(e.ctx, now, until, "me", limit)
+		got, _, err := e.l.ClaimDue(e.ctx, now, until, "me", limit, 0)
 		require.NoError(t, err)
 		byTenant = map[string]int{}
 		for _, d := range got {
