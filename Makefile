@@ -116,6 +116,10 @@ bench-fanout: tools ## webhook fan-out 1 -> 1/1,000/10,000/100,000 endpoints: de
 	$(GO) test ./internal/webhooker -run '^$$' -bench '^BenchmarkFanout1to(1|1000|10000|100000)$$' -benchtime 1x -count 3 -timeout 60m | tee bench-results/fanout.txt
 	@awk -f scripts/metric-medians.awk bench-results/fanout.txt
 
+.PHONY: bench-webhook-ab
+bench-webhook-ab: tools ## webhooker benchmarks of git revision BASE against this tree, alternating processes (BASE, BENCHES, ROUNDS, BENCHTIME, OUT)
+	scripts/bench-webhook-ab.sh
+
 .PHONY: bench-webhook-limit
 bench-webhook-limit: tools ## the adaptive limit on attempts in flight and first attempts up to 1,000 endpoints vs the settings before them, alternating processes (ROUNDS, BENCHTIME, BENCHES)
 	scripts/bench-webhook-limit.sh
