@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"time"
 
@@ -202,8 +201,8 @@ func (f *fanout) share(ctx context.Context, ev events.Event, seq uint64, eps []e
 	for i, e := range eps {
 		ids[i] = e.ID
 	}
-	// The same event cut again (a redelivery) gives the same chunks.
-	slices.Sort(ids)
+	// Match returns them ordered by id: the same event cut again (a
+	// redelivery) gives the same chunks.
 	if _, err := f.ledger.Share(ctx, ev.Tenant, ev.ID, int64(seq), ids, f.chunkSize, f.now(), recordFirst); err != nil {
 		return err
 	}
@@ -263,7 +262,7 @@ func (f *fanout) recordThenAttempt(ctx context.Context, jobs []delivery.Job, chu
 // they come from (0: none).
 func (f *fanout) attemptFirst(ctx context.Context, jobs []delivery.Job, chunk int64) error {
 	w := newFirstAttempts()
-	var now []delivery.Job
+	now := make([]delivery.Job, 0, len(jobs))
 	for _, j := range jobs {
 		if !f.speed.isSlow(j.EndpointID) {
 			now = append(now, j)

@@ -230,6 +230,9 @@ func (w *firstAttempts) attempting(jobs []delivery.Job) {
 	defer w.mu.Unlock()
 	if w.waitingOn == nil {
 		w.waitingOn = make(map[string]string, len(jobs))
+		// Sized once: an Outcome carries its Job and event, and growing
+		// done by appending copied each many times over.
+		w.done = make([]delivery.Outcome, 0, len(jobs))
 	}
 	for _, j := range jobs {
 		w.waitingOn[j.DeliveryID] = j.EndpointID

@@ -150,10 +150,14 @@ type endpointQueue struct {
 	jobs     []queued
 	inflight int
 	gens     []uint64 // the intervals its attempts in flight started in
-	limiter  budget   // nil: unlimited
-	perSec   int
-	timer    *time.Timer // pending retry when rate limited
-	waiting  bool        // in dispatcher.waiting
+	// stale: the last of its attempts to finish had outlasted staleAfter
+	// (a slow endpoint's), or had started not counting; its next attempts
+	// do not count against the limit.
+	stale   bool
+	limiter budget // nil: unlimited
+	perSec  int
+	timer   *time.Timer // pending retry when rate limited
+	waiting bool        // in dispatcher.waiting
 }
 
 func NewDispatcher(ctx context.Context, cfg DispatchConfig, attempt func(context.Context, delivery.Job), rateOf func(string) int) *Dispatcher {
@@ -279,9 +283,11 @@ func (d *Dispatcher) start(q *endpointQueue) {
 		q.jobs[0] = queued{}
 		q.jobs = q.jobs[1:]
 		d.queued--
-		// An endpoint with a stale attempt in flight is slow now: its
-		// next attempts wait on it, not on the CPU.
-		fresh := !q.slow(d.expired)
+		// An endpoint with a stale attempt in flight, or whose last
+		// attempt finished stale, is slow now: its next attempts wait on
+		// it, not on the CPU. (Its queue, and so that memory, goes when it
+		// is empty.)
+		fresh := !q.stale && !q.slow(d.expired)
 		q.inflight++
 		q.gens = append(q.gens, d.gen)
 		d.inflight++
@@ -448,6 +454,9 @@ func (d *Dispatcher) run(t task) {
 		d.fresh--
 		d.started[t.gen%ringTicks]--
 	}
+	// Found slow, an endpoint stays slow until its queue empties: its
+	// attempts since then started not counting, and finish as they did.
+	q.stale = t.gen <= d.expired || !t.fresh
 	d.win.done++
 	d.win.took += time.Since(t.at)
 	d.start(q)

@@ -147,12 +147,12 @@ func TestDispatcherLimitClimbsForSlowEndpoints(t *testing.T) {
 }
 
 // TestDispatcherSlowAttemptsLeaveTheLimit: attempts stuck on a slow
-// endpoint stop counting against the limit after staleAfter,
-// and while they are stuck that endpoint's next attempts never count, so
-// slow endpoints cannot take the limit from the endpoints that answer,
-// even with the limit held at its minimum (as a load with nothing to gain
-// from more attempts in flight leaves it). The test drives the intervals
-// (tick) itself.
+// endpoint stop counting against the limit after staleAfter, and while
+// one is stuck, or when the endpoint's last attempt finished stale, its
+// next attempts never count, so slow endpoints cannot take the limit from
+// the endpoints that answer, even with the limit held at its minimum (as
+// a load with nothing to gain from more attempts in flight leaves it).
+// The test drives the intervals (tick) itself.
 func TestDispatcherSlowAttemptsLeaveTheLimit(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
@@ -176,10 +176,18 @@ func TestDispatcherSlowAttemptsLeaveTheLimit(t *testing.T) {
 		defer d.mu.Unlock()
 		return d.fresh, d.inflight
 	}
-	tick := func() {
+	stale := func() {
 		d.mu.Lock()
-		defer d.mu.Unlock()
-		d.tick(time.Now())
+		ticks := int(d.staleAfter()/d.adaptEvery) + 1
+		for range ticks {
+			d.tick(time.Now())
+		}
+		d.mu.Unlock()
+	}
+	submitFast := func() {
+		for i := range 100 {
+			d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: fmt.Sprint("ep", i%10)})
+		}
 	}
 
 	for range 8 {
@@ -189,20 +197,13 @@ func TestDispatcherSlowAttemptsLeaveTheLimit(t *testing.T) {
 	fresh, inflight := state()
 	require.Equal(t, 4, fresh, "the first 4 attempts to the slow endpoint take the limit")
 	require.Equal(t, 4, inflight)
-	for i := range 100 {
-		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: fmt.Sprint("ep", i%10)})
-	}
+	submitFast()
 	_, inflight = state()
 	require.Equal(t, 4, inflight, "nothing else starts while they are fresh")
 
-	d.mu.Lock()
-	ticks := int(d.staleAfter()/d.adaptEvery) + 1
-	d.mu.Unlock()
-	for range ticks {
-		tick()
-	}
 	// Stale now: they leave the limit, the slow endpoint's other 4
 	// attempts start without taking it, and the answering endpoints run.
+	stale()
 	require.Eventually(t, func() bool { return slowStarted.Load() == 8 }, 5*time.Second, time.Millisecond, "the slow endpoint's other 4 attempts start")
 	require.Eventually(t, func() bool { return fast.Load() == 100 }, 5*time.Second, time.Millisecond,
 		"the answering endpoints' 100 attempts run while 8 attempts hang on the slow one")
@@ -210,6 +211,23 @@ func TestDispatcherSlowAttemptsLeaveTheLimit(t *testing.T) {
 		"the answering endpoints' attempts finish; the slow endpoint's 8 hang")
 	fresh, _ = state()
 	require.Equal(t, 0, fresh, "none of the slow endpoint's attempts counts against the limit")
+
+	// 8 more wait behind them; the 8 finish stale and the next 8 start
+	// with none stale in flight, yet none of them counts: the endpoint's
+	// last attempt was slow.
+	for range 8 {
+		d.Submit(delivery.Job{DeliveryID: delivery.NewID(), EndpointID: "slow"})
+	}
+	for range 8 {
+		release <- struct{}{}
+	}
+	require.Eventually(t, func() bool { return slowStarted.Load() == 16 }, 5*time.Second, time.Millisecond, "the slow endpoint's next 8 attempts start")
+	require.Eventually(t, func() bool { _, n := state(); return n == 8 }, 5*time.Second, time.Millisecond)
+	fresh, _ = state()
+	require.Equal(t, 0, fresh, "an endpoint whose last attempt finished stale takes no place of the limit")
+	submitFast()
+	require.Eventually(t, func() bool { return fast.Load() == 200 }, 5*time.Second, time.Millisecond,
+		"the answering endpoints have the whole limit")
 	close(release)
 	d.Wait()
 }
