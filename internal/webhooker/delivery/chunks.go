@@ -41,11 +41,16 @@ func (l *Ledger) Share(ctx context.Context, tenant, eventID string, seq int64, e
 }
 
 // claimChunksSQL claims for $3, until $2, at most $4 chunks due at $1,
-// oldest first, with FOR UPDATE SKIP LOCKED so replicas never take the
-// same one (ClaimDue). A chunk another replica took before is marked to be
-// recorded first.
-const claimChunksSQL = `WITH old AS (
-		SELECT id, claimed_by FROM webhook.chunks WHERE due_at <= $1 ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED
+// with FOR UPDATE SKIP LOCKED so replicas never take the same one (ClaimDue):
+// each tenant's oldest first, in turn (the tenants' first chunks, oldest
+// first, then their second ones...), so a tenant's large fan-out does not
+// hold back another tenant's until it has drained. A chunk another replica
+// took before is marked to be recorded first.
+const claimChunksSQL = `WITH ranked AS (
+		SELECT id, row_number() OVER (PARTITION BY tenant ORDER BY due_at, id) AS turn FROM webhook.chunks WHERE due_at <= $1
+	), old AS (
+		SELECT c.id, c.claimed_by FROM webhook.chunks c JOIN ranked r ON r.id = c.id
+		ORDER BY r.turn, c.due_at, c.id LIMIT $4 FOR UPDATE OF c SKIP LOCKED
 	)
 	UPDATE webhook.chunks c SET due_at = $2, claimed_by = $3, record_first = c.record_first OR old.claimed_by IS NOT NULL
 	FROM old WHERE c.id = old.id

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -87,4 +88,33 @@ func TestChunks(t *testing.T) {
 	require.Zero(t, e.count(fmt.Sprintf(`SELECT count(*) FROM webhook.chunks WHERE id = %d`, got[0].ID)))
 	require.NoError(t, e.l.DropChunk(e.ctx, got[1].ID))
 	require.Equal(t, 2, e.count(`SELECT count(*) FROM webhook.chunks`))
+}
+
+// TestChunksTakenInTurnByTenant: a claim takes each tenant's oldest chunk
+// in turn, so a tenant's fan-out cut later is not held back until an
+// earlier tenant's large one has drained.
+func TestChunksTakenInTurnByTenant(t *testing.T) {
+	t.Parallel()
+	e := newLedgerEnv(t, DisableRule{})
+	now := e.t0
+	ids := make([]string, 10)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("ep%d", i)
+	}
+	_, err := e.l.Share(e.ctx, "big", "e1", 1, ids, 2, now, false) // 5 chunks
+	require.NoError(t, err)
+	_, err = e.l.Share(e.ctx, "small", "e2", 2, ids[:4], 2, now.Add(time.Second), false) // 2 chunks, cut later
+	require.NoError(t, err)
+	var claims [][]string // the tenants of each claim's chunks, sorted
+	for range 4 {
+		_, got, err := e.l.ClaimDue(e.ctx, now.Add(2*time.Second), now.Add(time.Minute), "me", 0, 2)
+		require.NoError(t, err)
+		var tenants []string
+		for _, c := range got {
+			tenants = append(tenants, c.Tenant)
+		}
+		slices.Sort(tenants)
+		claims = append(claims, tenants)
+	}
+	require.Equal(t, [][]string{{"big", "small"}, {"big", "small"}, {"big", "big"}, {"big"}}, claims)
 }
