@@ -194,7 +194,7 @@ const metaAttempted = "eventline_attempted"
 // room for, and works on as a fan-out that is not shared (workChunk): so
 // replicas share a large fan-out, none holds much more than it can start
 // soon, and each delivery is written once, with its first outcome
-// (docs/architecture.md §9, "Large fan-outs"). recordFirst: the chunks'
+// (docs/architecture.md §15). recordFirst: the chunks'
 // deliveries are recorded before they are attempted (a redelivery).
 func (f *fanout) share(ctx context.Context, ev events.Event, seq uint64, eps []endpoint.Endpoint, recordFirst bool) error {
 	ids := make([]string, len(eps))

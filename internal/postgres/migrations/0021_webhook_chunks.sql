@@ -1,4 +1,4 @@
--- Shared fan-outs in chunks (docs/architecture.md §9, "Large fan-outs").
+-- Shared fan-outs in chunks (docs/architecture.md §15).
 --
 -- Until now an event to more than WEBHOOK_SHARE_ABOVE endpoints was
 -- recorded as one pending delivery and one due row per endpoint, and every

@@ -10,7 +10,7 @@ import (
 
 // Chunk is part of a shared fan-out (webhook.chunks): the endpoints of one
 // event that one replica attempts and records together, as a fan-out that
-// is not shared (docs/architecture.md §9, "Large fan-outs").
+// is not shared (docs/architecture.md §15).
 type Chunk struct {
 	ID          int64
 	Tenant      string
