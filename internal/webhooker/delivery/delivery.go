@@ -1,8 +1,9 @@
 // Package delivery is the webhook delivery log and the rules that move
 // it: the Delivery, Attempt, Job and Outcome types and a delivery's
 // Status; the Ledger, the only code that writes webhook.deliveries,
-// webhook.attempts, webhook.due, webhook.claims and the endpoints' failure
-// trackers, and that lists the log; the retry schedule (NextAttempt); the
+// webhook.attempts, webhook.due, webhook.claims, webhook.chunks and the
+// endpoints' failure trackers, and that lists the log; the chunks of
+// shared fan-outs (Chunk); the retry schedule (NextAttempt); the
 // rule that disables an endpoint that keeps failing (DisableRule); and the
 // operational events committed outcomes announce (Notice). It starts
 // nothing and sends nothing: package webhooker decides when to write and

@@ -16,8 +16,8 @@ import (
 )
 
 // Ledger is the only code that writes the webhook delivery tables:
-// webhook.deliveries, webhook.attempts, webhook.due, webhook.claims, and
-// the failure tracker of webhook.endpoints (consecutive_failures,
+// webhook.deliveries, webhook.attempts, webhook.due, webhook.claims,
+// webhook.chunks (chunks.go), and the failure tracker of webhook.endpoints (consecutive_failures,
 // failing_since, failing_announced, and enabled when the tracker disables
 // an endpoint). The parts that decide when to write — the fan-out's group
 // commit, the result writer's batches, the scheduler's ticks, the leases'
