@@ -24,11 +24,7 @@ func TestSharedFanoutIsDueForAnyReplica(t *testing.T) {
 	b := setup(t, options{allowPrivate: true})
 	rc := newReceiver(t, nil)
 	ev := b.publish(t, "e-shared")
-	var ids []string
-	for range 3 {
-		id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"board.*"}}) // the live fan-out does not match card.opened
-		ids = append(ids, id)
-	}
+	ids := b.endpointsNotMatching(t, rc.URL, 3)
 	n, err := b.svc.ledger.Share(ctx, ev.Tenant, ev.ID, int64(ev.Seq), ids, 2, b.clock.Now(), false)
 	require.NoError(t, err)
 	require.Equal(t, 2, n, "chunks of two endpoints and of one")
@@ -73,11 +69,7 @@ func TestChunkTakenOverIsRecordedFirst(t *testing.T) {
 	b := setup(t, options{allowPrivate: true})
 	rc := newReceiver(t, nil)
 	ev := b.publish(t, "e-taken")
-	var ids []string
-	for range 3 {
-		id, _ := b.createEndpoint(t, map[string]any{"url": rc.URL, "events": []string{"board.*"}})
-		ids = append(ids, id)
-	}
+	ids := b.endpointsNotMatching(t, rc.URL, 3)
 	// The other replica recorded its first endpoint's delivery, then died.
 	_, _, err := b.svc.ledger.Record(ctx, []delivery.Item{{
 		Jobs: []delivery.Job{{DeliveryID: delivery.NewID(), Tenant: ev.Tenant, EndpointID: ids[0], Event: ev, Attempt: 1}},
@@ -102,6 +94,19 @@ func TestChunkTakenOverIsRecordedFirst(t *testing.T) {
 		return b.count(t, `SELECT count(*) FROM webhook.deliveries WHERE event_id = 'e-taken' AND status = 'succeeded'`) == 2
 	}, 10*time.Second, 10*time.Millisecond, "the two it created, sent and logged")
 	require.Len(t, rc.all(), 2, "the delivery that existed is not sent by the chunk")
+}
+
+// endpointsNotMatching creates n endpoints posting to url that want
+// board.* events only: the live fan-out of the events the tests publish
+// (card.closed) does not reach them, so the tests share those events
+// themselves (Ledger.Share).
+func (b *bundle) endpointsNotMatching(t *testing.T, url string, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i], _ = b.createEndpoint(t, map[string]any{"url": url, "events": []string{"board.*"}})
+	}
+	return ids
 }
 
 // fullQueue is a dispatcher with no room.

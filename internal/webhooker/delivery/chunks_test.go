@@ -18,10 +18,7 @@ func TestChunks(t *testing.T) {
 	t.Parallel()
 	e := newLedgerEnv(t, DisableRule{})
 	now := e.t0
-	ids := make([]string, 5)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("ep%d", i)
-	}
+	ids := endpointIDs(5)
 	n, err := e.l.Share(e.ctx, "acme", "e1", 7, ids, 2, now, false)
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
@@ -97,10 +94,7 @@ func TestChunksTakenInTurnByTenant(t *testing.T) {
 	t.Parallel()
 	e := newLedgerEnv(t, DisableRule{})
 	now := e.t0
-	ids := make([]string, 10)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("ep%d", i)
-	}
+	ids := endpointIDs(10)
 	_, err := e.l.Share(e.ctx, "big", "e1", 1, ids, 2, now, false) // 5 chunks
 	require.NoError(t, err)
 	_, err = e.l.Share(e.ctx, "small", "e2", 2, ids[:4], 2, now.Add(time.Second), false) // 2 chunks, cut later
@@ -117,4 +111,13 @@ func TestChunksTakenInTurnByTenant(t *testing.T) {
 		claims = append(claims, tenants)
 	}
 	require.Equal(t, [][]string{{"big", "small"}, {"big", "small"}, {"big", "big"}, {"big"}}, claims)
+}
+
+// endpointIDs is n endpoint ids: ep0, ep1...
+func endpointIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("ep%d", i)
+	}
+	return ids
 }
